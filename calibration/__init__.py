@@ -1,0 +1,1 @@
+"""Offline accuracy-versus-latency sweeps and model choice for a latency budget."""

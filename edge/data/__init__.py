@@ -1,0 +1,1 @@
+"""Dataset readers, windowing, leak-free splits and noise (build side)."""

@@ -1,0 +1,116 @@
+"""What data drsn-edge can see: where to look by default, what each folder holds, whether it is intact."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from pathlib import Path
+
+from edge.data.cwru import CWRU_RECORDS, file_sha256
+
+#: Environment variable naming the data root (a folder holding cwru/, xray/, neu/).
+DATA_ENV = "DRSN_EDGE_DATA"
+
+
+def default_data_root() -> Path:
+    """``$DRSN_EDGE_DATA``, else ``../shared/data`` or ``./data`` seen from the current directory."""
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV])
+    for candidate in (Path("../shared/data"), Path("data")):
+        if candidate.is_dir():
+            return candidate
+    return Path("../shared/data")
+
+
+def default_cwru_dir() -> Path:
+    root = default_data_root()
+    return root / "cwru" if (root / "cwru").is_dir() else root
+
+
+def _read_sums(path: Path) -> dict[str, str]:
+    """``SHA256SUMS`` (``<hash>  <relative path>``) as {relative path: hash}."""
+    sums = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            digest, name = line.split(maxsplit=1)
+            sums[name.strip().lstrip("*")] = digest
+    return sums
+
+
+def _verify(root: Path, sums: dict[str, str]) -> list[str]:
+    problems = []
+    for name, digest in sums.items():
+        path = root / name
+        if not path.is_file():
+            problems.append(f"missing {name}")
+        elif hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            problems.append(f"sha256 mismatch {name}")
+    return problems
+
+
+def survey_cwru(folder: Path, check: bool = False) -> dict:
+    """Which CWRU records (class x load) are present; with ``check``, hashes against records.csv."""
+    present = {label: {load: (folder / f"{number}.mat").is_file() for load, number in loads.items()}
+               for label, loads in CWRU_RECORDS.items()}
+    report = {"path": str(folder), "present": present,
+              "files": sum(v for loads in present.values() for v in loads.values()), "problems": []}
+    listing = folder / "records.csv"
+    if check and listing.is_file():
+        with listing.open() as fh:
+            for row in csv.DictReader(fh):
+                path = folder / row["file"]
+                if not path.is_file():
+                    report["problems"].append(f"missing {row['file']}")
+                elif file_sha256(path) != row["sha256"]:
+                    report["problems"].append(f"sha256 mismatch {row['file']}")
+    return report
+
+
+def survey_images(folder: Path, check: bool = False) -> dict:
+    """Image counts per sub-folder; with ``check``, hashes against SHA256SUMS."""
+    counts: dict[str, int] = {}
+    for path in sorted(folder.rglob("*")):
+        if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"):
+            key = str(path.parent.relative_to(folder))
+            counts[key] = counts.get(key, 0) + 1
+    report = {"path": str(folder), "images": counts, "problems": []}
+    sums = folder / "SHA256SUMS"
+    if check and sums.is_file():
+        report["problems"] = _verify(folder, _read_sums(sums))
+    return report
+
+
+def survey(root: Path, check: bool = False) -> dict:
+    """Every data set found under ``root``."""
+    found = {}
+    cwru = root / "cwru" if (root / "cwru").is_dir() else root
+    if any(cwru.glob("*.mat")):
+        found["cwru"] = survey_cwru(cwru, check)
+    for name in ("xray", "neu"):
+        if (root / name).is_dir():
+            found[name] = survey_images(root / name, check)
+    return found
+
+
+def format_survey(root: Path, found: dict, checked: bool = False) -> str:
+    lines = [f"data root {root}"]
+    if not found:
+        lines.append("  no data set found here; pass --data or set $" + DATA_ENV)
+    if "cwru" in found:
+        c = found["cwru"]
+        lines += [f"cwru: {c['files']} records in {c['path']}", f"  {'class':<10} load0 load1 load2 load3"]
+        for label, loads in c["present"].items():
+            cells = "".join(f"{'yes' if loads[load] else '-':>6}" for load in sorted(loads))
+            lines.append(f"  {label:<10}{cells}")
+    for name in ("xray", "neu"):
+        if name in found:
+            images = found[name]["images"]
+            lines.append(f"{name}: {sum(images.values())} images in {found[name]['path']}")
+            lines += [f"  {folder:<28}{n:>6}" for folder, n in images.items()]
+    for name, report in found.items():
+        for problem in report["problems"]:
+            lines.append(f"PROBLEM {name}: {problem}")
+        if checked and not report["problems"]:
+            lines.append(f"{name}: every file present and matching its sha256")
+    return "\n".join(lines)

@@ -1,0 +1,54 @@
+"""Inference over windows and accuracy under noise, for training-time validation and ``evaluate``."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from edge.data.noise import add_noise
+from edge.data.preprocess import normalize
+from edge.train.metrics import classification_report
+
+
+def snr_key(snr: float | None) -> str:
+    """The JSON key of an SNR: ``"none"`` for clean, else the dB value (``"-4"``, ``"2.5"``)."""
+    return "none" if snr is None else f"{snr:g}"
+
+
+@torch.no_grad()
+def predict(model: nn.Module, windows: np.ndarray, normalization: str = "zscore",
+            batch_size: int = 512) -> np.ndarray:
+    """Predicted class index of each window (N, L) or (N, C, L)."""
+    model.eval()
+    out = []
+    for start in range(0, windows.shape[0], batch_size):
+        x = normalize(windows[start:start + batch_size], normalization)
+        if x.ndim == 2:
+            x = x[:, None, :]
+        out.append(model(torch.from_numpy(x)).argmax(dim=1).numpy())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def noise_rng(seed: int, snr: float) -> np.random.Generator:
+    """The generator for one SNR: the same noise at that SNR whatever else is asked for, and for every model."""
+    return np.random.default_rng([seed, int(round(snr * 1000)) + 1_000_000])
+
+
+def noisy_copies(windows: np.ndarray, snrs: list, seed: int, kind: str = "gaussian"):
+    """Yield (snr, windows at that SNR), the noise seeded by (seed, snr)."""
+    for snr in snrs:
+        yield snr, windows if snr is None else add_noise(windows, snr, noise_rng(seed, snr), kind)
+
+
+def accuracy_under_noise(model: nn.Module, windows: np.ndarray, labels: np.ndarray, snrs: list,
+                         normalization: str, seed: int, kind: str = "gaussian") -> dict[str, float]:
+    return {snr_key(snr): float(np.mean(predict(model, x, normalization) == labels))
+            for snr, x in noisy_copies(windows, snrs, seed, kind)}
+
+
+def evaluate_under_noise(model: nn.Module, windows: np.ndarray, labels: np.ndarray, classes,
+                         snrs: list, normalization: str, seed: int, kind: str = "gaussian") -> dict[str, dict]:
+    """Full classification report at every SNR."""
+    return {snr_key(snr): classification_report(labels, predict(model, x, normalization), classes)
+            for snr, x in noisy_copies(windows, snrs, seed, kind)}

@@ -1,0 +1,74 @@
+"""A training run on disk: the only thing ``evaluate`` and (later) the bundle builder read.
+
+```
+runs/NAME/
+  model.pt        plain state dict (tensors only; loaded with weights_only=True)
+  config.json     model config, data selection, preprocessing, training settings
+  split.json      the leak-free split: every record's segments in samples and seconds
+  metrics.json    training history and held-out figures
+```
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edge.errors import RunError
+from edge.models import ModelConfig, build_model
+
+RUN_FILES: tuple[str, ...] = ("model.pt", "config.json", "split.json", "metrics.json")
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict
+    split: dict
+    metrics: dict
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return ModelConfig.from_dict(self.config["model"])
+
+    def load_model(self) -> nn.Module:
+        """The trained network in eval mode, from tensors only (no unpickling of objects)."""
+        model = build_model(self.model_config)
+        state = torch.load(self.path / "model.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+        return model.eval()
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write JSON atomically, so an interrupted write never leaves half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)
+
+
+def save_run(path: Path, model: nn.Module, config: dict, split: dict, metrics: dict) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = path / "model.pt.tmp"
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+    tmp.replace(path / "model.pt")
+    write_json(path / "config.json", config)
+    write_json(path / "split.json", split)
+    write_json(path / "metrics.json", metrics)
+
+
+def load_run(path: str | Path) -> Run:
+    path = Path(path)
+    if not path.is_dir():
+        raise RunError(f"run directory {path} does not exist; train one with `drsn-edge train --out {path}`")
+    missing = [name for name in RUN_FILES if not (path / name).is_file()]
+    if missing:
+        raise RunError(f"run {path} is incomplete (missing {', '.join(missing)}); was training interrupted?")
+    try:
+        docs = {name: json.loads((path / name).read_text()) for name in RUN_FILES if name.endswith(".json")}
+    except json.JSONDecodeError as exc:
+        raise RunError(f"run {path}: a JSON file is corrupted ({exc})") from exc
+    return Run(path=path, config=docs["config.json"], split=docs["split.json"], metrics=docs["metrics.json"])

@@ -1,0 +1,1 @@
+"""Wire protocol to the sensor and actuator firmware (gateway side: never imports torch)."""

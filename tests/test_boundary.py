@@ -1,0 +1,32 @@
+"""The gateway side never imports torch, directly or through another module."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+GATEWAY_MODULES = ["edge", "edge.errors", "edge.data.preprocess", "firmware_bridge"]
+
+BLOCK_TORCH = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is not available on the gateway")
+sys.meta_path.insert(0, Block())
+import importlib
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+print("ok")
+"""
+
+
+def test_gateway_modules_import_without_torch():
+    done = subprocess.run([sys.executable, "-c", BLOCK_TORCH, *GATEWAY_MODULES], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+def test_the_blocker_really_blocks():
+    done = subprocess.run([sys.executable, "-c", BLOCK_TORCH, "edge.models"], capture_output=True, text=True)
+    assert done.returncode != 0 and "torch is not available" in done.stderr

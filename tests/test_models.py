@@ -1,0 +1,81 @@
+"""DRSN building blocks behave as the paper defines them and export cleanly to ONNX."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edge.models import MODELS, build_model, model_config
+from edge.models.shrinkage import SelfAdaptiveShrinkage, Shrinkage, soft_threshold
+
+
+def test_soft_threshold_is_sign_times_shrunk_magnitude():
+    x = torch.linspace(-3, 3, 601)
+    tau = torch.tensor(0.7)
+    expected = torch.sign(x) * torch.clamp(x.abs() - tau, min=0)
+    assert torch.allclose(soft_threshold(x, tau), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("channel_wise", [True, False])
+def test_thresholds_are_positive_and_below_mean_magnitude(channel_wise):
+    torch.manual_seed(0)
+    module = Shrinkage(8, channel_wise=channel_wise).eval()
+    x = torch.randn(4, 8, 64) * torch.linspace(0.1, 3, 8)[None, :, None]
+    tau = module.threshold(x)
+    gap = x.abs().mean(dim=-1, keepdim=True)
+    assert tau.shape == ((4, 8, 1) if channel_wise else (4, 1, 1))
+    bound = gap if channel_wise else gap.mean(dim=1, keepdim=True)
+    assert torch.all(tau > 0) and torch.all(tau < bound)  # alpha = sigmoid(...) lies in (0, 1)
+    if not channel_wise:
+        out = module(x)
+        assert torch.allclose(out, soft_threshold(x, tau))
+
+
+def test_sarsn_starts_as_soft_threshold_and_applies_the_learned_slope():
+    torch.manual_seed(0)
+    module = SelfAdaptiveShrinkage(4).eval()
+    x = torch.randn(2, 4, 32)
+    tau = module.threshold(x)
+    assert torch.allclose(module(x), soft_threshold(x, tau))
+    with torch.no_grad():
+        module.delta.fill_(1.5)
+    y = module(x)
+    expected = torch.where(x > tau, 1.5 * x - tau, torch.where(x < -tau, 1.5 * x + tau, torch.zeros_like(x)))
+    assert torch.allclose(y, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("length", [400, 1024, 2048])
+def test_every_model_takes_every_window_length_at_batch_one(name, length):
+    model = build_model(model_config(name, width=4, depth=1)).eval()
+    assert model(torch.randn(1, 1, length)).shape == (1, 10)
+
+
+def test_plain_baseline_is_the_same_network_without_shrinkage():
+    drsn = build_model(model_config("drsn1d-cw"))
+    plain = build_model(model_config("resnet1d"))
+    shrink_params = sum(p.numel() for n, p in drsn.named_parameters() if ".shrink." in n)
+    assert shrink_params > 0
+    assert sum(p.numel() for p in drsn.parameters()) - shrink_params == sum(p.numel() for p in plain.parameters())
+
+
+def test_unknown_model_is_refused():
+    with pytest.raises(ValueError, match="unknown model"):
+        model_config("drsn9d")
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_onnx_export_has_dynamic_batch_and_matches_torch(name, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = build_model(model_config(name, width=4, depth=1)).eval()
+    path = tmp_path / f"{name}.onnx"
+    torch.onnx.export(model, (torch.randn(1, 1, 1024),), path, input_names=["window"], output_names=["logits"],
+                      dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, opset_version=18, verbose=False)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((5, 1, 1024)).astype(np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    got = session.run(["logits"], {"window": x})[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)

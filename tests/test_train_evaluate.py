@@ -1,0 +1,129 @@
+"""Tiny seeded trainings on the real load-0 records: run files, determinism, honest evaluation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from edge.cli import main
+from edge.errors import RunError
+from edge.train.runs import load_run
+from edge.train.trainer import TrainSettings
+from edge.train.vibration import WindowSettings, evaluate_cwru, format_evaluation, train_cwru
+
+TINY = dict(model_name="drsn1d-cw", loads=(0,), windows=WindowSettings(length=1024), width=8, depth=1,
+            threads=1, quiet=True)
+
+
+def _settings(seed: int = 0) -> TrainSettings:
+    return TrainSettings(epochs=3, steps_per_epoch=40, batch_size=32, lr=1e-2, seed=seed, val_snrs=[None])
+
+
+@pytest.fixture(scope="module")
+def tiny_run(cwru_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    train_cwru(cwru_dir, out, settings=_settings(), **TINY)
+    return out
+
+
+def test_run_directory_holds_plain_tensors_and_descriptions(tiny_run):
+    state = torch.load(tiny_run / "model.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    run = load_run(tiny_run)
+    assert run.config["model"]["name"] == "drsn1d-cw" and run.config["classes"][0] == "normal"
+    assert run.config["preprocessing"]["window"] == 1024
+    assert {row["split"] for row in run.split["segments"]} == {"train", "val", "test"}
+    assert len(run.metrics["history"]) == 3 and run.metrics["train_seconds"] > 0
+
+
+def test_training_is_deterministic_with_a_seed(cwru_dir, tiny_run, tmp_path):
+    train_cwru(cwru_dir, tmp_path / "again", settings=_settings(), **TINY)
+    first = torch.load(tiny_run / "model.pt", weights_only=True)
+    again = torch.load(tmp_path / "again" / "model.pt", weights_only=True)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+
+
+def test_evaluation_scores_only_held_out_windows_and_learns(tiny_run):
+    result = evaluate_cwru(tiny_run, snrs=[None, 0.0])
+    assert set(result["accuracy_by_snr"]) == {"none", "0"}
+    assert result["accuracy"] == result["accuracy_by_snr"]["none"]
+    assert result["accuracy"] > 0.8  # 120 tiny steps already beat chance (0.1) by far
+    split = load_run(tiny_run).split["segments"]
+    for source in result["sources"]:
+        assert source["origin"] == "held-out test segment"
+        test_seg = next(s for s in split if s["file"] == source["file"] and s["split"] == "test")
+        assert (source["start"], source["stop"]) == (test_seg["start"], test_seg["stop"])
+    table = format_evaluation(result)
+    assert "confusion matrix" in table and "macro-F1" in table
+
+
+def test_records_never_seen_contribute_all_their_windows(tiny_run):
+    result = evaluate_cwru(tiny_run, loads=(1,), snrs=[None])
+    origins = {s["file"]: s["origin"] for s in result["sources"]}
+    assert origins["97.mat"] == "held-out test segment"   # normal of load 0 stands in for load 1
+    assert origins["106.mat"] == "unseen record (all windows)"
+    unseen = next(s for s in result["sources"] if s["file"] == "106.mat")
+    assert unseen["start"] == 0 and unseen["windows"] > 500
+
+
+def test_cli_evaluate_json(tiny_run, capsys):
+    assert main(["evaluate", "--run", str(tiny_run), "--snr", "-4,none", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert set(doc["accuracy_by_snr"]) == {"-4", "none"} and 0 <= doc["accuracy"] <= 1
+
+
+def test_cli_train_writes_a_run(cwru_dir, tmp_path, capsys):
+    out = tmp_path / "cli"
+    code = main(["train", "--model", "resnet1d", "--data", str(cwru_dir), "--out", str(out), "--loads", "0",
+                 "--window", "400", "--epochs", "1", "--steps", "5", "--width", "4", "--depth", "1",
+                 "--snr-train", "none", "--threads", "1", "-q"])
+    assert code == 0 and load_run(out).config["model"]["shrinkage"] == "none"
+
+
+def test_cli_errors_are_one_clear_line(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("drsn-edge train: error:") and "does not exist" in err and "Traceback" not in err
+    assert main(["evaluate", "--run", str(tmp_path / "missing")]) == 2
+    assert "drsn-edge train --out" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "r"), "--snr-train", "10:-6", "-q"]) == 2
+    assert "LO above HI" in capsys.readouterr().err
+
+
+def test_incomplete_run_is_reported(tiny_run, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text((tiny_run / "config.json").read_text())
+    with pytest.raises(RunError, match="incomplete .*model.pt"):
+        load_run(broken)
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["datasets"]])
+def test_help_teaches(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(command + ["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: drsn-edge" in out
+    if command in (["train"], ["evaluate"]):
+        assert "examples:" in out
+
+
+def test_datasets_lists_and_checks_cwru(cwru_dir, capsys):
+    assert main(["datasets", "--data", str(cwru_dir.parent), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "cwru: 28 records" in out and "every file present and matching its sha256" in out
+
+
+
+def test_noise_at_an_snr_does_not_depend_on_the_other_snrs_asked():
+    from edge.train.evaluate import noisy_copies
+
+    x = np.random.default_rng(0).standard_normal((4, 1024)).astype(np.float32)
+    alone = dict(noisy_copies(x, [-4.0], seed=7))[-4.0]
+    among = dict(noisy_copies(x, [None, 0.0, -4.0], seed=7))[-4.0]
+    other_seed = dict(noisy_copies(x, [-4.0], seed=8))[-4.0]
+    assert np.array_equal(alone, among) and not np.array_equal(alone, other_seed)
