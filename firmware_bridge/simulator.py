@@ -1,0 +1,369 @@
+"""A sensor/actuator device on a real pty (or TCP loopback) streaming real data, with fault injection.
+
+It streams a :class:`~firmware_bridge.sources.StreamSource` at its real rate (or N times
+faster), answers HELLO and HEARTBEAT, acknowledges and records every REJECT with the
+encoder position it would fire at, and can corrupt bytes, drop frames and disconnect
+on a schedule.  Every injected fault is counted, so tests can check that the gateway
+counted the same.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import select
+import socket
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from firmware_bridge.codec import FrameDecoder, encode_frame
+from firmware_bridge.protocol import Ack, Heartbeat, Hello, Message, Reject, RejectMode
+from firmware_bridge.sources import StreamSource
+from firmware_bridge.transport import PtyPair
+
+WRITE_STALL_S = 2.0  # a reader this far behind is treated as gone: the frame is dropped and counted
+
+
+@dataclass
+class Faults:
+    """Faults to inject on the device -> gateway stream."""
+
+    corrupt: float = 0.0                   # probability that any one byte gets a bit flipped
+    drop: float = 0.0                      # probability that a frame is not sent at all
+    disconnect_every: float | None = None  # seconds of streaming between disconnects
+    outage_s: float = 0.5                  # how long the device stays away
+    seed: int = 0
+
+
+@dataclass
+class SimStats:
+    frames_generated: int = 0
+    frames_sent: int = 0
+    frames_dropped: int = 0          # injected drops
+    frames_lost_offline: int = 0     # generated while disconnected or stalled
+    frames_corrupted: int = 0
+    bytes_corrupted: int = 0
+    disconnects: int = 0
+    hello_answered: int = 0
+    heartbeats_answered: int = 0
+    rejects: int = 0
+    gateway_frames_rejected: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _PtyLink:
+    """Device end of a pty.  Like a UART with nobody listening, it does not wait for a reader:
+    after one write has stalled for WRITE_STALL_S, frames are dropped (and counted) at once
+    until the reader catches up."""
+
+    def __init__(self, link_path: str | None):
+        self.link_path = link_path
+        self.stalled = False
+        self.pty = PtyPair(link_path)
+        os.set_blocking(self.pty.master_fd, False)
+
+    @property
+    def port(self) -> str:
+        return self.pty.port
+
+    def write(self, data: bytes) -> bool:
+        view = memoryview(data)
+        deadline = time.monotonic() + (0.0 if self.stalled else WRITE_STALL_S)
+        while view:
+            try:
+                n = os.write(self.pty.master_fd, view)
+                view = view[n:]
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    self.stalled = True
+                    return False
+                select.select([], [self.pty.master_fd], [], 0.05)
+            except OSError:
+                return False
+        self.stalled = False
+        return True
+
+    def read(self, timeout: float) -> bytes:
+        ready, _, _ = select.select([self.pty.master_fd], [], [], timeout)
+        if not ready:
+            return b""
+        try:
+            return os.read(self.pty.master_fd, 65536)
+        except OSError as exc:  # EIO: nobody has the slave open
+            if exc.errno not in (errno.EIO, errno.EAGAIN):
+                raise
+            time.sleep(timeout)
+            return b""
+
+    def disconnect(self) -> None:
+        self.pty.close()
+        if self.link_path:
+            Path(self.link_path).unlink(missing_ok=True)
+
+    def reconnect(self) -> None:
+        self.pty = PtyPair(self.link_path)
+        os.set_blocking(self.pty.master_fd, False)
+        self.stalled = False
+
+    def close(self) -> None:
+        self.disconnect()
+
+
+class _TcpLink:
+    def __init__(self, port: int):
+        self.server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.server.bind(("127.0.0.1", port))
+        self.server.listen(1)
+        self.server.settimeout(0.05)
+        self.conn: socket.socket | None = None
+        self.accepting = True
+
+    @property
+    def port(self) -> str:
+        return f"socket://127.0.0.1:{self.server.getsockname()[1]}"
+
+    def _accept(self) -> socket.socket | None:
+        if self.conn is None and self.accepting:
+            try:
+                self.conn, _ = self.server.accept()
+                self.conn.settimeout(WRITE_STALL_S)
+            except (socket.timeout, OSError):
+                return None
+        return self.conn
+
+    def write(self, data: bytes) -> bool:
+        conn = self._accept()
+        if conn is None:
+            return False
+        try:
+            conn.sendall(data)
+            return True
+        except OSError:
+            self._drop()
+            return False
+
+    def read(self, timeout: float) -> bytes:
+        conn = self._accept()
+        if conn is None:
+            time.sleep(timeout)
+            return b""
+        ready, _, _ = select.select([conn], [], [], timeout)
+        if not ready:
+            return b""
+        try:
+            data = conn.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            self._drop()
+        return data
+
+    def _drop(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def disconnect(self) -> None:
+        self._drop()
+        self.accepting = False
+
+    def reconnect(self) -> None:
+        self.accepting = True
+
+    def close(self) -> None:
+        self._drop()
+        self.server.close()
+
+
+@dataclass
+class DeviceSimulator:
+    """Streams ``source`` over a pty or TCP link; see the module docstring."""
+
+    source: StreamSource
+    link: str = "pty"                   # "pty" or "tcp"
+    speed: float | None = 1.0           # 1.0 = real rate, N = N times faster, None = as fast as possible
+    faults: Faults = field(default_factory=Faults)
+    link_path: str | None = None        # pty: stable symlink to the current slave
+    tcp_port: int = 0
+    rejects_path: str | None = None     # JSON lines, one per REJECT received
+    loop: bool = False
+    stats: SimStats = field(default_factory=SimStats)
+    rejects: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._now_us = 0
+        self._encoder = 0
+        self._halt = threading.Event()     # ends run(); the reader keeps answering
+        self._closed = threading.Event()   # ends everything
+        self._online = threading.Event()
+        self._online.set()
+        self._rng = np.random.default_rng(self.faults.seed)
+        self._decoder = FrameDecoder()
+        if self.link == "pty":
+            self._link: _PtyLink | _TcpLink = _PtyLink(self.link_path)
+        elif self.link == "tcp":
+            self._link = _TcpLink(self.tcp_port)
+        else:
+            raise ValueError(f"link must be 'pty' or 'tcp', got {self.link!r}")
+        self._reader = threading.Thread(target=self._serve_gateway, name="sim-reader", daemon=True)
+        self._reader.start()
+
+    @property
+    def port(self) -> str:
+        """What the gateway opens: the pty (or its stable link) or ``socket://127.0.0.1:PORT``."""
+        return self._link.port
+
+    # -- sending ---------------------------------------------------------------------------
+    def _send(self, message: Message, timestamp_us: int, encoder: int, inject: bool) -> bool:
+        with self._lock:
+            seq = self._seq
+            self._seq += 1
+            self._now_us, self._encoder = timestamp_us, encoder
+            frame = encode_frame(message, seq, timestamp_us, encoder)
+            if inject:
+                if self.faults.drop and self._rng.random() < self.faults.drop:
+                    self.stats.frames_dropped += 1
+                    return False
+                frame = self._corrupt(frame)
+            if not self._online.is_set() or not self._link.write(frame):
+                self.stats.frames_lost_offline += 1
+                return False
+            self.stats.frames_sent += 1
+            return True
+
+    def _corrupt(self, frame: bytes) -> bytes:
+        if not self.faults.corrupt:
+            return frame
+        hits = np.flatnonzero(self._rng.random(len(frame)) < self.faults.corrupt)
+        if hits.size == 0:
+            return frame
+        data = bytearray(frame)
+        for i in hits:
+            data[i] ^= 1 << int(self._rng.integers(0, 8))
+        self.stats.frames_corrupted += 1
+        self.stats.bytes_corrupted += int(hits.size)
+        return bytes(data)
+
+    def run(self, duration: float | None = None, max_frames: int | None = None,
+            final_heartbeats: int = 3) -> SimStats:
+        """Stream until the source ends (or ``duration`` s, or ``max_frames``); then send clean heartbeats.
+
+        The closing heartbeats carry on the sequence numbers, so a receiver can count
+        every frame lost before them.
+        """
+        while isinstance(self._link, _TcpLink) and self._link._accept() is None and not self._halt.is_set():
+            pass  # a TCP device streams once a gateway is connected
+        started = time.monotonic()
+        next_disconnect = started + self.faults.disconnect_every if self.faults.disconnect_every else None
+        lap = 0
+        while not self._halt.is_set():
+            offset_us = lap * (self._now_us + 1000)
+            for message, ts, enc in self.source.messages():
+                ts += offset_us
+                if self._halt.is_set() or (max_frames is not None and self.stats.frames_generated >= max_frames):
+                    break
+                now = time.monotonic()
+                if duration is not None and now - started >= duration:
+                    break
+                if self.speed:
+                    delay = started + ts / 1e6 / self.speed - now
+                    if delay > 0:
+                        time.sleep(delay)
+                if next_disconnect is not None and time.monotonic() >= next_disconnect:
+                    self._disconnect()
+                    next_disconnect = time.monotonic() + self.faults.disconnect_every
+                self.stats.frames_generated += 1
+                self._send(message, ts, enc, inject=True)
+            else:
+                if self.loop:
+                    lap += 1
+                    continue
+            break
+        for _ in range(final_heartbeats):
+            self._send(Heartbeat(0), self._now_us, self._encoder, inject=False)
+            time.sleep(0.02)
+        return self.stats
+
+    def _disconnect(self) -> None:
+        with self._lock:
+            self._online.clear()
+            self._link.disconnect()
+            self.stats.disconnects += 1
+        time.sleep(self.faults.outage_s)
+        with self._lock:
+            self._link.reconnect()
+            self._decoder.reset_sequence()
+            self._online.set()
+
+    # -- receiving -------------------------------------------------------------------------
+    def _serve_gateway(self) -> None:
+        while not self._closed.is_set():
+            if not self._online.is_set():
+                time.sleep(0.01)
+                continue
+            try:
+                data = self._link.read(0.05)
+            except OSError:
+                time.sleep(0.05)
+                continue
+            if not data:
+                continue
+            for frame in self._decoder.feed(data):
+                self._answer(frame)
+            self.stats.gateway_frames_rejected = self._decoder.stats.rejected
+
+    def _answer(self, frame) -> None:
+        message = frame.message
+        if isinstance(message, Hello) and message.request:
+            self.stats.hello_answered += 1
+            self._send(self.source.hello, self._now_us, self._encoder, inject=False)
+        elif isinstance(message, Heartbeat):
+            self.stats.heartbeats_answered += 1
+            self._send(Heartbeat(0), self._now_us, self._encoder, inject=False)
+        elif isinstance(message, Reject):
+            self._record_reject(frame.seq, message)
+            self._send(Ack(int(Reject.TYPE), frame.seq), self._now_us, self._encoder, inject=False)
+
+    def _record_reject(self, seq: int, reject: Reject) -> None:
+        now_us, encoder = self._now_us, self._encoder
+        if reject.mode == RejectMode.AT_ENCODER:
+            fire_encoder = reject.at
+            fire_us = now_us + int((reject.at - encoder) * 1e6 / max(self.source.hello.rate_hz, 1e-9))
+        else:
+            fire_us = now_us + reject.at
+            fire_encoder = encoder + int(round(reject.at * self.source.hello.rate_hz / 1e6))
+        row = {"decision_id": reject.decision_id, "seq": seq, "mode": reject.mode.name.lower(),
+               "lane": reject.lane, "reason": reject.reason, "at": reject.at, "received_us": now_us,
+               "encoder_at_receipt": encoder, "fire_encoder": fire_encoder, "fire_us": fire_us,
+               "late": fire_encoder < encoder if reject.mode == RejectMode.AT_ENCODER else False}
+        self.rejects.append(row)
+        self.stats.rejects += 1
+        if self.rejects_path:
+            with open(self.rejects_path, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish (it still sends its closing heartbeats)."""
+        self._halt.set()
+
+    def close(self) -> None:
+        self._halt.set()
+        self._closed.set()
+        self._reader.join(timeout=1.0)
+        self._link.close()
+
+    def __enter__(self) -> "DeviceSimulator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,189 @@
+"""Serial links through pyserial: device paths, ``loop://``, ``socket://``, pty pairs, USB discovery.
+
+:class:`ReconnectingPort` keeps the process alive when the device disappears (a USB
+unplug, a closed pty, a dropped TCP peer): it closes, counts the outage and reopens
+the same name until the device is back.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import tty
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import serial
+from serial.tools import list_ports
+
+DEFAULT_BAUD = 921600
+USB_PREFIX = "usb:"
+
+
+class PortError(OSError):
+    """A port that cannot be found or opened, with what to try instead."""
+
+
+def parse_vid_pid(text: str) -> tuple[int, int | None]:
+    """``"0483:5740"`` or ``"0483"`` (hex) into (vid, pid or None)."""
+    parts = text.split(":")
+    try:
+        vid = int(parts[0], 16)
+        pid = int(parts[1], 16) if len(parts) > 1 and parts[1] else None
+    except ValueError:
+        raise PortError(f"USB id {text!r} must be VID[:PID] in hex, e.g. 0483:5740") from None
+    return vid, pid
+
+
+def find_usb_ports(vid: int, pid: int | None = None, serial_number: str | None = None) -> list:
+    """USB CDC ports matching VID[:PID] (and serial number), as ``serial.tools.list_ports`` sees them."""
+    return sorted((p for p in list_ports.comports()
+                   if p.vid == vid and (pid is None or p.pid == pid)
+                   and (serial_number is None or p.serial_number == serial_number)),
+                  key=lambda p: p.device)
+
+
+def resolve_port(spec: str) -> str:
+    """A pyserial URL or device path; ``usb:VID:PID[:SERIAL]`` is looked up among connected devices."""
+    if not spec.startswith(USB_PREFIX):
+        return spec
+    fields = spec[len(USB_PREFIX):].split(":")
+    vid, pid = parse_vid_pid(":".join(fields[:2]))
+    serial_number = fields[2] if len(fields) > 2 else None
+    found = find_usb_ports(vid, pid, serial_number)
+    if not found:
+        seen = ", ".join(f"{p.device} ({p.vid:04x}:{p.pid:04x})" for p in list_ports.comports() if p.vid) or "none"
+        raise PortError(f"no USB serial device {spec[len(USB_PREFIX):]} connected (USB serial devices seen: {seen})")
+    return found[0].device
+
+
+def open_port(spec: str, baudrate: int = DEFAULT_BAUD, timeout: float = 0.05,
+              write_timeout: float | None = 1.0) -> serial.SerialBase:
+    """Open a device path, ``usb:VID:PID``, ``loop://``, ``socket://HOST:PORT`` or a pty by name."""
+    url = resolve_port(spec)
+    try:
+        return serial.serial_for_url(url, baudrate=baudrate, timeout=timeout, write_timeout=write_timeout)
+    except (serial.SerialException, ValueError, OSError) as exc:
+        raise PortError(f"cannot open {spec}: {exc}") from exc
+
+
+class PtyPair:
+    """A pseudo-terminal: the simulator holds ``master_fd``; clients open ``name`` like a serial device.
+
+    ``link`` (optional) is a stable path kept pointing at the current slave, as
+    ``/dev/serial/by-id/...`` does for a USB device across unplug and replug.
+    """
+
+    def __init__(self, link: str | Path | None = None):
+        self.master_fd, self.slave_fd = os.openpty()
+        tty.setraw(self.slave_fd)
+        self.name = os.ttyname(self.slave_fd)
+        self.link = Path(link) if link else None
+        if self.link:
+            tmp = self.link.with_name(self.link.name + ".tmp")
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(self.name)
+            tmp.replace(self.link)
+
+    @property
+    def port(self) -> str:
+        return str(self.link) if self.link else self.name
+
+    def close(self) -> None:
+        for fd in (self.master_fd, self.slave_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.master_fd = self.slave_fd = -1
+
+
+@dataclass
+class LinkStats:
+    opens: int = 0
+    outages: int = 0             # times the device went away
+    outage_seconds: float = 0.0  # total time without a device
+    last_error: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ReconnectingPort:
+    """Reads and writes that survive the device going away; every outage is counted.
+
+    ``read`` returns b"" while the device is gone (after waiting ``retry_s`` between
+    attempts), so the caller's loop keeps running and can fail safe.
+    ``on_reconnect`` is called after every reopen (e.g. to reset sequence tracking).
+    """
+
+    def __init__(self, spec: str, baudrate: int = DEFAULT_BAUD, timeout: float = 0.05,
+                 retry_s: float = 0.2, on_reconnect=None):
+        self.spec = spec
+        self.baudrate = baudrate
+        self.timeout = timeout
+        self.retry_s = retry_s
+        self.on_reconnect = on_reconnect
+        self.stats = LinkStats()
+        self._port: serial.SerialBase | None = None
+        self._down_since: float | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._port is not None
+
+    def _ensure(self) -> serial.SerialBase | None:
+        if self._port is not None:
+            return self._port
+        try:
+            self._port = open_port(self.spec, self.baudrate, self.timeout)
+        except PortError as exc:
+            self.stats.last_error = str(exc)
+            if self._down_since is None:
+                self._down_since = time.monotonic()
+            time.sleep(self.retry_s)
+            return None
+        self.stats.opens += 1
+        if self._down_since is not None:
+            self.stats.outage_seconds += time.monotonic() - self._down_since
+            self._down_since = None
+            if self.on_reconnect:
+                self.on_reconnect()
+        return self._port
+
+    def _lost(self, exc: Exception) -> None:
+        self.stats.outages += 1
+        self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        self._down_since = time.monotonic()
+        try:
+            self._port.close()
+        except Exception:  # noqa: BLE001 - the device is gone; closing may fail in any way
+            pass
+        self._port = None
+
+    def read(self, size: int = 65536) -> bytes:
+        port = self._ensure()
+        if port is None:
+            return b""
+        try:
+            return port.read(max(1, min(size, port.in_waiting or 1)))
+        except (serial.SerialException, OSError) as exc:
+            self._lost(exc)
+            return b""
+
+    def write(self, data: bytes) -> bool:
+        """Write all of ``data``; False (and an outage counted) when the device is gone."""
+        port = self._ensure()
+        if port is None:
+            return False
+        try:
+            port.write(data)
+            return True
+        except (serial.SerialException, OSError) as exc:
+            self._lost(exc)
+            return False
+
+    def close(self) -> None:
+        if self._port is not None:
+            self._port.close()
+            self._port = None

@@ -1,0 +1,174 @@
+"""The simulator and the transports end to end, through real ptys and TCP loopback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from firmware_bridge.codec import FrameDecoder, encode_frame
+from firmware_bridge.protocol import Ack, Heartbeat, Hello, Line, Reject, RejectMode, Samples
+from firmware_bridge.simulator import DeviceSimulator, Faults
+from firmware_bridge.sources import belt_source, cwru_source
+from firmware_bridge.transport import PortError, ReconnectingPort, open_port, parse_vid_pid, resolve_port
+
+
+@pytest.fixture(scope="module")
+def cwru_stream(cwru_dir):
+    return cwru_source(cwru_dir, loads=(0,))
+
+
+@pytest.fixture(scope="module")
+def xray_dir(cwru_dir):
+    path = cwru_dir.parent / "xray"
+    if not (path / "castings").is_dir():
+        pytest.skip(f"X-ray data not found at {path}")
+    return path
+
+
+def receive(port, sim_thread, decoder, timeout=30.0, until=None):
+    """Read frames until the simulator has finished and the port is quiet (or ``until`` holds)."""
+    frames, quiet_since, deadline = [], None, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        data = port.read(65536)
+        if data:
+            frames += decoder.feed(data)
+            quiet_since = None
+        elif not sim_thread.is_alive():
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since > 0.3:
+                break
+        if until and until(frames):
+            break
+    return frames
+
+
+def start(sim, **kwargs):
+    thread = threading.Thread(target=sim.run, kwargs=kwargs, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_cwru_samples_arrive_intact_and_requests_are_answered(cwru_stream):
+    with DeviceSimulator(cwru_stream, link="pty", speed=None) as sim:
+        port = open_port(sim.port)
+        port.write(encode_frame(Hello(request=True), 0) + encode_frame(Heartbeat(0), 1)
+                   + encode_frame(Reject(77, RejectMode.AFTER_US, 2, 1, 8_000), 2))
+        time.sleep(0.2)  # let the device answer before it streams
+        thread = start(sim, max_frames=500)
+        decoder = FrameDecoder()
+        frames = receive(port, thread, decoder)
+        port.close()
+    samples = [f for f in frames if isinstance(f.message, Samples)]
+    assert len(samples) == 500 and decoder.stats.rejected == 0 and decoder.stats.lost_frames == 0
+    received = np.concatenate([f.message.data[:, 0] for f in samples])
+    assert np.array_equal(received, cwru_stream.signals[0][:500 * 120])  # the real 97.mat samples, in order
+    hellos = [f.message for f in frames if isinstance(f.message, Hello)]
+    assert hellos == [cwru_stream.hello] and hellos[0].rate_hz == 12000.0
+    assert any(isinstance(f.message, Ack) and f.message.acked_seq == 2 for f in frames)
+    assert sim.stats.heartbeats_answered == 1
+    assert sim.rejects[0]["decision_id"] == 77 and sim.rejects[0]["mode"] == "after_us"
+    assert [samples[i + 1].timestamp_us - samples[i].timestamp_us for i in range(3)] == [10_000] * 3
+
+
+def test_one_percent_corruption_loses_frames_countably_and_never_delivers_a_bad_one(cwru_stream):
+    expected = [m.pack() for m, _, _ in cwru_stream.messages()][:3000]
+    with DeviceSimulator(cwru_stream, link="pty", speed=None, faults=Faults(corrupt=0.01, seed=5)) as sim:
+        port = open_port(sim.port)
+        thread = start(sim, max_frames=3000)
+        decoder = FrameDecoder()
+        frames = receive(port, thread, decoder)
+        port.close()
+    data_frames = [f for f in frames if isinstance(f.message, Samples)]
+    for frame in data_frames:
+        assert frame.message.pack() == expected[frame.seq]  # bit-exact, at the right place in the stream
+    assert sim.stats.frames_corrupted > 2000
+    # Every frame sent is either delivered or counted lost: gaps in the sequence numbers, plus those
+    # before the first frame that got through (the device numbers from 0); the clean closing
+    # heartbeats close the count.
+    lost = decoder.stats.lost_frames + frames[0].seq
+    assert len(frames) + lost == sim.stats.frames_sent
+    assert lost == sim.stats.frames_corrupted
+
+
+def test_dropped_frames_are_counted_as_sequence_gaps(cwru_stream):
+    with DeviceSimulator(cwru_stream, link="pty", speed=None, faults=Faults(drop=0.05, seed=2)) as sim:
+        port = open_port(sim.port)
+        thread = start(sim, max_frames=1000)
+        decoder = FrameDecoder()
+        receive(port, thread, decoder)
+        port.close()
+    assert sim.stats.frames_dropped > 20 and decoder.stats.lost_frames == sim.stats.frames_dropped
+
+
+def test_device_unplug_is_survived_and_counted(cwru_stream, tmp_path):
+    link = tmp_path / "ttyDRSN"
+    faults = Faults(disconnect_every=0.4, outage_s=0.3)
+    with DeviceSimulator(cwru_stream, link="pty", speed=5.0, faults=faults, link_path=str(link)) as sim:
+        decoder = FrameDecoder()
+        port = ReconnectingPort(str(link), retry_s=0.05, on_reconnect=decoder.reset_sequence)
+        thread = start(sim, duration=1.6)
+        per_open: dict[int, int] = {}
+        while thread.is_alive():
+            frames = decoder.feed(port.read())
+            per_open[port.stats.opens] = per_open.get(port.stats.opens, 0) + len(frames)
+        port.close()
+    assert sim.stats.disconnects >= 2
+    assert port.stats.outages >= 2 and port.stats.outage_seconds > 0.2
+    assert sum(1 for n in per_open.values() if n > 50) >= 3  # frames kept coming after every replug
+
+
+def test_tcp_link_and_line_scan_belt(xray_dir):
+    source = belt_source(xray_dir, "gdxray", "castings", "test", bands=3, seed=1)
+    assert source.hello.pixels == 640 and len(source.truth) == 60
+    with DeviceSimulator(source, link="tcp", speed=None) as sim:
+        port = open_port(sim.port)
+        thread = start(sim)
+        frames = receive(port, thread, FrameDecoder())
+        port.close()
+    lines = [f for f in frames if isinstance(f.message, Line)]
+    assert len(lines) == 96 and [f.encoder for f in lines] == list(range(96))
+    assert np.array_equal(np.stack([f.message.pixels for f in lines]), source.rows)
+    tile = source.truth[21]  # band 1, lane 1
+    assert (tile["encoder_start"], tile["pixel_start"]) == (32, 32)
+
+
+def test_loop_url_and_usb_lookup_errors():
+    port = open_port("loop://")
+    port.write(encode_frame(Heartbeat(3), 1))
+    assert FrameDecoder().feed(port.read(100))[0].message == Heartbeat(3)
+    assert parse_vid_pid("0483:5740") == (0x0483, 0x5740)
+    with pytest.raises(PortError, match="VID"):
+        parse_vid_pid("st:micro")
+    with pytest.raises(PortError, match="no USB serial device dead:beef connected"):
+        resolve_port("usb:dead:beef")
+    with pytest.raises(PortError, match="cannot open /nonexistent/tty"):
+        open_port("/nonexistent/tty")
+
+
+def test_simulate_command_prints_its_port_and_streams(cwru_dir, tmp_path):
+    rejects = tmp_path / "rejects.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "simulate", "--source", "cwru", "--data",
+                             str(cwru_dir), "--rate", "x20", "--duration", "3", "--rejects", str(rejects)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("simulate: cwru device on /dev/pts/")
+        port = open_port(first.rsplit(" ", 1)[1].strip())
+        port.write(encode_frame(Reject(5, RejectMode.AT_ENCODER, 0, 3, 1000), 0))
+        decoder = FrameDecoder()
+        deadline = time.monotonic() + 10
+        frames = []
+        while time.monotonic() < deadline and len(frames) < 50:
+            frames += decoder.feed(port.read(65536))
+        port.close()
+        assert sum(isinstance(f.message, Samples) for f in frames) >= 40
+    finally:
+        proc.wait(timeout=20)
+    assert proc.returncode == 0
+    assert '"decision_id": 5' in rejects.read_text()
