@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from edge.errors import DrsnEdgeError
+from firmware_bridge.transport import PortError
 
 EPILOG_TRAIN = """\
 examples:
@@ -265,6 +266,31 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_ports(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ports", help="list serial ports (USB VID:PID, serial number) a device could be on",
+                       description="List serial ports as pyserial sees them. Open a USB device by id with "
+                                   "--port usb:VID:PID[:SERIAL], which survives re-enumeration after an unplug.")
+    p.add_argument("--usb", default=None, metavar="VID[:PID]", help="only USB devices with this id (hex)")
+    p.set_defaults(func=_cmd_ports)
+
+
+def _cmd_ports(args: argparse.Namespace) -> int:
+    from serial.tools import list_ports
+
+    from firmware_bridge.transport import find_usb_ports, parse_vid_pid
+
+    ports = find_usb_ports(*parse_vid_pid(args.usb)) if args.usb else sorted(list_ports.comports(),
+                                                                             key=lambda p: p.device)
+    if not ports:
+        print("no serial ports found" + (f" with USB id {args.usb}" if args.usb else ""))
+        return 1
+    for port in ports:
+        usb = f"usb:{port.vid:04x}:{port.pid:04x}" + (f":{port.serial_number}" if port.serial_number else "") \
+            if port.vid is not None else "-"
+        print(f"{port.device:<24}{usb:<36}{port.description}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="drsn-edge",
@@ -278,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_evaluate(sub)
     _add_simulate(sub)
+    _add_ports(sub)
     return parser
 
 
@@ -308,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except DrsnEdgeError as exc:
+    except (DrsnEdgeError, PortError) as exc:
         print(f"drsn-edge {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

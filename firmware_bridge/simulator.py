@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from firmware_bridge.codec import FrameDecoder, encode_frame
-from firmware_bridge.protocol import Ack, Heartbeat, Hello, Message, Reject, RejectMode
+from firmware_bridge.protocol import Ack, Heartbeat, Hello, Message, Nak, NakReason, Reject, RejectMode
 from firmware_bridge.sources import StreamSource
 from firmware_bridge.transport import PtyPair
 
@@ -331,10 +331,12 @@ class DeviceSimulator:
             self.stats.heartbeats_answered += 1
             self._send(Heartbeat(0), self._now_us, self._encoder, inject=False)
         elif isinstance(message, Reject):
-            self._record_reject(frame.seq, message)
-            self._send(Ack(int(Reject.TYPE), frame.seq), self._now_us, self._encoder, inject=False)
+            row = self._record_reject(frame.seq, message)
+            reply = Nak(int(Reject.TYPE), frame.seq, int(NakReason.TOO_LATE)) if row["late"] \
+                else Ack(int(Reject.TYPE), frame.seq)
+            self._send(reply, self._now_us, self._encoder, inject=False)
 
-    def _record_reject(self, seq: int, reject: Reject) -> None:
+    def _record_reject(self, seq: int, reject: Reject) -> dict:
         now_us, encoder = self._now_us, self._encoder
         if reject.mode == RejectMode.AT_ENCODER:
             fire_encoder = reject.at
@@ -351,6 +353,7 @@ class DeviceSimulator:
         if self.rejects_path:
             with open(self.rejects_path, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
+        return row
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish (it still sends its closing heartbeats)."""

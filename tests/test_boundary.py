@@ -5,7 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-GATEWAY_MODULES = ["edge", "edge.errors", "edge.data.preprocess", "firmware_bridge"]
+GATEWAY_MODULES = ["edge", "edge.errors", "edge.data.preprocess", "firmware_bridge", "firmware_bridge.protocol",
+                   "firmware_bridge.codec", "firmware_bridge.transport", "firmware_bridge.simulator",
+                   "firmware_bridge.sources", "firmware_bridge.vectors"]
 
 BLOCK_TORCH = """
 import importlib.abc, sys

@@ -75,8 +75,11 @@ def test_shared_vectors_match_the_python_codec():
         assert len(frames) == 1 and frames[0].message.pack() == message.pack(), name
 
 
-def test_crc32c_check_value():
+def test_crc32c_vectors_of_the_spec():
     assert crc32(b"123456789") == 0xE3069283
+    assert crc32(b"") == 0
+    assert crc32(bytes(32)) == 0x8A9136AA
+    assert crc32(b"\xff" * 32) == 0x62A8AB43
 
 
 def test_any_chunking_gives_the_same_frames():

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from firmware_bridge.codec import FrameDecoder, encode_frame
-from firmware_bridge.protocol import Ack, Heartbeat, Hello, Line, Reject, RejectMode, Samples
+from firmware_bridge.protocol import Ack, Heartbeat, Hello, Line, NakReason, Reject, RejectMode, Samples
 from firmware_bridge.simulator import DeviceSimulator, Faults
 from firmware_bridge.sources import belt_source, cwru_source
 from firmware_bridge.transport import PortError, ReconnectingPort, open_port, parse_vid_pid, resolve_port
@@ -129,8 +129,17 @@ def test_tcp_link_and_line_scan_belt(xray_dir):
     with DeviceSimulator(source, link="tcp", speed=None) as sim:
         port = open_port(sim.port)
         thread = start(sim)
-        frames = receive(port, thread, FrameDecoder())
+        decoder = FrameDecoder()
+        frames = receive(port, thread, decoder)
+        # After the belt has passed encoder 95: a reject for encoder 10 is too late, one for 500 is not.
+        port.write(encode_frame(Reject(1, RejectMode.AT_ENCODER, 4, 1, 10), 0)
+                   + encode_frame(Reject(2, RejectMode.AT_ENCODER, 5, 1, 500), 1))
+        replies = receive(port, thread, decoder, timeout=5, until=lambda got: len(got) >= 2)
         port.close()
+    assert [type(r.message).__name__ for r in replies] == ["Nak", "Ack"]
+    assert replies[0].message.code == NakReason.TOO_LATE and replies[0].message.acked_seq == 0
+    assert [(r["decision_id"], r["lane"], r["fire_encoder"], r["late"]) for r in sim.rejects] == \
+        [(1, 4, 10, True), (2, 5, 500, False)]
     lines = [f for f in frames if isinstance(f.message, Line)]
     assert len(lines) == 96 and [f.encoder for f in lines] == list(range(96))
     assert np.array_equal(np.stack([f.message.pixels for f in lines]), source.rows)

@@ -101,14 +101,14 @@ def test_incomplete_run_is_reported(tiny_run, tmp_path):
         load_run(broken)
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["datasets"]])
+@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["datasets"], ["simulate"], ["ports"]])
 def test_help_teaches(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(command + ["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "usage: drsn-edge" in out
-    if command in (["train"], ["evaluate"]):
+    if command in (["train"], ["evaluate"], ["simulate"]):
         assert "examples:" in out
 
 
