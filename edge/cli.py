@@ -291,6 +291,120 @@ def _cmd_ports(args: argparse.Namespace) -> int:
     return 0
 
 
+EPILOG_BUILD = """\
+examples:
+  drsn-edge build --run runs/drsn --target openvino --precision int8 --out dist/drsn-ov-int8
+  drsn-edge build --run runs/drsn --target tensorrt --precision int8 --calib-method entropy --out dist/drsn-trt
+  drsn-edge build --run runs/drsn --target onnxruntime --precision int8 --max-drop 0.5 --key keys/line3.key --out dist/x
+
+The bundle is a directory and a .tar.gz: model files, manifest.json (preprocessing,
+classes, reject classes, precision, backend, calibration hash, FP32 and deployed
+accuracy on the held-out test split) and, with --key, an Ed25519 signature.
+TensorRT bundles carry the Q/DQ (int8) or plain ONNX; the engine is built on the
+Jetson with `drsn-edge compile-trt` (or the trtexec line in the manifest).
+"""
+
+
+def _add_build(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("build", help="export, quantize and pack a trained run as a verified bundle",
+                       description="Build a deployable bundle from a training run.", epilog=EPILOG_BUILD,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", type=Path, required=True, help="run directory written by `drsn-edge train`")
+    p.add_argument("--target", default="openvino", choices=["openvino", "onnxruntime", "tensorrt"],
+                   help="backend the gateway runs (default openvino)")
+    p.add_argument("--precision", default="int8", choices=["fp32", "fp16", "int8"], help="default int8")
+    p.add_argument("--calib-size", type=_positive, default=256, help="calibration windows from the training split")
+    p.add_argument("--calib-method", default="minmax", choices=["minmax", "percentile", "entropy"],
+                   help="activation ranges for Q/DQ models (TensorRT, ONNX Runtime int8)")
+    p.add_argument("--unbalanced-calib", action="store_true", help="draw calibration windows without class balance")
+    p.add_argument("--max-drop", type=float, default=None, metavar="PT",
+                   help="largest accuracy drop allowed, in points (0.5 = 0.5 pt): layers return to float until met")
+    p.add_argument("--budget-ms", type=float, default=5.0, help="default latency budget in the manifest (5)")
+    p.add_argument("--reject-classes", default=None, help="comma-separated classes that trigger a reject "
+                                                          "(default: every class but normal)")
+    p.add_argument("--data", type=Path, default=None, help="the run's data folder, if it moved")
+    p.add_argument("--key", type=Path, default=None, help="Ed25519 private key to sign with (drsn-edge keygen)")
+    p.add_argument("--out", type=Path, required=True, help="bundle directory to write, e.g. dist/NAME")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration draw")
+    p.set_defaults(func=_cmd_build)
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from edge.export.build import BuildOptions, build_bundle
+
+    options = BuildOptions(target=args.target, precision=args.precision, calib_size=args.calib_size,
+                           calib_method=args.calib_method, calib_balanced=not args.unbalanced_calib,
+                           max_drop=None if args.max_drop is None else args.max_drop / 100.0,
+                           budget_ms=args.budget_ms, seed=args.seed,
+                           reject_classes=tuple(args.reject_classes.split(",")) if args.reject_classes else None,
+                           data=str(args.data) if args.data else None)
+    build_bundle(args.run, args.out, options, key=args.key)
+    return 0
+
+
+def _add_keys(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("keygen", help="create an Ed25519 key pair for signing bundles",
+                       description="Write NAME.key (private, keep it on the build machine) and NAME.pub "
+                                   "(copy it to every gateway that should trust the bundles).")
+    p.add_argument("name", type=Path, help="path stem, e.g. keys/line3")
+    p.set_defaults(func=_cmd_keygen)
+    p = sub.add_parser("verify", help="check a bundle's hashes and signature",
+                       description="Verify a bundle directory or .tar.gz: every file against its sha256 and, "
+                                   "with --trust, the signature.")
+    p.add_argument("bundle", type=Path, help="bundle directory or .tar.gz")
+    p.add_argument("--trust", type=Path, action="append", default=[], help="trusted public key (repeatable)")
+    p.set_defaults(func=_cmd_verify)
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from edge.bundle import generate_keypair
+
+    private, public = generate_keypair(args.name)
+    print(f"wrote {private} (private: keep it secret) and {public} (public: copy it to the gateways)")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from edge.bundle import open_bundle
+
+    bundle = open_bundle(args.bundle, trusted_keys=args.trust)
+    m = bundle.manifest
+    print(f"{args.bundle}: ok, {len(m['files'])} files match their sha256"
+          + (", signed by a trusted key" if bundle.signed_by_trusted_key else ", signature not checked (no --trust)"))
+    print(f"  {m['model']['family']} {m['precision']} for {m['backend']['name']}; classes {', '.join(m['classes'])}")
+    acc = m["accuracy"]
+    print(f"  held-out accuracy: fp32 {100 * acc['fp32']:.2f}%, {m['precision']} {100 * acc[m['precision']]:.2f}%")
+    return 0
+
+
+def _add_compile_trt(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compile-trt", help="build the TensorRT engine of a bundle, on the Jetson or GPU host",
+                       description="Build a TensorRT engine from a bundle's ONNX on this device (engines are "
+                                   "not portable). Without TensorRT or CUDA it says so and prints the trtexec line.")
+    p.add_argument("--bundle", type=Path, required=True, help="a verified tensorrt bundle directory")
+    p.add_argument("--workspace-mb", type=int, default=256, help="builder workspace (256 MiB)")
+    p.add_argument("--dla-core", type=int, default=None, help="DLA core (AGX/NX); falls back to the GPU")
+    p.add_argument("--no-gpu-fallback", action="store_true", help="fail instead of falling back from DLA")
+    p.add_argument("--timing-cache", default=None, help="timing cache file (default: next to the bundle)")
+    p.set_defaults(func=_cmd_compile_trt)
+
+
+def _cmd_compile_trt(args: argparse.Namespace) -> int:
+    from edge.bundle import open_bundle
+    from edge.compile.tensorrt import TrtBuildSettings, build_engine, engine_path_for
+
+    bundle = open_bundle(args.bundle)
+    trt = bundle.manifest.get("tensorrt")
+    if not trt:
+        raise DrsnEdgeError(f"{args.bundle} is a {bundle.manifest['backend']['name']} bundle, not tensorrt")
+    settings = TrtBuildSettings(**(trt["build_settings"] | {
+        "workspace_mb": args.workspace_mb, "dla_core": args.dla_core, "gpu_fallback": not args.no_gpu_fallback,
+        "timing_cache": args.timing_cache or str(bundle.path.parent / "timing.cache")}))
+    info = build_engine(bundle.path / trt["onnx_file"], engine_path_for(bundle.path, bundle.manifest), settings)
+    print(json.dumps(info, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="drsn-edge",
@@ -305,6 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_simulate(sub)
     _add_ports(sub)
+    _add_build(sub)
+    _add_keys(sub)
+    _add_compile_trt(sub)
     return parser
 
 

@@ -30,3 +30,29 @@ def cwru_load0(cwru_dir):
     from edge.data.cwru import load_cwru
 
     return load_cwru(cwru_dir, loads=(0,))
+
+
+def tiny_settings(seed: int = 0):
+    from edge.train.trainer import TrainSettings
+
+    return TrainSettings(epochs=3, steps_per_epoch=40, batch_size=32, lr=1e-2, seed=seed, val_snrs=[None])
+
+
+def _tiny():
+    from edge.train.vibration import WindowSettings
+
+    return dict(model_name="drsn1d-cw", loads=(0,), windows=WindowSettings(length=1024), width=8, depth=1,
+                threads=1, quiet=True)
+
+
+#: A tiny DRSN-CW on the real load-0 records: 120 steps, a few seconds on one core.
+TINY = _tiny()
+
+
+@pytest.fixture(scope="session")
+def tiny_run(cwru_dir, tmp_path_factory):
+    from edge.train.vibration import train_cwru
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    train_cwru(cwru_dir, out, settings=tiny_settings(), **TINY)
+    return out

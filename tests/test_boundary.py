@@ -7,7 +7,9 @@ import sys
 
 GATEWAY_MODULES = ["edge", "edge.errors", "edge.data.preprocess", "firmware_bridge", "firmware_bridge.protocol",
                    "firmware_bridge.codec", "firmware_bridge.transport", "firmware_bridge.simulator",
-                   "firmware_bridge.sources", "firmware_bridge.vectors"]
+                   "firmware_bridge.sources", "firmware_bridge.vectors", "edge.bundle", "edge.backends",
+                   "edge.backends.onnxruntime_backend", "edge.backends.openvino_backend",
+                   "edge.backends.tensorrt_backend", "edge.compile.tensorrt"]
 
 BLOCK_TORCH = """
 import importlib.abc, sys

@@ -11,22 +11,9 @@ import torch
 from edge.cli import main
 from edge.errors import RunError
 from edge.train.runs import load_run
-from edge.train.trainer import TrainSettings
-from edge.train.vibration import WindowSettings, evaluate_cwru, format_evaluation, train_cwru
+from edge.train.vibration import evaluate_cwru, format_evaluation, train_cwru
 
-TINY = dict(model_name="drsn1d-cw", loads=(0,), windows=WindowSettings(length=1024), width=8, depth=1,
-            threads=1, quiet=True)
-
-
-def _settings(seed: int = 0) -> TrainSettings:
-    return TrainSettings(epochs=3, steps_per_epoch=40, batch_size=32, lr=1e-2, seed=seed, val_snrs=[None])
-
-
-@pytest.fixture(scope="module")
-def tiny_run(cwru_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "tiny"
-    train_cwru(cwru_dir, out, settings=_settings(), **TINY)
-    return out
+from conftest import TINY, tiny_settings as _settings
 
 
 def test_run_directory_holds_plain_tensors_and_descriptions(tiny_run):

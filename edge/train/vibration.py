@@ -129,6 +129,21 @@ def _evaluation_windows(dataset: CwruDataset, run_config: dict, split_name: str,
     return np.ascontiguousarray(np.concatenate(xs), dtype=np.float32), np.concatenate(ys), sources
 
 
+def run_split_windows(run_config: dict, split_name: str, hop: int | None = None,
+                      data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Raw windows and labels of one split of the records a run was trained on, cut as in training."""
+    pre = run_config["preprocessing"]
+    data = run_config["data"]
+    dataset = load_cwru(Path(data_dir) if data_dir else Path(data["path"]), loads=tuple(data["loads"]),
+                        channel=pre["channel"], rate_hz=pre["rate_hz"], classes=tuple(run_config["classes"]))
+    seen = {r["sha256"] for r in data["records"]}
+    changed = [r.path.name for r in dataset.records if r.sha256 not in seen]
+    if changed:
+        raise DataError(f"records differ from those the run was trained on: {', '.join(changed)}")
+    segments = split_records(dataset.records, pre["window"], SplitSpec(**run_config["split"]))
+    return windows_of(segments, split_name, pre["window"], hop or pre["hops"].get(split_name, pre["window"] // 2))
+
+
 def evaluate_cwru(run_dir: str | Path, data_dir: str | Path | None = None, loads: tuple[int, ...] | None = None,
                   snrs: list | None = None, split_name: str = "test", noise_kind: str = "gaussian",
                   seed: int = 1234, hop: int | None = None, threads: int | None = None) -> dict:

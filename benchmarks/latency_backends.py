@@ -1,0 +1,103 @@
+"""Batch-1 latency of one model on every CPU backend, side by side in one run, and INT8 accuracy.
+
+Builds (through the normal build path) the OpenVINO FP32, OpenVINO INT8, ONNX Runtime
+FP32 and ONNX Runtime INT8 (the TensorRT-style Q/DQ model) bundles of a run, then
+times PyTorch eager FP32 and the four bundles' backends in interleaved rounds on the
+same real windows, so a noisy machine slows all alike.  Reports p50/p99/p99.9 per
+backend and the ratio of each p50 to eager.  Writes benchmarks/results/latency_backends.json.
+
+    python benchmarks/latency_backends.py --run runs/drsn [--threads 1] [--rounds 20 --per-round 250]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edge.backends import load_backend
+from edge.bundle import open_bundle
+from edge.export.build import BuildOptions, build_bundle
+from edge.quantize.calibration import model_inputs
+from edge.train.runs import load_run
+from edge.train.vibration import run_split_windows
+
+HERE = Path(__file__).resolve().parent
+VARIANTS = (("openvino", "fp32"), ("openvino", "int8"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"))
+
+
+def percentiles(samples: list[float]) -> dict:
+    a = np.asarray(samples) * 1e3
+    return {"n": int(a.size), "p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
+            "p99_9_ms": float(np.percentile(a, 99.9)), "max_ms": float(a.max())}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, default=Path("runs/drsn"))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--per-round", type=int, default=250)
+    parser.add_argument("--work", type=Path, default=Path("dist/bench"))
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    run = load_run(args.run)
+    runners, accuracy = {}, {}
+    model = run.load_model()
+    runners["pytorch eager fp32"] = lambda x: model(torch.from_numpy(x))
+    for target, precision in VARIANTS:
+        out = args.work / f"{target}-{precision}"
+        manifest = build_bundle(args.run, out, BuildOptions(target=target, precision=precision), log=lambda *_: None)
+        accuracy[f"{target} {precision}"] = {"fp32": manifest["accuracy"]["fp32"],
+                                             precision: manifest["accuracy"][precision]}
+        backend = load_backend(open_bundle(out), threads=args.threads)
+        backend.warm_up()
+        runners[f"{target} {precision}"] = backend.infer
+    test_x, _ = run_split_windows(run.config, "test")
+    windows = model_inputs(test_x[:: max(1, test_x.shape[0] // 200)], run.config["preprocessing"]["normalization"])
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    with torch.no_grad():
+        for name, fn in runners.items():  # warm-up, eager included
+            for i in range(50):
+                fn(windows[i % len(windows):i % len(windows) + 1])
+        for r in range(args.rounds):
+            for name, fn in runners.items():
+                for i in range(args.per_round):
+                    x = windows[(r * args.per_round + i) % len(windows)][None]
+                    t = time.perf_counter()
+                    fn(x)
+                    times[name].append(time.perf_counter() - t)
+    stats = {name: percentiles(ts) for name, ts in times.items()}
+    eager = stats["pytorch eager fp32"]["p50_ms"]
+    for s in stats.values():
+        s["speedup_vs_eager_p50"] = eager / s["p50_ms"]
+    doc = {"benchmark": "latency_backends", "run": str(args.run), "model": run.config["model"]["name"],
+           "window": run.config["preprocessing"]["window"], "batch": 1, "threads": args.threads,
+           "rounds": args.rounds, "per_round": args.per_round,
+           "machine": {"cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
+                       "python": platform.python_version(), "torch": torch.__version__},
+           "date": time.strftime("%Y-%m-%d"), "latency": stats, "accuracy_test_split": accuracy}
+    out = HERE / "results" / "latency_backends.json"
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"batch-1 latency, {args.threads} thread(s), {args.rounds} interleaved rounds x {args.per_round}")
+    print(f"{'backend':<22}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'x eager':>9}")
+    for name, s in stats.items():
+        print(f"{name:<22}{s['p50_ms']:>9.3f}{s['p99_ms']:>9.3f}{s['p99_9_ms']:>10.3f}{s['speedup_vs_eager_p50']:>9.2f}")
+    print("held-out test accuracy (fp32 -> deployed):")
+    for name, a in accuracy.items():
+        prec = name.split()[1]
+        print(f"  {name:<20} {100 * a['fp32']:.2f}% -> {100 * a[prec]:.2f}%")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

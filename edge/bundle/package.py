@@ -1,0 +1,152 @@
+"""Bundles: a directory and a ``.tar.gz`` of model files, ``manifest.json`` and ``manifest.sig``.
+
+The manifest records the sha256 and size of every file; ``manifest.sig`` is an
+Ed25519 signature over the manifest's bytes.  :func:`open_bundle` refuses a bundle
+whose files are missing, extra, truncated or altered, or whose signature does not
+verify against a trusted key.  Nothing on the load path unpickles anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.bundle.signing import SignatureError, load_private_key, load_public_key, sign, verify
+from edge.errors import DrsnEdgeError
+
+MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"
+FORMAT = "drsn-edge-bundle/1"
+
+
+class BundleError(DrsnEdgeError):
+    """A bundle that cannot be trusted or read, with what is wrong with it."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Bundle:
+    """A verified bundle on disk."""
+
+    path: Path
+    manifest: dict
+    signed_by_trusted_key: bool
+
+    def file(self, role: str) -> Path:
+        """The path of the file the manifest names for ``role`` (``model``, ``weights``, ...)."""
+        name = self.manifest["model"]["files"].get(role)
+        if name is None:
+            raise BundleError(f"bundle {self.path} has no {role!r} file")
+        return self.path / name
+
+
+def write_bundle(out: str | Path, files: dict[str, Path], manifest: dict, private_key: str | Path | None = None,
+                 archive: bool = True) -> Path:
+    """Copy ``files`` (name in bundle -> source path) into ``out``, hash them, write and sign the manifest."""
+    out = Path(out)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for name, source in files.items():
+        if "/" in name or name in (MANIFEST, SIGNATURE):
+            raise BundleError(f"invalid file name in bundle: {name!r}")
+        shutil.copyfile(source, out / name)
+    manifest = dict(manifest, format=FORMAT, files={
+        name: {"sha256": sha256_file(out / name), "bytes": (out / name).stat().st_size} for name in sorted(files)})
+    data = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    (out / MANIFEST).write_bytes(data)
+    if private_key is not None:
+        (out / SIGNATURE).write_bytes(sign(data, load_private_key(private_key)))
+    if archive:
+        with tarfile.open(out.with_name(out.name + ".tar.gz"), "w:gz") as tar:
+            for path in sorted(out.iterdir()):
+                tar.add(path, arcname=f"{out.name}/{path.name}")
+    return out
+
+
+def _extract(archive: Path) -> Path:
+    """Unpack a bundle archive into a temporary directory, refusing links and paths outside it."""
+    target = Path(tempfile.mkdtemp(prefix="drsn-bundle-"))
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            members = tar.getmembers()
+            for m in members:
+                parts = Path(m.name).parts
+                if not (m.isfile() or m.isdir()) or Path(m.name).is_absolute() or ".." in parts or len(parts) > 2:
+                    raise BundleError(f"{archive}: unsafe or unexpected entry {m.name!r}")
+            for m in members:
+                if m.isfile():
+                    dest = target / Path(m.name).name
+                    with tar.extractfile(m) as src, dest.open("wb") as dst:
+                        shutil.copyfileobj(src, dst)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        shutil.rmtree(target, ignore_errors=True)
+        raise BundleError(f"{archive}: not a complete bundle archive ({type(exc).__name__}: {exc}); "
+                          "copy it again") from exc
+    except BundleError:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+    return target
+
+
+def open_bundle(path: str | Path, trusted_keys: list[str | Path] | None = None,
+                require_signature: bool | None = None) -> Bundle:
+    """Verify a bundle directory or ``.tar.gz`` and return it.
+
+    With ``trusted_keys`` a valid signature by one of them is required (unless
+    ``require_signature`` is False); without keys the hashes are still checked.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise BundleError(f"bundle {path} not found")
+    if path.is_file():
+        path = _extract(path)
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(f"{path} has no {MANIFEST}; is it a drsn-edge bundle?")
+    data = manifest_path.read_bytes()
+    try:
+        manifest = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{manifest_path} is not valid JSON ({exc}); the bundle is damaged") from exc
+    if manifest.get("format") != FORMAT:
+        raise BundleError(f"{path}: bundle format {manifest.get('format')!r}, this drsn-edge reads {FORMAT!r}")
+    listed = manifest.get("files", {})
+    present = {p.name for p in path.iterdir() if p.name not in (MANIFEST, SIGNATURE)}
+    problems = [f"missing {n}" for n in sorted(set(listed) - present)]
+    problems += [f"unlisted file {n}" for n in sorted(present - set(listed))]
+    for name in sorted(set(listed) & present):
+        size = (path / name).stat().st_size
+        if size != listed[name]["bytes"]:
+            problems.append(f"{name} is {size} bytes, the manifest says {listed[name]['bytes']} (truncated?)")
+        elif sha256_file(path / name) != listed[name]["sha256"]:
+            problems.append(f"{name} does not match its sha256 (altered)")
+    if problems:
+        raise BundleError(f"bundle {path} refused: " + "; ".join(problems))
+    keys = [load_public_key(k) for k in (trusted_keys or [])]
+    require = bool(keys) if require_signature is None else require_signature
+    signed = False
+    sig_path = path / SIGNATURE
+    if keys and sig_path.is_file():
+        signed = verify(data, sig_path.read_bytes(), keys)
+        if not signed:
+            raise BundleError(f"bundle {path} refused: the signature does not verify against the trusted keys")
+    if require and not signed:
+        raise BundleError(f"bundle {path} refused: it is not signed" + (" and no trusted key is configured"
+                                                                       if not keys else ""))
+    return Bundle(path=path, manifest=manifest, signed_by_trusted_key=signed)
+
+
+__all__ = ["Bundle", "BundleError", "SignatureError", "open_bundle", "sha256_file", "write_bundle"]

@@ -1,0 +1,212 @@
+"""From a training run to a verified bundle: export, quantize, compile, measure, pack, sign.
+
+One call, :func:`build_bundle`; ``build.py`` and ``drsn-edge build`` are thin layers
+over it.  Accuracy in the manifest is measured on the run's held-out test segments
+through the backend the bundle ships (the Q/DQ model of a TensorRT bundle on ONNX
+Runtime's CPU provider, since the engine itself is built on the target).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import edge
+from edge.bundle import write_bundle
+from edge.errors import DrsnEdgeError
+from edge.export.onnx_export import INPUT_NAME, OPSET, OUTPUT_NAME, export_onnx, parity_check
+from edge.quantize.calibration import accuracy, balanced_subset, dataset_hash, model_inputs
+from edge.train.runs import load_run
+from edge.train.vibration import run_split_windows
+
+TARGETS = ("openvino", "onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class BuildError(DrsnEdgeError):
+    """A build that cannot be made as asked."""
+
+
+@dataclass
+class BuildOptions:
+    target: str = "openvino"
+    precision: str = "int8"
+    calib_size: int = 256
+    calib_method: str = "minmax"          # Q/DQ (TensorRT, ONNX Runtime INT8)
+    calib_balanced: bool = True
+    max_drop: float | None = None         # fraction (0.005 = 0.5 pt); None: plain post-training quantization
+    guard_drop: float = 0.01              # refuse a bundle this much less accurate than fp32 (when no max_drop)
+    budget_ms: float = 5.0                # default latency budget written into the manifest
+    reject_classes: tuple[str, ...] | None = None   # default: every class but "normal"
+    seed: int = 0
+    data: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise BuildError(f"--target must be one of {', '.join(TARGETS)}, got {self.target!r}")
+        if self.precision not in PRECISIONS:
+            raise BuildError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.target == "onnxruntime" and self.precision == "fp16":
+            raise BuildError("ONNX Runtime's CPU provider has no FP16 kernels; use fp32 or int8")
+        if self.calib_size < 1:
+            raise BuildError("--calib-size must be at least 1")
+
+
+def _ort_predictor(path: Path):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return lambda x: session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+
+
+def _ov_predictor(path: Path, hint: str | None):
+    import openvino as ov
+
+    from edge.quantize.openvino_int8 import compiled_predictor
+
+    config = {"INFERENCE_PRECISION_HINT": hint} if hint else {}
+    return compiled_predictor(ov.Core().compile_model(str(path), "CPU", config))
+
+
+def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, key: str | Path | None = None,
+                 log=print) -> dict:
+    """Build the bundle ``out`` (a directory and ``out.tar.gz``); returns its manifest."""
+    started = time.monotonic()
+    run = load_run(run_dir)
+    cfg = run.config
+    pre = cfg["preprocessing"]
+    classes = cfg["classes"]
+    reject = list(options.reject_classes) if options.reject_classes else [c for c in classes if c != "normal"]
+    unknown = sorted(set(reject) - set(classes))
+    if unknown:
+        raise BuildError(f"reject classes {unknown} are not classes of this run ({', '.join(classes)})")
+    model = run.load_model()
+    input_shape = (cfg["model"]["in_channels"], pre["window"])
+
+    rng = np.random.default_rng(options.seed)
+    train_x, train_y = run_split_windows(cfg, "train", hop=max(pre["window"] // 4, 1), data_dir=options.data)
+    picks = balanced_subset(train_y, options.calib_size, rng, options.calib_balanced)
+    calib = model_inputs(train_x[picks], pre["normalization"])
+    val_x, val_y = run_split_windows(cfg, "val", data_dir=options.data)
+    val = model_inputs(val_x, pre["normalization"])
+    test_x, test_y = run_split_windows(cfg, "test", data_dir=options.data)
+    test = model_inputs(test_x, pre["normalization"])
+
+    work = Path(tempfile.mkdtemp(prefix="drsn-build-"))
+    try:
+        onnx_path = export_onnx(model, work / "model.onnx", input_shape)
+        parity = parity_check(model, onnx_path, val[:64])
+        if not parity.passed:
+            raise BuildError(f"ONNX export differs from PyTorch beyond {parity.tolerance}: "
+                             f"{parity.max_relative_error}")
+        log(f"exported ONNX opset {OPSET}; parity with PyTorch on {parity.samples} real windows: "
+            + ", ".join(f"{k} {v:.1e}" for k, v in parity.max_relative_error.items()))
+        fp32_test = accuracy(_ort_predictor(onnx_path), test, test_y)
+        files: dict[str, Path] = {}
+        backend: dict = {"name": options.target}
+        quantization: dict | None = None
+        tensorrt: dict | None = None
+
+        if options.target == "openvino":
+            import openvino as ov
+
+            backend |= {"version": ov.get_version(), "device": "CPU", "performance_hint": "LATENCY",
+                        "inference_precision_hint": "f32" if options.precision != "fp16" else "f16"}
+            xml = work / "model.xml"
+            if options.precision == "int8":
+                from edge.quantize.openvino_int8 import SHRINKAGE_FLOAT_PATTERNS, quantize_openvino
+
+                patterns = SHRINKAGE_FLOAT_PATTERNS if cfg["model"]["shrinkage"] != "none" else ()
+                result = quantize_openvino(onnx_path, calib, xml, validation=(val, val_y), max_drop=options.max_drop,
+                                           float_patterns=patterns)
+                quantization = {"tool": "nncf", "mode": result.mode, "max_drop": options.max_drop,
+                                "float_layers": list(patterns), "notes": result.notes,
+                                "validation_accuracy_fp32": result.validation_accuracy_fp32,
+                                "validation_accuracy_int8": result.validation_accuracy_int8}
+            else:
+                ov.save_model(ov.convert_model(str(onnx_path)), str(xml), compress_to_fp16=options.precision == "fp16")
+            files = {"model.xml": xml, "model.bin": xml.with_suffix(".bin")}
+            model_files = {"model": "model.xml", "weights": "model.bin"}
+            predict = _ov_predictor(xml, backend["inference_precision_hint"])
+        else:
+            deployed = onnx_path
+            if options.precision == "int8":
+                from edge.quantize.qdq import check_qdq_graph, quantize_qdq, sensitivity_fallback
+
+                deployed = work / "model.qdq.onnx"
+                if options.max_drop is not None:
+                    fb = sensitivity_fallback(onnx_path, calib, deployed,
+                                              lambda p: accuracy(_ort_predictor(p), val, val_y), options.max_drop,
+                                              options.calib_method)
+                    quantization = {"tool": "qdq", "mode": "sensitivity_fallback", "float_nodes": fb.float_nodes,
+                                    "validation_accuracy_fp32": fb.accuracy_fp32,
+                                    "validation_accuracy_int8": fb.accuracy_int8, "within_budget": fb.within_budget}
+                else:
+                    quantize_qdq(onnx_path, calib, deployed, options.calib_method)
+                    quantization = {"tool": "qdq", "mode": "ptq"}
+                violations = check_qdq_graph(deployed, float_nodes=tuple(quantization.get("float_nodes", ())))
+                if violations:
+                    raise BuildError("the Q/DQ model breaks the TensorRT rules: " + "; ".join(violations[:5]))
+                quantization |= {"symmetric": True, "weights": "per-channel", "activations": "per-tensor",
+                                 "calibration_method": options.calib_method, "threshold_subnetwork": "float"}
+            name = "model.qdq.onnx" if options.precision == "int8" else "model.onnx"
+            files = {name: deployed}
+            model_files = {"model": name}
+            predict = _ort_predictor(deployed)
+            import onnxruntime as ort
+
+            backend |= {"version": ort.__version__, "device": "CPU"}
+            if options.target == "tensorrt":
+                from edge.compile.tensorrt import TrtBuildSettings, trtexec_command
+
+                settings = TrtBuildSettings(precision=options.precision)
+                tensorrt = {"onnx_file": name, "engine_file": f"model.{options.precision}.engine",
+                            "build_settings": settings.to_dict(),
+                            "note": "engines are built on the target from this ONNX (drsn-edge compile-trt)"}
+                tensorrt["trtexec"] = trtexec_command({"input": {"shape": ["N", *input_shape]},
+                                                       "tensorrt": tensorrt}, tensorrt["engine_file"], settings)
+                backend = {"name": "tensorrt", "device": "GPU", "version": "built on target",
+                           "accuracy_measured_with": f"onnxruntime {ort.__version__} CPU"}
+        deployed_test = accuracy(predict, test, test_y)
+        log(f"held-out test accuracy: fp32 {100 * fp32_test:.2f}%, {options.precision} {options.target} "
+            f"{100 * deployed_test:.2f}% ({test.shape[0]} windows)")
+        allowed = options.max_drop if options.max_drop is not None else options.guard_drop
+        if fp32_test - deployed_test > allowed + 1e-9:
+            raise BuildError(
+                f"the {options.precision} {options.target} model scores {100 * deployed_test:.2f}% on the held-out "
+                f"test windows against {100 * fp32_test:.2f}% in fp32, more than {100 * allowed:.1f} pt lower; "
+                "no bundle written. Try --max-drop (layers return to float), another --calib-method, "
+                "or --precision fp32")
+        manifest = {
+            "drsn_edge_version": edge.__version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "model": {"family": cfg["model"]["name"], "config": cfg["model"], "files": model_files,
+                      "source_run": str(run.path)},
+            "task": cfg.get("task"),
+            "classes": classes,
+            "reject_classes": reject,
+            "input": {"name": INPUT_NAME, "shape": ["N", *input_shape], "dtype": "float32", "layout": "N,C,L"},
+            "output": {"name": OUTPUT_NAME, "shape": ["N", len(classes)], "kind": "logits"},
+            "preprocessing": {"window": pre["window"], "hop": pre["window"] // 2, "rate_hz": pre["rate_hz"],
+                              "channel": pre["channel"], "normalization": pre["normalization"]},
+            "precision": options.precision,
+            "backend": backend,
+            "tensorrt": tensorrt,
+            "quantization": quantization,
+            "calibration": {"size": int(calib.shape[0]), "balanced": options.calib_balanced,
+                            "split": "train", "sha256": dataset_hash(calib), "seed": options.seed},
+            "accuracy": {"split": "test", "windows": int(test.shape[0]), "fp32": fp32_test,
+                         options.precision: deployed_test, "parity": parity.to_dict()},
+            "runtime": {"budget_ms": options.budget_ms, "on_miss": "reject", "threshold": None},
+        }
+        out = write_bundle(out, files, manifest, private_key=key)
+        log(f"wrote {out}/ and {out.name}.tar.gz in {time.monotonic() - started:.0f} s"
+            + (" (signed)" if key else " (unsigned: pass --key to sign)"))
+        return manifest
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,201 @@
+"""Bundles built through the real build path, verified, tampered with, and run on each CPU backend."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+
+from edge.backends import BackendError, load_backend
+from edge.bundle import BundleError, generate_keypair, open_bundle
+from edge.bundle.signing import SignatureError, load_public_key
+from edge.cli import main
+from edge.compile.tensorrt import (TensorRtBuildError, TrtBuildSettings, build_engine, plan_build,
+                                   trtexec_command)
+from edge.export.build import BuildError, BuildOptions, build_bundle
+from edge.quantize.calibration import model_inputs
+from edge.train.runs import load_run
+from edge.train.vibration import run_split_windows
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    root = tmp_path_factory.mktemp("keys")
+    return generate_keypair(root / "line3"), generate_keypair(root / "other")
+
+
+@pytest.fixture(scope="module")
+def bundles(tiny_run, keys, tmp_path_factory):
+    (private, _), _ = keys
+    root = tmp_path_factory.mktemp("dist")
+    built = {}
+    for target, precision in (("onnxruntime", "fp32"), ("openvino", "int8"), ("tensorrt", "int8")):
+        out = root / f"{target}-{precision}"
+        build_bundle(tiny_run, out, BuildOptions(target=target, precision=precision, calib_size=64),
+                     key=private, log=lambda *_: None)
+        built[(target, precision)] = out
+    return built
+
+
+@pytest.fixture(scope="module")
+def windows(tiny_run):
+    run = load_run(tiny_run)
+    x, y = run_split_windows(run.config, "test")
+    return model_inputs(x[::20], "zscore"), y[::20], run
+
+
+def test_manifest_says_everything_the_gateway_needs(bundles, keys):
+    (_, public), _ = keys
+    bundle = open_bundle(bundles[("openvino", "int8")], trusted_keys=[public])
+    m = bundle.manifest
+    assert bundle.signed_by_trusted_key
+    assert m["preprocessing"] == {"window": 1024, "hop": 512, "rate_hz": 12000, "channel": "DE",
+                                  "normalization": "zscore"}
+    assert m["classes"][0] == "normal" and "normal" not in m["reject_classes"]
+    assert m["input"]["shape"] == ["N", 1, 1024] and m["precision"] == "int8"
+    assert len(m["calibration"]["sha256"]) == 64 and m["calibration"]["size"] == 60
+    assert m["accuracy"]["int8"] >= m["accuracy"]["fp32"] - 0.01
+    assert set(m["files"]) == {"model.xml", "model.bin"}
+
+
+def test_tensorrt_bundle_carries_qdq_onnx_settings_and_trtexec_line(bundles):
+    m = open_bundle(bundles[("tensorrt", "int8")]).manifest
+    assert m["tensorrt"]["onnx_file"] == "model.qdq.onnx" and "model.qdq.onnx" in m["files"]
+    assert m["tensorrt"]["trtexec"].startswith("trtexec --onnx=model.qdq.onnx")
+    assert "--stronglyTyped" in m["tensorrt"]["trtexec"] and m["quantization"]["threshold_subnetwork"] == "float"
+
+
+@pytest.mark.parametrize("key", [("onnxruntime", "fp32"), ("openvino", "int8")])
+def test_backends_agree_with_pytorch(bundles, windows, key):
+    x, y, run = windows
+    backend = load_backend(open_bundle(bundles[key]), threads=1)
+    backend.warm_up(3)
+    got = backend.infer(x)
+    with torch.no_grad():
+        ref = run.load_model()(torch.from_numpy(x)).numpy()
+    assert got.shape == ref.shape
+    if key[1] == "fp32":
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    assert np.mean(got.argmax(1) == ref.argmax(1)) >= 0.95
+    assert backend.describe()["backend"] == key[0]
+
+
+def test_archive_verifies_and_tampering_is_refused(bundles, keys, tmp_path):
+    (_, public), (_, other_public) = keys
+    src = bundles[("onnxruntime", "fp32")]
+    archive = src.with_name(src.name + ".tar.gz")
+    assert open_bundle(archive, trusted_keys=[public]).signed_by_trusted_key
+    with pytest.raises(BundleError, match="signature does not verify"):
+        open_bundle(src, trusted_keys=[other_public])
+    copy = tmp_path / "copy"
+    shutil.copytree(src, copy)
+    data = bytearray((copy / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (copy / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="model.onnx does not match its sha256"):
+        open_bundle(copy)
+    (copy / "model.onnx").write_bytes(bytes(data[:1000]))
+    with pytest.raises(BundleError, match="truncated"):
+        open_bundle(copy)
+    (copy / "model.onnx").unlink()
+    (copy / "extra.bin").write_bytes(b"x")
+    with pytest.raises(BundleError, match="missing model.onnx; unlisted file extra.bin"):
+        open_bundle(copy)
+    manifest = json.loads((src / "manifest.json").read_text())
+    manifest["reject_classes"] = []
+    shutil.rmtree(copy)
+    shutil.copytree(src, copy)
+    (copy / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    with pytest.raises(BundleError, match="signature does not verify"):
+        open_bundle(copy, trusted_keys=[public])  # an edited manifest: hashes still match, signature does not
+
+
+def test_truncated_archive_and_unsafe_entries_are_refused(bundles, tmp_path):
+    src = bundles[("onnxruntime", "fp32")]
+    data = src.with_name(src.name + ".tar.gz").read_bytes()
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(BundleError, match="not a complete bundle archive"):
+        open_bundle(cut)
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as tar:
+        tar.add(src / "manifest.json", arcname="../../etc/manifest.json")
+    with pytest.raises(BundleError, match="unsafe or unexpected entry"):
+        open_bundle(evil)
+
+
+def test_unsigned_bundle_is_refused_when_a_key_is_trusted(tiny_run, keys, tmp_path):
+    (_, public), _ = keys
+    out = tmp_path / "unsigned"
+    build_bundle(tiny_run, out, BuildOptions(target="onnxruntime", precision="fp32", calib_size=16),
+                 log=lambda *_: None)
+    assert not open_bundle(out).signed_by_trusted_key
+    with pytest.raises(BundleError, match="not signed"):
+        open_bundle(out, trusted_keys=[public])
+
+
+def test_keys_are_not_overwritten_and_bad_keys_are_clear(keys, tmp_path):
+    (private, public), _ = keys
+    with pytest.raises(SignatureError, match="refusing to overwrite"):
+        generate_keypair(private.with_suffix(""))
+    with pytest.raises(SignatureError, match="cannot read public key"):
+        load_public_key(private)
+
+
+def test_build_refuses_impossible_requests(tiny_run, tmp_path):
+    with pytest.raises(BuildError, match="no FP16 kernels"):
+        BuildOptions(target="onnxruntime", precision="fp16")
+    with pytest.raises(BuildError, match="not classes of this run"):
+        build_bundle(tiny_run, tmp_path / "x", BuildOptions(target="onnxruntime", precision="fp32",
+                                                           reject_classes=("cracked",)), log=lambda *_: None)
+
+
+def test_cli_build_verify_keygen(tiny_run, tmp_path, capsys):
+    assert main(["keygen", str(tmp_path / "k")]) == 0
+    out = tmp_path / "b"
+    assert main(["build", "--run", str(tiny_run), "--target", "onnxruntime", "--precision", "fp32",
+                 "--calib-size", "16", "--key", str(tmp_path / "k.key"), "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["verify", str(out) + ".tar.gz", "--trust", str(tmp_path / "k.pub")]) == 0
+    assert "signed by a trusted key" in capsys.readouterr().out
+    (out / "model.onnx").write_bytes(b"garbage")
+    assert main(["verify", str(out)]) == 2
+    assert "refused" in capsys.readouterr().err
+
+
+def test_tensorrt_missing_is_a_clear_error_with_the_trtexec_line(bundles, tmp_path, capsys):
+    bundle = open_bundle(bundles[("tensorrt", "int8")])
+    with pytest.raises(BackendError, match=r"drsn-edge\[tensorrt\]|python3-libnvinfer"):
+        load_backend(bundle)
+    with pytest.raises(TensorRtBuildError, match="trtexec --onnx="):
+        build_engine(bundle.path / "model.qdq.onnx", tmp_path / "e.engine", TrtBuildSettings(precision="int8"))
+    assert main(["compile-trt", "--bundle", str(bundle.path)]) == 2
+    assert "TensorRT is not installed here" in capsys.readouterr().err
+
+
+def test_tensorrt_builder_choices():
+    int8 = TrtBuildSettings(precision="int8")
+    assert plan_build(int8, "10.3.0", 0).strongly_typed and plan_build(int8, "10.3.0", 0).flags == []
+    assert plan_build(int8, "8.6.2", 0).flags == ["INT8", "FP16"]
+    assert plan_build(TrtBuildSettings(precision="fp16"), "10.3.0", 0).flags == ["FP16"]
+    dla = plan_build(TrtBuildSettings(precision="fp16", dla_core=1), "10.3.0", 2)
+    assert dla.dla_core == 1 and "GPU_FALLBACK" in dla.flags
+    nano = plan_build(TrtBuildSettings(precision="int8", dla_core=0), "10.3.0", 0)
+    assert nano.dla_core is None and "no DLA core" in nano.notes[-1]
+    with pytest.raises(TensorRtBuildError, match="no DLA core and GPU fallback is off"):
+        plan_build(TrtBuildSettings(precision="int8", dla_core=0, gpu_fallback=False), "10.3.0", 0)
+    with pytest.raises(TensorRtBuildError, match="too old"):
+        plan_build(int8, "8.5.2", 0)
+    with pytest.raises(TensorRtBuildError, match="DLA runs only FP16 or INT8"):
+        TrtBuildSettings(precision="fp32", dla_core=0)
+    with pytest.raises(TensorRtBuildError, match="batch profile"):
+        TrtBuildSettings(batch=(4, 2, 8))
+    line = trtexec_command({"input": {"shape": ["N", 1, 2048]}, "tensorrt": {"onnx_file": "m.onnx"}}, "m.engine",
+                           TrtBuildSettings(precision="fp16", dla_core=0))
+    assert line == ("trtexec --onnx=m.onnx --saveEngine=m.engine --minShapes=window:1x1x2048 "
+                    "--optShapes=window:1x1x2048 --maxShapes=window:8x1x2048 --memPoolSize=workspace:256M "
+                    "--fp16 --timingCacheFile=timing.cache --useDLACore=0 --allowGPUFallback")

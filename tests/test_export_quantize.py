@@ -1,0 +1,98 @@
+"""Export, the TensorRT Q/DQ rules, the sensitivity fallback and OpenVINO INT8, on a tiny real run."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from edge.export import export_onnx, parity_check
+from edge.quantize.calibration import accuracy, balanced_subset, model_inputs
+from edge.quantize.qdq import check_qdq_graph, quantize_qdq, sensitivity_fallback
+from edge.train.runs import load_run
+from edge.train.vibration import run_split_windows
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run, tmp_path_factory):
+    run = load_run(tiny_run)
+    model = run.load_model()
+    path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "model.onnx", (1, 1024))
+    tx, ty = run_split_windows(run.config, "train", hop=512)
+    vx, vy = run_split_windows(run.config, "val")
+    calib = model_inputs(tx[balanced_subset(ty, 64, np.random.default_rng(0))], "zscore")
+    return {"run": run, "model": model, "path": path, "calib": calib, "val": (model_inputs(vx, "zscore"), vy)}
+
+
+def ort_accuracy(path, val):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return accuracy(lambda x: session.run(None, {"window": x})[0], *val)
+
+
+def test_export_has_opset_names_dynamic_batch_and_module_names(exported):
+    model = onnx.load(str(exported["path"]))
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    assert [i.name for i in model.graph.input] == ["window"] and [o.name for o in model.graph.output] == ["logits"]
+    batch = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch.dim_param and not batch.dim_value
+    assert any(n.name.startswith("units.0.shrink.threshold") for n in model.graph.node)
+
+
+def test_export_matches_pytorch_on_real_windows_on_both_runtimes(exported):
+    report = parity_check(exported["model"], exported["path"], exported["val"][0][:32])
+    assert report.passed and set(report.max_relative_error) == {"onnxruntime", "openvino"}
+    assert all(v == 1.0 for v in report.argmax_agreement.values())
+
+
+@pytest.mark.parametrize("method", ["minmax", "percentile", "entropy"])
+def test_qdq_model_follows_every_tensorrt_rule_and_keeps_accuracy(exported, tmp_path, method):
+    out = quantize_qdq(exported["path"], exported["calib"], tmp_path / "q.onnx", method)
+    assert check_qdq_graph(out) == []
+    model = onnx.load(str(out))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    zero_points = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert all(n.input[1].endswith("DequantizeLinear_Output") for n in convs)
+    threshold = [n for n in model.graph.node if ".shrink" in n.name]
+    dq_out = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    assert threshold and not any(i in dq_out for n in threshold for i in n.input)  # the threshold net is float
+    fp32, int8 = ort_accuracy(exported["path"], exported["val"]), ort_accuracy(out, exported["val"])
+    assert int8 >= fp32 - 0.02
+
+
+def test_rule_checker_catches_a_quantized_threshold_network(exported, tmp_path):
+    out = quantize_qdq(exported["path"], exported["calib"], tmp_path / "q.onnx", keep_threshold_float=False)
+    problems = check_qdq_graph(out, keep_threshold_float=True)
+    assert any("threshold sub-network" in p for p in problems)
+    assert check_qdq_graph(out, keep_threshold_float=False) == []
+
+
+def test_sensitivity_fallback_returns_the_costliest_node_to_float_first(exported, tmp_path):
+    # A validation function that, on top of the real accuracy, charges 5 pt while one chosen
+    # convolution is quantized: the fallback must find that node first and stop there.
+    victim = next(n.name for n in onnx.load(str(exported["path"])).graph.node if n.op_type == "Conv")
+
+    def validate(path) -> float:
+        model = onnx.load(str(path))
+        node = next(n for n in model.graph.node if n.name == victim)
+        quantized = any("DequantizeLinear" in i for i in node.input)
+        return ort_accuracy(path, exported["val"]) - (0.05 if quantized else 0.0)
+
+    result = sensitivity_fallback(exported["path"], exported["calib"], tmp_path / "fb.onnx", validate, max_drop=0.02)
+    assert result.ranking[0][0] == victim and result.float_nodes[0] == victim
+    assert result.within_budget and result.accuracy_fp32 - result.accuracy_int8 <= 0.02
+    assert check_qdq_graph(result.path, float_nodes=tuple(result.float_nodes)) == []
+    assert any("not all quantized" in p for p in check_qdq_graph(result.path))  # and says so without the list
+
+
+def test_openvino_int8_keeps_accuracy_with_shrinkage_layers_in_float(exported, tmp_path):
+    from edge.quantize.openvino_int8 import SHRINKAGE_FLOAT_PATTERNS, quantize_openvino
+
+    result = quantize_openvino(exported["path"], exported["calib"], tmp_path / "m.xml", validation=exported["val"],
+                               float_patterns=SHRINKAGE_FLOAT_PATTERNS)
+    assert result.xml.is_file() and result.xml.with_suffix(".bin").is_file()
+    assert result.validation_accuracy_int8 >= result.validation_accuracy_fp32 - 0.02
