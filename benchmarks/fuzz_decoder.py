@@ -16,28 +16,19 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware_bridge.codec import FrameDecoder, encode_frame
-from firmware_bridge.vectors import vector_messages
+from firmware_bridge.codec import FrameDecoder
+from firmware_bridge.vectors import fuzz_inputs, valid_payloads
 
 HERE = Path(__file__).resolve().parent
 
 
 def main() -> int:
     n = int(float(sys.argv[1])) if len(sys.argv) > 1 else 2_000_000
-    rng = np.random.default_rng(1)
-    originals = [encode_frame(m, s, t, e) for _, m, s, t, e in vector_messages()]
-    valid = {f.message.pack() for o in originals for f in FrameDecoder().feed(o)}
+    valid = valid_payloads()
     decoder = FrameDecoder()
     escaped, bad_delivered, delivered = 0, 0, 0
     started = time.perf_counter()
-    for i in range(n):
-        if i % 2:
-            data = rng.integers(0, 256, int(rng.integers(0, 256)), dtype=np.uint8).tobytes()
-        else:
-            frame = bytearray(originals[i % len(originals)])
-            for pos in rng.integers(0, len(frame), int(rng.integers(1, 6))):
-                frame[pos] ^= 1 << int(rng.integers(0, 8))
-            data = bytes(frame)
+    for data in fuzz_inputs(n, np.random.default_rng(1), max_random=256, max_flips=5):
         try:
             for frame in decoder.feed(data):
                 delivered += 1

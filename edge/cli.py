@@ -41,18 +41,22 @@ scored on the same noisy windows.
 """
 
 
-def _threads(value: str) -> int:
-    n = int(value)
-    if n < 1:
-        raise argparse.ArgumentTypeError("threads must be >= 1")
-    return n
+def _checked(kind, ok, message: str):
+    """An argparse ``type`` that converts with ``kind`` and refuses values failing ``ok``."""
+    def convert(value: str):
+        try:
+            number = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+        if not ok(number):
+            raise argparse.ArgumentTypeError(message)
+        return number
+    return convert
 
 
-def _positive(value: str) -> int:
-    n = int(value)
-    if n < 1:
-        raise argparse.ArgumentTypeError("must be a positive integer")
-    return n
+_positive = _checked(int, lambda n: n >= 1, "must be a positive integer")
+_threads = _checked(int, lambda n: n >= 1, "threads must be >= 1")
+_probability = _checked(float, lambda p: 0.0 <= p < 1.0, "a probability in [0, 1)")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -188,13 +192,6 @@ def _rate(value: str) -> float | None:
     if factor <= 0:
         raise argparse.ArgumentTypeError("the speed factor must be positive")
     return factor
-
-
-def _probability(value: str) -> float:
-    p = float(value)
-    if not 0.0 <= p < 1.0:
-        raise argparse.ArgumentTypeError("a probability in [0, 1)")
-    return p
 
 
 def _add_simulate(sub: argparse._SubParsersAction) -> None:

@@ -44,6 +44,24 @@ def vector_messages() -> list[tuple[str, Message, int, int, int]]:
     ]
 
 
+def fuzz_inputs(count: int, rng: np.random.Generator, max_random: int = 64, max_flips: int = 3):
+    """Hostile decoder input: alternately random bytes and vector frames with 1..max_flips bit flips."""
+    originals = [encode_frame(m, s, t, e) for _, m, s, t, e in vector_messages()]
+    for i in range(count):
+        if i % 2:
+            yield rng.integers(0, 256, int(rng.integers(0, max_random)), dtype=np.uint8).tobytes()
+        else:
+            frame = bytearray(originals[i % len(originals)])
+            for pos in rng.integers(0, len(frame), int(rng.integers(1, max_flips + 1))):
+                frame[pos] ^= 1 << int(rng.integers(0, 8))
+            yield bytes(frame)
+
+
+def valid_payloads() -> set[bytes]:
+    """The payloads of the vector frames: the only ones a fuzzed stream may deliver."""
+    return {m.pack() for _, m, _, _, _ in vector_messages()}
+
+
 def write_vectors(path: Path = VECTORS_FILE) -> None:
     lines = []
     for name, message, seq, ts, enc in vector_messages():
