@@ -45,21 +45,38 @@ class VibrationSource(StreamSource):
             t0 += signal.shape[0] - signal.shape[0] % self.block
 
 
+def held_out_spans(split_json: str | Path, split: str = "test") -> dict[str, tuple[int, int]]:
+    """{file: (start, stop)} of one split of a training run (its ``split.json``): data the model never saw."""
+    import json
+
+    doc = json.loads(Path(split_json).read_text())
+    return {row["file"]: (row["start"], row["stop"]) for row in doc["segments"] if row["split"] == split}
+
+
 def cwru_source(data_dir: str | Path, loads: tuple[int, ...] = (0,), channel: str = "DE",
-                block: int = 120, full_scale_g: float | None = None) -> VibrationSource:
-    """CWRU at 12 kHz (97.mat resampled from 48 kHz), quantised to int16 like an accelerometer ADC."""
+                block: int = 120, full_scale_g: float | None = None,
+                spans: dict[str, tuple[int, int]] | None = None) -> VibrationSource:
+    """CWRU at 12 kHz (97.mat resampled from 48 kHz), quantised to int16 like an accelerometer ADC.
+
+    ``spans`` limits each record to a sample range (e.g. a run's held-out test segments,
+    :func:`held_out_spans`); records not named are skipped.
+    """
     from edge.data.cwru import load_cwru  # build-side reader (scipy); the simulator runs on a workstation
 
     dataset = load_cwru(data_dir, loads=loads, channel=channel)
-    peak = full_scale_g or float(max(np.abs(r.signal).max() for r in dataset.records)) * 1.05
+    records = [r for r in dataset.records if spans is None or r.path.name in spans]
+    if not records:
+        raise ValueError(f"none of the records in {data_dir} is named in the spans given")
+    peak = full_scale_g or float(max(np.abs(r.signal).max() for r in records)) * 1.05
     scale = float(np.float32(peak / 32767.0))  # what the wire (float32) carries
     signals, truth, t0 = [], [], 0
-    for rec in dataset.records:
-        q = np.clip(np.round(rec.signal / scale), -32768, 32767).astype(np.int16)
+    for rec in records:
+        a, b = spans[rec.path.name] if spans else (0, rec.signal.shape[0])
+        q = np.clip(np.round(rec.signal[a:b] / scale), -32768, 32767).astype(np.int16)
         n = q.shape[0] - q.shape[0] % block
         signals.append(q)
         truth.append({"file": rec.path.name, "label": rec.label, "label_index": rec.label_index,
-                      "load_hp": rec.load, "first_sample": t0, "samples": n,
+                      "load_hp": rec.load, "first_sample": t0, "samples": n, "record_start": a,
                       "start_us": int(round(t0 * 1e6 / dataset.rate_hz))})
         t0 += n
     hello = Hello(device_id="sim-cwru", firmware=(1, 0, 0), sensor=SensorKind.VIBRATION,

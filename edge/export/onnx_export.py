@@ -8,6 +8,7 @@ would otherwise run bf16 and differ by far more than the tolerance).
 from __future__ import annotations
 
 import inspect
+import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...]
     model = model.eval()
     example = (torch.zeros((1, *input_shape), dtype=torch.float32),)
     arg = next(iter(inspect.signature(model.forward).parameters))
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" and the like
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(model, example, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],

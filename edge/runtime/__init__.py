@@ -1,0 +1,1 @@
+"""The on-device loop: assembler, preprocessing, deadline, decisions, log, metrics (gateway side: no torch)."""

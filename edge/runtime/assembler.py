@@ -1,0 +1,117 @@
+"""Turn the frame stream into units of decision: sliding vibration windows, or line-scan tiles.
+
+Each unit carries where it came from (sample or encoder span, device time) and the
+monotonic time at which its last sample or line arrived: the start of its latency
+budget.  Gaps in the stream (lost frames) are not papered over: a window that would
+straddle a gap is dropped and counted, and the assembler starts afresh after it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Unit:
+    """One window or tile, ready to preprocess."""
+
+    data: np.ndarray          # vibration: (channels, window) float32 in physical units; line-scan: (lines, pixels)
+    start: int                # first sample index or first encoder count
+    end: int                  # last sample index or last encoder count (inclusive)
+    device_time_us: int       # device time of the last sample or line
+    arrived: float            # time.monotonic() when the last sample or line arrived
+    lane: int = 0             # line-scan lane (which actuator); 0 for vibration
+
+
+@dataclass
+class AssemblerStats:
+    units: int = 0
+    gaps: int = 0             # discontinuities that reset the assembler
+    samples_discarded: int = 0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class VibrationAssembler:
+    """Sliding windows of ``window`` samples every ``hop`` samples, per channel, from SAMPLES blocks."""
+
+    def __init__(self, window: int, hop: int, channel: int = 0, rate_hz: float = 12000.0):
+        if window < 1 or hop < 1:
+            raise ValueError("window and hop must be positive")
+        self.window, self.hop, self.channel, self.rate_hz = window, hop, channel, rate_hz
+        self.stats = AssemblerStats()
+        self._buffer = np.zeros(0, dtype=np.float32)
+        self._first = 0           # sample index of _buffer[0]
+        self._next_end = window   # sample index (exclusive) at which the next window completes
+        self._expected_us: int | None = None
+
+    def push(self, samples: np.ndarray, scale: float, timestamp_us: int, arrived: float) -> list[Unit]:
+        """Add one block (count, channels) of raw integers; return the windows it completes."""
+        block = samples[:, self.channel].astype(np.float32) * np.float32(scale)
+        period_us = 1e6 / self.rate_hz
+        if self._expected_us is not None and abs(timestamp_us - self._expected_us) > period_us:
+            self._reset(timestamp_us)
+        if self._expected_us is None:
+            self._first = int(round(timestamp_us / period_us))
+            self._next_end = self._first + self.window
+        self._expected_us = timestamp_us + int(round(block.shape[0] * period_us))
+        self._buffer = np.concatenate([self._buffer, block])
+        units = []
+        last = self._first + self._buffer.shape[0]
+        while self._next_end <= last:
+            a = self._next_end - self.window - self._first
+            units.append(Unit(self._buffer[a:a + self.window][None, :].copy(), self._next_end - self.window,
+                              self._next_end - 1, int(round((self._next_end - 1) * period_us)), arrived))
+            self._next_end += self.hop
+        keep_from = self._next_end - self.window - self._first
+        if keep_from > 0:
+            self._buffer = self._buffer[keep_from:]
+            self._first += keep_from
+        self.stats.units += len(units)
+        return units
+
+    def _reset(self, timestamp_us: int) -> None:
+        self.stats.gaps += 1
+        self.stats.samples_discarded += int(self._buffer.shape[0])
+        self._buffer = np.zeros(0, dtype=np.float32)
+        self._expected_us = None
+
+
+class LineAssembler:
+    """Tiles of ``tile_lines`` lines every ``tile_lines - overlap`` lines, cut into ``lanes`` across the belt."""
+
+    def __init__(self, tile_lines: int, overlap: int = 0, lanes: int = 1):
+        if not 0 <= overlap < tile_lines:
+            raise ValueError("overlap must be in [0, tile_lines)")
+        self.tile_lines, self.step, self.lanes = tile_lines, tile_lines - overlap, lanes
+        self.stats = AssemblerStats()
+        self._lines: list[np.ndarray] = []
+        self._first: int | None = None      # encoder count of _lines[0]
+        self._next_start: int | None = None
+
+    def push(self, pixels: np.ndarray, encoder: int, timestamp_us: int, arrived: float) -> list[Unit]:
+        if self._first is not None and encoder != self._first + len(self._lines):
+            self.stats.gaps += 1
+            self.stats.samples_discarded += len(self._lines)
+            self._lines, self._first = [], None
+        if self._first is None:
+            self._first, self._next_start = encoder, encoder
+        self._lines.append(pixels)
+        units = []
+        while self._next_start + self.tile_lines <= self._first + len(self._lines):
+            a = self._next_start - self._first
+            tile = np.stack(self._lines[a:a + self.tile_lines]).astype(np.float32)
+            width = tile.shape[1] // self.lanes
+            for lane in range(self.lanes):
+                units.append(Unit(tile[:, lane * width:(lane + 1) * width], self._next_start,
+                                  self._next_start + self.tile_lines - 1, timestamp_us, arrived, lane))
+            self._next_start += self.step
+        drop = self._next_start - self._first
+        if drop > 0:
+            del self._lines[:drop]
+            self._first += drop
+        self.stats.units += len(units)
+        return units

@@ -1,0 +1,88 @@
+"""From logits to a decision, and from a reject decision to a timed REJECT command.
+
+Everything comes from the bundle manifest or the operator's settings, never from code
+defaults: classes, which classes reject, an optional confidence threshold, the
+fail-safe on a missed deadline, the scanner-to-actuator distance and the lockout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from firmware_bridge.protocol import Reject, RejectMode
+
+FAIL_SAFE = ("reject", "pass", "hold")
+REASON_FAIL_SAFE = 0xFFFF   # reason code of a REJECT sent because no decision was possible in time
+
+
+@dataclass
+class Verdict:
+    label: str
+    scores: list[float]
+    reject: bool
+    fail_safe: str | None = None   # None for a model decision; else why the fail-safe was applied
+
+
+class DecisionPolicy:
+    """Softmax, argmax, reject classes and threshold; the fail-safe for units not decided in time."""
+
+    def __init__(self, classes: list[str], reject_classes: list[str], threshold: float | None = None,
+                 on_miss: str = "reject"):
+        unknown = sorted(set(reject_classes) - set(classes))
+        if unknown:
+            raise ValueError(f"reject classes {unknown} are not among the bundle's classes {classes}")
+        if on_miss not in FAIL_SAFE:
+            raise ValueError(f"on-miss must be one of {', '.join(FAIL_SAFE)}, got {on_miss!r}")
+        if threshold is not None and not 0.0 < threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+        self.classes = classes
+        self.reject_index = np.array([c in reject_classes for c in classes])
+        self.threshold = threshold
+        self.on_miss = on_miss
+
+    def decide(self, logits: np.ndarray) -> list[Verdict]:
+        z = logits - logits.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=1, keepdims=True)
+        out = []
+        for row in p:
+            k = int(row.argmax())
+            reject = bool(self.reject_index[k])
+            if self.threshold is not None:
+                # Reject when the total probability of the reject classes reaches the threshold.
+                reject = float(row[self.reject_index].sum()) >= self.threshold
+            out.append(Verdict(self.classes[k], row.tolist(), reject))
+        return out
+
+    def fail_safe(self, why: str) -> Verdict:
+        return Verdict(f"fail-safe:{self.on_miss}", [], self.on_miss == "reject", fail_safe=why)
+
+
+class RejectScheduler:
+    """Turns reject verdicts into REJECT messages, with a lockout against an actuator firing non-stop.
+
+    Line-scan: fire when the tile's last line reaches the actuator, ``distance`` encoder
+    counts downstream of the scanner.  Vibration: an alarm right away (``AFTER_US`` 0).
+    ``max_consecutive`` rejects in a row trip the lockout: further rejects are held
+    (counted, logged) until a pass decision comes, so a faulty model or sensor cannot
+    empty the line.  0 disables the lockout.
+    """
+
+    def __init__(self, kind: str, distance: int = 0, max_consecutive: int = 0):
+        self.kind, self.distance, self.max_consecutive = kind, distance, max_consecutive
+        self.consecutive = 0
+        self.locked_out = 0
+
+    def command(self, decision_id: int, verdict: Verdict, span_end: int, lane: int, reason: int) -> Reject | None:
+        if not verdict.reject:
+            self.consecutive = 0
+            return None
+        self.consecutive += 1
+        if self.max_consecutive and self.consecutive > self.max_consecutive:
+            self.locked_out += 1
+            return None
+        if self.kind == "linescan":
+            return Reject(decision_id % (1 << 32), RejectMode.AT_ENCODER, lane, reason, span_end + self.distance)
+        return Reject(decision_id % (1 << 32), RejectMode.AFTER_US, lane, reason, 0)

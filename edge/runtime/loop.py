@@ -1,0 +1,327 @@
+"""The runtime: serial stream in, decisions and timed REJECTs out, within a latency budget.
+
+Two threads.  The reader reads the port, decodes frames, assembles windows or tiles
+and puts them on a bounded queue (a full queue sheds the oldest unit, which gets the
+fail-safe decision: overload is counted, never absorbed by memory).  The decider takes
+units, checks each against its deadline (arrival of its last sample + budget),
+preprocesses exactly as the manifest says, infers, decides, writes the REJECT and logs
+the decision.  A unit that cannot be decided in time gets the fail-safe decision at
+once.  When the stream is idle the backend is kept warm.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge.backends import load_backend
+from edge.bundle import open_bundle
+from edge.data.preprocess import normalize
+from edge.runtime.assembler import LineAssembler, Unit, VibrationAssembler
+from edge.runtime.decision_log import DecisionLog, DecisionRow, next_decision_id
+from edge.runtime.decisions import REASON_FAIL_SAFE, DecisionPolicy, RejectScheduler, Verdict
+from edge.runtime.metrics import RuntimeMetrics, StatusServer
+from firmware_bridge.codec import FrameDecoder, encode_frame
+from firmware_bridge.protocol import Ack, Heartbeat, Hello, Line, Nak, NakReason, Samples
+from firmware_bridge.transport import ReconnectingPort
+
+
+@dataclass
+class RuntimeSettings:
+    port: str
+    budget_ms: float | None = None          # default: the manifest's
+    on_miss: str | None = None              # reject | pass | hold; default: the manifest's
+    reject_classes: list[str] | None = None  # default: the manifest's
+    threshold: float | None = None
+    log_path: str = "decisions.db"
+    http: str | None = "127.0.0.1:9108"     # None: no status server
+    baud: int = 921600
+    channel_index: int = 0                  # which axis of a multi-axis stream feeds the model
+    hop: int | None = None                  # vibration hop; default: the manifest's
+    tile_lines: int | None = None           # line-scan tile height; default: the model's input
+    tile_overlap: int = 0
+    lanes: int = 1
+    distance: int = 0                       # encoder counts from scanner to actuator
+    max_consecutive: int = 0                # reject lockout; 0: off
+    queue_size: int = 64
+    keepalive_s: float = 0.5
+    heartbeat_s: float = 1.0
+    warmup: int = 50
+    threads: int | None = 1
+    trusted_keys: list[str] = field(default_factory=list)
+
+
+class InferenceTimeEstimate:
+    """How long the next inference will take: the median of recent ones, seeded by the warm-up.
+
+    A median, not a high quantile: one slow call (a page fault, a preempted core) must not
+    push every following window into the fail-safe, which would also stop the
+    inferences that let the estimate recover.
+    """
+
+    def __init__(self, size: int = 64):
+        self._values: deque[float] = deque(maxlen=size)
+
+    def add(self, value: float) -> None:
+        self._values.append(value)
+
+    def expected(self) -> float:
+        return float(np.median(self._values)) if self._values else 0.0
+
+
+def sd_notify(message: str) -> None:
+    """Tell systemd (Type=notify, WatchdogSec=) we are ready or alive; a no-op outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(address)
+            sock.sendall(message.encode())
+        except OSError:
+            pass
+
+
+class Runtime:
+    def __init__(self, bundle_path: str | Path, settings: RuntimeSettings):
+        self.settings = s = settings
+        self.bundle = open_bundle(bundle_path, trusted_keys=s.trusted_keys)
+        m = self.bundle.manifest
+        self.manifest = m
+        self.sha256 = hashlib.sha256((self.bundle.path / "manifest.json").read_bytes()).hexdigest()
+        self.budget_s = (s.budget_ms if s.budget_ms is not None else m["runtime"]["budget_ms"]) / 1000.0
+        self.policy = DecisionPolicy(m["classes"], s.reject_classes or m["reject_classes"],
+                                     s.threshold if s.threshold is not None else m["runtime"].get("threshold"),
+                                     s.on_miss or m["runtime"]["on_miss"])
+        pre = m["preprocessing"]
+        self.kind = "linescan" if "tile_lines" in pre else "vibration"
+        self.normalization = pre["normalization"]
+        if self.kind == "vibration":
+            self.assembler = VibrationAssembler(pre["window"], s.hop or pre["hop"], s.channel_index, pre["rate_hz"])
+        else:
+            self.assembler = LineAssembler(s.tile_lines or pre["tile_lines"], s.tile_overlap, s.lanes)
+        self.scheduler = RejectScheduler(self.kind, s.distance, s.max_consecutive)
+        self.backend = load_backend(self.bundle, threads=s.threads)
+        self.metrics = RuntimeMetrics({"family": m["model"]["family"], "precision": m["precision"],
+                                       "backend": m["backend"]["name"], "sha256": self.sha256})
+        self.decoder = FrameDecoder()
+        self.port = ReconnectingPort(s.port, s.baud, on_reconnect=self._reconnected)
+        self.log = DecisionLog(s.log_path)
+        self._next_id = self._first_id = next_decision_id(s.log_path)
+        self._queue: queue.Queue[Unit] = queue.Queue(maxsize=s.queue_size)
+        self._write_lock = threading.Lock()
+        self._seq = 0
+        self._stop = threading.Event()
+        self._infer_times = InferenceTimeEstimate()
+        self.device_hello: Hello | None = None
+        self._started = False
+        self.counts = {"data_frames": 0, "deadline_fail_safe": 0, "late_decisions": 0, "overload_fail_safe": 0, "keepalives": 0,
+                       "rejects_sent": 0, "rejects_not_written": 0, "acks": 0, "naks": 0, "naks_too_late": 0,
+                       "lockouts": 0, "reconnects": 0, "hello_mismatch": 0, "device_errors": 0}
+        self.server = None
+        if s.http:
+            host, _, port = s.http.rpartition(":")
+            self.server = StatusServer(self.metrics, self.counters, host or "127.0.0.1", int(port))
+
+    # -- counters ---------------------------------------------------------------------------
+    def counters(self) -> dict:
+        d = self.decoder.stats.to_dict()
+        out = {f"decoder_{k}": v for k, v in d.items()}
+        out |= {f"link_{k}": v for k, v in self.port.stats.to_dict().items() if k != "last_error"}
+        out |= {f"assembler_{k}": v for k, v in self.assembler.stats.to_dict().items()}
+        out |= self.counts | {"decisions": self._next_id - self._first_id, "log_written": self.log.written,
+                              "queue_depth": self._queue.qsize()}
+        return out
+
+    def _reconnected(self) -> None:
+        self.decoder.reset_sequence()
+        self.counts["reconnects"] += 1
+        self._send(Hello(request=True))
+
+    def _send(self, message) -> bool:
+        with self._write_lock:
+            frame = encode_frame(message, self._seq, int(time.monotonic() * 1e6))
+            self._seq += 1
+            return self.port.write(frame)
+
+    # -- reader -----------------------------------------------------------------------------
+    def _read_loop(self) -> None:
+        last_rx = time.monotonic()
+        while not self._stop.is_set():
+            data = self.port.read(65536)
+            now = time.monotonic()
+            if not data:
+                if now - last_rx > self.settings.heartbeat_s:
+                    self._send(Heartbeat(0))
+                    last_rx = now
+                continue
+            last_rx = now
+            t0 = time.perf_counter()
+            for frame in self.decoder.feed(data):
+                msg = frame.message
+                self.metrics.frames.labels(type(msg).__name__).inc()
+                if isinstance(msg, (Samples, Line)):
+                    self.counts["data_frames"] += 1
+                if isinstance(msg, Samples) and self.kind == "vibration":
+                    units = self.assembler.push(msg.data, msg.scale, frame.timestamp_us, now)
+                elif isinstance(msg, Line) and self.kind == "linescan":
+                    units = self.assembler.push(msg.pixels, frame.encoder, frame.timestamp_us, now)
+                else:
+                    self._control(msg)
+                    continue
+                for unit in units:
+                    self._enqueue(unit)
+            self.metrics.stage.labels("decode_assemble").observe((time.perf_counter() - t0) * 1e3)
+
+    def _enqueue(self, unit: Unit) -> None:
+        while True:
+            try:
+                self._queue.put_nowait(unit)
+                return
+            except queue.Full:
+                try:
+                    oldest = self._queue.get_nowait()
+                except queue.Empty:
+                    continue
+                self.counts["overload_fail_safe"] += 1
+                self._finish(oldest, self.policy.fail_safe("overload"))
+
+    def _control(self, msg) -> None:
+        if isinstance(msg, Hello) and not msg.request:
+            self.device_hello = msg
+            rate = self.manifest["preprocessing"].get("rate_hz")
+            if self.kind == "vibration" and rate and abs(msg.rate_hz - rate) > 1e-3 * rate:
+                self.counts["hello_mismatch"] += 1
+        elif isinstance(msg, Nak):
+            self.counts["naks"] += 1
+            if msg.code == NakReason.TOO_LATE:
+                self.counts["naks_too_late"] += 1
+        elif isinstance(msg, Ack):
+            self.counts["acks"] += 1
+        elif type(msg).__name__ == "Error":
+            self.counts["device_errors"] += 1
+
+    # -- decider ----------------------------------------------------------------------------
+    def _prepare(self, unit: Unit) -> np.ndarray:
+        x = normalize(unit.data, self.normalization)
+        return np.ascontiguousarray(x[None], dtype=np.float32)
+
+    def _decide_loop(self) -> None:
+        last_beat = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                unit = self._queue.get(timeout=self.settings.keepalive_s)
+            except queue.Empty:
+                self._timed_infer(np.zeros((1, *self.backend.input_shape), np.float32))
+                self.counts["keepalives"] += 1
+                continue
+            self.metrics.queue_depth.set(self._queue.qsize())
+            if time.monotonic() - last_beat > 1.0:
+                sd_notify("WATCHDOG=1")
+                last_beat = time.monotonic()
+            age = time.monotonic() - unit.arrived
+            if age + self._infer_times.expected() > self.budget_s:
+                self.counts["deadline_fail_safe"] += 1
+                self._finish(unit, self.policy.fail_safe("deadline"))
+                continue
+            self._finish(unit, self.policy.decide(self._timed_infer(self._prepare(unit)))[0])
+
+    def _timed_infer(self, x: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        logits = self.backend.infer(x)
+        elapsed = time.perf_counter() - t0
+        self._infer_times.add(elapsed)
+        self.metrics.stage.labels("inference").observe(elapsed * 1e3)
+        return logits
+
+    def _finish(self, unit: Unit, verdict: Verdict) -> None:
+        decision_id = self._next_id
+        self._next_id += 1
+        reason = REASON_FAIL_SAFE if verdict.fail_safe else self.policy.classes.index(verdict.label)
+        command = self.scheduler.command(decision_id, verdict, unit.end, unit.lane, reason)
+        if verdict.reject and command is None:
+            self.counts["lockouts"] += 1
+        if command is not None:
+            if self._send(command):
+                self.counts["rejects_sent"] += 1
+            else:
+                self.counts["rejects_not_written"] += 1
+        latency_ms = (time.monotonic() - unit.arrived) * 1e3
+        if latency_ms > self.budget_s * 1e3 and not verdict.fail_safe:
+            self.counts["late_decisions"] += 1
+        outcome = verdict.fail_safe and "fail_safe" or ("reject" if verdict.reject else "pass")
+        self.metrics.decisions.labels(outcome).inc()
+        if verdict.fail_safe:
+            self.metrics.fail_safe.labels(verdict.fail_safe).inc()
+        row = DecisionRow(decision_id, time.time(), self.kind, unit.start, unit.end, unit.device_time_us, unit.lane,
+                          verdict.label, verdict.scores, verdict.reject, verdict.fail_safe, latency_ms,
+                          command.at if command is not None and self.kind == "linescan" else None, self.sha256)
+        self.log.append(row)
+        self.metrics.observe({"decision_id": decision_id, "span": f"{unit.start}-{unit.end}", "lane": unit.lane,
+                              "class": verdict.label, "reject": verdict.reject, "latency_ms": latency_ms},
+                             latency_ms)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        """Warm up the backend, then open the port and ask the device to identify itself.
+
+        Warm-up comes first: the first inferences are the slowest, and no data should
+        wait behind them.
+        """
+        if self._started:
+            return
+        self.backend.warm_up(self.settings.warmup)
+        for _ in range(16):  # seed the inference-time estimate
+            self._timed_infer(np.zeros((1, *self.backend.input_shape), np.float32))
+        self._send(Hello(request=True))
+        self._started = True
+        sd_notify("READY=1")
+
+    def run(self, duration: float | None = None) -> dict:
+        """Decide until ``stop()`` (SIGTERM) or ``duration`` seconds; returns the summary."""
+        self.start()
+        reader = threading.Thread(target=self._read_loop, name="reader", daemon=True)
+        decider = threading.Thread(target=self._decide_loop, name="decider", daemon=True)
+        started = time.monotonic()
+        reader.start()
+        decider.start()
+        try:
+            while not self._stop.is_set() and (duration is None or time.monotonic() - started < duration):
+                self._stop.wait(0.1)
+        finally:
+            self._stop.set()
+            reader.join(timeout=2)
+            decider.join(timeout=2)
+            while True:  # units already assembled are decided (fail-safe), not dropped
+                try:
+                    unit = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                self._finish(unit, self.policy.fail_safe("shutdown"))
+            sd_notify("STOPPING=1")
+        return self.summary(time.monotonic() - started)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def summary(self, seconds: float) -> dict:
+        return {"seconds": round(seconds, 2), "budget_ms": self.budget_s * 1e3,
+                "latency": self.metrics.latency_summary(), "counters": self.counters(),
+                "device": self.device_hello.device_id if self.device_hello else None}
+
+    def close(self) -> None:
+        self.log.close()
+        self.port.close()
+        if self.server:
+            self.server.close()

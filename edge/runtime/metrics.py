@@ -1,0 +1,127 @@
+"""Counters and latency histograms in Prometheus text format, and a small live status page.
+
+Served over HTTP on a configurable address, loopback by default: ``/metrics``
+(Prometheus), ``/status.json`` and ``/`` (a page that refreshes itself).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import threading
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS_MS = (0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 100, 250, 1000)
+
+
+class RuntimeMetrics:
+    """Everything the runtime counts; one registry per runtime so tests can run several."""
+
+    def __init__(self, bundle_info: dict, recent: int = 50, window: int = 100_000):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.decisions = Counter("drsn_decisions", "Decisions made", ["outcome"], registry=r)
+        self.fail_safe = Counter("drsn_fail_safe", "Fail-safe decisions", ["reason"], registry=r)
+        self.frames = Counter("drsn_frames", "Frames decoded", ["type"], registry=r)
+        self.link = Gauge("drsn_link_events", "Link and decoder counters (cumulative)", ["counter"], registry=r)
+        self.latency = Histogram("drsn_decision_latency_ms", "Last sample arrival to decision written (ms)",
+                                 buckets=LATENCY_BUCKETS_MS, registry=r)
+        self.stage = Histogram("drsn_stage_ms", "Time per stage (ms)", ["stage"], buckets=LATENCY_BUCKETS_MS,
+                               registry=r)
+        self.queue_depth = Gauge("drsn_queue_depth", "Units waiting for inference", registry=r)
+        info = Gauge("drsn_bundle_info", "Bundle in use", ["family", "precision", "backend", "sha256"], registry=r)
+        info.labels(bundle_info["family"], bundle_info["precision"], bundle_info["backend"],
+                    bundle_info["sha256"][:16]).set(1)
+        self.bundle_info = bundle_info
+        self.recent: deque[dict] = deque(maxlen=recent)
+        self._latencies: deque[float] = deque(maxlen=window)
+        self._lock = threading.Lock()
+
+    def observe(self, row: dict, latency_ms: float) -> None:
+        with self._lock:
+            self.recent.appendleft(row)
+            self._latencies.append(latency_ms)
+        self.latency.observe(latency_ms)
+
+    def latency_summary(self) -> dict:
+        with self._lock:
+            a = np.asarray(self._latencies)
+        if a.size == 0:
+            return {"n": 0}
+        return {"n": int(a.size), "p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
+                "p99_9_ms": float(np.percentile(a, 99.9)), "max_ms": float(a.max())}
+
+    def status(self, counters: dict) -> dict:
+        with self._lock:
+            recent = list(self.recent)
+        return {"bundle": self.bundle_info, "latency": self.latency_summary(), "counters": counters,
+                "recent": recent}
+
+
+PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>drsn-edge</title>
+<meta http-equiv="refresh" content="2"><style>body{{font-family:sans-serif;margin:1.5em}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}
+.reject{{background:#fdd}}</style></head><body>
+<h1>drsn-edge runtime</h1>
+<p id="bundle">bundle {family} {precision} on {backend}, sha256 {sha}</p>
+<h2>Latency (ms, last sample to decision)</h2><table id="latency"><tr>{lat_head}</tr><tr>{lat_row}</tr></table>
+<h2>Counters</h2><table id="counters">{counters}</table>
+<h2>Latest decisions</h2><table id="decisions"><tr><th>id</th><th>span</th><th>lane</th><th>class</th>
+<th>reject</th><th>latency ms</th></tr>{rows}</table></body></html>"""
+
+
+def render_page(status: dict) -> str:
+    b = status["bundle"]
+    lat = status["latency"]
+    keys = [k for k in ("n", "p50_ms", "p99_ms", "p99_9_ms", "max_ms") if k in lat]
+    rows = "".join(
+        f"<tr class=\"{'reject' if d['reject'] else ''}\"><td>{d['decision_id']}</td><td>{d['span']}</td>"
+        f"<td>{d['lane']}</td><td>{html.escape(d['class'])}</td><td>{'yes' if d['reject'] else 'no'}</td>"
+        f"<td>{d['latency_ms']:.2f}</td></tr>" for d in status["recent"])
+    counters = "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in status["counters"].items())
+    return PAGE.format(family=html.escape(b["family"]), precision=b["precision"], backend=b["backend"],
+                       sha=b["sha256"][:16], lat_head="".join(f"<th>{k}</th>" for k in keys),
+                       lat_row="".join(f"<td>{lat[k]:.3f}</td>" if k != "n" else f"<td>{lat[k]}</td>" for k in keys),
+                       counters=counters, rows=rows)
+
+
+class StatusServer:
+    """HTTP on ``host:port`` (port 0: any free port) serving /metrics, /status.json and /."""
+
+    def __init__(self, metrics: RuntimeMetrics, counters, host: str = "127.0.0.1", port: int = 9108):
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - the http.server API
+                if self.path == "/metrics":
+                    body, kind = generate_latest(metrics.registry), CONTENT_TYPE_LATEST
+                elif self.path == "/status.json":
+                    body, kind = json.dumps(metrics.status(counters())).encode(), "application/json"
+                elif self.path in ("/", "/index.html"):
+                    body, kind = render_page(metrics.status(counters())).encode(), "text/html; charset=utf-8"
+                else:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):  # quiet: the runtime logs what matters
+                pass
+
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.address = f"http://{self.server.server_address[0]}:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, name="status-http", daemon=True)
+        self._thread.start()
+        self.owner = owner
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

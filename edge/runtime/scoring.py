@@ -1,0 +1,36 @@
+"""Score live decisions (from the decision log) against a stream's ground truth.
+
+A vibration decision covers a sample span; it is scored against the record that span
+lies in.  Windows that straddle two records (the stream moves from one to the next)
+have no single true label and are counted apart, as are fail-safe decisions.
+"""
+
+from __future__ import annotations
+
+import bisect
+import sqlite3
+from pathlib import Path
+
+
+def score_vibration(log_path: str | Path, truth: list[dict], since_id: int = 0) -> dict:
+    starts = [t["first_sample"] for t in truth]
+    db = sqlite3.connect(str(log_path))
+    try:
+        rows = db.execute("SELECT span_start, span_end, class, fail_safe FROM decisions WHERE decision_id >= ? "
+                          "AND kind = 'vibration'", (since_id,)).fetchall()
+    finally:
+        db.close()
+    correct = scored = straddling = fail_safe = 0
+    for start, end, label, failed in rows:
+        if failed:
+            fail_safe += 1
+            continue
+        k = bisect.bisect_right(starts, start) - 1
+        if k < 0 or end >= truth[k]["first_sample"] + truth[k]["samples"]:
+            straddling += 1
+            continue
+        scored += 1
+        correct += label == truth[k]["label"]
+    return {"decisions": len(rows), "scored": scored, "correct": correct,
+            "accuracy": correct / scored if scored else None, "straddling_records": straddling,
+            "fail_safe": fail_safe}

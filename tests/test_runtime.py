@@ -1,0 +1,169 @@
+"""The gateway runtime end to end through real ptys, its faults, its log, install and rollback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+
+from edge.bundle import BundleError
+from edge.bundle.install import install, rollback
+from edge.data.preprocess import normalize
+from edge.export.build import BuildOptions, build_bundle
+from edge.runtime.loop import Runtime, RuntimeSettings
+from edge.runtime.scoring import score_vibration
+from edge.train.runs import load_run
+from firmware_bridge.simulator import DeviceSimulator, Faults
+from firmware_bridge.sources import cwru_source, held_out_spans
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("dist") / "tiny-ort"
+    build_bundle(tiny_run, out, BuildOptions(target="onnxruntime", precision="fp32", calib_size=16, budget_ms=20),
+                 log=lambda *_: None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def held_out(tiny_run, cwru_dir):
+    return cwru_source(cwru_dir, loads=(0,), spans=held_out_spans(tiny_run / "split.json"))
+
+
+def run_against(sim, bundle, tmp_path, seconds, **settings):
+    runtime = Runtime(bundle, RuntimeSettings(port=sim.port, log_path=str(tmp_path / "log.db"), http=None,
+                                              **settings))
+    runtime.start()
+    stream = threading.Thread(target=sim.run, kwargs={"duration": seconds}, daemon=True)
+    stream.start()
+    try:
+        summary = runtime.run(seconds + 1.0)
+    finally:
+        runtime.close()
+    stream.join(timeout=5)
+    return runtime, summary
+
+
+def test_live_decisions_match_offline_evaluation_at_real_rate(held_out, bundle, tiny_run, tmp_path):
+    with DeviceSimulator(held_out, link="pty", speed=1.0) as sim:
+        runtime, summary = run_against(sim, bundle, tmp_path, 6.0)
+    c = summary["counters"]
+    assert c["data_frames"] == sim.stats.frames_generated and c["decoder_lost_frames"] == 0
+    assert c["decoder_rejected"] == 0 and c["deadline_fail_safe"] == 0 and c["late_decisions"] == 0
+    assert c["decisions"] == c["assembler_units"] >= 60
+    # Offline: the same windows, cut from the same int16 stream, through the PyTorch model.
+    sent = [signal[:t["samples"]] for signal, t in zip(held_out.signals, held_out.truth)]  # whole blocks only
+    stream = np.concatenate(sent).astype(np.float32) * np.float32(held_out.hello.scale)
+    model = load_run(tiny_run).load_model()
+    db = sqlite3.connect(tmp_path / "log.db")
+    rows = db.execute("SELECT span_start, span_end, class FROM decisions ORDER BY decision_id").fetchall()
+    windows = np.stack([stream[a:b + 1] for a, b, _ in rows])
+    with torch.no_grad():
+        offline = model(torch.from_numpy(normalize(windows, "zscore")[:, None, :])).argmax(1).numpy()
+    classes = load_run(tiny_run).config["classes"]
+    assert [label for _, _, label in rows] == [classes[k] for k in offline]
+    score = score_vibration(tmp_path / "log.db", held_out.truth)
+    assert score["scored"] > 40 and score["accuracy"] > 0.8
+
+
+def test_corruption_and_a_disconnect_are_counted_and_survived(held_out, bundle, tmp_path):
+    faults = Faults(corrupt=0.01, disconnect_every=1.5, outage_s=0.3, seed=3)
+    with DeviceSimulator(held_out, link="pty", speed=4.0, faults=faults, link_path=str(tmp_path / "tty")) as sim:
+        runtime, summary = run_against(sim, bundle, tmp_path, 4.0)
+    c = summary["counters"]
+    assert sim.stats.disconnects >= 2 and c["link_outages"] >= 2 and c["reconnects"] >= 2
+    assert c["decoder_rejected"] > 100 and c["decoder_lost_frames"] > 100
+    received_or_lost = c["data_frames"] + c["decoder_lost_frames"]
+    assert received_or_lost <= sim.stats.frames_generated + 10  # the rest: before a first frame / during outages
+    assert c["assembler_gaps"] > 0 and c["decisions"] == c["assembler_units"]
+
+
+def test_overload_sheds_the_oldest_window_with_a_counted_fail_safe(held_out, bundle, tmp_path):
+    with DeviceSimulator(held_out, link="pty", speed=None) as sim:
+        runtime, summary = run_against(sim, bundle, tmp_path, 3.0, budget_ms=1.0, queue_size=4)
+    c = summary["counters"]
+    assert c["overload_fail_safe"] + c["deadline_fail_safe"] > 0
+    assert c["decisions"] == c["assembler_units"]  # every window got a decision, none vanished
+    db = sqlite3.connect(tmp_path / "log.db")
+    failed = db.execute("SELECT COUNT(*) FROM decisions WHERE fail_safe IS NOT NULL AND reject = 1").fetchone()[0]
+    assert failed == c["overload_fail_safe"] + c["deadline_fail_safe"]  # on-miss: reject
+
+
+def test_decision_log_survives_kill_9(tmp_path):
+    path = tmp_path / "log.db"
+    writer = subprocess.Popen([sys.executable, "-c", f"""
+import time
+from edge.runtime.decision_log import DecisionLog, DecisionRow
+log = DecisionLog({str(path)!r})
+i = 1
+while True:
+    log.append(DecisionRow(i, time.time(), "vibration", i, i + 2047, i, 0, "IR007", [0.1] * 10, True, None,
+                           1.0, None, "0" * 64))
+    i += 1
+    if i % 100 == 0:
+        print(i, flush=True)
+"""], stdout=subprocess.PIPE, text=True)
+    for _ in range(20):
+        writer.stdout.readline()
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    ids = [r[0] for r in db.execute("SELECT decision_id FROM decisions ORDER BY decision_id")]
+    assert len(ids) > 1000 and ids == list(range(1, len(ids) + 1))
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_tampered_bundle_is_refused_by_the_runtime(bundle, tmp_path):
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy)
+    (copy / "model.onnx").write_bytes((copy / "model.onnx").read_bytes()[:-10])
+    with pytest.raises(BundleError, match="truncated"):
+        Runtime(copy, RuntimeSettings(port="loop://", log_path=str(tmp_path / "x.db"), http=None))
+
+
+def test_metrics_and_status_are_served(held_out, bundle, tmp_path):
+    with DeviceSimulator(held_out, link="pty", speed=2.0) as sim:
+        runtime = Runtime(bundle, RuntimeSettings(port=sim.port, log_path=str(tmp_path / "log.db"),
+                                                  http="127.0.0.1:0"))
+        thread = threading.Thread(target=sim.run, kwargs={"duration": 2.0}, daemon=True)
+        runtime.start()
+        thread.start()
+        summary_box = {}
+        worker = threading.Thread(target=lambda: summary_box.update(runtime.run(2.5)), daemon=True)
+        worker.start()
+        time.sleep(2.0)
+        metrics = urllib.request.urlopen(runtime.server.address + "/metrics", timeout=5).read().decode()
+        status = json.loads(urllib.request.urlopen(runtime.server.address + "/status.json", timeout=5).read())
+        page = urllib.request.urlopen(runtime.server.address + "/", timeout=5).read().decode()
+        worker.join(timeout=10)
+        runtime.close()
+    assert "drsn_decision_latency_ms_bucket" in metrics and 'drsn_decisions_total{outcome=' in metrics
+    assert status["latency"]["n"] > 10 and status["recent"] and status["counters"]["decisions"] > 10
+    assert "Latest decisions" in page and status["bundle"]["backend"] == "onnxruntime"
+
+
+def test_install_switches_atomically_and_rolls_back(bundle, tiny_run, tmp_path):
+    other = tmp_path / "other"
+    build_bundle(tiny_run, other, BuildOptions(target="onnxruntime", precision="int8", calib_size=16),
+                 log=lambda *_: None)
+    root = tmp_path / "root"
+    first = install(bundle.with_name(bundle.name + ".tar.gz"), root)
+    second = install(other.with_name("other.tar.gz"), root)
+    home = root / "opt/drsn-edge"
+    assert (home / "current").resolve() == second and (home / "previous").resolve() == first
+    unit = (root / "etc/systemd/system/drsn-edge.service").read_text()
+    assert "Type=notify" in unit and "--bundle /opt/drsn-edge/current" in unit and "WatchdogSec" in unit
+    assert rollback(root) == first and (home / "previous").resolve() == second
+    with pytest.raises(BundleError):
+        install(tmp_path / "missing.tar.gz", root)
