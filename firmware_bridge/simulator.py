@@ -266,10 +266,12 @@ class DeviceSimulator:
         started = time.monotonic()
         next_disconnect = started + self.faults.disconnect_every if self.faults.disconnect_every else None
         lap = 0
+        lap_us, lap_counts = self.source.extent()
         while not self._halt.is_set():
-            offset_us = lap * (self._now_us + 1000)
             for message, ts, enc in self.source.messages():
-                ts += offset_us
+                # Laps follow each other seamlessly: time and encoder counts keep increasing.
+                ts += lap * lap_us
+                enc += lap * lap_counts
                 if self._halt.is_set() or (max_frames is not None and self.stats.frames_generated >= max_frames):
                     break
                 now = time.monotonic()

@@ -27,6 +27,10 @@ class StreamSource:
     def messages(self) -> Iterator[tuple[Message, int, int]]:
         raise NotImplementedError
 
+    def extent(self) -> tuple[int, int]:
+        """(microseconds, encoder counts) one pass of the stream covers; a loop's next lap starts there."""
+        raise NotImplementedError
+
 
 @dataclass
 class VibrationSource(StreamSource):
@@ -43,6 +47,10 @@ class VibrationSource(StreamSource):
                 block = signal[start:start + self.block, None]
                 yield Samples(block, self.hello.scale), int(round((t0 + start) * 1e6 / rate)), 0
             t0 += signal.shape[0] - signal.shape[0] % self.block
+
+    def extent(self) -> tuple[int, int]:
+        samples = sum(s.shape[0] - s.shape[0] % self.block for s in self.signals)
+        return int(round(samples * 1e6 / self.hello.rate_hz)), 0
 
 
 def held_out_spans(split_json: str | Path, split: str = "test") -> dict[str, tuple[int, int]]:
@@ -96,6 +104,10 @@ class BeltSource(StreamSource):
         period_us = 1e6 / self.hello.rate_hz
         for i, row in enumerate(self.rows):
             yield Line(row, self.bit_depth), int(round(i * period_us)), i
+
+    def extent(self) -> tuple[int, int]:
+        lines = self.rows.shape[0]
+        return int(round(lines * 1e6 / self.hello.rate_hz)), lines
 
 
 def _image_files(root: Path, source: str, subset: str, split: str) -> list[tuple[Path, str]]:

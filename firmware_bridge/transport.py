@@ -103,6 +103,7 @@ class LinkStats:
     opens: int = 0
     outages: int = 0             # times the device went away
     outage_seconds: float = 0.0  # total time without a device
+    write_timeouts: int = 0      # writes the device did not take in time (it is there, but not reading)
     last_error: str = ""
 
     def to_dict(self) -> dict:
@@ -179,6 +180,9 @@ class ReconnectingPort:
         try:
             port.write(data)
             return True
+        except serial.SerialTimeoutException:
+            self.stats.write_timeouts += 1
+            return False
         except (serial.SerialException, OSError) as exc:
             self._lost(exc)
             return False

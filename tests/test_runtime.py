@@ -167,3 +167,31 @@ def test_install_switches_atomically_and_rolls_back(bundle, tiny_run, tmp_path):
     assert rollback(root) == first and (home / "previous").resolve() == second
     with pytest.raises(BundleError):
         install(tmp_path / "missing.tar.gz", root)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (.ci/run installs Debian's chromium)")
+def test_status_page_renders_in_a_headless_browser(held_out, bundle, tmp_path):
+    with DeviceSimulator(held_out, link="pty", speed=2.0) as sim:
+        runtime = Runtime(bundle, RuntimeSettings(port=sim.port, log_path=str(tmp_path / "log.db"),
+                                                  http="127.0.0.1:0"))
+        runtime.start()
+        threading.Thread(target=sim.run, kwargs={"duration": 4.0}, daemon=True).start()
+        worker = threading.Thread(target=runtime.run, args=(4.5,), daemon=True)
+        worker.start()
+        time.sleep(2.0)
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path / 'profile'}"]
+        dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", runtime.server.address + "/"], capture_output=True,
+                             text=True, timeout=60).stdout
+        shot = tmp_path / "status.png"
+        subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1000,900",
+                        runtime.server.address + "/"], capture_output=True, timeout=60)
+        worker.join(timeout=10)
+        runtime.close()
+    assert '<table id="decisions">' in dom and dom.count("<tr") > 10
+    assert "onnxruntime" in dom and "p99_ms" in dom
+    assert shot.is_file() and shot.stat().st_size > 5000

@@ -181,3 +181,15 @@ def test_simulate_command_prints_its_port_and_streams(cwru_dir, tmp_path):
         proc.wait(timeout=20)
     assert proc.returncode == 0
     assert '"decision_id": 5' in rejects.read_text()
+
+
+def test_looped_stream_keeps_time_and_encoder_increasing(xray_dir):
+    source = belt_source(xray_dir, "gdxray", "castings", "test", bands=1, seed=2)  # 32 lines a lap
+    with DeviceSimulator(source, link="pty", speed=None, loop=True) as sim:
+        port = open_port(sim.port)
+        thread = start(sim, max_frames=80)
+        frames = receive(port, thread, FrameDecoder())
+        port.close()
+    lines = [f for f in frames if isinstance(f.message, Line)]
+    assert [f.encoder for f in lines] == list(range(80))
+    assert all(b.timestamp_us - a.timestamp_us == 800 for a, b in zip(lines, lines[1:]))

@@ -120,7 +120,7 @@ class Runtime:
         self.log = DecisionLog(s.log_path)
         self._next_id = self._first_id = next_decision_id(s.log_path)
         self._queue: queue.Queue[Unit] = queue.Queue(maxsize=s.queue_size)
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.RLock()  # a reconnect inside a write sends HELLO
         self._seq = 0
         self._stop = threading.Event()
         self._infer_times = InferenceTimeEstimate()
@@ -235,7 +235,10 @@ class Runtime:
                 self.counts["deadline_fail_safe"] += 1
                 self._finish(unit, self.policy.fail_safe("deadline"))
                 continue
-            self._finish(unit, self.policy.decide(self._timed_infer(self._prepare(unit)))[0])
+            t0 = time.perf_counter()
+            x = self._prepare(unit)
+            self.metrics.stage.labels("preprocess").observe((time.perf_counter() - t0) * 1e3)
+            self._finish(unit, self.policy.decide(self._timed_infer(x))[0])
 
     def _timed_infer(self, x: np.ndarray) -> np.ndarray:
         t0 = time.perf_counter()
@@ -246,6 +249,7 @@ class Runtime:
         return logits
 
     def _finish(self, unit: Unit, verdict: Verdict) -> None:
+        t0 = time.perf_counter()
         decision_id = self._next_id
         self._next_id += 1
         reason = REASON_FAIL_SAFE if verdict.fail_safe else self.policy.classes.index(verdict.label)
@@ -271,6 +275,7 @@ class Runtime:
         self.metrics.observe({"decision_id": decision_id, "span": f"{unit.start}-{unit.end}", "lane": unit.lane,
                               "class": verdict.label, "reject": verdict.reject, "latency_ms": latency_ms},
                              latency_ms)
+        self.metrics.stage.labels("decide_write_log").observe((time.perf_counter() - t0) * 1e3)
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -315,8 +320,14 @@ class Runtime:
     def stop(self) -> None:
         self._stop.set()
 
+    def stage_seconds(self) -> dict[str, float]:
+        """Total time spent per stage, in seconds (inference includes keep-alives and warm-up seeding)."""
+        get = self.metrics.registry.get_sample_value
+        return {stage: (get("drsn_stage_ms_sum", {"stage": stage}) or 0.0) / 1e3
+                for stage in ("decode_assemble", "preprocess", "inference", "decide_write_log")}
+
     def summary(self, seconds: float) -> dict:
-        return {"seconds": round(seconds, 2), "budget_ms": self.budget_s * 1e3,
+        return {"seconds": round(seconds, 2), "budget_ms": self.budget_s * 1e3, "stages_s": self.stage_seconds(),
                 "latency": self.metrics.latency_summary(), "counters": self.counters(),
                 "device": self.device_hello.device_id if self.device_hello else None}
 
