@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from edge.export import export_onnx
 from edge.models import MODELS, build_model, model_config
 from edge.models.shrinkage import SelfAdaptiveShrinkage, Shrinkage, soft_threshold
 
@@ -70,9 +71,7 @@ def test_onnx_export_has_dynamic_batch_and_matches_torch(name, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
     model = build_model(model_config(name, width=4, depth=1)).eval()
-    path = tmp_path / f"{name}.onnx"
-    torch.onnx.export(model, (torch.randn(1, 1, 1024),), path, input_names=["window"], output_names=["logits"],
-                      dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, opset_version=18, verbose=False)
+    path = export_onnx(model, tmp_path / f"{name}.onnx", (1, 1024))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).standard_normal((5, 1, 1024)).astype(np.float32)
     with torch.no_grad():

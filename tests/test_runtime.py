@@ -149,6 +149,7 @@ def test_metrics_and_status_are_served(held_out, bundle, tmp_path):
         worker.join(timeout=10)
         runtime.close()
     assert "drsn_decision_latency_ms_bucket" in metrics and 'drsn_decisions_total{outcome=' in metrics
+    assert 'drsn_counter{name="decoder_crc_errors"} 0.0' in metrics
     assert status["latency"]["n"] > 10 and status["recent"] and status["counters"]["decisions"] > 10
     assert "Latest decisions" in page and status["bundle"]["backend"] == "onnxruntime"
 
@@ -195,3 +196,63 @@ def test_status_page_renders_in_a_headless_browser(held_out, bundle, tmp_path):
     assert '<table id="decisions">' in dom and dom.count("<tr") > 10
     assert "onnxruntime" in dom and "p99_ms" in dom
     assert shot.is_file() and shot.stat().st_size > 5000
+
+
+def test_line_assembler_cuts_overlapping_tiles_per_lane_with_their_encoder_span():
+    from edge.runtime.assembler import LineAssembler
+
+    assembler = LineAssembler(tile_lines=8, overlap=2, lanes=2)
+    units = []
+    for enc in range(100, 120):
+        units += assembler.push(np.full(16, enc, np.uint16), enc, enc * 800, float(enc))
+    spans = [(u.start, u.end, u.lane) for u in units]
+    assert spans[:4] == [(100, 107, 0), (100, 107, 1), (106, 113, 0), (106, 113, 1)]
+    assert all(u.data.shape == (8, 8) and u.data[0, 0] == u.start for u in units)
+    assert units[2].arrived == 113.0  # the time its last line arrived
+    assembler.push(np.zeros(16, np.uint16), 200, 0, 0.0)  # a jump in the encoder: counted, not bridged
+    assert assembler.stats.gaps == 1
+
+
+def test_vibration_assembler_windows_by_sample_index_and_resets_on_a_gap():
+    from edge.runtime.assembler import VibrationAssembler
+
+    assembler = VibrationAssembler(window=400, hop=200, rate_hz=12000.0)
+    units = []
+    for k in range(10):  # 10 blocks of 120 samples: samples 0..1199
+        block = np.arange(k * 120, (k + 1) * 120, dtype=np.int16)[:, None]
+        units += assembler.push(block, 1.0, int(round(k * 120 * 1e6 / 12000)), float(k))
+    assert [(u.start, u.end) for u in units] == [(0, 399), (200, 599), (400, 799), (600, 999), (800, 1199)]
+    assert all(np.array_equal(u.data[0], np.arange(u.start, u.end + 1)) for u in units)
+    assembler.push(np.zeros((120, 1), np.int16), 1.0, 10 ** 7, 11.0)
+    assert assembler.stats.gaps == 1
+
+
+def test_systemd_notifications_reach_the_notify_socket(tmp_path, monkeypatch):
+    import socket
+
+    from edge.runtime.loop import sd_notify
+
+    path = tmp_path / "notify"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(str(path))
+    server.settimeout(2)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    sd_notify("READY=1")
+    sd_notify("WATCHDOG=1")
+    assert [server.recv(64), server.recv(64)] == [b"READY=1", b"WATCHDOG=1"]
+    server.close()
+
+
+def test_run_command_stops_cleanly_on_sigterm(held_out, bundle, tmp_path):
+    with DeviceSimulator(held_out, link="pty", speed=1.0) as sim:
+        threading.Thread(target=sim.run, kwargs={"duration": 30}, daemon=True).start()
+        proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--bundle", str(bundle), "--port", sim.port,
+                                 "--log", str(tmp_path / "log.db"), "--http", "off"], stdout=subprocess.PIPE, text=True)
+        time.sleep(4)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+        sim.stop()
+    assert proc.returncode == 0 and "decisions" in out and "latency p50" in out
+    db = sqlite3.connect(tmp_path / "log.db")
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] > 10

@@ -38,7 +38,7 @@ class OpenVinoBackend(Backend):
         self._request = self._compiled.create_infer_request()
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        self._request.infer({0: batch})
+        self._request.infer({0: batch}, share_inputs=True)  # no copy of the input: ~7 % off a small model
         return self._request.get_output_tensor(0).data.copy()
 
     def version(self) -> str:

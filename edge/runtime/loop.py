@@ -114,7 +114,7 @@ class Runtime:
         self.scheduler = RejectScheduler(self.kind, s.distance, s.max_consecutive)
         self.backend = load_backend(self.bundle, threads=s.threads)
         self.metrics = RuntimeMetrics({"family": m["model"]["family"], "precision": m["precision"],
-                                       "backend": m["backend"]["name"], "sha256": self.sha256})
+                                       "backend": m["backend"]["name"], "sha256": self.sha256}, self.counters)
         self.decoder = FrameDecoder()
         self.port = ReconnectingPort(s.port, s.baud, on_reconnect=self._reconnected)
         self.log = DecisionLog(s.log_path)
@@ -170,7 +170,6 @@ class Runtime:
             t0 = time.perf_counter()
             for frame in self.decoder.feed(data):
                 msg = frame.message
-                self.metrics.frames.labels(type(msg).__name__).inc()
                 if isinstance(msg, (Samples, Line)):
                     self.counts["data_frames"] += 1
                 if isinstance(msg, Samples) and self.kind == "vibration":
