@@ -31,7 +31,7 @@ from edge.runtime.decision_log import DecisionLog, DecisionRow, next_decision_id
 from edge.runtime.decisions import REASON_FAIL_SAFE, DecisionPolicy, RejectScheduler, Verdict
 from edge.runtime.metrics import RuntimeMetrics, StatusServer
 from firmware_bridge.codec import FrameDecoder, encode_frame
-from firmware_bridge.protocol import Ack, Heartbeat, Hello, Line, Nak, NakReason, Samples
+from firmware_bridge.protocol import Ack, Error, Heartbeat, Hello, Line, Nak, NakReason, Samples
 from firmware_bridge.transport import ReconnectingPort
 
 
@@ -121,6 +121,7 @@ class Runtime:
         self._next_id = self._first_id = next_decision_id(s.log_path)
         self._queue: queue.Queue[Unit] = queue.Queue(maxsize=s.queue_size)
         self._write_lock = threading.RLock()  # a reconnect inside a write sends HELLO
+        self._finish_lock = threading.Lock()  # decision ids are unique across both threads
         self._seq = 0
         self._stop = threading.Event()
         self._infer_times = InferenceTimeEstimate()
@@ -208,7 +209,7 @@ class Runtime:
                 self.counts["naks_too_late"] += 1
         elif isinstance(msg, Ack):
             self.counts["acks"] += 1
-        elif type(msg).__name__ == "Error":
+        elif isinstance(msg, Error):
             self.counts["device_errors"] += 1
 
     # -- decider ----------------------------------------------------------------------------
@@ -248,6 +249,11 @@ class Runtime:
         return logits
 
     def _finish(self, unit: Unit, verdict: Verdict) -> None:
+        """Number, send, log and count one decision (from the decider, or the reader when shedding)."""
+        with self._finish_lock:
+            self._finish_locked(unit, verdict)
+
+    def _finish_locked(self, unit: Unit, verdict: Verdict) -> None:
         t0 = time.perf_counter()
         decision_id = self._next_id
         self._next_id += 1
