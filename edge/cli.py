@@ -212,6 +212,7 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
                    help="pty: keep this symlink pointing at the current pty (stable across disconnects)")
     p.add_argument("--tcp-port", type=int, default=0, help="tcp: port on 127.0.0.1 (default: any free)")
     p.add_argument("--loop", action="store_true", help="start over when the data ends")
+    p.add_argument("--start-on-hello", action="store_true", help="stream only once the gateway has said HELLO")
     p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
     p.add_argument("--rejects", type=Path, default=None, help="append every REJECT received here (JSON lines)")
     p.add_argument("--truth", type=Path, default=None, help="write the stream's ground truth here (JSON)")
@@ -253,7 +254,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     faults = Faults(args.corrupt, args.drop, args.disconnect_every, args.outage, args.seed)
     sim = DeviceSimulator(source, link=args.link, speed=args.rate, faults=faults, link_path=args.link_path,
                           tcp_port=args.tcp_port, rejects_path=str(args.rejects) if args.rejects else None,
-                          loop=args.loop)
+                          loop=args.loop, start_on_hello=args.start_on_hello)
     signal.signal(signal.SIGTERM, lambda *_: sim.stop())
     print(f"simulate: {args.source} device on {sim.port}", flush=True)
     try:

@@ -195,6 +195,7 @@ class DeviceSimulator:
     tcp_port: int = 0
     rejects_path: str | None = None     # JSON lines, one per REJECT received
     loop: bool = False
+    start_on_hello: bool = False        # wait for the gateway's HELLO before streaming
     stats: SimStats = field(default_factory=SimStats)
     rejects: list[dict] = field(default_factory=list)
 
@@ -207,6 +208,7 @@ class DeviceSimulator:
         self._closed = threading.Event()   # ends everything
         self._online = threading.Event()
         self._online.set()
+        self._greeted = threading.Event()
         self._rng = np.random.default_rng(self.faults.seed)
         self._decoder = FrameDecoder()
         if self.link == "pty":
@@ -263,6 +265,8 @@ class DeviceSimulator:
         """
         while isinstance(self._link, _TcpLink) and self._link._accept() is None and not self._halt.is_set():
             pass  # a TCP device streams once a gateway is connected
+        while self.start_on_hello and not self._greeted.wait(0.05) and not self._halt.is_set():
+            pass
         started = time.monotonic()
         next_disconnect = started + self.faults.disconnect_every if self.faults.disconnect_every else None
         lap = 0
@@ -328,6 +332,7 @@ class DeviceSimulator:
         message = frame.message
         if isinstance(message, Hello) and message.request:
             self.stats.hello_answered += 1
+            self._greeted.set()
             self._send(self.source.hello, self._now_us, self._encoder, inject=False)
         elif isinstance(message, Heartbeat):
             self.stats.heartbeats_answered += 1

@@ -78,11 +78,30 @@ def next_decision_id(path: str | Path) -> int:
 
 
 class DecisionLog:
-    def __init__(self, path: str | Path):
+    """Appends rows; WAL checkpoints (the only step that syncs the disk) run in a thread of their own.
+
+    SQLite would otherwise checkpoint inside whichever commit crosses 1,000 pages of WAL,
+    stalling the decision loop for milliseconds.
+    """
+
+    def __init__(self, path: str | Path, checkpoint_s: float = 5.0):
         self.path = Path(path)
         self._db = connect(self.path)
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._lock = threading.Lock()
         self.written = 0
+        self._closed = threading.Event()
+        self._checkpointer = threading.Thread(target=self._checkpoint_loop, args=(checkpoint_s,),
+                                              name="log-checkpoint", daemon=True)
+        self._checkpointer.start()
+
+    def _checkpoint_loop(self, every: float) -> None:
+        db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        try:
+            while not self._closed.wait(every):
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            db.close()
 
     def append(self, row: DecisionRow) -> None:
         with self._lock:
@@ -90,5 +109,8 @@ class DecisionLog:
             self.written += 1
 
     def close(self) -> None:
+        self._closed.set()
+        self._checkpointer.join(timeout=5)
         with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.close()

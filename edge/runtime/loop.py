@@ -11,6 +11,7 @@ once.  When the stream is idle the backend is kept warm.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import queue
@@ -294,6 +295,8 @@ class Runtime:
         self.backend.warm_up(self.settings.warmup)
         for _ in range(16):  # seed the inference-time estimate
             self._timed_infer(np.zeros((1, *self.backend.input_shape), np.float32))
+        gc.collect()
+        gc.freeze()  # what start-up allocated is never scanned again: shorter collector pauses
         self._send(Hello(request=True))
         self._started = True
         sd_notify("READY=1")
