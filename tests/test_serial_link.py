@@ -193,3 +193,15 @@ def test_looped_stream_keeps_time_and_encoder_increasing(xray_dir):
     lines = [f for f in frames if isinstance(f.message, Line)]
     assert [f.encoder for f in lines] == list(range(80))
     assert all(b.timestamp_us - a.timestamp_us == 800 for a, b in zip(lines, lines[1:]))
+
+
+def test_device_can_wait_for_the_gateways_hello(cwru_stream):
+    with DeviceSimulator(cwru_stream, link="pty", speed=None, start_on_hello=True) as sim:
+        port = open_port(sim.port)
+        thread = start(sim, max_frames=50)
+        time.sleep(0.3)
+        assert sim.stats.frames_generated == 0 and port.read(65536) == b""
+        port.write(encode_frame(Hello(request=True), 0))
+        frames = receive(port, thread, FrameDecoder())
+        port.close()
+    assert sum(isinstance(f.message, Samples) for f in frames) == 50 and isinstance(frames[0].message, Hello)
