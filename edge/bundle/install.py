@@ -10,7 +10,6 @@ Layout under ``root`` (``/`` on a gateway; a temporary directory in tests)::
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -51,7 +50,7 @@ def install(bundle: str | Path, root: str | Path = "/", trusted_keys: list[str] 
     """Verify ``bundle`` and make it current; the one it replaces becomes ``previous``."""
     verified = open_bundle(bundle, trusted_keys=trusted_keys)
     m = verified.manifest
-    digest = hashlib.sha256((verified.path / "manifest.json").read_bytes()).hexdigest()[:8]
+    digest = verified.manifest_sha256[:8]
     name = Path(str(bundle)).name.removesuffix(".tar.gz")
     home = Path(root) / HOME
     target = home / "bundles" / f"{name}-{digest}"

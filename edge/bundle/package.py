@@ -44,6 +44,11 @@ class Bundle:
     manifest: dict
     signed_by_trusted_key: bool
 
+    @property
+    def manifest_sha256(self) -> str:
+        """Identifies the bundle: the manifest lists every file's hash, so this covers them all."""
+        return hashlib.sha256((self.path / MANIFEST).read_bytes()).hexdigest()
+
     def file(self, role: str) -> Path:
         """The path of the file the manifest names for ``role`` (``model``, ``weights``, ...)."""
         name = self.manifest["model"]["files"].get(role)

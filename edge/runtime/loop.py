@@ -12,7 +12,6 @@ once.  When the stream is idle the backend is kept warm.
 from __future__ import annotations
 
 import gc
-import hashlib
 import os
 import queue
 import socket
@@ -100,7 +99,7 @@ class Runtime:
         self.bundle = open_bundle(bundle_path, trusted_keys=s.trusted_keys)
         m = self.bundle.manifest
         self.manifest = m
-        self.sha256 = hashlib.sha256((self.bundle.path / "manifest.json").read_bytes()).hexdigest()
+        self.sha256 = self.bundle.manifest_sha256
         self.budget_s = (s.budget_ms if s.budget_ms is not None else m["runtime"]["budget_ms"]) / 1000.0
         self.policy = DecisionPolicy(m["classes"], s.reject_classes or m["reject_classes"],
                                      s.threshold if s.threshold is not None else m["runtime"].get("threshold"),
