@@ -19,7 +19,8 @@ import numpy as np
 import edge
 from edge.bundle import write_bundle
 from edge.errors import DrsnEdgeError
-from edge.export.onnx_export import INPUT_NAME, OPSET, OUTPUT_NAME, export_onnx, parity_check
+from edge.export.onnx_export import (INPUT_NAME, OPSET, OUTPUT_NAME, export_onnx, onnxruntime_predictor,
+                                     parity_check)
 from edge.quantize.calibration import accuracy, balanced_subset, dataset_hash, model_inputs
 from edge.train.runs import load_run
 from edge.train.vibration import run_split_windows
@@ -55,13 +56,6 @@ class BuildOptions:
             raise BuildError("ONNX Runtime's CPU provider has no FP16 kernels; use fp32 or int8")
         if self.calib_size < 1:
             raise BuildError("--calib-size must be at least 1")
-
-
-def _ort_predictor(path: Path):
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return lambda x: session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
 
 
 def _ov_predictor(path: Path, hint: str | None):
@@ -106,7 +100,7 @@ def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, ke
                              f"{parity.max_relative_error}")
         log(f"exported ONNX opset {OPSET}; parity with PyTorch on {parity.samples} real windows: "
             + ", ".join(f"{k} {v:.1e}" for k, v in parity.max_relative_error.items()))
-        fp32_test = accuracy(_ort_predictor(onnx_path), test, test_y)
+        fp32_test = accuracy(onnxruntime_predictor(onnx_path), test, test_y)
         files: dict[str, Path] = {}
         backend: dict = {"name": options.target}
         quantization: dict | None = None
@@ -141,8 +135,8 @@ def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, ke
                 deployed = work / "model.qdq.onnx"
                 if options.max_drop is not None:
                     fb = sensitivity_fallback(onnx_path, calib, deployed,
-                                              lambda p: accuracy(_ort_predictor(p), val, val_y), options.max_drop,
-                                              options.calib_method)
+                                              lambda p: accuracy(onnxruntime_predictor(p), val, val_y),
+                                              options.max_drop, options.calib_method)
                     quantization = {"tool": "qdq", "mode": "sensitivity_fallback", "float_nodes": fb.float_nodes,
                                     "validation_accuracy_fp32": fb.accuracy_fp32,
                                     "validation_accuracy_int8": fb.accuracy_int8, "within_budget": fb.within_budget}
@@ -157,7 +151,7 @@ def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, ke
             name = "model.qdq.onnx" if options.precision == "int8" else "model.onnx"
             files = {name: deployed}
             model_files = {"model": name}
-            predict = _ort_predictor(deployed)
+            predict = onnxruntime_predictor(deployed)
             import onnxruntime as ort
 
             backend |= {"version": ort.__version__, "device": "CPU"}

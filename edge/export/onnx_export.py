@@ -93,11 +93,16 @@ class ParityReport:
                 "max_relative_error": self.max_relative_error, "argmax_agreement": self.argmax_agreement}
 
 
-def _run_onnxruntime(path: Path, x: np.ndarray) -> np.ndarray:
+def onnxruntime_predictor(path: Path):
+    """A batch -> logits function over an ONNX model on ONNX Runtime's CPU provider."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+    return lambda x: session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+
+
+def _run_onnxruntime(path: Path, x: np.ndarray) -> np.ndarray:
+    return onnxruntime_predictor(path)(x)
 
 
 def _run_openvino(path: Path, x: np.ndarray) -> np.ndarray:
