@@ -11,7 +11,7 @@ from edge.export import export_onnx, parity_check
 from edge.quantize.calibration import accuracy, balanced_subset, model_inputs
 from edge.quantize.qdq import check_qdq_graph, quantize_qdq, sensitivity_fallback
 from edge.train.runs import load_run
-from edge.train.vibration import run_split_windows
+from edge.train.vibration import run_splits
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +19,8 @@ def exported(tiny_run, tmp_path_factory):
     run = load_run(tiny_run)
     model = run.load_model()
     path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "model.onnx", (1, 1024))
-    tx, ty = run_split_windows(run.config, "train", hop=512)
-    vx, vy = run_split_windows(run.config, "val")
+    splits = run_splits(run.config, {"train": 512, "val": None})
+    (tx, ty), (vx, vy) = splits["train"], splits["val"]
     calib = model_inputs(tx[balanced_subset(ty, 64, np.random.default_rng(0))], "zscore")
     return {"run": run, "model": model, "path": path, "calib": calib, "val": (model_inputs(vx, "zscore"), vy)}
 

@@ -23,7 +23,7 @@ from edge.export.onnx_export import (INPUT_NAME, OPSET, OUTPUT_NAME, export_onnx
                                      parity_check)
 from edge.quantize.calibration import accuracy, balanced_subset, dataset_hash, model_inputs
 from edge.train.runs import load_run
-from edge.train.vibration import run_split_windows
+from edge.train.vibration import run_splits
 
 TARGETS = ("openvino", "onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -83,12 +83,13 @@ def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, ke
     input_shape = (cfg["model"]["in_channels"], pre["window"])
 
     rng = np.random.default_rng(options.seed)
-    train_x, train_y = run_split_windows(cfg, "train", hop=max(pre["window"] // 4, 1), data_dir=options.data)
+    splits = run_splits(cfg, {"train": max(pre["window"] // 4, 1), "val": None, "test": None}, options.data)
+    train_x, train_y = splits["train"]
     picks = balanced_subset(train_y, options.calib_size, rng, options.calib_balanced)
     calib = model_inputs(train_x[picks], pre["normalization"])
-    val_x, val_y = run_split_windows(cfg, "val", data_dir=options.data)
+    val_x, val_y = splits["val"]
     val = model_inputs(val_x, pre["normalization"])
-    test_x, test_y = run_split_windows(cfg, "test", data_dir=options.data)
+    test_x, test_y = splits["test"]
     test = model_inputs(test_x, pre["normalization"])
 
     work = Path(tempfile.mkdtemp(prefix="drsn-build-"))

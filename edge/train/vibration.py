@@ -129,19 +129,37 @@ def _evaluation_windows(dataset: CwruDataset, run_config: dict, split_name: str,
     return np.ascontiguousarray(np.concatenate(xs), dtype=np.float32), np.concatenate(ys), sources
 
 
-def run_split_windows(run_config: dict, split_name: str, hop: int | None = None,
-                      data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Raw windows and labels of one split of the records a run was trained on, cut as in training."""
+def load_run_dataset(run_config: dict, data_dir: str | Path | None = None,
+                     loads: tuple[int, ...] | None = None) -> CwruDataset:
+    """The CWRU records of a run's selection (or of other ``loads``), read as the run read them."""
     pre = run_config["preprocessing"]
     data = run_config["data"]
-    dataset = load_cwru(Path(data_dir) if data_dir else Path(data["path"]), loads=tuple(data["loads"]),
-                        channel=pre["channel"], rate_hz=pre["rate_hz"], classes=tuple(run_config["classes"]))
-    seen = {r["sha256"] for r in data["records"]}
+    return load_cwru(Path(data_dir) if data_dir else Path(data["path"]),
+                     loads=tuple(loads) if loads else tuple(data["loads"]), channel=pre["channel"],
+                     rate_hz=pre["rate_hz"], classes=tuple(run_config["classes"]))
+
+
+def run_splits(run_config: dict, hops: dict[str, int | None],
+               data_dir: str | Path | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Raw windows and labels of several splits of a run's records, cut as in training, from one read.
+
+    ``hops`` maps each split wanted to its hop (None: the run's hop for that split).
+    """
+    pre = run_config["preprocessing"]
+    dataset = load_run_dataset(run_config, data_dir)
+    seen = {r["sha256"] for r in run_config["data"]["records"]}
     changed = [r.path.name for r in dataset.records if r.sha256 not in seen]
     if changed:
         raise DataError(f"records differ from those the run was trained on: {', '.join(changed)}")
     segments = split_records(dataset.records, pre["window"], SplitSpec(**run_config["split"]))
-    return windows_of(segments, split_name, pre["window"], hop or pre["hops"].get(split_name, pre["window"] // 2))
+    return {name: windows_of(segments, name, pre["window"], hop or pre["hops"].get(name, pre["window"] // 2))
+            for name, hop in hops.items()}
+
+
+def run_split_windows(run_config: dict, split_name: str, hop: int | None = None,
+                      data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Raw windows and labels of one split of the records a run was trained on, cut as in training."""
+    return run_splits(run_config, {split_name: hop}, data_dir)[split_name]
 
 
 def evaluate_cwru(run_dir: str | Path, data_dir: str | Path | None = None, loads: tuple[int, ...] | None = None,
@@ -159,8 +177,7 @@ def evaluate_cwru(run_dir: str | Path, data_dir: str | Path | None = None, loads
     data_dir = Path(data_dir) if data_dir else Path(cfg["data"]["path"])
     loads = tuple(loads) if loads else tuple(cfg["data"]["loads"])
     started = time.monotonic()
-    dataset = load_cwru(data_dir, loads=loads, channel=pre["channel"], rate_hz=pre["rate_hz"],
-                        classes=tuple(cfg["classes"]))
+    dataset = load_run_dataset(cfg, data_dir, loads)
     length = pre["window"]
     hop = hop or pre["hops"][split_name]
     x, y, sources = _evaluation_windows(dataset, cfg, split_name, hop, length)
