@@ -78,3 +78,48 @@ def test_onnx_export_has_dynamic_batch_and_matches_torch(name, tmp_path):
         expected = model(torch.from_numpy(x)).numpy()
     got = session.run(["logits"], {"window": x})[0]
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_wavelet_transform_matches_pywavelets():
+    pywt = pytest.importorskip("pywt")
+    from edge.models.dcacnn import WaveletTransform
+
+    x = np.random.default_rng(0).standard_normal(512).astype(np.float32)
+    approx, detail = pywt.wavedec(x, "db4", mode="zero", level=1)
+    ours = WaveletTransform(levels=1)(torch.from_numpy(x).view(1, 1, -1))[0, 0].numpy()
+    assert ours.shape == (512,)
+    np.testing.assert_allclose(ours[:256], approx[2:258], atol=1e-5)   # [cA1 | cD1], offset by pywt's 2
+    np.testing.assert_allclose(ours[256:], detail[2:258], atol=1e-5)
+
+
+def test_dca_separates_classes_and_correlates_the_two_sets():
+    from edge.models.dcacnn import dca_projection
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 200)
+    centres_x, centres_y = rng.standard_normal((4, 12)) * 3, rng.standard_normal((4, 7)) * 3
+    fx = centres_x[y] + rng.standard_normal((800, 12))
+    fy = centres_y[y] + rng.standard_normal((800, 7))
+    (wx, bx), (wy, by) = dca_projection(fx, y, fy, rank=3)
+    assert wx.shape == (3, 12) and wy.shape == (3, 7)
+    zx, zy = fx @ wx.T + bx, fy @ wy.T + by
+    np.testing.assert_allclose(zx.mean(axis=0), 0, atol=1e-9)        # centred
+    np.testing.assert_allclose(zx.T @ zy, np.eye(3), atol=1e-8)      # between-set covariance is the identity
+    means = np.stack([zx[y == c].mean(axis=0) for c in range(4)])
+    within = np.mean([zx[y == c].std(axis=0).mean() for c in range(4)])
+    assert np.linalg.norm(means[:, None] - means[None], axis=-1)[~np.eye(4, dtype=bool)].min() > 3 * within
+
+
+def test_unfitted_dca_cnn_fusion_is_zero_so_it_cannot_pass_for_trained():
+    model = build_model(model_config("dca-cnn", width=4, depth=1)).eval()
+    assert all(float(b.abs().sum()) == 0 for n, b in model.fusion.named_buffers())
+
+
+def test_complexity_counts_parameters_and_flops():
+    from edge.models.complexity import mflops, parameter_count
+
+    small = build_model(model_config("resnet1d", width=4, depth=1))
+    large = build_model(model_config("resnet1d", width=8, depth=1))
+    assert parameter_count(small) < parameter_count(large)
+    assert 0 < mflops(small, (1, 1024)) < mflops(large, (1, 1024))
+    assert mflops(large, (1, 1024)) == pytest.approx(2 * mflops(large, (1, 512)), rel=0.05)  # linear in length

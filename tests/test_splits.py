@@ -94,3 +94,24 @@ def test_split_description_lists_every_segment_in_seconds():
     test_row = doc["segments"][2]
     assert test_row["stop_s"] == pytest.approx(121_265 / 12000, abs=1e-3)
     assert test_row["windows"] == (test_row["stop"] - test_row["start"] - 2048) // 256 + 1
+
+
+def test_speed_jitter_stretches_windows_within_the_training_segment():
+    records = [_record(200_000, 0), _record(200_000, 1)]
+    segments = split_records(records, 1024, SplitSpec())
+    sampler = RandomWindowSampler(segments, 1024, np.random.default_rng(0), speed_jitter=0.05)
+    x, y = sampler.draw(2000)
+    steps = np.diff(x, axis=1)                                  # the signal is its own sample index
+    per_window = steps.mean(axis=1)
+    assert np.all(np.abs(steps - per_window[:, None]) < 2e-2)   # one uniform stretch (float32 at ~1e5)
+    assert per_window.min() < 0.97 and per_window.max() > 1.03  # the whole +/-5 % range is used
+    assert per_window.min() > 0.95 - 1e-3 and per_window.max() < 1.05 + 1e-3
+    for label in (0, 1):
+        train = next(s for s in segments if s.split == "train" and s.label_index == label)
+        assert x[y == label].min() >= train.start and x[y == label].max() < train.stop
+
+
+def test_speed_jitter_out_of_range_is_refused():
+    segments = split_records([_record(50_000, 0)], 1024, SplitSpec())
+    with pytest.raises(ValueError, match="speed jitter"):
+        RandomWindowSampler(segments, 1024, np.random.default_rng(0), speed_jitter=0.7)

@@ -114,3 +114,18 @@ def test_noise_at_an_snr_does_not_depend_on_the_other_snrs_asked():
     among = dict(noisy_copies(x, [None, 0.0, -4.0], seed=7))[-4.0]
     other_seed = dict(noisy_copies(x, [-4.0], seed=8))[-4.0]
     assert np.array_equal(alone, among) and not np.array_equal(alone, other_seed)
+
+
+def test_dca_cnn_trains_in_two_phases_and_reloads(cwru_dir, tmp_path):
+    import dataclasses
+
+    out = tmp_path / "dca"
+    metrics = train_cwru(cwru_dir, out, settings=dataclasses.replace(_settings(), epochs=4),
+                         **(TINY | {"model_name": "dca-cnn"}))
+    phases = [h["phase"] for h in metrics["history"]]
+    assert phases == ["branches"] * 2 + ["fused"] * 2 and metrics["best_epoch"] in (3, 4)
+    assert metrics["dca"]["rank"] == 9
+    model = load_run(out).load_model()
+    assert float(model.fusion.time_weight.abs().sum()) > 0 and model.phase == "fused"
+    result = evaluate_cwru(out, snrs=[None], threads=1)
+    assert result["accuracy"] > 0.3   # ten classes: chance is 0.1

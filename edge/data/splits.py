@@ -116,18 +116,30 @@ class RandomWindowSampler:
     Each draw picks a class uniformly, a segment of that class with probability
     proportional to its length, and a uniform offset inside it, so a class recorded
     for 5 s weighs as much as one recorded for 30 s.
+
+    ``speed_jitter`` > 0 resamples each window as if the shaft turned up to that
+    fraction faster or slower (a window of ``length * s`` samples stretched to
+    ``length``, ``s`` uniform in ``1 +/- speed_jitter``): fault frequencies scale with
+    shaft speed, and speed is what changes with the motor load.
     """
 
-    def __init__(self, segments: list[Segment], length: int, rng: np.random.Generator):
+    def __init__(self, segments: list[Segment], length: int, rng: np.random.Generator,
+                 speed_jitter: float = 0.0):
+        if not 0.0 <= speed_jitter < 0.5:
+            raise ValueError(f"speed jitter must be in [0, 0.5), got {speed_jitter}")
         self.length = length
         self.rng = rng
+        self.speed_jitter = speed_jitter
+        self.span = int(np.ceil(length * (1.0 + speed_jitter)))   # longest source window
         self.segments = [s for s in segments if s.split == "train"]
         if not self.segments:
             raise DataError("no training segments to sample from")
         self.by_class: dict[int, tuple[list[Segment], np.ndarray]] = {}
         for label in sorted({s.label_index for s in self.segments}):
             segs = [s for s in self.segments if s.label_index == label]
-            room = np.array([len(s) - length + 1 for s in segs], dtype=np.float64)
+            room = np.array([len(s) - self.span + 1 for s in segs], dtype=np.float64)
+            if (room < 1).any():
+                raise DataError(f"a training segment of class {label} is shorter than {self.span} samples")
             self.by_class[label] = (segs, room / room.sum())
         self.labels = np.array(sorted(self.by_class), dtype=np.int64)
 
@@ -137,8 +149,13 @@ class RandomWindowSampler:
         for i, label in enumerate(labels):
             segs, weights = self.by_class[int(label)]
             seg = segs[self.rng.choice(len(segs), p=weights)]
-            offset = self.rng.integers(0, len(seg) - self.length + 1)
-            out[i] = seg.signal[offset:offset + self.length]
+            offset = self.rng.integers(0, len(seg) - self.span + 1)
+            if self.speed_jitter:
+                n = int(round(self.length * self.rng.uniform(1.0 - self.speed_jitter, 1.0 + self.speed_jitter)))
+                source = seg.signal[offset:offset + n]
+                out[i] = np.interp(np.linspace(0.0, n - 1, self.length), np.arange(n), source)
+            else:
+                out[i] = seg.signal[offset:offset + self.length]
         return out, labels.astype(np.int64)
 
 

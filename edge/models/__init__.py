@@ -4,12 +4,14 @@
 ``drsn1d-cs``   DRSN with one channel-shared threshold per unit (RSBU-CS)
 ``sarsn1d``     self-adaptive shrinkage (learned pass-through slope), SARSN
 ``resnet1d``    the same network without shrinkage: the plain ResNet-1D baseline
+``dca-cnn``     two-branch (time + wavelet) CNN fused by discriminant correlation analysis
 """
 
 from __future__ import annotations
 
 from torch import nn
 
+from edge.models.dcacnn import DcaCnn
 from edge.models.resnet1d import ModelConfig, ResNet1d
 
 MODELS: dict[str, str] = {
@@ -17,6 +19,7 @@ MODELS: dict[str, str] = {
     "drsn1d-cs": "cs",
     "sarsn1d": "sarsn",
     "resnet1d": "none",
+    "dca-cnn": "none",
 }
 
 
@@ -30,7 +33,9 @@ def model_config(name: str, **overrides) -> ModelConfig:
 
 def build_model(config: ModelConfig) -> nn.Module:
     """Instantiate the network a config describes."""
+    if config.name == "dca-cnn":
+        return DcaCnn(config)
     return ResNet1d(config)
 
 
-__all__ = ["MODELS", "ModelConfig", "build_model", "model_config"]
+__all__ = ["DcaCnn", "MODELS", "ModelConfig", "build_model", "model_config"]

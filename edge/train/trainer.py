@@ -28,10 +28,11 @@ class TrainSettings:
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 1e-4
-    snr_train: tuple[float, float] | None = (-6.0, 10.0)  # uniform dB range, None = clean only
-    clean_fraction: float = 0.25                         # share of each batch left clean
+    snr_train: tuple[float, float] | None = (-10.0, 8.0)  # uniform dB range, None = clean only
+    clean_fraction: float = 0.2                          # share of each batch left clean
     noise_kind: str = "gaussian"
-    val_snrs: list = field(default_factory=lambda: [None, -4.0])  # model selection: mean val accuracy
+    speed_jitter: float = 0.0                            # +/- fraction of shaft speed (window stretch)
+    val_snrs: list = field(default_factory=lambda: [None, -4.0, -8.0])  # model selection: mean val accuracy
     normalization: str = "zscore"
     seed: int = 0
 

@@ -22,7 +22,8 @@ from edge.data.cwru import CwruDataset, load_cwru
 from edge.data.splits import RandomWindowSampler, Segment, SplitSpec, cut_windows, describe_split, \
     segment_bounds, split_records, windows_of
 from edge.errors import DataError
-from edge.models import build_model, model_config
+from edge.models import DcaCnn, build_model, model_config
+from edge.train.dca import fit_dca_cnn
 from edge.train.evaluate import evaluate_under_noise
 from edge.train.runs import load_run, save_run
 from edge.train.trainer import TrainSettings, fit, seed_everything
@@ -63,7 +64,7 @@ def train_cwru(data_dir: str | Path, out: str | Path, model_name: str = "drsn1d-
     segments = split_records(dataset.records, windows.length, split)
     hops = windows.hops()
     val_x, val_y = windows_of(segments, "val", windows.length, hops["val"])
-    sampler = RandomWindowSampler(segments, windows.length, rng)
+    sampler = RandomWindowSampler(segments, windows.length, rng, settings.speed_jitter)
     config = model_config(model_name, num_classes=len(dataset.classes), width=width, depth=depth)
     model = build_model(config)
     n_params = sum(p.numel() for p in model.parameters())
@@ -71,7 +72,8 @@ def train_cwru(data_dir: str | Path, out: str | Path, model_name: str = "drsn1d-
                 f"loads {','.join(map(str, dataset.loads))}, {channel} channel at {rate_hz} Hz, "
                 f"window {windows.length}; {settings.epochs} epochs x {settings.steps_per_epoch} steps "
                 f"x {settings.batch_size}; {torch.get_num_threads()} threads")
-    result = fit(model, sampler, val_x, val_y, settings, rng, progress=not quiet)
+    fit_model = fit_dca_cnn if isinstance(model, DcaCnn) else fit
+    result = fit_model(model, sampler, val_x, val_y, settings, rng, progress=not quiet)
     _log(quiet, f"best validation epoch {result['best_epoch']} (score {result['best_val_score']:.4f}) "
                 f"after {result['train_seconds']:.0f} s")
 
@@ -98,7 +100,7 @@ def train_cwru(data_dir: str | Path, out: str | Path, model_name: str = "drsn1d-
         "best_val_score": result["best_val_score"],
         "val_windows": int(val_x.shape[0]),
         "history": result["history"],
-    }
+    } | ({"dca": result["dca"]} if "dca" in result else {})
     split_doc = describe_split(segments, dataset.records, split, windows.length, hops)
     save_run(out, model, run_config, split_doc, metrics)
     _log(quiet, f"wrote {out}/ (model.pt, config.json, split.json, metrics.json)")
