@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from calibration.latency import time_interleaved
 from edge.backends import load_backend
 from edge.bundle import open_bundle
 from edge.export.build import BuildOptions, build_bundle
@@ -31,12 +32,6 @@ from edge.train.vibration import run_split_windows
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = (("openvino", "fp32"), ("openvino", "int8"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"))
-
-
-def percentiles(samples: list[float]) -> dict:
-    a = np.asarray(samples) * 1e3
-    return {"n": int(a.size), "p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
-            "p99_9_ms": float(np.percentile(a, 99.9)), "max_ms": float(a.max())}
 
 
 def main() -> int:
@@ -63,19 +58,8 @@ def main() -> int:
         runners[f"{target} {precision}"] = backend.infer
     test_x, _ = run_split_windows(run.config, "test")
     windows = model_inputs(test_x[:: max(1, test_x.shape[0] // 200)], run.config["preprocessing"]["normalization"])
-    times: dict[str, list[float]] = {name: [] for name in runners}
     with torch.no_grad():
-        for name, fn in runners.items():  # warm-up, eager included
-            for i in range(50):
-                fn(windows[i % len(windows):i % len(windows) + 1])
-        for r in range(args.rounds):
-            for name, fn in runners.items():
-                for i in range(args.per_round):
-                    x = windows[(r * args.per_round + i) % len(windows)][None]
-                    t = time.perf_counter()
-                    fn(x)
-                    times[name].append(time.perf_counter() - t)
-    stats = {name: percentiles(ts) for name, ts in times.items()}
+        stats = time_interleaved(runners, windows, rounds=args.rounds, per_round=args.per_round)
     eager = stats["pytorch eager fp32"]["p50_ms"]
     for s in stats.values():
         s["speedup_vs_eager_p50"] = eager / s["p50_ms"]

@@ -13,7 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
-from edge.errors import DrsnEdgeError
+from edge.errors import DataError, DrsnEdgeError
 from firmware_bridge.transport import PortError
 
 EPILOG_TRAIN = """\
@@ -59,15 +59,27 @@ _threads = _checked(int, lambda n: n >= 1, "threads must be >= 1")
 _probability = _checked(float, lambda p: 0.0 <= p < 1.0, "a probability in [0, 1)")
 
 
+def _range_text(snr_range: tuple[float, float] | None) -> str:
+    return "none" if snr_range is None else f"{snr_range[0]:g}:{snr_range[1]:g}"
+
+
+def _snr_text(snr: float | None) -> str:
+    return "none" if snr is None else f"{snr:g}"
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from edge.models import MODELS
+    from edge.train.trainer import TrainSettings
+
+    defaults = TrainSettings()
 
     p = sub.add_parser("train", help="train a vibration model on CWRU and write a run directory",
                        description="Train a DRSN (or the plain ResNet-1D baseline) on CWRU bearing data.",
                        epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="drsn1d-cw", choices=sorted(MODELS),
                    help="network: drsn1d-cw (channel-wise thresholds, default), drsn1d-cs (shared), "
-                        "sarsn1d (self-adaptive slope), resnet1d (no shrinkage baseline)")
+                        "sarsn1d (self-adaptive slope), resnet1d (no shrinkage baseline), "
+                        "dca-cnn (time + wavelet branches fused by DCA, a literature baseline)")
     p.add_argument("--dataset", default="cwru", choices=["cwru"], help="data set (default cwru)")
     p.add_argument("--data", type=Path, default=None,
                    help="folder of CWRU .mat files (default: $DRSN_EDGE_DATA/cwru or ../shared/data/cwru)")
@@ -76,12 +88,20 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channel", default="DE", choices=["DE", "FE", "BA"], help="accelerometer (default DE)")
     p.add_argument("--rate", type=_positive, default=12000, help="common sampling rate in Hz (default 12000)")
     p.add_argument("--window", type=_positive, default=2048, help="window length in samples (default 2048)")
-    p.add_argument("--snr-train", default="-6:10",
-                   help="noise augmentation: uniform SNR range LO:HI in dB, or 'none' (default -6:10)")
-    p.add_argument("--clean-fraction", type=float, default=0.25,
-                   help="share of each batch kept clean when augmenting (default 0.25)")
+    p.add_argument("--snr-train", default=_range_text(defaults.snr_train),
+                   help="noise augmentation: uniform SNR range LO:HI in dB, or 'none' "
+                        f"(default {_range_text(defaults.snr_train)})")
+    p.add_argument("--clean-fraction", type=float, default=defaults.clean_fraction,
+                   help=f"share of each batch kept clean when augmenting (default {defaults.clean_fraction})")
     p.add_argument("--noise", default="gaussian", choices=["gaussian", "pink", "laplacian"],
                    help="noise kind for augmentation (default gaussian)")
+    p.add_argument("--speed-jitter", type=float, default=defaults.speed_jitter,
+                   help="stretch training windows as if the shaft turned up to this fraction faster or slower; "
+                        f"the motor load changes the speed (default {defaults.speed_jitter}, 0 = off)")
+    p.add_argument("--val-snr", default=",".join(_snr_text(v) for v in defaults.val_snrs),
+                   help="the epoch kept is the best mean validation accuracy over these SNRs "
+                        f"(default {','.join(_snr_text(v) for v in defaults.val_snrs)}; clean only without noise "
+                        "augmentation)")
     p.add_argument("--epochs", type=_positive, default=30, help="epochs (default 30)")
     p.add_argument("--steps", type=_positive, default=100, help="batches per epoch (default 100)")
     p.add_argument("--batch-size", type=_positive, default=64, help="windows per batch (default 64)")
@@ -97,15 +117,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     from edge.data.catalog import default_cwru_dir
     from edge.data.cwru import parse_loads
-    from edge.data.noise import parse_snr_range
+    from edge.data.noise import parse_snr_list, parse_snr_range
     from edge.train.trainer import TrainSettings
     from edge.train.vibration import WindowSettings, train_cwru
 
     snr_train = parse_snr_range(args.snr_train)
+    if not 0.0 <= args.speed_jitter < 0.5:
+        raise DataError(f"--speed-jitter must be in [0, 0.5), got {args.speed_jitter}")
     settings = TrainSettings(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size,
                              lr=args.lr, snr_train=snr_train, clean_fraction=args.clean_fraction,
-                             noise_kind=args.noise, seed=args.seed,
-                             val_snrs=[None, -4.0] if snr_train else [None])
+                             noise_kind=args.noise, seed=args.seed, speed_jitter=args.speed_jitter,
+                             val_snrs=parse_snr_list(args.val_snr) if snr_train else [None])
     train_cwru(args.data or default_cwru_dir(), args.out, model_name=args.model, loads=parse_loads(args.loads),
                channel=args.channel, rate_hz=args.rate, windows=WindowSettings(length=args.window),
                settings=settings, width=args.width, depth=args.depth, threads=args.threads, quiet=args.quiet)
@@ -126,6 +148,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hop", type=_positive, default=None, help="hop between windows (default: window/8)")
     p.add_argument("--noise", default="gaussian", choices=["gaussian", "pink", "laplacian"],
                    help="noise kind (default gaussian)")
+    p.add_argument("--noise-file", type=Path, default=None,
+                   help="a recorded background noise (.npy, .wav or .mat) mixed in at each SNR instead")
     p.add_argument("--seed", type=int, default=1234, help="noise seed (default 1234)")
     p.add_argument("--threads", type=_threads, default=None, help="CPU threads for torch (default: all)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -135,10 +159,11 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from edge.data.cwru import parse_loads
     from edge.data.noise import parse_snr_list
+    from calibration.cli import noise_kind
     from edge.train.vibration import evaluate_cwru, format_evaluation
 
     result = evaluate_cwru(args.run, args.data, parse_loads(args.loads) if args.loads else None,
-                           parse_snr_list(args.snr), args.split, args.noise, args.seed, args.hop, args.threads)
+                           parse_snr_list(args.snr), args.split, noise_kind(args), args.seed, args.hop, args.threads)
     print(json.dumps(result) if args.json else format_evaluation(result))
     return 0
 
@@ -498,38 +523,29 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    import threading
-
-    from edge.runtime.loop import Runtime
     from edge.runtime.scoring import score_vibration
+    from edge.runtime.simulated import run_with_simulator
     from edge.train.runs import load_run
-    from firmware_bridge.simulator import DeviceSimulator
     from firmware_bridge.sources import cwru_source, held_out_spans
 
     run = load_run(args.run)
     data = args.data or Path(run.config["data"]["path"])
     source = cwru_source(data, loads=tuple(run.config["data"]["loads"]),
                          spans=held_out_spans(args.run / "split.json"))
-    with DeviceSimulator(source, link="pty", speed=args.rate) as sim:
-        runtime = Runtime(args.bundle, _runtime_settings(args, sim.port))
-        first_id = runtime._next_id
-        print(f"demo: simulator streaming the held-out segments of {len(source.truth)} records on {sim.port}; "
+
+    def announce(port, runtime):
+        print(f"demo: simulator streaming the held-out segments of {len(source.truth)} records on {port}; "
               f"runtime on {runtime.manifest['backend']['name']} {runtime.manifest['precision']}", flush=True)
-        stream = threading.Thread(target=sim.run, kwargs={"duration": args.seconds}, daemon=True)
-        try:
-            runtime.start()
-            stream.start()
-            summary = runtime.run(args.seconds + 1.0)
-        finally:
-            runtime.close()
-            sim.stop()
-    score = score_vibration(args.log, source.truth, since_id=first_id)
+
+    session = run_with_simulator(args.bundle, _runtime_settings(args, ""), source, args.seconds, args.rate, announce)
+    summary = session.summary
+    score = score_vibration(args.log, source.truth, since_id=session.first_decision_id)
     _print_summary(summary)
     acc = score["accuracy"]
     print(f"live accuracy {100 * acc:.2f}% on {score['scored']} windows of held-out data "
           f"({score['straddling_records']} windows straddling two records not scored, "
           f"{score['fail_safe']} fail-safe)" if acc is not None else "no decision to score")
-    print(f"device streamed {sim.stats.frames_generated} data frames; the runtime received "
+    print(f"device streamed {session.frames_streamed} data frames; the runtime received "
           f"{summary['counters']['data_frames']}, lost {summary['counters']['decoder_lost_frames']}")
     return 0
 
@@ -584,11 +600,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_demo(sub)
     _add_install(sub)
+    from calibration.cli import add_calibrate
+
+    add_calibrate(sub)
     return parser
 
 
 #: Options whose values usually start with a minus sign (``--snr -4,0``, ``--snr-train -6:10``).
-NEGATIVE_VALUE_OPTIONS = ("--snr", "--snr-train")
+NEGATIVE_VALUE_OPTIONS = ("--snr", "--snr-train", "--val-snr")
 
 
 def _glue_negative_values(argv: list[str]) -> list[str]:

@@ -9,7 +9,9 @@ GATEWAY_MODULES = ["edge", "edge.errors", "edge.data.preprocess", "firmware_brid
                    "firmware_bridge.codec", "firmware_bridge.transport", "firmware_bridge.simulator",
                    "firmware_bridge.sources", "firmware_bridge.vectors", "edge.bundle", "edge.backends",
                    "edge.backends.onnxruntime_backend", "edge.backends.openvino_backend",
-                   "edge.backends.tensorrt_backend", "edge.compile.tensorrt"]
+                   "edge.backends.tensorrt_backend", "edge.compile.tensorrt", "edge.runtime.loop",
+                   "edge.runtime.simulated", "edge.cli", "calibration.cli", "calibration.on_device",
+                   "calibration.probe", "calibration.latency", "calibration.pareto"]
 
 BLOCK_TORCH = """
 import importlib.abc, sys

@@ -84,6 +84,14 @@ def test_backends_agree_with_pytorch(bundles, windows, key):
     assert backend.describe()["backend"] == key[0]
 
 
+def test_openvino_batch_one_fast_path_matches_the_dynamic_batch_model(bundles, windows):
+    x, _, _ = windows
+    backend = load_backend(open_bundle(bundles[("openvino", "int8")]), threads=1)
+    batched = backend.infer(x[:7])                                   # the dynamic-batch model
+    single = np.concatenate([backend.infer(x[i:i + 1]) for i in range(7)])   # the static batch-1 model
+    np.testing.assert_allclose(single, batched, rtol=1e-4, atol=1e-4)
+
+
 def test_archive_verifies_and_tampering_is_refused(bundles, keys, tmp_path):
     (_, public), (_, other_public) = keys
     src = bundles[("onnxruntime", "fp32")]

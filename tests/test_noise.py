@@ -47,3 +47,23 @@ def test_snr_parsing():
         parse_snr_range("10:-6")
     with pytest.raises(DataError, match="unknown noise kind"):
         add_noise(np.ones((1, 8)), 0.0, np.random.default_rng(0), "brown")
+
+
+def test_recorded_noise_is_cut_from_the_recording_at_the_asked_snr(tmp_path):
+    from edge.data.noise import add_noise, load_noise_recording
+
+    rng = np.random.default_rng(0)
+    hum = np.sin(2 * np.pi * 50 * np.arange(60_000) / 12_000)          # a 50 Hz hum, recorded
+    np.save(tmp_path / "hum.npy", hum)
+    x = rng.standard_normal((8, 2048)).astype(np.float32)
+    noisy = add_noise(x, -4.0, rng, f"file:{tmp_path / 'hum.npy'}")
+    noise = noisy.astype(np.float64) - x
+    snr = 10 * np.log10(np.mean(x.astype(np.float64) ** 2, axis=1) / np.mean(noise ** 2, axis=1))
+    np.testing.assert_allclose(snr, -4.0, atol=0.05)
+    spectrum = np.abs(np.fft.rfft(noise[0]))
+    assert abs(np.argmax(spectrum) * 12_000 / 2048 - 50) < 6                 # it is the hum, not white noise
+    with pytest.raises(DataError, match="does not exist"):
+        load_noise_recording(str(tmp_path / "missing.npy"))
+    np.save(tmp_path / "bad.npy", np.array([1.0, np.nan, 2.0]))
+    with pytest.raises(DataError, match="NaN"):
+        load_noise_recording(str(tmp_path / "bad.npy"))

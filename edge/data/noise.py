@@ -6,11 +6,64 @@ Used for noise-augmented training and for robustness evaluation.  SNR is
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import numpy as np
 
 from edge.errors import DataError
 
 NOISE_KINDS: tuple[str, ...] = ("gaussian", "pink", "laplacian")
+#: ``file:PATH`` as a noise kind: segments of a recorded background noise (.npy, .wav or .mat).
+RECORDED_PREFIX = "file:"
+
+
+@functools.lru_cache(maxsize=4)
+def load_noise_recording(path: str) -> np.ndarray:
+    """A recorded background noise as one float64 array: .npy (any shape, flattened), .wav (first
+    channel) or .mat (the first ``*_time`` variable, else the first numeric array)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"noise recording {p} does not exist")
+    try:
+        if p.suffix == ".npy":
+            data = np.load(p, allow_pickle=False)
+        elif p.suffix == ".wav":
+            from scipy.io import wavfile
+
+            data = wavfile.read(p)[1]
+            data = data[:, 0] if data.ndim > 1 else data
+        elif p.suffix == ".mat":
+            from scipy.io import loadmat
+
+            variables = {k: v for k, v in loadmat(p).items() if not k.startswith("__") and isinstance(v, np.ndarray)
+                         and v.dtype.kind in "fiu"}
+            name = next((k for k in variables if k.endswith("_time")), next(iter(variables), None))
+            if name is None:
+                raise DataError(f"noise recording {p} holds no numeric array")
+            data = variables[name]
+        else:
+            raise DataError(f"noise recording {p}: expected .npy, .wav or .mat")
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"noise recording {p} cannot be read: {exc}") from exc
+    data = np.asarray(data, dtype=np.float64).ravel()
+    if not np.all(np.isfinite(data)):
+        raise DataError(f"noise recording {p} holds NaN or infinite samples")
+    if data.size < 2 or np.std(data) == 0:
+        raise DataError(f"noise recording {p} is empty or constant")
+    return data
+
+
+def recorded_segments(recording: np.ndarray, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Segments of ``recording`` at random offsets, one per window (shorter recordings are tiled)."""
+    n = shape[-1]
+    if recording.size < n:
+        recording = np.tile(recording, n // recording.size + 1)
+    count = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
+    starts = rng.integers(0, recording.size - n + 1, size=count)
+    return recording[starts[:, None] + np.arange(n)].reshape(shape)
 
 
 def unit_noise(shape: tuple[int, ...], rng: np.random.Generator, kind: str = "gaussian") -> np.ndarray:
@@ -27,8 +80,11 @@ def unit_noise(shape: tuple[int, ...], rng: np.random.Generator, kind: str = "ga
         spectrum /= np.sqrt(f)
         spectrum[..., 0] = 0
         noise = np.fft.irfft(spectrum, n=n)
+    elif kind.startswith(RECORDED_PREFIX):
+        noise = recorded_segments(load_noise_recording(kind[len(RECORDED_PREFIX):]), shape, rng)
     else:
-        raise DataError(f"unknown noise kind {kind!r}; choose one of {', '.join(NOISE_KINDS)}")
+        raise DataError(f"unknown noise kind {kind!r}; choose one of {', '.join(NOISE_KINDS)} "
+                        f"or {RECORDED_PREFIX}PATH (a recording)")
     noise = noise - noise.mean(axis=-1, keepdims=True)
     return noise / np.sqrt(np.mean(noise ** 2, axis=-1, keepdims=True) + 1e-30)
 

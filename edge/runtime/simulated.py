@@ -1,0 +1,49 @@
+"""The runtime against the device simulator on a real pty: the demo and on-device calibration.
+
+Nothing is shortcut: the simulator writes frames to one end of a pty pair at the
+recording's real rate (or a multiple of it), the runtime opens the other end as a
+serial port, exactly as it opens a sensor.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+
+from edge.runtime.loop import Runtime, RuntimeSettings
+from firmware_bridge.simulator import DeviceSimulator
+from firmware_bridge.sources import VibrationSource
+
+
+@dataclass
+class SimulatedSession:
+    summary: dict          # Runtime.summary()
+    first_decision_id: int
+    frames_streamed: int
+    port: str
+    backend: str
+    precision: str
+
+
+def run_with_simulator(bundle: str, settings: RuntimeSettings, source: VibrationSource, seconds: float,
+                       rate: float = 1.0, announce=None) -> SimulatedSession:
+    """Stream ``source`` for ``seconds`` at ``rate`` x real time into a runtime on ``bundle``.
+
+    ``settings.port`` is replaced by the simulator's pty.  ``announce(port, runtime)`` is
+    called once the runtime is up, before data flows.
+    """
+    with DeviceSimulator(source, link="pty", speed=rate) as sim:
+        runtime = Runtime(bundle, replace(settings, port=sim.port))
+        first_id = runtime._next_id
+        if announce:
+            announce(sim.port, runtime)
+        stream = threading.Thread(target=sim.run, kwargs={"duration": seconds}, daemon=True)
+        try:
+            runtime.start()
+            stream.start()
+            summary = runtime.run(seconds + 1.0)
+        finally:
+            runtime.close()
+            sim.stop()
+        return SimulatedSession(summary, first_id, sim.stats.frames_generated, sim.port,
+                                runtime.manifest["backend"]["name"], runtime.manifest["precision"])
