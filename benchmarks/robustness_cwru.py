@@ -139,7 +139,7 @@ def cost_table(rows: list[dict], models: list[str], work: Path, rounds: int, per
 
 
 def print_table(summary: dict, snrs: list[str]) -> None:
-    print(f"\nleave-one-load-out accuracy (%), white Gaussian noise: mean over folds x seeds (std over seeds)")
+    print("\nleave-one-load-out accuracy (%), white Gaussian noise: mean over folds x seeds (std over seeds)")
     print(f"{'model':<11}" + "".join(f"{s:>13}" for s in snrs) + f"{'params':>9}{'MFLOPs':>8}{'OV int8 p99':>12}")
     for model, doc in summary.items():
         cells = "".join(f"{100 * doc['gaussian'][s]['mean']:>7.2f} ({100 * doc['gaussian'][s]['std_over_seeds']:.2f})"

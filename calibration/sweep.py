@@ -172,8 +172,11 @@ def score_bundle(candidate: dict, bundles_dir: str, snrs: list, noise_kind: str,
 # ---------------------------------------------------------------- phase 2: latency
 
 def tensorrt_available() -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is None:
+        return False
     try:
-        import tensorrt  # noqa: F401
         import pycuda.driver as cuda
         cuda.init()
         return cuda.Device.count() > 0

@@ -1,0 +1,129 @@
+"""The sensor side: `simulate` (the device simulator) and `ports` (what is plugged in)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+from pathlib import Path
+
+from edge.cli.common import positive_int, probability, stream_rate
+from edge.errors import DrsnEdgeError
+
+
+EPILOG_SIMULATE = """\
+examples:
+  drsn-edge simulate --source cwru --data ../shared/data/cwru --link pty
+  drsn-edge simulate --source gdxray --data ../shared/data/xray --link tcp --rate x10 --corrupt 0.001
+  drsn-edge simulate --source cwru --link pty --link-path /tmp/sensor --disconnect-every 5 --loop
+
+It prints the port to open (a pty such as /dev/pts/7, or socket://127.0.0.1:PORT),
+then streams: CWRU at 12 kHz in SAMPLES blocks of 10 ms; X-ray or NEU images as a
+conveyor belt of patches side by side, one LINE per row at 1,250 lines/s with an
+increasing encoder count.  It answers HELLO and HEARTBEAT, acknowledges every
+REJECT and appends it to --rejects with the encoder position it would fire at.
+--truth writes the ground truth (label of every record span or tile).
+"""
+
+
+def _add_simulate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("simulate", help="a sensor device on a real pty or TCP port, streaming real data",
+                       description="Device simulator: streams real data over the drsn-edge wire protocol.",
+                       epilog=EPILOG_SIMULATE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", required=True, choices=["cwru", "gdxray", "neu"], help="what the device streams")
+    p.add_argument("--data", type=Path, default=None,
+                   help="data folder (default: cwru/, xray/ or neu/ under $DRSN_EDGE_DATA or ../shared/data)")
+    p.add_argument("--link", default="pty", choices=["pty", "tcp"], help="pty pair (default) or TCP loopback")
+    p.add_argument("--rate", type=stream_rate, default=1.0, help="realtime (default), xN (N times faster) or max")
+    p.add_argument("--corrupt", type=probability, default=0.0, help="probability of a bit flip per byte")
+    p.add_argument("--drop", type=probability, default=0.0, help="probability of dropping a frame")
+    p.add_argument("--disconnect-every", type=float, default=None, metavar="S",
+                   help="disconnect every S seconds of streaming (USB unplug); --outage sets how long")
+    p.add_argument("--outage", type=float, default=0.5, metavar="S", help="seconds away per disconnect (0.5)")
+    p.add_argument("--link-path", default=None,
+                   help="pty: keep this symlink pointing at the current pty (stable across disconnects)")
+    p.add_argument("--tcp-port", type=int, default=0, help="tcp: port on 127.0.0.1 (default: any free)")
+    p.add_argument("--loop", action="store_true", help="start over when the data ends")
+    p.add_argument("--start-on-hello", action="store_true", help="stream only once the gateway has said HELLO")
+    p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
+    p.add_argument("--rejects", type=Path, default=None, help="append every REJECT received here (JSON lines)")
+    p.add_argument("--truth", type=Path, default=None, help="write the stream's ground truth here (JSON)")
+    p.add_argument("--loads", default="0", help="cwru: motor loads streamed, in order (default 0)")
+    p.add_argument("--held-out", type=Path, default=None, metavar="RUN",
+                   help="cwru: stream only the held-out test segments of this training run's records")
+    p.add_argument("--subset", default="castings", choices=["castings", "fishbones"], help="gdxray set")
+    p.add_argument("--split", default="test", choices=["train", "test"], help="gdxray split (default test)")
+    p.add_argument("--lanes", type=positive_int, default=None, help="images: patches across the belt")
+    p.add_argument("--bands", type=positive_int, default=20, help="images: rows of patches along the belt")
+    p.add_argument("--bit-depth", type=int, default=8, choices=[8, 12, 16], help="images: line bit depth")
+    p.add_argument("--seed", type=int, default=0, help="seed for belt layout and faults")
+    p.set_defaults(func=_cmd_simulate)
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from edge.data.catalog import default_data_root
+    from edge.data.cwru import parse_loads
+    from firmware_bridge.simulator import DeviceSimulator, Faults
+    from firmware_bridge.sources import belt_source, cwru_source, held_out_spans
+
+    folder = {"cwru": "cwru", "gdxray": "xray", "neu": "neu"}[args.source]
+    data = args.data or default_data_root() / folder
+    if not data.is_dir():
+        raise DrsnEdgeError(f"data folder {data} does not exist; pass --data")
+    if args.source == "cwru":
+        spans = held_out_spans(args.held_out / "split.json") if args.held_out else None
+        source = cwru_source(data, loads=parse_loads(args.loads), spans=spans)
+    else:
+        try:
+            source = belt_source(data, args.source, args.subset, args.split, args.lanes, args.bands, args.seed,
+                                 args.bit_depth)
+        except (FileNotFoundError, ValueError) as exc:
+            raise DrsnEdgeError(str(exc)) from exc
+    if args.truth:
+        args.truth.write_text(json.dumps({"hello": source.hello.__dict__ | {
+            "sensor": source.hello.sensor.name, "sample_format": source.hello.sample_format.name},
+            "truth": source.truth}, indent=1, default=str) + "\n")
+    faults = Faults(args.corrupt, args.drop, args.disconnect_every, args.outage, args.seed)
+    sim = DeviceSimulator(source, link=args.link, speed=args.rate, faults=faults, link_path=args.link_path,
+                          tcp_port=args.tcp_port, rejects_path=str(args.rejects) if args.rejects else None,
+                          loop=args.loop, start_on_hello=args.start_on_hello)
+    signal.signal(signal.SIGTERM, lambda *_: sim.stop())
+    print(f"simulate: {args.source} device on {sim.port}", flush=True)
+    try:
+        stats = sim.run(duration=args.duration)
+    except KeyboardInterrupt:
+        stats = sim.stats
+    finally:
+        sim.close()
+    print("simulate: " + json.dumps(stats.to_dict()), flush=True)
+    return 0
+
+
+def _add_ports(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ports", help="list serial ports (USB VID:PID, serial number) a device could be on",
+                       description="List serial ports as pyserial sees them. Open a USB device by id with "
+                                   "--port usb:VID:PID[:SERIAL], which survives re-enumeration after an unplug.")
+    p.add_argument("--usb", default=None, metavar="VID[:PID]", help="only USB devices with this id (hex)")
+    p.set_defaults(func=_cmd_ports)
+
+
+def _cmd_ports(args: argparse.Namespace) -> int:
+    from serial.tools import list_ports
+
+    from firmware_bridge.transport import find_usb_ports, parse_vid_pid
+
+    ports = find_usb_ports(*parse_vid_pid(args.usb)) if args.usb else sorted(list_ports.comports(),
+                                                                             key=lambda p: p.device)
+    if not ports:
+        print("no serial ports found" + (f" with USB id {args.usb}" if args.usb else ""))
+        return 1
+    for port in ports:
+        usb = f"usb:{port.vid:04x}:{port.pid:04x}" + (f":{port.serial_number}" if port.serial_number else "") \
+            if port.vid is not None else "-"
+        print(f"{port.device:<24}{usb:<36}{port.description}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    _add_simulate(sub)
+    _add_ports(sub)

@@ -1,0 +1,195 @@
+"""Gateway side (never imports torch): `run`, `demo`, `install`, `rollback`, `compile-trt`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+from pathlib import Path
+
+from edge.cli.common import stream_rate, thread_count
+from edge.errors import DrsnEdgeError
+
+
+def _add_compile_trt(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compile-trt", help="build the TensorRT engine of a bundle, on the Jetson or GPU host",
+                       description="Build a TensorRT engine from a bundle's ONNX on this device (engines are "
+                                   "not portable). Without TensorRT or CUDA it says so and prints the trtexec line.")
+    p.add_argument("--bundle", type=Path, required=True, help="a verified tensorrt bundle directory")
+    p.add_argument("--workspace-mb", type=int, default=256, help="builder workspace (256 MiB)")
+    p.add_argument("--dla-core", type=int, default=None, help="DLA core (AGX/NX); falls back to the GPU")
+    p.add_argument("--no-gpu-fallback", action="store_true", help="fail instead of falling back from DLA")
+    p.add_argument("--timing-cache", default=None, help="timing cache file (default: next to the bundle)")
+    p.set_defaults(func=_cmd_compile_trt)
+
+
+def _cmd_compile_trt(args: argparse.Namespace) -> int:
+    from edge.bundle import open_bundle
+    from edge.compile.tensorrt import TrtBuildSettings, build_engine, engine_path_for
+
+    bundle = open_bundle(args.bundle)
+    trt = bundle.manifest.get("tensorrt")
+    if not trt:
+        raise DrsnEdgeError(f"{args.bundle} is a {bundle.manifest['backend']['name']} bundle, not tensorrt")
+    settings = TrtBuildSettings(**(trt["build_settings"] | {
+        "workspace_mb": args.workspace_mb, "dla_core": args.dla_core, "gpu_fallback": not args.no_gpu_fallback,
+        "timing_cache": args.timing_cache or str(bundle.path.parent / "timing.cache")}))
+    info = build_engine(bundle.path / trt["onnx_file"], engine_path_for(bundle.path, bundle.manifest), settings)
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+EPILOG_RUN = """\
+examples:
+  drsn-edge run --bundle /opt/drsn-edge/current --port usb:0483:5740 --budget-ms 5
+  drsn-edge run --bundle dist/drsn-ov-int8 --port /dev/pts/7 --on-miss reject --log decisions.db --duration 60
+
+Latency is measured from the arrival of a window's last sample to its decision being
+written to the port. A window that cannot be decided within --budget-ms gets the
+--on-miss decision at once; overload sheds the oldest window with the same fail-safe.
+Every decision is a row in the SQLite log (WAL); /metrics (Prometheus), /status.json
+and a live page are served on --http (loopback by default).
+"""
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="classify a live serial stream within a latency budget (the gateway runtime)",
+                       description="The gateway runtime: frames in, decisions and timed REJECTs out.",
+                       epilog=EPILOG_RUN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _runtime_arguments(p)
+    p.add_argument("--port", required=True, help="device path, usb:VID:PID[:SERIAL], socket://HOST:PORT or a pty")
+    p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds (default: run)")
+    p.set_defaults(func=_cmd_run)
+
+
+def _runtime_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", type=Path, required=True, help="bundle directory or .tar.gz")
+    p.add_argument("--budget-ms", type=float, default=None, help="latency budget (default: the bundle's)")
+    p.add_argument("--on-miss", choices=["reject", "pass", "hold"], default=None,
+                   help="decision for a window not decided in time (default: the bundle's, reject)")
+    p.add_argument("--reject-classes", default=None, help="comma-separated (default: the bundle's)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="reject when the reject classes' total probability reaches this (default: argmax)")
+    p.add_argument("--log", default="decisions.db", help="SQLite decision log (default decisions.db)")
+    p.add_argument("--http", default="127.0.0.1:9108", help="status/metrics address, or 'off' (default loopback)")
+    p.add_argument("--distance", type=int, default=0, help="line-scan: encoder counts from scanner to actuator")
+    p.add_argument("--max-consecutive", type=int, default=0, help="reject lockout after N in a row (0: off)")
+    p.add_argument("--threads", type=thread_count, default=1, help="inference threads (default 1)")
+    p.add_argument("--trust", action="append", default=[], help="trusted public key; requires a signed bundle")
+
+
+def _runtime_settings(args: argparse.Namespace, port: str):
+    from edge.runtime.loop import RuntimeSettings
+
+    return RuntimeSettings(port=port, budget_ms=args.budget_ms, on_miss=args.on_miss,
+                           reject_classes=args.reject_classes.split(",") if args.reject_classes else None,
+                           threshold=args.threshold, log_path=args.log,
+                           http=None if args.http == "off" else args.http, distance=args.distance,
+                           max_consecutive=args.max_consecutive, threads=args.threads, trusted_keys=args.trust)
+
+
+def _print_summary(summary: dict) -> None:
+    lat = summary["latency"]
+    c = summary["counters"]
+    print(f"decisions {c['decisions']} in {summary['seconds']:.0f} s; latency p50 {lat.get('p50_ms', 0):.2f} ms, "
+          f"p99 {lat.get('p99_ms', 0):.2f} ms, max {lat.get('max_ms', 0):.2f} ms against a {summary['budget_ms']:g} ms "
+          f"budget; fail-safe: deadline {c['deadline_fail_safe']}, overload {c['overload_fail_safe']}; "
+          f"late {c['late_decisions']}")
+    print(f"frames {c['decoder_frames']}, rejected {c['decoder_rejected']}, lost {c['decoder_lost_frames']}; "
+          f"outages {c['link_outages']}; rejects sent {c['rejects_sent']}, acked {c['acks']}, naks {c['naks']}")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from edge.runtime.loop import Runtime
+
+    runtime = Runtime(args.bundle, _runtime_settings(args, args.port))
+    signal.signal(signal.SIGTERM, lambda *_: runtime.stop())
+    if runtime.server:
+        print(f"run: status page {runtime.server.address}/ , metrics {runtime.server.address}/metrics", flush=True)
+    try:
+        summary = runtime.run(args.duration)
+    except KeyboardInterrupt:
+        runtime.stop()
+        summary = runtime.summary(0)
+    finally:
+        runtime.close()
+    _print_summary(summary)
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the whole loop on real data: simulator on a pty -> runtime -> live accuracy",
+                       description="Stream a run's held-out CWRU test segments at real rate from the device "
+                                   "simulator over a real pty, run the gateway runtime against it, and score the "
+                                   "live decisions.")
+    _runtime_arguments(p)
+    p.add_argument("--run", type=Path, required=True, help="the training run the bundle was built from")
+    p.add_argument("--data", type=Path, default=None, help="CWRU folder (default: the run's)")
+    p.add_argument("--seconds", type=float, default=60.0, help="how long to stream (default 60)")
+    p.add_argument("--rate", type=stream_rate, default=1.0, help="realtime (default), xN or max")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from edge.runtime.scoring import score_vibration
+    from edge.runtime.simulated import run_with_simulator
+    from edge.train.runs import load_run
+    from firmware_bridge.sources import cwru_source, held_out_spans
+
+    run = load_run(args.run)
+    data = args.data or Path(run.config["data"]["path"])
+    source = cwru_source(data, loads=tuple(run.config["data"]["loads"]),
+                         spans=held_out_spans(args.run / "split.json"))
+
+    def announce(port, runtime):
+        print(f"demo: simulator streaming the held-out segments of {len(source.truth)} records on {port}; "
+              f"runtime on {runtime.manifest['backend']['name']} {runtime.manifest['precision']}", flush=True)
+
+    session = run_with_simulator(args.bundle, _runtime_settings(args, ""), source, args.seconds, args.rate, announce)
+    summary = session.summary
+    score = score_vibration(args.log, source.truth, since_id=session.first_decision_id)
+    _print_summary(summary)
+    acc = score["accuracy"]
+    print(f"live accuracy {100 * acc:.2f}% on {score['scored']} windows of held-out data "
+          f"({score['straddling_records']} windows straddling two records not scored, "
+          f"{score['fail_safe']} fail-safe)" if acc is not None else "no decision to score")
+    print(f"device streamed {session.frames_streamed} data frames; the runtime received "
+          f"{summary['counters']['data_frames']}, lost {summary['counters']['decoder_lost_frames']}")
+    return 0
+
+
+def _add_install(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("install", help="verify a bundle and make it the gateway's current one",
+                       description="Install a bundle under ROOT/opt/drsn-edge with an atomic 'current' switch, "
+                                   "keep the previous one for rollback, and write the systemd unit.")
+    p.add_argument("--bundle", type=Path, required=True, help="bundle .tar.gz or directory")
+    p.add_argument("--root", type=Path, default=Path("/"), help="file system root (default /)")
+    p.add_argument("--trusted-key", action="append", default=[], help="public key the bundle must be signed with")
+    p.add_argument("--port", default="usb:0483:5740", help="serial port the service opens")
+    p.add_argument("--budget-ms", type=float, default=None, help="latency budget (default: the bundle's)")
+    p.set_defaults(func=_cmd_install)
+    p = sub.add_parser("rollback", help="return to the previously installed bundle")
+    p.add_argument("--root", type=Path, default=Path("/"), help="file system root (default /)")
+    p.set_defaults(func=_cmd_rollback)
+
+
+def _cmd_install(args: argparse.Namespace) -> int:
+    from edge.bundle.install import install
+
+    target = install(args.bundle, args.root, args.trusted_key, args.port, args.budget_ms)
+    print(f"installed {target}; current -> {target.name}. Restart the service: systemctl restart drsn-edge")
+    return 0
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    from edge.bundle.install import rollback
+
+    print(f"current -> {rollback(args.root).name}. Restart the service: systemctl restart drsn-edge")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    _add_compile_trt(sub)
+    _add_run(sub)
+    _add_demo(sub)
+    _add_install(sub)
