@@ -1,0 +1,94 @@
+"""Image sets: copies never straddle a split, splits are stratified and seeded, bad files are clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.data.images import load_image_set, read_images, split_images
+from edge.errors import DataError
+
+PIL = pytest.importorskip("PIL.Image")
+
+
+@pytest.fixture(scope="module")
+def data_root(cwru_dir):
+    root = cwru_dir.parent
+    if not (root / "xray" / "castings").is_dir():
+        pytest.skip(f"X-ray data not found under {root}")
+    return root
+
+
+def _hashes(images, indices):
+    return {images.items[i].sha256 for i in indices}
+
+
+def test_castings_copies_never_sit_on_two_sides(data_root):
+    images = load_image_set(data_root / "xray" / "castings")
+    split = split_images(images, seed=0)
+    assert images.duplicates_removed == 804 and len(images.items) == 2012          # measured on these files
+    assert len({i.sha256 for i in images.items}) == len(images.items)
+    train, val, test = (_hashes(images, split.indices(s)) for s in ("train", "val", "test"))
+    assert not (train & test) and not (val & test) and not (train & val)
+    assert len(split.test) == 519          # of 562 published test images, after folding copies
+    assert any("both sides of the published split" in n for n in images.notes)
+    doc = split.describe(images)
+    assert doc["counts"]["test"] == {"class_0": 264, "class_1": 255}
+    assert all(f.startswith("test/") for f in doc["files"]["test"])
+
+
+def test_fishbone_variants_of_one_patch_stay_on_one_side(data_root):
+    images = load_image_set(data_root / "xray" / "fishbones")
+    split = split_images(images, seed=0)
+    groups = {s: {images.items[i].group for i in split.indices(s)} for s in ("train", "val", "test")}
+    assert not (groups["train"] & groups["val"]) and not (groups["train"] & groups["test"])
+    assert len(split.test) == 40
+    x = read_images([images.items[i] for i in split.test[:4]])
+    assert x.shape == (4, 1, 100, 100) and 0 <= x.min() and x.max() <= 1       # RGB files read as grey
+
+
+def test_neu_split_is_stratified_and_seeded(data_root):
+    images = load_image_set(data_root / "neu")
+    assert len(images.classes) == 6
+    a, b, c = split_images(images, seed=0), split_images(images, seed=0), split_images(images, seed=1)
+    assert a.test == b.test and a.test != c.test
+    counts = a.describe(images)["counts"]
+    for split, share in (("test", 0.15), ("val", 0.15)):
+        for n in counts[split].values():
+            assert abs(n - share * 250) <= 2
+    assert read_images([images.items[i] for i in a.test[:3]], size=64).shape == (3, 1, 64, 64)
+
+
+def _write(path, value, size=(8, 8)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    PIL.fromarray(np.full(size[::-1], value, dtype=np.uint8)).save(path)
+
+
+def test_any_folder_of_the_same_layouts_is_read(tmp_path):
+    for k in range(6):
+        _write(tmp_path / "flat" / f"ok_{k}.png", k)
+        _write(tmp_path / "flat" / f"bad_{k}.png", 100 + k)
+        _write(tmp_path / "dirs" / "ok" / f"{k}.png", k)
+        _write(tmp_path / "dirs" / "bad" / f"{k}.png", 100 + k)
+    flat, dirs = load_image_set(tmp_path / "flat"), load_image_set(tmp_path / "dirs")
+    assert flat.classes == dirs.classes == ("bad", "ok") and len(flat.items) == len(dirs.items) == 12
+    split = split_images(dirs, 0.2, 0.2, seed=3)
+    assert sorted(split.train + split.val + split.test) == list(range(12))
+
+
+def test_bad_image_sets_are_clear_errors(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_image_set(tmp_path / "missing")
+    _write(tmp_path / "one" / "a" / "1.png", 1)
+    with pytest.raises(DataError, match="needs two or more"):
+        load_image_set(tmp_path / "one")
+    _write(tmp_path / "clash" / "a" / "1.png", 7)
+    _write(tmp_path / "clash" / "b" / "1.png", 7)          # the same file under two classes
+    _write(tmp_path / "clash" / "b" / "2.png", 9)
+    _write(tmp_path / "clash" / "a" / "2.png", 5)
+    clash = load_image_set(tmp_path / "clash")
+    assert clash.conflicting_labels == 1 and len(clash.items) == 2 and "different classes" in clash.notes[0]
+    (tmp_path / "clash" / "a" / "3.png").write_bytes(b"\x89PNG truncated")
+    broken = load_image_set(tmp_path / "clash")
+    with pytest.raises(DataError, match="not a readable image"):
+        read_images(broken.items)
