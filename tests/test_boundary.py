@@ -10,7 +10,7 @@ GATEWAY_MODULES = ["edge", "edge.errors", "edge.data.preprocess", "firmware_brid
                    "firmware_bridge.sources", "firmware_bridge.vectors", "edge.bundle", "edge.backends",
                    "edge.backends.onnxruntime_backend", "edge.backends.openvino_backend",
                    "edge.backends.tensorrt_backend", "edge.compile.tensorrt", "edge.runtime.loop",
-                   "edge.runtime.simulated", "edge.cli", "edge.cli.gateway", "edge.cli.device", "calibration.cli", "calibration.on_device",
+                   "edge.runtime.simulated", "edge.cli", "edge.model_names", "edge.train.settings", "edge.data.images", "edge.cli.gateway", "edge.cli.device", "calibration.cli", "calibration.on_device",
                    "calibration.probe", "calibration.latency", "calibration.pareto"]
 
 BLOCK_TORCH = """
@@ -36,3 +36,11 @@ def test_gateway_modules_import_without_torch():
 def test_the_blocker_really_blocks():
     done = subprocess.run([sys.executable, "-c", BLOCK_TORCH, "edge.models"], capture_output=True, text=True)
     assert done.returncode != 0 and "torch is not available" in done.stderr
+
+
+def test_the_whole_cli_parser_builds_without_torch():
+    """`drsn-edge run` on a gateway builds every subcommand's parser: none may reach for torch."""
+    script = BLOCK_TORCH.replace("print(\"ok\")", "from edge.cli import build_parser\nbuild_parser()\nprint(\"ok\")")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

@@ -92,3 +92,19 @@ def test_bad_image_sets_are_clear_errors(tmp_path):
     broken = load_image_set(tmp_path / "clash")
     with pytest.raises(DataError, match="not a readable image"):
         read_images(broken.items)
+
+
+def test_image_run_trains_evaluates_and_leaves_test_images_alone(data_root, tmp_path, capsys):
+    from edge.cli import main
+
+    out = tmp_path / "castings"
+    assert main(["train", "--task", "xray-castings", "--model", "resnet18", "--width", "8", "--depth", "1",
+                 "--epochs", "2", "--seed", "0", "--threads", "1", "--data", str(data_root), "--out", str(out),
+                 "-q"]) == 0
+    split = __import__("json").loads((out / "split.json").read_text())
+    assert len(split["files"]["test"]) == 519 and not set(split["files"]["train"]) & set(split["files"]["test"])
+    assert main(["evaluate", "--run", str(out), "--json", "--threads", "1"]) == 0
+    result = __import__("json").loads(capsys.readouterr().out)
+    assert result["images"] == 519 and result["split"] == "test" and 0.5 < result["accuracy"] <= 1
+    assert main(["train", "--task", "neu", "--model", "drsn1d-cw", "--out", str(tmp_path / "x")]) == 2
+    assert "not an image model" in capsys.readouterr().err

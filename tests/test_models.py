@@ -123,3 +123,38 @@ def test_complexity_counts_parameters_and_flops():
     assert parameter_count(small) < parameter_count(large)
     assert 0 < mflops(small, (1, 1024)) < mflops(large, (1, 1024))
     assert mflops(large, (1, 1024)) == pytest.approx(2 * mflops(large, (1, 512)), rel=0.05)  # linear in length
+
+
+@pytest.mark.parametrize("name", ["resnet18", "drsn2d", "sarsn"])
+@pytest.mark.parametrize("size", [32, 64, 100])
+def test_image_models_take_every_input_size(name, size):
+    model = build_model(model_config(name, width=4, depth=1, num_classes=6, input_size=size)).eval()
+    assert model(torch.randn(2, 1, size, size)).shape == (2, 6)
+
+
+def test_resnet18_is_resnet18_and_a_pruned_config_rebuilds_smaller():
+    from edge.models import ImageModelConfig, config_from_dict
+    from edge.models.complexity import mflops, parameter_count
+
+    full = build_model(model_config("resnet18", num_classes=2, input_size=32))
+    # 11.2 M parameters: ResNet-18 with a one-channel 3x3 stem and two classes
+    assert 11_100_000 < parameter_count(full) < 11_200_000
+    config = model_config("resnet18", num_classes=2, input_size=32)
+    pruned = ImageModelConfig(**(config.to_dict() | {"inner_widths": [w // 2 for w in config.block_inner_widths()]}))
+    small = build_model(config_from_dict(pruned.to_dict()))
+    assert parameter_count(small) < 0.7 * parameter_count(full)
+    assert mflops(small, (1, 32, 32)) < 0.7 * mflops(full, (1, 32, 32))
+    assert small(torch.randn(1, 1, 32, 32)).shape == (1, 2)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "drsn2d"])
+def test_image_models_export_to_onnx(name, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = build_model(model_config(name, width=4, depth=1, input_size=32)).eval()
+    path = export_onnx(model, tmp_path / f"{name}.onnx", (1, 32, 32))
+    x = np.random.default_rng(0).standard_normal((3, 1, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: x})[0], expected, rtol=1e-4, atol=1e-5)

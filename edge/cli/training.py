@@ -15,11 +15,16 @@ examples:
   drsn-edge train --model drsn1d-cw --data ../shared/data/cwru --out runs/drsn
   drsn-edge train --model resnet1d --snr-train none --epochs 10 --out runs/plain
   drsn-edge train --window 1024 --loads 0 --width 8 --depth 1 --out runs/tiny
+  drsn-edge train --task xray-castings --model resnet18 --out runs/castings
+  drsn-edge train --task neu --model sarsn --size 64 --class-weights gmean --out runs/neu-sarsn
 
 The run directory holds model.pt (plain state dict), config.json, split.json and
 metrics.json.  Each record is split in time: the first 70% trains, the next 15%
 validates (model selection), the last 15% is kept for `drsn-edge evaluate`, with a
-window-long gap between segments so no window crosses a split.
+window-long gap between segments so no window crosses a split.  Image sets are
+deduplicated by content (copies of one image never sit on two sides), the published
+test split is kept where there is one, validation comes out of train; the split is
+written into the run.
 """
 
 EPILOG_EVALUATE = """\
@@ -27,6 +32,7 @@ examples:
   drsn-edge evaluate --run runs/drsn
   drsn-edge evaluate --run runs/drsn --snr -4,0,none --json
   drsn-edge evaluate --run runs/drsn --data /data/CWRU --loads 3
+  drsn-edge evaluate --run runs/castings --json           # an image run: accuracy, recall, confusion
 
 Records the run trained on (recognised by content hash) contribute only their
 held-out test segment; records it never saw (another load, another copy) contribute
@@ -44,21 +50,27 @@ def _snr_text(snr: float | None) -> str:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from edge.models import MODELS
-    from edge.train.trainer import TrainSettings
+    from edge.data.images import IMAGE_TASKS
+    from edge.model_names import IMAGE_MODELS, MODELS
+    from edge.train.settings import TrainSettings
 
     defaults = TrainSettings()
 
-    p = sub.add_parser("train", help="train a vibration model on CWRU and write a run directory",
-                       description="Train a DRSN (or the plain ResNet-1D baseline) on CWRU bearing data.",
+    p = sub.add_parser("train", help="train a vibration or image model and write a run directory",
+                       description="Train a DRSN (or a baseline) on CWRU bearing data, or an image model on X-ray "
+                                   "patches or NEU strip-steel images.",
                        epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="drsn1d-cw", choices=sorted(MODELS),
-                   help="network: drsn1d-cw (channel-wise thresholds, default), drsn1d-cs (shared), "
+    p.add_argument("--task", default="cwru", choices=["cwru", *IMAGE_TASKS],
+                   help="cwru (10-class bearing faults, default), xray-castings, xray-fishbones (defect or not), "
+                        "neu (6 strip-steel defects)")
+    p.add_argument("--model", default=None, choices=sorted([*MODELS, *IMAGE_MODELS]),
+                   help="vibration: drsn1d-cw (channel-wise thresholds, default), drsn1d-cs (shared), "
                         "sarsn1d (self-adaptive slope), resnet1d (no shrinkage baseline), "
-                        "dca-cnn (time + wavelet branches fused by DCA, a literature baseline)")
-    p.add_argument("--dataset", default="cwru", choices=["cwru"], help="data set (default cwru)")
+                        "dca-cnn (time + wavelet branches fused by DCA, a literature baseline); "
+                        "images: resnet18 (default), drsn2d, sarsn")
     p.add_argument("--data", type=Path, default=None,
-                   help="folder of CWRU .mat files (default: $DRSN_EDGE_DATA/cwru or ../shared/data/cwru)")
+                   help="CWRU: folder of .mat files (default: $DRSN_EDGE_DATA/cwru or ../shared/data/cwru); "
+                        "images: the data root or the task's folder (default: $DRSN_EDGE_DATA or ../shared/data)")
     p.add_argument("--out", type=Path, required=True, help="run directory to write, e.g. runs/drsn")
     p.add_argument("--loads", default="0,1,2", help="motor loads in hp, comma-separated (default 0,1,2)")
     p.add_argument("--channel", default="DE", choices=["DE", "FE", "BA"], help="accelerometer (default DE)")
@@ -81,9 +93,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=positive_int, default=30, help="epochs (default 30)")
     p.add_argument("--steps", type=positive_int, default=100, help="batches per epoch (default 100)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="windows per batch (default 64)")
-    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate, one-cycle schedule (default 3e-3)")
-    p.add_argument("--width", type=positive_int, default=None, help="channels of the first stage (default 16)")
-    p.add_argument("--depth", type=positive_int, default=None, help="residual units per stage (default 2)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate, one-cycle schedule (default 3e-3 vibration, 2e-3 images)")
+    p.add_argument("--width", type=positive_int, default=None,
+                   help="channels of the first stage (default 16 vibration, 64 images)")
+    p.add_argument("--depth", type=positive_int, default=None,
+                   help="residual units per stage (default 2)")
+    p.add_argument("--size", type=positive_int, default=None,
+                   help="images: input size in px, e.g. 32, 64, 100, 200 (default 32 castings, 64 otherwise)")
+    p.add_argument("--class-weights", default="none", choices=["none", "balanced", "gmean"],
+                   help="images: loss weights per class (balanced: inverse frequency; gmean: from validation "
+                        "recall, for imbalanced sets; default none)")
+    p.add_argument("--init-state", type=Path, default=None,
+                   help="images: a state dict (.pt, tensors only) to start from instead of random weights")
     p.add_argument("--seed", type=int, default=0, help="seed for weights, sampling and noise (default 0)")
     p.add_argument("--threads", type=thread_count, default=None, help="CPU threads for torch (default: all)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or messages")
@@ -91,6 +113,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    if args.task != "cwru":
+        return _train_images(args)
+    from edge.model_names import MODELS
+
+    model = args.model or "drsn1d-cw"
+    if model not in MODELS:
+        raise DataError(f"--model {model} is an image model; the cwru task takes {', '.join(MODELS)}")
     from edge.data.catalog import default_cwru_dir
     from edge.data.cwru import parse_loads
     from edge.data.noise import parse_snr_list, parse_snr_range
@@ -101,12 +130,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not 0.0 <= args.speed_jitter < 0.5:
         raise DataError(f"--speed-jitter must be in [0, 0.5), got {args.speed_jitter}")
     settings = TrainSettings(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size,
-                             lr=args.lr, snr_train=snr_train, clean_fraction=args.clean_fraction,
+                             lr=args.lr or 3e-3, snr_train=snr_train, clean_fraction=args.clean_fraction,
                              noise_kind=args.noise, seed=args.seed, speed_jitter=args.speed_jitter,
                              val_snrs=parse_snr_list(args.val_snr) if snr_train else [None])
-    train_cwru(args.data or default_cwru_dir(), args.out, model_name=args.model, loads=parse_loads(args.loads),
+    train_cwru(args.data or default_cwru_dir(), args.out, model_name=model, loads=parse_loads(args.loads),
                channel=args.channel, rate_hz=args.rate, windows=WindowSettings(length=args.window),
                settings=settings, width=args.width, depth=args.depth, threads=args.threads, quiet=args.quiet)
+    return 0
+
+
+def _train_images(args: argparse.Namespace) -> int:
+    from edge.data.catalog import default_data_root
+    from edge.train.images import ImageTrainSettings, train_images
+
+    settings = ImageTrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr or 2e-3,
+                                  class_weights=args.class_weights, seed=args.seed)
+    train_images(args.task, args.data or default_data_root(), args.out, args.model or "resnet18", size=args.size,
+                 settings=settings, width=args.width, depth=args.depth, threads=args.threads, quiet=args.quiet,
+                 init_state=args.init_state)
     return 0
 
 
@@ -136,8 +177,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from edge.data.cwru import parse_loads
     from edge.data.noise import parse_snr_list
     from calibration.cli import noise_kind
+    from edge.train.runs import load_run
     from edge.train.vibration import evaluate_cwru, format_evaluation
 
+    if load_run(args.run).config["preprocessing"].get("input") == "image":
+        from edge.train.images import evaluate_images, format_image_evaluation
+
+        result = evaluate_images(args.run, args.data, args.split, args.threads)
+        print(json.dumps(result) if args.json else format_image_evaluation(result))
+        return 0
     result = evaluate_cwru(args.run, args.data, parse_loads(args.loads) if args.loads else None,
                            parse_snr_list(args.snr), args.split, noise_kind(args), args.seed, args.hop, args.threads)
     print(json.dumps(result) if args.json else format_evaluation(result))

@@ -27,6 +27,12 @@ import numpy as np
 from edge.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+#: Task name -> (folder under the data root, default input size).
+IMAGE_TASKS: dict[str, tuple[str, int]] = {
+    "xray-castings": ("xray/castings", 32),
+    "xray-fishbones": ("xray/fishbones", 64),
+    "neu": ("neu", 64),
+}
 SPLITS = ("train", "val", "test")
 
 

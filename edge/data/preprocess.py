@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Names of the normalisations a run can record.
-NORMALIZATIONS: tuple[str, ...] = ("zscore", "none")
+#: Names of the normalisations a run can record.  ``zscore`` works on the last axis (a
+#: vibration window), ``zscore-image`` on the last two (an image or tile): zero mean, unit
+#: std per window or per image, so a sensor's gain drift does not move the input.
+NORMALIZATIONS: tuple[str, ...] = ("zscore", "zscore-image", "none")
 
 
 def normalize(windows: np.ndarray, method: str = "zscore", eps: float = 1e-6) -> np.ndarray:
-    """Per-window normalisation along the last axis (``zscore``: zero mean, unit std)."""
+    """Per-window (``zscore``) or per-image (``zscore-image``) normalisation; ``none`` passes through."""
     x = np.asarray(windows, dtype=np.float32)
     if method == "none":
         return x
-    if method != "zscore":
+    if method not in NORMALIZATIONS:
         raise ValueError(f"unknown normalisation {method!r}; choose one of {', '.join(NORMALIZATIONS)}")
-    mean = x.mean(axis=-1, keepdims=True)
-    std = x.std(axis=-1, keepdims=True)
+    axes = (-2, -1) if method == "zscore-image" else (-1,)
+    mean = x.mean(axis=axes, keepdims=True)
+    std = x.std(axis=axes, keepdims=True)
     return (x - mean) / (std + eps)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from edge.errors import RunError
-from edge.models import ModelConfig, build_model
+from edge.models import ImageModelConfig, ModelConfig, build_model, config_from_dict
 
 RUN_FILES: tuple[str, ...] = ("model.pt", "config.json", "split.json", "metrics.json")
 
@@ -32,8 +32,8 @@ class Run:
     metrics: dict
 
     @property
-    def model_config(self) -> ModelConfig:
-        return ModelConfig.from_dict(self.config["model"])
+    def model_config(self) -> ModelConfig | ImageModelConfig:
+        return config_from_dict(self.config["model"])
 
     def load_model(self) -> nn.Module:
         """The trained network in eval mode, from tensors only (no unpickling of objects)."""

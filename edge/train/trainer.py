@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -19,25 +18,7 @@ from edge.data.noise import add_noise
 from edge.data.preprocess import normalize
 from edge.data.splits import RandomWindowSampler
 from edge.train.evaluate import accuracy_under_noise
-
-
-@dataclass
-class TrainSettings:
-    epochs: int = 30
-    steps_per_epoch: int = 100
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    snr_train: tuple[float, float] | None = (-10.0, 8.0)  # uniform dB range, None = clean only
-    clean_fraction: float = 0.2                          # share of each batch left clean
-    noise_kind: str = "gaussian"
-    speed_jitter: float = 0.0                            # +/- fraction of shaft speed (window stretch)
-    val_snrs: list = field(default_factory=lambda: [None, -4.0, -8.0])  # model selection: mean val accuracy
-    normalization: str = "zscore"
-    seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from edge.train.settings import TrainSettings
 
 
 def seed_everything(seed: int, threads: int | None = None) -> np.random.Generator:

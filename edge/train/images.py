@@ -1,0 +1,267 @@
+"""Train and evaluate image runs: X-ray castings, X-ray fishbones, NEU strip steel (or any folder alike).
+
+The split (see :mod:`edge.data.images`) folds copies and keeps them on one side; the
+epoch is chosen on the validation images by balanced accuracy (the mean of per-class
+recalls, since the deduplicated castings are imbalanced); the test images are scored
+once, by ``evaluate``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+import edge
+from edge.data.images import IMAGE_TASKS, ImageSet, ImageSplit, load_image_set, read_images, split_images
+from edge.data.preprocess import normalize
+from edge.errors import DataError
+from edge.models import IMAGE_MODELS, build_model, model_config
+from edge.train.metrics import classification_report
+from edge.train.runs import load_run, save_run
+from edge.train.trainer import seed_everything
+
+NORMALIZATION = "zscore-image"
+
+
+@dataclass
+class ImageTrainSettings:
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.05
+    class_weights: str = "none"       # none | balanced (inverse class frequency) | gmean (per-class accuracy)
+    flips: bool = True
+    max_shift: float = 0.1            # fraction of the image size
+    gain: float = 0.2                 # intensity gain jitter, +/- fraction
+    noise: float = 0.03               # std of added Gaussian noise, as a fraction of full scale
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def augment_images(x: np.ndarray, settings: ImageTrainSettings, rng: np.random.Generator) -> np.ndarray:
+    """Flips, small shifts (edge-padded), gain and offset jitter and noise, per image; (N, 1, S, S) in [0, 1]."""
+    n, _, h, w = x.shape
+    out = x.copy()
+    if settings.flips:
+        flip_h = rng.random(n) < 0.5
+        flip_v = rng.random(n) < 0.5
+        out[flip_h] = out[flip_h, :, :, ::-1]
+        out[flip_v] = out[flip_v, :, ::-1, :]
+    if settings.max_shift > 0:
+        pad = max(1, int(round(settings.max_shift * h)))
+        padded = np.pad(out, ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode="edge")
+        dy = rng.integers(0, 2 * pad + 1, size=n)
+        dx = rng.integers(0, 2 * pad + 1, size=n)
+        out = np.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    if settings.gain > 0:
+        gain = rng.uniform(1 - settings.gain, 1 + settings.gain, size=(n, 1, 1, 1))
+        offset = rng.uniform(-settings.gain / 2, settings.gain / 2, size=(n, 1, 1, 1))
+        out = out * gain + offset
+    if settings.noise > 0:
+        out = out + rng.normal(0, 1, size=out.shape) * rng.uniform(0, settings.noise, size=(n, 1, 1, 1))
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def model_inputs_images(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(normalize(x, NORMALIZATION), dtype=np.float32)
+
+
+@torch.no_grad()
+def predict_images(model: nn.Module, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    model.eval()
+    return np.concatenate([model(torch.from_numpy(model_inputs_images(x[i:i + batch]))).argmax(1).numpy()
+                           for i in range(0, x.shape[0], batch)])
+
+
+def balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
+    return float(np.mean([np.mean(pred[y == c] == c) for c in np.unique(y)]))
+
+
+def class_weights(y: np.ndarray, kind: str, num_classes: int, recall: np.ndarray | None = None) -> torch.Tensor | None:
+    """``balanced``: inverse class frequency; ``gmean``: weights that grow as a class's validation
+    recall falls (1 / recall, renormalised), which pushes the G-mean of recalls up."""
+    if kind == "none":
+        return None
+    if kind == "balanced":
+        counts = np.bincount(y, minlength=num_classes).astype(np.float64)
+        w = counts.sum() / (num_classes * np.maximum(counts, 1))
+    elif kind == "gmean":
+        r = np.ones(num_classes) if recall is None else np.clip(recall, 0.05, 1.0)
+        w = 1.0 / r
+        w = w * num_classes / w.sum()
+    else:
+        raise DataError(f"--class-weights must be none, balanced or gmean, got {kind!r}")
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def task_folder(task: str, data_root: str | Path) -> Path:
+    if task not in IMAGE_TASKS:
+        raise DataError(f"unknown image task {task!r}; choose one of {', '.join(IMAGE_TASKS)}")
+    return Path(data_root) / IMAGE_TASKS[task][0]
+
+
+def load_task(task: str, data: str | Path, seed: int = 0) -> tuple[ImageSet, ImageSplit]:
+    """The task's images (``data`` is the data root, or the task's own folder) and its split."""
+    data = Path(data)
+    folder = data if (data / "train").is_dir() or (data / "images").is_dir() else task_folder(task, data)
+    images = load_image_set(folder, name=task)
+    return images, split_images(images, seed=seed)
+
+
+def train_images(task: str, data: str | Path, out: str | Path, model_name: str = "resnet18",
+                 size: int | None = None, settings: ImageTrainSettings | None = None, width: int | None = None,
+                 depth: int | None = None, threads: int | None = None, quiet: bool = False,
+                 init_state: str | Path | None = None) -> dict:
+    """Train one image model and write the run directory; returns its metrics."""
+    if model_name not in IMAGE_MODELS:
+        raise DataError(f"--model {model_name} is not an image model; choose one of {', '.join(IMAGE_MODELS)}")
+    settings = settings or ImageTrainSettings()
+    size = size or IMAGE_TASKS.get(task, (None, 64))[1]
+    rng = seed_everything(settings.seed, threads)
+    images, split = load_task(task, data, settings.seed)
+    x = {s: read_images([images.items[i] for i in split.indices(s)], size) for s in ("train", "val")}
+    y = {s: np.array([images.items[i].label_index for i in split.indices(s)], dtype=np.int64) for s in ("train", "val")}
+    config = model_config(model_name, num_classes=len(images.classes), input_size=size, width=width, depth=depth)
+    model = build_model(config)
+    if init_state:
+        model.load_state_dict(torch.load(init_state, map_location="cpu", weights_only=True))
+    n_params = sum(p.numel() for p in model.parameters())
+    if not quiet:
+        print(f"training {model_name} ({n_params:,} parameters) on {task}: {len(split.train)} train / "
+              f"{len(split.val)} validation images at {size}x{size}; {settings.epochs} epochs", flush=True)
+        for note in images.notes:
+            print(f"note: {note}", flush=True)
+    result = fit_images(model, x["train"], y["train"], x["val"], y["val"], settings, rng, len(images.classes),
+                        progress=not quiet)
+    run_config = {
+        "drsn_edge_version": edge.__version__,
+        "task": task,
+        "model": config.to_dict(),
+        "classes": list(images.classes),
+        "data": {"dataset": task, "path": str(images.root), "images": len(images.items),
+                 "duplicates_removed": images.duplicates_removed, "notes": images.notes},
+        "preprocessing": {"input": "image", "size": size, "normalization": NORMALIZATION, "input_layout": "N,C,H,W",
+                          "grey": True},
+        "training": settings.to_dict() | {"threads": torch.get_num_threads(),
+                                          "init_state": str(init_state) if init_state else None},
+        "environment": {"python": platform.python_version(), "torch": torch.__version__,
+                        "machine": platform.machine(), "cpus": os.cpu_count()},
+    }
+    metrics = {"parameters": n_params} | {k: result[k] for k in ("train_seconds", "best_epoch", "best_val_score",
+                                                                  "history")}
+    save_run(Path(out), model, run_config, split.describe(images), metrics)
+    if not quiet:
+        print(f"best validation epoch {result['best_epoch']} (balanced accuracy {result['best_val_score']:.4f}) "
+              f"after {result['train_seconds']:.0f} s; wrote {out}/", flush=True)
+    return metrics
+
+
+def fit_images(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
+               settings: ImageTrainSettings, rng: np.random.Generator, num_classes: int,
+               progress: bool = True, extra_loss=None) -> dict:
+    """Train in place, keep the best validation epoch (balanced accuracy); ``extra_loss(x, logits)``
+    adds a term (distillation) to the cross-entropy."""
+    steps = max(1, int(np.ceil(train_x.shape[0] / settings.batch_size)))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr,
+                                                   total_steps=settings.epochs * steps, pct_start=0.15)
+    recall = None
+    history, best = [], {"score": -1.0, "epoch": -1, "state": None}
+    started = time.monotonic()
+    bar = tqdm(total=settings.epochs * steps, desc="train", unit="step", disable=not progress, leave=False)
+    for epoch in range(1, settings.epochs + 1):
+        weights = class_weights(train_y, settings.class_weights, num_classes, recall)
+        loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=settings.label_smoothing)
+        model.train()
+        order = rng.permutation(train_x.shape[0])
+        losses = []
+        for s in range(steps):
+            idx = order[s * settings.batch_size:(s + 1) * settings.batch_size]
+            if idx.size < 2:
+                continue
+            xb = torch.from_numpy(model_inputs_images(augment_images(train_x[idx], settings, rng)))
+            logits = model(xb)
+            loss = loss_fn(logits, torch.from_numpy(train_y[idx]))
+            if extra_loss is not None:
+                loss = loss + extra_loss(xb, logits)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.item())
+            bar.update(1)
+        pred = predict_images(model, val_x)
+        recall = np.array([np.mean(pred[val_y == c] == c) if np.any(val_y == c) else 1.0 for c in range(num_classes)])
+        score = balanced_accuracy(val_y, pred)
+        history.append({"epoch": epoch, "loss": float(np.mean(losses)) if losses else None,
+                        "val_accuracy": float(np.mean(pred == val_y)), "val_balanced_accuracy": score,
+                        "elapsed_s": round(time.monotonic() - started, 1)})
+        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val=f"{score:.4f}")
+        if score > best["score"]:
+            best = {"score": score, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
+    bar.close()
+    model.load_state_dict(best["state"])
+    model.eval()
+    return {"history": history, "best_epoch": best["epoch"], "best_val_score": best["score"],
+            "train_seconds": round(time.monotonic() - started, 1)}
+
+
+def run_images(run, split_name: str, data: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Raw images (N, 1, S, S) in [0, 1] and labels of one split of an image run, as the run recorded it."""
+    images = load_image_set(Path(data) if data else Path(run.config["data"]["path"]), name=run.config["task"])
+    by_file = {str(item.path.relative_to(images.root)): item for item in images.items}
+    files = run.split["files"][split_name]
+    missing = [f for f in files if f not in by_file]
+    if missing:
+        raise DataError(f"{len(missing)} images of the run's {split_name} split are not in {images.root} "
+                        f"(first: {missing[0]}); point --data at the folder the run was trained on")
+    items = [by_file[f] for f in files]
+    classes = run.config["classes"]
+    return (read_images(items, run.config["preprocessing"]["size"]),
+            np.array([classes.index(item.label) for item in items], dtype=np.int64))
+
+
+def evaluate_images(run_dir: str | Path, data: str | Path | None = None, split_name: str = "test",
+                    threads: int | None = None) -> dict:
+    """Accuracy, balanced accuracy, per-class recall and confusion matrix on a split of an image run."""
+    run = load_run(run_dir)
+    if threads:
+        torch.set_num_threads(threads)
+    started = time.monotonic()
+    x, y = run_images(run, split_name, data)
+    pred = predict_images(run.load_model(), x)
+    report = classification_report(y, pred, tuple(run.config["classes"]))
+    return {"run": str(run.path), "model": run.config["model"]["name"], "task": run.config["task"],
+            "split": split_name, "images": int(y.shape[0]), "accuracy": report["accuracy"],
+            "balanced_accuracy": balanced_accuracy(y, pred), "classes": run.config["classes"],
+            "report": report, "notes": run.config["data"]["notes"], "seconds": round(time.monotonic() - started, 2)}
+
+
+def format_image_evaluation(result: dict) -> str:
+    r = result["report"]
+    lines = [f"run {result['run']}  model {result['model']}  task {result['task']}",
+             f"{result['images']} {result['split']} images (copies folded, none shared with training)"]
+    lines += [f"note: {n}" for n in result["notes"]]
+    lines += ["", f"accuracy {100 * result['accuracy']:.2f}%   balanced accuracy "
+                  f"{100 * result['balanced_accuracy']:.2f}%   macro-F1 {100 * r['macro_f1']:.2f}", "",
+              f"{'class':<18}{'recall':>8}{'images':>8}"]
+    for c in result["classes"]:
+        rec = r["recall"][c]
+        lines.append(f"{c:<18}{'-' if rec is None else f'{100 * rec:.1f}':>8}{r['support'][c]:>8}")
+    lines += ["", "confusion matrix (rows true, columns predicted)",
+              " " * 18 + "".join(f"{i:>6}" for i in range(len(result["classes"])))]
+    for i, (c, row) in enumerate(zip(result["classes"], r["confusion"])):
+        lines.append(f"{i} {c:<16}" + "".join(f"{v:>6}" for v in row))
+    return "\n".join(lines)
