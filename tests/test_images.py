@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -94,17 +96,40 @@ def test_bad_image_sets_are_clear_errors(tmp_path):
         read_images(broken.items)
 
 
-def test_image_run_trains_evaluates_and_leaves_test_images_alone(data_root, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def castings_run(data_root, tmp_path_factory):
     from edge.cli import main
 
-    out = tmp_path / "castings"
+    out = tmp_path_factory.mktemp("image-runs") / "castings"
     assert main(["train", "--task", "xray-castings", "--model", "resnet18", "--width", "8", "--depth", "1",
                  "--epochs", "2", "--seed", "0", "--threads", "1", "--data", str(data_root), "--out", str(out),
                  "-q"]) == 0
-    split = __import__("json").loads((out / "split.json").read_text())
+    return out
+
+
+def test_image_run_trains_evaluates_and_leaves_test_images_alone(castings_run, tmp_path, capsys):
+    from edge.cli import main
+
+    split = json.loads((castings_run / "split.json").read_text())
     assert len(split["files"]["test"]) == 519 and not set(split["files"]["train"]) & set(split["files"]["test"])
-    assert main(["evaluate", "--run", str(out), "--json", "--threads", "1"]) == 0
-    result = __import__("json").loads(capsys.readouterr().out)
+    assert main(["evaluate", "--run", str(castings_run), "--json", "--threads", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
     assert result["images"] == 519 and result["split"] == "test" and 0.5 < result["accuracy"] <= 1
     assert main(["train", "--task", "neu", "--model", "drsn1d-cw", "--out", str(tmp_path / "x")]) == 2
     assert "not an image model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("target", ["openvino", "onnxruntime"])
+def test_image_run_builds_an_int8_bundle_the_gateway_can_run(castings_run, target, tmp_path):
+    from edge.backends import load_backend
+    from edge.bundle import open_bundle
+    from edge.export.build import BuildOptions, build_bundle
+
+    pytest.importorskip(target)
+    manifest = build_bundle(castings_run, tmp_path / "b", BuildOptions(target=target, precision="int8", calib_size=64,
+                                                                       guard_drop=0.05), log=lambda *_: None)
+    assert manifest["input"]["shape"] == ["N", 1, 32, 32] and manifest["input"]["layout"] == "N,C,H,W"
+    assert manifest["preprocessing"]["input"] == "image" and manifest["preprocessing"]["tile_lines"] == 32
+    assert manifest["reject_classes"] == ["class_1"] and manifest["accuracy"]["windows"] == 519
+    backend = load_backend(open_bundle(tmp_path / "b"), threads=1)
+    assert backend.infer(np.zeros((1, 1, 32, 32), np.float32)).shape == (1, 2)

@@ -26,6 +26,8 @@ from edge.train.runs import load_run
 from edge.train.vibration import run_splits
 
 TARGETS = ("openvino", "onnxruntime", "tensorrt")
+#: Class names that mean "nothing wrong": every other class rejects unless told otherwise.
+GOOD_CLASSES = ("normal", "class_0", "ok", "good")
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -67,6 +69,33 @@ def _ov_predictor(path: Path, hint: str | None):
     return compiled_predictor(ov.Core().compile_model(str(path), "CPU", config))
 
 
+def run_inputs(run, data: str | None = None) -> tuple[tuple[int, ...], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """The network's input shape and its preprocessed inputs and labels for train, val and test."""
+    cfg = run.config
+    pre = cfg["preprocessing"]
+    if pre.get("input") == "image":
+        from edge.data.preprocess import normalize
+        from edge.train.images import run_images
+
+        out = {}
+        for name in ("train", "val", "test"):
+            x, y = run_images(run, name, data)
+            out[name] = (np.ascontiguousarray(normalize(x, pre["normalization"]), dtype=np.float32), y)
+        return (cfg["model"]["in_channels"], pre["size"], pre["size"]), out
+    splits = run_splits(cfg, {"train": max(pre["window"] // 4, 1), "val": None, "test": None}, data)
+    return ((cfg["model"]["in_channels"], pre["window"]),
+            {name: (model_inputs(x, pre["normalization"]), y) for name, (x, y) in splits.items()})
+
+
+def manifest_preprocessing(pre: dict) -> dict:
+    """What the gateway must reproduce: window and hop, or image size and tile geometry."""
+    if pre.get("input") == "image":
+        return {"input": "image", "size": pre["size"], "tile_lines": pre["size"], "patch_width": pre["size"],
+                "normalization": pre["normalization"], "grey": True}
+    return {"window": pre["window"], "hop": pre["window"] // 2, "rate_hz": pre["rate_hz"],
+            "channel": pre["channel"], "normalization": pre["normalization"]}
+
+
 def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, key: str | Path | None = None,
                  log=print) -> dict:
     """Build the bundle ``out`` (a directory and ``out.tar.gz``); returns its manifest."""
@@ -75,22 +104,19 @@ def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, ke
     cfg = run.config
     pre = cfg["preprocessing"]
     classes = cfg["classes"]
-    reject = list(options.reject_classes) if options.reject_classes else [c for c in classes if c != "normal"]
+    reject = list(options.reject_classes) if options.reject_classes else [c for c in classes if c not in GOOD_CLASSES]
     unknown = sorted(set(reject) - set(classes))
     if unknown:
         raise BuildError(f"reject classes {unknown} are not classes of this run ({', '.join(classes)})")
     model = run.load_model()
-    input_shape = (cfg["model"]["in_channels"], pre["window"])
+    input_shape, splits = run_inputs(run, options.data)
 
     rng = np.random.default_rng(options.seed)
-    splits = run_splits(cfg, {"train": max(pre["window"] // 4, 1), "val": None, "test": None}, options.data)
     train_x, train_y = splits["train"]
     picks = balanced_subset(train_y, options.calib_size, rng, options.calib_balanced)
-    calib = model_inputs(train_x[picks], pre["normalization"])
-    val_x, val_y = splits["val"]
-    val = model_inputs(val_x, pre["normalization"])
-    test_x, test_y = splits["test"]
-    test = model_inputs(test_x, pre["normalization"])
+    calib = train_x[picks]
+    val, val_y = splits["val"]
+    test, test_y = splits["test"]
 
     work = Path(tempfile.mkdtemp(prefix="drsn-build-"))
     try:
@@ -185,10 +211,10 @@ def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, ke
             "task": cfg.get("task"),
             "classes": classes,
             "reject_classes": reject,
-            "input": {"name": INPUT_NAME, "shape": ["N", *input_shape], "dtype": "float32", "layout": "N,C,L"},
+            "input": {"name": INPUT_NAME, "shape": ["N", *input_shape], "dtype": "float32",
+                      "layout": "N,C,H,W" if len(input_shape) == 3 else "N,C,L"},
             "output": {"name": OUTPUT_NAME, "shape": ["N", len(classes)], "kind": "logits"},
-            "preprocessing": {"window": pre["window"], "hop": pre["window"] // 2, "rate_hz": pre["rate_hz"],
-                              "channel": pre["channel"], "normalization": pre["normalization"]},
+            "preprocessing": manifest_preprocessing(pre),
             "precision": options.precision,
             "backend": backend,
             "tensorrt": tensorrt,
