@@ -202,15 +202,27 @@ def test_line_assembler_cuts_overlapping_tiles_per_lane_with_their_encoder_span(
     from edge.runtime.assembler import LineAssembler
 
     assembler = LineAssembler(tile_lines=8, overlap=2, lanes=2)
-    units = []
+    tiles = []
     for enc in range(100, 120):
-        units += assembler.push(np.full(16, enc, np.uint16), enc, enc * 800, float(enc))
+        tiles += assembler.push(np.full(16, enc, np.uint16), enc, enc * 800, float(enc))
+    assert [(t.start, t.end, t.lanes) for t in tiles[:2]] == [(100, 107, 2), (106, 113, 2)]
+    units = [u for t in tiles for u in t.lane_units()]
     spans = [(u.start, u.end, u.lane) for u in units]
     assert spans[:4] == [(100, 107, 0), (100, 107, 1), (106, 113, 0), (106, 113, 1)]
     assert all(u.data.shape == (8, 8) and u.data[0, 0] == u.start for u in units)
     assert units[2].arrived == 113.0  # the time its last line arrived
     assembler.push(np.zeros(16, np.uint16), 200, 0, 0.0)  # a jump in the encoder: counted, not bridged
     assert assembler.stats.gaps == 1
+
+
+def test_line_assembler_cuts_model_sized_patches_across_the_detector():
+    from edge.runtime.assembler import LineAssembler
+
+    assembler = LineAssembler(tile_lines=4, patch_width=3)
+    row = np.arange(11, dtype=np.uint8)          # 11 px: three whole patches of 3, 2 px left over
+    tiles = [t for enc in range(4) for t in assembler.push(row, enc, enc, 0.0)]
+    assert len(tiles) == 1 and tiles[0].lanes == 3 and tiles[0].data.shape == (3, 4, 3)
+    assert tiles[0].data[2, 0].tolist() == [6, 7, 8] and assembler.uninspected_pixels == 2
 
 
 def test_vibration_assembler_windows_by_sample_index_and_resets_on_a_gap():

@@ -51,9 +51,10 @@ class Backend(ABC):
     def version(self) -> str:
         ...
 
-    def warm_up(self, runs: int = 20) -> None:
-        """First inferences are slow on every backend (allocation, kernel choice): pay that before data."""
-        x = np.zeros((1, *self.input_shape), dtype=np.float32)
+    def warm_up(self, runs: int = 20, batch: int = 1) -> None:
+        """First inferences are slow on every backend (allocation, kernel choice): pay that before data,
+        at the batch size the data will come in."""
+        x = np.zeros((batch, *self.input_shape), dtype=np.float32)
         for _ in range(runs):
             self.infer(x)
 

@@ -17,12 +17,21 @@ import numpy as np
 class Unit:
     """One window or tile, ready to preprocess."""
 
-    data: np.ndarray          # vibration: (channels, window) float32 in physical units; line-scan: (lines, pixels)
+    data: np.ndarray          # vibration: (channels, window) float32 in physical units;
+                              # line-scan: (lanes, lines, patch width), one patch per lane
     start: int                # first sample index or first encoder count
     end: int                  # last sample index or last encoder count (inclusive)
     device_time_us: int       # device time of the last sample or line
     arrived: float            # time.monotonic() when the last sample or line arrived
-    lane: int = 0             # line-scan lane (which actuator); 0 for vibration
+    lane: int = 0             # line-scan lane (which actuator) of a single patch; 0 for vibration
+    lanes: int = 1            # line-scan: patches side by side in ``data``, decided as one batch
+
+    def lane_units(self) -> list["Unit"]:
+        """One unit per patch of a line-scan tile (the unit itself for a vibration window)."""
+        if self.lanes == 1:
+            return [self]
+        return [Unit(self.data[k], self.start, self.end, self.device_time_us, self.arrived, k) for k in
+                range(self.lanes)]
 
 
 @dataclass
@@ -81,12 +90,21 @@ class VibrationAssembler:
 
 
 class LineAssembler:
-    """Tiles of ``tile_lines`` lines every ``tile_lines - overlap`` lines, cut into ``lanes`` across the belt."""
+    """Tiles of ``tile_lines`` lines every ``tile_lines - overlap`` lines, cut into patches across the belt.
 
-    def __init__(self, tile_lines: int, overlap: int = 0, lanes: int = 1):
+    Patches are ``patch_width`` pixels wide (the model's input), as many as fit the
+    detector (``lanes``, when not given); pixels beyond the last whole patch are not
+    inspected and are counted.  A tile's patches travel as one unit and are decided as
+    one batch.
+    """
+
+    def __init__(self, tile_lines: int, overlap: int = 0, lanes: int | None = None, patch_width: int | None = None):
         if not 0 <= overlap < tile_lines:
             raise ValueError("overlap must be in [0, tile_lines)")
-        self.tile_lines, self.step, self.lanes = tile_lines, tile_lines - overlap, lanes
+        if lanes is None and patch_width is None:
+            raise ValueError("give the number of lanes or the patch width")
+        self.tile_lines, self.step, self.lanes, self.patch_width = tile_lines, tile_lines - overlap, lanes, patch_width
+        self.uninspected_pixels = 0
         self.stats = AssemblerStats()
         self._lines: list[np.ndarray] = []
         self._first: int | None = None      # encoder count of _lines[0]
@@ -104,10 +122,11 @@ class LineAssembler:
         while self._next_start + self.tile_lines <= self._first + len(self._lines):
             a = self._next_start - self._first
             tile = np.stack(self._lines[a:a + self.tile_lines]).astype(np.float32)
-            width = tile.shape[1] // self.lanes
-            for lane in range(self.lanes):
-                units.append(Unit(tile[:, lane * width:(lane + 1) * width], self._next_start,
-                                  self._next_start + self.tile_lines - 1, timestamp_us, arrived, lane))
+            lanes, width = self.geometry(tile.shape[1])
+            self.uninspected_pixels = tile.shape[1] - lanes * width
+            patches = tile[:, :lanes * width].reshape(self.tile_lines, lanes, width).transpose(1, 0, 2)
+            units.append(Unit(np.ascontiguousarray(patches), self._next_start, self._next_start + self.tile_lines - 1,
+                              timestamp_us, arrived, 0, lanes))
             self._next_start += self.step
         drop = self._next_start - self._first
         if drop > 0:
@@ -115,3 +134,12 @@ class LineAssembler:
             self._first += drop
         self.stats.units += len(units)
         return units
+
+    def geometry(self, pixels: int) -> tuple[int, int]:
+        """(lanes, patch width) for a detector line of ``pixels``."""
+        if self.patch_width:
+            lanes = self.lanes or pixels // self.patch_width
+            if lanes < 1 or lanes * self.patch_width > pixels:
+                raise ValueError(f"a line of {pixels} px cannot hold {lanes} patches of {self.patch_width} px")
+            return lanes, self.patch_width
+        return self.lanes, pixels // self.lanes

@@ -49,7 +49,8 @@ class RuntimeSettings:
     hop: int | None = None                  # vibration hop; default: the manifest's
     tile_lines: int | None = None           # line-scan tile height; default: the model's input
     tile_overlap: int = 0
-    lanes: int = 1
+    lanes: int | None = None                # line-scan patches per tile; default: as many as fit the detector
+    pixels: int = 640                       # expected detector width (warm-up only; the stream decides)
     distance: int = 0                       # encoder counts from scanner to actuator
     max_consecutive: int = 0                # reject lockout; 0: off
     queue_size: int = 64
@@ -110,7 +111,9 @@ class Runtime:
         if self.kind == "vibration":
             self.assembler = VibrationAssembler(pre["window"], s.hop or pre["hop"], s.channel_index, pre["rate_hz"])
         else:
-            self.assembler = LineAssembler(s.tile_lines or pre["tile_lines"], s.tile_overlap, s.lanes)
+            width = pre.get("patch_width")
+            self.assembler = LineAssembler(s.tile_lines or pre["tile_lines"], s.tile_overlap,
+                                           s.lanes or (None if width else 1), width)
         self.scheduler = RejectScheduler(self.kind, s.distance, s.max_consecutive)
         self.backend = load_backend(self.bundle, threads=s.threads)
         self.metrics = RuntimeMetrics({"family": m["model"]["family"], "precision": m["precision"],
@@ -194,8 +197,8 @@ class Runtime:
                     oldest = self._queue.get_nowait()
                 except queue.Empty:
                     continue
-                self.counts["overload_fail_safe"] += 1
-                self._finish(oldest, self.policy.fail_safe("overload"))
+                self.counts["overload_fail_safe"] += oldest.lanes
+                self._finish_tile(oldest, [self.policy.fail_safe("overload")] * oldest.lanes)
 
     def _control(self, msg) -> None:
         if isinstance(msg, Hello) and not msg.request:
@@ -214,8 +217,24 @@ class Runtime:
 
     # -- decider ----------------------------------------------------------------------------
     def _prepare(self, unit: Unit) -> np.ndarray:
+        """The unit as the network's input: one window (1, C, L), or a tile's patches (lanes, 1, H, W)."""
         x = normalize(unit.data, self.normalization)
-        return np.ascontiguousarray(x[None], dtype=np.float32)
+        return np.ascontiguousarray(x[:, None] if self.kind == "linescan" else x[None], dtype=np.float32)
+
+    def _batch_size(self) -> int:
+        """Inputs per inference: 1 window, or the patches of one tile (expected from the detector width)."""
+        if self.kind == "vibration":
+            return 1
+        width = self.manifest["preprocessing"].get("patch_width")
+        return self.settings.lanes or (max(1, self.settings.pixels // width) if width else 1)
+
+    def _idle_input(self) -> np.ndarray:
+        return np.zeros((self._batch_size(), *self.backend.input_shape), np.float32)
+
+    def _finish_tile(self, unit: Unit, verdicts: list[Verdict]) -> None:
+        """One decision per patch of a tile (or the one decision of a window)."""
+        for part, verdict in zip(unit.lane_units(), verdicts):
+            self._finish(part, verdict)
 
     def _decide_loop(self) -> None:
         last_beat = time.monotonic()
@@ -223,7 +242,7 @@ class Runtime:
             try:
                 unit = self._queue.get(timeout=self.settings.keepalive_s)
             except queue.Empty:
-                self._timed_infer(np.zeros((1, *self.backend.input_shape), np.float32))
+                self._timed_infer(self._idle_input())
                 self.counts["keepalives"] += 1
                 continue
             self.metrics.queue_depth.set(self._queue.qsize())
@@ -232,13 +251,13 @@ class Runtime:
                 last_beat = time.monotonic()
             age = time.monotonic() - unit.arrived
             if age + self._infer_times.expected() > self.budget_s:
-                self.counts["deadline_fail_safe"] += 1
-                self._finish(unit, self.policy.fail_safe("deadline"))
+                self.counts["deadline_fail_safe"] += unit.lanes
+                self._finish_tile(unit, [self.policy.fail_safe("deadline")] * unit.lanes)
                 continue
             t0 = time.perf_counter()
             x = self._prepare(unit)
             self.metrics.stage.labels("preprocess").observe((time.perf_counter() - t0) * 1e3)
-            self._finish(unit, self.policy.decide(self._timed_infer(x))[0])
+            self._finish_tile(unit, self.policy.decide(self._timed_infer(x)))
 
     def _timed_infer(self, x: np.ndarray) -> np.ndarray:
         t0 = time.perf_counter()
@@ -291,9 +310,9 @@ class Runtime:
         """
         if self._started:
             return
-        self.backend.warm_up(self.settings.warmup)
+        self.backend.warm_up(self.settings.warmup, batch=self._batch_size())
         for _ in range(16):  # seed the inference-time estimate
-            self._timed_infer(np.zeros((1, *self.backend.input_shape), np.float32))
+            self._timed_infer(self._idle_input())
         gc.collect()
         gc.freeze()  # what start-up allocated is never scanned again: shorter collector pauses
         self._send(Hello(request=True))
