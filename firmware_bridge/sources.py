@@ -111,7 +111,7 @@ class BeltSource(StreamSource):
 
 
 def _image_files(root: Path, source: str, subset: str, split: str) -> list[tuple[Path, str]]:
-    if source == "gdxray":
+    if source in ("xray", "gdxray"):
         folder = root / subset / split
         files = [(p, p.parent.name) for p in sorted(folder.glob("class_*/*")) if p.suffix.lower() in (".jpg", ".png")]
     else:

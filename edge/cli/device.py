@@ -14,7 +14,7 @@ from edge.errors import DrsnEdgeError
 EPILOG_SIMULATE = """\
 examples:
   drsn-edge simulate --source cwru --data ../shared/data/cwru --link pty
-  drsn-edge simulate --source gdxray --data ../shared/data/xray --link tcp --rate x10 --corrupt 0.001
+  drsn-edge simulate --source xray --data ../shared/data/xray --link tcp --rate x10 --corrupt 0.001
   drsn-edge simulate --source cwru --link pty --link-path /tmp/sensor --disconnect-every 5 --loop
 
 It prints the port to open (a pty such as /dev/pts/7, or socket://127.0.0.1:PORT),
@@ -30,7 +30,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="a sensor device on a real pty or TCP port, streaming real data",
                        description="Device simulator: streams real data over the drsn-edge wire protocol.",
                        epilog=EPILOG_SIMULATE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", required=True, choices=["cwru", "gdxray", "neu"], help="what the device streams")
+    p.add_argument("--source", required=True, choices=["cwru", "xray", "gdxray", "neu"],
+                   help="what the device streams: cwru vibration, xray (alias gdxray) patches on a belt, neu images")
     p.add_argument("--data", type=Path, default=None,
                    help="data folder (default: cwru/, xray/ or neu/ under $DRSN_EDGE_DATA or ../shared/data)")
     p.add_argument("--link", default="pty", choices=["pty", "tcp"], help="pty pair (default) or TCP loopback")
@@ -51,8 +52,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--loads", default="0", help="cwru: motor loads streamed, in order (default 0)")
     p.add_argument("--held-out", type=Path, default=None, metavar="RUN",
                    help="cwru: stream only the held-out test segments of this training run's records")
-    p.add_argument("--subset", default="castings", choices=["castings", "fishbones"], help="gdxray set")
-    p.add_argument("--split", default="test", choices=["train", "test"], help="gdxray split (default test)")
+    p.add_argument("--subset", default="castings", choices=["castings", "fishbones"], help="xray set (default castings)")
+    p.add_argument("--split", default="test", choices=["train", "test"], help="xray split (default test)")
     p.add_argument("--lanes", type=positive_int, default=None, help="images: patches across the belt")
     p.add_argument("--bands", type=positive_int, default=20, help="images: rows of patches along the belt")
     p.add_argument("--bit-depth", type=int, default=8, choices=[8, 12, 16], help="images: line bit depth")
@@ -66,7 +67,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from firmware_bridge.simulator import DeviceSimulator, Faults
     from firmware_bridge.sources import belt_source, cwru_source, held_out_spans
 
-    folder = {"cwru": "cwru", "gdxray": "xray", "neu": "neu"}[args.source]
+    folder = {"cwru": "cwru", "xray": "xray", "gdxray": "xray", "neu": "neu"}[args.source]
     data = args.data or default_data_root() / folder
     if not data.is_dir():
         raise DrsnEdgeError(f"data folder {data} does not exist; pass --data")
