@@ -71,3 +71,12 @@ def test_asfp_rises_to_its_target_and_soft_pruning_zeroes_filters():
     zeroed = soft_prune(model, 0.3)
     assert zeroed > 0
     assert sum(int((b.conv1.weight.abs().sum(dim=(1, 2, 3)) == 0).sum()) for b in model.blocks) > 0
+
+
+def test_rkd_losses_vanish_for_the_teachers_own_embedding_up_to_scale():
+    from edge.train.compression import rkd_angle, rkd_distance
+
+    torch.manual_seed(0)
+    t = torch.randn(12, 16)
+    assert rkd_distance(3.0 * t, t) < 1e-6 and rkd_angle(3.0 * t, t) < 1e-6       # relations, not coordinates
+    assert rkd_distance(torch.randn(12, 16), t) > 1e-3 and rkd_angle(torch.randn(12, 8), t) > 1e-3

@@ -170,9 +170,12 @@ def train_images(task: str, data: str | Path, out: str | Path, model_name: str =
 
 def fit_images(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
                settings: ImageTrainSettings, rng: np.random.Generator, num_classes: int,
-               progress: bool = True, extra_loss=None) -> dict:
-    """Train in place, keep the best validation epoch (balanced accuracy); ``extra_loss(x, logits)``
-    adds a term (distillation) to the cross-entropy."""
+               progress: bool = True, extra_loss=None, on_epoch_end=None) -> dict:
+    """Train in place, keep the best validation epoch (balanced accuracy).
+
+    ``extra_loss(x, logits)`` adds a term (distillation) to the cross-entropy;
+    ``on_epoch_end(epoch)`` runs after each epoch's steps, before validation (soft pruning).
+    """
     steps = max(1, int(np.ceil(train_x.shape[0] / settings.batch_size)))
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr,
@@ -202,6 +205,8 @@ def fit_images(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x
             schedule.step()
             losses.append(loss.item())
             bar.update(1)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch)
         pred = predict_images(model, val_x)
         recall = np.array([np.mean(pred[val_y == c] == c) if np.any(val_y == c) else 1.0 for c in range(num_classes)])
         score = balanced_accuracy(val_y, pred)
