@@ -36,7 +36,8 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--unbalanced-calib", action="store_true", help="draw calibration windows without class balance")
     p.add_argument("--max-drop", type=float, default=None, metavar="PT",
                    help="largest accuracy drop allowed, in points (0.5 = 0.5 pt): layers return to float until met")
-    p.add_argument("--budget-ms", type=float, default=5.0, help="default latency budget in the manifest (5)")
+    p.add_argument("--budget-ms", type=float, default=None,
+                   help="latency budget written into the manifest (default 5 ms a vibration window, 20 ms an image tile)")
     p.add_argument("--reject-classes", default=None, help="comma-separated classes that trigger a reject "
                                                           "(default: every class but normal)")
     p.add_argument("--data", type=Path, default=None, help="the run's data folder, if it moved")

@@ -44,7 +44,7 @@ class BuildOptions:
     calib_balanced: bool = True
     max_drop: float | None = None         # fraction (0.005 = 0.5 pt); None: plain post-training quantization
     guard_drop: float = 0.01              # refuse a bundle this much less accurate than fp32 (when no max_drop)
-    budget_ms: float = 5.0                # default latency budget written into the manifest
+    budget_ms: float | None = None        # latency budget in the manifest; default 5 ms a window, 20 ms a tile
     reject_classes: tuple[str, ...] | None = None   # default: every class but "normal"
     seed: int = 0
     data: str | None = None
@@ -223,7 +223,8 @@ def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, ke
                             "split": "train", "sha256": dataset_hash(calib), "seed": options.seed},
             "accuracy": {"split": "test", "windows": int(test.shape[0]), "fp32": fp32_test,
                          options.precision: deployed_test, "parity": parity.to_dict()},
-            "runtime": {"budget_ms": options.budget_ms, "on_miss": "reject", "threshold": None},
+            "runtime": {"budget_ms": options.budget_ms or (20.0 if pre.get("input") == "image" else 5.0),
+                        "on_miss": "reject", "threshold": None},
         }
         out = write_bundle(out, files, manifest, private_key=key)
         log(f"wrote {out}/ and {out.name}.tar.gz in {time.monotonic() - started:.0f} s"
