@@ -1,0 +1,118 @@
+"""Smaller image models: the pruning table (L1 rounds, ASFP rates) and distillation against training alone.
+
+Pruning (X-ray castings by default): the baseline ResNet-18 run, three rounds of L1
+filter pruning at 30 % with fine-tuning between them, and ASFP at 0.1 / 0.2 / 0.3.
+Each row: test accuracy, parameters, MFLOPs, OpenVINO INT8 latency of one tile's
+batch (the patches across a 640 px detector).  Distillation (NEU by default): a SARSN
+teacher, a small ResNet-18 student distilled from it (RKD distance + angle), and the
+same student trained alone with the same data, seed and epochs.
+Writes benchmarks/results/images_pruning.json and images_distillation.json.
+
+    python benchmarks/images_compression.py --baseline runs/images/xray-castings-resnet18-w32-s0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _row(run: Path, label: str, work: Path, threads: int) -> dict:
+    import numpy as np
+
+    from calibration.latency import time_interleaved
+    from edge.backends import load_backend
+    from edge.bundle import open_bundle
+    from edge.export.build import BuildOptions, build_bundle
+    from edge.models.complexity import mflops, parameter_count
+    from edge.train.images import evaluate_images
+    from edge.train.runs import load_run
+
+    model = load_run(run).load_model()
+    size = model.config.input_size
+    result = evaluate_images(run, threads=threads)
+    bundle = work / "bundles" / f"{run.name}-openvino-int8"
+    manifest = build_bundle(run, bundle, BuildOptions(target="openvino", precision="int8", guard_drop=1.0),
+                            log=lambda *_: None)
+    backend = load_backend(open_bundle(bundle), threads=threads)
+    lanes = max(1, 640 // size)
+    tile = np.random.default_rng(0).random((64, 1, size, size)).astype(np.float32)
+    lat = time_interleaved({"t": backend.infer}, tile, rounds=5, per_round=40, batch=lanes)["t"]
+    return {"label": label, "run": str(run), "test_images": result["images"], "accuracy": result["accuracy"],
+            "balanced_accuracy": result["balanced_accuracy"], "accuracy_openvino_int8": manifest["accuracy"]["int8"],
+            "parameters": parameter_count(model), "mflops": mflops(model, (1, size, size)),
+            "openvino_int8_tile": {"lanes": lanes, **lat}}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--baseline", type=Path, required=True, help="trained image run to prune")
+    parser.add_argument("--finetune-epochs", type=int, default=10)
+    parser.add_argument("--teacher-task", default="neu")
+    parser.add_argument("--teacher-width", type=int, default=32)
+    parser.add_argument("--student-width", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--skip-distillation", action="store_true")
+    parser.add_argument("--data", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--work", type=Path, default=Path("runs/images"))
+    args = parser.parse_args()
+
+    from edge.data.catalog import default_data_root
+    from edge.train.compression import distill_run, prune_run
+    from edge.train.images import ImageTrainSettings, evaluate_images, train_images
+
+    rows = [_row(args.baseline, "baseline", args.work, args.threads)]
+    l1 = args.work / f"{args.baseline.name}-l1x3"
+    prune_run(args.baseline, l1, "l1", 3, 0.3, args.finetune_epochs, threads=args.threads, quiet=True)
+    history = json.loads((l1 / "metrics.json").read_text())["pruning"]
+    rows.append(_row(l1, "L1 3 x 30 %", args.work, args.threads) | {"rounds": history})
+    for rate in (0.1, 0.2, 0.3):
+        out = args.work / f"{args.baseline.name}-asfp{int(rate * 100)}"
+        prune_run(args.baseline, out, "asfp", 1, rate, args.finetune_epochs, threads=args.threads, quiet=True)
+        rows.append(_row(out, f"ASFP {rate:g}", args.work, args.threads))
+    base = rows[0]
+    for r in rows:
+        r["flops_vs_baseline"] = r["mflops"] / base["mflops"]
+        r["accuracy_drop_pt"] = 100 * (base["accuracy"] - r["accuracy"])
+    (HERE / "results" / "images_pruning.json").write_text(json.dumps(
+        {"benchmark": "images_pruning", "date": time.strftime("%Y-%m-%d"), "baseline": str(args.baseline),
+         "finetune_epochs": args.finetune_epochs, "rows": rows}, indent=2) + "\n")
+    print(f"{'model':<14}{'accuracy':>10}{'int8':>8}{'params':>11}{'MFLOPs':>9}{'FLOPs':>7}{'tile p99':>10}")
+    for r in rows:
+        print(f"{r['label']:<14}{100 * r['accuracy']:>9.2f}%{100 * r['accuracy_openvino_int8']:>7.2f}%"
+              f"{r['parameters']:>11,}{r['mflops']:>9.1f}{100 * r['flops_vs_baseline']:>6.0f}%"
+              f"{r['openvino_int8_tile']['p99_ms']:>8.2f}ms")
+
+    if not args.skip_distillation:
+        data = args.data or default_data_root()
+        task = args.teacher_task
+        teacher = args.work / f"{task}-sarsn-w{args.teacher_width}"
+        settings = ImageTrainSettings(epochs=args.epochs)
+        train_images(task, data, teacher, "sarsn", settings=settings, width=args.teacher_width, threads=args.threads,
+                     quiet=True)
+        alone = args.work / f"{task}-resnet18-w{args.student_width}-alone"
+        train_images(task, data, alone, "resnet18", settings=settings, width=args.student_width,
+                     threads=args.threads, quiet=True)
+        student = args.work / f"{task}-resnet18-w{args.student_width}-rkd"
+        distill_run(teacher, student, "resnet18", width=args.student_width, epochs=args.epochs, threads=args.threads,
+                    quiet=True)
+        drows = []
+        for label, run in (("teacher SARSN", teacher), ("student alone", alone), ("student distilled", student)):
+            r = evaluate_images(run, threads=args.threads)
+            drows.append({"label": label, "run": str(run), "accuracy": r["accuracy"], "test_images": r["images"],
+                          "parameters": json.loads((run / "metrics.json").read_text())["parameters"]})
+            print(f"{label:<20}{100 * r['accuracy']:>8.2f}%  ({drows[-1]['parameters']:,} parameters)")
+        (HERE / "results" / "images_distillation.json").write_text(json.dumps(
+            {"benchmark": "images_distillation", "date": time.strftime("%Y-%m-%d"), "task": task,
+             "epochs": args.epochs, "seed": 0, "rows": drows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
