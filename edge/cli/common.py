@@ -36,3 +36,10 @@ def stream_rate(value: str) -> float | None:
     if factor <= 0:
         raise argparse.ArgumentTypeError("the speed factor must be positive")
     return factor
+
+
+def add_training_options(p, seed_help: str = "seed for weights, sampling and noise (default 0)") -> None:
+    """--seed, --threads and --quiet, as every training-like subcommand takes them."""
+    p.add_argument("--seed", type=int, default=0, help=seed_help)
+    p.add_argument("--threads", type=thread_count, default=None, help="CPU threads for torch (default: all)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or messages")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edge.cli.common import positive_int, thread_count
+from edge.cli.common import add_training_options, positive_int
 
 EPILOG_PRUNE = """\
 examples:
@@ -41,9 +41,7 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rate", type=float, default=0.3, help="share of filters removed per round (default 0.3)")
     p.add_argument("--epochs", type=positive_int, default=10, help="fine-tuning epochs per round (default 10)")
     p.add_argument("--data", type=Path, default=None, help="the run's image folder, if it moved")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=thread_count, default=None, help="CPU threads for torch (default: all)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or messages")
+    add_training_options(p)
     p.set_defaults(func=_cmd_prune)
 
 
@@ -70,9 +68,7 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--angle-weight", type=float, default=50.0, help="RKD angle loss weight (default 50)")
     p.add_argument("--out", type=Path, required=True, help="run directory to write")
     p.add_argument("--data", type=Path, default=None, help="the teacher's image folder, if it moved")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=thread_count, default=None, help="CPU threads for torch (default: all)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or messages")
+    add_training_options(p)
     p.set_defaults(func=_cmd_distill)
 
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from edge.cli.common import positive_int, thread_count
+from edge.cli.common import add_training_options, positive_int, thread_count
 from edge.errors import DataError, DrsnEdgeError
 
 
@@ -106,9 +106,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "recall, for imbalanced sets; default none)")
     p.add_argument("--init-state", type=Path, default=None,
                    help="images: a state dict (.pt, tensors only) to start from instead of random weights")
-    p.add_argument("--seed", type=int, default=0, help="seed for weights, sampling and noise (default 0)")
-    p.add_argument("--threads", type=thread_count, default=None, help="CPU threads for torch (default: all)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or messages")
+    add_training_options(p)
     p.set_defaults(func=_cmd_train)
 
 

@@ -17,8 +17,22 @@ from torch import nn
 from edge.models.shrinkage import SHRINKAGE_KINDS, make_shrinkage
 
 
+class JsonConfig:
+    """``to_dict`` / ``from_dict`` for a config dataclass stored in a run's config.json."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"{cls.__name__} has no fields {sorted(unknown)}")
+        return cls(**data)
+
+
 @dataclass
-class ModelConfig:
+class ModelConfig(JsonConfig):
     """Everything needed to rebuild a model; stored in every run as JSON."""
 
     name: str = "drsn1d-cw"
@@ -33,16 +47,6 @@ class ModelConfig:
     stem_stride: int = 8
     extra: dict = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "ModelConfig":
-        known = set(cls.__dataclass_fields__)
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"model config has unknown fields {sorted(unknown)}")
-        return cls(**data)
 
 
 class ResidualUnit1d(nn.Module):

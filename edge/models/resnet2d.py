@@ -9,18 +9,19 @@ CIFAR-sized inputs); larger images get the ImageNet stem (7x7 stride 2 + max-poo
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from edge.models.resnet1d import JsonConfig
 from edge.models.shrinkage import SHRINKAGE_KINDS, make_shrinkage
 
 INPUT_SIZES = (32, 64, 100, 200)
 
 
 @dataclass
-class ImageModelConfig:
+class ImageModelConfig(JsonConfig):
     """Everything needed to rebuild an image model; stored in every image run as JSON."""
 
     name: str = "resnet18"
@@ -48,15 +49,6 @@ class ImageModelConfig:
             return list(self.inner_widths)
         return [w for w, n in zip(self.stage_widths, self.blocks) for _ in range(n)]
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "ImageModelConfig":
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"image model config has unknown fields {sorted(unknown)}")
-        return cls(**data)
 
 
 class BasicBlock2d(nn.Module):

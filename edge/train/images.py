@@ -8,7 +8,6 @@ once, by ``evaluate``.
 
 from __future__ import annotations
 
-import copy
 import os
 import platform
 import time
@@ -25,6 +24,7 @@ from edge.data.images import IMAGE_TASKS, ImageSet, ImageSplit, load_image_set, 
 from edge.data.preprocess import normalize
 from edge.errors import DataError
 from edge.models import IMAGE_MODELS, build_model, model_config
+from edge.train.loop import BestEpoch, one_cycle, step
 from edge.train.metrics import classification_report
 from edge.train.runs import load_run, save_run
 from edge.train.trainer import seed_everything
@@ -177,11 +177,9 @@ def fit_images(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x
     ``on_epoch_end(epoch)`` runs after each epoch's steps, before validation (soft pruning).
     """
     steps = max(1, int(np.ceil(train_x.shape[0] / settings.batch_size)))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr,
-                                                   total_steps=settings.epochs * steps, pct_start=0.15)
+    optimizer, schedule = one_cycle(model, settings.lr, settings.weight_decay, settings.epochs * steps)
     recall = None
-    history, best = [], {"score": -1.0, "epoch": -1, "state": None}
+    history, best = [], BestEpoch()
     started = time.monotonic()
     bar = tqdm(total=settings.epochs * steps, desc="train", unit="step", disable=not progress, leave=False)
     for epoch in range(1, settings.epochs + 1):
@@ -199,11 +197,7 @@ def fit_images(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x
             loss = loss_fn(logits, torch.from_numpy(train_y[idx]))
             if extra_loss is not None:
                 loss = loss + extra_loss(xb, logits)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            losses.append(loss.item())
+            losses.append(step(optimizer, schedule, loss))
             bar.update(1)
         if on_epoch_end is not None:
             on_epoch_end(epoch)
@@ -214,12 +208,10 @@ def fit_images(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x
                         "val_accuracy": float(np.mean(pred == val_y)), "val_balanced_accuracy": score,
                         "elapsed_s": round(time.monotonic() - started, 1)})
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val=f"{score:.4f}")
-        if score > best["score"]:
-            best = {"score": score, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
+        best.offer(model, epoch, score)
     bar.close()
-    model.load_state_dict(best["state"])
-    model.eval()
-    return {"history": history, "best_epoch": best["epoch"], "best_val_score": best["score"],
+    best.restore(model)
+    return {"history": history, "best_epoch": best.epoch, "best_val_score": best.score,
             "train_seconds": round(time.monotonic() - started, 1)}
 
 

@@ -6,7 +6,6 @@ seen here.
 
 from __future__ import annotations
 
-import copy
 import time
 
 import numpy as np
@@ -18,6 +17,7 @@ from edge.data.noise import add_noise
 from edge.data.preprocess import normalize
 from edge.data.splits import RandomWindowSampler
 from edge.train.evaluate import accuracy_under_noise
+from edge.train.loop import BestEpoch, one_cycle, step
 from edge.train.settings import TrainSettings
 
 
@@ -46,13 +46,11 @@ def augment(batch: np.ndarray, settings: TrainSettings, rng: np.random.Generator
 def fit(model: nn.Module, sampler: RandomWindowSampler, val_x: np.ndarray, val_y: np.ndarray,
         settings: TrainSettings, rng: np.random.Generator, progress: bool = True) -> dict:
     """Train ``model`` in place, leave it at its best validation epoch, return the history."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     total = settings.epochs * settings.steps_per_epoch
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr, total_steps=total,
-                                                   pct_start=0.15)
+    optimizer, schedule = one_cycle(model, settings.lr, settings.weight_decay, total)
     loss_fn = nn.CrossEntropyLoss()
     history: list[dict] = []
-    best = {"score": -1.0, "epoch": -1, "state": None}
+    best = BestEpoch()
     started = time.monotonic()
     bar = tqdm(total=total, desc="train", unit="step", disable=not progress, leave=False)
     for epoch in range(1, settings.epochs + 1):
@@ -62,12 +60,7 @@ def fit(model: nn.Module, sampler: RandomWindowSampler, val_x: np.ndarray, val_y
             x, y = sampler.draw(settings.batch_size)
             x = normalize(augment(x, settings, rng), settings.normalization)
             logits = model(torch.from_numpy(x).unsqueeze(1))
-            loss = loss_fn(logits, torch.from_numpy(y))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            losses.append(loss.item())
+            losses.append(step(optimizer, schedule, loss_fn(logits, torch.from_numpy(y))))
             bar.update(1)
         val = accuracy_under_noise(model, val_x, val_y, settings.val_snrs, settings.normalization,
                                    seed=settings.seed, kind=settings.noise_kind)
@@ -75,10 +68,8 @@ def fit(model: nn.Module, sampler: RandomWindowSampler, val_x: np.ndarray, val_y
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_accuracy": val,
                         "val_score": score, "elapsed_s": round(time.monotonic() - started, 1)})
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", val=f"{score:.4f}")
-        if score > best["score"]:
-            best = {"score": score, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
+        best.offer(model, epoch, score)
     bar.close()
-    model.load_state_dict(best["state"])
-    model.eval()
-    return {"history": history, "best_epoch": best["epoch"], "best_val_score": best["score"],
+    best.restore(model)
+    return {"history": history, "best_epoch": best.epoch, "best_val_score": best.score,
             "train_seconds": round(time.monotonic() - started, 1)}
