@@ -36,6 +36,15 @@ def _ints(text: str) -> list[int]:
     return values
 
 
+def _rates(text: str) -> list[float]:
+    from calibration.candidates import CalibrationError
+
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise CalibrationError(f"--prune-rates expects comma-separated fractions, got {text!r}") from None
+
+
 def _words(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
@@ -53,6 +62,9 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precisions", type=_words, default=["fp32", "int8"], help="fp32,fp16,int8 (default fp32,int8)")
     p.add_argument("--threads", type=_ints, default=[1], help="inference threads, e.g. 1,2 (default 1)")
     p.add_argument("--batch", type=_ints, default=[1], help="batch sizes, e.g. 1,8 (default 1)")
+    p.add_argument("--prune-rates", default="0", help="image runs: also L1-pruned copies at these rates, "
+                                                         "e.g. 0,0.3,0.5 (default 0: as trained)")
+    p.add_argument("--prune-epochs", type=int, default=5, help="fine-tuning epochs after pruning (default 5)")
     p.add_argument("--calib-sizes", type=_ints, default=[256], help="INT8 calibration windows, e.g. 64,256,1024")
     p.add_argument("--calib-methods", type=_words, default=["minmax"],
                    help="Q/DQ calibration: minmax,percentile,entropy (default minmax; OpenVINO uses NNCF's own)")
@@ -106,6 +118,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         settings = SweepSettings(runs=[str(r) for r in args.runs], backends=args.backends,
                                  precisions=args.precisions, threads=args.threads, batches=args.batch,
                                  calib_sizes=args.calib_sizes, calib_methods=args.calib_methods,
+                                 prune_rates=_rates(args.prune_rates), prune_epochs=args.prune_epochs,
                                  snrs=parse_snr_list(args.snr), noise_kind=noise_kind(args),
                                  data=str(args.data) if args.data else None, jobs=args.jobs, rounds=args.rounds,
                                  per_round=args.per_round, reference_eager=not args.no_eager,

@@ -6,6 +6,7 @@ streams real CWRU recordings into a pty at real rate.  Gateway side: never impor
 
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 from pathlib import Path
@@ -32,16 +33,33 @@ def measure_bundle(bundle: str | Path, seconds: float = 60.0, port: str | None =
                 return runtime.run(seconds)
             finally:
                 runtime.close()
-        from edge.data.catalog import default_cwru_dir
+        from edge.bundle import open_bundle
         from edge.runtime.simulated import run_with_simulator
-        from firmware_bridge.sources import cwru_source, held_out_spans
 
-        data = Path(data) if data else default_cwru_dir()
-        if not data.is_dir():
-            raise DrsnEdgeError(f"no device given (--port) and no CWRU data at {data} for the simulator (--data)")
-        spans = held_out_spans(Path(run_dir) / "split.json") if run_dir else None
-        source = cwru_source(data, loads=(0,), spans=spans)
+        image = open_bundle(str(bundle)).manifest["preprocessing"].get("input") == "image"
+        source = _simulator_source(image, Path(data) if data else None, run_dir)
         return run_with_simulator(str(bundle), settings, source, seconds, rate).summary
+
+
+def _simulator_source(image: bool, data: Path | None, run_dir: str | Path | None):
+    """Real recordings for the simulator: X-ray castings test patches on a belt for an image bundle,
+    CWRU (the run's held-out segments when the run is known) for a vibration bundle."""
+    from edge.data.catalog import default_data_root
+    from firmware_bridge.sources import belt_source, cwru_source, held_out_spans
+
+    root = data or default_data_root()
+    if image:
+        folder = next((f for f in (root, root / "xray", root.parent) if (f / "castings").is_dir()), None)
+        if folder is None:
+            raise DrsnEdgeError(f"no device given (--port) and no X-ray patches under {root} for the simulator (--data)")
+        return belt_source(folder, "xray", "castings", "test", bands=200)
+    folder = root if any(root.glob("*.mat")) else root / "cwru"
+    if not folder.is_dir():
+        raise DrsnEdgeError(f"no device given (--port) and no CWRU data at {folder} for the simulator (--data)")
+    spans = None
+    if run_dir and json.loads((Path(run_dir) / "config.json").read_text())["data"].get("dataset") == "cwru":
+        spans = held_out_spans(Path(run_dir) / "split.json")
+    return cwru_source(folder, loads=(0,), spans=spans)
 
 
 def recommend(summary: dict, margin: float = 0.2) -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from calibration.latency import time_interleaved
-from edge.data.preprocess import normalize
+from edge.data.preprocess import model_input
 
 
 def _rss_mb() -> float:
@@ -51,8 +51,7 @@ def bundle_runner(bundle_dir: str, threads: int):
     normalization = bundle.manifest["preprocessing"]["normalization"]
 
     def run(raw: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(normalize(raw, normalization)[:, None, :], dtype=np.float32)
-        return backend.infer(x)
+        return backend.infer(model_input(raw, normalization))
     return run, backend.describe()
 
 
@@ -69,8 +68,7 @@ def eager_runner(run_dir: str, threads: int):
 
     @torch.no_grad()
     def infer(raw: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(normalize(raw, normalization)[:, None, :], dtype=np.float32)
-        return model(torch.from_numpy(x)).numpy()
+        return model(torch.from_numpy(model_input(raw, normalization))).numpy()
     return infer, {"backend": "pytorch", "version": torch.__version__, "device": "CPU", "precision": "fp32",
                    "threads": threads}
 
@@ -80,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--bundle", help="bundle directory")
     what.add_argument("--run", help="training run (PyTorch eager reference)")
-    parser.add_argument("--inputs", type=Path, required=True, help=".npy of raw windows (N, L)")
+    parser.add_argument("--inputs", type=Path, required=True, help=".npy of raw inputs: windows (N, L) or images (N, 1, H, W)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=10)

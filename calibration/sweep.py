@@ -55,6 +55,8 @@ class SweepSettings:
     jobs: int = 1
     rounds: int = 10
     per_round: int = 200
+    prune_rates: list[float] = field(default_factory=lambda: [0.0])   # image runs: L1-pruned copies
+    prune_epochs: int = 5             # fine-tuning epochs after pruning
     reference_eager: bool = True      # also time PyTorch eager FP32 (the naive choice; never chosen)
     overhead_ms: float | None = None  # None: measure it with the real runtime
     overhead_seconds: float = 20.0
@@ -97,12 +99,19 @@ class ResultsLog:
 
 # ---------------------------------------------------------------- phase 1: build and score
 
-def _validation_windows(run_dir: str, data: str | None) -> tuple[np.ndarray, np.ndarray, dict]:
+def _validation_inputs(run_dir: str, data: str | None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Raw validation inputs of a run (windows (N, L) or images (N, 1, H, W)), labels and config."""
     from edge.train.runs import load_run
-    from edge.train.vibration import run_split_windows
 
     run = load_run(run_dir)
-    x, y = run_split_windows(run.config, "val", data_dir=data)
+    if run.config["preprocessing"].get("input") == "image":
+        from edge.train.images import run_images
+
+        x, y = run_images(run, "val", data)
+    else:
+        from edge.train.vibration import run_split_windows
+
+        x, y = run_split_windows(run.config, "val", data_dir=data)
     return x, y, run.config
 
 
@@ -138,7 +147,8 @@ def score_bundle(candidate: dict, bundles_dir: str, snrs: list, noise_kind: str,
     import torch
 
     from edge.export.build import BuildOptions, build_bundle
-    from edge.quantize.calibration import accuracy, model_inputs
+    from edge.data.preprocess import model_input
+    from edge.quantize.calibration import accuracy
     from edge.train.evaluate import noisy_copies, snr_key
 
     torch.set_num_threads(1)
@@ -156,10 +166,11 @@ def score_bundle(candidate: dict, bundles_dir: str, snrs: list, noise_kind: str,
             manifest = build_bundle(c.run, bundle_dir, options, log=lambda *_: None)
             size = sum((bundle_dir / name).stat().st_size for name in manifest["model"]["files"].values())
             predict, measured_with = _bundle_predictor(bundle_dir)
-        raw, labels, config = _validation_windows(c.run, data)
+        raw, labels, config = _validation_inputs(c.run, data)
         normalization = config["preprocessing"]["normalization"]
-        by_snr = {snr_key(snr): accuracy(predict, model_inputs(x, normalization), labels, batch=64)
-                  for snr, x in noisy_copies(raw, snrs, noise_seed, noise_kind)}
+        flat = raw.reshape(raw.shape[0], -1)     # noise at the SNR of each whole window or image
+        by_snr = {snr_key(snr): accuracy(predict, model_input(x.reshape(raw.shape), normalization), labels, batch=64)
+                  for snr, x in noisy_copies(flat, snrs, noise_seed, noise_kind)}
         record |= {"status": "ok", "bundle": str(bundle_dir) if bundle_dir else None, "model_bytes": size,
                    "accuracy_by_snr": by_snr, "accuracy": float(np.mean(list(by_snr.values()))),
                    "validation_windows": int(labels.shape[0]), "measured_with": measured_with}
@@ -283,8 +294,10 @@ def run_sweep(settings: SweepSettings, out: str | Path, progress: bool = True, l
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     backends = list(settings.backends) + (["pytorch"] if settings.reference_eager else [])
-    candidates, notes = expand_grid(settings.runs, backends, settings.precisions, settings.threads,
+    runs, prune_notes = prepare_runs(settings, out, log)
+    candidates, notes = expand_grid(runs, backends, settings.precisions, settings.threads,
                                     settings.batches, settings.calib_sizes, settings.calib_methods)
+    notes = sorted(set(notes + prune_notes))
     results = ResultsLog(out / "results.jsonl")
     builds = {c.bundle_key(): c for c in candidates}
     todo_builds = [c for k, c in builds.items() if not results.find("accuracy", k)]
@@ -332,6 +345,31 @@ def run_sweep(settings: SweepSettings, out: str | Path, progress: bool = True, l
     return write_calibration(settings, candidates, results, overhead, notes, out)
 
 
+def prepare_runs(settings: SweepSettings, out: Path, log) -> tuple[list[str], list[str]]:
+    """The runs to sweep: each given run, and for image runs an L1-pruned, fine-tuned copy per prune rate
+    (made once, under ``out/pruned``, and reused when the sweep resumes)."""
+    runs, notes = [], []
+    for run in settings.runs:
+        for rate in settings.prune_rates:
+            if not 0 <= rate < 1:
+                raise CalibrationError(f"prune rates must be in [0, 1), got {rate}")
+            if rate == 0:
+                runs.append(str(run))
+                continue
+            config = json.loads((Path(run) / "config.json").read_text())
+            if config["preprocessing"].get("input") != "image":
+                notes.append(f"{Path(run).name}: pruning applies to image models; prune rate {rate:g} left out")
+                continue
+            target = out / "pruned" / f"{Path(run).name}-p{round(100 * rate)}"
+            if not (target / "metrics.json").is_file():
+                from edge.train.compression import prune_run
+
+                log(f"calibrate: pruning {run} at {rate:g} and fine-tuning {settings.prune_epochs} epochs -> {target}")
+                prune_run(run, target, "l1", 1, rate, settings.prune_epochs, data=settings.data, quiet=True)
+            runs.append(str(target))
+    return runs, notes
+
+
 def _report_build(record: dict, bar) -> None:
     bar.update(1)
     text = f"{record['key']}: " + (f"{100 * record['accuracy']:.2f}%" if record["status"] == "ok"
@@ -342,7 +380,7 @@ def _report_build(record: dict, bar) -> None:
 def _latency_inputs(run_dir: str, inputs_dir: Path, data: str | None) -> Path:
     path = inputs_dir / f"{Path(run_dir).name}.npy"
     if not path.exists():
-        raw, _, _ = _validation_windows(run_dir, data)
+        raw, _, _ = _validation_inputs(run_dir, data)
         picks = np.linspace(0, raw.shape[0] - 1, min(LATENCY_INPUTS, raw.shape[0])).astype(int)
         np.save(path, raw[picks])
     return path

@@ -206,3 +206,16 @@ def test_prune_and_distill_write_smaller_runs_scored_on_the_same_test_images(cas
         assert main(["evaluate", "--run", str(run), "--json", "--threads", "1"]) == 0
         assert json.loads(capsys.readouterr().out)["images"] == 519
     assert json.loads((student / "config.json").read_text())["compression"]["method"] == "rkd"
+
+
+def test_calibration_sweeps_pruned_copies_of_an_image_run(castings_run, tmp_path):
+    from calibration.sweep import SweepSettings, run_sweep
+
+    settings = SweepSettings(runs=[str(castings_run)], backends=["onnxruntime"], precisions=["fp32"], snrs=[None],
+                             prune_rates=[0.0, 0.5], prune_epochs=1, reference_eager=False, rounds=2, per_round=20,
+                             overhead_seconds=2.0)
+    doc = run_sweep(settings, tmp_path / "sweep", progress=False, log=lambda *_: None)
+    rows = {r["run"].split("/")[-1]: r for r in doc["candidates"]}
+    assert set(rows) == {"castings", "castings-p50"} and all(r["status"] == "ok" for r in rows.values())
+    assert rows["castings-p50"]["model_bytes"] < 0.5 * rows["castings"]["model_bytes"]
+    assert doc["runtime_overhead"]["decisions"] > 0         # the runtime on a belt of real X-ray patches

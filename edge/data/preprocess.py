@@ -24,3 +24,11 @@ def normalize(windows: np.ndarray, method: str = "zscore", eps: float = 1e-6) ->
     mean = x.mean(axis=axes, keepdims=True)
     std = x.std(axis=axes, keepdims=True)
     return (x - mean) / (std + eps)
+
+
+def model_input(raw: np.ndarray, normalization: str) -> np.ndarray:
+    """Raw units to the network's float32 input: windows (N, L) -> (N, 1, L); images (N, 1, H, W) stay 4-D."""
+    x = normalize(raw, normalization)
+    if x.ndim == 2:
+        x = x[:, None, :]
+    return np.ascontiguousarray(x, dtype=np.float32)

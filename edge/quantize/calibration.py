@@ -7,7 +7,7 @@ from typing import Callable
 
 import numpy as np
 
-from edge.data.preprocess import normalize
+from edge.data.preprocess import model_input
 
 #: A validation function: model inputs (N, C, L) and labels -> accuracy in [0, 1].
 Predictor = Callable[[np.ndarray], np.ndarray]
@@ -27,8 +27,8 @@ def balanced_subset(labels: np.ndarray, size: int, rng: np.random.Generator, bal
 
 
 def model_inputs(windows: np.ndarray, normalization: str) -> np.ndarray:
-    """Raw windows (N, L) to the network's input (N, 1, L), float32, preprocessed as the manifest says."""
-    return np.ascontiguousarray(normalize(windows, normalization)[:, None, :], dtype=np.float32)
+    """Raw windows (N, L) or images (N, 1, H, W) to the network's input, preprocessed as the manifest says."""
+    return model_input(windows, normalization)
 
 
 def dataset_hash(x: np.ndarray) -> str:
