@@ -96,3 +96,26 @@ def test_openvino_int8_keeps_accuracy_with_shrinkage_layers_in_float(exported, t
                                float_patterns=SHRINKAGE_FLOAT_PATTERNS)
     assert result.xml.is_file() and result.xml.with_suffix(".bin").is_file()
     assert result.validation_accuracy_int8 >= result.validation_accuracy_fp32 - 0.02
+
+
+def test_legacy_calibration_cache_is_tensorrt_format_with_every_tensor(tiny_run, tmp_path):
+    """LEGACY implicit calibration (TensorRT <= 10, DLA): header, hex float32 scales, ranges as calibrated."""
+    from edge.bundle import open_bundle
+    from edge.export.build import BuildError, BuildOptions, build_bundle
+    from edge.quantize.trt_cache import hex_scale, read_calibration_cache, scale_hex
+
+    assert scale_hex(1.0) == "3f800000" and hex_scale("3caa54fc") == pytest.approx(0.020792, rel=1e-4)
+    out = tmp_path / "trt"
+    build_bundle(tiny_run, out, BuildOptions(target="tensorrt", precision="int8", calib_size=32,
+                                             calib_method="entropy", legacy_calib_cache="8601"), log=lambda *_: None)
+    bundle = open_bundle(out)
+    legacy = bundle.manifest["tensorrt"]["legacy_implicit_calibration"]
+    header, ranges = read_calibration_cache(out / legacy["cache_file"])
+    assert header == "TRT-8601-EntropyCalibration2" and "LEGACY" in legacy["note"]
+    graph = onnx.load(str(out / legacy["onnx_file"])).graph
+    names = {t for n in graph.node for t in n.output} | {i.name for i in graph.input}
+    assert "window" in ranges and set(ranges) <= names and len(ranges) > 0.8 * len(names)
+    assert all(r > 0 for r in ranges.values())
+    assert 1.0 < ranges["window"] < 20.0     # z-scored windows: a few standard deviations
+    with pytest.raises(BuildError, match="legacy-calib-cache"):
+        BuildOptions(target="openvino", precision="int8", legacy_calib_cache="8601")

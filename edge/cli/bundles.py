@@ -44,6 +44,9 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--key", type=Path, default=None, help="Ed25519 private key to sign with (drsn-edge keygen)")
     p.add_argument("--out", type=Path, required=True, help="bundle directory to write, e.g. dist/NAME")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration draw")
+    p.add_argument("--legacy-calib-cache", default=None, metavar="TRT_VERSION",
+                   help="tensorrt int8: also pack the float ONNX and an IInt8EntropyCalibrator2 cache for TensorRT "
+                        "<= 10 / DLA builds, headed for this TensorRT version (e.g. 8601); legacy")
     p.set_defaults(func=_cmd_build)
 
 
@@ -55,7 +58,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
                            max_drop=None if args.max_drop is None else args.max_drop / 100.0,
                            budget_ms=args.budget_ms, seed=args.seed,
                            reject_classes=tuple(args.reject_classes.split(",")) if args.reject_classes else None,
-                           data=str(args.data) if args.data else None)
+                           data=str(args.data) if args.data else None, legacy_calib_cache=args.legacy_calib_cache)
     build_bundle(args.run, args.out, options, key=args.key)
     return 0
 

@@ -48,6 +48,7 @@ class BuildOptions:
     reject_classes: tuple[str, ...] | None = None   # default: every class but "normal"
     seed: int = 0
     data: str | None = None
+    legacy_calib_cache: str | None = None  # TensorRT version (e.g. 8601): add an implicit-calibration cache
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -58,6 +59,10 @@ class BuildOptions:
             raise BuildError("ONNX Runtime's CPU provider has no FP16 kernels; use fp32 or int8")
         if self.calib_size < 1:
             raise BuildError("--calib-size must be at least 1")
+        if self.legacy_calib_cache and (self.target != "tensorrt" or self.precision != "int8"):
+            raise BuildError("--legacy-calib-cache goes with --target tensorrt --precision int8")
+        if self.legacy_calib_cache and not self.legacy_calib_cache.isdigit():
+            raise BuildError(f"--legacy-calib-cache takes a TensorRT version like 8601, got {self.legacy_calib_cache!r}")
 
 
 def _ov_predictor(path: Path, hint: str | None):
@@ -191,6 +196,17 @@ def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, ke
                             "note": "engines are built on the target from this ONNX (drsn-edge compile-trt)"}
                 tensorrt["trtexec"] = trtexec_command({"input": {"shape": ["N", *input_shape]},
                                                        "tensorrt": tensorrt}, tensorrt["engine_file"], settings)
+                if options.legacy_calib_cache and options.precision == "int8":
+                    from edge.quantize.trt_cache import write_calibration_cache
+
+                    cache = write_calibration_cache(onnx_path, calib, work / "model.calib.cache",
+                                                    options.legacy_calib_cache, options.calib_method)
+                    files |= {"model.onnx": onnx_path, "model.calib.cache": cache}
+                    tensorrt["legacy_implicit_calibration"] = {
+                        "onnx_file": "model.onnx", "cache_file": "model.calib.cache",
+                        "tensorrt_version": options.legacy_calib_cache, "method": options.calib_method,
+                        "note": "LEGACY (TensorRT <= 10, DLA): trtexec --onnx=model.onnx --int8 "
+                                "--calib=model.calib.cache; the Q/DQ model is the supported path"}
                 backend = {"name": "tensorrt", "device": "GPU", "version": "built on target",
                            "accuracy_measured_with": f"onnxruntime {ort.__version__} CPU"}
         deployed_test = accuracy(predict, test, test_y)

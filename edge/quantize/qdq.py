@@ -55,7 +55,7 @@ def float_nodes(model, keep_threshold_float: bool = True) -> list[str]:
     return keep
 
 
-class _Reader:
+class CalibrationReader:
     """ONNX Runtime calibration reader over preprocessed inputs, one sample per batch."""
 
     def __init__(self, x: np.ndarray, name: str):
@@ -85,7 +85,7 @@ def quantize_qdq(onnx_path: str | Path, calibration: np.ndarray, out_path: str |
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # ORT's pre-processing advice
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
         quantize_static(
-            str(onnx_path), str(out_path), _Reader(calibration, input_name),
+            str(onnx_path), str(out_path), CalibrationReader(calibration, input_name),
             quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True,
             reduce_range=False, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             nodes_to_exclude=excluded,
