@@ -74,7 +74,16 @@ def survey_images(folder: Path, check: bool = False) -> dict:
         if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"):
             key = str(path.parent.relative_to(folder))
             counts[key] = counts.get(key, 0) + 1
-    report = {"path": str(folder), "images": counts, "problems": []}
+    report = {"path": str(folder), "images": counts, "problems": [], "tasks": {}}
+    from edge.data.images import IMAGE_TASKS, load_image_set, split_images
+
+    for task, (relative, _) in IMAGE_TASKS.items():
+        sub = folder.parent / relative
+        if sub.is_dir() and (sub == folder or folder in sub.parents):
+            images = load_image_set(sub, name=task)
+            split = split_images(images)
+            report["tasks"][task] = {"distinct_images": len(images.items), "copies_folded": images.duplicates_removed,
+                                     "train": len(split.train), "val": len(split.val), "test": len(split.test)}
     sums = folder / "SHA256SUMS"
     if check and sums.is_file():
         report["problems"] = _verify(folder, _read_sums(sums))
@@ -108,6 +117,9 @@ def format_survey(root: Path, found: dict, checked: bool = False) -> str:
             images = found[name]["images"]
             lines.append(f"{name}: {sum(images.values())} images in {found[name]['path']}")
             lines += [f"  {folder:<28}{n:>6}" for folder, n in images.items()]
+            for task, t in found[name].get("tasks", {}).items():
+                lines.append(f"  task {task}: {t['distinct_images']} distinct images ({t['copies_folded']} copies "
+                             f"folded); split train {t['train']} / validation {t['val']} / test {t['test']}")
     for name, report in found.items():
         for problem in report["problems"]:
             lines.append(f"PROBLEM {name}: {problem}")
