@@ -119,3 +119,11 @@ def test_legacy_calibration_cache_is_tensorrt_format_with_every_tensor(tiny_run,
     assert 1.0 < ranges["window"] < 20.0     # z-scored windows: a few standard deviations
     with pytest.raises(BuildError, match="legacy-calib-cache"):
         BuildOptions(target="openvino", precision="int8", legacy_calib_cache="8601")
+
+
+def test_openvino_float_layers_by_family():
+    from edge.quantize.openvino_int8 import DCA_FLOAT_PATTERNS, SHRINKAGE_FLOAT_PATTERNS, float_patterns_for
+
+    assert float_patterns_for({"name": "dca-cnn", "shrinkage": "none"}) == DCA_FLOAT_PATTERNS
+    assert float_patterns_for({"name": "drsn2d", "shrinkage": "cw"}) == SHRINKAGE_FLOAT_PATTERNS
+    assert float_patterns_for({"name": "resnet1d", "shrinkage": "none"}) == ()

@@ -145,9 +145,9 @@ def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, ke
                         "inference_precision_hint": "f32" if options.precision != "fp16" else "f16"}
             xml = work / "model.xml"
             if options.precision == "int8":
-                from edge.quantize.openvino_int8 import SHRINKAGE_FLOAT_PATTERNS, quantize_openvino
+                from edge.quantize.openvino_int8 import float_patterns_for, quantize_openvino
 
-                patterns = SHRINKAGE_FLOAT_PATTERNS if cfg["model"]["shrinkage"] != "none" else ()
+                patterns = float_patterns_for(cfg["model"])
                 result = quantize_openvino(onnx_path, calib, xml, validation=(val, val_y), max_drop=options.max_drop,
                                            float_patterns=patterns)
                 quantization = {"tool": "nncf", "mode": result.mode, "max_drop": options.max_drop,
