@@ -35,7 +35,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=None, help="CWRU folder (default ../shared/data/cwru)")
     parser.add_argument("--models", default="drsn1d-cw,drsn1d-cs,sarsn1d,resnet1d")
     parser.add_argument("--seeds", default="0,1")
-    parser.add_argument("--snr", default="none,-4,-2,0,2,4,6,8")
+    parser.add_argument("--snr", default="none,-8,-6,-4,-2,0,2,4,6,8")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
@@ -43,6 +43,9 @@ def main() -> int:
                         help="models also trained on loads 0,1 and scored on every window of load 2 "
                              "(an operating condition they never saw); '' to skip")
     parser.add_argument("--work", type=Path, default=Path("runs/bench"), help="where the runs are written")
+    parser.add_argument("--runs", type=Path, nargs="+", default=None,
+                        help="score these runs (trained with the `drsn-edge train` defaults) instead of training; "
+                             "no cross-load rows (benchmarks/robustness_cwru.py does those)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "accuracy_cwru.json")
     args = parser.parse_args()
 
@@ -51,7 +54,25 @@ def main() -> int:
     models = [m for m in args.models.split(",") if m]
     seeds = [int(s) for s in args.seeds.split(",") if s]
     results = []
-    for model in models:
+    if args.runs:
+        models, seeds, args.cross_load = [], [], ""
+        for run in args.runs:
+            config = json.loads((run / "config.json").read_text())
+            metrics = json.loads((run / "metrics.json").read_text())
+            evaluation = evaluate_cwru(run, snrs=snrs, threads=args.threads)
+            model, seed = run.name, config["training"]["seed"]   # a run's name tells apart sizes of one family
+            models += [model] if model not in models else []
+            seeds += [seed] if seed not in seeds else []
+            results.append({
+                "model": model, "family": config["model"]["name"], "width": config["model"]["width"], "seed": seed,
+                "run": str(run), "parameters": metrics["parameters"],
+                "train_seconds": metrics["train_seconds"], "best_epoch": metrics["best_epoch"],
+                "test_windows": evaluation["windows"], "accuracy_by_snr": evaluation["accuracy_by_snr"],
+                "macro_f1_by_snr": evaluation["macro_f1_by_snr"],
+            })
+            print(f"== {run}: " + "  ".join(f"{k}:{100 * v:.2f}" for k, v in evaluation["accuracy_by_snr"].items()),
+                  flush=True)
+    for model in (models if not args.runs else []):
         for seed in seeds:
             run = args.work / f"{model}-s{seed}"
             settings = TrainSettings(epochs=args.epochs, steps_per_epoch=args.steps, seed=seed)
