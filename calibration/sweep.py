@@ -19,6 +19,7 @@ sweep resumes where it stopped.
 
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing
 import os
@@ -99,8 +100,12 @@ class ResultsLog:
 
 # ---------------------------------------------------------------- phase 1: build and score
 
+@functools.lru_cache(maxsize=4)
 def _validation_inputs(run_dir: str, data: str | None) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Raw validation inputs of a run (windows (N, L) or images (N, 1, H, W)), labels and config."""
+    """Raw validation inputs of a run (windows (N, L) or images (N, 1, H, W)), labels and config.
+
+    Read once per run and process: every bundle of a run is scored on the same inputs (callers
+    never modify them)."""
     from edge.train.runs import load_run
 
     run = load_run(run_dir)

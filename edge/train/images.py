@@ -202,8 +202,9 @@ def fit_images(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x
         if on_epoch_end is not None:
             on_epoch_end(epoch)
         pred = predict_images(model, val_x)
-        recall = np.array([np.mean(pred[val_y == c] == c) if np.any(val_y == c) else 1.0 for c in range(num_classes)])
-        score = balanced_accuracy(val_y, pred)
+        present = np.array([np.any(val_y == c) for c in range(num_classes)])
+        recall = np.array([np.mean(pred[val_y == c] == c) if present[c] else 1.0 for c in range(num_classes)])
+        score = float(recall[present].mean())   # balanced accuracy, from the recalls already computed
         history.append({"epoch": epoch, "loss": float(np.mean(losses)) if losses else None,
                         "val_accuracy": float(np.mean(pred == val_y)), "val_balanced_accuracy": score,
                         "elapsed_s": round(time.monotonic() - started, 1)})
