@@ -84,12 +84,20 @@ def test_backends_agree_with_pytorch(bundles, windows, key):
     assert backend.describe()["backend"] == key[0]
 
 
-def test_openvino_batch_one_fast_path_matches_the_dynamic_batch_model(bundles, windows):
+def test_openvino_static_shapes_match_the_dynamic_batch_model(bundles, windows):
+    """Static-shape requests (input bound once) agree with the dynamic model and never alias results."""
+    from edge.backends.openvino_backend import MAX_STATIC_SHAPES
+
     x, _, _ = windows
     backend = load_backend(open_bundle(bundles[("openvino", "int8")]), threads=1)
-    batched = backend.infer(x[:7])                                   # the dynamic-batch model
-    single = np.concatenate([backend.infer(x[i:i + 1]) for i in range(7)])   # the static batch-1 model
-    np.testing.assert_allclose(single, batched, rtol=1e-4, atol=1e-4)
+    for size in range(2, MAX_STATIC_SHAPES + 1):  # use up the static shapes: batch 7 then goes dynamic
+        backend.infer(x[:size])
+    batched = backend.infer(x[:7])
+    assert batched.shape[0] == 7 and backend._dynamic is not None
+    single = [backend.infer(x[i:i + 1]) for i in range(7)]            # one bound buffer, refilled each call
+    np.testing.assert_allclose(np.concatenate(single), batched, rtol=1e-4, atol=1e-4)
+    strided = np.asfortranarray(x[3:4])                               # any layout is copied in
+    np.testing.assert_allclose(backend.infer(strided), single[3], rtol=1e-6)
 
 
 def test_archive_verifies_and_tampering_is_refused(bundles, keys, tmp_path):

@@ -67,3 +67,17 @@ def test_recorded_noise_is_cut_from_the_recording_at_the_asked_snr(tmp_path):
     np.save(tmp_path / "bad.npy", np.array([1.0, np.nan, 2.0]))
     with pytest.raises(DataError, match="NaN"):
         load_noise_recording(str(tmp_path / "bad.npy"))
+
+
+def test_normalisation_is_numpys_zscore_per_window_and_per_image(cwru_load0):
+    """The gateway's preprocessing must stay the z-score the model was trained on, window by window."""
+    from edge.data.preprocess import normalize
+
+    windows = np.stack([r.signal[:2048] for r in cwru_load0.records[:4]]).astype(np.float32) * 7 + 3
+    ref = (windows - windows.mean(-1, keepdims=True)) / (windows.std(-1, keepdims=True) + 1e-6)
+    np.testing.assert_allclose(normalize(windows, "zscore"), ref, rtol=1e-5, atol=1e-5)
+    images = windows.reshape(4, 32, 64)
+    ref = (images - images.mean((-2, -1), keepdims=True)) / (images.std((-2, -1), keepdims=True) + 1e-6)
+    np.testing.assert_allclose(normalize(images, "zscore-image"), ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown normalisation"):
+        normalize(windows, "minmax")
