@@ -8,7 +8,8 @@ teacher, a small ResNet-18 student distilled from it (RKD distance + angle), and
 same student trained alone with the same data, seed and epochs.
 Writes benchmarks/results/images_pruning.json and images_distillation.json.
 
-    python benchmarks/images_compression.py --baseline runs/images/xray-castings-resnet18-w32-s0
+    python benchmarks/images_compression.py --baseline runs/images/xray-castings-resnet18-w32-s0 --skip-distillation
+    python benchmarks/images_compression.py --skip-pruning --teacher-task xray-castings
 """
 
 from __future__ import annotations
@@ -51,13 +52,14 @@ def _row(run: Path, label: str, work: Path, threads: int) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--baseline", type=Path, required=True, help="trained image run to prune")
+    parser.add_argument("--baseline", type=Path, help="trained image run to prune (needed unless --skip-pruning)")
     parser.add_argument("--finetune-epochs", type=int, default=10)
     parser.add_argument("--teacher-task", default="neu")
     parser.add_argument("--teacher-width", type=int, default=32)
     parser.add_argument("--student-width", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--skip-distillation", action="store_true")
+    parser.add_argument("--skip-pruning", action="store_true", help="only the distillation part")
+    parser.add_argument("--skip-distillation", action="store_true", help="only the pruning table")
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, default=Path("runs/images"))
@@ -67,27 +69,30 @@ def main() -> int:
     from edge.train.compression import distill_run, prune_run
     from edge.train.images import ImageTrainSettings, evaluate_images, train_images
 
-    rows = [_row(args.baseline, "baseline", args.work, args.threads)]
-    l1 = args.work / f"{args.baseline.name}-l1x3"
-    prune_run(args.baseline, l1, "l1", 3, 0.3, args.finetune_epochs, threads=args.threads, quiet=True)
-    history = json.loads((l1 / "metrics.json").read_text())["pruning"]
-    rows.append(_row(l1, "L1 3 x 30 %", args.work, args.threads) | {"rounds": history})
-    for rate in (0.1, 0.2, 0.3):
-        out = args.work / f"{args.baseline.name}-asfp{int(rate * 100)}"
-        prune_run(args.baseline, out, "asfp", 1, rate, args.finetune_epochs, threads=args.threads, quiet=True)
-        rows.append(_row(out, f"ASFP {rate:g}", args.work, args.threads))
-    base = rows[0]
-    for r in rows:
-        r["flops_vs_baseline"] = r["mflops"] / base["mflops"]
-        r["accuracy_drop_pt"] = 100 * (base["accuracy"] - r["accuracy"])
-    (HERE / "results" / "images_pruning.json").write_text(json.dumps(
-        {"benchmark": "images_pruning", "date": time.strftime("%Y-%m-%d"), "baseline": str(args.baseline),
-         "finetune_epochs": args.finetune_epochs, "rows": rows}, indent=2) + "\n")
-    print(f"{'model':<14}{'accuracy':>10}{'int8':>8}{'params':>11}{'MFLOPs':>9}{'FLOPs':>7}{'tile p99':>10}")
-    for r in rows:
-        print(f"{r['label']:<14}{100 * r['accuracy']:>9.2f}%{100 * r['accuracy_openvino_int8']:>7.2f}%"
-              f"{r['parameters']:>11,}{r['mflops']:>9.1f}{100 * r['flops_vs_baseline']:>6.0f}%"
-              f"{r['openvino_int8_tile']['p99_ms']:>8.2f}ms")
+    if not args.skip_pruning:
+        if args.baseline is None:
+            parser.error("--baseline is needed for the pruning table (or give --skip-pruning)")
+        rows = [_row(args.baseline, "baseline", args.work, args.threads)]
+        l1 = args.work / f"{args.baseline.name}-l1x3"
+        prune_run(args.baseline, l1, "l1", 3, 0.3, args.finetune_epochs, threads=args.threads, quiet=True)
+        history = json.loads((l1 / "metrics.json").read_text())["pruning"]
+        rows.append(_row(l1, "L1 3 x 30 %", args.work, args.threads) | {"rounds": history})
+        for rate in (0.1, 0.2, 0.3):
+            out = args.work / f"{args.baseline.name}-asfp{int(rate * 100)}"
+            prune_run(args.baseline, out, "asfp", 1, rate, args.finetune_epochs, threads=args.threads, quiet=True)
+            rows.append(_row(out, f"ASFP {rate:g}", args.work, args.threads))
+        base = rows[0]
+        for r in rows:
+            r["flops_vs_baseline"] = r["mflops"] / base["mflops"]
+            r["accuracy_drop_pt"] = 100 * (base["accuracy"] - r["accuracy"])
+        (HERE / "results" / "images_pruning.json").write_text(json.dumps(
+            {"benchmark": "images_pruning", "date": time.strftime("%Y-%m-%d"), "baseline": str(args.baseline),
+             "finetune_epochs": args.finetune_epochs, "rows": rows}, indent=2) + "\n")
+        print(f"{'model':<14}{'accuracy':>10}{'int8':>8}{'params':>11}{'MFLOPs':>9}{'FLOPs':>7}{'tile p99':>10}")
+        for r in rows:
+            print(f"{r['label']:<14}{100 * r['accuracy']:>9.2f}%{100 * r['accuracy_openvino_int8']:>7.2f}%"
+                  f"{r['parameters']:>11,}{r['mflops']:>9.1f}{100 * r['flops_vs_baseline']:>6.0f}%"
+                  f"{r['openvino_int8_tile']['p99_ms']:>8.2f}ms")
 
     if not args.skip_distillation:
         data = args.data or default_data_root()
