@@ -24,11 +24,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def _row(run: Path, label: str, work: Path, threads: int) -> dict:
-    import numpy as np
-
-    from calibration.latency import time_interleaved
-    from edge.backends import load_backend
-    from edge.bundle import open_bundle
+    """Accuracy (FP32 and the OpenVINO INT8 bundle), size and FLOPs of one run; its bundle is timed later."""
     from edge.export.build import BuildOptions, build_bundle
     from edge.models.complexity import mflops, parameter_count
     from edge.train.images import evaluate_images
@@ -40,14 +36,40 @@ def _row(run: Path, label: str, work: Path, threads: int) -> dict:
     bundle = work / "bundles" / f"{run.name}-openvino-int8"
     manifest = build_bundle(run, bundle, BuildOptions(target="openvino", precision="int8", guard_drop=1.0),
                             log=lambda *_: None)
-    backend = load_backend(open_bundle(bundle), threads=threads)
+    return {"label": label, "run": str(run), "bundle": str(bundle), "test_images": result["images"],
+            "accuracy": result["accuracy"], "balanced_accuracy": result["balanced_accuracy"],
+            "accuracy_openvino_int8": manifest["accuracy"]["int8"], "parameters": parameter_count(model),
+            "mflops": mflops(model, (1, size, size)), "size": size}
+
+
+def _time_tiles(rows: list[dict], threads: int) -> None:
+    """OpenVINO INT8 latency of one tile's batch (the patches across 640 px), all bundles in the same rounds."""
+    import numpy as np
+
+    from calibration.latency import time_interleaved
+    from edge.backends import load_backend
+    from edge.bundle import open_bundle
+
+    size = rows[0]["size"]
     lanes = max(1, 640 // size)
     tile = np.random.default_rng(0).random((64, 1, size, size)).astype(np.float32)
-    lat = time_interleaved({"t": backend.infer}, tile, rounds=5, per_round=40, batch=lanes)["t"]
-    return {"label": label, "run": str(run), "test_images": result["images"], "accuracy": result["accuracy"],
-            "balanced_accuracy": result["balanced_accuracy"], "accuracy_openvino_int8": manifest["accuracy"]["int8"],
-            "parameters": parameter_count(model), "mflops": mflops(model, (1, size, size)),
-            "openvino_int8_tile": {"lanes": lanes, **lat}}
+    runners = {}
+    for r in rows:
+        backend = load_backend(open_bundle(r["bundle"]), threads=threads)
+        backend.warm_up(10, batch=lanes)
+        runners[r["label"]] = backend.infer
+    stats = time_interleaved(runners, tile, rounds=10, per_round=30, batch=lanes)
+    for r in rows:
+        r["openvino_int8_tile"] = {"lanes": lanes, "threads": threads, **stats[r["label"]]}
+
+
+def _pruned(baseline: Path, out: Path, method: str, rounds: int, rate: float, epochs: int, threads: int) -> Path:
+    """Prune and fine-tune once; a run already there is reused, so the table can be re-timed alone."""
+    from edge.train.compression import prune_run
+
+    if not (out / "model.pt").exists():
+        prune_run(baseline, out, method, rounds, rate, epochs, threads=threads, quiet=True)
+    return out
 
 
 def main() -> int:
@@ -61,26 +83,28 @@ def main() -> int:
     parser.add_argument("--skip-pruning", action="store_true", help="only the distillation part")
     parser.add_argument("--skip-distillation", action="store_true", help="only the pruning table")
     parser.add_argument("--data", type=Path, default=None)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="training and evaluation threads")
+    parser.add_argument("--inference-threads", type=int, default=1, help="OpenVINO threads for the tile latency")
     parser.add_argument("--work", type=Path, default=Path("runs/images"))
     args = parser.parse_args()
 
     from edge.data.catalog import default_data_root
-    from edge.train.compression import distill_run, prune_run
+    from edge.train.compression import distill_run
     from edge.train.images import ImageTrainSettings, evaluate_images, train_images
 
     if not args.skip_pruning:
         if args.baseline is None:
             parser.error("--baseline is needed for the pruning table (or give --skip-pruning)")
         rows = [_row(args.baseline, "baseline", args.work, args.threads)]
-        l1 = args.work / f"{args.baseline.name}-l1x3"
-        prune_run(args.baseline, l1, "l1", 3, 0.3, args.finetune_epochs, threads=args.threads, quiet=True)
+        l1 = _pruned(args.baseline, args.work / f"{args.baseline.name}-l1x3", "l1", 3, 0.3, args.finetune_epochs,
+                     args.threads)
         history = json.loads((l1 / "metrics.json").read_text())["pruning"]
         rows.append(_row(l1, "L1 3 x 30 %", args.work, args.threads) | {"rounds": history})
         for rate in (0.1, 0.2, 0.3):
-            out = args.work / f"{args.baseline.name}-asfp{int(rate * 100)}"
-            prune_run(args.baseline, out, "asfp", 1, rate, args.finetune_epochs, threads=args.threads, quiet=True)
+            out = _pruned(args.baseline, args.work / f"{args.baseline.name}-asfp{int(rate * 100)}", "asfp", 1, rate,
+                          args.finetune_epochs, args.threads)
             rows.append(_row(out, f"ASFP {rate:g}", args.work, args.threads))
+        _time_tiles(rows, args.inference_threads)
         base = rows[0]
         for r in rows:
             r["flops_vs_baseline"] = r["mflops"] / base["mflops"]
