@@ -211,7 +211,7 @@ def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, ke
                            "accuracy_measured_with": f"onnxruntime {ort.__version__} CPU"}
         deployed_test = accuracy(predict, test, test_y)
         log(f"held-out test accuracy: fp32 {100 * fp32_test:.2f}%, {options.precision} {options.target} "
-            f"{100 * deployed_test:.2f}% ({test.shape[0]} windows)")
+            f"{100 * deployed_test:.2f}% ({test.shape[0]} {'images' if pre.get('input') == 'image' else 'windows'})")
         allowed = options.max_drop if options.max_drop is not None else options.guard_drop
         if fp32_test - deployed_test > allowed + 1e-9:
             raise BuildError(
