@@ -30,6 +30,16 @@ from edge.train.vibration import evaluate_cwru, train_cwru
 HERE = Path(__file__).resolve().parent
 
 
+def _scores(run: Path, metrics: dict, snrs: list, threads: int) -> dict:
+    """A run's size, training time and held-out test accuracy at every SNR (printed as it comes)."""
+    evaluation = evaluate_cwru(run, snrs=snrs, threads=threads)
+    print("   " + "  ".join(f"{k}:{100 * v:.2f}" for k, v in evaluation["accuracy_by_snr"].items())
+          + f"  ({metrics['train_seconds']:.0f} s)", flush=True)
+    return {"parameters": metrics["parameters"], "train_seconds": metrics["train_seconds"],
+            "best_epoch": metrics["best_epoch"], "test_windows": evaluation["windows"],
+            "accuracy_by_snr": evaluation["accuracy_by_snr"], "macro_f1_by_snr": evaluation["macro_f1_by_snr"]}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=None, help="CWRU folder (default ../shared/data/cwru)")
@@ -51,53 +61,36 @@ def main() -> int:
 
     data = args.data or default_cwru_dir()
     snrs = parse_snr_list(args.snr)
-    models = [m for m in args.models.split(",") if m]
-    seeds = [int(s) for s in args.seeds.split(",") if s]
-    results = []
-    if args.runs:
-        models, seeds, args.cross_load = [], [], ""
+    results, cross = [], []
+    if args.runs:   # score given runs: a run's name tells apart sizes of one family
         for run in args.runs:
             config = json.loads((run / "config.json").read_text())
             metrics = json.loads((run / "metrics.json").read_text())
-            evaluation = evaluate_cwru(run, snrs=snrs, threads=args.threads)
-            model, seed = run.name, config["training"]["seed"]   # a run's name tells apart sizes of one family
-            models += [model] if model not in models else []
-            seeds += [seed] if seed not in seeds else []
-            results.append({
-                "model": model, "family": config["model"]["name"], "width": config["model"]["width"], "seed": seed,
-                "run": str(run), "parameters": metrics["parameters"],
-                "train_seconds": metrics["train_seconds"], "best_epoch": metrics["best_epoch"],
-                "test_windows": evaluation["windows"], "accuracy_by_snr": evaluation["accuracy_by_snr"],
-                "macro_f1_by_snr": evaluation["macro_f1_by_snr"],
-            })
-            print(f"== {run}: " + "  ".join(f"{k}:{100 * v:.2f}" for k, v in evaluation["accuracy_by_snr"].items()),
-                  flush=True)
-    for model in (models if not args.runs else []):
-        for seed in seeds:
-            run = args.work / f"{model}-s{seed}"
-            settings = TrainSettings(epochs=args.epochs, steps_per_epoch=args.steps, seed=seed)
-            print(f"== {model} seed {seed}", flush=True)
-            metrics = train_cwru(data, run, model_name=model, settings=settings, threads=args.threads, quiet=True)
-            evaluation = evaluate_cwru(run, snrs=snrs, threads=args.threads)
-            results.append({
-                "model": model, "seed": seed, "parameters": metrics["parameters"],
-                "train_seconds": metrics["train_seconds"], "best_epoch": metrics["best_epoch"],
-                "test_windows": evaluation["windows"], "accuracy_by_snr": evaluation["accuracy_by_snr"],
-                "macro_f1_by_snr": evaluation["macro_f1_by_snr"],
-            })
-            print("   " + "  ".join(f"{k}:{100 * v:.2f}" for k, v in evaluation["accuracy_by_snr"].items())
-                  + f"  ({metrics['train_seconds']:.0f} s)", flush=True)
-
-    cross = []
-    for model in [m for m in args.cross_load.split(",") if m]:
-        run = args.work / f"{model}-loads01"
-        print(f"== {model} trained on loads 0,1, scored on load 2", flush=True)
-        metrics = train_cwru(data, run, model_name=model, loads=(0, 1), threads=args.threads, quiet=True,
-                             settings=TrainSettings(epochs=args.epochs, steps_per_epoch=args.steps, seed=seeds[0]))
-        evaluation = evaluate_cwru(run, loads=(2,), snrs=snrs, threads=args.threads)
-        cross.append({"model": model, "seed": seeds[0], "train_loads": [0, 1], "test_loads": [2],
-                      "test_windows": evaluation["windows"], "sources": evaluation["sources"],
-                      "accuracy_by_snr": evaluation["accuracy_by_snr"], "train_seconds": metrics["train_seconds"]})
+            print(f"== {run}", flush=True)
+            results.append({"model": run.name, "family": config["model"]["name"], "width": config["model"]["width"],
+                            "seed": config["training"]["seed"], "run": str(run)}
+                           | _scores(run, metrics, snrs, args.threads))
+    else:
+        for model in [m for m in args.models.split(",") if m]:
+            for seed in [int(s) for s in args.seeds.split(",") if s]:
+                run = args.work / f"{model}-s{seed}"
+                settings = TrainSettings(epochs=args.epochs, steps_per_epoch=args.steps, seed=seed)
+                print(f"== {model} seed {seed}", flush=True)
+                metrics = train_cwru(data, run, model_name=model, settings=settings, threads=args.threads, quiet=True)
+                results.append({"model": model, "seed": seed} | _scores(run, metrics, snrs, args.threads))
+        first_seed = results[0]["seed"]
+        for model in [m for m in args.cross_load.split(",") if m]:
+            run = args.work / f"{model}-loads01"
+            print(f"== {model} trained on loads 0,1, scored on load 2", flush=True)
+            metrics = train_cwru(data, run, model_name=model, loads=(0, 1), threads=args.threads, quiet=True,
+                                 settings=TrainSettings(epochs=args.epochs, steps_per_epoch=args.steps,
+                                                        seed=first_seed))
+            evaluation = evaluate_cwru(run, loads=(2,), snrs=snrs, threads=args.threads)
+            cross.append({"model": model, "seed": first_seed, "train_loads": [0, 1], "test_loads": [2],
+                          "test_windows": evaluation["windows"], "sources": evaluation["sources"],
+                          "accuracy_by_snr": evaluation["accuracy_by_snr"], "train_seconds": metrics["train_seconds"]})
+    models = list(dict.fromkeys(r["model"] for r in results))
+    seeds = list(dict.fromkeys(r["seed"] for r in results))
 
     keys = list(results[0]["accuracy_by_snr"])
     summary = {}

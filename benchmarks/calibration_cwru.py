@@ -50,7 +50,7 @@ def main() -> int:
     # each budget twice: for inference alone (what a model costs), and end to end (plus the runtime's overhead)
     for scope, with_overhead in (("inference", 0.0), ("end-to-end", overhead)):
         for budget in BUDGETS_MS + ((2.0, 5.0) if with_overhead else ()):
-            choice = choose(dict(doc, runtime_overhead={"overhead_ms": with_overhead}), budget, args.margin)
+            choice = choose(doc, budget, args.margin, overhead_ms=with_overhead)
             budgets.append({"scope": scope, "budget_ms": budget, "margin": args.margin, "overhead_ms": with_overhead,
                             "reason": choice.reason, "chosen": _brief(choice.chosen),
                             "nearest": [_brief(r) for r in choice.nearest],

@@ -116,7 +116,7 @@ def main() -> int:
           f"lost {c['decoder_lost_frames']}")
     print(f"runtime overhead: {100 * overhead:.1f}% of inference time by stage clocks, "
           f"{100 * overhead_cpu:.1f}% by CPU time (target <= 10%); "
-          f"{1e3 * soak['cpu_s'] / max(c['decisions'], 1):.3f} ms CPU per decision")
+          f"{doc['real_rate']['cpu_ms_per_decision']:.3f} ms CPU per decision")
     print(f"streamed at {args.multiple:g}x real time: {sustained:.0f} windows/s decided = "
           f"{sustained / window_rate:.1f}x real time on one core, {shed} shed")
     if score["accuracy"] is not None:

@@ -437,10 +437,14 @@ def write_calibration(settings: SweepSettings, candidates: list[Candidate], resu
     return doc
 
 
-def choose(doc: dict, budget_ms: float, margin: float = 0.2, min_accuracy: float | None = None):
-    """The budget choice on a calibration document (see :func:`calibration.pareto.choose_for_budget`)."""
-    return choose_for_budget(selectable(doc["candidates"]), budget_ms, margin,
-                             doc["runtime_overhead"]["overhead_ms"], min_accuracy)
+def choose(doc: dict, budget_ms: float, margin: float = 0.2, min_accuracy: float | None = None,
+           overhead_ms: float | None = None):
+    """The budget choice on a calibration document (see :func:`calibration.pareto.choose_for_budget`).
+
+    ``overhead_ms`` defaults to the runtime overhead the sweep measured; 0 asks for inference alone."""
+    if overhead_ms is None:
+        overhead_ms = doc["runtime_overhead"]["overhead_ms"]
+    return choose_for_budget(selectable(doc["candidates"]), budget_ms, margin, overhead_ms, min_accuracy)
 
 
 def build_command(row: dict, out: str) -> str:

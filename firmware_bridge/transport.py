@@ -170,8 +170,9 @@ class ReconnectingPort:
             data = port.read(max(1, min(size, port.in_waiting or 1)))
             # A blocking read wakes on the first byte of a frame; the rest is usually there by now.
             # Taking it in the same call halves the reads (and decoder passes) per frame.
-            waiting = port.in_waiting if len(data) == 1 else 0
-            return data + port.read(min(size - 1, waiting)) if waiting and size > 1 else data
+            if len(data) == 1 and size > 1 and (waiting := port.in_waiting):
+                data += port.read(min(size - 1, waiting))
+            return data
         except (serial.SerialException, OSError) as exc:
             self._lost(exc)
             return b""
