@@ -44,7 +44,8 @@ def measure(bundle: str, data: Path, seconds: float, rate: float | None, threads
     return {"rate": "max" if rate is None else rate, "seconds": s["seconds"], "decisions": c["decisions"],
             "decided": decided, "deadline_fail_safe": c["deadline_fail_safe"],
             "overload_fail_safe": c["overload_fail_safe"], "lost_frames": c["decoder_lost_frames"],
-            "frames": c["data_frames"], "latency": s["latency"],
+            "frames": c["data_frames"], "latency": s["latency"], "stage_seconds": s["stages_s"],
+            "overhead_fraction_of_inference": s["overhead_fraction_of_inference"],
             "lines_per_s_decided": lines_decided / max(s["seconds"], 1e-9),
             "multiple_of_nominal": lines_decided / max(s["seconds"], 1e-9) / NOMINAL_LINES_PER_S}
 
@@ -72,7 +73,8 @@ def main() -> int:
             r["clean"] = r["deadline_fail_safe"] + r["overload_fail_safe"] + r["lost_frames"] == 0
             runs.append(r)
             print(f"   {multiple:>2}x: {r['decisions']} decisions, p99 {r['latency'].get('p99_ms', 0):.2f} ms, "
-                  f"fail-safe {r['deadline_fail_safe'] + r['overload_fail_safe']}, lost {r['lost_frames']}", flush=True)
+                  f"fail-safe {r['deadline_fail_safe'] + r['overload_fail_safe']}, lost {r['lost_frames']}, "
+                  f"overhead {100 * (r['overhead_fraction_of_inference'] or 0):.0f}% of inference", flush=True)
             if not r["clean"]:
                 break
         sustained = max((r["rate"] for r in runs if r["clean"]), default=0.0)

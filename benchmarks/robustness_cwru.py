@@ -41,31 +41,38 @@ LOADS = (0, 1, 2)
 
 
 def train_and_score(data: str, work: str, model: str, seed: int, test_load: int, snrs: list, pink_snrs: list,
-                    epochs: int | None, steps: int | None) -> dict:
-    """One fold of one seed of one family (runs in a worker process on one thread)."""
+                    epochs: int | None, steps: int | None, train_loads: tuple[int, ...] | None = None,
+                    overrides: dict | None = None, tag: str = "") -> dict:
+    """One fold of one seed of one family (runs in a worker process on one thread).
+
+    ``train_loads`` defaults to every load but ``test_load``; ``overrides`` replace
+    training defaults (a candidate of the nested selection) and ``tag`` names them.
+    """
     import dataclasses
 
     from edge.train.trainer import TrainSettings
     from edge.train.vibration import evaluate_cwru, train_cwru
 
-    train_loads = tuple(load for load in LOADS if load != test_load)
-    run = Path(work) / f"{model}-test{test_load}-s{seed}"
-    settings = TrainSettings(seed=seed)
+    train_loads = train_loads or tuple(load for load in LOADS if load != test_load)
+    run = Path(work) / (f"{model}{tag}-train{''.join(map(str, train_loads))}-test{test_load}-s{seed}" if tag
+                        else f"{model}-test{test_load}-s{seed}")
+    settings = dataclasses.replace(TrainSettings(seed=seed), **(overrides or {}))
     if epochs:
         settings = dataclasses.replace(settings, epochs=epochs)
     if steps:
         settings = dataclasses.replace(settings, steps_per_epoch=steps)
     metrics = train_cwru(data, run, model_name=model, loads=train_loads, settings=settings, threads=1, quiet=True)
     gaussian = evaluate_cwru(run, loads=(test_load,), snrs=snrs, threads=1)
-    pink = evaluate_cwru(run, loads=(test_load,), snrs=pink_snrs, noise_kind="pink", threads=1)
+    pink = evaluate_cwru(run, loads=(test_load,), snrs=pink_snrs, noise_kind="pink", threads=1) if pink_snrs else None
     return {
-        "model": model, "seed": seed, "train_loads": list(train_loads), "test_load": test_load, "run": str(run),
+        "model": model, "variant": tag, "overrides": overrides or {}, "seed": seed, "train_loads": list(train_loads),
+        "test_load": test_load, "run": str(run),
         "parameters": metrics["parameters"], "train_seconds": metrics["train_seconds"],
         "best_epoch": metrics["best_epoch"], "best_val_score": metrics["best_val_score"],
         "test_windows": gaussian["windows"],
         "test_windows_by_origin": {o: sum(s["windows"] for s in gaussian["sources"] if s["origin"] == o)
                                    for o in {s["origin"] for s in gaussian["sources"]}},
-        "accuracy_gaussian": gaussian["accuracy_by_snr"], "accuracy_pink": pink["accuracy_by_snr"],
+        "accuracy_gaussian": gaussian["accuracy_by_snr"], "accuracy_pink": pink and pink["accuracy_by_snr"],
         "settings": asdict(settings),
     }
 
@@ -79,6 +86,26 @@ def read_done(path: Path) -> list[dict]:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
             pass   # a line cut short by an interruption: that run is simply done again
+    return rows
+
+
+def train_all(tasks: list[tuple], log: Path, jobs: int) -> list[dict]:
+    """Run ``train_and_score(*task)`` for every task, ``jobs`` at a time; each row is appended to ``log`` at once."""
+    rows = []
+    started = time.monotonic()
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        futures = [pool.submit(train_and_score, *task) for task in tasks]
+        for n, future in enumerate(as_completed(futures), 1):
+            row = future.result()
+            rows.append(row)
+            with log.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            eta = (time.monotonic() - started) / n * (len(tasks) - n)
+            print(f"[{n}/{len(tasks)}] {row['model']}{row.get('variant', '')} seed {row['seed']} "
+                  f"train {''.join(map(str, row['train_loads']))} test load {row['test_load']}: "
+                  + "  ".join(f"{k}:{100 * v:.2f}" for k, v in row["accuracy_gaussian"].items())
+                  + f"  ({row['train_seconds']:.0f} s; eta {eta / 60:.0f} min)", flush=True)
     return rows
 
 
@@ -181,22 +208,8 @@ def main() -> int:
     done = {(r["model"], r["seed"], r["test_load"]) for r in rows}
     todo = [(m, s, f) for m in models for s in seeds for f in folds if (m, s, f) not in done]
     print(f"{len(done)} runs already in {log}, {len(todo)} to train ({args.jobs} at a time)", flush=True)
-    started = time.monotonic()
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
-        futures = {pool.submit(train_and_score, data, str(args.work), m, s, f, snrs, pink_snrs,
-                               args.epochs, args.steps): (m, s, f) for m, s, f in todo}
-        for n, future in enumerate(as_completed(futures), 1):
-            row = future.result()
-            rows.append(row)
-            with log.open("a") as fh:
-                fh.write(json.dumps(row) + "\n")
-            elapsed = time.monotonic() - started
-            eta = elapsed / n * (len(todo) - n)
-            acc = row["accuracy_gaussian"]
-            print(f"[{n}/{len(todo)}] {row['model']} seed {row['seed']} test load {row['test_load']}: "
-                  + "  ".join(f"{k}:{100 * v:.2f}" for k, v in acc.items())
-                  + f"  ({row['train_seconds']:.0f} s; eta {eta / 60:.0f} min)", flush=True)
+    rows += train_all([(data, str(args.work), m, s, f, snrs, pink_snrs, args.epochs, args.steps) for m, s, f in todo],
+                      log, args.jobs)
 
     print("measuring cost: OpenVINO INT8 bundles, batch-1 latency on one thread", flush=True)
     costs = cost_table(rows, models, args.work, args.rounds, args.per_round)

@@ -162,35 +162,41 @@ class ReconnectingPort:
             pass
         self._port = None
 
-    def read(self, size: int = 65536) -> bytes:
+    def _use(self, action, default):
+        """``action(port)``, or ``default`` while the device is gone (a failure counts as an outage)."""
         port = self._ensure()
         if port is None:
-            return b""
+            return default
         try:
+            return action(port)
+        except serial.SerialTimeoutException:
+            self.stats.write_timeouts += 1
+            return default
+        except (serial.SerialException, OSError) as exc:
+            self._lost(exc)
+            return default
+
+    def read(self, size: int = 65536) -> bytes:
+        """Wait (up to the timeout) for bytes, then return what has arrived; b"" while the device is gone."""
+        def blocking(port) -> bytes:
             data = port.read(max(1, min(size, port.in_waiting or 1)))
             # A blocking read wakes on the first byte of a frame; the rest is usually there by now.
             # Taking it in the same call halves the reads (and decoder passes) per frame.
             if len(data) == 1 and size > 1 and (waiting := port.in_waiting):
                 data += port.read(min(size - 1, waiting))
             return data
-        except (serial.SerialException, OSError) as exc:
-            self._lost(exc)
-            return b""
+        return self._use(blocking, b"")
+
+    def read_waiting(self, size: int = 65536) -> bytes:
+        """What has already arrived, without waiting; b"" when nothing has (or the device is gone)."""
+        return self._use(lambda port: port.read(min(size, waiting)) if (waiting := port.in_waiting) else b"", b"")
 
     def write(self, data: bytes) -> bool:
-        """Write all of ``data``; False (and an outage counted) when the device is gone."""
-        port = self._ensure()
-        if port is None:
-            return False
-        try:
+        """Write all of ``data``; False when the device is gone (an outage) or does not take it in time."""
+        def write_all(port) -> bool:
             port.write(data)
             return True
-        except serial.SerialTimeoutException:
-            self.stats.write_timeouts += 1
-            return False
-        except (serial.SerialException, OSError) as exc:
-            self._lost(exc)
-            return False
+        return self._use(write_all, False)
 
     def close(self) -> None:
         if self._port is not None:

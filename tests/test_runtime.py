@@ -61,6 +61,7 @@ def test_live_decisions_match_offline_evaluation_at_real_rate(held_out, bundle, 
     assert c["data_frames"] == sim.stats.frames_generated and c["decoder_lost_frames"] == 0
     assert c["decoder_rejected"] == 0 and c["deadline_fail_safe"] == 0 and c["late_decisions"] == 0
     assert c["decisions"] == c["assembler_units"] >= 60
+    assert c["paced_sleeps"] > 0 and c["pacing_overruns"] == 0  # the reader slept between windows, hiding nothing
     # Offline: the same windows, cut from the same int16 stream, through the PyTorch model.
     sent = [signal[:t["samples"]] for signal, t in zip(held_out.signals, held_out.truth)]  # whole blocks only
     stream = np.concatenate(sent).astype(np.float32) * np.float32(held_out.hello.scale)
@@ -105,12 +106,13 @@ def test_decision_log_survives_kill_9(tmp_path):
 import time
 from edge.runtime.decision_log import DecisionLog, DecisionRow
 log = DecisionLog({str(path)!r})
-i = 1
+i = units = 1
 while True:
-    log.append(DecisionRow(i, time.time(), "vibration", i, i + 2047, i, 0, "IR007", [0.1] * 10, True, None,
-                           1.0, None, "0" * 64))
-    i += 1
-    if i % 100 == 0:
+    log.append([DecisionRow(i + k, time.time(), "linescan", i, i + 31, i, k, "defect", [0.1, 0.9], True, None,
+                            1.0, i + 500, "0" * 64) for k in range(i % 3 + 1)])  # a window, or a tile's patches
+    i += i % 3 + 1
+    units += 1
+    if units % 100 == 0:
         print(i, flush=True)
 """], stdout=subprocess.PIPE, text=True)
     for _ in range(20):
@@ -121,6 +123,9 @@ while True:
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     ids = [r[0] for r in db.execute("SELECT decision_id FROM decisions ORDER BY decision_id")]
     assert len(ids) > 1000 and ids == list(range(1, len(ids) + 1))
+    (last_unit,) = db.execute("SELECT MAX(span_start) FROM decisions").fetchone()
+    (rows,) = db.execute("SELECT COUNT(*) FROM decisions WHERE span_start = ?", (last_unit,)).fetchone()
+    assert rows == last_unit % 3 + 1  # the patches of a tile are committed together or not at all
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 

@@ -76,6 +76,9 @@ def _runtime_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-consecutive", type=int, default=0, help="reject lockout after N in a row (0: off)")
     p.add_argument("--threads", type=thread_count, default=1, help="inference threads (default 1)")
     p.add_argument("--trust", action="append", default=[], help="trusted public key; requires a signed bundle")
+    p.add_argument("--read-every-frame", action="store_true",
+                   help="vibration: wake for every frame instead of sleeping until a window can complete "
+                        "(more CPU, same latency; pacing overruns are counted as pacing_overruns)")
 
 
 def _runtime_settings(args: argparse.Namespace, port: str):
@@ -85,7 +88,8 @@ def _runtime_settings(args: argparse.Namespace, port: str):
                            reject_classes=args.reject_classes.split(",") if args.reject_classes else None,
                            threshold=args.threshold, log_path=args.log,
                            http=None if args.http == "off" else args.http, distance=args.distance,
-                           max_consecutive=args.max_consecutive, threads=args.threads, trusted_keys=args.trust)
+                           max_consecutive=args.max_consecutive, threads=args.threads, trusted_keys=args.trust,
+                           paced_reads=not args.read_every_frame)
 
 
 def _print_summary(summary: dict) -> None:

@@ -82,6 +82,12 @@ class VibrationAssembler:
         self.stats.units += len(units)
         return units
 
+    def samples_needed(self) -> int | None:
+        """Samples still to come before the next window completes; None until the stream has started."""
+        if self._expected_us is None:
+            return None
+        return self._next_end - (self._first + self._buffer.shape[0])
+
     def _reset(self, timestamp_us: int) -> None:
         self.stats.gaps += 1
         self.stats.samples_discarded += int(self._buffer.shape[0])

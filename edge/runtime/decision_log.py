@@ -1,7 +1,8 @@
 """Every decision, one row, in an embedded SQLite database in WAL mode.
 
-Each row is committed as it is appended, after the decision has been written to the
-port (so the disk never delays a REJECT).  In WAL mode with ``synchronous=NORMAL`` a
+Each unit's decisions are committed as they are appended (one row for a vibration
+window, one transaction for the patches of a line-scan tile), after the decisions
+have been written to the port (so the disk never delays a REJECT).  In WAL mode with ``synchronous=NORMAL`` a
 commit costs tens of microseconds and survives a kill -9 of the process: at most the
 row being written is lost, and the database opens cleanly afterwards.  (A power cut
 can lose the last commits; ``synchronous=FULL`` trades speed for that.)
@@ -33,6 +34,9 @@ CREATE TABLE IF NOT EXISTS decisions (
     bundle_sha256 TEXT NOT NULL
 );
 """
+
+
+INSERT = "INSERT INTO decisions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 
 
 @dataclass
@@ -103,10 +107,16 @@ class DecisionLog:
         finally:
             db.close()
 
-    def append(self, row: DecisionRow) -> None:
+    def append(self, rows: list[DecisionRow]) -> None:
+        """Commit the decisions of one unit (a window, or every patch of a tile) in one transaction."""
         with self._lock:
-            self._db.execute("INSERT INTO decisions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row.values())
-            self.written += 1
+            if len(rows) == 1:
+                self._db.execute(INSERT, rows[0].values())
+            else:
+                with self._db:  # BEGIN ... COMMIT; a tile's rows land together or not at all
+                    self._db.execute("BEGIN")
+                    self._db.executemany(INSERT, [row.values() for row in rows])
+            self.written += len(rows)
 
     def close(self) -> None:
         self._closed.set()

@@ -30,6 +30,7 @@ from edge.runtime.assembler import LineAssembler, Unit, VibrationAssembler
 from edge.runtime.decision_log import DecisionLog, DecisionRow, next_decision_id
 from edge.runtime.decisions import REASON_FAIL_SAFE, DecisionPolicy, RejectScheduler, Verdict
 from edge.runtime.metrics import RuntimeMetrics, StatusServer
+from edge.runtime.pacing import ReadPacer
 from firmware_bridge.codec import FrameDecoder, encode_frame
 from firmware_bridge.protocol import Ack, Error, Heartbeat, Hello, Line, Nak, NakReason, Samples
 from firmware_bridge.transport import ReconnectingPort
@@ -58,6 +59,7 @@ class RuntimeSettings:
     heartbeat_s: float = 1.0
     warmup: int = 50
     threads: int | None = 1
+    paced_reads: bool = True                # vibration: sleep until a window can complete (see pacing.py)
     trusted_keys: list[str] = field(default_factory=list)
 
 
@@ -108,8 +110,10 @@ class Runtime:
         pre = m["preprocessing"]
         self.kind = "linescan" if "tile_lines" in pre else "vibration"
         self.normalization = pre["normalization"]
+        self.pacer: ReadPacer | None = None
         if self.kind == "vibration":
             self.assembler = VibrationAssembler(pre["window"], s.hop or pre["hop"], s.channel_index, pre["rate_hz"])
+            self.pacer = ReadPacer(pre["rate_hz"]) if s.paced_reads else None
         else:
             width = pre.get("patch_width")
             self.assembler = LineAssembler(s.tile_lines or pre["tile_lines"], s.tile_overlap,
@@ -132,7 +136,7 @@ class Runtime:
         self._started = False
         self.counts = {"data_frames": 0, "deadline_fail_safe": 0, "late_decisions": 0, "overload_fail_safe": 0, "keepalives": 0,
                        "rejects_sent": 0, "rejects_not_written": 0, "acks": 0, "naks": 0, "naks_too_late": 0,
-                       "lockouts": 0, "reconnects": 0, "hello_mismatch": 0, "device_errors": 0}
+                       "lockouts": 0, "reconnects": 0, "hello_mismatch": 0, "device_errors": 0, "paced_sleeps": 0}
         self.server = None
         if s.http:
             host, _, port = s.http.rpartition(":")
@@ -145,7 +149,7 @@ class Runtime:
         out |= {f"link_{k}": v for k, v in self.port.stats.to_dict().items() if k != "last_error"}
         out |= {f"assembler_{k}": v for k, v in self.assembler.stats.to_dict().items()}
         out |= self.counts | {"decisions": self._next_id - self._first_id, "log_written": self.log.written,
-                              "queue_depth": self._queue.qsize()}
+                              "queue_depth": self._queue.qsize(), "pacing_overruns": self.pacer.overruns if self.pacer else 0}
         return out
 
     def _reconnected(self) -> None:
@@ -163,7 +167,16 @@ class Runtime:
     def _read_loop(self) -> None:
         last_rx = time.monotonic()
         while not self._stop.is_set():
-            data = self.port.read(65536)
+            slept_from = None
+            pause = self.pacer.pause(time.monotonic(), self.assembler.samples_needed()) if self.pacer else 0.0
+            if pause:
+                self.counts["paced_sleeps"] += 1
+                slept_from = time.monotonic()
+                if self._stop.wait(pause):
+                    break
+                data = self.port.read_waiting()  # arrived while asleep: stamped with the start of the sleep
+            else:
+                data = self.port.read(65536)
             now = time.monotonic()
             if not data:
                 if now - last_rx > self.settings.heartbeat_s:
@@ -172,20 +185,30 @@ class Runtime:
                 continue
             last_rx = now
             t0 = time.perf_counter()
-            for frame in self.decoder.feed(data):
-                msg = frame.message
-                if isinstance(msg, (Samples, Line)):
-                    self.counts["data_frames"] += 1
-                if isinstance(msg, Samples) and self.kind == "vibration":
-                    units = self.assembler.push(msg.data, msg.scale, frame.timestamp_us, now)
-                elif isinstance(msg, Line) and self.kind == "linescan":
-                    units = self.assembler.push(msg.pixels, frame.encoder, frame.timestamp_us, now)
-                else:
-                    self._control(msg)
-                    continue
-                for unit in units:
-                    self._enqueue(unit)
+            if self._ingest(data, now if slept_from is None else slept_from) and slept_from is not None:
+                self.pacer.overrun(now)
             self.metrics.stage.labels("decode_assemble").observe((time.perf_counter() - t0) * 1e3)
+
+    def _ingest(self, data: bytes, arrived: float) -> int:
+        """Decode, assemble and queue; returns the number of units completed."""
+        completed = 0
+        for frame in self.decoder.feed(data):
+            msg = frame.message
+            if isinstance(msg, (Samples, Line)):
+                self.counts["data_frames"] += 1
+            if isinstance(msg, Samples) and self.kind == "vibration":
+                units = self.assembler.push(msg.data, msg.scale, frame.timestamp_us, arrived)
+                if self.pacer:
+                    self.pacer.received(arrived, msg.data.shape[0])
+            elif isinstance(msg, Line) and self.kind == "linescan":
+                units = self.assembler.push(msg.pixels, frame.encoder, frame.timestamp_us, arrived)
+            else:
+                self._control(msg)
+                continue
+            completed += len(units)
+            for unit in units:
+                self._enqueue(unit)
+        return completed
 
     def _enqueue(self, unit: Unit) -> None:
         while True:
@@ -232,9 +255,20 @@ class Runtime:
         return np.zeros((self._batch_size(), *self.backend.input_shape), np.float32)
 
     def _finish_tile(self, unit: Unit, verdicts: list[Verdict]) -> None:
-        """One decision per patch of a tile (or the one decision of a window)."""
-        for part, verdict in zip(unit.lane_units(), verdicts):
-            self._finish(part, verdict)
+        """Number, send and count the decisions of one unit (one per patch of a tile), then log them.
+
+        Called by the decider, or by the reader when shedding.  Every REJECT of the unit is
+        written before the disk is touched; the unit's rows are then committed together.
+        """
+        with self._finish_lock:
+            t0 = time.perf_counter()
+            rows = [self._send_decision(part, verdict) for part, verdict in zip(unit.lane_units(), verdicts)]
+            self.log.append(rows)
+            for row in rows:
+                self.metrics.observe({"decision_id": row.decision_id, "span": f"{row.span_start}-{row.span_end}",
+                                      "lane": row.lane, "class": row.label, "reject": row.reject,
+                                      "latency_ms": row.latency_ms}, row.latency_ms)
+            self.metrics.stage.labels("decide_write_log").observe((time.perf_counter() - t0) * 1e3)
 
     def _decide_loop(self) -> None:
         last_beat = time.monotonic()
@@ -267,13 +301,8 @@ class Runtime:
         self.metrics.stage.labels("inference").observe(elapsed * 1e3)
         return logits
 
-    def _finish(self, unit: Unit, verdict: Verdict) -> None:
-        """Number, send, log and count one decision (from the decider, or the reader when shedding)."""
-        with self._finish_lock:
-            self._finish_locked(unit, verdict)
-
-    def _finish_locked(self, unit: Unit, verdict: Verdict) -> None:
-        t0 = time.perf_counter()
+    def _send_decision(self, unit: Unit, verdict: Verdict) -> DecisionRow:
+        """Number one decision, write its REJECT (if any) and count it; returns its log row."""
         decision_id = self._next_id
         self._next_id += 1
         reason = REASON_FAIL_SAFE if verdict.fail_safe else self.policy.classes.index(verdict.label)
@@ -292,14 +321,9 @@ class Runtime:
         self.metrics.decisions.labels(outcome).inc()
         if verdict.fail_safe:
             self.metrics.fail_safe.labels(verdict.fail_safe).inc()
-        row = DecisionRow(decision_id, time.time(), self.kind, unit.start, unit.end, unit.device_time_us, unit.lane,
-                          verdict.label, verdict.scores, verdict.reject, verdict.fail_safe, latency_ms,
-                          command.at if command is not None and self.kind == "linescan" else None, self.sha256)
-        self.log.append(row)
-        self.metrics.observe({"decision_id": decision_id, "span": f"{unit.start}-{unit.end}", "lane": unit.lane,
-                              "class": verdict.label, "reject": verdict.reject, "latency_ms": latency_ms},
-                             latency_ms)
-        self.metrics.stage.labels("decide_write_log").observe((time.perf_counter() - t0) * 1e3)
+        return DecisionRow(decision_id, time.time(), self.kind, unit.start, unit.end, unit.device_time_us, unit.lane,
+                           verdict.label, verdict.scores, verdict.reject, verdict.fail_safe, latency_ms,
+                           command.at if command is not None and self.kind == "linescan" else None, self.sha256)
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -339,7 +363,7 @@ class Runtime:
                     unit = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                self._finish(unit, self.policy.fail_safe("shutdown"))
+                self._finish_tile(unit, [self.policy.fail_safe("shutdown")] * unit.lanes)
             sd_notify("STOPPING=1")
         return self.summary(time.monotonic() - started)
 
@@ -352,8 +376,15 @@ class Runtime:
         return {stage: (get("drsn_stage_ms_sum", {"stage": stage}) or 0.0) / 1e3
                 for stage in ("decode_assemble", "preprocess", "inference", "decide_write_log")}
 
+    def overhead_fraction(self) -> float | None:
+        """Time in every stage but inference, as a fraction of inference time (stage clocks)."""
+        stages = self.stage_seconds()
+        inference = stages.pop("inference")
+        return sum(stages.values()) / inference if inference else None
+
     def summary(self, seconds: float) -> dict:
         return {"seconds": round(seconds, 2), "budget_ms": self.budget_s * 1e3, "stages_s": self.stage_seconds(),
+                "overhead_fraction_of_inference": self.overhead_fraction(),
                 "latency": self.metrics.latency_summary(), "counters": self.counters(),
                 "device": self.device_hello.device_id if self.device_hello else None}
 

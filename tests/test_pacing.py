@@ -1,0 +1,59 @@
+"""The reader's pacing: sleep until shortly before a window can complete, never hide latency."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.runtime.assembler import VibrationAssembler
+from edge.runtime.pacing import MAX_SLEEP_S, MIN_SLEEP_S, ReadPacer
+
+
+def stream(pacer: ReadPacer, blocks: int, block: int, rate: float, t0: float = 0.0) -> float:
+    """Feed ``blocks`` blocks of ``block`` samples arriving at ``rate`` samples/s; returns the last time."""
+    t = t0
+    for _ in range(blocks):
+        t += block / rate
+        pacer.received(t, block)
+    return t
+
+
+def test_sleeps_until_two_blocks_before_the_window_completes():
+    pacer = ReadPacer(12000.0)
+    t = stream(pacer, 20, 120, 12000.0)
+    assert pacer.pause(t, 1024) == pytest.approx((1024 - 240) / 12000.0)
+    assert pacer.pause(t, 240 + 12) == 0.0            # a 1 ms sleep is not worth it
+    assert pacer.pause(t, None) == 0.0                 # stream not started: block on the port
+    assert pacer.pause(t, 10 ** 6) == MAX_SLEEP_S
+
+
+def test_a_faster_stream_shortens_the_sleep():
+    pacer = ReadPacer(12000.0)
+    t = stream(pacer, 200, 120, 24000.0)               # the device runs at twice its nominal rate
+    assert pacer.rate() == pytest.approx(24000.0, rel=0.02)
+    assert pacer.pause(t, 1024) == pytest.approx((1024 - 240) / 24000.0, rel=0.02)
+
+
+def test_an_overrun_stops_pacing_for_a_while():
+    pacer = ReadPacer(12000.0, backoff_s=5.0)
+    t = stream(pacer, 20, 120, 12000.0)
+    pacer.overrun(t)
+    assert pacer.overruns == 1 and pacer.pause(t + 4.9, 1024) == 0.0
+    assert pacer.pause(t + 5.1, 1024) > MIN_SLEEP_S
+
+
+def test_no_block_seen_no_sleep_and_rate_must_be_positive():
+    assert ReadPacer(12000.0).pause(0.0, 1024) == 0.0
+    with pytest.raises(ValueError, match="positive"):
+        ReadPacer(0.0)
+
+
+def test_samples_needed_follows_the_assembler():
+    asm = VibrationAssembler(window=2048, hop=1024)
+    assert asm.samples_needed() is None
+    block = np.zeros((120, 1), np.int16)
+    asm.push(block, 1.0, 0, 0.0)
+    assert asm.samples_needed() == 2048 - 120
+    for k in range(1, 18):                             # 2,160 samples: the first window is out
+        asm.push(block, 1.0, int(round(k * 120 / 12000 * 1e6)), 0.0)
+    assert asm.stats.units == 1 and asm.samples_needed() == 2048 + 1024 - 18 * 120
