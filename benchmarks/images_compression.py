@@ -6,9 +6,11 @@ Each row: test accuracy, parameters, MFLOPs, OpenVINO INT8 latency of one tile's
 batch (the patches across a 640 px detector).  Distillation (NEU by default): a SARSN
 teacher, a small ResNet-18 student distilled from it (RKD distance + angle), and the
 same student trained alone with the same data, seed and epochs.
-Writes benchmarks/results/images_pruning.json and images_distillation.json.
+Writes benchmarks/results/images_pruning.json and images_distillation.json (see --pruning-out).
 
     python benchmarks/images_compression.py --baseline runs/images/xray-castings-resnet18-w32-s0 --skip-distillation
+    python benchmarks/images_compression.py --baseline runs/images/xray-fishbones-resnet18-w32-s0 --skip-distillation \
+        --pruning-out benchmarks/results/images_pruning_fishbones.json
     python benchmarks/images_compression.py --skip-pruning --teacher-task xray-castings
 """
 
@@ -85,7 +87,11 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=2, help="training and evaluation threads")
     parser.add_argument("--inference-threads", type=int, default=1, help="OpenVINO threads for the tile latency")
+    parser.add_argument("--asfp-rates", default="0.1,0.2,0.3", help="ASFP rows of the pruning table ('' for none)")
     parser.add_argument("--work", type=Path, default=Path("runs/images"))
+    parser.add_argument("--pruning-out", type=Path, default=HERE / "results" / "images_pruning.json",
+                        help="where the pruning table goes (one file per baseline)")
+    parser.add_argument("--distillation-out", type=Path, default=HERE / "results" / "images_distillation.json")
     args = parser.parse_args()
 
     from edge.data.catalog import default_data_root
@@ -100,7 +106,7 @@ def main() -> int:
                      args.threads)
         history = json.loads((l1 / "metrics.json").read_text())["pruning"]
         rows.append(_row(l1, "L1 3 x 30 %", args.work, args.threads) | {"rounds": history})
-        for rate in (0.1, 0.2, 0.3):
+        for rate in (float(r) for r in args.asfp_rates.split(",") if r):
             out = _pruned(args.baseline, args.work / f"{args.baseline.name}-asfp{int(rate * 100)}", "asfp", 1, rate,
                           args.finetune_epochs, args.threads)
             rows.append(_row(out, f"ASFP {rate:g}", args.work, args.threads))
@@ -109,7 +115,7 @@ def main() -> int:
         for r in rows:
             r["flops_vs_baseline"] = r["mflops"] / base["mflops"]
             r["accuracy_drop_pt"] = 100 * (base["accuracy"] - r["accuracy"])
-        (HERE / "results" / "images_pruning.json").write_text(json.dumps(
+        args.pruning_out.write_text(json.dumps(
             {"benchmark": "images_pruning", "date": time.strftime("%Y-%m-%d"), "baseline": str(args.baseline),
              "finetune_epochs": args.finetune_epochs, "rows": rows}, indent=2) + "\n")
         print(f"{'model':<14}{'accuracy':>10}{'int8':>8}{'params':>11}{'MFLOPs':>9}{'FLOPs':>7}{'tile p99':>10}")
@@ -137,7 +143,7 @@ def main() -> int:
             drows.append({"label": label, "run": str(run), "accuracy": r["accuracy"], "test_images": r["images"],
                           "parameters": json.loads((run / "metrics.json").read_text())["parameters"]})
             print(f"{label:<20}{100 * r['accuracy']:>8.2f}%  ({drows[-1]['parameters']:,} parameters)")
-        (HERE / "results" / "images_distillation.json").write_text(json.dumps(
+        args.distillation_out.write_text(json.dumps(
             {"benchmark": "images_distillation", "date": time.strftime("%Y-%m-%d"), "task": task,
              "epochs": args.epochs, "seed": 0, "rows": drows}, indent=2) + "\n")
     return 0

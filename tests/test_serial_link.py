@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -14,7 +15,7 @@ from firmware_bridge.codec import FrameDecoder, encode_frame
 from firmware_bridge.protocol import Ack, Heartbeat, Hello, Line, NakReason, Reject, RejectMode, Samples
 from firmware_bridge.simulator import DeviceSimulator, Faults
 from firmware_bridge.sources import belt_source, cwru_source
-from firmware_bridge.transport import PortError, ReconnectingPort, open_port, parse_vid_pid, resolve_port
+from firmware_bridge.transport import PortError, PtyPair, ReconnectingPort, open_port, parse_vid_pid, resolve_port
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +205,18 @@ def test_device_can_wait_for_the_gateways_hello(cwru_stream):
         frames = receive(port, thread, FrameDecoder())
         port.close()
     assert sum(isinstance(f.message, Samples) for f in frames) == 50 and isinstance(frames[0].message, Hello)
+
+
+def test_read_waiting_takes_what_arrived_without_waiting_and_survives_a_vanished_device():
+    pty = PtyPair()
+    port = ReconnectingPort(pty.name, timeout=0.5)
+    try:
+        started = time.monotonic()
+        assert port.read_waiting() == b"" and time.monotonic() - started < 0.1  # nothing there: no wait
+        os.write(pty.master_fd, b"\x00abc\x00")
+        time.sleep(0.05)
+        assert port.read_waiting() == b"\x00abc\x00"
+    finally:
+        pty.close()
+    assert port.read_waiting() == b"" and port.stats.outages == 1  # the device went away: counted, no exception
+    port.close()
