@@ -126,7 +126,11 @@ def main() -> int:
                                          for f in folds}}
         return out
 
-    default_rows = [r for r in outer if r["variant"] == "" and r["seed"] in seeds and r["test_load"] in folds]
+    def complete(variant: str) -> list[dict] | None:
+        rows = [r for r in outer if r["variant"] == variant and r["seed"] in seeds and r["test_load"] in folds]
+        return rows if len(rows) == len(seeds) * len(folds) else None
+
+    default_rows = complete("")
     doc = {
         "benchmark": "robustness_nested",
         "model": args.model,
@@ -141,7 +145,10 @@ def main() -> int:
         "chosen": {str(f): choice[f] for f in folds},
         "nested": {"gaussian": table(chosen, "accuracy_gaussian"), "pink": table(chosen, "accuracy_pink")},
         "default": ({"gaussian": table(default_rows, "accuracy_gaussian"), "pink": table(default_rows, "accuracy_pink")}
-                    if len(default_rows) == len(seeds) * len(folds) else None),
+                    if default_rows else None),
+        # Candidates trained on every outer fold (chosen in an earlier round, say): for comparison only.
+        "every_fold": {name: {"gaussian": table(rows, "accuracy_gaussian"), "pink": table(rows, "accuracy_pink")}
+                       for name in candidates if (rows := complete(tag(name)))},
         "date": time.strftime("%Y-%m-%d"),
         "runs": chosen,
     }

@@ -81,3 +81,20 @@ def test_normalisation_is_numpys_zscore_per_window_and_per_image(cwru_load0):
     np.testing.assert_allclose(normalize(images, "zscore-image"), ref, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="unknown normalisation"):
         normalize(windows, "minmax")
+
+
+def test_gain_jitter_scales_whole_windows_within_its_bound_and_is_seeded(cwru_load0):
+    from edge.train.settings import TrainSettings
+    from edge.train.trainer import augment
+
+    signal = cwru_load0.records[3].signal
+    x = np.stack([signal[i * 2048:(i + 1) * 2048] for i in range(32)]).astype(np.float32)
+    x = x[:, np.all(x != 0, axis=0)]  # divide by non-zero samples only
+    settings = TrainSettings(gain_jitter=0.25, snr_train=None)
+    y = augment(x, settings, np.random.default_rng(5))
+    gains = (y / x)[:, :1]
+    assert y.dtype == np.float32 and y.shape == x.shape
+    assert np.allclose(y / x, gains, rtol=1e-5)  # one gain per window, the waveform untouched
+    assert 1 / 1.25 - 1e-6 <= gains.min() < 0.9 and 1.1 < gains.max() <= 1.25 + 1e-6
+    assert np.array_equal(y, augment(x, settings, np.random.default_rng(5)))
+    assert augment(x, TrainSettings(snr_train=None), np.random.default_rng(5)) is x

@@ -86,6 +86,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--speed-jitter", type=float, default=defaults.speed_jitter,
                    help="stretch training windows as if the shaft turned up to this fraction faster or slower; "
                         f"the motor load changes the speed (default {defaults.speed_jitter}, 0 = off)")
+    p.add_argument("--gain-jitter", type=float, default=defaults.gain_jitter,
+                   help="scale each training window by a random gain up to 1 +/- this (log-uniform); useful with "
+                        f"--normalization none (default {defaults.gain_jitter}, 0 = off)")
+    p.add_argument("--normalization", choices=["zscore", "none"], default=defaults.normalization,
+                   help="vibration: zscore (zero mean, unit std per window) or none (physical units from the "
+                        "sensor's scale, so the vibration's level reaches the model) "
+                        f"(default {defaults.normalization})")
     p.add_argument("--val-snr", default=",".join(_snr_text(v) for v in defaults.val_snrs),
                    help="the epoch kept is the best mean validation accuracy over these SNRs "
                         f"(default {','.join(_snr_text(v) for v in defaults.val_snrs)}; clean only without noise "
@@ -127,10 +134,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     snr_train = parse_snr_range(args.snr_train)
     if not 0.0 <= args.speed_jitter < 0.5:
         raise DataError(f"--speed-jitter must be in [0, 0.5), got {args.speed_jitter}")
+    if not 0.0 <= args.gain_jitter < 1.0:
+        raise DataError(f"--gain-jitter must be in [0, 1), got {args.gain_jitter}")
     settings = TrainSettings(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size,
                              lr=args.lr or 3e-3, snr_train=snr_train, clean_fraction=args.clean_fraction,
                              noise_kind=args.noise, seed=args.seed, speed_jitter=args.speed_jitter,
-                             val_snrs=parse_snr_list(args.val_snr) if snr_train else [None])
+                             normalization=args.normalization, gain_jitter=args.gain_jitter, val_snrs=parse_snr_list(args.val_snr) if snr_train else [None])
     train_cwru(args.data or default_cwru_dir(), args.out, model_name=model, loads=parse_loads(args.loads),
                channel=args.channel, rate_hz=args.rate, windows=WindowSettings(length=args.window),
                settings=settings, width=args.width, depth=args.depth, threads=args.threads, quiet=args.quiet)

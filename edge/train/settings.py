@@ -16,6 +16,7 @@ class TrainSettings:
     clean_fraction: float = 0.2                          # share of each batch left clean
     noise_kind: str = "gaussian"
     speed_jitter: float = 0.0                            # +/- fraction of shaft speed (window stretch)
+    gain_jitter: float = 0.0                             # windows scaled by up to 1 +/- this (log-uniform)
     val_snrs: list = field(default_factory=lambda: [None, -4.0, -8.0])  # model selection: mean val accuracy
     normalization: str = "zscore"
     seed: int = 0

@@ -31,7 +31,16 @@ def seed_everything(seed: int, threads: int | None = None) -> np.random.Generato
 
 
 def augment(batch: np.ndarray, settings: TrainSettings, rng: np.random.Generator) -> np.ndarray:
-    """Add noise at a random SNR to all but ``clean_fraction`` of the windows."""
+    """Scale windows by a random gain (``gain_jitter``), then add noise at a random SNR to all but
+    ``clean_fraction`` of them.
+
+    The gain matters only without per-window normalisation: the vibration's level then
+    reaches the model, and the level changes with the load and the sensor's mounting.
+    """
+    if settings.gain_jitter:
+        bound = np.log1p(settings.gain_jitter)
+        batch = batch * np.exp(rng.uniform(-bound, bound, size=(batch.shape[0],) + (1,) * (batch.ndim - 1)))
+        batch = batch.astype(np.float32, copy=False)
     if settings.snr_train is None:
         return batch
     lo, hi = settings.snr_train
