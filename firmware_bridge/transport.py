@@ -8,6 +8,7 @@ the same name until the device is back.
 from __future__ import annotations
 
 import os
+import queue
 import time
 import tty
 from dataclasses import asdict, dataclass
@@ -169,7 +170,7 @@ class ReconnectingPort:
             return default
         try:
             return action(port)
-        except serial.SerialTimeoutException:
+        except (serial.SerialTimeoutException, queue.Full):  # queue.Full: loop://'s write timeout
             self.stats.write_timeouts += 1
             return default
         except (serial.SerialException, OSError) as exc:

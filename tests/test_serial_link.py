@@ -160,6 +160,15 @@ def test_loop_url_and_usb_lookup_errors():
         open_port("/nonexistent/tty")
 
 
+def test_a_write_nobody_takes_is_counted_not_raised():
+    port = ReconnectingPort("loop://")  # loop:// holds 4,096 bytes; nobody reads them here
+    frame = encode_frame(Heartbeat(1), 0)
+    written = [port.write(frame) for _ in range(4096 // len(frame) + 1)]
+    assert all(written[:-1]) and not written[-1]
+    assert port.stats.write_timeouts == 1 and port.stats.outages == 0
+    port.close()
+
+
 def test_simulate_command_prints_its_port_and_streams(cwru_dir, tmp_path):
     rejects = tmp_path / "rejects.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "simulate", "--source", "cwru", "--data",
