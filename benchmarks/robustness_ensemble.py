@@ -1,0 +1,117 @@
+"""Would averaging a z-scored and a physical-units model hold up across loads?  Nested, evaluation only.
+
+robustness_nested.py trained both candidates on every inner pair (seed 0) and every
+outer fold (3 seeds).  This scores their two-model ensemble (mean of the softmax
+outputs, the same noisy windows for both) on the same inner pairs, so it can be
+chosen exactly as the single candidates were, and on the held-out load of each
+outer fold.  No training.  Writes benchmarks/results/robustness_ensemble.json.
+
+    python benchmarks/robustness_ensemble.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from robustness_cwru import HERE, read_done  # noqa: E402
+
+INNER_SNRS = [None, -4.0, -8.0]
+
+
+def probabilities(run_dir: str, load: int, snrs: list, kind: str, seed: int = 1234) -> tuple[dict, np.ndarray]:
+    """Softmax per SNR on every window of ``load`` (the evaluation windows and noise of ``drsn-edge evaluate``)."""
+    import torch
+
+    from edge.data.preprocess import normalize
+    from edge.train.evaluate import noisy_copies, snr_key
+    from edge.train.runs import load_run
+    from edge.train.vibration import _evaluation_windows, load_run_dataset
+
+    run = load_run(run_dir)
+    cfg, pre = run.config, run.config["preprocessing"]
+    x, y, _ = _evaluation_windows(load_run_dataset(cfg, None, (load,)), cfg, "test", pre["hops"]["test"],
+                                  pre["window"])
+    model = run.load_model().eval()
+    out = {}
+    with torch.no_grad():
+        for snr, noisy in noisy_copies(x, snrs, seed, kind):
+            batches = [model(torch.from_numpy(normalize(noisy[i:i + 512], pre["normalization"])[:, None, :]))
+                       .softmax(1).numpy() for i in range(0, noisy.shape[0], 512)]
+            out[snr_key(snr)] = np.concatenate(batches)
+    return out, y
+
+
+def ensemble_accuracy(runs: list[str], load: int, snrs: list, kind: str = "gaussian") -> dict[str, float]:
+    probs, labels = zip(*(probabilities(r, load, snrs, kind) for r in runs))
+    if any(not np.array_equal(labels[0], other) for other in labels[1:]):
+        raise ValueError("the runs do not score the same windows")
+    return {k: float(np.mean(np.mean([p[k] for p in probs], axis=0).argmax(1) == labels[0])) for k in probs[0]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="drsn1d-cw")
+    parser.add_argument("--members", default="+default,+raw", help="inner variants to average (nested tags)")
+    parser.add_argument("--outer-members", default=",+raw", help="outer variants ('' is the default's runs)")
+    parser.add_argument("--snr", default="none,-8,-4,0", help="outer SNRs, white Gaussian")
+    parser.add_argument("--pink-snr", default="-4,0", help="outer SNRs, pink noise")
+    parser.add_argument("--work", type=Path, default=Path("runs/robustness"))
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "robustness_ensemble.json")
+    args = parser.parse_args()
+
+    from edge.data.noise import parse_snr_list
+
+    inner_rows = [r for r in read_done(args.work / "nested-inner.jsonl") if r["model"] == args.model]
+    members = args.members.split(",")
+    inner = {}
+    for fold in (0, 1, 2):
+        train = [x for x in (0, 1, 2) if x != fold]
+        pairs = []
+        for a, b in ((train[0], train[1]), (train[1], train[0])):
+            runs = [next(r["run"] for r in inner_rows if r["variant"] == m and r["train_loads"] == [a]
+                         and r["test_load"] == b) for m in members]
+            acc = ensemble_accuracy(runs, b, INNER_SNRS)
+            pairs.append({"train": a, "test": b, "accuracy": acc})
+            print(f"inner fold {fold}: train {a} test {b}: " + "  ".join(f"{k} {100 * v:.2f}" for k, v in acc.items()),
+                  flush=True)
+        inner[str(fold)] = {"score": float(np.mean([np.mean(list(p["accuracy"].values())) for p in pairs])),
+                            "pairs": pairs}
+
+    outer_rows = [dict(r, variant="") for r in read_done(args.work / "runs.jsonl") if r["model"] == args.model]
+    outer_rows += [r for r in read_done(args.work / "nested-outer.jsonl") if r["model"] == args.model]
+    snrs, pink = parse_snr_list(args.snr), parse_snr_list(args.pink_snr)
+    outer = []
+    for fold in (0, 1, 2):
+        for seed in (0, 1, 2):
+            runs = [next(r["run"] for r in outer_rows if r["variant"] == m and r["seed"] == seed
+                         and r["test_load"] == fold) for m in args.outer_members.split(",")]
+            row = {"test_load": fold, "seed": seed, "runs": runs,
+                   "accuracy_gaussian": ensemble_accuracy(runs, fold, snrs),
+                   "accuracy_pink": ensemble_accuracy(runs, fold, pink, "pink")}
+            outer.append(row)
+            print(f"outer fold {fold} seed {seed}: " + "  ".join(f"{k} {100 * v:.2f}"
+                                                                  for k, v in row["accuracy_gaussian"].items())
+                  + "  pink " + "  ".join(f"{k} {100 * v:.2f}" for k, v in row["accuracy_pink"].items()), flush=True)
+    mean = {key: {k: float(np.mean([r[key][k] for r in outer])) for k in outer[0][key]}
+            for key in ("accuracy_gaussian", "accuracy_pink")}
+    doc = {"benchmark": "robustness_ensemble", "model": args.model, "members": members, "date": time.strftime("%Y-%m-%d"),
+           "protocol": "mean softmax of the member runs on the same noisy windows; inner pairs as in "
+                       "robustness_nested.py (seed 0), outer: every fold and seed",
+           "inner": inner, "outer_mean": mean, "outer": outer}
+    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    print("inner scores: " + ", ".join(f"fold {f} {100 * v['score']:.2f}" for f, v in inner.items()))
+    print("outer mean: " + "  ".join(f"{k} {100 * v:.2f}" for k, v in mean["accuracy_gaussian"].items())
+          + "  pink " + "  ".join(f"{k} {100 * v:.2f}" for k, v in mean["accuracy_pink"].items()))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
