@@ -139,7 +139,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     settings = TrainSettings(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size,
                              lr=args.lr or 3e-3, snr_train=snr_train, clean_fraction=args.clean_fraction,
                              noise_kind=args.noise, seed=args.seed, speed_jitter=args.speed_jitter,
-                             normalization=args.normalization, gain_jitter=args.gain_jitter, val_snrs=parse_snr_list(args.val_snr) if snr_train else [None])
+                             normalization=args.normalization, gain_jitter=args.gain_jitter,
+                             val_snrs=parse_snr_list(args.val_snr) if snr_train else [None])
     train_cwru(args.data or default_cwru_dir(), args.out, model_name=model, loads=parse_loads(args.loads),
                channel=args.channel, rate_hz=args.rate, windows=WindowSettings(length=args.window),
                settings=settings, width=args.width, depth=args.depth, threads=args.threads, quiet=args.quiet)

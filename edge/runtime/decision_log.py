@@ -2,9 +2,10 @@
 
 Each unit's decisions are committed as they are appended (one row for a vibration
 window, one transaction for the patches of a line-scan tile), after the decisions
-have been written to the port (so the disk never delays a REJECT).  In WAL mode with ``synchronous=NORMAL`` a
-commit costs tens of microseconds and survives a kill -9 of the process: at most the
-row being written is lost, and the database opens cleanly afterwards.  (A power cut
+have been written to the port (so the disk never delays a REJECT).  In WAL mode with
+``synchronous=NORMAL`` a commit costs tens of microseconds and survives a kill -9 of
+the process: at most the unit being written is lost, and the database opens cleanly
+afterwards.  (A power cut
 can lose the last commits; ``synchronous=FULL`` trades speed for that.)
 """
 

@@ -149,7 +149,8 @@ class Runtime:
         out |= {f"link_{k}": v for k, v in self.port.stats.to_dict().items() if k != "last_error"}
         out |= {f"assembler_{k}": v for k, v in self.assembler.stats.to_dict().items()}
         out |= self.counts | {"decisions": self._next_id - self._first_id, "log_written": self.log.written,
-                              "queue_depth": self._queue.qsize(), "pacing_overruns": self.pacer.overruns if self.pacer else 0}
+                              "queue_depth": self._queue.qsize(),
+                              "pacing_overruns": self.pacer.overruns if self.pacer else 0}
         return out
 
     def _reconnected(self) -> None:
