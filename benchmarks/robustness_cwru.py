@@ -177,17 +177,22 @@ def print_table(summary: dict, snrs: list[str]) -> None:
               f"{'' if lat is None else f'{lat:.3f} ms':>12}")
 
 
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options every leave-one-load-out benchmark shares: the data, training overrides, parallel runs."""
+    parser.add_argument("--data", type=Path, default=None, help="CWRU folder (default ../shared/data/cwru)")
+    parser.add_argument("--epochs", type=int, default=None, help="override the training default (for a quick look)")
+    parser.add_argument("--steps", type=int, default=None, help="override the training default (for a quick look)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs trained at once, one thread each")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=None, help="CWRU folder (default ../shared/data/cwru)")
+    add_training_arguments(parser)
     parser.add_argument("--models", default="drsn1d-cs,drsn1d-cw,sarsn1d,resnet1d,dca-cnn")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--folds", default="0,1,2", help="held-out loads, one fold each")
     parser.add_argument("--snr", default="none,-8,-6,-4,-2,0,4,8", help="SNRs for white Gaussian noise")
     parser.add_argument("--pink-snr", default="-8,-4,0", help="SNRs for pink noise")
-    parser.add_argument("--epochs", type=int, default=None, help="override the training default (for a quick look)")
-    parser.add_argument("--steps", type=int, default=None, help="override the training default (for a quick look)")
-    parser.add_argument("--jobs", type=int, default=2, help="runs trained at once, one thread each")
     parser.add_argument("--rounds", type=int, default=20, help="latency: interleaved rounds")
     parser.add_argument("--per-round", type=int, default=250, help="latency: calls per model per round")
     parser.add_argument("--work", type=Path, default=Path("runs/robustness"), help="runs, bundles and the log")

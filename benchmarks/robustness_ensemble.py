@@ -21,16 +21,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from robustness_cwru import HERE, read_done  # noqa: E402
-
-INNER_SNRS = [None, -4.0, -8.0]
+from robustness_nested import INNER_SNRS  # noqa: E402
 
 
 def probabilities(run_dir: str, load: int, snrs: list, kind: str, seed: int = 1234) -> tuple[dict, np.ndarray]:
     """Softmax per SNR on every window of ``load`` (the evaluation windows and noise of ``drsn-edge evaluate``)."""
-    import torch
+    from scipy.special import softmax
 
-    from edge.data.preprocess import normalize
-    from edge.train.evaluate import noisy_copies, snr_key
+    from edge.train.evaluate import logits, noisy_copies, snr_key
     from edge.train.runs import load_run
     from edge.train.vibration import _evaluation_windows, load_run_dataset
 
@@ -38,14 +36,9 @@ def probabilities(run_dir: str, load: int, snrs: list, kind: str, seed: int = 12
     cfg, pre = run.config, run.config["preprocessing"]
     x, y, _ = _evaluation_windows(load_run_dataset(cfg, None, (load,)), cfg, "test", pre["hops"]["test"],
                                   pre["window"])
-    model = run.load_model().eval()
-    out = {}
-    with torch.no_grad():
-        for snr, noisy in noisy_copies(x, snrs, seed, kind):
-            batches = [model(torch.from_numpy(normalize(noisy[i:i + 512], pre["normalization"])[:, None, :]))
-                       .softmax(1).numpy() for i in range(0, noisy.shape[0], 512)]
-            out[snr_key(snr)] = np.concatenate(batches)
-    return out, y
+    model = run.load_model()
+    return {snr_key(snr): softmax(logits(model, noisy, pre["normalization"]), axis=1)
+            for snr, noisy in noisy_copies(x, snrs, seed, kind)}, y
 
 
 def ensemble_accuracy(runs: list[str], load: int, snrs: list, kind: str = "gaussian") -> dict[str, float]:
@@ -101,7 +94,8 @@ def main() -> int:
                   + "  pink " + "  ".join(f"{k} {100 * v:.2f}" for k, v in row["accuracy_pink"].items()), flush=True)
     mean = {key: {k: float(np.mean([r[key][k] for r in outer])) for k in outer[0][key]}
             for key in ("accuracy_gaussian", "accuracy_pink")}
-    doc = {"benchmark": "robustness_ensemble", "model": args.model, "members": members, "date": time.strftime("%Y-%m-%d"),
+    doc = {"benchmark": "robustness_ensemble", "model": args.model, "members": members,
+           "date": time.strftime("%Y-%m-%d"),
            "protocol": "mean softmax of the member runs on the same noisy windows; inner pairs as in "
                        "robustness_nested.py (seed 0), outer: every fold and seed",
            "inner": inner, "outer_mean": mean, "outer": outer}

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from robustness_cwru import HERE, LOADS, read_done, train_all  # noqa: E402
+from robustness_cwru import HERE, LOADS, add_training_arguments, read_done, summarise, train_all  # noqa: E402
 
 INNER_SNRS = [None, -4.0, -8.0]
 
@@ -48,7 +48,13 @@ def parse_candidate(text: str) -> tuple[str, dict]:
 
 
 def tag(name: str) -> str:
+    """A candidate's run tag in the outer log; the default's outer runs are robustness_cwru.py's (no tag)."""
     return "" if name == "default" else f"+{name}"
+
+
+def inner_tag(name: str) -> str:
+    """A candidate's run tag in the inner log, where the default has runs of its own."""
+    return f"+{name}"
 
 
 def inner_score(row: dict) -> float:
@@ -57,7 +63,7 @@ def inner_score(row: dict) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=None, help="CWRU folder (default ../shared/data/cwru)")
+    add_training_arguments(parser)
     parser.add_argument("--model", default="drsn1d-cw")
     parser.add_argument("--candidate", action="append", required=True,
                         help="NAME:FIELD=VALUE,... (repeat); 'default:' is the training default")
@@ -65,9 +71,6 @@ def main() -> int:
     parser.add_argument("--folds", default="0,1,2", help="held-out loads, one outer fold each")
     parser.add_argument("--snr", default="none,-8,-6,-4,-2,0,4,8", help="outer SNRs, white Gaussian")
     parser.add_argument("--pink-snr", default="-8,-4,0", help="outer SNRs, pink noise")
-    parser.add_argument("--epochs", type=int, default=None, help="override the training default (for a quick look)")
-    parser.add_argument("--steps", type=int, default=None, help="override the training default (for a quick look)")
-    parser.add_argument("--jobs", type=int, default=2, help="runs trained at once, one thread each")
     parser.add_argument("--work", type=Path, default=Path("runs/robustness"),
                         help="runs and logs; the default runs of robustness_cwru.py are reused from here")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "robustness_nested.json")
@@ -87,16 +90,17 @@ def main() -> int:
     pairs = sorted({pair for fold in folds for pair in permutations([x for x in LOADS if x != fold], 2)})
     inner = [r for r in read_done(inner_log) if r["model"] == args.model]
     done = {(r["variant"], tuple(r["train_loads"]), r["test_load"]) for r in inner}
-    todo = [(data, str(args.work / "inner"), args.model, seeds[0], b, INNER_SNRS, [], args.epochs, args.steps, (a,), overrides,
-             tag(name) or "+default") for name, overrides in candidates.items() for a, b in pairs
-            if (tag(name) or "+default", (a,), b) not in done]
+    todo = [(data, str(args.work / "inner"), args.model, seeds[0], b, INNER_SNRS, [], args.epochs, args.steps, (a,),
+             overrides,
+             inner_tag(name)) for name, overrides in candidates.items() for a, b in pairs
+            if (inner_tag(name), (a,), b) not in done]
     print(f"inner: {len(done)} runs done, {len(todo)} to train", flush=True)
     inner += train_all(todo, inner_log, args.jobs)
 
     def inner_of(name: str, fold: int) -> list[dict]:
         train = [x for x in LOADS if x != fold]
-        return [r for r in inner if r["variant"] == (tag(name) or "+default") and set(r["train_loads"]) | {r["test_load"]}
-                == set(train) and r["seed"] == seeds[0]]
+        return [r for r in inner if r["variant"] == inner_tag(name)
+                and set(r["train_loads"]) | {r["test_load"]} == set(train) and r["seed"] == seeds[0]]
 
     choice = {}
     for fold in folds:
@@ -107,24 +111,19 @@ def main() -> int:
 
     # Outer: the chosen candidate on both training loads, every seed, scored on the held-out load.
     snrs, pink_snrs = parse_snr_list(args.snr), parse_snr_list(args.pink_snr)
-    reused = [dict(r, variant="", overrides={}) for r in read_done(args.work / "runs.jsonl") if r["model"] == args.model]
+    reused = [dict(r, variant="", overrides={}) for r in read_done(args.work / "runs.jsonl")
+              if r["model"] == args.model]
     outer = [r for r in read_done(outer_log) if r["model"] == args.model] + reused
     have = {(r["variant"], r["seed"], r["test_load"]) for r in outer}
-    todo = [(data, str(args.work), args.model, s, f, snrs, pink_snrs, args.epochs, args.steps, None, candidates[choice[f]],
-             tag(choice[f])) for f in folds for s in seeds if (tag(choice[f]), s, f) not in have]
+    todo = [(data, str(args.work), args.model, s, f, snrs, pink_snrs, args.epochs, args.steps, None,
+             candidates[choice[f]], tag(choice[f])) for f in folds for s in seeds if (tag(choice[f]), s, f) not in have]
     print(f"outer: {len(todo)} runs to train", flush=True)
     outer += train_all(todo, outer_log, args.jobs)
     chosen = [r for r in outer if r["seed"] in seeds and r["test_load"] in folds
               and r["variant"] == tag(choice[r["test_load"]])]
 
-    def table(rows: list[dict], key: str) -> dict:
-        out = {}
-        for snr in rows[0][key]:
-            seed_means = [np.mean([r[key][snr] for r in rows if r["seed"] == s]) for s in seeds]
-            out[snr] = {"mean": float(np.mean([r[key][snr] for r in rows])), "std_over_seeds": float(np.std(seed_means)),
-                        "by_test_load": {str(f): float(np.mean([r[key][snr] for r in rows if r["test_load"] == f]))
-                                         for f in folds}}
-        return out
+    def table(rows: list[dict]) -> dict:
+        return {noise: summarise(rows, args.model, f"accuracy_{noise}") for noise in ("gaussian", "pink")}
 
     def complete(variant: str) -> list[dict] | None:
         rows = [r for r in outer if r["variant"] == variant and r["seed"] in seeds and r["test_load"] in folds]
@@ -143,12 +142,10 @@ def main() -> int:
                                             "accuracy": r["accuracy_gaussian"]} for r in inner_of(name, f)]}
                          for f in folds} for name in candidates},
         "chosen": {str(f): choice[f] for f in folds},
-        "nested": {"gaussian": table(chosen, "accuracy_gaussian"), "pink": table(chosen, "accuracy_pink")},
-        "default": ({"gaussian": table(default_rows, "accuracy_gaussian"), "pink": table(default_rows, "accuracy_pink")}
-                    if default_rows else None),
+        "nested": table(chosen),
+        "default": table(default_rows) if default_rows else None,
         # Candidates trained on every outer fold (chosen in an earlier round, say): for comparison only.
-        "every_fold": {name: {"gaussian": table(rows, "accuracy_gaussian"), "pink": table(rows, "accuracy_pink")}
-                       for name in candidates if (rows := complete(tag(name)))},
+        "every_fold": {name: table(rows) for name in candidates if (rows := complete(tag(name)))},
         "date": time.strftime("%Y-%m-%d"),
         "runs": chosen,
     }

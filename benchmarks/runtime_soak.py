@@ -39,6 +39,20 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def cost(summary: dict) -> dict:
+    """CPU and inference per decision, and the overhead beyond inference by stage clocks and by CPU time.
+
+    The stage clocks are wall time and the reader and decider share one core, so a stage can be
+    charged for the other thread's work; CPU time of the whole process minus inference is the
+    stricter measure of what the runtime costs beyond the model.
+    """
+    decisions, inference = max(summary["counters"]["decisions"], 1), summary["stages_s"]["inference"]
+    return {"cpu_ms_per_decision": 1e3 * summary["cpu_s"] / decisions,
+            "inference_ms_per_decision": 1e3 * inference / decisions,
+            "overhead_fraction_of_inference": summary["overhead_fraction_of_inference"],
+            "overhead_cpu_fraction_of_inference": (summary["cpu_s"] - inference) / inference}
+
+
 def session(bundle: Path, run: Path, seconds: float, rate: str, budget_ms: float | None, queue: int,
             log: Path, cores: list[int]) -> tuple[dict, dict, int]:
     """The simulator in its own process (its own core, as a device would be); the runtime here."""
@@ -78,15 +92,11 @@ def main() -> int:
                          spans=held_out_spans(args.run / "split.json"))
     tmp = Path(tempfile.mkdtemp(prefix="drsn-soak-"))
     soak, sim, first = session(args.bundle, args.run, args.seconds, "realtime", None, 64, tmp / "soak.db", cores)
-    c, stages, overhead = soak["counters"], soak["stages_s"], soak["overhead_fraction_of_inference"]
-    # The stage clocks are wall time and the reader and decider share one core, so a stage can be
-    # charged for the other thread's work; CPU time of the whole process minus inference is the
-    # stricter measure of what the runtime costs beyond the model.
-    overhead_cpu = (soak["cpu_s"] - stages["inference"]) / stages["inference"]
+    c, stages, soak_cost = soak["counters"], soak["stages_s"], cost(soak)
     score = score_vibration(tmp / "soak.db", source.truth, since_id=first)  # first lap only is aligned to truth
     fast, _, _ = session(args.bundle, args.run, args.max_rate_seconds, f"x{args.multiple:g}", 1e6, 1024,
                          tmp / "fast.db", cores)
-    f, fast_stages = fast["counters"], fast["stages_s"]
+    f = fast["counters"]
     window_rate = source.hello.rate_hz / (run.config["preprocessing"]["window"] // 2)
     shed = f["deadline_fail_safe"] + f["overload_fail_safe"]
     sustained = (f["decisions"] - shed) / args.max_rate_seconds  # decided while the stream ran
@@ -96,20 +106,13 @@ def main() -> int:
                       "decisions": c["decisions"], "deadline_fail_safe": c["deadline_fail_safe"],
                       "late_decisions": c["late_decisions"], "overload_fail_safe": c["overload_fail_safe"],
                       "frames_streamed": sim["frames_generated"], "frames_received": c["data_frames"],
-                      "lost_frames": c["decoder_lost_frames"], "stage_seconds": stages,
-                      "overhead_fraction_of_inference": overhead, "cpu_seconds": soak["cpu_s"],
-                      "cpu_ms_per_decision": 1e3 * soak["cpu_s"] / max(c["decisions"], 1),
-                      "inference_ms_per_decision": 1e3 * stages["inference"] / max(c["decisions"], 1),
-                      "overhead_cpu_fraction_of_inference": overhead_cpu, "target_overhead": 0.10,
+                      "lost_frames": c["decoder_lost_frames"], "stage_seconds": stages, "cpu_seconds": soak["cpu_s"],
+                      **soak_cost, "target_overhead": 0.10,
                       "paced_sleeps": c["paced_sleeps"], "pacing_overruns": c["pacing_overruns"]},
         # Back to back the code stays warm: the same work with no idle gaps between frames.
         "max_rate": {"seconds": fast["seconds"], "streamed_multiple": args.multiple, "decisions_per_s": sustained,
-                     "cpu_ms_per_decision": 1e3 * fast["cpu_s"] / max(f["decisions"], 1),
-                     "inference_ms_per_decision": 1e3 * fast_stages["inference"] / max(f["decisions"], 1),
-                     "overhead_fraction_of_inference": fast["overhead_fraction_of_inference"],
-                     "overhead_cpu_fraction_of_inference": (fast["cpu_s"] - fast_stages["inference"])
-                     / fast_stages["inference"],
-                     "shed": shed, "lost_frames": f["decoder_lost_frames"], "real_windows_per_s": window_rate,
+                     **cost(fast), "shed": shed, "lost_frames": f["decoder_lost_frames"],
+                     "real_windows_per_s": window_rate,
                      "multiple_of_real_time": sustained / window_rate, "kept_up": shed == 0},
     }
     out = HERE / "results" / "runtime_soak.json"
@@ -120,9 +123,9 @@ def main() -> int:
           f"(budget {soak['budget_ms']:g} ms); misses: {c['deadline_fail_safe']} fail-safe, "
           f"{c['late_decisions']} late; frames {c['data_frames']}/{sim['frames_generated']}, "
           f"lost {c['decoder_lost_frames']}")
-    print(f"runtime overhead: {100 * overhead:.1f}% of inference time by stage clocks, "
-          f"{100 * overhead_cpu:.1f}% by CPU time (target <= 10%); "
-          f"{doc['real_rate']['cpu_ms_per_decision']:.3f} ms CPU per decision")
+    print(f"runtime overhead: {100 * soak_cost['overhead_fraction_of_inference']:.1f}% of inference time by stage "
+          f"clocks, {100 * soak_cost['overhead_cpu_fraction_of_inference']:.1f}% by CPU time (target <= 10%); "
+          f"{soak_cost['cpu_ms_per_decision']:.3f} ms CPU per decision")
     hot = doc["max_rate"]
     print(f"streamed at {args.multiple:g}x real time: {sustained:.0f} windows/s decided = "
           f"{sustained / window_rate:.1f}x real time on one core, {shed} shed; overhead back to back "

@@ -17,17 +17,24 @@ def snr_key(snr: float | None) -> str:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, windows: np.ndarray, normalization: str = "zscore",
-            batch_size: int = 512) -> np.ndarray:
-    """Predicted class index of each window (N, L) or (N, C, L)."""
+def logits(model: nn.Module, windows: np.ndarray, normalization: str = "zscore", batch_size: int = 512) -> np.ndarray:
+    """The model's outputs (N, classes) for windows (N, L) or (N, C, L), preprocessed in batches."""
     model.eval()
     out = []
     for start in range(0, windows.shape[0], batch_size):
         x = normalize(windows[start:start + batch_size], normalization)
         if x.ndim == 2:
             x = x[:, None, :]
-        out.append(model(torch.from_numpy(x)).argmax(dim=1).numpy())
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+        out.append(model(torch.from_numpy(x)).numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def predict(model: nn.Module, windows: np.ndarray, normalization: str = "zscore",
+            batch_size: int = 512) -> np.ndarray:
+    """Predicted class index of each window (N, L) or (N, C, L)."""
+    if windows.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    return logits(model, windows, normalization, batch_size).argmax(axis=1)
 
 
 def noise_rng(seed: int, snr: float) -> np.random.Generator:
