@@ -26,7 +26,7 @@ def crc32(data: bytes) -> int:
     return crc32c.crc32c(data)
 
 
-@dataclass
+@dataclass(slots=True)
 class Frame:
     """One decoded frame: its header fields and the parsed message."""
 
@@ -99,14 +99,10 @@ class FrameDecoder:
     def feed(self, data: bytes) -> list[Frame]:
         self.stats.bytes_in += len(data)
         frames: list[Frame] = []
-        start = 0
-        while True:
-            end = data.find(b"\x00", start)
-            if end < 0:
-                self._keep(data[start:])
-                return frames
-            chunk = data[start:end]
-            start = end + 1
+        # One split in C instead of a find per frame: a read holds many frames (and an empty
+        # piece before each, from its leading delimiter).  The last piece has no delimiter yet.
+        *chunks, tail = data.split(b"\x00")
+        for chunk in chunks:
             if self._discarding:
                 self.stats.garbage_bytes += len(chunk) + 1
                 self._discarding = False
@@ -115,9 +111,12 @@ class FrameDecoder:
                 self._buffer += chunk
                 chunk = bytes(self._buffer)
                 self._buffer.clear()
-            frame = self._decode(chunk)
-            if frame is not None:
-                frames.append(frame)
+            if chunk:  # an empty piece is the normal gap between two frames
+                frame = self._decode(chunk)
+                if frame is not None:
+                    frames.append(frame)
+        self._keep(tail)
+        return frames
 
     def _keep(self, tail: bytes) -> None:
         if self._discarding:
@@ -136,8 +135,6 @@ class FrameDecoder:
 
     def _decode(self, chunk: bytes) -> Frame | None:
         stats = self.stats
-        if not chunk:  # two delimiters in a row: the normal gap between frames
-            return None
         if len(chunk) > MAX_ENCODED:
             self._reject("oversize", chunk)
             return None

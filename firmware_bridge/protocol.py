@@ -52,6 +52,9 @@ SAMPLE_DTYPES: dict[SampleFormat, np.dtype] = {
     SampleFormat.UINT8: np.dtype("u1"), SampleFormat.UINT16: np.dtype("<u2"),
 }
 
+#: The formats a SAMPLES block may carry, by wire code (a dict lookup: this runs for every frame).
+_SAMPLES_DTYPES: dict[int, np.dtype] = {int(f): SAMPLE_DTYPES[f] for f in (SampleFormat.INT16, SampleFormat.INT32)}
+
 
 class RejectMode(IntEnum):
     AT_ENCODER = 1   # fire when the encoder count reaches ``at``
@@ -150,9 +153,9 @@ class Samples(Message):
         if len(payload) < cls.LAYOUT.size:
             raise ProtocolError(f"SAMPLES payload of {len(payload)} bytes is shorter than its header")
         fmt, channels, count, scale = cls.LAYOUT.unpack_from(payload)
-        if fmt not in (SampleFormat.INT16, SampleFormat.INT32) or not 1 <= channels <= 3:
+        dtype = _SAMPLES_DTYPES.get(fmt)
+        if dtype is None or not 1 <= channels <= 3:
             raise ProtocolError(f"SAMPLES: format {fmt} with {channels} channels is not supported")
-        dtype = SAMPLE_DTYPES[SampleFormat(fmt)]
         if len(payload) - cls.LAYOUT.size != count * channels * dtype.itemsize:
             raise ProtocolError(f"SAMPLES: {count} x {channels} samples do not match {len(payload)} bytes")
         data = np.frombuffer(payload, dtype=dtype, offset=cls.LAYOUT.size).reshape(count, channels)

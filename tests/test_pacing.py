@@ -18,11 +18,13 @@ def stream(pacer: ReadPacer, blocks: int, block: int, rate: float, t0: float = 0
     return t
 
 
-def test_sleeps_until_two_blocks_before_the_window_completes():
+def test_sleeps_until_one_block_before_the_window_completes():
     pacer = ReadPacer(12000.0)
     t = stream(pacer, 20, 120, 12000.0)
-    assert pacer.pause(t, 1024) == pytest.approx((1024 - 240) / 12000.0)
-    assert pacer.pause(t, 240 + 12) == 0.0            # a 1 ms sleep is not worth it
+    assert pacer.pause(t, 1024) == pytest.approx((1024 - 120) / 12000.0)
+    assert pacer.pause(t, 120 + 12) == 0.0            # a 1 ms sleep is not worth it
+    wider = ReadPacer(12000.0, margin_blocks=2.0)
+    assert wider.pause(stream(wider, 20, 120, 12000.0), 1024) == pytest.approx((1024 - 240) / 12000.0)
     assert pacer.pause(t, None) == 0.0                 # stream not started: block on the port
     assert pacer.pause(t, 10 ** 6) == MAX_SLEEP_S
 
@@ -31,7 +33,7 @@ def test_a_faster_stream_shortens_the_sleep():
     pacer = ReadPacer(12000.0)
     t = stream(pacer, 200, 120, 24000.0)               # the device runs at twice its nominal rate
     assert pacer.rate() == pytest.approx(24000.0, rel=0.02)
-    assert pacer.pause(t, 1024) == pytest.approx((1024 - 240) / 24000.0, rel=0.02)
+    assert pacer.pause(t, 1024) == pytest.approx((1024 - 120) / 24000.0, rel=0.02)
 
 
 def test_an_overrun_stops_pacing_for_a_while():

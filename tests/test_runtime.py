@@ -244,6 +244,21 @@ def test_vibration_assembler_windows_by_sample_index_and_resets_on_a_gap():
     assert assembler.stats.gaps == 1
 
 
+
+def test_vibration_assembler_cuts_a_reads_blocks_as_block_by_block_even_across_a_gap():
+    from edge.runtime.assembler import VibrationAssembler
+
+    period_us = 1e6 / 12000
+    starts = [0, 120, 240, 360, 480, 5000, 5120, 5240, 5360]  # a gap after the fifth block
+    blocks = [(np.arange(s, s + 120, dtype=np.int16)[:, None], 0.5, int(round(s * period_us))) for s in starts]
+    one_by_one, together = (VibrationAssembler(window=300, hop=100, rate_hz=12000.0) for _ in range(2))
+    expected = [u for b in blocks for u in one_by_one.push(*b, 1.0)]
+    got = together.push_blocks(blocks[:3], 1.0) + together.push_blocks(blocks[3:], 1.0)
+    assert [(u.start, u.end) for u in got] == [(u.start, u.end) for u in expected]
+    assert len(got) == 6 and got[-1].end == 5399
+    assert all(np.array_equal(a.data, b.data) for a, b in zip(got, expected))
+    assert together.stats.to_dict() == one_by_one.stats.to_dict() and together.stats.gaps == 1
+
 def test_systemd_notifications_reach_the_notify_socket(tmp_path, monkeypatch):
     import socket
 

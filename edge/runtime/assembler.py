@@ -59,15 +59,35 @@ class VibrationAssembler:
 
     def push(self, samples: np.ndarray, scale: float, timestamp_us: int, arrived: float) -> list[Unit]:
         """Add one block (count, channels) of raw integers; return the windows it completes."""
-        block = samples[:, self.channel].astype(np.float32) * np.float32(scale)
+        return self.push_blocks([(samples, scale, timestamp_us)], arrived)
+
+    def push_blocks(self, blocks: list[tuple[np.ndarray, float, int]], arrived: float) -> list[Unit]:
+        """Add the blocks of one read, ``(samples, scale, timestamp_us)`` each; return the windows they complete.
+
+        The blocks are joined once and cut once: a read after a paced sleep holds most of a
+        window's frames, and one join costs what one block used to.
+        """
         period_us = 1e6 / self.rate_hz
-        if self._expected_us is not None and abs(timestamp_us - self._expected_us) > period_us:
-            self._reset(timestamp_us)
-        if self._expected_us is None:
-            self._first = int(round(timestamp_us / period_us))
-            self._next_end = self._first + self.window
-        self._expected_us = timestamp_us + int(round(block.shape[0] * period_us))
-        self._buffer = np.concatenate([self._buffer, block])
+        units: list[Unit] = []
+        pending: list[np.ndarray] = []
+        for samples, scale, timestamp_us in blocks:
+            if self._expected_us is not None and abs(timestamp_us - self._expected_us) > period_us:
+                units += self._cut(pending, arrived)
+                pending = []
+                self._reset(timestamp_us)
+            if self._expected_us is None:
+                self._first = int(round(timestamp_us / period_us))
+                self._next_end = self._first + self.window
+            self._expected_us = timestamp_us + int(round(samples.shape[0] * period_us))
+            pending.append(samples[:, self.channel].astype(np.float32) * np.float32(scale))
+        return units + self._cut(pending, arrived)
+
+    def _cut(self, blocks: list[np.ndarray], arrived: float) -> list[Unit]:
+        """Append ``blocks`` to the buffer and cut every window that is now complete."""
+        if not blocks:
+            return []
+        self._buffer = np.concatenate([self._buffer, *blocks])
+        period_us = 1e6 / self.rate_hz
         units = []
         last = self._first + self._buffer.shape[0]
         while self._next_end <= last:

@@ -29,7 +29,7 @@ from edge.data.preprocess import normalize
 from edge.runtime.assembler import LineAssembler, Unit, VibrationAssembler
 from edge.runtime.decision_log import DecisionLog, DecisionRow, next_decision_id
 from edge.runtime.decisions import REASON_FAIL_SAFE, DecisionPolicy, RejectScheduler, Verdict
-from edge.runtime.metrics import RuntimeMetrics, StatusServer
+from edge.runtime.metrics import STAGES, RuntimeMetrics, StatusServer
 from edge.runtime.pacing import ReadPacer
 from firmware_bridge.codec import FrameDecoder, encode_frame
 from firmware_bridge.protocol import Ack, Error, Heartbeat, Hello, Line, Nak, NakReason, Samples
@@ -188,28 +188,37 @@ class Runtime:
             t0 = time.perf_counter()
             if self._ingest(data, now if slept_from is None else slept_from) and slept_from is not None:
                 self.pacer.overrun(now)
-            self.metrics.stage.labels("decode_assemble").observe((time.perf_counter() - t0) * 1e3)
+            self.metrics.stages["decode_assemble"].observe((time.perf_counter() - t0) * 1e3)
 
     def _ingest(self, data: bytes, arrived: float) -> int:
-        """Decode, assemble and queue; returns the number of units completed."""
+        """Decode, assemble and queue; returns the number of units completed.
+
+        Every frame of one read has the same arrival time, so a read's SAMPLES blocks are
+        assembled together, once; a line-scan tile is queued as soon as its last line is in.
+        """
         completed = 0
+        blocks = []
         for frame in self.decoder.feed(data):
             msg = frame.message
-            if isinstance(msg, (Samples, Line)):
-                self.counts["data_frames"] += 1
             if isinstance(msg, Samples) and self.kind == "vibration":
-                units = self.assembler.push(msg.data, msg.scale, frame.timestamp_us, arrived)
+                blocks.append((msg.data, msg.scale, frame.timestamp_us))
                 if self.pacer:
                     self.pacer.received(arrived, msg.data.shape[0])
             elif isinstance(msg, Line) and self.kind == "linescan":
-                units = self.assembler.push(msg.pixels, frame.encoder, frame.timestamp_us, arrived)
-            else:
+                completed += self._enqueue_all(self.assembler.push(msg.pixels, frame.encoder, frame.timestamp_us,
+                                                                   arrived))
+            elif not isinstance(msg, (Samples, Line)):
                 self._control(msg)
                 continue
-            completed += len(units)
-            for unit in units:
-                self._enqueue(unit)
+            self.counts["data_frames"] += 1
+        if blocks:
+            completed += self._enqueue_all(self.assembler.push_blocks(blocks, arrived))
         return completed
+
+    def _enqueue_all(self, units: list[Unit]) -> int:
+        for unit in units:
+            self._enqueue(unit)
+        return len(units)
 
     def _enqueue(self, unit: Unit) -> None:
         while True:
@@ -269,7 +278,7 @@ class Runtime:
                 self.metrics.observe({"decision_id": row.decision_id, "span": f"{row.span_start}-{row.span_end}",
                                       "lane": row.lane, "class": row.label, "reject": row.reject,
                                       "latency_ms": row.latency_ms}, row.latency_ms)
-            self.metrics.stage.labels("decide_write_log").observe((time.perf_counter() - t0) * 1e3)
+            self.metrics.stages["decide_write_log"].observe((time.perf_counter() - t0) * 1e3)
 
     def _decide_loop(self) -> None:
         last_beat = time.monotonic()
@@ -291,7 +300,7 @@ class Runtime:
                 continue
             t0 = time.perf_counter()
             x = self._prepare(unit)
-            self.metrics.stage.labels("preprocess").observe((time.perf_counter() - t0) * 1e3)
+            self.metrics.stages["preprocess"].observe((time.perf_counter() - t0) * 1e3)
             self._finish_tile(unit, self.policy.decide(self._timed_infer(x)))
 
     def _timed_infer(self, x: np.ndarray) -> np.ndarray:
@@ -299,7 +308,7 @@ class Runtime:
         logits = self.backend.infer(x)
         elapsed = time.perf_counter() - t0
         self._infer_times.add(elapsed)
-        self.metrics.stage.labels("inference").observe(elapsed * 1e3)
+        self.metrics.stages["inference"].observe(elapsed * 1e3)
         return logits
 
     def _send_decision(self, unit: Unit, verdict: Verdict) -> DecisionRow:
@@ -319,7 +328,7 @@ class Runtime:
         if latency_ms > self.budget_s * 1e3 and not verdict.fail_safe:
             self.counts["late_decisions"] += 1
         outcome = verdict.fail_safe and "fail_safe" or ("reject" if verdict.reject else "pass")
-        self.metrics.decisions.labels(outcome).inc()
+        self.metrics.outcomes[outcome].inc()
         if verdict.fail_safe:
             self.metrics.fail_safe.labels(verdict.fail_safe).inc()
         return DecisionRow(decision_id, time.time(), self.kind, unit.start, unit.end, unit.device_time_us, unit.lane,
@@ -375,7 +384,7 @@ class Runtime:
         """Total time spent per stage, in seconds (inference includes keep-alives and warm-up seeding)."""
         get = self.metrics.registry.get_sample_value
         return {stage: (get("drsn_stage_ms_sum", {"stage": stage}) or 0.0) / 1e3
-                for stage in ("decode_assemble", "preprocess", "inference", "decide_write_log")}
+                for stage in STAGES}
 
     def overhead_fraction(self) -> float | None:
         """Time in every stage but inference, as a fraction of inference time (stage clocks)."""

@@ -17,6 +17,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+#: The runtime's stages, in the order a unit goes through them.
+STAGES = ("decode_assemble", "preprocess", "inference", "decide_write_log")
 LATENCY_BUCKETS_MS = (0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 100, 250, 1000)
 
 
@@ -34,6 +36,9 @@ class RuntimeMetrics:
                                  buckets=LATENCY_BUCKETS_MS, registry=r)
         self.stage = Histogram("drsn_stage_ms", "Time per stage (ms)", ["stage"], buckets=LATENCY_BUCKETS_MS,
                                registry=r)
+        # The labelled children the hot path uses, looked up once (a ``labels()`` call takes a lock).
+        self.stages = {name: self.stage.labels(name) for name in STAGES}
+        self.outcomes = {name: self.decisions.labels(name) for name in ("pass", "reject", "fail_safe")}
         self.queue_depth = Gauge("drsn_queue_depth", "Units waiting for inference", registry=r)
         info = Gauge("drsn_bundle_info", "Bundle in use", ["family", "precision", "backend", "sha256"], registry=r)
         info.labels(bundle_info["family"], bundle_info["precision"], bundle_info["backend"],
