@@ -50,7 +50,9 @@ def cost(summary: dict) -> dict:
     return {"cpu_ms_per_decision": 1e3 * summary["cpu_s"] / decisions,
             "inference_ms_per_decision": 1e3 * inference / decisions,
             "overhead_fraction_of_inference": summary["overhead_fraction_of_inference"],
-            "overhead_cpu_fraction_of_inference": (summary["cpu_s"] - inference) / inference}
+            "overhead_cpu_fraction_of_inference": (summary["cpu_s"] - inference) / inference,
+            **{f"{name}_cpu_ms_per_decision": 1e3 * seconds / decisions
+               for name, seconds in summary["thread_cpu_s"].items()}}
 
 
 def session(bundle: Path, run: Path, seconds: float, rate: str, budget_ms: float | None, queue: int,
@@ -125,7 +127,8 @@ def main() -> int:
           f"lost {c['decoder_lost_frames']}")
     print(f"runtime overhead: {100 * soak_cost['overhead_fraction_of_inference']:.1f}% of inference time by stage "
           f"clocks, {100 * soak_cost['overhead_cpu_fraction_of_inference']:.1f}% by CPU time (target <= 10%); "
-          f"{soak_cost['cpu_ms_per_decision']:.3f} ms CPU per decision")
+          f"{soak_cost['cpu_ms_per_decision']:.3f} ms CPU per decision (reader thread "
+          f"{soak_cost.get('reader_cpu_ms_per_decision', float('nan')):.3f}, decider thread {soak_cost.get('decider_cpu_ms_per_decision', float('nan')):.3f})")
     hot = doc["max_rate"]
     print(f"streamed at {args.multiple:g}x real time: {sustained:.0f} windows/s decided = "
           f"{sustained / window_rate:.1f}x real time on one core, {shed} shed; overhead back to back "

@@ -62,6 +62,7 @@ def test_live_decisions_match_offline_evaluation_at_real_rate(held_out, bundle, 
     assert c["decoder_rejected"] == 0 and c["deadline_fail_safe"] == 0 and c["late_decisions"] == 0
     assert c["decisions"] == c["assembler_units"] >= 60
     assert c["paced_sleeps"] > 0 and c["pacing_overruns"] == 0  # the reader slept between windows, hiding nothing
+    assert set(summary["thread_cpu_s"]) == {"reader", "decider"} and 0 < summary["thread_cpu_s"]["reader"] < 6.0
     # Offline: the same windows, cut from the same int16 stream, through the PyTorch model.
     sent = [signal[:t["samples"]] for signal, t in zip(held_out.signals, held_out.truth)]  # whole blocks only
     stream = np.concatenate(sent).astype(np.float32) * np.float32(held_out.hello.scale)

@@ -134,6 +134,7 @@ class Runtime:
         self._infer_times = InferenceTimeEstimate()
         self.device_hello: Hello | None = None
         self._started = False
+        self.thread_cpu_s: dict[str, float] = {}  # CPU time of the reader and decider threads, once they end
         self.counts = {"data_frames": 0, "deadline_fail_safe": 0, "late_decisions": 0, "overload_fail_safe": 0, "keepalives": 0,
                        "rejects_sent": 0, "rejects_not_written": 0, "acks": 0, "naks": 0, "naks_too_late": 0,
                        "lockouts": 0, "reconnects": 0, "hello_mismatch": 0, "device_errors": 0, "paced_sleeps": 0}
@@ -356,8 +357,10 @@ class Runtime:
     def run(self, duration: float | None = None) -> dict:
         """Decide until ``stop()`` (SIGTERM) or ``duration`` seconds; returns the summary."""
         self.start()
-        reader = threading.Thread(target=self._read_loop, name="reader", daemon=True)
-        decider = threading.Thread(target=self._decide_loop, name="decider", daemon=True)
+        reader = threading.Thread(target=self._timed_thread, args=("reader", self._read_loop), name="reader",
+                                  daemon=True)
+        decider = threading.Thread(target=self._timed_thread, args=("decider", self._decide_loop), name="decider",
+                                   daemon=True)
         started = time.monotonic()
         reader.start()
         decider.start()
@@ -376,6 +379,13 @@ class Runtime:
                 self._finish_tile(unit, [self.policy.fail_safe("shutdown")] * unit.lanes)
             sd_notify("STOPPING=1")
         return self.summary(time.monotonic() - started)
+
+    def _timed_thread(self, name: str, loop) -> None:
+        """Run one of the runtime's threads and keep its CPU time (where the runtime's CPU goes)."""
+        try:
+            loop()
+        finally:
+            self.thread_cpu_s[name] = time.thread_time()
 
     def stop(self) -> None:
         self._stop.set()
@@ -396,6 +406,7 @@ class Runtime:
         return {"seconds": round(seconds, 2), "budget_ms": self.budget_s * 1e3, "stages_s": self.stage_seconds(),
                 "overhead_fraction_of_inference": self.overhead_fraction(),
                 "latency": self.metrics.latency_summary(), "counters": self.counters(),
+                "thread_cpu_s": dict(self.thread_cpu_s),
                 "device": self.device_hello.device_id if self.device_hello else None}
 
     def close(self) -> None:
