@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import queue
+import threading
 import time
 import tty
 from dataclasses import asdict, dataclass
@@ -117,6 +118,10 @@ class ReconnectingPort:
     ``read`` returns b"" while the device is gone (after waiting ``retry_s`` between
     attempts), so the caller's loop keeps running and can fail safe.
     ``on_reconnect`` is called after every reopen (e.g. to reset sequence tracking).
+
+    One thread may read while another writes.  pyserial does not survive a port closed
+    under a call in another thread, so a port found gone is retired at once (the next
+    call reopens) but closed by the last thread to leave it; a blocked read is woken.
     """
 
     def __init__(self, spec: str, baudrate: int = DEFAULT_BAUD, timeout: float = 0.05,
@@ -129,53 +134,74 @@ class ReconnectingPort:
         self.stats = LinkStats()
         self._port: serial.SerialBase | None = None
         self._down_since: float | None = None
+        self._lock = threading.Lock()
+        self._users: dict[serial.SerialBase, int] = {}  # calls in progress on each open port
 
     @property
     def connected(self) -> bool:
         return self._port is not None
 
     def _ensure(self) -> serial.SerialBase | None:
-        if self._port is not None:
-            return self._port
-        try:
-            self._port = open_port(self.spec, self.baudrate, self.timeout)
-        except PortError as exc:
-            self.stats.last_error = str(exc)
-            if self._down_since is None:
-                self._down_since = time.monotonic()
+        with self._lock:
+            if self._port is not None:
+                return self._port
+            try:
+                self._port = open_port(self.spec, self.baudrate, self.timeout)
+            except PortError as exc:
+                self.stats.last_error = str(exc)
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
+                port = None
+            else:
+                port = self._port
+                self.stats.opens += 1
+                came_back = self._down_since is not None
+                if came_back:
+                    self.stats.outage_seconds += time.monotonic() - self._down_since
+                    self._down_since = None
+        if port is None:
             time.sleep(self.retry_s)
-            return None
-        self.stats.opens += 1
-        if self._down_since is not None:
-            self.stats.outage_seconds += time.monotonic() - self._down_since
-            self._down_since = None
-            if self.on_reconnect:
-                self.on_reconnect()
-        return self._port
+        elif came_back and self.on_reconnect:
+            self.on_reconnect()
+        return port
 
-    def _lost(self, exc: Exception) -> None:
-        self.stats.outages += 1
-        self.stats.last_error = f"{type(exc).__name__}: {exc}"
-        self._down_since = time.monotonic()
+    def _lost(self, port: serial.SerialBase, exc: Exception) -> None:
+        """``port`` failed: count one outage (once, whichever thread saw it first) and retire it."""
+        with self._lock:
+            if port is not self._port:
+                return
+            self.stats.outages += 1
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"
+            self._down_since = time.monotonic()
+            self._port = None
         try:
-            self._port.close()
-        except Exception:  # noqa: BLE001 - the device is gone; closing may fail in any way
+            port.cancel_read()  # a read blocked on it in another thread returns now
+        except Exception:  # noqa: BLE001 - not every transport can cancel; its read times out instead
             pass
-        self._port = None
 
     def _use(self, action, default):
         """``action(port)``, or ``default`` while the device is gone (a failure counts as an outage)."""
         port = self._ensure()
         if port is None:
             return default
+        with self._lock:
+            self._users[port] = self._users.get(port, 0) + 1
         try:
             return action(port)
         except (serial.SerialTimeoutException, queue.Full):  # queue.Full: loop://'s write timeout
             self.stats.write_timeouts += 1
             return default
         except (serial.SerialException, OSError) as exc:
-            self._lost(exc)
+            self._lost(port, exc)
             return default
+        finally:
+            with self._lock:
+                self._users[port] -= 1
+                last_out = not self._users[port] and port is not self._port
+                if not self._users[port]:
+                    del self._users[port]
+            if last_out:
+                _close_quietly(port)
 
     def read(self, size: int = 65536) -> bytes:
         """Wait (up to the timeout) for bytes, then return what has arrived; b"" while the device is gone."""
@@ -200,6 +226,14 @@ class ReconnectingPort:
         return self._use(write_all, False)
 
     def close(self) -> None:
-        if self._port is not None:
-            self._port.close()
-            self._port = None
+        with self._lock:
+            port, self._port = self._port, None
+        if port is not None:
+            port.close()
+
+
+def _close_quietly(port: serial.SerialBase) -> None:
+    try:
+        port.close()
+    except Exception:  # noqa: BLE001 - the device is gone; closing may fail in any way
+        pass

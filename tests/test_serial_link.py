@@ -229,3 +229,32 @@ def test_read_waiting_takes_what_arrived_without_waiting_and_survives_a_vanished
         pty.close()
     assert port.read_waiting() == b"" and port.stats.outages == 1  # the device went away: counted, no exception
     port.close()
+
+
+def test_a_device_one_thread_finds_gone_is_not_closed_under_the_other():
+    """The decider's write finds the device gone while the reader is inside a call on the same port."""
+    pty = PtyPair()
+    port = ReconnectingPort(pty.name, retry_s=0.01)
+    seen = {}
+
+    def reader_call(serial_port):
+        pty.close()                                   # unplugged
+        writer = threading.Thread(target=lambda: seen.update(wrote=port.write(b"\x00x\x00")))
+        writer.start()
+        writer.join()
+        seen["open_while_in_use"] = serial_port.is_open
+        try:
+            return serial_port.in_waiting             # pyserial on a port closed under it: TypeError
+        except OSError:
+            return 0
+        finally:
+            seen["port"] = serial_port
+
+    try:
+        assert port._use(reader_call, b"") in (0, b"")
+        assert seen["wrote"] is False and seen["open_while_in_use"] is True
+        assert not seen["port"].is_open               # closed by the last thread out
+        assert port.stats.outages == 1 and not port.connected
+        assert port.read() == b"" and port.stats.outages == 1  # still gone: no second outage, no exception
+    finally:
+        port.close()
