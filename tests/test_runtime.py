@@ -23,6 +23,7 @@ from edge.export.build import BuildOptions, build_bundle
 from edge.runtime.loop import Runtime, RuntimeSettings
 from edge.runtime.scoring import score_vibration
 from edge.train.runs import load_run
+from firmware_bridge.protocol import Heartbeat
 from firmware_bridge.simulator import DeviceSimulator, Faults
 from firmware_bridge.sources import cwru_source, held_out_spans
 
@@ -129,6 +130,25 @@ while True:
     assert rows == last_unit % 3 + 1  # the patches of a tile are committed together or not at all
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
+
+
+def test_a_thread_that_dies_stops_the_runtime_loudly(bundle, tmp_path, capsys):
+    runtime = Runtime(bundle, RuntimeSettings(port="loop://", log_path=str(tmp_path / "log.db"), http=None, warmup=2))
+
+    def broken(data, arrived):  # a bug in the reader's path, on the first bytes it reads
+        raise RuntimeError("a bug in decoding")
+
+    runtime._ingest = broken
+    runtime.start()
+    runtime._send(Heartbeat(0))  # loop:// echoes it back: the reader gets bytes
+    started = time.monotonic()
+    try:
+        summary = runtime.run(30.0)
+    finally:
+        runtime.close()
+    assert time.monotonic() - started < 10.0          # stopped, not running on without its reader
+    assert summary["thread_failures"] == ["reader"] and summary["counters"]["thread_failures"] == 1
+    assert "RuntimeError: a bug in decoding" in capsys.readouterr().err
 
 def test_tampered_bundle_is_refused_by_the_runtime(bundle, tmp_path):
     copy = tmp_path / "b"

@@ -15,8 +15,10 @@ import gc
 import os
 import queue
 import socket
+import sys
 import threading
 import time
+import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,6 +137,7 @@ class Runtime:
         self.device_hello: Hello | None = None
         self._started = False
         self.thread_cpu_s: dict[str, float] = {}  # CPU time of the reader and decider threads, once they end
+        self.thread_failures: list[str] = []      # the threads that died of an error (tracebacks on stderr)
         self.counts = {"data_frames": 0, "deadline_fail_safe": 0, "late_decisions": 0, "overload_fail_safe": 0, "keepalives": 0,
                        "rejects_sent": 0, "rejects_not_written": 0, "acks": 0, "naks": 0, "naks_too_late": 0,
                        "lockouts": 0, "reconnects": 0, "hello_mismatch": 0, "device_errors": 0, "paced_sleeps": 0}
@@ -151,7 +154,8 @@ class Runtime:
         out |= {f"assembler_{k}": v for k, v in self.assembler.stats.to_dict().items()}
         out |= self.counts | {"decisions": self._next_id - self._first_id, "log_written": self.log.written,
                               "queue_depth": self._queue.qsize(),
-                              "pacing_overruns": self.pacer.overruns if self.pacer else 0}
+                              "pacing_overruns": self.pacer.overruns if self.pacer else 0,
+                              "thread_failures": len(self.thread_failures)}
         return out
 
     def _reconnected(self) -> None:
@@ -381,9 +385,19 @@ class Runtime:
         return self.summary(time.monotonic() - started)
 
     def _timed_thread(self, name: str, loop) -> None:
-        """Run one of the runtime's threads and keep its CPU time (where the runtime's CPU goes)."""
+        """Run one of the runtime's threads and keep its CPU time (where the runtime's CPU goes).
+
+        A thread that dies of an unexpected error stops the whole runtime, loudly: a runtime
+        without its reader or decider must not go on looking alive.  The error is printed and
+        kept in the summary, and ``drsn-edge run`` exits non-zero (systemd restarts the service).
+        """
         try:
             loop()
+        except Exception:  # noqa: BLE001 - any bug here must stop the runtime, not a thread of it
+            self.thread_failures.append(name)
+            print(f"runtime: the {name} thread failed; stopping", file=sys.stderr, flush=True)
+            traceback.print_exc()
+            self._stop.set()
         finally:
             self.thread_cpu_s[name] = time.thread_time()
 
@@ -406,7 +420,7 @@ class Runtime:
         return {"seconds": round(seconds, 2), "budget_ms": self.budget_s * 1e3, "stages_s": self.stage_seconds(),
                 "overhead_fraction_of_inference": self.overhead_fraction(),
                 "latency": self.metrics.latency_summary(), "counters": self.counters(),
-                "thread_cpu_s": dict(self.thread_cpu_s),
+                "thread_cpu_s": dict(self.thread_cpu_s), "thread_failures": list(self.thread_failures),
                 "device": self.device_hello.device_id if self.device_hello else None}
 
     def close(self) -> None:
