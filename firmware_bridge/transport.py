@@ -141,24 +141,30 @@ class ReconnectingPort:
     def connected(self) -> bool:
         return self._port is not None
 
-    def _ensure(self) -> serial.SerialBase | None:
+    def _acquire(self) -> serial.SerialBase | None:
+        """The open port (reopened if need be), counted as in use by the caller; None while the device is gone.
+
+        Counting happens under the same lock as the lookup, so no other thread can close the
+        port between the two.
+        """
         with self._lock:
-            if self._port is not None:
-                return self._port
-            try:
-                self._port = open_port(self.spec, self.baudrate, self.timeout)
-            except PortError as exc:
-                self.stats.last_error = str(exc)
-                if self._down_since is None:
-                    self._down_since = time.monotonic()
-                port = None
-            else:
-                port = self._port
-                self.stats.opens += 1
-                came_back = self._down_since is not None
-                if came_back:
-                    self.stats.outage_seconds += time.monotonic() - self._down_since
-                    self._down_since = None
+            came_back = False
+            if self._port is None:
+                try:
+                    self._port = open_port(self.spec, self.baudrate, self.timeout)
+                except PortError as exc:
+                    self.stats.last_error = str(exc)
+                    if self._down_since is None:
+                        self._down_since = time.monotonic()
+                else:
+                    self.stats.opens += 1
+                    came_back = self._down_since is not None
+                    if came_back:
+                        self.stats.outage_seconds += time.monotonic() - self._down_since
+                        self._down_since = None
+            port = self._port
+            if port is not None:
+                self._users[port] = self._users.get(port, 0) + 1
         if port is None:
             time.sleep(self.retry_s)
         elif came_back and self.on_reconnect:
@@ -181,11 +187,9 @@ class ReconnectingPort:
 
     def _use(self, action, default):
         """``action(port)``, or ``default`` while the device is gone (a failure counts as an outage)."""
-        port = self._ensure()
+        port = self._acquire()
         if port is None:
             return default
-        with self._lock:
-            self._users[port] = self._users.get(port, 0) + 1
         try:
             return action(port)
         except (serial.SerialTimeoutException, queue.Full):  # queue.Full: loop://'s write timeout
