@@ -128,7 +128,8 @@ def main() -> int:
     print(f"runtime overhead: {100 * soak_cost['overhead_fraction_of_inference']:.1f}% of inference time by stage "
           f"clocks, {100 * soak_cost['overhead_cpu_fraction_of_inference']:.1f}% by CPU time (target <= 10%); "
           f"{soak_cost['cpu_ms_per_decision']:.3f} ms CPU per decision (reader thread "
-          f"{soak_cost.get('reader_cpu_ms_per_decision', float('nan')):.3f}, decider thread {soak_cost.get('decider_cpu_ms_per_decision', float('nan')):.3f})")
+          f"{soak_cost.get('reader_cpu_ms_per_decision', float('nan')):.3f}, decider thread "
+          f"{soak_cost.get('decider_cpu_ms_per_decision', float('nan')):.3f})")
     hot = doc["max_rate"]
     print(f"streamed at {args.multiple:g}x real time: {sustained:.0f} windows/s decided = "
           f"{sustained / window_rate:.1f}x real time on one core, {shed} shed; overhead back to back "

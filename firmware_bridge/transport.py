@@ -200,10 +200,10 @@ class ReconnectingPort:
             return default
         finally:
             with self._lock:
-                self._users[port] -= 1
-                last_out = not self._users[port] and port is not self._port
-                if not self._users[port]:
-                    del self._users[port]
+                left = self._users.pop(port) - 1
+                if left:
+                    self._users[port] = left
+                last_out = not left and port is not self._port
             if last_out:
                 _close_quietly(port)
 

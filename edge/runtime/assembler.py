@@ -51,6 +51,7 @@ class VibrationAssembler:
         if window < 1 or hop < 1:
             raise ValueError("window and hop must be positive")
         self.window, self.hop, self.channel, self.rate_hz = window, hop, channel, rate_hz
+        self.period_us = 1e6 / rate_hz
         self.stats = AssemblerStats()
         self._buffer = np.zeros(0, dtype=np.float32)
         self._first = 0           # sample index of _buffer[0]
@@ -67,18 +68,17 @@ class VibrationAssembler:
         The blocks are joined once and cut once: a read after a paced sleep holds most of a
         window's frames, and one join costs what one block used to.
         """
-        period_us = 1e6 / self.rate_hz
         units: list[Unit] = []
         pending: list[np.ndarray] = []
         for samples, scale, timestamp_us in blocks:
-            if self._expected_us is not None and abs(timestamp_us - self._expected_us) > period_us:
+            if self._expected_us is not None and abs(timestamp_us - self._expected_us) > self.period_us:
                 units += self._cut(pending, arrived)
                 pending = []
                 self._reset(timestamp_us)
             if self._expected_us is None:
-                self._first = int(round(timestamp_us / period_us))
+                self._first = int(round(timestamp_us / self.period_us))
                 self._next_end = self._first + self.window
-            self._expected_us = timestamp_us + int(round(samples.shape[0] * period_us))
+            self._expected_us = timestamp_us + int(round(samples.shape[0] * self.period_us))
             pending.append(samples[:, self.channel].astype(np.float32) * np.float32(scale))
         return units + self._cut(pending, arrived)
 
@@ -87,13 +87,12 @@ class VibrationAssembler:
         if not blocks:
             return []
         self._buffer = np.concatenate([self._buffer, *blocks])
-        period_us = 1e6 / self.rate_hz
         units = []
         last = self._first + self._buffer.shape[0]
         while self._next_end <= last:
             a = self._next_end - self.window - self._first
             units.append(Unit(self._buffer[a:a + self.window][None, :].copy(), self._next_end - self.window,
-                              self._next_end - 1, int(round((self._next_end - 1) * period_us)), arrived))
+                              self._next_end - 1, int(round((self._next_end - 1) * self.period_us)), arrived))
             self._next_end += self.hop
         keep_from = self._next_end - self.window - self._first
         if keep_from > 0:
