@@ -23,7 +23,8 @@ from edge.export.build import BuildOptions, build_bundle
 from edge.runtime.loop import Runtime, RuntimeSettings
 from edge.runtime.scoring import score_vibration
 from edge.train.runs import load_run
-from firmware_bridge.protocol import Heartbeat
+from firmware_bridge.codec import FrameDecoder
+from firmware_bridge.protocol import Heartbeat, Reject, RejectMode
 from firmware_bridge.simulator import DeviceSimulator, Faults
 from firmware_bridge.sources import cwru_source, held_out_spans
 
@@ -149,6 +150,19 @@ def test_a_thread_that_dies_stops_the_runtime_loudly(bundle, tmp_path, capsys):
     assert time.monotonic() - started < 10.0          # stopped, not running on without its reader
     assert summary["thread_failures"] == ["reader"] and summary["counters"]["thread_failures"] == 1
     assert "RuntimeError: a bug in decoding" in capsys.readouterr().err
+
+def test_a_units_messages_go_out_in_one_write_with_consecutive_sequence_numbers(bundle, tmp_path):
+    runtime = Runtime(bundle, RuntimeSettings(port="loop://", log_path=str(tmp_path / "log.db"), http=None))
+    try:
+        commands = [Reject(7 + k, RejectMode.AT_ENCODER, k, 1, 1000 + k) for k in range(3)]
+        assert runtime._send(*commands) and runtime._send(Heartbeat(0))
+        time.sleep(0.2)
+        frames = FrameDecoder().feed(runtime.port.read_waiting())   # loop:// hands the bytes back
+    finally:
+        runtime.close()
+    assert [f.message for f in frames[:3]] == commands and isinstance(frames[3].message, Heartbeat)
+    assert [f.seq for f in frames] == [frames[0].seq + k for k in range(4)]
+
 
 def test_tampered_bundle_is_refused_by_the_runtime(bundle, tmp_path):
     copy = tmp_path / "b"

@@ -34,7 +34,7 @@ from edge.runtime.decisions import REASON_FAIL_SAFE, DecisionPolicy, RejectSched
 from edge.runtime.metrics import STAGES, RuntimeMetrics, StatusServer
 from edge.runtime.pacing import ReadPacer
 from firmware_bridge.codec import FrameDecoder, encode_frame
-from firmware_bridge.protocol import Ack, Error, Heartbeat, Hello, Line, Nak, NakReason, Samples
+from firmware_bridge.protocol import Ack, Error, Heartbeat, Hello, Line, Nak, NakReason, Reject, Samples
 from firmware_bridge.transport import ReconnectingPort
 
 
@@ -163,11 +163,13 @@ class Runtime:
         self.counts["reconnects"] += 1
         self._send(Hello(request=True))
 
-    def _send(self, message) -> bool:
+    def _send(self, *messages) -> bool:
+        """Frame the messages with consecutive sequence numbers and write them in one port write."""
         with self._write_lock:
-            frame = encode_frame(message, self._seq, int(time.monotonic() * 1e6))
-            self._seq += 1
-            return self.port.write(frame)
+            stamp = int(time.monotonic() * 1e6)
+            frames = b"".join(encode_frame(m, self._seq + k, stamp) for k, m in enumerate(messages))
+            self._seq += len(messages)
+            return self.port.write(frames)
 
     # -- reader -----------------------------------------------------------------------------
     def _read_loop(self) -> None:
@@ -272,12 +274,20 @@ class Runtime:
     def _finish_tile(self, unit: Unit, verdicts: list[Verdict]) -> None:
         """Number, send and count the decisions of one unit (one per patch of a tile), then log them.
 
-        Called by the decider, or by the reader when shedding.  Every REJECT of the unit is
-        written before the disk is touched; the unit's rows are then committed together.
+        Called by the decider, or by the reader when shedding.  The unit's REJECTs go out in one
+        port write (one system call for a tile, not one per defective patch) before the disk is
+        touched; the unit's rows are then committed together.
         """
         with self._finish_lock:
             t0 = time.perf_counter()
-            rows = [self._send_decision(part, verdict) for part, verdict in zip(unit.lane_units(), verdicts)]
+            parts = list(zip(unit.lane_units(), verdicts))
+            numbered = [self._number(part, verdict) for part, verdict in parts]
+            commands = [command for _, command in numbered if command is not None]
+            if commands:
+                written = self._send(*commands)
+                self.counts["rejects_sent" if written else "rejects_not_written"] += len(commands)
+            rows = [self._row(part, verdict, decision_id, command)
+                    for (part, verdict), (decision_id, command) in zip(parts, numbered)]
             self.log.append(rows)
             for row in rows:
                 self.metrics.observe({"decision_id": row.decision_id, "span": f"{row.span_start}-{row.span_end}",
@@ -316,19 +326,18 @@ class Runtime:
         self.metrics.stages["inference"].observe(elapsed * 1e3)
         return logits
 
-    def _send_decision(self, unit: Unit, verdict: Verdict) -> DecisionRow:
-        """Number one decision, write its REJECT (if any) and count it; returns its log row."""
+    def _number(self, unit: Unit, verdict: Verdict) -> tuple[int, Reject | None]:
+        """Number one decision and schedule its REJECT (None: a pass, or a reject held by the lockout)."""
         decision_id = self._next_id
         self._next_id += 1
         reason = REASON_FAIL_SAFE if verdict.fail_safe else self.policy.classes.index(verdict.label)
         command = self.scheduler.command(decision_id, verdict, unit.end, unit.lane, reason)
         if verdict.reject and command is None:
             self.counts["lockouts"] += 1
-        if command is not None:
-            if self._send(command):
-                self.counts["rejects_sent"] += 1
-            else:
-                self.counts["rejects_not_written"] += 1
+        return decision_id, command
+
+    def _row(self, unit: Unit, verdict: Verdict, decision_id: int, command: Reject | None) -> DecisionRow:
+        """Count one decision once its REJECT is written; returns its log row (latency up to now)."""
         latency_ms = (time.monotonic() - unit.arrived) * 1e3
         if latency_ms > self.budget_s * 1e3 and not verdict.fail_safe:
             self.counts["late_decisions"] += 1
