@@ -25,17 +25,22 @@ HERE = Path(__file__).resolve().parent
 TARGETS = {"xray-castings": 0.98, "xray-fishbones": 0.95, "neu": 0.98}
 
 
+def add_training_arguments(parser: argparse.ArgumentParser, width: int, work: str, out: str) -> None:
+    """The options every image benchmark shares: data, width, epochs, threads, where runs and results go."""
+    parser.add_argument("--data", type=Path, default=None, help="data root (default ../shared/data)")
+    parser.add_argument("--width", type=int, default=width, help="first-stage width (64 is the full ResNet-18)")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--work", type=Path, default=Path(work), help=f"run directories (default {work})")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / out)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=None, help="data root (default ../shared/data)")
+    add_training_arguments(parser, 32, "runs/images", "images_accuracy.json")
     parser.add_argument("--tasks", default="xray-castings,xray-fishbones,neu")
     parser.add_argument("--model", default="resnet18")
-    parser.add_argument("--width", type=int, default=32, help="first-stage width (64 is the full ResNet-18)")
-    parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--work", type=Path, default=Path("runs/images"))
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "images_accuracy.json")
     args = parser.parse_args()
 
     import torch

@@ -35,15 +35,15 @@ INNER_SNRS = [None, -4.0, -8.0]
 
 
 def parse_candidate(text: str) -> tuple[str, dict]:
-    """``raw:normalization=none,speed_jitter=0.05`` -> ("raw", {...}); numbers become floats."""
+    """``raw:normalization=none,speed_jitter=0.05`` -> ("raw", {...}); numbers become floats, true/false bools."""
     name, _, fields = text.partition(":")
-    overrides = {}
+    overrides: dict = {}
     for item in filter(None, fields.split(",")):
         key, _, value = item.partition("=")
         try:
             overrides[key] = float(value)
         except ValueError:
-            overrides[key] = value
+            overrides[key] = {"true": True, "false": False}.get(value.lower(), value)
     return name, overrides
 
 

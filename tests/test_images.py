@@ -219,3 +219,45 @@ def test_calibration_sweeps_pruned_copies_of_an_image_run(castings_run, tmp_path
     assert set(rows) == {"castings", "castings-p50"} and all(r["status"] == "ok" for r in rows.values())
     assert rows["castings-p50"]["model_bytes"] < 0.5 * rows["castings"]["model_bytes"]
     assert doc["runtime_overhead"]["decisions"] > 0         # the runtime on a belt of real X-ray patches
+
+
+def test_quarter_turns_give_the_square_s_symmetries_and_nothing_else():
+    from edge.train.images import ImageTrainSettings, augment_images
+
+    image = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4) / 16      # no symmetry of its own
+    settings = ImageTrainSettings(flips=False, rotations=True, max_shift=0, gain=0, noise=0)
+    out = augment_images(np.repeat(image, 200, axis=0), settings, np.random.default_rng(0))
+    turns = [np.rot90(image[0, 0], k) for k in range(4)]
+    seen = [next(k for k, t in enumerate(turns) if np.array_equal(o[0], t)) for o in out]
+    assert sorted(set(seen)) == [0, 1, 2, 3]                               # every turn, each image intact
+    settings = ImageTrainSettings(flips=True, rotations=True, max_shift=0, gain=0, noise=0)
+    out = augment_images(np.repeat(image, 400, axis=0), settings, np.random.default_rng(0))
+    assert len({o.tobytes() for o in out}) == 8                            # with flips: all 8 symmetries
+
+
+def test_center_image_keeps_a_flaw_s_contrast_and_follows_the_run_everywhere(data_root, tmp_path, capsys):
+    from edge.cli import main
+    from edge.data.preprocess import normalize
+    from edge.train.images import predict_images, run_images
+    from edge.train.runs import load_run
+
+    x = np.random.default_rng(0).random((2, 1, 8, 8)).astype(np.float32)
+    assert np.allclose(normalize(3 * x + 1, "center-image"), 3 * normalize(x, "center-image"), atol=1e-5)
+    assert np.allclose(normalize(3 * x + 1, "zscore-image"), normalize(x, "zscore-image"), atol=1e-4)
+
+    run, pruned = tmp_path / "center", tmp_path / "pruned"
+    assert main(["train", "--task", "xray-castings", "--normalization", "center-image", "--rotations", "--width", "4",
+                 "--depth", "1", "--epochs", "1", "--threads", "1", "--data", str(data_root), "--out", str(run),
+                 "-q"]) == 0
+    assert main(["prune", "--run", str(run), "--rounds", "1", "--epochs", "1", "--threads", "1", "--out", str(pruned),
+                 "-q"]) == 0
+    for path in (run, pruned):
+        config = json.loads((path / "config.json").read_text())
+        assert config["preprocessing"]["normalization"] == "center-image" and config["training"]["rotations"]
+        assert main(["evaluate", "--run", str(path), "--json", "--threads", "1"]) == 0
+        scored = json.loads(capsys.readouterr().out)["accuracy"]
+        images, labels = run_images(load_run(path), "test")
+        model = load_run(path).load_model()
+        assert scored == np.mean(predict_images(model, images, "center-image") == labels)
+    assert main(["train", "--task", "xray-castings", "--normalization", "zscore", "--out", str(tmp_path / "x")]) == 2
+    assert "is for vibration windows" in capsys.readouterr().err

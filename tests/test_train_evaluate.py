@@ -70,6 +70,21 @@ def test_cli_train_writes_a_run(cwru_dir, tmp_path, capsys):
     assert code == 0 and load_run(out).config["model"]["shrinkage"] == "none"
 
 
+def test_mixup_trains_on_convex_pairs_and_is_recorded(cwru_dir, tmp_path, capsys):
+    from edge.train.trainer import mixup_pairs
+
+    lam, partner = mixup_pairs(64, 0.2, np.random.default_rng(3))
+    assert 0.0 <= lam <= 1.0 and sorted(partner) == list(range(64))
+    assert (lam, list(partner)) == (lambda p: (p[0], list(p[1])))(mixup_pairs(64, 0.2, np.random.default_rng(3)))
+    out = tmp_path / "mixup"
+    assert main(["train", "--model", "resnet1d", "--data", str(cwru_dir), "--out", str(out), "--loads", "0",
+                 "--window", "400", "--epochs", "1", "--steps", "5", "--width", "4", "--depth", "1",
+                 "--snr-train", "none", "--mixup", "0.2", "--threads", "1", "-q"]) == 0
+    assert load_run(out).config["training"]["mixup"] == 0.2
+    assert main(["train", "--out", str(tmp_path / "r"), "--mixup", "-1", "-q"]) == 2
+    assert "--mixup must be" in capsys.readouterr().err
+
+
 def test_cli_errors_are_one_clear_line(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r"), "-q"]) == 2
     err = capsys.readouterr().err

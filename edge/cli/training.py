@@ -89,10 +89,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gain-jitter", type=float, default=defaults.gain_jitter,
                    help="scale each training window by a random gain up to 1 +/- this (log-uniform); useful with "
                         f"--normalization none (default {defaults.gain_jitter}, 0 = off)")
-    p.add_argument("--normalization", choices=["zscore", "none"], default=defaults.normalization,
-                   help="vibration: zscore (zero mean, unit std per window) or none (physical units from the "
-                        "sensor's scale, so the vibration's level reaches the model) "
-                        f"(default {defaults.normalization})")
+    p.add_argument("--normalization", choices=["zscore", "zscore-image", "center-image", "none"], default=None,
+                   help="vibration: zscore (zero mean, unit std per window, the default) or none (physical units "
+                        "from the sensor's scale, so the vibration's level reaches the model); images: "
+                        "zscore-image (per image, the default), center-image (mean removed, contrast kept) or "
+                        "none (grey levels 0-1)")
+    p.add_argument("--mixup", type=float, default=defaults.mixup,
+                   help="vibration: mix pairs of training windows and their labels with a weight drawn from "
+                        f"Beta(a, a) per batch; a = 0.2 is usual (default {defaults.mixup}, 0 = off)")
     p.add_argument("--val-snr", default=",".join(_snr_text(v) for v in defaults.val_snrs),
                    help="the epoch kept is the best mean validation accuracy over these SNRs "
                         f"(default {','.join(_snr_text(v) for v in defaults.val_snrs)}; clean only without noise "
@@ -111,6 +115,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--class-weights", default="none", choices=["none", "balanced", "gmean"],
                    help="images: loss weights per class (balanced: inverse frequency; gmean: from validation "
                         "recall, for imbalanced sets; default none)")
+    p.add_argument("--rotations", action="store_true",
+                   help="images: also turn training images by quarter turns (for flaws with no orientation)")
     p.add_argument("--init-state", type=Path, default=None,
                    help="images: a state dict (.pt, tensors only) to start from instead of random weights")
     add_training_options(p)
@@ -132,14 +138,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from edge.train.vibration import WindowSettings, train_cwru
 
     snr_train = parse_snr_range(args.snr_train)
+    normalization = args.normalization or TrainSettings.normalization
+    if normalization not in ("zscore", "none"):
+        raise DataError(f"--normalization {normalization} is for images; vibration windows take zscore or none")
     if not 0.0 <= args.speed_jitter < 0.5:
         raise DataError(f"--speed-jitter must be in [0, 0.5), got {args.speed_jitter}")
+    if args.mixup < 0:
+        raise DataError(f"--mixup must be 0 (off) or a positive Beta parameter, got {args.mixup}")
     if not 0.0 <= args.gain_jitter < 1.0:
         raise DataError(f"--gain-jitter must be in [0, 1), got {args.gain_jitter}")
     settings = TrainSettings(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size,
                              lr=args.lr or 3e-3, snr_train=snr_train, clean_fraction=args.clean_fraction,
                              noise_kind=args.noise, seed=args.seed, speed_jitter=args.speed_jitter,
-                             normalization=args.normalization, gain_jitter=args.gain_jitter,
+                             normalization=normalization, gain_jitter=args.gain_jitter, mixup=args.mixup,
                              val_snrs=parse_snr_list(args.val_snr) if snr_train else [None])
     train_cwru(args.data or default_cwru_dir(), args.out, model_name=model, loads=parse_loads(args.loads),
                channel=args.channel, rate_hz=args.rate, windows=WindowSettings(length=args.window),
@@ -149,10 +160,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _train_images(args: argparse.Namespace) -> int:
     from edge.data.catalog import default_data_root
-    from edge.train.images import ImageTrainSettings, train_images
+    from edge.train.images import IMAGE_NORMALIZATIONS, ImageTrainSettings, train_images
 
+    normalization = args.normalization or ImageTrainSettings.normalization
+    if normalization not in IMAGE_NORMALIZATIONS:
+        raise DataError(f"--normalization {normalization} is for vibration windows; images take "
+                        f"{', '.join(IMAGE_NORMALIZATIONS)}")
     settings = ImageTrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr or 2e-3,
-                                  class_weights=args.class_weights, seed=args.seed)
+                                  class_weights=args.class_weights, seed=args.seed, rotations=args.rotations,
+                                  normalization=normalization)
     train_images(args.task, args.data or default_data_root(), args.out, args.model or "resnet18", size=args.size,
                  settings=settings, width=args.width, depth=args.depth, threads=args.threads, quiet=args.quiet,
                  init_state=args.init_state)

@@ -35,9 +35,12 @@ def _arrays(run: Run, data: str | Path | None):
 
 
 def _settings_of(run: Run, **overrides) -> ImageTrainSettings:
-    """The source run's training settings (augmentation, learning rate, weights) with ``overrides``."""
+    """The source run's training settings (augmentation, learning rate, weights, input normalisation)
+    with ``overrides``."""
     known = {f.name for f in dataclasses.fields(ImageTrainSettings)}
-    return ImageTrainSettings(**({k: v for k, v in run.config["training"].items() if k in known} | overrides))
+    recorded = {k: v for k, v in run.config["training"].items() if k in known}
+    recorded["normalization"] = run.config["preprocessing"]["normalization"]
+    return ImageTrainSettings(**(recorded | overrides))
 
 
 def _cost(model: nn.Module, size: int) -> dict:
@@ -71,14 +74,15 @@ def prune_run(run_dir: str | Path, out: str | Path, method: str = "l1", rounds: 
     model = run.load_model()
     settings = _settings_of(run, epochs=epochs, seed=seed)
     settings = dataclasses.replace(settings, lr=settings.lr / 2)   # fine-tuning: half the training peak
-    base = _cost(model, size) | {"round": 0, "val_balanced_accuracy": balanced_accuracy(vy, predict_images(model, vx))}
+    base = _cost(model, size) | {"round": 0, "val_balanced_accuracy": balanced_accuracy(
+        vy, predict_images(model, vx, settings.normalization))}
     history = [base]
     _log(quiet, f"baseline: {base['parameters']:,} parameters, {base['mflops']:.1f} MFLOPs, validation "
                 f"{100 * base['val_balanced_accuracy']:.2f}%")
     if method == "l1":
         for r in range(1, rounds + 1):
             model = prune_resnet2d(model, rate)
-            before = balanced_accuracy(vy, predict_images(model, vx))
+            before = balanced_accuracy(vy, predict_images(model, vx, settings.normalization))
             fit = fit_images(model, tx, ty, vx, vy, settings, rng, classes, progress=not quiet)
             history.append(_cost(model, size) | {"round": r, "val_balanced_accuracy_before_finetune": before,
                                                  "val_balanced_accuracy": fit["best_val_score"],
@@ -91,7 +95,7 @@ def prune_run(run_dir: str | Path, out: str | Path, method: str = "l1", rounds: 
                          on_epoch_end=lambda e: soft_prune(model, asfp_rate(e, epochs, rate)))
         soft_prune(model, rate)
         model = prune_resnet2d(model, rate)
-        before = balanced_accuracy(vy, predict_images(model, vx))
+        before = balanced_accuracy(vy, predict_images(model, vx, settings.normalization))
         tail = dataclasses.replace(settings, epochs=max(1, epochs // 4))
         fit2 = fit_images(model, tx, ty, vx, vy, tail, rng, classes, progress=not quiet)
         history.append(_cost(model, size) | {"round": 1, "rate": rate, "val_balanced_accuracy_soft": fit["best_val_score"],

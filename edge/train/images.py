@@ -29,7 +29,10 @@ from edge.train.metrics import classification_report
 from edge.train.runs import load_run, save_run
 from edge.train.trainer import seed_everything
 
+#: How an image becomes the network's input unless a run says otherwise (runs before
+#: ``normalization`` was a setting were all trained this way).
 NORMALIZATION = "zscore-image"
+IMAGE_NORMALIZATIONS = ("zscore-image", "center-image", "none")
 
 
 @dataclass
@@ -41,9 +44,11 @@ class ImageTrainSettings:
     label_smoothing: float = 0.05
     class_weights: str = "none"       # none | balanced (inverse class frequency) | gmean (per-class accuracy)
     flips: bool = True
+    rotations: bool = False           # quarter turns (with flips: all 8 symmetries of the square)
     max_shift: float = 0.1            # fraction of the image size
     gain: float = 0.2                 # intensity gain jitter, +/- fraction
     noise: float = 0.03               # std of added Gaussian noise, as a fraction of full scale
+    normalization: str = NORMALIZATION   # one of IMAGE_NORMALIZATIONS (see edge.data.preprocess)
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -51,7 +56,8 @@ class ImageTrainSettings:
 
 
 def augment_images(x: np.ndarray, settings: ImageTrainSettings, rng: np.random.Generator) -> np.ndarray:
-    """Flips, small shifts (edge-padded), gain and offset jitter and noise, per image; (N, 1, S, S) in [0, 1]."""
+    """Flips, quarter turns, small shifts (edge-padded), gain and offset jitter and noise, per image;
+    (N, 1, S, S) in [0, 1]."""
     n, _, h, w = x.shape
     out = x.copy()
     if settings.flips:
@@ -59,6 +65,10 @@ def augment_images(x: np.ndarray, settings: ImageTrainSettings, rng: np.random.G
         flip_v = rng.random(n) < 0.5
         out[flip_h] = out[flip_h, :, :, ::-1]
         out[flip_v] = out[flip_v, :, ::-1, :]
+    if settings.rotations and h == w:
+        turns = rng.integers(0, 4, size=n)
+        for k in (1, 2, 3):
+            out[turns == k] = np.rot90(out[turns == k], k, axes=(2, 3))
     if settings.max_shift > 0:
         pad = max(1, int(round(settings.max_shift * h)))
         padded = np.pad(out, ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode="edge")
@@ -74,15 +84,16 @@ def augment_images(x: np.ndarray, settings: ImageTrainSettings, rng: np.random.G
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def model_inputs_images(x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(normalize(x, NORMALIZATION), dtype=np.float32)
+def model_inputs_images(x: np.ndarray, normalization: str = NORMALIZATION) -> np.ndarray:
+    return np.ascontiguousarray(normalize(x, normalization), dtype=np.float32)
 
 
 @torch.no_grad()
-def predict_images(model: nn.Module, x: np.ndarray, batch: int = 256) -> np.ndarray:
+def predict_images(model: nn.Module, x: np.ndarray, normalization: str = NORMALIZATION,
+                   batch: int = 256) -> np.ndarray:
     model.eval()
-    return np.concatenate([model(torch.from_numpy(model_inputs_images(x[i:i + batch]))).argmax(1).numpy()
-                           for i in range(0, x.shape[0], batch)])
+    return np.concatenate([model(torch.from_numpy(model_inputs_images(x[i:i + batch], normalization)))
+                           .argmax(1).numpy() for i in range(0, x.shape[0], batch)])
 
 
 def balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
@@ -152,8 +163,8 @@ def train_images(task: str, data: str | Path, out: str | Path, model_name: str =
         "classes": list(images.classes),
         "data": {"dataset": task, "path": str(images.root), "images": len(images.items),
                  "duplicates_removed": images.duplicates_removed, "notes": images.notes},
-        "preprocessing": {"input": "image", "size": size, "normalization": NORMALIZATION, "input_layout": "N,C,H,W",
-                          "grey": True},
+        "preprocessing": {"input": "image", "size": size, "normalization": settings.normalization,
+                          "input_layout": "N,C,H,W", "grey": True},
         "training": settings.to_dict() | {"threads": torch.get_num_threads(),
                                           "init_state": str(init_state) if init_state else None},
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
@@ -192,7 +203,8 @@ def fit_images(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x
             idx = order[s * settings.batch_size:(s + 1) * settings.batch_size]
             if idx.size < 2:
                 continue
-            xb = torch.from_numpy(model_inputs_images(augment_images(train_x[idx], settings, rng)))
+            xb = torch.from_numpy(model_inputs_images(augment_images(train_x[idx], settings, rng),
+                                                      settings.normalization))
             logits = model(xb)
             loss = loss_fn(logits, torch.from_numpy(train_y[idx]))
             if extra_loss is not None:
@@ -201,7 +213,7 @@ def fit_images(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x
             bar.update(1)
         if on_epoch_end is not None:
             on_epoch_end(epoch)
-        pred = predict_images(model, val_x)
+        pred = predict_images(model, val_x, settings.normalization)
         present = np.array([np.any(val_y == c) for c in range(num_classes)])
         recall = np.array([np.mean(pred[val_y == c] == c) if present[c] else 1.0 for c in range(num_classes)])
         score = float(recall[present].mean())   # balanced accuracy, from the recalls already computed
@@ -239,7 +251,7 @@ def evaluate_images(run_dir: str | Path, data: str | Path | None = None, split_n
         torch.set_num_threads(threads)
     started = time.monotonic()
     x, y = run_images(run, split_name, data)
-    pred = predict_images(run.load_model(), x)
+    pred = predict_images(run.load_model(), x, run.config["preprocessing"]["normalization"])
     report = classification_report(y, pred, tuple(run.config["classes"]))
     return {"run": str(run.path), "model": run.config["model"]["name"], "task": run.config["task"],
             "split": split_name, "images": int(y.shape[0]), "accuracy": report["accuracy"],

@@ -19,6 +19,7 @@ class TrainSettings:
     gain_jitter: float = 0.0                             # windows scaled by up to 1 +/- this (log-uniform)
     val_snrs: list = field(default_factory=lambda: [None, -4.0, -8.0])  # model selection: mean val accuracy
     normalization: str = "zscore"
+    mixup: float = 0.0                                   # Beta(a, a) mixing of window pairs and labels; 0 = off
     seed: int = 0
 
     def to_dict(self) -> dict:

@@ -52,6 +52,12 @@ def augment(batch: np.ndarray, settings: TrainSettings, rng: np.random.Generator
     return batch
 
 
+def mixup_pairs(n: int, alpha: float, rng: np.random.Generator) -> tuple[float, np.ndarray]:
+    """Mixup (Zhang et al. 2018): one weight from Beta(alpha, alpha) per batch and a partner for every
+    window; the batch becomes ``lam * x + (1 - lam) * x[partner]`` and so do the targets."""
+    return float(rng.beta(alpha, alpha)), rng.permutation(n)
+
+
 def fit(model: nn.Module, sampler: RandomWindowSampler, val_x: np.ndarray, val_y: np.ndarray,
         settings: TrainSettings, rng: np.random.Generator, progress: bool = True) -> dict:
     """Train ``model`` in place, leave it at its best validation epoch, return the history."""
@@ -68,8 +74,15 @@ def fit(model: nn.Module, sampler: RandomWindowSampler, val_x: np.ndarray, val_y
         for _ in range(settings.steps_per_epoch):
             x, y = sampler.draw(settings.batch_size)
             x = normalize(augment(x, settings, rng), settings.normalization)
-            logits = model(torch.from_numpy(x).unsqueeze(1))
-            losses.append(step(optimizer, schedule, loss_fn(logits, torch.from_numpy(y))))
+            target = torch.from_numpy(y)
+            if settings.mixup:
+                lam, partner = mixup_pairs(x.shape[0], settings.mixup, rng)
+                x = (lam * x + (1 - lam) * x[partner]).astype(np.float32)
+                logits = model(torch.from_numpy(x).unsqueeze(1))
+                loss = lam * loss_fn(logits, target) + (1 - lam) * loss_fn(logits, target[partner])
+            else:
+                loss = loss_fn(model(torch.from_numpy(x).unsqueeze(1)), target)
+            losses.append(step(optimizer, schedule, loss))
             bar.update(1)
         val = accuracy_under_noise(model, val_x, val_y, settings.val_snrs, settings.normalization,
                                    seed=settings.seed, kind=settings.noise_kind)

@@ -1,0 +1,152 @@
+"""X-ray castings: training variants chosen on validation, and whether the remaining errors are systematic.
+
+Trains ResNet-18 (width 16, 30 epochs) on the castings for every candidate x seed,
+scores each run's validation images (balanced accuracy, the score that chooses an
+epoch) and, once, its deduplicated test images.  The candidate with the best mean
+validation score over the seeds is the one a user should take; the test figures are
+there for the record and never choose.  Then, over all runs:
+
+- how many test images exactly k of the runs get wrong: errors shared by every run are
+  not seed or setting noise, and no retraining of the same kind fixes them;
+- the mean-softmax ensemble of all runs, for the same reason.
+
+Only the test images are shared by every run: each seed draws its own validation images.
+
+Candidates are ``NAME:FIELD=VALUE,...`` over ``ImageTrainSettings``.  Resumable: a run
+directory that already holds metrics.json is reused.  Writes
+benchmarks/results/images_castings_variants.json.
+
+    python benchmarks/images_castings_variants.py
+    python benchmarks/images_castings_variants.py --candidate rot:rotations=true --seeds 0,1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from images_accuracy import add_training_arguments  # noqa: E402
+from robustness_nested import parse_candidate  # noqa: E402
+DEFAULT_CANDIDATES = ["default:", "rotations:rotations=true",
+                      "rotations-center:rotations=true,normalization=center-image",
+                      "rotations-none:rotations=true,normalization=none"]
+
+
+def softmax_scores(run_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities of one run on one split, with the run's own input normalisation."""
+    import torch
+
+    from edge.train.images import model_inputs_images, run_images
+    from edge.train.runs import load_run
+
+    run = load_run(run_dir)
+    x, y = run_images(run, split)
+    model = run.load_model().eval()
+    with torch.no_grad():
+        logits = model(torch.from_numpy(model_inputs_images(x, run.config["preprocessing"]["normalization"])))
+    return torch.softmax(logits, 1).numpy(), y
+
+
+def agreement(runs: list[Path]) -> dict:
+    """Test images wrong in exactly k runs (k = 0 .. len(runs)), and the mean-softmax ensemble's accuracy."""
+    from edge.train.runs import load_run
+
+    if len({tuple(load_run(r).split["files"]["test"]) for r in runs}) != 1:
+        raise SystemExit("the runs were not scored on the same test images")
+    scored = [softmax_scores(r, "test") for r in runs]
+    y = scored[0][1]
+    wrong = np.array([p.argmax(1) != y for p, _ in scored]).sum(0)
+    ensemble = np.mean([p for p, _ in scored], axis=0).argmax(1)
+    return {"images": int(y.size), "wrong_in_exactly_k_runs": [int((wrong == k).sum()) for k in range(len(runs) + 1)],
+            "ensemble_accuracy": float(np.mean(ensemble == y))}
+
+
+def near_copies(run_dir: Path, rms_grey_levels: float = 1.3) -> dict:
+    """Test images within ``rms_grey_levels`` (RMS, 8-bit) of a training image: copies the byte-hash
+    folding cannot see (re-encoded, or flat).  Their mean grey level tells flat patches from leaks."""
+    from edge.train.images import run_images
+    from edge.train.runs import load_run
+
+    run = load_run(run_dir)
+    (train, train_y), (test, test_y) = (run_images(run, split) for split in ("train", "test"))
+    a, b = (x.reshape(x.shape[0], -1).astype(np.float64) * 255 for x in (test, train))
+    squared = (a ** 2).sum(1)[:, None] + (b ** 2).sum(1)[None] - 2 * a @ b.T
+    nearest = np.sqrt(np.maximum(squared.min(1), 0) / a.shape[1])
+    close = nearest <= rms_grey_levels
+    classes = run.config["classes"]
+    return {"rms_grey_levels": rms_grey_levels, "test_images": int(a.shape[0]),
+            "near_a_training_image": int(close.sum()),
+            "by_class": {c: int((test_y[close] == k).sum()) for k, c in enumerate(classes)},
+            "same_class_as_the_training_image": int((test_y[close] == train_y[squared.argmin(1)][close]).sum()),
+            "their_std_grey_levels_median": float(np.median(a[close].std(1))) if close.any() else None}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_training_arguments(parser, 16, "runs/castings-variants", "images_castings_variants.json")
+    parser.add_argument("--candidate", action="append", default=None,
+                        help="NAME:FIELD=VALUE,... (repeat; default: plain, quarter turns, quarter turns with "
+                             "center-image and with no normalisation)")
+    parser.add_argument("--seeds", default="0,1")
+    args = parser.parse_args()
+
+    from edge.data.catalog import default_data_root
+    from edge.train.images import ImageTrainSettings, evaluate_images, train_images
+
+    data = args.data or default_data_root()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    rows, candidates = [], []
+    for name, overrides in map(parse_candidate, args.candidate or DEFAULT_CANDIDATES):
+        scores = []
+        for seed in seeds:
+            run = args.work / f"castings-w{args.width}-{name}-s{seed}"
+            if not (run / "metrics.json").exists():
+                print(f"== {run.name}: training", flush=True)
+                settings = ImageTrainSettings(**({"epochs": args.epochs, "seed": seed} | overrides))
+                train_images("xray-castings", data, run, "resnet18", width=args.width, settings=settings,
+                             threads=args.threads, quiet=True)
+            metrics = json.loads((run / "metrics.json").read_text())
+            test = evaluate_images(run, threads=args.threads)
+            rows.append({"candidate": name, "seed": seed, "run": str(run),
+                         "val_balanced_accuracy": metrics["best_val_score"],
+                         "best_epoch": metrics["best_epoch"], "test_accuracy": test["accuracy"],
+                         "test_recall": test["report"]["recall"]})
+            scores.append(rows[-1])
+            print(f"   {run.name}: validation {100 * rows[-1]['val_balanced_accuracy']:.2f}%, "
+                  f"test {100 * rows[-1]['test_accuracy']:.2f}%", flush=True)
+        candidates.append({"candidate": name, "settings": overrides,
+                           "val_mean": float(np.mean([r["val_balanced_accuracy"] for r in scores])),
+                           "test_mean": float(np.mean([r["test_accuracy"] for r in scores]))})
+    chosen = max(candidates, key=lambda c: c["val_mean"])
+    runs = [Path(r["run"]) for r in rows]
+    doc = {"benchmark": "images_castings_variants", "date": time.strftime("%Y-%m-%d"), "width": args.width,
+           "epochs": args.epochs, "seeds": seeds,
+           "protocol": "candidates compared by mean validation balanced accuracy over the seeds (validation drawn "
+                       "from the training series); test images (the deduplicated published test series) scored "
+                       "once per run, for the record",
+           "candidates": candidates, "chosen_on_validation": chosen["candidate"], "runs": rows,
+           "test_agreement": agreement(runs), "near_copies": near_copies(runs[0])}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    for c in candidates:
+        print(f"{c['candidate']:<18} validation {100 * c['val_mean']:.2f}%  test {100 * c['test_mean']:.2f}%")
+    test = doc["test_agreement"]
+    print(f"chosen on validation: {chosen['candidate']}; test images wrong in exactly k of {len(runs)} runs: "
+          f"{test['wrong_in_exactly_k_runs']}; ensemble of all runs {100 * test['ensemble_accuracy']:.2f}%")
+    near = doc["near_copies"]
+    print(f"{near['near_a_training_image']} test images within {near['rms_grey_levels']} grey levels (RMS) of a "
+          f"training image, by class {near['by_class']}, median contrast (std) "
+          f"{near['their_std_grey_levels_median']} grey levels")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
