@@ -180,10 +180,7 @@ class ReconnectingPort:
             self.stats.last_error = f"{type(exc).__name__}: {exc}"
             self._down_since = time.monotonic()
             self._port = None
-        try:
-            port.cancel_read()  # a read blocked on it in another thread returns now
-        except Exception:  # noqa: BLE001 - not every transport can cancel; its read times out instead
-            pass
+        _cancel_read_quietly(port)
 
     def _use(self, action, default):
         """``action(port)``, or ``default`` while the device is gone (a failure counts as an outage)."""
@@ -230,10 +227,24 @@ class ReconnectingPort:
         return self._use(write_all, False)
 
     def close(self) -> None:
+        """Close the port; a call still using it in another thread is woken and closes it as it leaves."""
         with self._lock:
             port, self._port = self._port, None
-        if port is not None:
+            in_use = port in self._users
+        if port is None:
+            return
+        if in_use:
+            _cancel_read_quietly(port)
+        else:
             port.close()
+
+
+def _cancel_read_quietly(port: serial.SerialBase) -> None:
+    """Wake a read blocked on ``port`` in another thread."""
+    try:
+        port.cancel_read()
+    except Exception:  # noqa: BLE001 - not every transport can cancel; its read times out instead
+        pass
 
 
 def _close_quietly(port: serial.SerialBase) -> None:

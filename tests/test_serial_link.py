@@ -231,6 +231,29 @@ def test_read_waiting_takes_what_arrived_without_waiting_and_survives_a_vanished
     port.close()
 
 
+def test_closing_the_link_does_not_close_the_port_under_a_call_in_another_thread():
+    """Shutdown while the reader is still inside a call: the reader closes the port as it leaves."""
+    pty = PtyPair()
+    port = ReconnectingPort(pty.name, retry_s=0.01)
+    seen = {}
+
+    def reader_call(serial_port):
+        closer = threading.Thread(target=port.close)
+        closer.start()
+        closer.join()
+        seen["open_while_in_use"] = serial_port.is_open
+        seen["port"] = serial_port
+        return serial_port.in_waiting                 # pyserial on a port closed under it: TypeError
+
+    try:
+        assert port._use(reader_call, None) == 0
+        assert seen["open_while_in_use"] is True and not seen["port"].is_open and not port.connected
+        assert port.stats.outages == 0
+    finally:
+        port.close()
+        pty.close()
+
+
 def test_a_device_one_thread_finds_gone_is_not_closed_under_the_other():
     """The decider's write finds the device gone while the reader is inside a call on the same port."""
     pty = PtyPair()
