@@ -34,6 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from images_accuracy import add_training_arguments  # noqa: E402
 from robustness_nested import parse_candidate  # noqa: E402
+
 DEFAULT_CANDIDATES = ["default:", "rotations:rotations=true",
                       "rotations-center:rotations=true,normalization=center-image",
                       "rotations-none:rotations=true,normalization=none"]
@@ -41,17 +42,14 @@ DEFAULT_CANDIDATES = ["default:", "rotations:rotations=true",
 
 def softmax_scores(run_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities of one run on one split, with the run's own input normalisation."""
-    import torch
-
-    from edge.train.images import model_inputs_images, run_images
+    from edge.train.images import image_logits, run_images
     from edge.train.runs import load_run
 
     run = load_run(run_dir)
     x, y = run_images(run, split)
-    model = run.load_model().eval()
-    with torch.no_grad():
-        logits = model(torch.from_numpy(model_inputs_images(x, run.config["preprocessing"]["normalization"])))
-    return torch.softmax(logits, 1).numpy(), y
+    logits = image_logits(run.load_model(), x, run.config["preprocessing"]["normalization"])
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True), y
 
 
 def agreement(runs: list[Path]) -> dict:

@@ -89,11 +89,17 @@ def model_inputs_images(x: np.ndarray, normalization: str = NORMALIZATION) -> np
 
 
 @torch.no_grad()
+def image_logits(model: nn.Module, x: np.ndarray, normalization: str = NORMALIZATION,
+                 batch: int = 256) -> np.ndarray:
+    """The model's logits for raw images (N, 1, S, S) in [0, 1], normalised as the run was trained."""
+    model.eval()
+    return np.concatenate([model(torch.from_numpy(model_inputs_images(x[i:i + batch], normalization))).numpy()
+                           for i in range(0, x.shape[0], batch)])
+
+
 def predict_images(model: nn.Module, x: np.ndarray, normalization: str = NORMALIZATION,
                    batch: int = 256) -> np.ndarray:
-    model.eval()
-    return np.concatenate([model(torch.from_numpy(model_inputs_images(x[i:i + batch], normalization)))
-                           .argmax(1).numpy() for i in range(0, x.shape[0], batch)])
+    return image_logits(model, x, normalization, batch).argmax(1)
 
 
 def balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
