@@ -60,6 +60,8 @@ def test_manifest_says_everything_the_gateway_needs(bundles, keys):
     assert len(m["calibration"]["sha256"]) == 64 and m["calibration"]["size"] == 60
     assert m["accuracy"]["int8"] >= m["accuracy"]["fp32"] - 0.01
     assert set(m["files"]) == {"model.xml", "model.bin"}
+    changed = m["quantization"]["decisions_changed"]
+    assert 0.0 <= changed["share"] <= 0.05 and changed["inputs"] > m["calibration"]["size"]
 
 
 def test_tensorrt_bundle_carries_qdq_onnx_settings_and_trtexec_line(bundles):

@@ -64,6 +64,51 @@ def test_qdq_model_follows_every_tensorrt_rule_and_keeps_accuracy(exported, tmp_
     assert int8 >= fp32 - 0.02
 
 
+def test_entropy_calibration_clips_ranges_that_minmax_keeps_whole(exported, tmp_path):
+    # ONNX Runtime's default entropy settings search nothing and return minmax's ranges; ours must clip,
+    # and the Q/DQ model must carry the clipped ranges as its activation scales.
+    from edge.quantize.qdq import QUANTIZED_OPS, tensor_ranges
+
+    full = tensor_ranges(exported["path"], exported["calib"], "minmax", op_types=QUANTIZED_OPS)
+    clipped = tensor_ranges(exported["path"], exported["calib"], "entropy", op_types=QUANTIZED_OPS)
+    assert set(clipped) == set(full)
+    assert all(clipped[name] <= 1.01 * full[name] for name in full)
+    assert sum(clipped[name] < 0.9 * full[name] for name in full) >= len(full) // 2
+
+    def activation_scales(method):
+        model = onnx.load(str(quantize_qdq(exported["path"], exported["calib"], tmp_path / f"{method}.onnx", method)))
+        inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        return {n.input[0]: float(inits[n.input[1]]) for n in model.graph.node if n.op_type == "QuantizeLinear"}
+
+    entropy, minmax = activation_scales("entropy"), activation_scales("minmax")
+    assert set(entropy) == set(minmax) and entropy != minmax
+    for name, scale in entropy.items():
+        assert scale == pytest.approx(clipped[name] / 127, rel=1e-3)
+
+
+def test_entropy_search_picks_the_clip_onnx_runtimes_reference_picks(exported, tmp_path):
+    import contextlib
+    import io
+
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
+
+    from edge.quantize.entropy import entropy_threshold
+    from edge.quantize.qdq import ENTROPY_BINS, ENTROPY_LEVELS, CalibrationReader
+
+    calibrator = create_calibrator(str(exported["path"]), op_types_to_calibrate=["Conv"],
+                                   augmented_model_path=str(tmp_path / "augmented.onnx"),
+                                   calibrate_method=CalibrationMethod.Entropy,
+                                   extra_options={"symmetric": True, "num_bins": ENTROPY_BINS,
+                                                  "num_quantized_bins": ENTROPY_LEVELS})
+    calibrator.collect_data(CalibrationReader(exported["calib"], "window"))
+    histograms = calibrator.collector.histogram_dict
+    for name in sorted(histograms)[:4]:
+        hist, edges, lowest, highest, *_ = histograms[name]
+        with contextlib.redirect_stdout(io.StringIO()):
+            low, high = calibrator.collector.get_entropy_threshold(histograms[name], ENTROPY_LEVELS)
+        assert entropy_threshold(hist, edges, lowest, highest, ENTROPY_LEVELS) == pytest.approx((low, high), rel=1e-6)
+
+
 def test_rule_checker_catches_a_quantized_threshold_network(exported, tmp_path):
     out = quantize_qdq(exported["path"], exported["calib"], tmp_path / "q.onnx", keep_threshold_float=False)
     problems = check_qdq_graph(out, keep_threshold_float=True)
@@ -87,6 +132,34 @@ def test_sensitivity_fallback_returns_the_costliest_node_to_float_first(exported
     assert result.within_budget and result.accuracy_fp32 - result.accuracy_int8 <= 0.02
     assert check_qdq_graph(result.path, float_nodes=tuple(result.float_nodes)) == []
     assert any("not all quantized" in p for p in check_qdq_graph(result.path))  # and says so without the list
+
+
+def test_sensitivity_fallback_also_bounds_the_decisions_that_change(exported, tmp_path):
+    # Validation accuracy that never moves cannot see the damage; the agreement function (real
+    # decisions against FP32's, plus 5 % charged while one chosen convolution is quantized) can.
+    import onnxruntime as ort
+
+    victim = [n.name for n in onnx.load(str(exported["path"])).graph.node if n.op_type == "Conv"][1]
+    x = exported["val"][0]
+
+    def decide(path):
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return session.run(None, {"window": x})[0].argmax(1)
+
+    reference = decide(exported["path"])
+
+    def agreement(path) -> float:
+        node = next(n for n in onnx.load(str(path)).graph.node if n.name == victim)
+        quantized = any("DequantizeLinear" in i for i in node.input)
+        return float(np.mean(decide(path) == reference)) - (0.05 if quantized else 0.0)
+
+    blind = sensitivity_fallback(exported["path"], exported["calib"], tmp_path / "blind.onnx", lambda p: 1.0,
+                                 max_drop=0.02)
+    assert blind.within_budget and blind.float_nodes == []
+    result = sensitivity_fallback(exported["path"], exported["calib"], tmp_path / "fb.onnx", lambda p: 1.0,
+                                  max_drop=0.02, agreement=agreement)
+    assert result.float_nodes[0] == victim and result.ranking[0][0] == victim
+    assert result.within_budget and result.agreement >= 0.98
 
 
 def test_openvino_int8_keeps_accuracy_with_shrinkage_layers_in_float(exported, tmp_path):

@@ -32,10 +32,13 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="int8", choices=["fp32", "fp16", "int8"], help="default int8")
     p.add_argument("--calib-size", type=positive_int, default=256, help="calibration windows from the training split")
     p.add_argument("--calib-method", default="minmax", choices=["minmax", "percentile", "entropy"],
-                   help="activation ranges for Q/DQ models (TensorRT, ONNX Runtime int8)")
+                   help="activation ranges for Q/DQ models (TensorRT, ONNX Runtime int8): minmax, percentile "
+                        "(99.999th), entropy (TensorRT's KL-divergence clip on a 2,048-bin histogram)")
     p.add_argument("--unbalanced-calib", action="store_true", help="draw calibration windows without class balance")
     p.add_argument("--max-drop", type=float, default=None, metavar="PT",
-                   help="largest accuracy drop allowed, in points (0.5 = 0.5 pt): layers return to float until met")
+                   help="largest accuracy drop allowed, in points (0.5 = 0.5 pt): layers return to float until "
+                        "met on the validation split (both backends) and, for Q/DQ models, until at most this "
+                        "share of FP32's decisions changes on validation and uncalibrated training inputs")
     p.add_argument("--budget-ms", type=float, default=None,
                    help="latency budget written into the manifest (default 5 ms a vibration window, 20 ms an image tile)")
     p.add_argument("--reject-classes", default=None, help="comma-separated classes that trigger a reject "

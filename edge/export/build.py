@@ -21,7 +21,8 @@ from edge.bundle import write_bundle
 from edge.errors import DrsnEdgeError
 from edge.export.onnx_export import (INPUT_NAME, OPSET, OUTPUT_NAME, export_onnx, onnxruntime_predictor,
                                      parity_check)
-from edge.quantize.calibration import accuracy, balanced_subset, dataset_hash, model_inputs
+from edge.quantize.calibration import (accuracy, agreement_inputs, balanced_subset, dataset_hash, decisions,
+                                      model_inputs)
 from edge.train.runs import load_run
 from edge.train.vibration import run_splits
 
@@ -49,6 +50,7 @@ class BuildOptions:
     seed: int = 0
     data: str | None = None
     legacy_calib_cache: str | None = None  # TensorRT version (e.g. 8601): add an implicit-calibration cache
+    agreement_size: int = 4096            # INT8: validation + uncalibrated training inputs compared with FP32
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -101,6 +103,19 @@ def manifest_preprocessing(pre: dict) -> dict:
             "channel": pre["channel"], "normalization": pre["normalization"]}
 
 
+def quantization_inputs(splits: dict[str, tuple[np.ndarray, np.ndarray]],
+                        options: BuildOptions) -> tuple[np.ndarray, np.ndarray]:
+    """The calibration inputs (from the training split, seeded) and the set INT8 decisions are compared on.
+
+    The agreement set is the validation split and training inputs not calibrated on;
+    never the test split, which only measures the bundle once it is built.
+    """
+    rng = np.random.default_rng(options.seed)
+    train_x, train_y = splits["train"]
+    picks = balanced_subset(train_y, options.calib_size, rng, options.calib_balanced)
+    return train_x[picks], agreement_inputs(train_x, picks, splits["val"][0], options.agreement_size, rng)
+
+
 def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, key: str | Path | None = None,
                  log=print) -> dict:
     """Build the bundle ``out`` (a directory and ``out.tar.gz``); returns its manifest."""
@@ -116,10 +131,8 @@ def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, ke
     model = run.load_model()
     input_shape, splits = run_inputs(run, options.data)
 
-    rng = np.random.default_rng(options.seed)
-    train_x, train_y = splits["train"]
-    picks = balanced_subset(train_y, options.calib_size, rng, options.calib_balanced)
-    calib = train_x[picks]
+    calib, agree_x = quantization_inputs(splits, options)
+    noun = "images" if pre.get("input") == "image" else "windows"
     val, val_y = splits["val"]
     test, test_y = splits["test"]
 
@@ -130,9 +143,14 @@ def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, ke
         if not parity.passed:
             raise BuildError(f"ONNX export differs from PyTorch beyond {parity.tolerance}: "
                              f"{parity.max_relative_error}")
-        log(f"exported ONNX opset {OPSET}; parity with PyTorch on {parity.samples} real windows: "
+        log(f"exported ONNX opset {OPSET}; parity with PyTorch on {parity.samples} real {noun}: "
             + ", ".join(f"{k} {v:.1e}" for k, v in parity.max_relative_error.items()))
         fp32_test = accuracy(onnxruntime_predictor(onnx_path), test, test_y)
+        fp32_decisions = decisions(onnxruntime_predictor(onnx_path), agree_x) if options.precision == "int8" else None
+
+        def agreement(predict) -> float:
+            """Share of the agreement set that the deployed model decides as FP32 does."""
+            return float(np.mean(decisions(predict, agree_x) == fp32_decisions))
         files: dict[str, Path] = {}
         backend: dict = {"name": options.target}
         quantization: dict | None = None
@@ -168,7 +186,8 @@ def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, ke
                 if options.max_drop is not None:
                     fb = sensitivity_fallback(onnx_path, calib, deployed,
                                               lambda p: accuracy(onnxruntime_predictor(p), val, val_y),
-                                              options.max_drop, options.calib_method)
+                                              options.max_drop, options.calib_method,
+                                              agreement=lambda p: agreement(onnxruntime_predictor(p)))
                     quantization = {"tool": "qdq", "mode": "sensitivity_fallback", "float_nodes": fb.float_nodes,
                                     "validation_accuracy_fp32": fb.accuracy_fp32,
                                     "validation_accuracy_int8": fb.accuracy_int8, "within_budget": fb.within_budget}
@@ -210,13 +229,20 @@ def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, ke
                 backend = {"name": "tensorrt", "device": "GPU", "version": "built on target",
                            "accuracy_measured_with": f"onnxruntime {ort.__version__} CPU"}
         deployed_test = accuracy(predict, test, test_y)
+        if fp32_decisions is not None:
+            agreed = agreement(predict)
+            quantization = (quantization or {}) | {"decisions_changed": {
+                "share": 1.0 - agreed, "inputs": int(agree_x.shape[0]),
+                "set": "validation split and training inputs not used for calibration; no test inputs"}}
+            log(f"int8 changes {100 * (1.0 - agreed):.2f}% of FP32's decisions on {agree_x.shape[0]} validation "
+                f"and training {noun} (no test {noun})")
         log(f"held-out test accuracy: fp32 {100 * fp32_test:.2f}%, {options.precision} {options.target} "
-            f"{100 * deployed_test:.2f}% ({test.shape[0]} {'images' if pre.get('input') == 'image' else 'windows'})")
+            f"{100 * deployed_test:.2f}% ({test.shape[0]} {noun})")
         allowed = options.max_drop if options.max_drop is not None else options.guard_drop
         if fp32_test - deployed_test > allowed + 1e-9:
             raise BuildError(
                 f"the {options.precision} {options.target} model scores {100 * deployed_test:.2f}% on the held-out "
-                f"test windows against {100 * fp32_test:.2f}% in fp32, more than {100 * allowed:.1f} pt lower; "
+                f"test {noun} against {100 * fp32_test:.2f}% in fp32, more than {100 * allowed:.1f} pt lower; "
                 "no bundle written. Try --max-drop (layers return to float), another --calib-method, "
                 "or --precision fp32")
         manifest = {

@@ -36,6 +36,23 @@ def dataset_hash(x: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
 
 
+def decisions(predict: Predictor, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    """The class index the model picks for every input, in batches."""
+    return np.concatenate([predict(x[i:i + batch]).argmax(axis=1) for i in range(0, x.shape[0], batch)])
+
+
 def accuracy(predict: Predictor, x: np.ndarray, y: np.ndarray, batch: int = 256) -> float:
-    logits = np.concatenate([predict(x[i:i + batch]) for i in range(0, x.shape[0], batch)])
-    return float(np.mean(logits.argmax(axis=1) == y))
+    return float(np.mean(decisions(predict, x, batch) == y))
+
+
+def agreement_inputs(train_x: np.ndarray, calibration_picks: np.ndarray, val_x: np.ndarray, size: int,
+                     rng: np.random.Generator) -> np.ndarray:
+    """Inputs to compare INT8 decisions with FP32's: the validation split and training inputs not calibrated on.
+
+    No labels are needed, so the set can be several times the validation split; the
+    test split is never in it.  At most ``size`` inputs, validation first.
+    """
+    unused = np.setdiff1d(np.arange(train_x.shape[0]), calibration_picks)
+    room = max(size - val_x.shape[0], 0)
+    extra = np.sort(rng.choice(unused, size=min(room, unused.size), replace=False))
+    return np.concatenate([val_x[:size], train_x[extra]])

@@ -8,22 +8,20 @@ on the device: ``trtexec --onnx=model.onnx --int8 --calib=model.calib.cache``.
 The file is what IInt8EntropyCalibrator2 writes: a header line
 ``TRT-<version>-EntropyCalibration2`` and one ``<tensor>: <scale>`` line per tensor,
 the scale (dynamic range / 127) as the hexadecimal bits of an IEEE-754 float32.
-Ranges come from ONNX Runtime's calibrators over every tensor of the graph, on the
-same calibration windows as the Q/DQ model.  TensorRT refuses a cache whose header
-names another TensorRT version: pass the target's (``8601`` for 8.6.1).
+Ranges come from the same calibration as the Q/DQ model's
+(:func:`edge.quantize.qdq.tensor_ranges`), over every tensor of the graph, on the
+same calibration windows.  TensorRT refuses a cache whose header names another
+TensorRT version: pass the target's (``8601`` for 8.6.1).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from edge.quantize.qdq import CALIBRATION_METHODS, CalibrationReader
+from edge.quantize.qdq import tensor_ranges
 
 
 def scale_hex(scale: float) -> str:
@@ -33,29 +31,6 @@ def scale_hex(scale: float) -> str:
 
 def hex_scale(text: str) -> float:
     return struct.unpack(">f", bytes.fromhex(text.strip()))[0]
-
-
-def tensor_ranges(onnx_path: str | Path, calibration: np.ndarray, method: str = "entropy") -> dict[str, float]:
-    """Symmetric dynamic range (max |x|) of every tensor of the graph, calibrated on ``calibration``."""
-    import onnx
-    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
-
-    if method not in CALIBRATION_METHODS:
-        raise ValueError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, got {method!r}")
-    input_name = onnx.load(str(onnx_path)).graph.input[0].name
-    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
-        calibrator = create_calibrator(
-            str(onnx_path), op_types_to_calibrate=None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-            calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-                              "entropy": CalibrationMethod.Entropy}[method],
-            extra_options={"symmetric": True})
-        calibrator.collect_data(CalibrationReader(calibration, input_name))
-        data = calibrator.compute_data()
-    ranges = {}
-    for name, value in data.data.items():
-        low, high = value.range_value
-        ranges[name] = float(max(np.abs(low).max(), np.abs(high).max()))
-    return ranges
 
 
 def write_calibration_cache(onnx_path: str | Path, calibration: np.ndarray, out_path: str | Path,
