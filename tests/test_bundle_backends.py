@@ -69,6 +69,11 @@ def test_tensorrt_bundle_carries_qdq_onnx_settings_and_trtexec_line(bundles):
     assert m["tensorrt"]["onnx_file"] == "model.qdq.onnx" and "model.qdq.onnx" in m["files"]
     assert m["tensorrt"]["trtexec"].startswith("trtexec --onnx=model.qdq.onnx")
     assert "--stronglyTyped" in m["tensorrt"]["trtexec"] and m["quantization"]["threshold_subnetwork"] == "float"
+    choice = m["quantization"]["calibration_choice"]             # the default, auto: every method tried
+    changed = choice["decisions_changed"]
+    assert set(changed) == {"minmax", "percentile", "entropy"} and all(0.0 <= v <= 1.0 for v in changed.values())
+    assert m["quantization"]["calibration_method"] == choice["chosen"] == min(changed, key=changed.get)
+    assert m["quantization"]["decisions_changed"]["share"] == pytest.approx(changed[choice["chosen"]])
 
 
 @pytest.mark.parametrize("key", [("onnxruntime", "fp32"), ("openvino", "int8")])

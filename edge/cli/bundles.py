@@ -31,9 +31,11 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
                    help="backend the gateway runs (default openvino)")
     p.add_argument("--precision", default="int8", choices=["fp32", "fp16", "int8"], help="default int8")
     p.add_argument("--calib-size", type=positive_int, default=256, help="calibration windows from the training split")
-    p.add_argument("--calib-method", default="minmax", choices=["minmax", "percentile", "entropy"],
+    p.add_argument("--calib-method", default="auto", choices=["auto", "minmax", "percentile", "entropy"],
                    help="activation ranges for Q/DQ models (TensorRT, ONNX Runtime int8): minmax, percentile "
-                        "(99.999th), entropy (TensorRT's KL-divergence clip on a 2,048-bin histogram)")
+                        "(99.999th), entropy (TensorRT's KL-divergence clip on a 2,048-bin histogram), or auto "
+                        "(default): each is tried and the one that changes fewest of FP32's decisions on "
+                        "validation and training inputs is kept")
     p.add_argument("--unbalanced-calib", action="store_true", help="draw calibration windows without class balance")
     p.add_argument("--max-drop", type=float, default=None, metavar="PT",
                    help="largest accuracy drop allowed, in points (0.5 = 0.5 pt): layers return to float until "

@@ -30,6 +30,8 @@ TARGETS = ("openvino", "onnxruntime", "tensorrt")
 #: Class names that mean "nothing wrong": every other class rejects unless told otherwise.
 GOOD_CLASSES = ("normal", "class_0", "ok", "good")
 PRECISIONS = ("fp32", "fp16", "int8")
+#: Q/DQ calibration: one method, or "auto": each is tried and the one changing fewest of FP32's decisions kept.
+CALIBRATION_CHOICES = ("auto", "minmax", "percentile", "entropy")
 
 
 class BuildError(DrsnEdgeError):
@@ -41,7 +43,7 @@ class BuildOptions:
     target: str = "openvino"
     precision: str = "int8"
     calib_size: int = 256
-    calib_method: str = "minmax"          # Q/DQ (TensorRT, ONNX Runtime INT8)
+    calib_method: str = "auto"            # Q/DQ (TensorRT, ONNX Runtime INT8); auto: fewest decisions changed
     calib_balanced: bool = True
     max_drop: float | None = None         # fraction (0.005 = 0.5 pt); None: plain post-training quantization
     guard_drop: float = 0.01              # refuse a bundle this much less accurate than fp32 (when no max_drop)
@@ -59,6 +61,9 @@ class BuildOptions:
             raise BuildError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.target == "onnxruntime" and self.precision == "fp16":
             raise BuildError("ONNX Runtime's CPU provider has no FP16 kernels; use fp32 or int8")
+        if self.calib_method not in CALIBRATION_CHOICES:
+            raise BuildError(f"--calib-method must be one of {', '.join(CALIBRATION_CHOICES)}, "
+                             f"got {self.calib_method!r}")
         if self.calib_size < 1:
             raise BuildError("--calib-size must be at least 1")
         if self.legacy_calib_cache and (self.target != "tensorrt" or self.precision != "int8"):
@@ -179,26 +184,35 @@ def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, ke
             predict = _ov_predictor(xml, backend["inference_precision_hint"])
         else:
             deployed = onnx_path
+            method, changed_by_method = options.calib_method, None
             if options.precision == "int8":
-                from edge.quantize.qdq import check_qdq_graph, quantize_qdq, sensitivity_fallback
+                from edge.quantize.qdq import check_qdq_graph, choose_calibration, quantize_qdq, sensitivity_fallback
 
                 deployed = work / "model.qdq.onnx"
+                if method == "auto":
+                    method, changed_by_method = choose_calibration(onnx_path, calib,
+                                                                   lambda p: agreement(onnxruntime_predictor(p)))
+                    log(f"calibration {method}: fewest of FP32's decisions changed ("
+                        + ", ".join(f"{m} {100 * v:.2f}%" for m, v in changed_by_method.items()) + ")")
                 if options.max_drop is not None:
                     fb = sensitivity_fallback(onnx_path, calib, deployed,
                                               lambda p: accuracy(onnxruntime_predictor(p), val, val_y),
-                                              options.max_drop, options.calib_method,
+                                              options.max_drop, method,
                                               agreement=lambda p: agreement(onnxruntime_predictor(p)))
                     quantization = {"tool": "qdq", "mode": "sensitivity_fallback", "float_nodes": fb.float_nodes,
                                     "validation_accuracy_fp32": fb.accuracy_fp32,
                                     "validation_accuracy_int8": fb.accuracy_int8, "within_budget": fb.within_budget}
                 else:
-                    quantize_qdq(onnx_path, calib, deployed, options.calib_method)
+                    quantize_qdq(onnx_path, calib, deployed, method)
                     quantization = {"tool": "qdq", "mode": "ptq"}
                 violations = check_qdq_graph(deployed, float_nodes=tuple(quantization.get("float_nodes", ())))
                 if violations:
                     raise BuildError("the Q/DQ model breaks the TensorRT rules: " + "; ".join(violations[:5]))
                 quantization |= {"symmetric": True, "weights": "per-channel", "activations": "per-tensor",
-                                 "calibration_method": options.calib_method, "threshold_subnetwork": "float"}
+                                 "calibration_method": method, "threshold_subnetwork": "float"}
+                if changed_by_method:
+                    quantization["calibration_choice"] = {"decisions_changed": changed_by_method,
+                                                          "chosen": method, "rule": "fewest decisions changed"}
             name = "model.qdq.onnx" if options.precision == "int8" else "model.onnx"
             files = {name: deployed}
             model_files = {"model": name}
@@ -219,11 +233,11 @@ def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, ke
                     from edge.quantize.trt_cache import write_calibration_cache
 
                     cache = write_calibration_cache(onnx_path, calib, work / "model.calib.cache",
-                                                    options.legacy_calib_cache, options.calib_method)
+                                                    options.legacy_calib_cache, method)
                     files |= {"model.onnx": onnx_path, "model.calib.cache": cache}
                     tensorrt["legacy_implicit_calibration"] = {
                         "onnx_file": "model.onnx", "cache_file": "model.calib.cache",
-                        "tensorrt_version": options.legacy_calib_cache, "method": options.calib_method,
+                        "tensorrt_version": options.legacy_calib_cache, "method": method,
                         "note": "LEGACY (TensorRT <= 10, DLA): trtexec --onnx=model.onnx --int8 "
                                 "--calib=model.calib.cache; the Q/DQ model is the supported path"}
                 backend = {"name": "tensorrt", "device": "GPU", "version": "built on target",

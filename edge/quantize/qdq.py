@@ -156,6 +156,21 @@ def quantize_qdq(onnx_path: str | Path, calibration: np.ndarray, out_path: str |
     return Path(out_path)
 
 
+def choose_calibration(onnx_path: str | Path, calibration: np.ndarray, agreement: Callable[[Path], float],
+                       keep_threshold_float: bool = True) -> tuple[str, dict[str, float]]:
+    """The calibration method whose Q/DQ model changes fewest of FP32's decisions, and each method's share.
+
+    ``agreement`` is the build's (model path -> share of its agreement set decided as FP32
+    decides; no test inputs).  Ties go to the earlier of :data:`CALIBRATION_METHODS`.
+    """
+    changed = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for method in CALIBRATION_METHODS:
+            path = quantize_qdq(onnx_path, calibration, Path(tmp) / f"{method}.onnx", method, keep_threshold_float)
+            changed[method] = 1.0 - agreement(path)
+    return min(CALIBRATION_METHODS, key=changed.__getitem__), changed
+
+
 def _allowed_consumer(node, initializers: set[str], keep_threshold_float: bool) -> bool:
     if keep_threshold_float and is_threshold_node(node):
         return False
