@@ -13,6 +13,7 @@ own report (calibration.json, pareto.png, report.html) stays in --work.
 
     python benchmarks/calibration_cwru.py --runs runs/calib/drsn1d-cw runs/calib/drsn1d-cs \
         runs/calib/resnet1d runs/calib/drsn1d-cw-w8
+    python benchmarks/calibration_cwru.py --runs runs/drsn --sizes-only     # only 3., FP32 measured with it
 """
 
 from __future__ import annotations
@@ -35,7 +36,11 @@ def main() -> int:
     parser.add_argument("--sizes-run", default=None, help="run for the calibration-set study (default: the first)")
     parser.add_argument("--sizes", default="32,64,128,256,512,1024")
     parser.add_argument("--skip-sizes", action="store_true")
+    parser.add_argument("--sizes-only", action="store_true",
+                        help="only the calibration-set study (3.), on --sizes-run or the first run; FP32 from it")
     args = parser.parse_args()
+    if args.sizes_only:
+        return sizes_study(args.sizes_run or args.runs[0], [int(s) for s in args.sizes.split(",")], args.work, None)
 
     from calibration.cli import naive_choice
     from calibration.sweep import SweepSettings, choose, run_sweep
@@ -76,29 +81,10 @@ def main() -> int:
     print(f"wrote {out}")
 
     if not args.skip_sizes:
-        sizes = [int(s) for s in args.sizes.split(",")]
-        run = args.sizes_run or args.runs[0]
-        study = SweepSettings(runs=[run], precisions=["int8"], calib_sizes=sizes,
-                              calib_methods=["minmax", "percentile", "entropy"], snrs=[None, -4.0],
-                              reference_eager=False, overhead_ms=0.0, rounds=3, per_round=100)
-        sdoc = run_sweep(study, args.work / "calib-sizes")
-        rows = [{"backend": r["backend"], "method": r.get("calib_method") or "nncf", "size": r["calib_size"],
-                 "status": r["status"], "accuracy_by_snr": r.get("accuracy_by_snr"), "accuracy": r.get("accuracy")}
-                for r in sdoc["candidates"]]
-        fp32 = [r for r in doc["candidates"] if r["run"] == run and r["precision"] == "fp32" and r["status"] == "ok"]
-        out2 = HERE / "results" / "calibration_sizes.json"
-        out2.write_text(json.dumps({"benchmark": "calibration_sizes", "run": run,
-                                    "fp32_accuracy_by_snr": fp32[0]["accuracy_by_snr"] if fp32 else None,
-                                    "rows": rows}, indent=2) + "\n")
-        print(f"\nINT8 validation accuracy (mean of clean and -4 dB) by calibration-set size, {run}")
-        print(f"{'path':<26}" + "".join(f"{s:>8}" for s in sizes))
-        for backend, method in sorted({(r["backend"], r["method"]) for r in rows}):
-            cells = []
-            for s in sizes:
-                r = next(r for r in rows if r["backend"] == backend and r["method"] == method and r["size"] == s)
-                cells.append(f"{100 * r['accuracy']:>8.2f}" if r["accuracy"] is not None else f"{'refused':>8}")
-            print(f"{backend + ' ' + method:<26}" + "".join(cells))
-        print(f"wrote {out2}")
+        fp32 = [r for r in doc["candidates"] if r["run"] == (args.sizes_run or args.runs[0])
+                and r["precision"] == "fp32" and r["status"] == "ok"]
+        sizes_study(args.sizes_run or args.runs[0], [int(s) for s in args.sizes.split(",")], args.work,
+                    fp32[0]["accuracy_by_snr"] if fp32 else None)
     return 0
 
 
@@ -108,6 +94,38 @@ def _brief(row: dict | None) -> dict | None:
     keep = ("key", "run", "backend", "precision", "threads", "batch", "accuracy", "accuracy_by_snr", "p50_ms",
             "p99_ms", "p99_9_ms", "peak_rss_mb", "model_bytes")
     return {k: row.get(k) for k in keep}
+
+
+def sizes_study(run: str, sizes: list[int], work: Path, fp32_by_snr: dict | None) -> int:
+    """INT8 validation accuracy of ``run`` by calibration-set size and method, both INT8 paths.
+
+    Without the sweep's FP32 figure (``fp32_by_snr`` None), FP32 is measured in the study itself.
+    """
+    from calibration.sweep import SweepSettings, run_sweep
+
+    study = SweepSettings(runs=[run], precisions=["int8"] if fp32_by_snr else ["fp32", "int8"], calib_sizes=sizes,
+                          calib_methods=["minmax", "percentile", "entropy"], snrs=[None, -4.0],
+                          reference_eager=False, overhead_ms=0.0, rounds=3, per_round=100)
+    sdoc = run_sweep(study, work / "calib-sizes")
+    if fp32_by_snr is None:
+        fp32 = [r for r in sdoc["candidates"] if r["precision"] == "fp32" and r["status"] == "ok"]
+        fp32_by_snr = fp32[0]["accuracy_by_snr"] if fp32 else None
+    rows = [{"backend": r["backend"], "method": r.get("calib_method") or "nncf", "size": r["calib_size"],
+             "status": r["status"], "accuracy_by_snr": r.get("accuracy_by_snr"), "accuracy": r.get("accuracy")}
+            for r in sdoc["candidates"] if r["precision"] == "int8"]
+    out = HERE / "results" / "calibration_sizes.json"
+    out.write_text(json.dumps({"benchmark": "calibration_sizes", "run": run, "date": time.strftime("%Y-%m-%d"),
+                               "fp32_accuracy_by_snr": fp32_by_snr, "rows": rows}, indent=2) + "\n")
+    print(f"\nINT8 validation accuracy (mean of clean and -4 dB) by calibration-set size, {run}")
+    print(f"{'path':<26}" + "".join(f"{s:>8}" for s in sizes))
+    for backend, method in sorted({(r["backend"], r["method"]) for r in rows}):
+        cells = []
+        for size in sizes:
+            r = next(r for r in rows if r["backend"] == backend and r["method"] == method and r["size"] == size)
+            cells.append(f"{100 * r['accuracy']:>8.2f}" if r["accuracy"] is not None else f"{'refused':>8}")
+        print(f"{backend + ' ' + method:<26}" + "".join(cells))
+    print(f"wrote {out}")
+    return 0
 
 
 if __name__ == "__main__":
