@@ -74,7 +74,7 @@ def measure(run_dir: Path, max_drop: float, methods: list[str], data: str | None
             path = quantize_qdq(onnx_path, calib, Path(tmp) / f"{method}.onnx", method)
             rows.append(_row(f"qdq {method}", onnxruntime_predictor(path), fp32, agree_x, val, test,
                              time.monotonic() - started, method=method, mode="ptq"))
-        chosen = min(rows, key=lambda r: (r["decisions_changed"], -r["validation_accuracy"]))["method"]
+        chosen = min(rows, key=lambda r: r["decisions_changed"])["method"]  # the build's rule (auto): ties to the first
         for method in methods:
             started = time.monotonic()
             result = sensitivity_fallback(
