@@ -26,17 +26,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("minmax", "percentile", "entropy")
 
 
 def _row(name: str, predict, fp32: dict, agree_x, val, test, seconds: float, **extra) -> dict:
-    from edge.quantize.calibration import accuracy, decisions
+    from edge.quantize.calibration import accuracy, agreement
 
     row = {"model": name, "validation_accuracy": accuracy(predict, *val),
-           "decisions_changed": float(np.mean(decisions(predict, agree_x) != fp32["decisions"])),
+           "decisions_changed": 1.0 - agreement(predict, agree_x, fp32["decisions"]),
            "test_accuracy": accuracy(predict, *test), "seconds": round(seconds, 1), **extra}
     row["test_drop_pt"] = 100 * (fp32["test_accuracy"] - row["test_accuracy"])
     print(f"  {name:<28} validation {100 * row['validation_accuracy']:.2f}%, "
@@ -49,7 +48,7 @@ def _row(name: str, predict, fp32: dict, agree_x, val, test, seconds: float, **e
 def measure(run_dir: Path, max_drop: float, methods: list[str], data: str | None) -> dict:
     from edge.export.build import BuildOptions, quantization_inputs, run_inputs
     from edge.export.onnx_export import export_onnx, onnxruntime_predictor
-    from edge.quantize.calibration import accuracy, decisions
+    from edge.quantize.calibration import accuracy, agreement, decisions
     from edge.quantize.openvino_int8 import compiled_predictor, float_patterns_for, quantize_openvino
     from edge.quantize.qdq import quantize_qdq, sensitivity_fallback
     from edge.train.runs import load_run
@@ -80,7 +79,7 @@ def measure(run_dir: Path, max_drop: float, methods: list[str], data: str | None
             result = sensitivity_fallback(
                 onnx_path, calib, Path(tmp) / f"{method}-fb.onnx",
                 lambda p: accuracy(onnxruntime_predictor(p), *val), max_drop, method,
-                agreement=lambda p: float(np.mean(decisions(onnxruntime_predictor(p), agree_x) == fp32["decisions"])))
+                agreement=lambda p: agreement(onnxruntime_predictor(p), agree_x, fp32["decisions"]))
             rows.append(_row(f"qdq {method} --max-drop", onnxruntime_predictor(result.path), fp32, agree_x, val,
                              test, time.monotonic() - started, method=method, mode="sensitivity_fallback",
                              float_nodes=result.float_nodes, within_budget=result.within_budget))

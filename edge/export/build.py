@@ -21,8 +21,8 @@ from edge.bundle import write_bundle
 from edge.errors import DrsnEdgeError
 from edge.export.onnx_export import (INPUT_NAME, OPSET, OUTPUT_NAME, export_onnx, onnxruntime_predictor,
                                      parity_check)
-from edge.quantize.calibration import (accuracy, agreement_inputs, balanced_subset, dataset_hash, decisions,
-                                      model_inputs)
+from edge.quantize.calibration import (accuracy, agreement, agreement_inputs, balanced_subset, dataset_hash,
+                                      decisions, model_inputs)
 from edge.train.runs import load_run
 from edge.train.vibration import run_splits
 
@@ -153,9 +153,8 @@ def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, ke
         fp32_test = accuracy(onnxruntime_predictor(onnx_path), test, test_y)
         fp32_decisions = decisions(onnxruntime_predictor(onnx_path), agree_x) if options.precision == "int8" else None
 
-        def agreement(predict) -> float:
-            """Share of the agreement set that the deployed model decides as FP32 does."""
-            return float(np.mean(decisions(predict, agree_x) == fp32_decisions))
+        def qdq_agreement(path: Path) -> float:
+            return agreement(onnxruntime_predictor(path), agree_x, fp32_decisions)
         files: dict[str, Path] = {}
         backend: dict = {"name": options.target}
         quantization: dict | None = None
@@ -190,20 +189,20 @@ def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, ke
 
                 deployed = work / "model.qdq.onnx"
                 if method == "auto":
-                    method, changed_by_method = choose_calibration(onnx_path, calib,
-                                                                   lambda p: agreement(onnxruntime_predictor(p)))
+                    method, changed_by_method = choose_calibration(onnx_path, calib, deployed, qdq_agreement)
                     log(f"calibration {method}: fewest of FP32's decisions changed ("
                         + ", ".join(f"{m} {100 * v:.2f}%" for m, v in changed_by_method.items()) + ")")
                 if options.max_drop is not None:
                     fb = sensitivity_fallback(onnx_path, calib, deployed,
                                               lambda p: accuracy(onnxruntime_predictor(p), val, val_y),
                                               options.max_drop, method,
-                                              agreement=lambda p: agreement(onnxruntime_predictor(p)))
+                                              agreement=qdq_agreement)
                     quantization = {"tool": "qdq", "mode": "sensitivity_fallback", "float_nodes": fb.float_nodes,
                                     "validation_accuracy_fp32": fb.accuracy_fp32,
                                     "validation_accuracy_int8": fb.accuracy_int8, "within_budget": fb.within_budget}
                 else:
-                    quantize_qdq(onnx_path, calib, deployed, method)
+                    if changed_by_method is None:  # else the chosen method's model is already there
+                        quantize_qdq(onnx_path, calib, deployed, method)
                     quantization = {"tool": "qdq", "mode": "ptq"}
                 violations = check_qdq_graph(deployed, float_nodes=tuple(quantization.get("float_nodes", ())))
                 if violations:
@@ -244,7 +243,7 @@ def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, ke
                            "accuracy_measured_with": f"onnxruntime {ort.__version__} CPU"}
         deployed_test = accuracy(predict, test, test_y)
         if fp32_decisions is not None:
-            agreed = agreement(predict)
+            agreed = agreement(predict, agree_x, fp32_decisions)
             quantization = (quantization or {}) | {"decisions_changed": {
                 "share": 1.0 - agreed, "inputs": int(agree_x.shape[0]),
                 "set": "validation split and training inputs not used for calibration; no test inputs"}}

@@ -45,6 +45,11 @@ def accuracy(predict: Predictor, x: np.ndarray, y: np.ndarray, batch: int = 256)
     return float(np.mean(decisions(predict, x, batch) == y))
 
 
+def agreement(predict: Predictor, x: np.ndarray, reference: np.ndarray) -> float:
+    """Share of ``x`` that ``predict`` decides as ``reference`` (FP32's decisions on ``x``) does."""
+    return float(np.mean(decisions(predict, x) == reference))
+
+
 def agreement_inputs(train_x: np.ndarray, calibration_picks: np.ndarray, val_x: np.ndarray, size: int,
                      rng: np.random.Generator) -> np.ndarray:
     """Inputs to compare INT8 decisions with FP32's: the validation split and training inputs not calibrated on.

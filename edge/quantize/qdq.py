@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,9 +157,11 @@ def quantize_qdq(onnx_path: str | Path, calibration: np.ndarray, out_path: str |
     return Path(out_path)
 
 
-def choose_calibration(onnx_path: str | Path, calibration: np.ndarray, agreement: Callable[[Path], float],
+def choose_calibration(onnx_path: str | Path, calibration: np.ndarray, out_path: str | Path,
+                       agreement: Callable[[Path], float],
                        keep_threshold_float: bool = True) -> tuple[str, dict[str, float]]:
-    """The calibration method whose Q/DQ model changes fewest of FP32's decisions, and each method's share.
+    """Quantize with every method and keep at ``out_path`` the Q/DQ model that changes fewest of FP32's
+    decisions; returns its method and each method's share.
 
     ``agreement`` is the build's (model path -> share of its agreement set decided as FP32
     decides; no test inputs).  Ties go to the earlier of :data:`CALIBRATION_METHODS`.
@@ -168,7 +171,9 @@ def choose_calibration(onnx_path: str | Path, calibration: np.ndarray, agreement
         for method in CALIBRATION_METHODS:
             path = quantize_qdq(onnx_path, calibration, Path(tmp) / f"{method}.onnx", method, keep_threshold_float)
             changed[method] = 1.0 - agreement(path)
-    return min(CALIBRATION_METHODS, key=changed.__getitem__), changed
+        chosen = min(CALIBRATION_METHODS, key=changed.__getitem__)
+        shutil.copyfile(Path(tmp) / f"{chosen}.onnx", out_path)
+    return chosen, changed
 
 
 def _allowed_consumer(node, initializers: set[str], keep_threshold_float: bool) -> bool:
