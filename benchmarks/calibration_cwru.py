@@ -39,8 +39,9 @@ def main() -> int:
     parser.add_argument("--sizes-only", action="store_true",
                         help="only the calibration-set study (3.), on --sizes-run or the first run; FP32 from it")
     args = parser.parse_args()
+    sizes_run, sizes = args.sizes_run or args.runs[0], [int(s) for s in args.sizes.split(",")]
     if args.sizes_only:
-        return sizes_study(args.sizes_run or args.runs[0], [int(s) for s in args.sizes.split(",")], args.work, None)
+        return sizes_study(sizes_run, sizes, args.work, None)
 
     from calibration.cli import naive_choice
     from calibration.sweep import SweepSettings, choose, run_sweep
@@ -81,10 +82,7 @@ def main() -> int:
     print(f"wrote {out}")
 
     if not args.skip_sizes:
-        fp32 = [r for r in doc["candidates"] if r["run"] == (args.sizes_run or args.runs[0])
-                and r["precision"] == "fp32" and r["status"] == "ok"]
-        sizes_study(args.sizes_run or args.runs[0], [int(s) for s in args.sizes.split(",")], args.work,
-                    fp32[0]["accuracy_by_snr"] if fp32 else None)
+        sizes_study(sizes_run, sizes, args.work, _fp32_by_snr(doc["candidates"], sizes_run))
     return 0
 
 
@@ -94,6 +92,12 @@ def _brief(row: dict | None) -> dict | None:
     keep = ("key", "run", "backend", "precision", "threads", "batch", "accuracy", "accuracy_by_snr", "p50_ms",
             "p99_ms", "p99_9_ms", "peak_rss_mb", "model_bytes")
     return {k: row.get(k) for k in keep}
+
+
+def _fp32_by_snr(candidates: list[dict], run: str) -> dict | None:
+    """FP32 validation accuracy per SNR of ``run`` among a sweep's candidates (None if not measured)."""
+    fp32 = [r for r in candidates if r["run"] == run and r["precision"] == "fp32" and r["status"] == "ok"]
+    return fp32[0]["accuracy_by_snr"] if fp32 else None
 
 
 def sizes_study(run: str, sizes: list[int], work: Path, fp32_by_snr: dict | None) -> int:
@@ -108,8 +112,7 @@ def sizes_study(run: str, sizes: list[int], work: Path, fp32_by_snr: dict | None
                           reference_eager=False, overhead_ms=0.0, rounds=3, per_round=100)
     sdoc = run_sweep(study, work / "calib-sizes")
     if fp32_by_snr is None:
-        fp32 = [r for r in sdoc["candidates"] if r["precision"] == "fp32" and r["status"] == "ok"]
-        fp32_by_snr = fp32[0]["accuracy_by_snr"] if fp32 else None
+        fp32_by_snr = _fp32_by_snr(sdoc["candidates"], run)
     rows = [{"backend": r["backend"], "method": r.get("calib_method") or "nncf", "size": r["calib_size"],
              "status": r["status"], "accuracy_by_snr": r.get("accuracy_by_snr"), "accuracy": r.get("accuracy")}
             for r in sdoc["candidates"] if r["precision"] == "int8"]
