@@ -25,7 +25,9 @@ import subprocess
 import time
 from pathlib import Path
 
+from edge.cli.common import realtime_priority as priority_arg
 from edge.runtime.loop import Runtime, RuntimeSettings
+from edge.runtime.realtime import DEFAULT_SERVICE_PRIORITY
 from edge.runtime.scoring import score_vibration
 from edge.train.runs import load_run
 from firmware_bridge.sources import cwru_source, held_out_spans
@@ -56,7 +58,7 @@ def cost(summary: dict) -> dict:
 
 
 def session(bundle: Path, run: Path, seconds: float, rate: str, budget_ms: float | None, queue: int,
-            log: Path, cores: list[int]) -> tuple[dict, dict, int]:
+            log: Path, cores: list[int], realtime_priority: int = 0) -> tuple[dict, dict, int]:
     """The simulator in its own process (its own core, as a device would be); the runtime here."""
     sim = subprocess.Popen([sys.executable, "-m", "edge.cli", "simulate", "--source", "cwru", "--held-out", str(run),
                             "--loads", ",".join(map(str, load_run(run).config["data"]["loads"])),
@@ -65,7 +67,7 @@ def session(bundle: Path, run: Path, seconds: float, rate: str, budget_ms: float
                            preexec_fn=(lambda: os.sched_setaffinity(0, {cores[-1]})) if len(cores) > 1 else None)
     port = sim.stdout.readline().rsplit(" ", 1)[1].strip()
     runtime = Runtime(bundle, RuntimeSettings(port=port, log_path=str(log), http=None, budget_ms=budget_ms,
-                                              queue_size=queue))
+                                              queue_size=queue, realtime_priority=realtime_priority))
     first = runtime._next_id
     cpu0 = _cpu_seconds()
     try:
@@ -85,6 +87,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=600.0, help="real-rate soak length (default 600)")
     parser.add_argument("--max-rate-seconds", type=float, default=20.0)
     parser.add_argument("--multiple", type=float, default=20.0, help="part 2 streams this many times real time")
+    parser.add_argument("--realtime-priority", type=priority_arg, default=0,
+                        help=f"SCHED_FIFO priority of the runtime's reader and decider (the installed service "
+                             f"uses {DEFAULT_SERVICE_PRIORITY}; default 0: ordinary scheduling)")
     args = parser.parse_args()
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
     if hasattr(os, "sched_setaffinity"):
@@ -93,17 +98,19 @@ def main() -> int:
     source = cwru_source(Path(run.config["data"]["path"]), loads=tuple(run.config["data"]["loads"]),
                          spans=held_out_spans(args.run / "split.json"))
     tmp = Path(tempfile.mkdtemp(prefix="drsn-soak-"))
-    soak, sim, first = session(args.bundle, args.run, args.seconds, "realtime", None, 64, tmp / "soak.db", cores)
+    soak, sim, first = session(args.bundle, args.run, args.seconds, "realtime", None, 64, tmp / "soak.db", cores,
+                               args.realtime_priority)
     c, stages, soak_cost = soak["counters"], soak["stages_s"], cost(soak)
     score = score_vibration(tmp / "soak.db", source.truth, since_id=first)  # first lap only is aligned to truth
     fast, _, _ = session(args.bundle, args.run, args.max_rate_seconds, f"x{args.multiple:g}", 1e6, 1024,
-                         tmp / "fast.db", cores)
+                         tmp / "fast.db", cores, args.realtime_priority)
     f = fast["counters"]
     window_rate = source.hello.rate_hz / (run.config["preprocessing"]["window"] // 2)
     shed = f["deadline_fail_safe"] + f["overload_fail_safe"]
     sustained = (f["decisions"] - shed) / args.max_rate_seconds  # decided while the stream ran
     doc = {
         "benchmark": "runtime_soak", "bundle": str(args.bundle), "date": time.strftime("%Y-%m-%d"), "cores": 1,
+        "realtime_priority": soak["thread_priority"],
         "real_rate": {"seconds": soak["seconds"], "budget_ms": soak["budget_ms"], "latency": soak["latency"],
                       "decisions": c["decisions"], "deadline_fail_safe": c["deadline_fail_safe"],
                       "late_decisions": c["late_decisions"], "overload_fail_safe": c["overload_fail_safe"],

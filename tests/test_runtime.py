@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -18,9 +19,11 @@ import torch
 
 from edge.bundle import BundleError
 from edge.bundle.install import install, rollback
+from edge.cli import build_parser
 from edge.data.preprocess import normalize
 from edge.export.build import BuildOptions, build_bundle
 from edge.runtime.loop import Runtime, RuntimeSettings
+from edge.runtime.realtime import DEFAULT_SERVICE_PRIORITY, current_priority, enter_realtime
 from edge.runtime.scoring import score_vibration
 from edge.train.runs import load_run
 from firmware_bridge.codec import FrameDecoder
@@ -194,6 +197,28 @@ def test_metrics_and_status_are_served(held_out, bundle, tmp_path):
     assert "Latest decisions" in page and status["bundle"]["backend"] == "onnxruntime"
 
 
+def _realtime_permitted(priority: int) -> bool:
+    """Whether this process may raise a thread to ``priority`` (tried in a thread that then ends)."""
+    refused = []
+    probe = threading.Thread(target=lambda: refused.append(enter_realtime(priority)))
+    probe.start()
+    probe.join()
+    return refused == [None]
+
+
+def test_reader_and_decider_run_at_the_realtime_priority_and_nothing_else_does(held_out, bundle, tmp_path, capfd):
+    with DeviceSimulator(held_out, link="pty", speed=1.0) as sim:
+        runtime, summary = run_against(sim, bundle, tmp_path, 2.0, realtime_priority=7)
+    c = summary["counters"]
+    assert c["decisions"] >= 15 and c["deadline_fail_safe"] == 0 and c["data_frames"] == sim.stats.frames_generated
+    assert current_priority() == 0  # the caller's thread (here: the main one) stays ordinary
+    if _realtime_permitted(7):
+        assert summary["thread_priority"] == {"reader": 7, "decider": 7} and c["realtime_priority"] == 7
+    else:  # refused: both threads still decide, at ordinary priority, and stderr says why
+        assert summary["thread_priority"] == {"reader": 0, "decider": 0} and c["realtime_priority"] == 0
+        assert "runs at ordinary priority: not permitted" in capfd.readouterr().err
+
+
 def test_install_switches_atomically_and_rolls_back(bundle, tiny_run, tmp_path):
     other = tmp_path / "other"
     build_bundle(tiny_run, other, BuildOptions(target="onnxruntime", precision="int8", calib_size=16),
@@ -205,6 +230,12 @@ def test_install_switches_atomically_and_rolls_back(bundle, tiny_run, tmp_path):
     assert (home / "current").resolve() == second and (home / "previous").resolve() == first
     unit = (root / "etc/systemd/system/drsn-edge.service").read_text()
     assert "Type=notify" in unit and "--bundle /opt/drsn-edge/current" in unit and "WatchdogSec" in unit
+    # The service's command line is one `drsn-edge run` accepts, with real-time threads by default.
+    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    python, dash_m, module, *argv = shlex.split(exec_start.removeprefix("ExecStart="))
+    args = build_parser().parse_args(argv)
+    assert (dash_m, module, args.command) == ("-m", "edge.cli", "run")
+    assert str(args.bundle) == "/opt/drsn-edge/current" and args.realtime_priority == DEFAULT_SERVICE_PRIORITY
     assert rollback(root) == first and (home / "previous").resolve() == second
     with pytest.raises(BundleError):
         install(tmp_path / "missing.tar.gz", root)

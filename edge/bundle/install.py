@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from edge.bundle.package import BundleError, open_bundle
+from edge.runtime.realtime import DEFAULT_SERVICE_PRIORITY
 
 HOME = Path("opt/drsn-edge")
 UNIT = Path("etc/systemd/system/drsn-edge.service")
@@ -25,7 +26,7 @@ After=network.target
 
 [Service]
 Type=notify
-ExecStart={python} -m edge.cli run --bundle {current} --port {port} --budget-ms {budget} --log {log} {trust}
+ExecStart={python} -m edge.cli run --bundle {current} --port {port} --budget-ms {budget} --log {log} --realtime-priority {priority} {trust}
 Restart=always
 RestartSec=2
 WatchdogSec=10
@@ -46,8 +47,13 @@ def _switch(link: Path, target: Path) -> None:
 
 
 def install(bundle: str | Path, root: str | Path = "/", trusted_keys: list[str] | None = None,
-            port: str = "usb:0483:5740", budget_ms: float | None = None, python: str = "/usr/bin/python3") -> Path:
-    """Verify ``bundle`` and make it current; the one it replaces becomes ``previous``."""
+            port: str = "usb:0483:5740", budget_ms: float | None = None, python: str = "/usr/bin/python3",
+            realtime_priority: int = DEFAULT_SERVICE_PRIORITY) -> Path:
+    """Verify ``bundle`` and make it current; the one it replaces becomes ``previous``.
+
+    The unit runs the service as root, so its reader and decider get ``realtime_priority``
+    (SCHED_FIFO; 0 leaves them under the ordinary scheduler).
+    """
     verified = open_bundle(bundle, trusted_keys=trusted_keys)
     m = verified.manifest
     digest = verified.manifest_sha256[:8]
@@ -70,7 +76,7 @@ def install(bundle: str | Path, root: str | Path = "/", trusted_keys: list[str] 
     unit.write_text(UNIT_TEMPLATE.format(
         family=m["model"]["family"], precision=m["precision"], backend=m["backend"]["name"], python=python,
         current=Path("/") / HOME / "current", port=port, budget=budget_ms or m["runtime"]["budget_ms"],
-        log=Path("/var/lib/drsn-edge/decisions.db"), trust=trust).replace(" \n", "\n"))
+        log=Path("/var/lib/drsn-edge/decisions.db"), priority=realtime_priority, trust=trust).replace(" \n", "\n"))
     return target
 
 

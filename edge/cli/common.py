@@ -23,6 +23,17 @@ thread_count = checked(int, lambda n: n >= 1, "threads must be >= 1")
 probability = checked(float, lambda p: 0.0 <= p < 1.0, "a probability in [0, 1)")
 
 
+def realtime_priority(value: str) -> int:
+    """0 (ordinary scheduling) or a SCHED_FIFO priority this system offers."""
+    from edge.runtime.realtime import check_priority
+
+    number = checked(int, lambda n: n >= 0, "0 (off) or a real-time priority")(value)
+    try:
+        return number and check_priority(number)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def stream_rate(value: str) -> float | None:
     value = value.strip().lower()
     if value == "realtime":

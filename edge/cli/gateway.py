@@ -7,8 +7,9 @@ import json
 import signal
 from pathlib import Path
 
-from edge.cli.common import stream_rate, thread_count
+from edge.cli.common import realtime_priority, stream_rate, thread_count
 from edge.errors import DrsnEdgeError
+from edge.runtime.realtime import DEFAULT_SERVICE_PRIORITY
 
 
 def _add_compile_trt(sub: argparse._SubParsersAction) -> None:
@@ -48,7 +49,9 @@ Latency is measured from the arrival of a window's last sample to its decision b
 written to the port. A window that cannot be decided within --budget-ms gets the
 --on-miss decision at once; overload sheds the oldest window with the same fail-safe.
 Every decision is a row in the SQLite log (WAL); /metrics (Prometheus), /status.json
-and a live page are served on --http (loopback by default).
+and a live page are served on --http (loopback by default). On a gateway that runs
+other software, --realtime-priority 40 keeps it from delaying the reader and decider
+(the service written by `drsn-edge install` does this).
 """
 
 
@@ -76,6 +79,9 @@ def _runtime_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-consecutive", type=int, default=0, help="reject lockout after N in a row (0: off)")
     p.add_argument("--threads", type=thread_count, default=1, help="inference threads (default 1)")
     p.add_argument("--trust", action="append", default=[], help="trusted public key; requires a signed bundle")
+    p.add_argument("--realtime-priority", type=realtime_priority, default=0, metavar="P",
+                   help="run the reader and decider threads under SCHED_FIFO at priority P (1-99), so no "
+                        "ordinary process delays a decision; needs root or CAP_SYS_NICE (default 0: off)")
     p.add_argument("--read-every-frame", action="store_true",
                    help="vibration: wake for every frame instead of sleeping until a window can complete "
                         "(more CPU, same latency; pacing overruns are counted as pacing_overruns)")
@@ -89,7 +95,7 @@ def _runtime_settings(args: argparse.Namespace, port: str):
                            threshold=args.threshold, log_path=args.log,
                            http=None if args.http == "off" else args.http, distance=args.distance,
                            max_consecutive=args.max_consecutive, threads=args.threads, trusted_keys=args.trust,
-                           paced_reads=not args.read_every_frame)
+                           paced_reads=not args.read_every_frame, realtime_priority=args.realtime_priority)
 
 
 def _print_summary(summary: dict) -> None:
@@ -171,6 +177,9 @@ def _add_install(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trusted-key", action="append", default=[], help="public key the bundle must be signed with")
     p.add_argument("--port", default="usb:0483:5740", help="serial port the service opens")
     p.add_argument("--budget-ms", type=float, default=None, help="latency budget (default: the bundle's)")
+    p.add_argument("--realtime-priority", type=realtime_priority, default=DEFAULT_SERVICE_PRIORITY, metavar="P",
+                   help=f"SCHED_FIFO priority of the service's reader and decider threads "
+                        f"(default {DEFAULT_SERVICE_PRIORITY}; 0: ordinary scheduling)")
     p.set_defaults(func=_cmd_install)
     p = sub.add_parser("rollback", help="return to the previously installed bundle")
     p.add_argument("--root", type=Path, default=Path("/"), help="file system root (default /)")
@@ -180,7 +189,8 @@ def _add_install(sub: argparse._SubParsersAction) -> None:
 def _cmd_install(args: argparse.Namespace) -> int:
     from edge.bundle.install import install
 
-    target = install(args.bundle, args.root, args.trusted_key, args.port, args.budget_ms)
+    target = install(args.bundle, args.root, args.trusted_key, args.port, args.budget_ms,
+                     realtime_priority=args.realtime_priority)
     print(f"installed {target}; current -> {target.name}. Restart the service: systemctl restart drsn-edge")
     return 0
 

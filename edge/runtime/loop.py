@@ -33,6 +33,7 @@ from edge.runtime.decision_log import DecisionLog, DecisionRow, next_decision_id
 from edge.runtime.decisions import REASON_FAIL_SAFE, DecisionPolicy, RejectScheduler, Verdict
 from edge.runtime.metrics import STAGES, RuntimeMetrics, StatusServer
 from edge.runtime.pacing import ReadPacer
+from edge.runtime.realtime import check_priority, current_priority, enter_realtime
 from firmware_bridge.codec import FrameDecoder, encode_frame
 from firmware_bridge.protocol import Ack, Error, Heartbeat, Hello, Line, Nak, NakReason, Reject, Samples
 from firmware_bridge.transport import ReconnectingPort
@@ -62,6 +63,7 @@ class RuntimeSettings:
     warmup: int = 50
     threads: int | None = 1
     paced_reads: bool = True                # vibration: sleep until a window can complete (see pacing.py)
+    realtime_priority: int = 0              # SCHED_FIFO priority of the reader and decider; 0: ordinary (realtime.py)
     trusted_keys: list[str] = field(default_factory=list)
 
 
@@ -138,6 +140,9 @@ class Runtime:
         self._started = False
         self.thread_cpu_s: dict[str, float] = {}  # CPU time of the reader and decider threads, once they end
         self.thread_failures: list[str] = []      # the threads that died of an error (tracebacks on stderr)
+        if s.realtime_priority:
+            check_priority(s.realtime_priority)
+        self.thread_priority: dict[str, int] = {}  # SCHED_FIFO priority each runtime thread got (0: ordinary)
         self.counts = {"data_frames": 0, "deadline_fail_safe": 0, "late_decisions": 0, "overload_fail_safe": 0, "keepalives": 0,
                        "rejects_sent": 0, "rejects_not_written": 0, "acks": 0, "naks": 0, "naks_too_late": 0,
                        "lockouts": 0, "reconnects": 0, "hello_mismatch": 0, "device_errors": 0, "paced_sleeps": 0}
@@ -154,6 +159,7 @@ class Runtime:
         out |= {f"assembler_{k}": v for k, v in self.assembler.stats.to_dict().items()}
         out |= self.counts | {"decisions": self._next_id - self._first_id, "log_written": self.log.written,
                               "queue_depth": self._queue.qsize(),
+                              "realtime_priority": min(self.thread_priority.values(), default=0),
                               "pacing_overruns": self.pacer.overruns if self.pacer else 0,
                               "thread_failures": len(self.thread_failures)}
         return out
@@ -400,6 +406,7 @@ class Runtime:
         without its reader or decider must not go on looking alive.  The error is printed and
         kept in the summary, and ``drsn-edge run`` exits non-zero (systemd restarts the service).
         """
+        self._enter_realtime(name)
         try:
             loop()
         except Exception:  # noqa: BLE001 - any bug here must stop the runtime, not a thread of it
@@ -409,6 +416,14 @@ class Runtime:
             self._stop.set()
         finally:
             self.thread_cpu_s[name] = time.thread_time()
+
+    def _enter_realtime(self, name: str) -> None:
+        """Raise the calling runtime thread to the configured real-time priority, or say loudly why not."""
+        if self.settings.realtime_priority:
+            refused = enter_realtime(self.settings.realtime_priority)
+            if refused:
+                print(f"runtime: the {name} thread runs at ordinary priority: {refused}", file=sys.stderr, flush=True)
+        self.thread_priority[name] = current_priority()
 
     def stop(self) -> None:
         self._stop.set()
@@ -430,6 +445,7 @@ class Runtime:
                 "overhead_fraction_of_inference": self.overhead_fraction(),
                 "latency": self.metrics.latency_summary(), "counters": self.counters(),
                 "thread_cpu_s": dict(self.thread_cpu_s), "thread_failures": list(self.thread_failures),
+                "thread_priority": dict(self.thread_priority),
                 "device": self.device_hello.device_id if self.device_hello else None}
 
     def close(self) -> None:
