@@ -40,7 +40,7 @@ def _row(name: str, predict, fp32: dict, agree_x, val, test, seconds: float, **e
     row["test_drop_pt"] = 100 * (fp32["test_accuracy"] - row["test_accuracy"])
     print(f"  {name:<28} validation {100 * row['validation_accuracy']:.2f}%, "
           f"changed {100 * row['decisions_changed']:.2f}%, test {100 * row['test_accuracy']:.2f}% "
-          f"({row['test_drop_pt']:+.2f} pt below fp32)" + (f", {len(extra['float_nodes'])} nodes float"
+          f"({-row['test_drop_pt']:+.2f} pt against fp32)" + (f", {len(extra['float_nodes'])} nodes float"
                                                           if extra.get("float_nodes") else ""), flush=True)
     return row
 
