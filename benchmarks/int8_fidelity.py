@@ -38,10 +38,10 @@ def _row(name: str, predict, fp32: dict, agree_x, val, test, seconds: float, **e
            "decisions_changed": 1.0 - agreement(predict, agree_x, fp32["decisions"]),
            "test_accuracy": accuracy(predict, *test), "seconds": round(seconds, 1), **extra}
     row["test_drop_pt"] = 100 * (fp32["test_accuracy"] - row["test_accuracy"])
+    floated = f", {len(extra['float_nodes'])} nodes float" if extra.get("float_nodes") else ""
     print(f"  {name:<28} validation {100 * row['validation_accuracy']:.2f}%, "
           f"changed {100 * row['decisions_changed']:.2f}%, test {100 * row['test_accuracy']:.2f}% "
-          f"({-row['test_drop_pt']:+.2f} pt against fp32)" + (f", {len(extra['float_nodes'])} nodes float"
-                                                          if extra.get("float_nodes") else ""), flush=True)
+          f"({100 * (row['test_accuracy'] - fp32['test_accuracy']):+.2f} pt against fp32){floated}", flush=True)
     return row
 
 
