@@ -406,8 +406,8 @@ class Runtime:
         without its reader or decider must not go on looking alive.  The error is printed and
         kept in the summary, and ``drsn-edge run`` exits non-zero (systemd restarts the service).
         """
-        self._enter_realtime(name)
         try:
+            self._enter_realtime(name)
             loop()
         except Exception:  # noqa: BLE001 - any bug here must stop the runtime, not a thread of it
             self.thread_failures.append(name)

@@ -54,6 +54,8 @@ def enter_realtime(priority: int) -> str | None:
     except PermissionError:
         return (f"not permitted to use real-time priority {priority}: run as root, grant CAP_SYS_NICE, or set "
                 f"LimitRTPRIO={priority} in the service")
+    except OSError as exc:  # e.g. a container's seccomp profile
+        return f"real-time priority {priority} refused by the system: {exc}"
     return None
 
 
