@@ -9,8 +9,9 @@ cannot starve the system; the kernel's real-time throttle (95 % of each second b
 default) is a second guard.
 
 Only the threads that call :func:`enter_realtime` are raised: the status page, the
-log checkpointer and the main thread stay ordinary, so a slow HTTP client can never
-hold up a decision.  Raising a priority needs root, ``CAP_SYS_NICE`` or a
+log checkpointer and the main thread stay ordinary and yield the core to them (the
+interpreter lock is still shared, so their Python code can still delay a decision by
+up to the interpreter's switch interval).  Raising a priority needs root, ``CAP_SYS_NICE`` or a
 ``LimitRTPRIO=`` (``RLIMIT_RTPRIO``) at least as high; the installed systemd unit
 runs as root.
 """
