@@ -31,6 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runtime_soak import session  # noqa: E402 - the soak's session, shared
 
+from calibration.latency import percentiles  # noqa: E402
 from edge.cli.common import positive_int, realtime_priority as priority_arg  # noqa: E402
 from edge.runtime.realtime import DEFAULT_SERVICE_PRIORITY  # noqa: E402
 
@@ -51,9 +52,8 @@ def _competing_load(count: int, core: int) -> list[subprocess.Popen]:
 
 
 def _tails(latencies: np.ndarray, budget_ms: float) -> dict:
-    return {"n": int(latencies.size), "p50_ms": float(np.percentile(latencies, 50)),
-            "p99_ms": float(np.percentile(latencies, 99)), "p99_9_ms": float(np.percentile(latencies, 99.9)),
-            "max_ms": float(latencies.max()), "over_budget": int((latencies > budget_ms).sum())}
+    """The latency percentiles (ms) of a session or an arm, and how many exceed the budget."""
+    return percentiles(latencies / 1e3) | {"over_budget": int((latencies > budget_ms).sum())}
 
 
 def main() -> int:

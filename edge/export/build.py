@@ -150,8 +150,9 @@ def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, ke
                              f"{parity.max_relative_error}")
         log(f"exported ONNX opset {OPSET}; parity with PyTorch on {parity.samples} real {noun}: "
             + ", ".join(f"{k} {v:.1e}" for k, v in parity.max_relative_error.items()))
-        fp32_test = accuracy(onnxruntime_predictor(onnx_path), test, test_y)
-        fp32_decisions = decisions(onnxruntime_predictor(onnx_path), agree_x) if options.precision == "int8" else None
+        fp32_predict = onnxruntime_predictor(onnx_path)
+        fp32_test = accuracy(fp32_predict, test, test_y)
+        fp32_decisions = decisions(fp32_predict, agree_x) if options.precision == "int8" else None
 
         def qdq_agreement(path: Path) -> float:
             return agreement(onnxruntime_predictor(path), agree_x, fp32_decisions)
