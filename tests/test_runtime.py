@@ -106,6 +106,31 @@ def test_overload_sheds_the_oldest_window_with_a_counted_fail_safe(held_out, bun
     assert failed == c["overload_fail_safe"] + c["deadline_fail_safe"]  # on-miss: reject
 
 
+def test_a_stale_slow_estimate_is_probed_until_windows_are_decided_again(held_out, bundle, tmp_path):
+    """After a slow spell the estimate alone fails every window; probes must bring inference back."""
+    from edge.runtime.loop import InferenceTimeEstimate
+
+    with DeviceSimulator(held_out, link="pty", speed=1.0) as sim:
+        runtime = Runtime(bundle, RuntimeSettings(port=sim.port, log_path=str(tmp_path / "log.db"), http=None,
+                                                  keepalive_s=0.1))
+        runtime.start()
+        runtime._infer_times = InferenceTimeEstimate(size=8)
+        for _ in range(8):
+            runtime._infer_times.add(1.0)  # a spell of 1 s inferences, over by now
+        stream = threading.Thread(target=sim.run, kwargs={"duration": 4.0}, daemon=True)
+        stream.start()
+        try:
+            summary = runtime.run(5.0)
+        finally:
+            runtime.close()
+        stream.join(timeout=5)
+    c = summary["counters"]
+    # About 20 windows a second, a probe at most every 0.1 s, five fast ones to outvote the stale eight.
+    assert 1 <= c["deadline_fail_safe"] <= 30 and c["estimate_probes"] >= 5
+    decided = c["decisions"] - c["deadline_fail_safe"] - c["overload_fail_safe"]
+    assert decided >= 40 and c["decisions"] == c["assembler_units"]
+
+
 def test_decision_log_survives_kill_9(tmp_path):
     path = tmp_path / "log.db"
     writer = subprocess.Popen([sys.executable, "-c", f"""

@@ -71,8 +71,8 @@ class InferenceTimeEstimate:
     """How long the next inference will take: the median of recent ones, seeded by the warm-up.
 
     A median, not a high quantile: one slow call (a page fault, a preempted core) must not
-    push every following window into the fail-safe, which would also stop the
-    inferences that let the estimate recover.
+    push every following window into the fail-safe.  A longer slow spell can; the decider
+    then probes the backend once per keep-alive interval so the estimate recovers.
     """
 
     def __init__(self, size: int = 64):
@@ -136,6 +136,7 @@ class Runtime:
         self._seq = 0
         self._stop = threading.Event()
         self._infer_times = InferenceTimeEstimate()
+        self._last_inference = 0.0  # perf_counter() at the end of the latest inference
         self.device_hello: Hello | None = None
         self._started = False
         self.thread_cpu_s: dict[str, float] = {}  # CPU time of the reader and decider threads, once they end
@@ -143,8 +144,8 @@ class Runtime:
         if s.realtime_priority:
             check_priority(s.realtime_priority)
         self.thread_priority: dict[str, int] = {}  # SCHED_FIFO priority each runtime thread got (0: ordinary)
-        self.counts = {"data_frames": 0, "deadline_fail_safe": 0, "late_decisions": 0, "overload_fail_safe": 0, "keepalives": 0,
-                       "rejects_sent": 0, "rejects_not_written": 0, "acks": 0, "naks": 0, "naks_too_late": 0,
+        self.counts = {"data_frames": 0, "deadline_fail_safe": 0, "late_decisions": 0, "overload_fail_safe": 0,
+                       "keepalives": 0, "estimate_probes": 0, "rejects_sent": 0, "rejects_not_written": 0, "acks": 0, "naks": 0, "naks_too_late": 0,
                        "lockouts": 0, "reconnects": 0, "hello_mismatch": 0, "device_errors": 0, "paced_sleeps": 0}
         self.server = None
         if s.http:
@@ -318,16 +319,30 @@ class Runtime:
             if age + self._infer_times.expected() > self.budget_s:
                 self.counts["deadline_fail_safe"] += unit.lanes
                 self._finish_tile(unit, [self.policy.fail_safe("deadline")] * unit.lanes)
+                self._probe_if_stale()
                 continue
             t0 = time.perf_counter()
             x = self._prepare(unit)
             self.metrics.stages["preprocess"].observe((time.perf_counter() - t0) * 1e3)
             self._finish_tile(unit, self.policy.decide(self._timed_infer(x)))
 
+    def _probe_if_stale(self) -> None:
+        """Re-measure the backend once per keep-alive interval while units fail on the estimate alone.
+
+        Failing a unit before inference adds no measurement, and a busy stream leaves no idle
+        time for keep-alives: a slow spell that lifted the estimate over the budget would
+        otherwise fail every later unit, long after the spell ended.  The unit is already
+        answered; the probe only delays the next fail-safe by one inference.
+        """
+        if time.perf_counter() - self._last_inference > self.settings.keepalive_s:
+            self._timed_infer(self._idle_input())
+            self.counts["estimate_probes"] += 1
+
     def _timed_infer(self, x: np.ndarray) -> np.ndarray:
         t0 = time.perf_counter()
         logits = self.backend.infer(x)
-        elapsed = time.perf_counter() - t0
+        self._last_inference = time.perf_counter()
+        elapsed = self._last_inference - t0
         self._infer_times.add(elapsed)
         self.metrics.stages["inference"].observe(elapsed * 1e3)
         return logits
