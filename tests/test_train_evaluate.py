@@ -85,6 +85,27 @@ def test_mixup_trains_on_convex_pairs_and_is_recorded(cwru_dir, tmp_path, capsys
     assert "--mixup must be" in capsys.readouterr().err
 
 
+def test_label_smoothing_reaches_the_loss_and_is_recorded(cwru_dir, tmp_path, capsys):
+    def train(name: str, *extra: str) -> dict:
+        out = tmp_path / name
+        assert main(["train", "--model", "resnet1d", "--data", str(cwru_dir), "--out", str(out), "--loads", "0",
+                     "--window", "400", "--epochs", "1", "--steps", "5", "--width", "4", "--depth", "1",
+                     "--snr-train", "none", "--threads", "1", "-q", *extra]) == 0
+        return load_run(out)
+
+    plain, smoothed = train("plain"), train("smooth", "--label-smoothing", "0.3")
+    assert plain.config["training"]["label_smoothing"] == 0.0
+    assert smoothed.config["training"]["label_smoothing"] == 0.3
+    # Same seed, same batches: only the targets differ, so the epoch's mean loss must too.
+    first = [run.metrics["history"][0]["loss"] for run in (plain, smoothed)]
+    assert first[0] != first[1]
+    for bad in ("1", "-0.1"):
+        assert main(["train", "--out", str(tmp_path / "r"), "--label-smoothing", bad, "-q"]) == 2
+        assert "--label-smoothing must be in [0, 1)" in capsys.readouterr().err
+    assert main(["train", "--task", "neu", "--out", str(tmp_path / "r"), "--label-smoothing", "2", "-q"]) == 2
+    assert "--label-smoothing must be in [0, 1)" in capsys.readouterr().err
+
+
 def test_cli_errors_are_one_clear_line(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r"), "-q"]) == 2
     err = capsys.readouterr().err

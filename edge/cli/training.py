@@ -52,7 +52,7 @@ def _snr_text(snr: float | None) -> str:
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from edge.data.images import IMAGE_TASKS
     from edge.model_names import IMAGE_MODELS, MODELS
-    from edge.train.settings import TrainSettings
+    from edge.train.settings import IMAGE_LABEL_SMOOTHING, TrainSettings
 
     defaults = TrainSettings()
 
@@ -97,6 +97,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mixup", type=float, default=defaults.mixup,
                    help="vibration: mix pairs of training windows and their labels with a weight drawn from "
                         f"Beta(a, a) per batch; a = 0.2 is usual (default {defaults.mixup}, 0 = off)")
+    p.add_argument("--label-smoothing", type=float, default=None,
+                   help="share of each training target spread evenly over the other classes, so the model "
+                        "is less sure of what it saw only in training (default 0 vibration, "
+                        f"{IMAGE_LABEL_SMOOTHING} images)")
     p.add_argument("--val-snr", default=",".join(_snr_text(v) for v in defaults.val_snrs),
                    help="the epoch kept is the best mean validation accuracy over these SNRs "
                         f"(default {','.join(_snr_text(v) for v in defaults.val_snrs)}; clean only without noise "
@@ -134,6 +138,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from edge.data.catalog import default_cwru_dir
     from edge.data.cwru import parse_loads
     from edge.data.noise import parse_snr_list, parse_snr_range
+    from edge.train.settings import check_label_smoothing
     from edge.train.trainer import TrainSettings
     from edge.train.vibration import WindowSettings, train_cwru
 
@@ -151,6 +156,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                              lr=args.lr or 3e-3, snr_train=snr_train, clean_fraction=args.clean_fraction,
                              noise_kind=args.noise, seed=args.seed, speed_jitter=args.speed_jitter,
                              normalization=normalization, gain_jitter=args.gain_jitter, mixup=args.mixup,
+                             label_smoothing=check_label_smoothing(args.label_smoothing),
                              val_snrs=parse_snr_list(args.val_snr) if snr_train else [None])
     train_cwru(args.data or default_cwru_dir(), args.out, model_name=model, loads=parse_loads(args.loads),
                channel=args.channel, rate_hz=args.rate, windows=WindowSettings(length=args.window),
@@ -161,6 +167,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _train_images(args: argparse.Namespace) -> int:
     from edge.data.catalog import default_data_root
     from edge.train.images import IMAGE_NORMALIZATIONS, ImageTrainSettings, train_images
+    from edge.train.settings import IMAGE_LABEL_SMOOTHING, check_label_smoothing
 
     normalization = args.normalization or ImageTrainSettings.normalization
     if normalization not in IMAGE_NORMALIZATIONS:
@@ -168,7 +175,8 @@ def _train_images(args: argparse.Namespace) -> int:
                         f"{', '.join(IMAGE_NORMALIZATIONS)}")
     settings = ImageTrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr or 2e-3,
                                   class_weights=args.class_weights, seed=args.seed, rotations=args.rotations,
-                                  normalization=normalization)
+                                  normalization=normalization, label_smoothing=check_label_smoothing(
+                                      args.label_smoothing, IMAGE_LABEL_SMOOTHING))
     train_images(args.task, args.data or default_data_root(), args.out, args.model or "resnet18", size=args.size,
                  settings=settings, width=args.width, depth=args.depth, threads=args.threads, quiet=args.quiet,
                  init_state=args.init_state)

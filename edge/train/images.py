@@ -27,6 +27,7 @@ from edge.models import IMAGE_MODELS, build_model, model_config
 from edge.train.loop import BestEpoch, one_cycle, step
 from edge.train.metrics import classification_report
 from edge.train.runs import load_run, save_run
+from edge.train.settings import IMAGE_LABEL_SMOOTHING
 from edge.train.trainer import seed_everything
 
 #: How an image becomes the network's input unless a run says otherwise (runs before
@@ -41,7 +42,7 @@ class ImageTrainSettings:
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 5e-4
-    label_smoothing: float = 0.05
+    label_smoothing: float = IMAGE_LABEL_SMOOTHING
     class_weights: str = "none"       # none | balanced (inverse class frequency) | gmean (per-class accuracy)
     flips: bool = True
     rotations: bool = False           # quarter turns (with flips: all 8 symmetries of the square)

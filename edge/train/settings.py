@@ -4,6 +4,21 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from edge.errors import DataError
+
+
+#: Image models train with a little label smoothing by default (ImageTrainSettings); vibration models without.
+IMAGE_LABEL_SMOOTHING = 0.05
+
+
+def check_label_smoothing(value: float | None, default: float = 0.0) -> float:
+    """``--label-smoothing``: None means the task's default; otherwise a share in [0, 1)."""
+    if value is None:
+        return default
+    if not 0.0 <= value < 1.0:
+        raise DataError(f"--label-smoothing must be in [0, 1), got {value}")
+    return value
+
 
 @dataclass
 class TrainSettings:
@@ -20,6 +35,7 @@ class TrainSettings:
     val_snrs: list = field(default_factory=lambda: [None, -4.0, -8.0])  # model selection: mean val accuracy
     normalization: str = "zscore"
     mixup: float = 0.0                                   # Beta(a, a) mixing of window pairs and labels; 0 = off
+    label_smoothing: float = 0.0                         # share of each target spread over the other classes
     seed: int = 0
 
     def to_dict(self) -> dict:

@@ -63,7 +63,7 @@ def fit(model: nn.Module, sampler: RandomWindowSampler, val_x: np.ndarray, val_y
     """Train ``model`` in place, leave it at its best validation epoch, return the history."""
     total = settings.epochs * settings.steps_per_epoch
     optimizer, schedule = one_cycle(model, settings.lr, settings.weight_decay, total)
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
     history: list[dict] = []
     best = BestEpoch()
     started = time.monotonic()
