@@ -56,3 +56,28 @@ def tiny_run(cwru_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "tiny"
     train_cwru(cwru_dir, out, settings=tiny_settings(), **TINY)
     return out
+
+
+def run_against(sim, bundle, tmp_path: Path, seconds: float, prepare=None, **settings):
+    """Start a runtime on ``sim``'s port, stream ``seconds`` of data, run a second longer, close.
+
+    ``prepare(runtime)`` runs after start-up (warm-up done, port open), before any data.
+    Returns the runtime and its summary; the decision log is ``tmp_path / "log.db"``.
+    """
+    import threading
+
+    from edge.runtime.loop import Runtime, RuntimeSettings
+
+    runtime = Runtime(bundle, RuntimeSettings(port=sim.port, log_path=str(tmp_path / "log.db"), http=None,
+                                              **settings))
+    runtime.start()
+    if prepare is not None:
+        prepare(runtime)
+    stream = threading.Thread(target=sim.run, kwargs={"duration": seconds}, daemon=True)
+    stream.start()
+    try:
+        summary = runtime.run(seconds + 1.0)
+    finally:
+        runtime.close()
+    stream.join(timeout=5)
+    return runtime, summary

@@ -139,13 +139,12 @@ def test_image_run_builds_an_int8_bundle_the_gateway_can_run(castings_run, targe
 def test_line_scan_end_to_end_one_decision_per_patch_and_rejects_at_the_actuator(castings_run, data_root, tmp_path):
     """The X-ray belt on a real pty: every patch decided once, as offline; each REJECT at the right encoder count."""
     import sqlite3
-    import threading
 
+    from conftest import run_against
     from edge.backends import load_backend
     from edge.bundle import open_bundle
     from edge.data.preprocess import normalize
     from edge.export.build import BuildOptions, build_bundle
-    from edge.runtime.loop import Runtime, RuntimeSettings
     from firmware_bridge.simulator import DeviceSimulator
     from firmware_bridge.sources import belt_source
 
@@ -155,16 +154,7 @@ def test_line_scan_end_to_end_one_decision_per_patch_and_rejects_at_the_actuator
     belt = belt_source(data_root / "xray", "xray", "castings", "test", bands=12, seed=1)
     lanes, distance = 20, 300
     with DeviceSimulator(belt, link="pty", speed=1.0) as sim:
-        runtime = Runtime(str(bundle), RuntimeSettings(port=sim.port, log_path=str(tmp_path / "log.db"), http=None,
-                                                       distance=distance))
-        runtime.start()
-        stream = threading.Thread(target=sim.run, kwargs={"duration": 1.0}, daemon=True)
-        stream.start()
-        try:
-            summary = runtime.run(2.0)
-        finally:
-            runtime.close()
-        stream.join(timeout=5)
+        runtime, summary = run_against(sim, str(bundle), tmp_path, 1.0, distance=distance)
         time.sleep(0.2)
     c = summary["counters"]
     assert c["decoder_lost_frames"] == 0 and c["deadline_fail_safe"] == 0 and c["late_decisions"] == 0

@@ -16,6 +16,7 @@ import urllib.request
 import numpy as np
 import pytest
 import torch
+from conftest import run_against
 
 from edge.bundle import BundleError
 from edge.bundle.install import install, rollback
@@ -43,20 +44,6 @@ def bundle(tiny_run, tmp_path_factory):
 @pytest.fixture(scope="module")
 def held_out(tiny_run, cwru_dir):
     return cwru_source(cwru_dir, loads=(0,), spans=held_out_spans(tiny_run / "split.json"))
-
-
-def run_against(sim, bundle, tmp_path, seconds, **settings):
-    runtime = Runtime(bundle, RuntimeSettings(port=sim.port, log_path=str(tmp_path / "log.db"), http=None,
-                                              **settings))
-    runtime.start()
-    stream = threading.Thread(target=sim.run, kwargs={"duration": seconds}, daemon=True)
-    stream.start()
-    try:
-        summary = runtime.run(seconds + 1.0)
-    finally:
-        runtime.close()
-    stream.join(timeout=5)
-    return runtime, summary
 
 
 def test_live_decisions_match_offline_evaluation_at_real_rate(held_out, bundle, tiny_run, tmp_path):
@@ -110,20 +97,13 @@ def test_a_stale_slow_estimate_is_probed_until_windows_are_decided_again(held_ou
     """After a slow spell the estimate alone fails every window; probes must bring inference back."""
     from edge.runtime.loop import InferenceTimeEstimate
 
-    with DeviceSimulator(held_out, link="pty", speed=1.0) as sim:
-        runtime = Runtime(bundle, RuntimeSettings(port=sim.port, log_path=str(tmp_path / "log.db"), http=None,
-                                                  keepalive_s=0.1))
-        runtime.start()
+    def after_a_slow_spell(runtime: Runtime) -> None:
         runtime._infer_times = InferenceTimeEstimate(size=8)
         for _ in range(8):
             runtime._infer_times.add(1.0)  # a spell of 1 s inferences, over by now
-        stream = threading.Thread(target=sim.run, kwargs={"duration": 4.0}, daemon=True)
-        stream.start()
-        try:
-            summary = runtime.run(5.0)
-        finally:
-            runtime.close()
-        stream.join(timeout=5)
+
+    with DeviceSimulator(held_out, link="pty", speed=1.0) as sim:
+        runtime, summary = run_against(sim, bundle, tmp_path, 4.0, prepare=after_a_slow_spell, keepalive_s=0.1)
     c = summary["counters"]
     # About 20 windows a second, a probe at most every 0.1 s, five fast ones to outvote the stale eight.
     assert 1 <= c["deadline_fail_safe"] <= 30 and c["estimate_probes"] >= 5
