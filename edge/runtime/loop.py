@@ -145,8 +145,9 @@ class Runtime:
             check_priority(s.realtime_priority)
         self.thread_priority: dict[str, int] = {}  # SCHED_FIFO priority each runtime thread got (0: ordinary)
         self.counts = {"data_frames": 0, "deadline_fail_safe": 0, "late_decisions": 0, "overload_fail_safe": 0,
-                       "keepalives": 0, "estimate_probes": 0, "rejects_sent": 0, "rejects_not_written": 0, "acks": 0, "naks": 0, "naks_too_late": 0,
-                       "lockouts": 0, "reconnects": 0, "hello_mismatch": 0, "device_errors": 0, "paced_sleeps": 0}
+                       "keepalives": 0, "estimate_probes": 0, "rejects_sent": 0, "rejects_not_written": 0, "acks": 0,
+                       "naks": 0, "naks_too_late": 0, "lockouts": 0, "reconnects": 0, "hello_mismatch": 0,
+                       "device_errors": 0, "paced_sleeps": 0}
         self.server = None
         if s.http:
             host, _, port = s.http.rpartition(":")

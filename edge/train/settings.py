@@ -1,4 +1,5 @@
-"""Training settings of vibration runs (no torch: the CLI reads its defaults on any machine)."""
+"""Training settings of vibration runs, and the defaults the CLI shows for image runs (no torch: the CLI
+reads them on any machine)."""
 
 from __future__ import annotations
 
