@@ -62,12 +62,16 @@ def test_cli_evaluate_json(tiny_run, capsys):
     assert set(doc["accuracy_by_snr"]) == {"-4", "none"} and 0 <= doc["accuracy"] <= 1
 
 
-def test_cli_train_writes_a_run(cwru_dir, tmp_path, capsys):
-    out = tmp_path / "cli"
-    code = main(["train", "--model", "resnet1d", "--data", str(cwru_dir), "--out", str(out), "--loads", "0",
+def train_tiny_cli(cwru_dir, out, *extra: str):
+    """`drsn-edge train` of a tiny plain ResNet-1D on load 0, one short epoch; returns the run."""
+    assert main(["train", "--model", "resnet1d", "--data", str(cwru_dir), "--out", str(out), "--loads", "0",
                  "--window", "400", "--epochs", "1", "--steps", "5", "--width", "4", "--depth", "1",
-                 "--snr-train", "none", "--threads", "1", "-q"])
-    assert code == 0 and load_run(out).config["model"]["shrinkage"] == "none"
+                 "--snr-train", "none", "--threads", "1", "-q", *extra]) == 0
+    return load_run(out)
+
+
+def test_cli_train_writes_a_run(cwru_dir, tmp_path, capsys):
+    assert train_tiny_cli(cwru_dir, tmp_path / "cli").config["model"]["shrinkage"] == "none"
 
 
 def test_mixup_trains_on_convex_pairs_and_is_recorded(cwru_dir, tmp_path, capsys):
@@ -76,24 +80,14 @@ def test_mixup_trains_on_convex_pairs_and_is_recorded(cwru_dir, tmp_path, capsys
     lam, partner = mixup_pairs(64, 0.2, np.random.default_rng(3))
     assert 0.0 <= lam <= 1.0 and sorted(partner) == list(range(64))
     assert (lam, list(partner)) == (lambda p: (p[0], list(p[1])))(mixup_pairs(64, 0.2, np.random.default_rng(3)))
-    out = tmp_path / "mixup"
-    assert main(["train", "--model", "resnet1d", "--data", str(cwru_dir), "--out", str(out), "--loads", "0",
-                 "--window", "400", "--epochs", "1", "--steps", "5", "--width", "4", "--depth", "1",
-                 "--snr-train", "none", "--mixup", "0.2", "--threads", "1", "-q"]) == 0
-    assert load_run(out).config["training"]["mixup"] == 0.2
+    assert train_tiny_cli(cwru_dir, tmp_path / "mixup", "--mixup", "0.2").config["training"]["mixup"] == 0.2
     assert main(["train", "--out", str(tmp_path / "r"), "--mixup", "-1", "-q"]) == 2
     assert "--mixup must be" in capsys.readouterr().err
 
 
 def test_label_smoothing_reaches_the_loss_and_is_recorded(cwru_dir, tmp_path, capsys):
-    def train(name: str, *extra: str) -> dict:
-        out = tmp_path / name
-        assert main(["train", "--model", "resnet1d", "--data", str(cwru_dir), "--out", str(out), "--loads", "0",
-                     "--window", "400", "--epochs", "1", "--steps", "5", "--width", "4", "--depth", "1",
-                     "--snr-train", "none", "--threads", "1", "-q", *extra]) == 0
-        return load_run(out)
-
-    plain, smoothed = train("plain"), train("smooth", "--label-smoothing", "0.3")
+    plain = train_tiny_cli(cwru_dir, tmp_path / "plain")
+    smoothed = train_tiny_cli(cwru_dir, tmp_path / "smooth", "--label-smoothing", "0.3")
     assert plain.config["training"]["label_smoothing"] == 0.0
     assert smoothed.config["training"]["label_smoothing"] == 0.3
     # Same seed, same batches: only the targets differ, so the epoch's mean loss must too.
