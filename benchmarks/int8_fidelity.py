@@ -41,7 +41,7 @@ def _row(name: str, predict, fp32: dict, agree_x, val, test, seconds: float, **e
     floated = f", {len(extra['float_nodes'])} nodes float" if extra.get("float_nodes") else ""
     print(f"  {name:<28} validation {100 * row['validation_accuracy']:.2f}%, "
           f"changed {100 * row['decisions_changed']:.2f}%, test {100 * row['test_accuracy']:.2f}% "
-          f"({100 * (row['test_accuracy'] - fp32['test_accuracy']):+.2f} pt against fp32){floated}", flush=True)
+          f"({-row['test_drop_pt']:+.2f} pt against fp32){floated}", flush=True)
     return row
 
 
