@@ -55,6 +55,8 @@ def main() -> int:
     parser.add_argument("--outer-members", default=",+raw", help="outer variants ('' is the default's runs)")
     parser.add_argument("--snr", default="none,-8,-4,0", help="outer SNRs, white Gaussian")
     parser.add_argument("--pink-snr", default="-4,0", help="outer SNRs, pink noise")
+    parser.add_argument("--inner-only", action="store_true",
+                        help="score the inner pairs only (when the outer runs of the members were not trained)")
     parser.add_argument("--work", type=Path, default=Path("runs/robustness"))
     parser.add_argument("--out", type=Path, default=HERE / "results" / "robustness_ensemble.json")
     args = parser.parse_args()
@@ -76,6 +78,16 @@ def main() -> int:
                   flush=True)
         inner[str(fold)] = {"score": float(np.mean([np.mean(list(p["accuracy"].values())) for p in pairs])),
                             "pairs": pairs}
+
+    if args.inner_only:
+        doc = {"benchmark": "robustness_ensemble", "model": args.model, "members": members,
+               "date": time.strftime("%Y-%m-%d"),
+               "protocol": "mean softmax of the member runs on the same noisy windows; inner pairs as in "
+                           "robustness_nested.py (seed 0); outer folds not scored", "inner": inner}
+        args.out.write_text(json.dumps(doc, indent=2) + "\n")
+        print("inner scores: " + ", ".join(f"fold {f} {100 * v['score']:.2f}" for f, v in inner.items()))
+        print(f"wrote {args.out}")
+        return 0
 
     outer_rows = [dict(r, variant="") for r in read_done(args.work / "runs.jsonl") if r["model"] == args.model]
     outer_rows += [r for r in read_done(args.work / "nested-outer.jsonl") if r["model"] == args.model]

@@ -11,10 +11,14 @@ per figure, after the choice.
 
 Candidates are ``NAME:FIELD=VALUE,...`` over the training settings
 (``TrainSettings``); ``default:`` is the unchanged default, whose outer runs are
-reused from robustness_cwru.py's log when present.  Writes
-benchmarks/results/robustness_nested.json.
+reused from robustness_cwru.py's log when present.  ``teachers=A;B`` names other
+candidates to distil from: each run of this candidate learns from their runs on the
+same training loads and seed (inner and outer alike), which are trained first when
+missing.  Writes benchmarks/results/robustness_nested.json.
 
     python benchmarks/robustness_nested.py --candidate default: --candidate raw:normalization=none
+    python benchmarks/robustness_nested.py --candidate speed:speed_jitter=0.03 \
+        --candidate rawls:normalization=none,label_smoothing=0.1 --candidate distil:teachers=speed;rawls
 """
 
 from __future__ import annotations
@@ -57,6 +61,29 @@ def inner_tag(name: str) -> str:
     return f"+{name}"
 
 
+def run_dir(work: Path, model: str, name: str, train_loads: tuple[int, ...], test_load: int, seed: int,
+            inner: bool) -> Path:
+    """Where train_and_score writes a candidate's run (robustness_cwru.py's names for the default's outer runs)."""
+    label = inner_tag(name) if inner else tag(name)
+    if not label:
+        return work / f"{model}-test{test_load}-s{seed}"
+    return work / f"{model}{label}-train{''.join(map(str, train_loads))}-test{test_load}-s{seed}"
+
+
+def resolve(overrides: dict, work: Path, model: str, train_loads: tuple[int, ...], test_load: int, seed: int,
+            inner: bool) -> dict:
+    """``teachers=A;B`` (candidate names) -> those candidates' run directories for the same loads and seed."""
+    if not isinstance(overrides.get("teachers"), str):
+        return overrides
+    return dict(overrides, teachers=[str(run_dir(work, model, t, train_loads, test_load, seed, inner))
+                                     for t in teacher_names(overrides)])
+
+
+def teacher_names(overrides: dict) -> list[str]:
+    value = overrides.get("teachers")
+    return [t for t in value.split(";") if t] if isinstance(value, str) else []
+
+
 def inner_score(row: dict) -> float:
     return float(np.mean(list(row["accuracy_gaussian"].values())))
 
@@ -81,6 +108,12 @@ def main() -> int:
 
     data = str(args.data or default_cwru_dir())
     candidates = dict(parse_candidate(c) for c in args.candidate)
+    for name, overrides in candidates.items():
+        unknown = [t for t in teacher_names(overrides) if t not in candidates or teacher_names(candidates[t])]
+        if unknown:
+            parser.error(f"candidate {name}: teachers {', '.join(unknown)} must be candidates without teachers")
+    # Teachers train before their students (in a first round of their own).
+    order = sorted(candidates, key=lambda n: bool(teacher_names(candidates[n])))
     seeds = [int(s) for s in args.seeds.split(",") if s]
     folds = [int(f) for f in args.folds.split(",") if f]
     args.work.mkdir(parents=True, exist_ok=True)
@@ -91,11 +124,12 @@ def main() -> int:
     inner = [r for r in read_done(inner_log) if r["model"] == args.model]
     done = {(r["variant"], tuple(r["train_loads"]), r["test_load"]) for r in inner}
     todo = [(data, str(args.work / "inner"), args.model, seeds[0], b, INNER_SNRS, [], args.epochs, args.steps, (a,),
-             overrides,
-             inner_tag(name)) for name, overrides in candidates.items() for a, b in pairs
+             resolve(candidates[name], args.work / "inner", args.model, (a,), b, seeds[0], inner=True),
+             inner_tag(name)) for name in order for a, b in pairs
             if (inner_tag(name), (a,), b) not in done]
     print(f"inner: {len(done)} runs done, {len(todo)} to train", flush=True)
-    inner += train_all(todo, inner_log, args.jobs)
+    for students in (False, True):
+        inner += train_all([t for t in todo if bool(t[-2].get("teachers")) == students], inner_log, args.jobs)
 
     def inner_of(name: str, fold: int) -> list[dict]:
         train = [x for x in LOADS if x != fold]
@@ -115,10 +149,20 @@ def main() -> int:
               if r["model"] == args.model]
     outer = [r for r in read_done(outer_log) if r["model"] == args.model] + reused
     have = {(r["variant"], r["seed"], r["test_load"]) for r in outer}
-    todo = [(data, str(args.work), args.model, s, f, snrs, pink_snrs, args.epochs, args.steps, None,
-             candidates[choice[f]], tag(choice[f])) for f in folds for s in seeds if (tag(choice[f]), s, f) not in have]
-    print(f"outer: {len(todo)} runs to train", flush=True)
-    outer += train_all(todo, outer_log, args.jobs)
+
+    def outer_task(name: str, fold: int, seed: int) -> tuple:
+        train = tuple(x for x in LOADS if x != fold)
+        return (data, str(args.work), args.model, seed, fold, snrs, pink_snrs, args.epochs, args.steps, None,
+                resolve(candidates[name], args.work, args.model, train, fold, seed, inner=False), tag(name))
+
+    rounds = [[(t, f, s) for f in folds for t in teacher_names(candidates[choice[f]]) for s in seeds],
+              [(choice[f], f, s) for f in folds for s in seeds]]
+    for round_ in rounds:
+        todo = [outer_task(*job) for job in dict.fromkeys(round_) if (tag(job[0]), job[2], job[1]) not in have]
+        print(f"outer: {len(todo)} runs to train", flush=True)
+        new = train_all(todo, outer_log, args.jobs)
+        outer += new
+        have |= {(r["variant"], r["seed"], r["test_load"]) for r in new}
     chosen = [r for r in outer if r["seed"] in seeds and r["test_load"] in folds
               and r["variant"] == tag(choice[r["test_load"]])]
 

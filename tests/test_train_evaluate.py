@@ -100,6 +100,34 @@ def test_label_smoothing_reaches_the_loss_and_is_recorded(cwru_dir, tmp_path, ca
     assert "--label-smoothing must be in [0, 1)" in capsys.readouterr().err
 
 
+def test_a_student_learns_from_its_teachers_softened_outputs(cwru_dir, tmp_path, capsys):
+    from edge.train.teachers import TeacherEnsemble, distillation_loss
+
+    teacher = train_tiny_cli(cwru_dir, tmp_path / "teacher")
+    raw_teacher = train_tiny_cli(cwru_dir, tmp_path / "raw", "--normalization", "none", "--seed", "1")
+    ensemble = TeacherEnsemble.from_runs([teacher.path, raw_teacher.path], teacher.config["classes"], 400)
+    assert ensemble.normalizations == ["zscore", "none"]
+    windows = np.random.default_rng(0).normal(size=(8, 400)).astype(np.float32)
+    soft = ensemble.soft_targets(windows, 2.0)
+    alone = TeacherEnsemble.from_runs([teacher.path], teacher.config["classes"], 400).soft_targets(windows, 2.0)
+    assert torch.allclose(soft.sum(1), torch.ones(8)) and not torch.allclose(soft, alone)
+    # A student that already gives the teachers' softened distribution has nothing left to learn.
+    assert distillation_loss(2.0 * torch.log(soft), soft, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert distillation_loss(torch.zeros(8, soft.shape[1]), soft, 2.0).item() > 1e-4
+
+    student = train_tiny_cli(cwru_dir, tmp_path / "student", "--teacher", str(teacher.path),
+                             "--teacher", str(raw_teacher.path), "--distill-weight", "1")
+    assert student.config["training"]["teachers"] == [str(teacher.path), str(raw_teacher.path)]
+    assert student.metrics["history"][0]["loss"] != teacher.metrics["history"][0]["loss"]
+
+    assert main(["train", "--model", "resnet1d", "--data", str(cwru_dir), "--out", str(tmp_path / "bad"),
+                 "--loads", "0", "--window", "512", "--epochs", "1", "--steps", "1", "--width", "4", "--depth", "1",
+                 "--teacher", str(teacher.path), "-q"]) == 2
+    assert "reads windows of 400 samples, the student 512" in capsys.readouterr().err
+    assert main(["train", "--task", "neu", "--out", str(tmp_path / "r"), "--teacher", str(teacher.path), "-q"]) == 2
+    assert "drsn-edge distill" in capsys.readouterr().err
+
+
 def test_cli_errors_are_one_clear_line(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r"), "-q"]) == 2
     err = capsys.readouterr().err

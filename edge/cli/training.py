@@ -18,6 +18,11 @@ examples:
   drsn-edge train --task xray-castings --model resnet18 --out runs/castings
   drsn-edge train --task neu --model sarsn --size 64 --class-weights gmean --out runs/neu-sarsn
 
+  # one model that learns from two teachers trained on the same loads (distillation):
+  drsn-edge train --loads 1,2 --speed-jitter 0.03 --out runs/t-speed
+  drsn-edge train --loads 1,2 --normalization none --label-smoothing 0.1 --out runs/t-level
+  drsn-edge train --loads 1,2 --normalization none --teacher runs/t-speed --teacher runs/t-level --out runs/student
+
 The run directory holds model.pt (plain state dict), config.json, split.json and
 metrics.json.  Each record is split in time: the first 70% trains, the next 15%
 validates (model selection), the last 15% is kept for `drsn-edge evaluate`, with a
@@ -101,6 +106,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="share of each training target spread evenly over the other classes, so the model "
                         "is less sure of what it saw only in training (default 0 vibration, "
                         f"{IMAGE_LABEL_SMOOTHING} images)")
+    p.add_argument("--teacher", action="append", default=[], metavar="RUN",
+                   help="vibration: also learn the mean softened output of this trained run (repeat for an "
+                        "ensemble, e.g. a zscore and a physical-units run trained on the same loads); the "
+                        "teachers see the same augmented windows, each through its own normalisation")
+    p.add_argument("--distill-weight", type=float, default=defaults.distill_weight,
+                   help=f"share of the loss on the teachers' outputs, the rest on the labels "
+                        f"(default {defaults.distill_weight})")
+    p.add_argument("--distill-temperature", type=float, default=defaults.distill_temperature,
+                   help=f"softmax temperature for distillation (default {defaults.distill_temperature})")
     p.add_argument("--val-snr", default=",".join(_snr_text(v) for v in defaults.val_snrs),
                    help="the epoch kept is the best mean validation accuracy over these SNRs "
                         f"(default {','.join(_snr_text(v) for v in defaults.val_snrs)}; clean only without noise "
@@ -152,11 +166,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise DataError(f"--mixup must be 0 (off) or a positive Beta parameter, got {args.mixup}")
     if not 0.0 <= args.gain_jitter < 1.0:
         raise DataError(f"--gain-jitter must be in [0, 1), got {args.gain_jitter}")
+    if not 0.0 <= args.distill_weight <= 1.0 or args.distill_temperature <= 0:
+        raise DataError("--distill-weight must be in [0, 1] and --distill-temperature above 0")
     settings = TrainSettings(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size,
                              lr=args.lr or 3e-3, snr_train=snr_train, clean_fraction=args.clean_fraction,
                              noise_kind=args.noise, seed=args.seed, speed_jitter=args.speed_jitter,
                              normalization=normalization, gain_jitter=args.gain_jitter, mixup=args.mixup,
                              label_smoothing=check_label_smoothing(args.label_smoothing),
+                             teachers=[str(t) for t in args.teacher], distill_weight=args.distill_weight,
+                             distill_temperature=args.distill_temperature,
                              val_snrs=parse_snr_list(args.val_snr) if snr_train else [None])
     train_cwru(args.data or default_cwru_dir(), args.out, model_name=model, loads=parse_loads(args.loads),
                channel=args.channel, rate_hz=args.rate, windows=WindowSettings(length=args.window),
@@ -169,6 +187,8 @@ def _train_images(args: argparse.Namespace) -> int:
     from edge.train.images import IMAGE_NORMALIZATIONS, ImageTrainSettings, train_images
     from edge.train.settings import IMAGE_LABEL_SMOOTHING, check_label_smoothing
 
+    if args.teacher:
+        raise DataError("--teacher distils vibration runs; image runs distil with `drsn-edge distill --teacher RUN`")
     normalization = args.normalization or ImageTrainSettings.normalization
     if normalization not in IMAGE_NORMALIZATIONS:
         raise DataError(f"--normalization {normalization} is for vibration windows; images take "

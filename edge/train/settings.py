@@ -37,6 +37,9 @@ class TrainSettings:
     normalization: str = "zscore"
     mixup: float = 0.0                                   # Beta(a, a) mixing of window pairs and labels; 0 = off
     label_smoothing: float = 0.0                         # share of each target spread over the other classes
+    teachers: list = field(default_factory=list)         # run directories to distil from (edge.train.teachers)
+    distill_weight: float = 0.5                          # share of the loss on the teachers' soft targets
+    distill_temperature: float = 2.0                     # softmax temperature of teachers and student there
     seed: int = 0
 
     def to_dict(self) -> dict:

@@ -19,6 +19,7 @@ from edge.data.splits import RandomWindowSampler
 from edge.train.evaluate import accuracy_under_noise
 from edge.train.loop import BestEpoch, one_cycle, step
 from edge.train.settings import TrainSettings
+from edge.train.teachers import TeacherEnsemble, distillation_loss
 
 
 def seed_everything(seed: int, threads: int | None = None) -> np.random.Generator:
@@ -59,8 +60,14 @@ def mixup_pairs(n: int, alpha: float, rng: np.random.Generator) -> tuple[float, 
 
 
 def fit(model: nn.Module, sampler: RandomWindowSampler, val_x: np.ndarray, val_y: np.ndarray,
-        settings: TrainSettings, rng: np.random.Generator, progress: bool = True) -> dict:
-    """Train ``model`` in place, leave it at its best validation epoch, return the history."""
+        settings: TrainSettings, rng: np.random.Generator, progress: bool = True,
+        teachers: TeacherEnsemble | None = None) -> dict:
+    """Train ``model`` in place, leave it at its best validation epoch, return the history.
+
+    With ``teachers``, ``distill_weight`` of the loss is the distance to their softened mean
+    output on the same augmented windows, the rest the usual loss on the labels.
+    """
+    weight, temperature = settings.distill_weight, settings.distill_temperature
     total = settings.epochs * settings.steps_per_epoch
     optimizer, schedule = one_cycle(model, settings.lr, settings.weight_decay, total)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
@@ -73,15 +80,22 @@ def fit(model: nn.Module, sampler: RandomWindowSampler, val_x: np.ndarray, val_y
         losses = []
         for _ in range(settings.steps_per_epoch):
             x, y = sampler.draw(settings.batch_size)
-            x = normalize(augment(x, settings, rng), settings.normalization)
+            raw = augment(x, settings, rng)
+            x = normalize(raw, settings.normalization)
             target = torch.from_numpy(y)
+            soft = teachers.soft_targets(raw, temperature) if teachers else None
             if settings.mixup:
                 lam, partner = mixup_pairs(x.shape[0], settings.mixup, rng)
                 x = (lam * x + (1 - lam) * x[partner]).astype(np.float32)
                 logits = model(torch.from_numpy(x).unsqueeze(1))
                 loss = lam * loss_fn(logits, target) + (1 - lam) * loss_fn(logits, target[partner])
+                if soft is not None:
+                    soft = lam * soft + (1 - lam) * soft[partner]
             else:
-                loss = loss_fn(model(torch.from_numpy(x).unsqueeze(1)), target)
+                logits = model(torch.from_numpy(x).unsqueeze(1))
+                loss = loss_fn(logits, target)
+            if soft is not None:
+                loss = (1 - weight) * loss + weight * distillation_loss(logits, soft, temperature)
             losses.append(step(optimizer, schedule, loss))
             bar.update(1)
         val = accuracy_under_noise(model, val_x, val_y, settings.val_snrs, settings.normalization,

@@ -26,6 +26,7 @@ from edge.models import DcaCnn, build_model, model_config
 from edge.train.dca import fit_dca_cnn
 from edge.train.evaluate import evaluate_under_noise
 from edge.train.runs import load_run, save_run
+from edge.train.teachers import TeacherEnsemble
 from edge.train.trainer import TrainSettings, fit, seed_everything
 
 
@@ -72,8 +73,16 @@ def train_cwru(data_dir: str | Path, out: str | Path, model_name: str = "drsn1d-
                 f"loads {','.join(map(str, dataset.loads))}, {channel} channel at {rate_hz} Hz, "
                 f"window {windows.length}; {settings.epochs} epochs x {settings.steps_per_epoch} steps "
                 f"x {settings.batch_size}; {torch.get_num_threads()} threads")
-    fit_model = fit_dca_cnn if isinstance(model, DcaCnn) else fit
-    result = fit_model(model, sampler, val_x, val_y, settings, rng, progress=not quiet)
+    if isinstance(model, DcaCnn):
+        if settings.teachers:
+            raise DataError("distillation (--teacher) trains the residual families, not dca-cnn")
+        result = fit_dca_cnn(model, sampler, val_x, val_y, settings, rng, progress=not quiet)
+    else:
+        teachers = (TeacherEnsemble.from_runs(settings.teachers, list(dataset.classes), windows.length)
+                    if settings.teachers else None)
+        if teachers:
+            _log(quiet, f"distilling from {len(settings.teachers)} teacher(s): {', '.join(map(str, settings.teachers))}")
+        result = fit(model, sampler, val_x, val_y, settings, rng, progress=not quiet, teachers=teachers)
     _log(quiet, f"best validation epoch {result['best_epoch']} (score {result['best_val_score']:.4f}) "
                 f"after {result['train_seconds']:.0f} s")
 
