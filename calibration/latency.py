@@ -12,16 +12,16 @@ from typing import Callable
 
 import numpy as np
 
+from edge.runtime.metrics import latency_percentiles
+
 Runner = Callable[[np.ndarray], object]
 
 
 def percentiles(seconds: list[float] | np.ndarray) -> dict:
     """p50/p99/p99.9/max in milliseconds of a list of durations in seconds."""
-    a = np.asarray(seconds, dtype=np.float64) * 1e3
-    if a.size == 0:
+    if len(seconds) == 0:
         raise ValueError("no latency samples")
-    return {"n": int(a.size), "p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
-            "p99_9_ms": float(np.percentile(a, 99.9)), "max_ms": float(a.max())}
+    return latency_percentiles(np.asarray(seconds, dtype=np.float64) * 1e3)
 
 
 def time_interleaved(runners: dict[str, Runner], inputs: np.ndarray, rounds: int = 20, per_round: int = 250,

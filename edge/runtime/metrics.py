@@ -22,6 +22,15 @@ STAGES = ("decode_assemble", "preprocess", "inference", "decide_write_log")
 LATENCY_BUCKETS_MS = (0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 100, 250, 1000)
 
 
+def latency_percentiles(ms: list[float] | np.ndarray) -> dict:
+    """p50/p99/p99.9/max of latencies in milliseconds, as the runtime, benchmarks and calibration report them."""
+    a = np.asarray(ms, dtype=np.float64)
+    if a.size == 0:
+        return {"n": 0}
+    return {"n": int(a.size), "p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
+            "p99_9_ms": float(np.percentile(a, 99.9)), "max_ms": float(a.max())}
+
+
 class RuntimeMetrics:
     """Everything the runtime counts; one registry per runtime so tests can run several."""
 
@@ -56,11 +65,8 @@ class RuntimeMetrics:
 
     def latency_summary(self) -> dict:
         with self._lock:
-            a = np.asarray(self._latencies)
-        if a.size == 0:
-            return {"n": 0}
-        return {"n": int(a.size), "p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
-                "p99_9_ms": float(np.percentile(a, 99.9)), "max_ms": float(a.max())}
+            latencies = list(self._latencies)
+        return latency_percentiles(latencies)
 
     def status(self, counters: dict) -> dict:
         with self._lock:
