@@ -160,6 +160,7 @@ def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, ke
         backend: dict = {"name": options.target}
         quantization: dict | None = None
         tensorrt: dict | None = None
+        known_agreement: float | None = None   # the deployed Q/DQ model's, when choosing it measured it already
 
         if options.target == "openvino":
             import openvino as ov
@@ -198,12 +199,15 @@ def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, ke
                                               lambda p: accuracy(onnxruntime_predictor(p), val, val_y),
                                               options.max_drop, method,
                                               agreement=qdq_agreement)
+                    known_agreement = fb.agreement
                     quantization = {"tool": "qdq", "mode": "sensitivity_fallback", "float_nodes": fb.float_nodes,
                                     "validation_accuracy_fp32": fb.accuracy_fp32,
                                     "validation_accuracy_int8": fb.accuracy_int8, "within_budget": fb.within_budget}
                 else:
                     if changed_by_method is None:  # else the chosen method's model is already there
                         quantize_qdq(onnx_path, calib, deployed, method)
+                    else:
+                        known_agreement = 1.0 - changed_by_method[method]
                     quantization = {"tool": "qdq", "mode": "ptq"}
                 violations = check_qdq_graph(deployed, float_nodes=tuple(quantization.get("float_nodes", ())))
                 if violations:
@@ -244,7 +248,7 @@ def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, ke
                            "accuracy_measured_with": f"onnxruntime {ort.__version__} CPU"}
         deployed_test = accuracy(predict, test, test_y)
         if fp32_decisions is not None:
-            agreed = agreement(predict, agree_x, fp32_decisions)
+            agreed = known_agreement if known_agreement is not None else agreement(predict, agree_x, fp32_decisions)
             quantization = (quantization or {}) | {"decisions_changed": {
                 "share": 1.0 - agreed, "inputs": int(agree_x.shape[0]),
                 "set": "validation split and training inputs not used for calibration; no test inputs"}}
