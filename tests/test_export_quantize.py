@@ -84,6 +84,9 @@ def test_entropy_calibration_clips_ranges_that_minmax_keeps_whole(exported, tmp_
     assert set(entropy) == set(minmax) and entropy != minmax
     for name, scale in entropy.items():
         assert scale == pytest.approx(clipped[name] / 127, rel=1e-3)
+    # The build computes the ranges once and hands them on: the model must be the one computed afresh.
+    reused = quantize_qdq(exported["path"], exported["calib"], tmp_path / "reused.onnx", "entropy", ranges=clipped)
+    assert reused.read_bytes() == (tmp_path / "entropy.onnx").read_bytes()
 
 
 def test_entropy_search_picks_the_clip_onnx_runtimes_reference_picks(exported, tmp_path):

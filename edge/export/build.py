@@ -187,25 +187,31 @@ def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, ke
             deployed = onnx_path
             method, changed_by_method = options.calib_method, None
             if options.precision == "int8":
-                from edge.quantize.qdq import check_qdq_graph, choose_calibration, quantize_qdq, sensitivity_fallback
+                from edge.quantize.qdq import (QUANTIZED_OPS, check_qdq_graph, choose_calibration, quantize_qdq,
+                                               sensitivity_fallback, tensor_ranges)
 
                 deployed = work / "model.qdq.onnx"
+                # Entropy ranges take a while: computed once, for the choice and whatever follows it.
+                ranges = (tensor_ranges(onnx_path, calib, "entropy", op_types=QUANTIZED_OPS)
+                          if method in ("auto", "entropy") else None)
                 if method == "auto":
-                    method, changed_by_method = choose_calibration(onnx_path, calib, deployed, qdq_agreement)
+                    method, changed_by_method = choose_calibration(onnx_path, calib, deployed, qdq_agreement,
+                                                                   entropy_ranges=ranges)
                     log(f"calibration {method}: fewest of FP32's decisions changed ("
                         + ", ".join(f"{m} {100 * v:.2f}%" for m, v in changed_by_method.items()) + ")")
                 if options.max_drop is not None:
                     fb = sensitivity_fallback(onnx_path, calib, deployed,
                                               lambda p: accuracy(onnxruntime_predictor(p), val, val_y),
                                               options.max_drop, method,
-                                              agreement=qdq_agreement)
+                                              agreement=qdq_agreement, ranges=ranges)
                     known_agreement = fb.agreement
                     quantization = {"tool": "qdq", "mode": "sensitivity_fallback", "float_nodes": fb.float_nodes,
                                     "validation_accuracy_fp32": fb.accuracy_fp32,
                                     "validation_accuracy_int8": fb.accuracy_int8, "within_budget": fb.within_budget}
                 else:
                     if changed_by_method is None:  # else the chosen method's model is already there
-                        quantize_qdq(onnx_path, calib, deployed, method)
+                        quantize_qdq(onnx_path, calib, deployed, method,
+                                     ranges=ranges if method == "entropy" else None)
                     else:
                         known_agreement = 1.0 - changed_by_method[method]
                     quantization = {"tool": "qdq", "mode": "ptq"}

@@ -158,18 +158,20 @@ def quantize_qdq(onnx_path: str | Path, calibration: np.ndarray, out_path: str |
 
 
 def choose_calibration(onnx_path: str | Path, calibration: np.ndarray, out_path: str | Path,
-                       agreement: Callable[[Path], float],
-                       keep_threshold_float: bool = True) -> tuple[str, dict[str, float]]:
+                       agreement: Callable[[Path], float], keep_threshold_float: bool = True,
+                       entropy_ranges: dict[str, float] | None = None) -> tuple[str, dict[str, float]]:
     """Quantize with every method and keep at ``out_path`` the Q/DQ model that changes fewest of FP32's
     decisions; returns its method and each method's share.
 
     ``agreement`` is the build's (model path -> share of its agreement set decided as FP32
     decides; no test inputs).  Ties go to the earlier of :data:`CALIBRATION_METHODS`.
+    ``entropy_ranges``: from :func:`tensor_ranges`, when the caller needs them again afterwards.
     """
     changed = {}
     with tempfile.TemporaryDirectory() as tmp:
         for method in CALIBRATION_METHODS:
-            path = quantize_qdq(onnx_path, calibration, Path(tmp) / f"{method}.onnx", method, keep_threshold_float)
+            path = quantize_qdq(onnx_path, calibration, Path(tmp) / f"{method}.onnx", method, keep_threshold_float,
+                                ranges=entropy_ranges if method == "entropy" else None)
             changed[method] = 1.0 - agreement(path)
         chosen = min(CALIBRATION_METHODS, key=changed.__getitem__)
         shutil.copyfile(Path(tmp) / f"{chosen}.onnx", out_path)
@@ -286,7 +288,8 @@ class FallbackResult:
 def sensitivity_fallback(onnx_path: str | Path, calibration: np.ndarray, out_path: str | Path,
                          validate: Callable[[Path], float], max_drop: float, method: str = "minmax",
                          keep_threshold_float: bool = True,
-                         agreement: Callable[[Path], float] | None = None) -> FallbackResult:
+                         agreement: Callable[[Path], float] | None = None,
+                         ranges: dict[str, float] | None = None) -> FallbackResult:
     """Quantize; while the drop exceeds ``max_drop``, return the most costly node to float.
 
     ``validate`` (model path -> accuracy on the validation split; the same function the
@@ -310,7 +313,8 @@ def sensitivity_fallback(onnx_path: str | Path, calibration: np.ndarray, out_pat
         return base - acc <= max_drop and (agreed is None or 1.0 - agreed <= max_drop)
 
     base = validate(Path(onnx_path))
-    ranges = tensor_ranges(onnx_path, calibration, method, op_types=QUANTIZED_OPS) if method == "entropy" else None
+    if method == "entropy" and ranges is None:
+        ranges = tensor_ranges(onnx_path, calibration, method, op_types=QUANTIZED_OPS)
 
     def quantize(path: Path, exclude: tuple[str, ...] = ()) -> None:
         quantize_qdq(onnx_path, calibration, path, method, keep_threshold_float, exclude, ranges=ranges)
