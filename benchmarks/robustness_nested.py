@@ -84,6 +84,18 @@ def teacher_names(overrides: dict) -> list[str]:
     return [t for t in value.split(";") if t] if isinstance(value, str) else []
 
 
+#: Where a train_and_score task (robustness_cwru.py) holds its training overrides.
+OVERRIDES = 10
+
+
+def check_teachers(tasks: list[tuple]) -> None:
+    """Stop before training a student whose teacher run is logged as done but no longer on disk."""
+    gone = sorted({t for task in tasks for t in task[OVERRIDES].get("teachers", []) if not Path(t).is_dir()})
+    if gone:
+        raise SystemExit("teacher runs are in the logs but not on disk: " + ", ".join(gone)
+                         + "; remove their rows from nested-inner.jsonl / nested-outer.jsonl to train them again")
+
+
 def inner_score(row: dict) -> float:
     return float(np.mean(list(row["accuracy_gaussian"].values())))
 
@@ -112,8 +124,6 @@ def main() -> int:
         unknown = [t for t in teacher_names(overrides) if t not in candidates or teacher_names(candidates[t])]
         if unknown:
             parser.error(f"candidate {name}: teachers {', '.join(unknown)} must be candidates without teachers")
-    # Teachers train before their students (in a first round of their own).
-    order = sorted(candidates, key=lambda n: bool(teacher_names(candidates[n])))
     seeds = [int(s) for s in args.seeds.split(",") if s]
     folds = [int(f) for f in args.folds.split(",") if f]
     args.work.mkdir(parents=True, exist_ok=True)
@@ -125,11 +135,14 @@ def main() -> int:
     done = {(r["variant"], tuple(r["train_loads"]), r["test_load"]) for r in inner}
     todo = [(data, str(args.work / "inner"), args.model, seeds[0], b, INNER_SNRS, [], args.epochs, args.steps, (a,),
              resolve(candidates[name], args.work / "inner", args.model, (a,), b, seeds[0], inner=True),
-             inner_tag(name)) for name in order for a, b in pairs
+             inner_tag(name)) for name in candidates for a, b in pairs
             if (inner_tag(name), (a,), b) not in done]
     print(f"inner: {len(done)} runs done, {len(todo)} to train", flush=True)
-    for students in (False, True):
-        inner += train_all([t for t in todo if bool(t[-2].get("teachers")) == students], inner_log, args.jobs)
+    # Teachers train before their students, in a round of their own.
+    inner += train_all([t for t in todo if not t[OVERRIDES].get("teachers")], inner_log, args.jobs)
+    students = [t for t in todo if t[OVERRIDES].get("teachers")]
+    check_teachers(students)
+    inner += train_all(students, inner_log, args.jobs)
 
     def inner_of(name: str, fold: int) -> list[dict]:
         train = [x for x in LOADS if x != fold]
@@ -159,6 +172,7 @@ def main() -> int:
               [(choice[f], f, s) for f in folds for s in seeds]]
     for round_ in rounds:
         todo = [outer_task(*job) for job in dict.fromkeys(round_) if (tag(job[0]), job[2], job[1]) not in have]
+        check_teachers(todo)
         print(f"outer: {len(todo)} runs to train", flush=True)
         new = train_all(todo, outer_log, args.jobs)
         outer += new
