@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edge.data.preprocess import normalize
 from edge.errors import DataError
+from edge.train.evaluate import logits
 
 
 @dataclass
@@ -46,11 +46,9 @@ class TeacherEnsemble:
             normalizations.append(pre["normalization"])
         return cls(models, normalizations)
 
-    @torch.no_grad()
     def soft_targets(self, raw: np.ndarray, temperature: float) -> torch.Tensor:
         """Mean over teachers of softmax(logits / T) on windows in raw units (N, L)."""
-        probs = [F.softmax(model(torch.from_numpy(np.ascontiguousarray(normalize(raw, norm))).unsqueeze(1))
-                           / temperature, dim=1)
+        probs = [F.softmax(torch.from_numpy(logits(model, raw, norm)) / temperature, dim=1)
                  for model, norm in zip(self.models, self.normalizations)]
         return torch.stack(probs).mean(0)
 
