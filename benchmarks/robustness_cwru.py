@@ -40,6 +40,14 @@ HERE = Path(__file__).resolve().parent
 LOADS = (0, 1, 2)
 
 
+def run_path(work: str | Path, model: str, tag: str, train_loads: tuple[int, ...], test_load: int,
+             seed: int) -> Path:
+    """Where a run is written: the plain protocol's runs by fold, a tagged candidate's by its training loads too."""
+    if not tag:
+        return Path(work) / f"{model}-test{test_load}-s{seed}"
+    return Path(work) / f"{model}{tag}-train{''.join(map(str, train_loads))}-test{test_load}-s{seed}"
+
+
 def train_and_score(data: str, work: str, model: str, seed: int, test_load: int, snrs: list, pink_snrs: list,
                     epochs: int | None, steps: int | None, train_loads: tuple[int, ...] | None = None,
                     overrides: dict | None = None, tag: str = "") -> dict:
@@ -54,8 +62,7 @@ def train_and_score(data: str, work: str, model: str, seed: int, test_load: int,
     from edge.train.vibration import evaluate_cwru, train_cwru
 
     train_loads = train_loads or tuple(load for load in LOADS if load != test_load)
-    run = Path(work) / (f"{model}{tag}-train{''.join(map(str, train_loads))}-test{test_load}-s{seed}" if tag
-                        else f"{model}-test{test_load}-s{seed}")
+    run = run_path(work, model, tag, train_loads, test_load, seed)
     settings = dataclasses.replace(TrainSettings(seed=seed), **(overrides or {}))
     if epochs:
         settings = dataclasses.replace(settings, epochs=epochs)

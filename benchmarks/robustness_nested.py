@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from robustness_cwru import HERE, LOADS, add_training_arguments, read_done, summarise, train_all  # noqa: E402
+from robustness_cwru import (HERE, LOADS, add_training_arguments, read_done, run_path, summarise,  # noqa: E402
+                             train_all)
 
 INNER_SNRS = [None, -4.0, -8.0]
 
@@ -61,22 +62,13 @@ def inner_tag(name: str) -> str:
     return f"+{name}"
 
 
-def run_dir(work: Path, model: str, name: str, train_loads: tuple[int, ...], test_load: int, seed: int,
-            inner: bool) -> Path:
-    """Where train_and_score writes a candidate's run (robustness_cwru.py's names for the default's outer runs)."""
-    label = inner_tag(name) if inner else tag(name)
-    if not label:
-        return work / f"{model}-test{test_load}-s{seed}"
-    return work / f"{model}{label}-train{''.join(map(str, train_loads))}-test{test_load}-s{seed}"
-
-
 def resolve(overrides: dict, work: Path, model: str, train_loads: tuple[int, ...], test_load: int, seed: int,
             inner: bool) -> dict:
     """``teachers=A;B`` (candidate names) -> those candidates' run directories for the same loads and seed."""
     if not isinstance(overrides.get("teachers"), str):
         return overrides
-    return dict(overrides, teachers=[str(run_dir(work, model, t, train_loads, test_load, seed, inner))
-                                     for t in teacher_names(overrides)])
+    return dict(overrides, teachers=[str(run_path(work, model, inner_tag(t) if inner else tag(t), train_loads,
+                                                  test_load, seed)) for t in teacher_names(overrides)])
 
 
 def teacher_names(overrides: dict) -> list[str]:
