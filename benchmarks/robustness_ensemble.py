@@ -61,8 +61,6 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "robustness_ensemble.json")
     args = parser.parse_args()
 
-    from edge.data.noise import parse_snr_list
-
     inner_rows = [r for r in read_done(args.work / "nested-inner.jsonl") if r["model"] == args.model]
     members = args.members.split(",")
     inner = {}
@@ -79,15 +77,26 @@ def main() -> int:
         inner[str(fold)] = {"score": float(np.mean([np.mean(list(p["accuracy"].values())) for p in pairs])),
                             "pairs": pairs}
 
-    if args.inner_only:
-        doc = {"benchmark": "robustness_ensemble", "model": args.model, "members": members,
-               "date": time.strftime("%Y-%m-%d"),
-               "protocol": "mean softmax of the member runs on the same noisy windows; inner pairs as in "
-                           "robustness_nested.py (seed 0); outer folds not scored", "inner": inner}
-        args.out.write_text(json.dumps(doc, indent=2) + "\n")
-        print("inner scores: " + ", ".join(f"fold {f} {100 * v['score']:.2f}" for f, v in inner.items()))
-        print(f"wrote {args.out}")
-        return 0
+    doc = {"benchmark": "robustness_ensemble", "model": args.model, "members": members,
+           "date": time.strftime("%Y-%m-%d"),
+           "protocol": "mean softmax of the member runs on the same noisy windows; inner pairs as in "
+                       "robustness_nested.py (seed 0)"
+                       + ("; outer folds not scored" if args.inner_only else ", outer: every fold and seed"),
+           "inner": inner}
+    print("inner scores: " + ", ".join(f"fold {f} {100 * v['score']:.2f}" for f, v in inner.items()))
+    if not args.inner_only:
+        doc |= score_outer(args)
+        mean = doc["outer_mean"]
+        print("outer mean: " + "  ".join(f"{k} {100 * v:.2f}" for k, v in mean["accuracy_gaussian"].items())
+              + "  pink " + "  ".join(f"{k} {100 * v:.2f}" for k, v in mean["accuracy_pink"].items()))
+    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def score_outer(args: argparse.Namespace) -> dict:
+    """The ensemble of ``--outer-members`` on the held-out load of every outer fold and seed."""
+    from edge.data.noise import parse_snr_list
 
     outer_rows = [dict(r, variant="") for r in read_done(args.work / "runs.jsonl") if r["model"] == args.model]
     outer_rows += [r for r in read_done(args.work / "nested-outer.jsonl") if r["model"] == args.model]
@@ -106,18 +115,7 @@ def main() -> int:
                   + "  pink " + "  ".join(f"{k} {100 * v:.2f}" for k, v in row["accuracy_pink"].items()), flush=True)
     mean = {key: {k: float(np.mean([r[key][k] for r in outer])) for k in outer[0][key]}
             for key in ("accuracy_gaussian", "accuracy_pink")}
-    doc = {"benchmark": "robustness_ensemble", "model": args.model, "members": members,
-           "date": time.strftime("%Y-%m-%d"),
-           "protocol": "mean softmax of the member runs on the same noisy windows; inner pairs as in "
-                       "robustness_nested.py (seed 0), outer: every fold and seed",
-           "inner": inner, "outer_mean": mean, "outer": outer}
-    args.out.write_text(json.dumps(doc, indent=2) + "\n")
-    print("inner scores: " + ", ".join(f"fold {f} {100 * v['score']:.2f}" for f, v in inner.items()))
-    print("outer mean: " + "  ".join(f"{k} {100 * v:.2f}" for k, v in mean["accuracy_gaussian"].items())
-          + "  pink " + "  ".join(f"{k} {100 * v:.2f}" for k, v in mean["accuracy_pink"].items()))
-    print(f"wrote {args.out}")
-    return 0
-
+    return {"outer_mean": mean, "outer": outer}
 
 if __name__ == "__main__":
     sys.exit(main())
