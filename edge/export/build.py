@@ -210,8 +210,7 @@ def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, ke
                                     "validation_accuracy_int8": fb.accuracy_int8, "within_budget": fb.within_budget}
                 else:
                     if changed_by_method is None:  # else the chosen method's model is already there
-                        quantize_qdq(onnx_path, calib, deployed, method,
-                                     ranges=ranges if method == "entropy" else None)
+                        quantize_qdq(onnx_path, calib, deployed, method, ranges=ranges)
                     else:
                         known_agreement = 1.0 - changed_by_method[method]
                     quantization = {"tool": "qdq", "mode": "ptq"}

@@ -119,7 +119,8 @@ def quantize_qdq(onnx_path: str | Path, calibration: np.ndarray, out_path: str |
     """Write the Q/DQ INT8 model of ``onnx_path`` to ``out_path``.
 
     ``ranges``: entropy ranges already computed by :func:`tensor_ranges` for this model and
-    calibration set (they take a while; the sensitivity fallback quantizes many times).
+    calibration set (they take a while; the sensitivity fallback quantizes many times); the
+    other methods ignore them.
     """
     import logging
 
@@ -171,7 +172,7 @@ def choose_calibration(onnx_path: str | Path, calibration: np.ndarray, out_path:
     with tempfile.TemporaryDirectory() as tmp:
         for method in CALIBRATION_METHODS:
             path = quantize_qdq(onnx_path, calibration, Path(tmp) / f"{method}.onnx", method, keep_threshold_float,
-                                ranges=entropy_ranges if method == "entropy" else None)
+                                ranges=entropy_ranges)
             changed[method] = 1.0 - agreement(path)
         chosen = min(CALIBRATION_METHODS, key=changed.__getitem__)
         shutil.copyfile(Path(tmp) / f"{chosen}.onnx", out_path)
@@ -300,6 +301,7 @@ def sensitivity_fallback(onnx_path: str | Path, calibration: np.ndarray, out_pat
     accuracy drop can never exceed the share of changed decisions.  Nodes are ranked
     once by what each alone regains when left float (agreement when given, else
     accuracy); then the worst are returned to float one by one, re-measured each time.
+    ``ranges``: entropy ranges the caller already has (see :func:`quantize_qdq`).
     """
     import onnx
 
