@@ -91,6 +91,22 @@ def test_backends_agree_with_pytorch(bundles, windows, key):
     assert backend.describe()["backend"] == key[0]
 
 
+def test_a_spectrum_run_ships_with_half_a_window_as_its_input(tiny_spectrum_run, tmp_path):
+    """The bundle's model takes the spectrum's L/2 bins, and its INT8 decisions are the network's."""
+    out = tmp_path / "spectrum-ov"
+    manifest = build_bundle(tiny_spectrum_run, out, BuildOptions(target="openvino", precision="int8", calib_size=64),
+                            log=lambda *_: None)
+    assert manifest["preprocessing"]["normalization"] == "spectrum" and manifest["preprocessing"]["window"] == 1024
+    run = load_run(tiny_spectrum_run)
+    x, _ = run_split_windows(run.config, "test")
+    x = model_inputs(x[::20], "spectrum")
+    backend = load_backend(open_bundle(out), threads=1)
+    assert tuple(backend.input_shape) == (1, 512) == x.shape[1:]
+    with torch.no_grad():
+        ref = run.load_model()(torch.from_numpy(x)).numpy()
+    assert np.mean(backend.infer(x).argmax(1) == ref.argmax(1)) >= 0.95
+
+
 def test_openvino_static_shapes_match_the_dynamic_batch_model(bundles, windows):
     """Static-shape requests (input bound once) agree with the dynamic model and never alias results."""
     from edge.backends.openvino_backend import MAX_STATIC_SHAPES

@@ -83,6 +83,26 @@ def test_normalisation_is_numpys_zscore_per_window_and_per_image(cwru_load0):
         normalize(windows, "minmax")
 
 
+def test_spectrum_input_is_the_tapered_amplitude_spectrum_blind_to_gain_and_phase(cwru_load0):
+    """A window of L samples becomes L/2 z-scored bins; a tone lands in its bin whatever its phase or gain."""
+    from edge.data.preprocess import normalize
+
+    t = np.arange(1024)
+    tones = np.stack([a * np.sin(2 * np.pi * 37 * t / 1024 + phase) + 5
+                      for a, phase in ((1.0, 0.0), (20.0, 1.3), (0.01, 2.9))]).astype(np.float32)
+    x = normalize(tones, "spectrum")
+    assert x.shape == (3, 512) and x.dtype == np.float32
+    assert list(x.argmax(axis=1)) == [36, 36, 36]                  # bin 37; bin 0 (the mean) is dropped
+    np.testing.assert_allclose(x[1], x[0], atol=1e-3)
+    np.testing.assert_allclose(x[2], x[0], atol=1e-3)
+    windows = np.stack([r.signal[:1024] for r in cwru_load0.records[:4]]).astype(np.float32)
+    spectrum = np.abs(np.fft.rfft((windows - windows.mean(-1, keepdims=True)) * np.hanning(1024), axis=-1))[:, 1:]
+    ref = (spectrum - spectrum.mean(-1, keepdims=True)) / (spectrum.std(-1, keepdims=True) + 1e-6)
+    np.testing.assert_allclose(normalize(windows, "spectrum"), ref, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        normalize(windows[:, :1], "spectrum")
+
+
 def test_gain_jitter_scales_whole_windows_within_its_bound_and_is_seeded(cwru_load0):
     from edge.train.settings import TrainSettings
     from edge.train.trainer import augment

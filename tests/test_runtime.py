@@ -46,7 +46,19 @@ def held_out(tiny_run, cwru_dir):
     return cwru_source(cwru_dir, loads=(0,), spans=held_out_spans(tiny_run / "split.json"))
 
 
-def test_live_decisions_match_offline_evaluation_at_real_rate(held_out, bundle, tiny_run, tmp_path):
+@pytest.fixture(scope="module")
+def spectrum_bundle(tiny_spectrum_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("dist") / "tiny-spectrum-ort"
+    build_bundle(tiny_spectrum_run, out, BuildOptions(target="onnxruntime", precision="fp32", calib_size=16,
+                                                      budget_ms=20), log=lambda *_: None)
+    return out
+
+
+@pytest.mark.parametrize("run_name", ["tiny_run", "tiny_spectrum_run"])
+def test_live_decisions_match_offline_evaluation_at_real_rate(run_name, cwru_dir, tmp_path, request):
+    tiny_run = request.getfixturevalue(run_name)
+    bundle = request.getfixturevalue("spectrum_bundle" if run_name == "tiny_spectrum_run" else "bundle")
+    held_out = cwru_source(cwru_dir, loads=(0,), spans=held_out_spans(tiny_run / "split.json"))
     with DeviceSimulator(held_out, link="pty", speed=1.0) as sim:
         runtime, summary = run_against(sim, bundle, tmp_path, 6.0)
     c = summary["counters"]
@@ -58,13 +70,16 @@ def test_live_decisions_match_offline_evaluation_at_real_rate(held_out, bundle, 
     # Offline: the same windows, cut from the same int16 stream, through the PyTorch model.
     sent = [signal[:t["samples"]] for signal, t in zip(held_out.signals, held_out.truth)]  # whole blocks only
     stream = np.concatenate(sent).astype(np.float32) * np.float32(held_out.hello.scale)
-    model = load_run(tiny_run).load_model()
+    run = load_run(tiny_run)
+    model = run.load_model()
     db = sqlite3.connect(tmp_path / "log.db")
     rows = db.execute("SELECT span_start, span_end, class FROM decisions ORDER BY decision_id").fetchall()
     windows = np.stack([stream[a:b + 1] for a, b, _ in rows])
+    normalization = run.config["preprocessing"]["normalization"]
+    assert normalization == ("spectrum" if run_name == "tiny_spectrum_run" else "zscore")
     with torch.no_grad():
-        offline = model(torch.from_numpy(normalize(windows, "zscore")[:, None, :])).argmax(1).numpy()
-    classes = load_run(tiny_run).config["classes"]
+        offline = model(torch.from_numpy(normalize(windows, normalization)[:, None, :])).argmax(1).numpy()
+    classes = run.config["classes"]
     assert [label for _, _, label in rows] == [classes[k] for k in offline]
     score = score_vibration(tmp_path / "log.db", held_out.truth)
     assert score["scored"] > 40 and score["accuracy"] > 0.8

@@ -94,8 +94,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gain-jitter", type=float, default=defaults.gain_jitter,
                    help="scale each training window by a random gain up to 1 +/- this (log-uniform); useful with "
                         f"--normalization none (default {defaults.gain_jitter}, 0 = off)")
-    p.add_argument("--normalization", choices=["zscore", "zscore-image", "center-image", "none"], default=None,
-                   help="vibration: zscore (zero mean, unit std per window, the default) or none (physical units "
+    p.add_argument("--normalization", choices=["zscore", "zscore-image", "center-image", "spectrum", "none"],
+                   default=None,
+                   help="vibration: zscore (zero mean, unit std per window, the default), spectrum (the window's "
+                        "amplitude spectrum, half as many bins as samples, z-scored) or none (physical units "
                         "from the sensor's scale, so the vibration's level reaches the model); images: "
                         "zscore-image (per image, the default), center-image (mean removed, contrast kept) or "
                         "none (grey levels 0-1)")
@@ -152,14 +154,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from edge.data.catalog import default_cwru_dir
     from edge.data.cwru import parse_loads
     from edge.data.noise import parse_snr_list, parse_snr_range
+    from edge.data.preprocess import VIBRATION_NORMALIZATIONS
     from edge.train.settings import check_label_smoothing
     from edge.train.trainer import TrainSettings
     from edge.train.vibration import WindowSettings, train_cwru
 
     snr_train = parse_snr_range(args.snr_train)
     normalization = args.normalization or TrainSettings.normalization
-    if normalization not in ("zscore", "none"):
-        raise DataError(f"--normalization {normalization} is for images; vibration windows take zscore or none")
+    if normalization not in VIBRATION_NORMALIZATIONS:
+        raise DataError(f"--normalization {normalization} is for images; vibration windows take "
+                        f"{', '.join(VIBRATION_NORMALIZATIONS)}")
     if not 0.0 <= args.speed_jitter < 0.5:
         raise DataError(f"--speed-jitter must be in [0, 0.5), got {args.speed_jitter}")
     if args.mixup < 0:

@@ -95,8 +95,8 @@ def run_inputs(run, data: str | None = None) -> tuple[tuple[int, ...], dict[str,
             out[name] = (np.ascontiguousarray(normalize(x, pre["normalization"]), dtype=np.float32), y)
         return (cfg["model"]["in_channels"], pre["size"], pre["size"]), out
     splits = run_splits(cfg, {"train": max(pre["window"] // 4, 1), "val": None, "test": None}, data)
-    return ((cfg["model"]["in_channels"], pre["window"]),
-            {name: (model_inputs(x, pre["normalization"]), y) for name, (x, y) in splits.items()})
+    inputs = {name: (model_inputs(x, pre["normalization"]), y) for name, (x, y) in splits.items()}
+    return inputs["test"][0].shape[1:], inputs  # (channels, length): a spectrum is half the window
 
 
 def manifest_preprocessing(pre: dict) -> dict:
