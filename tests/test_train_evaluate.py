@@ -102,6 +102,43 @@ def test_label_smoothing_reaches_the_loss_and_is_recorded(cwru_dir, tmp_path, ca
     assert "--label-smoothing must be in [0, 1)" in capsys.readouterr().err
 
 
+def test_weight_average_is_the_mean_of_the_offered_weights_with_batchnorm_measured_again():
+    from edge.train.loop import WeightAverage
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv1d(1, 3, 5), torch.nn.BatchNorm1d(3))
+    snapshots = []
+    average = WeightAverage(net)
+    for epoch in (1, 2, 3):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p))
+        snapshots.append({k: v.clone() for k, v in net.named_parameters()})
+        average.offer(net, epoch)
+    batches = [torch.randn(8, 1, 32) * 3 + 1 for _ in range(4)]
+    average.finish(net, batches)
+    assert average.epochs == [1, 2, 3] and not net.training
+    for name, value in net.named_parameters():
+        torch.testing.assert_close(value, sum(s[name] for s in snapshots) / 3)
+    with torch.no_grad():  # BatchNorm's statistics: the mean over the batches, of the averaged network's conv
+        conv = torch.cat([net[0](b) for b in batches])
+    torch.testing.assert_close(net[1].running_mean, conv.mean(dim=(0, 2)), rtol=1e-4, atol=1e-5)
+
+
+def test_cli_average_epochs_keeps_the_average_and_says_so(cwru_dir, tmp_path, capsys):
+    run = train_tiny_cli(cwru_dir, tmp_path / "avg", "--epochs", "2", "--average-epochs", "2")
+    assert run.config["training"]["average_epochs"] == 2
+    assert run.metrics["best_epoch"] == "average" and run.metrics["history"][-1]["epochs"] == [1, 2]
+    assert main(["evaluate", "--run", str(tmp_path / "avg"), "--json", "--threads", "1"]) == 0
+    assert 0.0 <= json.loads(capsys.readouterr().out)["accuracy"] <= 1.0  # the averaged weights reload
+    for bad in ("-1", "3"):
+        assert main(["train", "--out", str(tmp_path / "r"), "--epochs", "2", "--average-epochs", bad, "-q"]) == 2
+        assert "--average-epochs must be between 0 (off) and --epochs (2)" in capsys.readouterr().err
+    assert main(["train", "--model", "dca-cnn", "--data", str(cwru_dir), "--out", str(tmp_path / "d"), "--loads",
+                 "0", "--epochs", "1", "--steps", "2", "--average-epochs", "1", "-q"]) == 2
+    assert "not dca-cnn" in capsys.readouterr().err
+
+
 def test_a_student_learns_from_its_teachers_softened_outputs(cwru_dir, tmp_path, capsys):
     from edge.train.teachers import TeacherEnsemble, distillation_loss
 

@@ -104,6 +104,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mixup", type=float, default=defaults.mixup,
                    help="vibration: mix pairs of training windows and their labels with a weight drawn from "
                         f"Beta(a, a) per batch; a = 0.2 is usual (default {defaults.mixup}, 0 = off)")
+    p.add_argument("--average-epochs", type=int, default=defaults.average_epochs, metavar="N",
+                   help="vibration: keep the average of the weights at the end of the last N epochs (stochastic "
+                        "weight averaging, BatchNorm statistics measured again) instead of the best validation "
+                        f"epoch (default {defaults.average_epochs}, 0 = off)")
     p.add_argument("--label-smoothing", type=float, default=None,
                    help="share of each training target spread evenly over the other classes, so the model "
                         "is less sure of what it saw only in training (default 0 vibration, "
@@ -168,6 +172,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise DataError(f"--speed-jitter must be in [0, 0.5), got {args.speed_jitter}")
     if args.mixup < 0:
         raise DataError(f"--mixup must be 0 (off) or a positive Beta parameter, got {args.mixup}")
+    if not 0 <= args.average_epochs <= args.epochs:
+        raise DataError(f"--average-epochs must be between 0 (off) and --epochs ({args.epochs}), "
+                        f"got {args.average_epochs}")
     if not 0.0 <= args.gain_jitter < 1.0:
         raise DataError(f"--gain-jitter must be in [0, 1), got {args.gain_jitter}")
     if not 0.0 <= args.distill_weight <= 1.0 or args.distill_temperature <= 0:
@@ -176,6 +183,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                              lr=args.lr or 3e-3, snr_train=snr_train, clean_fraction=args.clean_fraction,
                              noise_kind=args.noise, seed=args.seed, speed_jitter=args.speed_jitter,
                              normalization=normalization, gain_jitter=args.gain_jitter, mixup=args.mixup,
+                             average_epochs=args.average_epochs,
                              label_smoothing=check_label_smoothing(args.label_smoothing),
                              teachers=[str(t) for t in args.teacher], distill_weight=args.distill_weight,
                              distill_temperature=args.distill_temperature,

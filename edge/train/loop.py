@@ -1,4 +1,5 @@
-"""Pieces every training loop here shares: the optimiser and schedule, one step, the best epoch kept."""
+"""Pieces every training loop here shares: the optimiser and schedule, one step, the best epoch kept,
+or the average of the last epochs' weights."""
 
 from __future__ import annotations
 
@@ -38,4 +39,28 @@ class BestEpoch:
 
     def restore(self, model: nn.Module) -> None:
         model.load_state_dict(self.state)
+        model.eval()
+
+
+class WeightAverage:
+    """Stochastic weight averaging (Izmailov et al. 2018) over the last epochs, with torch's ``swa_utils``.
+
+    The average of the weights the schedule passes through at the end of each of the last
+    epochs lies in a wider, flatter region of the loss than any one of them, which is what
+    holds up when the operating condition moves.  BatchNorm statistics do not average: they
+    are measured again on training batches (``finish``).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.average = torch.optim.swa_utils.AveragedModel(model)
+        self.epochs: list[int] = []
+
+    def offer(self, model: nn.Module, epoch: int) -> None:
+        self.average.update_parameters(model)
+        self.epochs.append(epoch)
+
+    def finish(self, model: nn.Module, batches) -> None:
+        """Put the averaged weights into ``model`` and re-measure its BatchNorm statistics on ``batches``."""
+        model.load_state_dict(self.average.module.state_dict())
+        torch.optim.swa_utils.update_bn(batches, model)
         model.eval()

@@ -37,6 +37,7 @@ class TrainSettings:
     normalization: str = "zscore"
     mixup: float = 0.0                                   # Beta(a, a) mixing of window pairs and labels; 0 = off
     label_smoothing: float = 0.0                         # share of each target spread over the other classes
+    average_epochs: int = 0                              # keep the weight average of the last N epochs; 0 = best epoch
     teachers: list = field(default_factory=list)         # run directories to distil from (edge.train.teachers)
     distill_weight: float = 0.5                          # share of the loss on the teachers' soft targets
     distill_temperature: float = 2.0                     # softmax temperature of teachers and student there

@@ -17,7 +17,7 @@ from edge.data.noise import add_noise
 from edge.data.preprocess import normalize
 from edge.data.splits import RandomWindowSampler
 from edge.train.evaluate import accuracy_under_noise
-from edge.train.loop import BestEpoch, one_cycle, step
+from edge.train.loop import BestEpoch, WeightAverage, one_cycle, step
 from edge.train.settings import TrainSettings
 from edge.train.teachers import TeacherEnsemble, distillation_loss
 
@@ -64,8 +64,10 @@ def fit(model: nn.Module, sampler: RandomWindowSampler, val_x: np.ndarray, val_y
         teachers: TeacherEnsemble | None = None) -> dict:
     """Train ``model`` in place, leave it at its best validation epoch, return the history.
 
-    With ``teachers``, ``distill_weight`` of the loss is the distance to their softened mean
-    output on the same augmented windows, the rest the usual loss on the labels.
+    With ``average_epochs`` N, the model is instead the average of its weights at the end of
+    the last N epochs (``WeightAverage``), and validation only reports.  With ``teachers``,
+    ``distill_weight`` of the loss is the distance to their softened mean output on the same
+    augmented windows, the rest the usual loss on the labels.
     """
     weight, temperature = settings.distill_weight, settings.distill_temperature
     total = settings.epochs * settings.steps_per_epoch
@@ -73,6 +75,7 @@ def fit(model: nn.Module, sampler: RandomWindowSampler, val_x: np.ndarray, val_y
     loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
     history: list[dict] = []
     best = BestEpoch()
+    average = WeightAverage(model) if settings.average_epochs else None
     started = time.monotonic()
     bar = tqdm(total=total, desc="train", unit="step", disable=not progress, leave=False)
     for epoch in range(1, settings.epochs + 1):
@@ -105,7 +108,24 @@ def fit(model: nn.Module, sampler: RandomWindowSampler, val_x: np.ndarray, val_y
                         "val_score": score, "elapsed_s": round(time.monotonic() - started, 1)})
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", val=f"{score:.4f}")
         best.offer(model, epoch, score)
+        if average is not None and epoch > settings.epochs - settings.average_epochs:
+            average.offer(model, epoch)
     bar.close()
-    best.restore(model)
-    return {"history": history, "best_epoch": best.epoch, "best_val_score": best.score,
+    if average is None:
+        best.restore(model)
+        return {"history": history, "best_epoch": best.epoch, "best_val_score": best.score,
+                "train_seconds": round(time.monotonic() - started, 1)}
+    average.finish(model, training_batches(sampler, settings, rng))
+    val = accuracy_under_noise(model, val_x, val_y, settings.val_snrs, settings.normalization,
+                               seed=settings.seed, kind=settings.noise_kind)
+    score = float(np.mean(list(val.values())))
+    history.append({"epoch": "average", "epochs": average.epochs, "val_accuracy": val, "val_score": score})
+    return {"history": history, "best_epoch": "average", "best_val_score": score,
             "train_seconds": round(time.monotonic() - started, 1)}
+
+
+def training_batches(sampler: RandomWindowSampler, settings: TrainSettings, rng: np.random.Generator,
+                     count: int = 50) -> list[torch.Tensor]:
+    """``count`` batches drawn and augmented as in training, as the network sees them (BatchNorm statistics)."""
+    return [torch.from_numpy(normalize(augment(sampler.draw(settings.batch_size)[0], settings, rng),
+                                       settings.normalization)).unsqueeze(1) for _ in range(count)]

@@ -74,8 +74,9 @@ def train_cwru(data_dir: str | Path, out: str | Path, model_name: str = "drsn1d-
                 f"window {windows.length}; {settings.epochs} epochs x {settings.steps_per_epoch} steps "
                 f"x {settings.batch_size}; {torch.get_num_threads()} threads")
     if isinstance(model, DcaCnn):
-        if settings.teachers:
-            raise DataError("distillation (--teacher) trains the residual families, not dca-cnn")
+        if settings.teachers or settings.average_epochs:
+            raise DataError("distillation (--teacher) and weight averaging (--average-epochs) train the residual "
+                            "families, not dca-cnn")
         result = fit_dca_cnn(model, sampler, val_x, val_y, settings, rng, progress=not quiet)
     else:
         teachers = (TeacherEnsemble.from_runs(settings.teachers, list(dataset.classes), windows.length)
@@ -83,8 +84,9 @@ def train_cwru(data_dir: str | Path, out: str | Path, model_name: str = "drsn1d-
         if teachers:
             _log(quiet, f"distilling from {len(settings.teachers)} teacher(s): {', '.join(map(str, settings.teachers))}")
         result = fit(model, sampler, val_x, val_y, settings, rng, progress=not quiet, teachers=teachers)
-    _log(quiet, f"best validation epoch {result['best_epoch']} (score {result['best_val_score']:.4f}) "
-                f"after {result['train_seconds']:.0f} s")
+    kept = (f"the average of the last {settings.average_epochs} epochs" if result["best_epoch"] == "average"
+            else f"best validation epoch {result['best_epoch']}")
+    _log(quiet, f"{kept} (score {result['best_val_score']:.4f}) after {result['train_seconds']:.0f} s")
 
     run_config = {
         "drsn_edge_version": edge.__version__,
