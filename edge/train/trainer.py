@@ -101,9 +101,7 @@ def fit(model: nn.Module, sampler: RandomWindowSampler, val_x: np.ndarray, val_y
                 loss = (1 - weight) * loss + weight * distillation_loss(logits, soft, temperature)
             losses.append(step(optimizer, schedule, loss))
             bar.update(1)
-        val = accuracy_under_noise(model, val_x, val_y, settings.val_snrs, settings.normalization,
-                                   seed=settings.seed, kind=settings.noise_kind)
-        score = float(np.mean(list(val.values())))
+        val, score = validate(model, val_x, val_y, settings)
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_accuracy": val,
                         "val_score": score, "elapsed_s": round(time.monotonic() - started, 1)})
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", val=f"{score:.4f}")
@@ -116,12 +114,17 @@ def fit(model: nn.Module, sampler: RandomWindowSampler, val_x: np.ndarray, val_y
         return {"history": history, "best_epoch": best.epoch, "best_val_score": best.score,
                 "train_seconds": round(time.monotonic() - started, 1)}
     average.finish(model, training_batches(sampler, settings, rng))
-    val = accuracy_under_noise(model, val_x, val_y, settings.val_snrs, settings.normalization,
-                               seed=settings.seed, kind=settings.noise_kind)
-    score = float(np.mean(list(val.values())))
+    val, score = validate(model, val_x, val_y, settings)
     history.append({"epoch": "average", "epochs": average.epochs, "val_accuracy": val, "val_score": score})
     return {"history": history, "best_epoch": "average", "best_val_score": score,
             "train_seconds": round(time.monotonic() - started, 1)}
+
+
+def validate(model: nn.Module, val_x: np.ndarray, val_y: np.ndarray, settings: TrainSettings) -> tuple[dict, float]:
+    """Validation accuracy at each of ``val_snrs`` and their mean, the score that chooses."""
+    val = accuracy_under_noise(model, val_x, val_y, settings.val_snrs, settings.normalization,
+                               seed=settings.seed, kind=settings.noise_kind)
+    return val, float(np.mean(list(val.values())))
 
 
 def training_batches(sampler: RandomWindowSampler, settings: TrainSettings, rng: np.random.Generator,
