@@ -105,8 +105,9 @@ def fit(model: nn.Module, sampler: RandomWindowSampler, val_x: np.ndarray, val_y
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_accuracy": val,
                         "val_score": score, "elapsed_s": round(time.monotonic() - started, 1)})
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", val=f"{score:.4f}")
-        best.offer(model, epoch, score)
-        if average is not None and epoch > settings.epochs - settings.average_epochs:
+        if average is None:
+            best.offer(model, epoch, score)
+        elif epoch > settings.epochs - settings.average_epochs:
             average.offer(model, epoch)
     bar.close()
     if average is None:
