@@ -14,7 +14,7 @@ from torch import nn
 from tqdm import tqdm
 
 from edge.data.noise import add_noise
-from edge.data.preprocess import normalize
+from edge.data.preprocess import model_input, normalize
 from edge.data.splits import RandomWindowSampler
 from edge.train.evaluate import accuracy_under_noise
 from edge.train.loop import BestEpoch, WeightAverage, one_cycle, step
@@ -131,5 +131,5 @@ def validate(model: nn.Module, val_x: np.ndarray, val_y: np.ndarray, settings: T
 def training_batches(sampler: RandomWindowSampler, settings: TrainSettings, rng: np.random.Generator,
                      count: int = 50) -> list[torch.Tensor]:
     """``count`` batches drawn and augmented as in training, as the network sees them (BatchNorm statistics)."""
-    return [torch.from_numpy(normalize(augment(sampler.draw(settings.batch_size)[0], settings, rng),
-                                       settings.normalization)).unsqueeze(1) for _ in range(count)]
+    return [torch.from_numpy(model_input(augment(sampler.draw(settings.batch_size)[0], settings, rng),
+                                         settings.normalization)) for _ in range(count)]
