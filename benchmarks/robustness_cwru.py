@@ -54,21 +54,25 @@ def train_and_score(data: str, work: str, model: str, seed: int, test_load: int,
     """One fold of one seed of one family (runs in a worker process on one thread).
 
     ``train_loads`` defaults to every load but ``test_load``; ``overrides`` replace
-    training defaults (a candidate of the nested selection) and ``tag`` names them.
+    training defaults (a candidate of the nested selection; ``window`` is the window
+    length in samples) and ``tag`` names them.
     """
     import dataclasses
 
     from edge.train.trainer import TrainSettings
-    from edge.train.vibration import evaluate_cwru, train_cwru
+    from edge.train.vibration import WindowSettings, evaluate_cwru, train_cwru
 
     train_loads = train_loads or tuple(load for load in LOADS if load != test_load)
     run = run_path(work, model, tag, train_loads, test_load, seed)
-    settings = dataclasses.replace(TrainSettings(seed=seed), **(overrides or {}))
+    training = dict(overrides or {})
+    windows = WindowSettings(length=int(training.pop("window", WindowSettings.length)))
+    settings = dataclasses.replace(TrainSettings(seed=seed), **training)
     if epochs:
         settings = dataclasses.replace(settings, epochs=epochs)
     if steps:
         settings = dataclasses.replace(settings, steps_per_epoch=steps)
-    metrics = train_cwru(data, run, model_name=model, loads=train_loads, settings=settings, threads=1, quiet=True)
+    metrics = train_cwru(data, run, model_name=model, loads=train_loads, windows=windows, settings=settings, threads=1,
+                         quiet=True)
     gaussian = evaluate_cwru(run, loads=(test_load,), snrs=snrs, threads=1)
     pink = evaluate_cwru(run, loads=(test_load,), snrs=pink_snrs, noise_kind="pink", threads=1) if pink_snrs else None
     return {
