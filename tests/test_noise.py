@@ -103,6 +103,26 @@ def test_spectrum_input_is_the_tapered_amplitude_spectrum_blind_to_gain_and_phas
         normalize(windows[:, :1], "spectrum")
 
 
+def test_envelope_input_recovers_the_modulation_of_a_resonance_in_physical_units(cwru_load0):
+    """An amplitude-modulated carrier gives back its modulation; the level (gain) is kept, the offset is not."""
+    from scipy.signal import hilbert
+
+    from edge.data.preprocess import normalize
+
+    t = np.arange(2048) / 12_000
+    modulation = 1.0 + 0.5 * np.cos(2 * np.pi * 93.75 * t)          # impacts at a fault frequency
+    burst = (modulation * np.cos(2 * np.pi * 3000 * t)).astype(np.float32)  # on a 3 kHz resonance
+    x = normalize(np.stack([burst, 4 * burst + 7]), "envelope")
+    assert x.shape == (2, 2048) and x.dtype == np.float32
+    np.testing.assert_allclose(x[0], modulation, atol=1e-3)
+    np.testing.assert_allclose(x[1], 4 * x[0], rtol=1e-4, atol=1e-4)   # physical units: gain kept, mean removed
+    windows = np.stack([r.signal[:2047] for r in cwru_load0.records[:4]]).astype(np.float32)  # odd length too
+    reference = np.abs(hilbert(windows - windows.mean(-1, keepdims=True), axis=-1))
+    np.testing.assert_allclose(normalize(windows, "envelope"), reference, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        normalize(windows[:, :1], "envelope")
+
+
 def test_gain_jitter_scales_whole_windows_within_its_bound_and_is_seeded(cwru_load0):
     from edge.train.settings import TrainSettings
     from edge.train.trainer import augment

@@ -94,10 +94,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gain-jitter", type=float, default=defaults.gain_jitter,
                    help="scale each training window by a random gain up to 1 +/- this (log-uniform); useful with "
                         f"--normalization none (default {defaults.gain_jitter}, 0 = off)")
-    p.add_argument("--normalization", choices=["zscore", "zscore-image", "center-image", "spectrum", "none"],
+    p.add_argument("--normalization",
+                   choices=["zscore", "zscore-image", "center-image", "spectrum", "envelope", "none"],
                    default=None,
                    help="vibration: zscore (zero mean, unit std per window, the default), spectrum (the window's "
-                        "amplitude spectrum, half as many bins as samples, z-scored) or none (physical units "
+                        "amplitude spectrum, half as many bins as samples, z-scored), envelope (the window's "
+                        "envelope, its demodulated impacts in physical units) or none (physical units "
                         "from the sensor's scale, so the vibration's level reaches the model); images: "
                         "zscore-image (per image, the default), center-image (mean removed, contrast kept) or "
                         "none (grey levels 0-1)")
