@@ -56,6 +56,7 @@ def _snr_text(snr: float | None) -> str:
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from edge.data.images import IMAGE_TASKS
+    from edge.data.preprocess import NORMALIZATIONS
     from edge.model_names import IMAGE_MODELS, MODELS
     from edge.train.settings import IMAGE_LABEL_SMOOTHING, TrainSettings
 
@@ -94,9 +95,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gain-jitter", type=float, default=defaults.gain_jitter,
                    help="scale each training window by a random gain up to 1 +/- this (log-uniform); useful with "
                         f"--normalization none (default {defaults.gain_jitter}, 0 = off)")
-    p.add_argument("--normalization",
-                   choices=["zscore", "zscore-image", "center-image", "spectrum", "envelope", "none"],
-                   default=None,
+    p.add_argument("--normalization", choices=NORMALIZATIONS, default=None,
                    help="vibration: zscore (zero mean, unit std per window, the default), spectrum (the window's "
                         "amplitude spectrum, half as many bins as samples, z-scored), envelope (the window's "
                         "envelope, its demodulated impacts in physical units) or none (physical units "
