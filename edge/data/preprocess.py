@@ -49,6 +49,14 @@ def _hann(n: int) -> np.ndarray:
     return np.hanning(n).astype(np.float32)
 
 
+def _centred_windows(windows: np.ndarray, what: str) -> np.ndarray:
+    """Float32 windows (last axis) with their mean removed; ``what`` needs at least 2 samples a window."""
+    x = np.asarray(windows, dtype=np.float32)
+    if x.shape[-1] < 2:
+        raise ValueError(f"{what} needs windows of at least 2 samples, got {x.shape[-1]}")
+    return x - x.mean(axis=-1, keepdims=True)
+
+
 def amplitude_spectrum(windows: np.ndarray) -> np.ndarray:
     """Amplitude of the Hann-tapered spectrum of each window (last axis): L samples -> L/2 bins.
 
@@ -57,11 +65,9 @@ def amplitude_spectrum(windows: np.ndarray) -> np.ndarray:
     phase of every component and shifts the frequencies by a few per cent, which a
     waveform model must learn to ignore and a spectrum does not carry at all.
     """
-    x = np.asarray(windows, dtype=np.float32)
-    n = x.shape[-1]
-    if n < 2:
-        raise ValueError(f"a spectrum needs windows of at least 2 samples, got {n}")
-    tapered = (x - x.mean(axis=-1, keepdims=True)) * _hann(n)
+    centred = _centred_windows(windows, "a spectrum")
+    n = centred.shape[-1]
+    tapered = centred * _hann(n)
     return np.abs(np.fft.rfft(tapered, axis=-1))[..., 1:n // 2 + 1].astype(np.float32)
 
 
@@ -72,12 +78,9 @@ def envelope(windows: np.ndarray) -> np.ndarray:
     the envelope keeps when the impacts come and how strong they are (in the window's
     physical units) while dropping the resonance's carrier frequency.
     """
-    x = np.asarray(windows, dtype=np.float32)
-    n = x.shape[-1]
-    if n < 2:
-        raise ValueError(f"an envelope needs windows of at least 2 samples, got {n}")
-    spectrum = np.fft.fft(x - x.mean(axis=-1, keepdims=True), axis=-1)
-    spectrum *= _analytic_weights(n)
+    centred = _centred_windows(windows, "an envelope")
+    spectrum = np.fft.fft(centred, axis=-1)
+    spectrum *= _analytic_weights(centred.shape[-1])
     return np.abs(np.fft.ifft(spectrum, axis=-1)).astype(np.float32)
 
 
