@@ -112,12 +112,13 @@ def fit(model: nn.Module, sampler: RandomWindowSampler, val_x: np.ndarray, val_y
     bar.close()
     if average is None:
         best.restore(model)
-        return {"history": history, "best_epoch": best.epoch, "best_val_score": best.score,
-                "train_seconds": round(time.monotonic() - started, 1)}
-    average.finish(model, training_batches(sampler, settings, rng))
-    val, score = validate(model, val_x, val_y, settings)
-    history.append({"epoch": "average", "epochs": average.epochs, "val_accuracy": val, "val_score": score})
-    return {"history": history, "best_epoch": "average", "best_val_score": score,
+        kept, score = best.epoch, best.score
+    else:
+        average.finish(model, training_batches(sampler, settings, rng))
+        val, score = validate(model, val_x, val_y, settings)
+        history.append({"epoch": "average", "epochs": average.epochs, "val_accuracy": val, "val_score": score})
+        kept = "average"
+    return {"history": history, "best_epoch": kept, "best_val_score": score,
             "train_seconds": round(time.monotonic() - started, 1)}
 
 
