@@ -19,11 +19,14 @@ import argparse
 import json
 import os
 import resource
+import sqlite3
 import sys
 import tempfile
 import subprocess
 import time
 from pathlib import Path
+
+import numpy as np
 
 from edge.cli.common import realtime_priority as priority_arg
 from edge.runtime.loop import Runtime, RuntimeSettings
@@ -55,6 +58,32 @@ def cost(summary: dict) -> dict:
             "overhead_cpu_fraction_of_inference": (summary["cpu_s"] - inference) / inference,
             **{f"{name}_cpu_ms_per_decision": 1e3 * seconds / decisions
                for name, seconds in summary["thread_cpu_s"].items()}}
+
+
+def where_time_went(log: Path, first_id: int, budget_ms: float) -> dict:
+    """Each decided window's latency split into waiting for the decider, inference and the rest.
+
+    From the decision log's own columns; for every decision that went through inference,
+    and for the late ones alone, with the part that was largest in each late decision.
+    """
+    with sqlite3.connect(log) as db:
+        rows = np.array(db.execute("SELECT latency_ms, wait_ms, inference_ms FROM decisions WHERE decision_id >= ? "
+                                   "AND inference_ms IS NOT NULL", (first_id,)).fetchall(), dtype=float)
+    if not len(rows):
+        return {}
+    parts = np.column_stack([rows[:, 1], rows[:, 2], rows[:, 0] - rows[:, 1] - rows[:, 2]])
+    names = ("wait", "inference", "rest")
+
+    def summary(selected: np.ndarray) -> dict:
+        return {name: {"p50_ms": float(np.median(selected[:, k])), "p99_ms": float(np.percentile(selected[:, k], 99)),
+                       "max_ms": float(selected[:, k].max())} for k, name in enumerate(names)}
+
+    late = parts[rows[:, 0] > budget_ms]
+    out = {"decided": summary(parts), "late": len(late)}
+    if len(late):
+        largest = np.bincount(late.argmax(axis=1), minlength=3)
+        out |= {"late_parts": summary(late), "late_largest_part": dict(zip(names, map(int, largest)))}
+    return out
 
 
 def session(bundle: Path, run: Path, seconds: float, rate: str, budget_ms: float | None, queue: int,
@@ -90,6 +119,8 @@ def main() -> int:
     parser.add_argument("--realtime-priority", type=priority_arg, default=0,
                         help=f"SCHED_FIFO priority of the runtime's reader and decider (the installed service "
                              f"uses {DEFAULT_SERVICE_PRIORITY}; default 0: ordinary scheduling)")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "runtime_soak.json",
+                        help="where the figures go (default benchmarks/results/runtime_soak.json)")
     args = parser.parse_args()
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
     if hasattr(os, "sched_setaffinity"):
@@ -102,6 +133,7 @@ def main() -> int:
                                args.realtime_priority)
     c, stages, soak_cost = soak["counters"], soak["stages_s"], cost(soak)
     score = score_vibration(tmp / "soak.db", source.truth, since_id=first)  # first lap only is aligned to truth
+    parts = where_time_went(tmp / "soak.db", first, soak["budget_ms"])
     fast, _, _ = session(args.bundle, args.run, args.max_rate_seconds, f"x{args.multiple:g}", 1e6, 1024,
                          tmp / "fast.db", cores, args.realtime_priority)
     f = fast["counters"]
@@ -117,21 +149,31 @@ def main() -> int:
                       "frames_streamed": sim["frames_generated"], "frames_received": c["data_frames"],
                       "lost_frames": c["decoder_lost_frames"], "stage_seconds": stages, "cpu_seconds": soak["cpu_s"],
                       **soak_cost, "target_overhead": 0.10,
-                      "paced_sleeps": c["paced_sleeps"], "pacing_overruns": c["pacing_overruns"]},
+                      "paced_sleeps": c["paced_sleeps"], "pacing_overruns": c["pacing_overruns"],
+                      "pacing_late_wakeups": c["pacing_late_wakeups"],
+                      "latency_parts": parts},
         # Back to back the code stays warm: the same work with no idle gaps between frames.
         "max_rate": {"seconds": fast["seconds"], "streamed_multiple": args.multiple, "decisions_per_s": sustained,
                      **cost(fast), "shed": shed, "lost_frames": f["decoder_lost_frames"],
                      "real_windows_per_s": window_rate,
                      "multiple_of_real_time": sustained / window_rate, "kept_up": shed == 0},
     }
-    out = HERE / "results" / "runtime_soak.json"
+    out = args.out
     out.write_text(json.dumps(doc, indent=2) + "\n")
     lat = soak["latency"]
     print(f"real rate, {soak['seconds']:.0f} s, {c['decisions']} decisions: p50 {lat['p50_ms']:.2f} ms, "
           f"p99 {lat['p99_ms']:.2f} ms, p99.9 {lat['p99_9_ms']:.2f} ms, max {lat['max_ms']:.2f} ms "
           f"(budget {soak['budget_ms']:g} ms); misses: {c['deadline_fail_safe']} fail-safe, "
           f"{c['late_decisions']} late; frames {c['data_frames']}/{sim['frames_generated']}, "
-          f"lost {c['decoder_lost_frames']}")
+          f"lost {c['decoder_lost_frames']}; paced sleeps {c['paced_sleeps']}, {c['pacing_overruns']} overruns, "
+          f"{c['pacing_late_wakeups']} late wake-ups")
+    for group in ("decided", "late_parts"):
+        if group in parts:
+            print(f"  {'every decision' if group == 'decided' else 'late decisions'}: " + ", ".join(
+                f"{name} p50 {v['p50_ms']:.2f} / p99 {v['p99_ms']:.2f} / max {v['max_ms']:.2f} ms"
+                for name, v in parts[group].items()))
+    if parts.get("late"):
+        print(f"  largest part of each late decision: {parts['late_largest_part']}")
     print(f"runtime overhead: {100 * soak_cost['overhead_fraction_of_inference']:.1f}% of inference time by stage "
           f"clocks, {100 * soak_cost['overhead_cpu_fraction_of_inference']:.1f}% by CPU time (target <= 10%); "
           f"{soak_cost['cpu_ms_per_decision']:.3f} ms CPU per decision (reader thread "

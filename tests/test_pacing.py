@@ -44,6 +44,16 @@ def test_an_overrun_stops_pacing_for_a_while():
     assert pacer.pause(t + 5.1, 1024) > MIN_SLEEP_S
 
 
+def test_a_wake_up_later_than_the_margin_is_counted_as_a_host_stall():
+    pacer = ReadPacer(12000.0)                         # margin: one block of 120 samples, 10 ms
+    pacer.woke(0.05, 0.07)                             # no block seen yet: nothing to judge against
+    stream(pacer, 20, 120, 12000.0)
+    pacer.woke(0.05, 0.059)                            # 9 ms late: the last frame cannot be in yet
+    assert pacer.late_wakeups == 0
+    pacer.woke(0.05, 0.061)                            # 11 ms late: it may be
+    assert pacer.late_wakeups == 1
+
+
 def test_no_block_seen_no_sleep_and_rate_must_be_positive():
     assert ReadPacer(12000.0).pause(0.0, 1024) == 0.0
     with pytest.raises(ValueError, match="positive"):

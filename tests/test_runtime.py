@@ -23,6 +23,7 @@ from edge.bundle.install import install, rollback
 from edge.cli import build_parser
 from edge.data.preprocess import normalize
 from edge.export.build import BuildOptions, build_bundle
+from edge.runtime.decision_log import DecisionLog, DecisionRow, next_decision_id
 from edge.runtime.loop import Runtime, RuntimeSettings
 from edge.runtime.realtime import DEFAULT_SERVICE_PRIORITY, current_priority, enter_realtime
 from edge.runtime.scoring import score_vibration
@@ -81,6 +82,10 @@ def test_live_decisions_match_offline_evaluation_at_real_rate(run_name, cwru_dir
         offline = model(torch.from_numpy(normalize(windows, normalization)[:, None, :])).argmax(1).numpy()
     classes = run.config["classes"]
     assert [label for _, _, label in rows] == [classes[k] for k in offline]
+    # Each decision says where its latency went: waiting for the decider, inference, the rest.
+    parts = np.array(db.execute("SELECT latency_ms, wait_ms, inference_ms FROM decisions").fetchall(), dtype=float)
+    assert not np.isnan(parts).any() and (parts[:, 1] >= 0).all() and (parts[:, 2] > 0).all()
+    assert (parts[:, 1] + parts[:, 2] < parts[:, 0]).all()
     score = score_vibration(tmp_path / "log.db", held_out.truth)
     assert score["scored"] > 40 and score["accuracy"] > 0.8
 
@@ -106,6 +111,34 @@ def test_overload_sheds_the_oldest_window_with_a_counted_fail_safe(held_out, bun
     db = sqlite3.connect(tmp_path / "log.db")
     failed = db.execute("SELECT COUNT(*) FROM decisions WHERE fail_safe IS NOT NULL AND reject = 1").fetchone()[0]
     assert failed == c["overload_fail_safe"] + c["deadline_fail_safe"]  # on-miss: reject
+    # A fail-safe never reached the backend; a deadline one says how long it waited, a shed one never waited.
+    by_reason = dict(db.execute("SELECT fail_safe, COUNT(*) FROM decisions WHERE fail_safe IS NOT NULL "
+                                "AND inference_ms IS NULL AND (wait_ms IS NULL) = (fail_safe = 'overload') "
+                                "GROUP BY fail_safe").fetchall())
+    assert by_reason.get("overload", 0) == c["overload_fail_safe"]
+    assert by_reason.get("deadline", 0) == c["deadline_fail_safe"]
+
+
+def test_a_log_from_an_older_runtime_gains_the_latency_columns_and_keeps_its_rows(tmp_path):
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)  # the table as the first release wrote it
+    old.execute("CREATE TABLE decisions (decision_id INTEGER PRIMARY KEY, wall_time REAL NOT NULL, kind TEXT NOT NULL, "
+                "span_start INTEGER NOT NULL, span_end INTEGER NOT NULL, device_time_us INTEGER NOT NULL, "
+                "lane INTEGER NOT NULL, class TEXT NOT NULL, scores TEXT NOT NULL, reject INTEGER NOT NULL, "
+                "fail_safe TEXT, latency_ms REAL NOT NULL, fire_at INTEGER, bundle_sha256 TEXT NOT NULL)")
+    assert "wait_ms" not in {r[1] for r in old.execute("PRAGMA table_info(decisions)")}
+    old.execute("INSERT INTO decisions VALUES (1, 0.0, 'vibration', 0, 2047, 0, 0, 'normal', '[1.0]', 0, NULL, 2.5, "
+                "NULL, ?)", ("0" * 64,))
+    old.commit()
+    old.close()
+    assert next_decision_id(path) == 2
+    log = DecisionLog(path)
+    log.append([DecisionRow(2, time.time(), "vibration", 1024, 3071, 0, 0, "normal", [1.0], False, None, 2.0, None,
+                            "0" * 64, 0.25, 1.25)])
+    log.close()
+    db = sqlite3.connect(path)
+    rows = db.execute("SELECT decision_id, latency_ms, wait_ms, inference_ms FROM decisions ORDER BY decision_id")
+    assert rows.fetchall() == [(1, 2.5, None, None), (2, 2.0, 0.25, 1.25)]
 
 
 def test_a_stale_slow_estimate_is_probed_until_windows_are_decided_again(held_out, bundle, tmp_path):

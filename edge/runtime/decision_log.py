@@ -32,12 +32,19 @@ CREATE TABLE IF NOT EXISTS decisions (
     fail_safe     TEXT,               -- NULL, or why: deadline | overload | gap
     latency_ms    REAL NOT NULL,      -- last sample arrival -> decision written
     fire_at       INTEGER,            -- encoder count (line-scan) the REJECT fires at
-    bundle_sha256 TEXT NOT NULL
+    bundle_sha256 TEXT NOT NULL,
+    wait_ms       REAL,               -- last sample arrival -> the decider took the unit
+    inference_ms  REAL                -- the backend's call; NULL for fail-safe decisions
 );
 """
 
+#: Columns added since the first release, with their types: a log written by an older
+#: runtime gets them (NULL in its old rows) when a newer one opens it.
+ADDED_COLUMNS = {"wait_ms": "REAL", "inference_ms": "REAL"}
 
-INSERT = "INSERT INTO decisions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+COLUMNS = ("decision_id", "wall_time", "kind", "span_start", "span_end", "device_time_us", "lane", "class", "scores",
+           "reject", "fail_safe", "latency_ms", "fire_at", "bundle_sha256", "wait_ms", "inference_ms")
+INSERT = f"INSERT INTO decisions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
 
 @dataclass
@@ -56,11 +63,13 @@ class DecisionRow:
     latency_ms: float
     fire_at: int | None
     bundle_sha256: str
+    wait_ms: float | None = None       # where a late decision's time went: waiting for the decider,
+    inference_ms: float | None = None  # the backend, or (latency_ms minus both) preprocessing and writing
 
     def values(self) -> tuple:
         return (self.decision_id, self.wall_time, self.kind, self.span_start, self.span_end, self.device_time_us,
                 self.lane, self.label, json.dumps([round(s, 5) for s in self.scores]), int(self.reject),
-                self.fail_safe, self.latency_ms, self.fire_at, self.bundle_sha256)
+                self.fail_safe, self.latency_ms, self.fire_at, self.bundle_sha256, self.wait_ms, self.inference_ms)
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
@@ -69,6 +78,10 @@ def connect(path: str | Path) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     db.executescript(SCHEMA)
+    present = {row[1] for row in db.execute("PRAGMA table_info(decisions)")}
+    for name, kind in ADDED_COLUMNS.items():
+        if name not in present:
+            db.execute(f"ALTER TABLE decisions ADD COLUMN {name} {kind}")
     return db
 
 

@@ -163,6 +163,7 @@ class Runtime:
                               "queue_depth": self._queue.qsize(),
                               "realtime_priority": min(self.thread_priority.values(), default=0),
                               "pacing_overruns": self.pacer.overruns if self.pacer else 0,
+                              "pacing_late_wakeups": self.pacer.late_wakeups if self.pacer else 0,
                               "thread_failures": len(self.thread_failures)}
         return out
 
@@ -190,6 +191,7 @@ class Runtime:
                 slept_from = time.monotonic()
                 if self._stop.wait(pause):
                     break
+                self.pacer.woke(pause, time.monotonic() - slept_from)
                 data = self.port.read_waiting()  # arrived while asleep: stamped with the start of the sleep
             else:
                 data = self.port.read(65536)
@@ -279,12 +281,14 @@ class Runtime:
     def _idle_input(self) -> np.ndarray:
         return np.zeros((self._batch_size(), *self.backend.input_shape), np.float32)
 
-    def _finish_tile(self, unit: Unit, verdicts: list[Verdict]) -> None:
+    def _finish_tile(self, unit: Unit, verdicts: list[Verdict], wait_ms: float | None = None,
+                     inference_ms: float | None = None) -> None:
         """Number, send and count the decisions of one unit (one per patch of a tile), then log them.
 
-        Called by the decider, or by the reader when shedding.  The unit's REJECTs go out in one
-        port write (one system call for a tile, not one per defective patch) before the disk is
-        touched; the unit's rows are then committed together.
+        Called by the decider (which passes how long the unit waited for it and how long
+        inference took, logged with each decision), or by the reader when shedding.  The
+        unit's REJECTs go out in one port write (one system call for a tile, not one per
+        defective patch) before the disk is touched; the unit's rows are then committed together.
         """
         with self._finish_lock:
             t0 = time.perf_counter()
@@ -294,7 +298,7 @@ class Runtime:
             if commands:
                 written = self._send(*commands)
                 self.counts["rejects_sent" if written else "rejects_not_written"] += len(commands)
-            rows = [self._row(part, verdict, decision_id, command)
+            rows = [self._row(part, verdict, decision_id, command, wait_ms, inference_ms)
                     for (part, verdict), (decision_id, command) in zip(parts, numbered)]
             self.log.append(rows)
             for row in rows:
@@ -319,13 +323,14 @@ class Runtime:
             age = time.monotonic() - unit.arrived
             if age + self._infer_times.expected() > self.budget_s:
                 self.counts["deadline_fail_safe"] += unit.lanes
-                self._finish_tile(unit, [self.policy.fail_safe("deadline")] * unit.lanes)
+                self._finish_tile(unit, [self.policy.fail_safe("deadline")] * unit.lanes, age * 1e3)
                 self._probe_if_stale()
                 continue
             t0 = time.perf_counter()
             x = self._prepare(unit)
             self.metrics.stages["preprocess"].observe((time.perf_counter() - t0) * 1e3)
-            self._finish_tile(unit, self.policy.decide(self._timed_infer(x)))
+            logits, inference_ms = self._timed_infer(x)
+            self._finish_tile(unit, self.policy.decide(logits), age * 1e3, inference_ms)
 
     def _probe_if_stale(self) -> None:
         """Re-measure the backend once per keep-alive interval while units fail on the estimate alone.
@@ -339,14 +344,15 @@ class Runtime:
             self._timed_infer(self._idle_input())
             self.counts["estimate_probes"] += 1
 
-    def _timed_infer(self, x: np.ndarray) -> np.ndarray:
+    def _timed_infer(self, x: np.ndarray) -> tuple[np.ndarray, float]:
+        """The backend's logits for ``x``, and how long the call took (ms)."""
         t0 = time.perf_counter()
         logits = self.backend.infer(x)
         self._last_inference = time.perf_counter()
         elapsed = self._last_inference - t0
         self._infer_times.add(elapsed)
         self.metrics.stages["inference"].observe(elapsed * 1e3)
-        return logits
+        return logits, elapsed * 1e3
 
     def _number(self, unit: Unit, verdict: Verdict) -> tuple[int, Reject | None]:
         """Number one decision and schedule its REJECT (None: a pass, or a reject held by the lockout)."""
@@ -358,7 +364,8 @@ class Runtime:
             self.counts["lockouts"] += 1
         return decision_id, command
 
-    def _row(self, unit: Unit, verdict: Verdict, decision_id: int, command: Reject | None) -> DecisionRow:
+    def _row(self, unit: Unit, verdict: Verdict, decision_id: int, command: Reject | None,
+             wait_ms: float | None, inference_ms: float | None) -> DecisionRow:
         """Count one decision once its REJECT is written; returns its log row (latency up to now)."""
         latency_ms = (time.monotonic() - unit.arrived) * 1e3
         if latency_ms > self.budget_s * 1e3 and not verdict.fail_safe:
@@ -369,7 +376,8 @@ class Runtime:
             self.metrics.fail_safe.labels(verdict.fail_safe).inc()
         return DecisionRow(decision_id, time.time(), self.kind, unit.start, unit.end, unit.device_time_us, unit.lane,
                            verdict.label, verdict.scores, verdict.reject, verdict.fail_safe, latency_ms,
-                           command.at if command is not None and self.kind == "linescan" else None, self.sha256)
+                           command.at if command is not None and self.kind == "linescan" else None, self.sha256,
+                           wait_ms, inference_ms)
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:

@@ -43,6 +43,7 @@ class ReadPacer:
             raise ValueError("the sample rate must be positive")
         self.rate_hz, self.margin_blocks, self.backoff_s = rate_hz, margin_blocks, backoff_s
         self.overruns = 0
+        self.late_wakeups = 0  # sleeps that ended later than the margin allows: the host stalled the reader
         self._block = 0                               # samples in the last block
         self._history: deque[tuple[float, int]] = deque()  # (time, samples received so far)
         self._received = 0
@@ -70,6 +71,16 @@ class ReadPacer:
             return 0.0
         seconds = (samples_needed - self.margin_blocks * self._block) / self.rate()
         return min(seconds, MAX_SLEEP_S) if seconds >= MIN_SLEEP_S else 0.0
+
+    def woke(self, planned_s: float, slept_s: float) -> None:
+        """A sleep of ``planned_s`` lasted ``slept_s``: count it if it overshot by more than the margin.
+
+        Such a wake-up can find a window's last frame already waiting, which then counts as
+        an overrun with its latency stamped from the start of the sleep.  Late wake-ups tell
+        an overrun the host caused (a stalled core) from one the stream caused (data early).
+        """
+        if self._block and slept_s - planned_s > self.margin_blocks * self._block / self.rate_hz:
+            self.late_wakeups += 1
 
     def overrun(self, now: float) -> None:
         """A window completed from data that arrived while the reader slept: stop pacing for a while."""
