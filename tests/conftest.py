@@ -70,6 +70,18 @@ def tiny_spectrum_run(cwru_dir, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_two_channel_run(cwru_dir, tmp_path_factory):
+    """The tiny DRSN-CW reading two channels: the window in physical units and its envelope."""
+    from dataclasses import replace
+
+    from edge.train.vibration import train_cwru
+
+    out = tmp_path_factory.mktemp("runs") / "tiny-raw-envelope"
+    train_cwru(cwru_dir, out, settings=replace(tiny_settings(), normalization="raw+envelope"), **TINY)
+    return out
+
+
 def run_against(sim, bundle, tmp_path: Path, seconds: float, prepare=None, **settings):
     """Start a runtime on ``sim``'s port, stream ``seconds`` of data, run a second longer, close.
 

@@ -249,7 +249,7 @@ def test_center_image_keeps_a_flaw_s_contrast_and_follows_the_run_everywhere(dat
         images, labels = run_images(load_run(path), "test")
         model = load_run(path).load_model()
         assert scored == np.mean(predict_images(model, images, "center-image") == labels)
-    for vibration_only in ("zscore", "spectrum", "envelope"):
+    for vibration_only in ("zscore", "spectrum", "envelope", "raw+envelope"):
         assert main(["train", "--task", "xray-castings", "--normalization", vibration_only,
                      "--out", str(tmp_path / "x")]) == 2
         assert "is for vibration windows" in capsys.readouterr().err

@@ -123,6 +123,18 @@ def test_envelope_input_recovers_the_modulation_of_a_resonance_in_physical_units
         normalize(windows[:, :1], "envelope")
 
 
+def test_raw_and_envelope_input_gives_two_channels_the_network_reads_both(cwru_load0):
+    from edge.data.preprocess import input_channels, model_input, normalize
+
+    windows = np.stack([r.signal[:2048] for r in cwru_load0.records[:4]]).astype(np.float32)
+    x = model_input(windows, "raw+envelope")
+    assert x.shape == (4, 2, 2048) and x.dtype == np.float32 and x.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(x[:, 0], normalize(windows, "none"))
+    np.testing.assert_array_equal(x[:, 1], normalize(windows, "envelope"))
+    assert model_input(windows[:1], "raw+envelope").shape == (1, 2, 2048)  # one window on the gateway
+    assert [input_channels(n) for n in ("zscore", "envelope", "raw+envelope")] == [1, 1, 2]
+
+
 def test_gain_jitter_scales_whole_windows_within_its_bound_and_is_seeded(cwru_load0):
     from edge.train.settings import TrainSettings
     from edge.train.trainer import augment

@@ -73,7 +73,10 @@ def train_tiny_cli(cwru_dir, out, *extra: str):
 def test_cli_train_writes_a_run(cwru_dir, tmp_path, capsys):
     assert train_tiny_cli(cwru_dir, tmp_path / "cli").config["model"]["shrinkage"] == "none"
     assert main(["train", "--normalization", "center-image", "--out", str(tmp_path / "x"), "-q"]) == 2
-    assert "vibration windows take zscore, spectrum, envelope, none" in capsys.readouterr().err
+    assert "vibration windows take zscore, spectrum, envelope, raw+envelope, none" in capsys.readouterr().err
+    assert main(["train", "--model", "dca-cnn", "--normalization", "raw+envelope", "--out", str(tmp_path / "x"),
+                 "-q"]) == 2
+    assert "dca-cnn reads one" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
 def test_mixup_trains_on_convex_pairs_and_is_recorded(cwru_dir, tmp_path, capsys):

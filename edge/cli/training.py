@@ -98,7 +98,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--normalization", choices=NORMALIZATIONS, default=None,
                    help="vibration: zscore (zero mean, unit std per window, the default), spectrum (the window's "
                         "amplitude spectrum, half as many bins as samples, z-scored), envelope (the window's "
-                        "envelope, its demodulated impacts in physical units) or none (physical units "
+                        "envelope, its demodulated impacts in physical units), raw+envelope (two input channels: "
+                        "the window as with none, and its envelope) or none (physical units "
                         "from the sensor's scale, so the vibration's level reaches the model); images: "
                         "zscore-image (per image, the default), center-image (mean removed, contrast kept) or "
                         "none (grey levels 0-1)")
@@ -159,7 +160,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from edge.data.catalog import default_cwru_dir
     from edge.data.cwru import parse_loads
     from edge.data.noise import parse_snr_list, parse_snr_range
-    from edge.data.preprocess import VIBRATION_NORMALIZATIONS
+    from edge.data.preprocess import VIBRATION_NORMALIZATIONS, input_channels
     from edge.train.settings import check_label_smoothing
     from edge.train.trainer import TrainSettings
     from edge.train.vibration import WindowSettings, train_cwru
@@ -169,6 +170,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if normalization not in VIBRATION_NORMALIZATIONS:
         raise DataError(f"--normalization {normalization} is for images; vibration windows take "
                         f"{', '.join(VIBRATION_NORMALIZATIONS)}")
+    if model == "dca-cnn" and input_channels(normalization) != 1:
+        raise DataError(f"--normalization {normalization} gives {input_channels(normalization)} input channels; "
+                        "dca-cnn reads one (its wavelet branch splits a single signal)")
     if not 0.0 <= args.speed_jitter < 0.5:
         raise DataError(f"--speed-jitter must be in [0, 0.5), got {args.speed_jitter}")
     if args.mixup < 0:

@@ -15,10 +15,21 @@ import numpy as np
 #: ``center-image`` only removes an image's mean: its contrast, the depth of a flaw in
 #: grey levels, stays in the input.  ``spectrum`` turns a vibration window of L samples
 #: into its amplitude spectrum (L/2 bins, see ``amplitude_spectrum``); ``envelope`` into its
-#: envelope in physical units (L samples, see ``envelope``).
-NORMALIZATIONS: tuple[str, ...] = ("zscore", "zscore-image", "center-image", "spectrum", "envelope", "none")
+#: envelope in physical units (L samples, see ``envelope``); ``raw+envelope`` gives two input
+#: channels, the window as it is (as ``none``) and its envelope.
+NORMALIZATIONS: tuple[str, ...] = ("zscore", "zscore-image", "center-image", "spectrum", "envelope", "raw+envelope",
+                                   "none")
 #: The normalisations a vibration window can take.
-VIBRATION_NORMALIZATIONS: tuple[str, ...] = ("zscore", "spectrum", "envelope", "none")
+VIBRATION_NORMALIZATIONS: tuple[str, ...] = ("zscore", "spectrum", "envelope", "raw+envelope", "none")
+
+#: Normalisations that turn each window into more than one input channel: windows (N, L)
+#: become (N, C, L), and the network reads C channels.
+INPUT_CHANNELS: dict[str, int] = {"raw+envelope": 2}
+
+
+def input_channels(normalization: str) -> int:
+    """How many input channels the network reads for one window under ``normalization``."""
+    return INPUT_CHANNELS.get(normalization, 1)
 
 
 def normalize(windows: np.ndarray, method: str = "zscore", eps: float = 1e-6) -> np.ndarray:
@@ -33,6 +44,10 @@ def normalize(windows: np.ndarray, method: str = "zscore", eps: float = 1e-6) ->
         return normalize(amplitude_spectrum(x), "zscore", eps)
     if method == "envelope":
         return envelope(x)
+    if method == "raw+envelope":
+        # The waveform keeps what survives heavy noise (the network learns its own filters);
+        # the envelope keeps the impacts' timing, which a change of load disturbs least.
+        return np.stack([x, envelope(x)], axis=-2)
     axes = (-1,) if method == "zscore" else (-2, -1)
     # numpy's std, spelled out so the centred copy is made once and divided in place: the same
     # numbers, about a third less time per window on the gateway.
@@ -96,7 +111,7 @@ def _analytic_weights(n: int) -> np.ndarray:
 
 
 def model_input(raw: np.ndarray, normalization: str) -> np.ndarray:
-    """Raw units to the network's float32 input: windows (N, L) -> (N, 1, L); images (N, 1, H, W) stay 4-D."""
+    """Raw units to the network's float32 input: windows (N, L) -> (N, C, L); images (N, 1, H, W) stay 4-D."""
     x = normalize(raw, normalization)
     if x.ndim == 2:
         x = x[:, None, :]

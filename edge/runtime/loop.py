@@ -27,7 +27,7 @@ import numpy as np
 
 from edge.backends import load_backend
 from edge.bundle import open_bundle
-from edge.data.preprocess import normalize
+from edge.data.preprocess import model_input, normalize
 from edge.runtime.assembler import LineAssembler, Unit, VibrationAssembler
 from edge.runtime.decision_log import DecisionLog, DecisionRow, next_decision_id
 from edge.runtime.decisions import REASON_FAIL_SAFE, DecisionPolicy, RejectScheduler, Verdict
@@ -268,8 +268,9 @@ class Runtime:
     # -- decider ----------------------------------------------------------------------------
     def _prepare(self, unit: Unit) -> np.ndarray:
         """The unit as the network's input: one window (1, C, L), or a tile's patches (lanes, 1, H, W)."""
-        x = normalize(unit.data, self.normalization)
-        return np.ascontiguousarray(x[:, None] if self.kind == "linescan" else x[None], dtype=np.float32)
+        if self.kind == "vibration":
+            return model_input(unit.data, self.normalization)  # the window (1, L): one window's channels
+        return np.ascontiguousarray(normalize(unit.data, self.normalization)[:, None], dtype=np.float32)
 
     def _batch_size(self) -> int:
         """Inputs per inference: 1 window, or the patches of one tile (expected from the detector width)."""

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from edge.data.noise import add_noise
-from edge.data.preprocess import normalize
+from edge.data.preprocess import model_input
 from edge.train.metrics import classification_report
 
 
@@ -22,9 +22,7 @@ def logits(model: nn.Module, windows: np.ndarray, normalization: str = "zscore",
     model.eval()
     out = []
     for start in range(0, windows.shape[0], batch_size):
-        x = normalize(windows[start:start + batch_size], normalization)
-        if x.ndim == 2:
-            x = x[:, None, :]
+        x = model_input(windows[start:start + batch_size], normalization)
         out.append(model(torch.from_numpy(x)).numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 

@@ -14,7 +14,7 @@ from torch import nn
 from tqdm import tqdm
 
 from edge.data.noise import add_noise
-from edge.data.preprocess import model_input, normalize
+from edge.data.preprocess import model_input
 from edge.data.splits import RandomWindowSampler
 from edge.train.evaluate import accuracy_under_noise
 from edge.train.loop import BestEpoch, WeightAverage, one_cycle, step
@@ -84,18 +84,18 @@ def fit(model: nn.Module, sampler: RandomWindowSampler, val_x: np.ndarray, val_y
         for _ in range(settings.steps_per_epoch):
             x, y = sampler.draw(settings.batch_size)
             raw = augment(x, settings, rng)
-            x = normalize(raw, settings.normalization)
+            x = model_input(raw, settings.normalization)
             target = torch.from_numpy(y)
             soft = teachers.soft_targets(raw, temperature) if teachers else None
             if settings.mixup:
                 lam, partner = mixup_pairs(x.shape[0], settings.mixup, rng)
                 x = (lam * x + (1 - lam) * x[partner]).astype(np.float32)
-                logits = model(torch.from_numpy(x).unsqueeze(1))
+                logits = model(torch.from_numpy(x))
                 loss = lam * loss_fn(logits, target) + (1 - lam) * loss_fn(logits, target[partner])
                 if soft is not None:
                     soft = lam * soft + (1 - lam) * soft[partner]
             else:
-                logits = model(torch.from_numpy(x).unsqueeze(1))
+                logits = model(torch.from_numpy(x))
                 loss = loss_fn(logits, target)
             if soft is not None:
                 loss = (1 - weight) * loss + weight * distillation_loss(logits, soft, temperature)

@@ -19,6 +19,7 @@ import torch
 
 import edge
 from edge.data.cwru import CwruDataset, load_cwru
+from edge.data.preprocess import input_channels
 from edge.data.splits import RandomWindowSampler, Segment, SplitSpec, cut_windows, describe_split, \
     segment_bounds, split_records, windows_of
 from edge.errors import DataError
@@ -66,7 +67,8 @@ def train_cwru(data_dir: str | Path, out: str | Path, model_name: str = "drsn1d-
     hops = windows.hops()
     val_x, val_y = windows_of(segments, "val", windows.length, hops["val"])
     sampler = RandomWindowSampler(segments, windows.length, rng, settings.speed_jitter)
-    config = model_config(model_name, num_classes=len(dataset.classes), width=width, depth=depth)
+    config = model_config(model_name, num_classes=len(dataset.classes), width=width, depth=depth,
+                          in_channels=input_channels(settings.normalization))
     model = build_model(config)
     n_params = sum(p.numel() for p in model.parameters())
     _log(quiet, f"training {model_name} ({n_params:,} parameters) on {len(dataset.records)} records, "
