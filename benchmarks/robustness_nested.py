@@ -15,7 +15,10 @@ unchanged default, whose outer runs are reused from robustness_cwru.py's log whe
 present.  ``teachers=A;B`` names other
 candidates to distil from: each run of this candidate learns from their runs on the
 same training loads and seed (inner and outer alike), which are trained first when
-missing.  Writes benchmarks/results/robustness_nested.json.
+missing.  ``--inner-from FILE`` takes the candidates of an earlier result file with
+their inner scores (and the outer runs it holds) instead of training them again, so
+a new candidate is chosen against all of them for the cost of its own runs.  Writes
+benchmarks/results/robustness_nested.json.
 
     python benchmarks/robustness_nested.py --candidate default: --candidate raw:normalization=none
     python benchmarks/robustness_nested.py --candidate speed:speed_jitter=0.03 \
@@ -93,6 +96,29 @@ def inner_score(row: dict) -> float:
     return float(np.mean(list(row["accuracy_gaussian"].values())))
 
 
+def protocol(inner_seed: int) -> str:
+    return ("per outer fold, each candidate trained on one training load and scored on the other (both ways, "
+            "seed %d); chosen by the mean accuracy clean, -4 dB and -8 dB; the held-out load is scored only with "
+            "the chosen candidate" % inner_seed)
+
+
+def earlier_result(path: Path, model: str, inner_seed: int) -> dict:
+    """An earlier result file of this script, as log rows: its candidates, inner runs and outer runs.
+
+    Only a file of the same model and inner seed is taken; its rows keep ``reused_from``.
+    """
+    doc = json.loads(path.read_text())
+    if doc.get("benchmark") != "robustness_nested" or doc.get("model") != model or doc.get("protocol") != protocol(
+            inner_seed):
+        raise SystemExit(f"{path} is not a nested result of {model} with inner seed {inner_seed}")
+    inner = [{"model": model, "variant": inner_tag(name), "seed": inner_seed, "train_loads": run["train"],
+              "test_load": run["test"], "accuracy_gaussian": run["accuracy"], "reused_from": str(path)}
+             for name, folds in doc["inner"].items() for fold in folds.values() for run in fold["runs"]]
+    inner = list({(r["variant"], tuple(r["train_loads"]), r["test_load"]): r for r in inner}.values())  # shared pairs
+    outer = [dict(r, reused_from=str(path)) for r in doc["runs"]]
+    return {"candidates": doc["candidates"], "inner": inner, "outer": outer, "default": doc.get("default")}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_training_arguments(parser)
@@ -105,6 +131,9 @@ def main() -> int:
     parser.add_argument("--pink-snr", default="-8,-4,0", help="outer SNRs, pink noise")
     parser.add_argument("--work", type=Path, default=Path("runs/robustness"),
                         help="runs and logs; the default runs of robustness_cwru.py are reused from here")
+    parser.add_argument("--inner-from", type=Path, metavar="FILE",
+                        help="an earlier result file of this script (same model and seeds): its candidates join "
+                             "the choice with the inner scores measured there, and its outer runs are reused")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "robustness_nested.json")
     args = parser.parse_args()
 
@@ -119,12 +148,19 @@ def main() -> int:
             parser.error(f"candidate {name}: teachers {', '.join(unknown)} must be candidates without teachers")
     seeds = [int(s) for s in args.seeds.split(",") if s]
     folds = [int(f) for f in args.folds.split(",") if f]
+    earlier = earlier_result(args.inner_from, args.model, seeds[0]) if args.inner_from else None
+    reused_names = []
+    if earlier:  # candidates named here are trained (or found in the logs) as usual
+        reused_names = [name for name in earlier["candidates"] if name not in candidates]
+        candidates |= {name: earlier["candidates"][name] for name in reused_names}
+        reused_tags = {inner_tag(name) for name in reused_names}
+        earlier["inner"] = [r for r in earlier["inner"] if r["variant"] in reused_tags]
     args.work.mkdir(parents=True, exist_ok=True)
     inner_log, outer_log = args.work / "nested-inner.jsonl", args.work / "nested-outer.jsonl"
 
     # Inner: every candidate, trained on one training load and scored on the other.
     pairs = sorted({pair for fold in folds for pair in permutations([x for x in LOADS if x != fold], 2)})
-    inner = [r for r in read_done(inner_log) if r["model"] == args.model]
+    inner = [r for r in read_done(inner_log) if r["model"] == args.model] + (earlier["inner"] if earlier else [])
     done = {(r["variant"], tuple(r["train_loads"]), r["test_load"]) for r in inner}
     todo = [(data, str(args.work / "inner"), args.model, seeds[0], b, INNER_SNRS, [], args.epochs, args.steps, (a,),
              resolve(candidates[name], args.work / "inner", args.model, (a,), b, seeds[0], inner=True),
@@ -154,6 +190,9 @@ def main() -> int:
     reused = [dict(r, variant="", overrides={}) for r in read_done(args.work / "runs.jsonl")
               if r["model"] == args.model]
     outer = [r for r in read_done(outer_log) if r["model"] == args.model] + reused
+    if earlier:
+        logged = {(r["variant"], r["seed"], r["test_load"]) for r in outer}
+        outer += [r for r in earlier["outer"] if (r["variant"], r["seed"], r["test_load"]) not in logged]
     have = {(r["variant"], r["seed"], r["test_load"]) for r in outer}
 
     def outer_task(name: str, fold: int, seed: int) -> tuple:
@@ -161,8 +200,10 @@ def main() -> int:
         return (data, str(args.work), args.model, seed, fold, snrs, pink_snrs, args.epochs, args.steps, None,
                 resolve(candidates[name], args.work, args.model, train, fold, seed, inner=False), tag(name))
 
-    rounds = [[(t, f, s) for f in folds for t in teacher_names(candidates[choice[f]]) for s in seeds],
-              [(choice[f], f, s) for f in folds for s in seeds]]
+    outer_jobs = [(choice[f], f, s) for f in folds for s in seeds]
+    # Teachers only for the students still to train (a reused or logged student needs none).
+    rounds = [[(t, f, s) for name, f, s in outer_jobs if (tag(name), s, f) not in have
+               for t in teacher_names(candidates[name])], outer_jobs]
     for round_ in rounds:
         todo = [outer_task(*job) for job in dict.fromkeys(round_) if (tag(job[0]), job[2], job[1]) not in have]
         check_teachers(todo)
@@ -184,17 +225,16 @@ def main() -> int:
     doc = {
         "benchmark": "robustness_nested",
         "model": args.model,
-        "protocol": "per outer fold, each candidate trained on one training load and scored on the other (both "
-                    "ways, seed %d); chosen by the mean accuracy clean, -4 dB and -8 dB; the held-out load is "
-                    "scored only with the chosen candidate" % seeds[0],
+        "protocol": protocol(seeds[0]),
         "candidates": candidates,
+        "reused": {"from": str(args.inner_from), "candidates": reused_names} if earlier else None,
         "inner": {name: {str(f): {"score": float(np.mean([inner_score(r) for r in inner_of(name, f)])),
                                   "runs": [{"train": r["train_loads"], "test": r["test_load"],
                                             "accuracy": r["accuracy_gaussian"]} for r in inner_of(name, f)]}
                          for f in folds} for name in candidates},
         "chosen": {str(f): choice[f] for f in folds},
         "nested": table(chosen),
-        "default": table(default_rows) if default_rows else None,
+        "default": table(default_rows) if default_rows else (earlier or {}).get("default"),
         # Candidates trained on every outer fold (chosen in an earlier round, say): for comparison only.
         "every_fold": {name: table(rows) for name in candidates if (rows := complete(tag(name)))},
         "date": time.strftime("%Y-%m-%d"),
