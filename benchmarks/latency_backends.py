@@ -40,6 +40,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--per-round", type=int, default=250)
     parser.add_argument("--work", type=Path, default=Path("dist/bench"))
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "latency_backends.json",
+                        help="where the figures go (default benchmarks/results/latency_backends.json)")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -68,7 +70,7 @@ def main() -> int:
            "machine": {"cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
                        "python": platform.python_version(), "torch": torch.__version__},
            "date": time.strftime("%Y-%m-%d"), "latency": stats, "accuracy_test_split": accuracy}
-    out = HERE / "results" / "latency_backends.json"
+    out = args.out
     out.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"batch-1 latency, {args.threads} thread(s), {args.rounds} interleaved rounds x {args.per_round}")
     print(f"{'backend':<22}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'x eager':>9}")
