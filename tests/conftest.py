@@ -49,37 +49,32 @@ def _tiny():
 TINY = _tiny()
 
 
-@pytest.fixture(scope="session")
-def tiny_run(cwru_dir, tmp_path_factory):
+def _tiny_run_with(normalization: str, cwru_dir, tmp_path_factory, name: str):
+    """The tiny DRSN-CW trained on windows preprocessed by ``normalization``, in a run of its own."""
+    from dataclasses import replace
+
     from edge.train.vibration import train_cwru
 
-    out = tmp_path_factory.mktemp("runs") / "tiny"
-    train_cwru(cwru_dir, out, settings=tiny_settings(), **TINY)
+    out = tmp_path_factory.mktemp("runs") / name
+    train_cwru(cwru_dir, out, settings=replace(tiny_settings(), normalization=normalization), **TINY)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(cwru_dir, tmp_path_factory):
+    return _tiny_run_with("zscore", cwru_dir, tmp_path_factory, "tiny")
 
 
 @pytest.fixture(scope="session")
 def tiny_spectrum_run(cwru_dir, tmp_path_factory):
     """The tiny DRSN-CW trained on amplitude spectra instead of z-scored waveforms."""
-    from dataclasses import replace
-
-    from edge.train.vibration import train_cwru
-
-    out = tmp_path_factory.mktemp("runs") / "tiny-spectrum"
-    train_cwru(cwru_dir, out, settings=replace(tiny_settings(), normalization="spectrum"), **TINY)
-    return out
+    return _tiny_run_with("spectrum", cwru_dir, tmp_path_factory, "tiny-spectrum")
 
 
 @pytest.fixture(scope="session")
 def tiny_two_channel_run(cwru_dir, tmp_path_factory):
     """The tiny DRSN-CW reading two channels: the window in physical units and its envelope."""
-    from dataclasses import replace
-
-    from edge.train.vibration import train_cwru
-
-    out = tmp_path_factory.mktemp("runs") / "tiny-raw-envelope"
-    train_cwru(cwru_dir, out, settings=replace(tiny_settings(), normalization="raw+envelope"), **TINY)
-    return out
+    return _tiny_run_with("raw+envelope", cwru_dir, tmp_path_factory, "tiny-raw-envelope")
 
 
 def run_against(sim, bundle, tmp_path: Path, seconds: float, prepare=None, **settings):

@@ -34,12 +34,17 @@ from firmware_bridge.simulator import DeviceSimulator, Faults
 from firmware_bridge.sources import cwru_source, held_out_spans
 
 
-@pytest.fixture(scope="module")
-def bundle(tiny_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("dist") / "tiny-ort"
-    build_bundle(tiny_run, out, BuildOptions(target="onnxruntime", precision="fp32", calib_size=16, budget_ms=20),
+def ort_bundle(run, tmp_path_factory, name: str):
+    """A run's ONNX Runtime FP32 bundle, with a budget that a busy test machine keeps."""
+    out = tmp_path_factory.mktemp("dist") / name
+    build_bundle(run, out, BuildOptions(target="onnxruntime", precision="fp32", calib_size=16, budget_ms=20),
                  log=lambda *_: None)
     return out
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_run, tmp_path_factory):
+    return ort_bundle(tiny_run, tmp_path_factory, "tiny-ort")
 
 
 @pytest.fixture(scope="module")
@@ -49,18 +54,12 @@ def held_out(tiny_run, cwru_dir):
 
 @pytest.fixture(scope="module")
 def spectrum_bundle(tiny_spectrum_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("dist") / "tiny-spectrum-ort"
-    build_bundle(tiny_spectrum_run, out, BuildOptions(target="onnxruntime", precision="fp32", calib_size=16,
-                                                      budget_ms=20), log=lambda *_: None)
-    return out
+    return ort_bundle(tiny_spectrum_run, tmp_path_factory, "tiny-spectrum-ort")
 
 
 @pytest.fixture(scope="module")
 def two_channel_bundle(tiny_two_channel_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("dist") / "tiny-raw-envelope-ort"
-    build_bundle(tiny_two_channel_run, out, BuildOptions(target="onnxruntime", precision="fp32", calib_size=16,
-                                                         budget_ms=20), log=lambda *_: None)
-    return out
+    return ort_bundle(tiny_two_channel_run, tmp_path_factory, "tiny-raw-envelope-ort")
 
 
 #: Each tiny run's bundle, input and the accuracy its 120 steps reach on the held-out windows:
