@@ -114,7 +114,6 @@ def earlier_result(path: Path, model: str, inner_seed: int) -> dict:
     inner = [{"model": model, "variant": inner_tag(name), "seed": inner_seed, "train_loads": run["train"],
               "test_load": run["test"], "accuracy_gaussian": run["accuracy"], "reused_from": str(path)}
              for name, folds in doc["inner"].items() for fold in folds.values() for run in fold["runs"]]
-    inner = list({(r["variant"], tuple(r["train_loads"]), r["test_load"]): r for r in inner}.values())  # shared pairs
     outer = [dict(r, reused_from=str(path)) for r in doc["runs"]]
     return {"candidates": doc["candidates"], "inner": inner, "outer": outer, "default": doc.get("default")}
 

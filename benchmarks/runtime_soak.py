@@ -30,6 +30,7 @@ import numpy as np
 
 from edge.cli.common import realtime_priority as priority_arg
 from edge.runtime.loop import Runtime, RuntimeSettings
+from edge.runtime.metrics import latency_percentiles
 from edge.runtime.realtime import DEFAULT_SERVICE_PRIORITY
 from edge.runtime.scoring import score_vibration
 from edge.train.runs import load_run
@@ -75,8 +76,7 @@ def where_time_went(log: Path, first_id: int, budget_ms: float) -> dict:
     names = ("wait", "inference", "rest")
 
     def summary(selected: np.ndarray) -> dict:
-        return {name: {"p50_ms": float(np.median(selected[:, k])), "p99_ms": float(np.percentile(selected[:, k], 99)),
-                       "max_ms": float(selected[:, k].max())} for k, name in enumerate(names)}
+        return {name: latency_percentiles(selected[:, k]) for k, name in enumerate(names)}
 
     late = parts[rows[:, 0] > budget_ms]
     out = {"decided": summary(parts), "late": len(late)}
