@@ -52,6 +52,10 @@ def test_a_wake_up_later_than_the_margin_is_counted_as_a_host_stall():
     assert pacer.late_wakeups == 0
     pacer.woke(0.05, 0.061)                            # 11 ms late: it may be
     assert pacer.late_wakeups == 1
+    faster = ReadPacer(12000.0)
+    stream(faster, 200, 120, 24000.0)                  # twice the nominal rate: a 5 ms margin
+    faster.woke(0.05, 0.056)                           # 6 ms late: past the margin the sleep was given
+    assert faster.late_wakeups == 1
 
 
 def test_no_block_seen_no_sleep_and_rate_must_be_positive():

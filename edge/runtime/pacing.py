@@ -75,11 +75,14 @@ class ReadPacer:
     def woke(self, planned_s: float, slept_s: float) -> None:
         """A sleep of ``planned_s`` lasted ``slept_s``: count it if it overshot by more than the margin.
 
+        The margin is the one ``pause`` granted: margin blocks at the rate it planned with
+        (nothing arrives while the reader sleeps, so that rate has not changed since).
+
         Such a wake-up can find a window's last frame already waiting, which then counts as
         an overrun with its latency stamped from the start of the sleep.  Late wake-ups tell
         an overrun the host caused (a stalled core) from one the stream caused (data early).
         """
-        if self._block and slept_s - planned_s > self.margin_blocks * self._block / self.rate_hz:
+        if self._block and slept_s - planned_s > self.margin_blocks * self._block / self.rate():
             self.late_wakeups += 1
 
     def overrun(self, now: float) -> None:
