@@ -87,12 +87,16 @@ def where_time_went(log: Path, first_id: int, budget_ms: float) -> dict:
 
 
 def session(bundle: Path, run: Path, seconds: float, rate: str, budget_ms: float | None, queue: int,
-            log: Path, cores: list[int], realtime_priority: int = 0) -> tuple[dict, dict, int]:
-    """The simulator in its own process (its own core, as a device would be); the runtime here."""
+            log: Path, cores: list[int], realtime_priority: int = 0, faults: tuple[str, ...] = ()
+            ) -> tuple[dict, dict, int]:
+    """The simulator in its own process (its own core, as a device would be); the runtime here.
+
+    ``faults`` are the simulator's fault options (``--late 0.01`` ...)."""
     sim = subprocess.Popen([sys.executable, "-m", "edge.cli", "simulate", "--source", "cwru", "--held-out", str(run),
                             "--loads", ",".join(map(str, load_run(run).config["data"]["loads"])),
                             "--data", load_run(run).config["data"]["path"], "--rate", rate, "--loop",
-                            "--start-on-hello", "--duration", str(seconds)], stdout=subprocess.PIPE, text=True,
+                            "--start-on-hello", "--duration", str(seconds), *faults],
+                           stdout=subprocess.PIPE, text=True,
                            preexec_fn=(lambda: os.sched_setaffinity(0, {cores[-1]})) if len(cores) > 1 else None)
     port = sim.stdout.readline().rsplit(" ", 1)[1].strip()
     runtime = Runtime(bundle, RuntimeSettings(port=port, log_path=str(log), http=None, budget_ms=budget_ms,
@@ -119,6 +123,10 @@ def main() -> int:
     parser.add_argument("--realtime-priority", type=priority_arg, default=0,
                         help=f"SCHED_FIFO priority of the runtime's reader and decider (the installed service "
                              f"uses {DEFAULT_SERVICE_PRIORITY}; default 0: ordinary scheduling)")
+    parser.add_argument("--late", type=float, default=0.0, metavar="P",
+                        help="real-rate part: the simulator holds a frame back --late-ms with this probability, "
+                             "then sends the frames behind it in a burst (default 0: on schedule)")
+    parser.add_argument("--late-ms", type=float, default=30.0, metavar="MS")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "runtime_soak.json",
                         help="where the figures go (default benchmarks/results/runtime_soak.json)")
     args = parser.parse_args()
@@ -129,8 +137,9 @@ def main() -> int:
     source = cwru_source(Path(run.config["data"]["path"]), loads=tuple(run.config["data"]["loads"]),
                          spans=held_out_spans(args.run / "split.json"))
     tmp = Path(tempfile.mkdtemp(prefix="drsn-soak-"))
+    faults = ("--late", str(args.late), "--late-ms", str(args.late_ms)) if args.late else ()
     soak, sim, first = session(args.bundle, args.run, args.seconds, "realtime", None, 64, tmp / "soak.db", cores,
-                               args.realtime_priority)
+                               args.realtime_priority, faults)
     c, stages, soak_cost = soak["counters"], soak["stages_s"], cost(soak)
     score = score_vibration(tmp / "soak.db", source.truth, since_id=first)  # first lap only is aligned to truth
     parts = where_time_went(tmp / "soak.db", first, soak["budget_ms"])
@@ -147,6 +156,7 @@ def main() -> int:
                       "decisions": c["decisions"], "deadline_fail_safe": c["deadline_fail_safe"],
                       "late_decisions": c["late_decisions"], "overload_fail_safe": c["overload_fail_safe"],
                       "frames_streamed": sim["frames_generated"], "frames_received": c["data_frames"],
+                      "frames_sent_late": sim["frames_late"], "late_ms": args.late_ms if args.late else None,
                       "lost_frames": c["decoder_lost_frames"], "stage_seconds": stages, "cpu_seconds": soak["cpu_s"],
                       **soak_cost, "target_overhead": 0.10,
                       "paced_sleeps": c["paced_sleeps"], "pacing_overruns": c["pacing_overruns"],
@@ -165,7 +175,7 @@ def main() -> int:
           f"p99 {lat['p99_ms']:.2f} ms, p99.9 {lat['p99_9_ms']:.2f} ms, max {lat['max_ms']:.2f} ms "
           f"(budget {soak['budget_ms']:g} ms); misses: {c['deadline_fail_safe']} fail-safe, "
           f"{c['late_decisions']} late; frames {c['data_frames']}/{sim['frames_generated']}, "
-          f"lost {c['decoder_lost_frames']}; paced sleeps {c['paced_sleeps']}, {c['pacing_overruns']} overruns, "
+          f"lost {c['decoder_lost_frames']}, {sim['frames_late']} sent late by the device; paced sleeps {c['paced_sleeps']}, {c['pacing_overruns']} overruns, "
           f"{c['pacing_late_wakeups']} late wake-ups")
     for group in ("decided", "late_parts"):
         if group in parts:

@@ -38,6 +38,8 @@ class Faults:
     disconnect_every: float | None = None  # seconds of streaming between disconnects
     outage_s: float = 0.5                  # how long the device stays away
     seed: int = 0
+    late: float = 0.0                      # probability that a frame leaves late_ms behind its schedule;
+    late_ms: float = 30.0                  # the frames after it follow in a burst (a busy device or USB hub)
 
 
 @dataclass
@@ -46,6 +48,7 @@ class SimStats:
     frames_sent: int = 0
     frames_dropped: int = 0          # injected drops
     frames_lost_offline: int = 0     # generated while disconnected or stalled
+    frames_late: int = 0             # injected: held back behind their schedule (Faults.late)
     frames_corrupted: int = 0
     bytes_corrupted: int = 0
     disconnects: int = 0
@@ -285,6 +288,9 @@ class DeviceSimulator:
                     delay = started + ts / 1e6 / self.speed - now
                     if delay > 0:
                         time.sleep(delay)
+                if self.faults.late and self._rng.random() < self.faults.late:
+                    self.stats.frames_late += 1
+                    time.sleep(self.faults.late_ms / 1e3)   # the schedule is kept: the next frames catch up
                 if next_disconnect is not None and time.monotonic() >= next_disconnect:
                     self._disconnect()
                     next_disconnect = time.monotonic() + self.faults.disconnect_every

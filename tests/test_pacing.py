@@ -6,16 +6,22 @@ import numpy as np
 import pytest
 
 from edge.runtime.assembler import VibrationAssembler
-from edge.runtime.pacing import MAX_SLEEP_S, MIN_SLEEP_S, ReadPacer
+from edge.runtime.pacing import MAX_SLEEP_S, MIN_SLEEP_S, DeviceClock, ReadPacer
 
 
-def stream(pacer: ReadPacer, blocks: int, block: int, rate: float, t0: float = 0.0) -> float:
-    """Feed ``blocks`` blocks of ``block`` samples arriving at ``rate`` samples/s; returns the last time."""
+def stream(pacer: ReadPacer, blocks: int, block: int, rate: float, t0: float = 0.0,
+           stamped: bool = False, delay: float = 0.001) -> float:
+    """Feed ``blocks`` blocks of ``block`` samples arriving at ``rate`` samples/s; returns the last time.
+
+    ``stamped``: each block carries the device timestamp of its first sample, at the nominal
+    rate, and arrives ``delay`` after it.
+    """
     t = t0
-    for _ in range(blocks):
+    for k in range(blocks):
         t += block / rate
-        pacer.received(t, block)
-    return t
+        device_us = int(round((t0 + k * block / pacer.rate_hz) * 1e6)) if stamped else None
+        pacer.received(t + (delay if stamped else 0.0), block, device_us)
+    return t + (delay if stamped else 0.0)
 
 
 def test_sleeps_until_one_block_before_the_window_completes():
@@ -30,10 +36,51 @@ def test_sleeps_until_one_block_before_the_window_completes():
 
 
 def test_a_faster_stream_shortens_the_sleep():
+    for stamped in (False, True):                      # its timestamps say the nominal rate: the arrivals win
+        pacer = ReadPacer(12000.0)
+        t = stream(pacer, 200, 120, 24000.0, stamped=stamped)  # the device runs at twice its nominal rate
+        assert pacer.rate() == pytest.approx(24000.0, rel=0.02)
+        assert pacer.pause(t, 1024) == pytest.approx((1024 - 120) / 24000.0, rel=0.02)
+
+
+def test_a_late_frame_does_not_push_the_plan_past_the_device_schedule():
+    """A frame held back 25 ms is followed by the rest on time: wake for them, 25 ms sooner."""
     pacer = ReadPacer(12000.0)
-    t = stream(pacer, 200, 120, 24000.0)               # the device runs at twice its nominal rate
-    assert pacer.rate() == pytest.approx(24000.0, rel=0.02)
-    assert pacer.pause(t, 1024) == pytest.approx((1024 - 120) / 24000.0, rel=0.02)
+    t = stream(pacer, 20, 120, 12000.0, stamped=True)  # on time: 1 ms after each timestamp
+    assert pacer.pause(t, 1024) == pytest.approx((1024 - 120) / 12000.0)
+    late = t + 0.01 + 0.025                            # the next frame, 25 ms behind its schedule
+    pacer.received(late, 120, int(round(20 * 0.01 * 1e6)))
+    assert pacer.pause(late, 1024 - 120) == pytest.approx((1024 - 240) / 12000.0 - 0.025, abs=1e-6)
+    unstamped = ReadPacer(12000.0)                     # arrivals alone would sleep the full time
+    stream(unstamped, 20, 120, 12000.0)
+    unstamped.received(late, 120)
+    assert unstamped.pause(late, 1024 - 120) == pytest.approx((1024 - 240) / 12000.0)
+
+
+def test_the_device_clock_learns_from_exact_arrivals_only():
+    clock = DeviceClock(window_s=1.0)
+    clock.observe(10.002, 0)
+    assert clock.host_time_after(0.01) is None         # one frame: no clock yet
+    clock.observe(10.011, 10_000)                      # the quickest: 1 ms on the way
+    clock.observe(10.020, 20_000, exact=False)         # read after a sleep: stamped too early, ignored
+    assert clock.host_time_after(0.01) == pytest.approx(10.031)
+    clock.observe(11.5, 1_490_000)                     # the 1 ms offset is 1.5 s old now: it ages out,
+    clock.observe(11.513, 1_510_000)                   # and the quickest recent frame took 3 ms
+    assert clock.host_time_after(0.0) == pytest.approx(11.513)
+    clock.observe(12.0, 5_000)                         # the device restarted its clock: start over
+    assert clock.host_time_after(0.0) is None
+    clock.observe(12.01, 15_000)
+    assert clock.host_time_after(0.0) == pytest.approx(12.01)
+
+
+def test_timestamps_that_do_not_advance_are_not_a_clock():
+    pacer = ReadPacer(12000.0)
+    t = 0.0
+    for _ in range(20):                                # a device that stamps every frame 0
+        t += 0.01
+        pacer.received(t, 120, 0)
+    assert pacer.clock.host_time_after(0.0) is None
+    assert pacer.pause(t, 1024) == pytest.approx((1024 - 120) / 12000.0)
 
 
 def test_an_overrun_stops_pacing_for_a_while():

@@ -104,6 +104,16 @@ def test_live_decisions_match_offline_evaluation_at_real_rate(run_name, cwru_dir
     assert score["scored"] > 40 and score["accuracy"] > least_accuracy
 
 
+def test_frames_sent_late_in_bursts_cost_no_window(held_out, bundle, tmp_path):
+    """A device that holds a frame back 30 ms and then catches up: the reader must not sleep through the burst."""
+    with DeviceSimulator(held_out, link="pty", speed=1.0, faults=Faults(late=0.04, late_ms=30.0, seed=4)) as sim:
+        runtime, summary = run_against(sim, bundle, tmp_path, 5.0)
+    c = summary["counters"]
+    assert sim.stats.frames_late >= 8 and c["data_frames"] == sim.stats.frames_generated
+    assert c["paced_sleeps"] > 0 and c["pacing_overruns"] == 0
+    assert c["deadline_fail_safe"] == 0 and c["late_decisions"] == 0 and c["decisions"] == c["assembler_units"]
+
+
 def test_corruption_and_a_disconnect_are_counted_and_survived(held_out, bundle, tmp_path):
     faults = Faults(corrupt=0.01, disconnect_every=1.5, outage_s=0.3, seed=3)
     with DeviceSimulator(held_out, link="pty", speed=4.0, faults=faults, link_path=str(tmp_path / "tty")) as sim:

@@ -41,6 +41,10 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--disconnect-every", type=float, default=None, metavar="S",
                    help="disconnect every S seconds of streaming (USB unplug); --outage sets how long")
     p.add_argument("--outage", type=float, default=0.5, metavar="S", help="seconds away per disconnect (0.5)")
+    p.add_argument("--late", type=probability, default=0.0, metavar="P",
+                   help="probability that a frame leaves --late-ms behind its schedule; the frames after it "
+                        "follow in a burst, as from a busy device or USB hub")
+    p.add_argument("--late-ms", type=float, default=30.0, metavar="MS", help="how late such a frame is (30)")
     p.add_argument("--link-path", default=None,
                    help="pty: keep this symlink pointing at the current pty (stable across disconnects)")
     p.add_argument("--tcp-port", type=int, default=0, help="tcp: port on 127.0.0.1 (default: any free)")
@@ -84,7 +88,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         args.truth.write_text(json.dumps({"hello": source.hello.__dict__ | {
             "sensor": source.hello.sensor.name, "sample_format": source.hello.sample_format.name},
             "truth": source.truth}, indent=1, default=str) + "\n")
-    faults = Faults(args.corrupt, args.drop, args.disconnect_every, args.outage, args.seed)
+    faults = Faults(args.corrupt, args.drop, args.disconnect_every, args.outage, args.seed, args.late, args.late_ms)
     sim = DeviceSimulator(source, link=args.link, speed=args.rate, faults=faults, link_path=args.link_path,
                           tcp_port=args.tcp_port, rejects_path=str(args.rejects) if args.rejects else None,
                           loop=args.loop, start_on_hello=args.start_on_hello)

@@ -203,15 +203,17 @@ class Runtime:
                 continue
             last_rx = now
             t0 = time.perf_counter()
-            if self._ingest(data, now if slept_from is None else slept_from) and slept_from is not None:
+            exact = slept_from is None
+            if self._ingest(data, now if exact else slept_from, exact) and not exact:
                 self.pacer.overrun(now)
             self.metrics.stages["decode_assemble"].observe((time.perf_counter() - t0) * 1e3)
 
-    def _ingest(self, data: bytes, arrived: float) -> int:
+    def _ingest(self, data: bytes, arrived: float, exact: bool = True) -> int:
         """Decode, assemble and queue; returns the number of units completed.
 
         Every frame of one read has the same arrival time, so a read's SAMPLES blocks are
         assembled together, once; a line-scan tile is queued as soon as its last line is in.
+        ``exact`` is False when ``arrived`` is the start of the reader's sleep, not the arrival.
         """
         completed = 0
         blocks = []
@@ -220,7 +222,7 @@ class Runtime:
             if isinstance(msg, Samples) and self.kind == "vibration":
                 blocks.append((msg.data, msg.scale, frame.timestamp_us))
                 if self.pacer:
-                    self.pacer.received(arrived, msg.data.shape[0])
+                    self.pacer.received(arrived, msg.data.shape[0], frame.timestamp_us, exact)
             elif isinstance(msg, Line) and self.kind == "linescan":
                 completed += self._enqueue_all(self.assembler.push(msg.pixels, frame.encoder, frame.timestamp_us,
                                                                    arrived))

@@ -14,6 +14,12 @@ understates it.  If such data completes a window (the stream ran faster than
 expected), the overrun is counted and pacing pauses for a while.  Overload is handled
 too: the expected rate is the faster of the nominal rate and the rate measured over
 the last second.
+
+A frame that arrives late (a busy device or USB link holds it back) is usually
+followed by the ones behind it in a burst, on the device's schedule.  Planning from
+that late arrival would sleep through the burst.  So the pacer also plans from the
+device's own frame timestamps, mapped to the host clock by the smallest delay seen
+lately (:class:`DeviceClock`), and sleeps until the earlier of the two plans.
 """
 
 from __future__ import annotations
@@ -25,6 +31,55 @@ from collections import deque
 MAX_SLEEP_S = 0.1
 #: Shorter pauses save a wake-up or two at most: not worth the risk of an overrun.
 MIN_SLEEP_S = 0.02
+#: How far back the device clock's offset is taken from: long enough to hold frames that
+#: arrived on time, short enough to follow the drift between two crystals (100 ppm is
+#: 1 ms in 10 s).
+CLOCK_WINDOW_S = 10.0
+
+
+class DeviceClock:
+    """Where a device timestamp falls on the host clock: the device time plus the smallest
+    offset (arrival minus timestamp) seen in the last ``window_s`` seconds.
+
+    The smallest offset is the frame that waited least on its way, so a frame is never
+    expected later than the quickest of its recent predecessors would have arrived.
+    Timestamps that do not advance (a restarted device, one that does not stamp its frames)
+    start the estimate over; until two frames have advanced it, there is none.
+    """
+
+    def __init__(self, window_s: float = CLOCK_WINDOW_S):
+        self.window_s = window_s
+        self._offsets: deque[tuple[float, float]] = deque()  # (arrival, offset), offsets increasing
+        self._last_us: int | None = None
+        self._advances = 0
+
+    def observe(self, arrived: float, device_us: int, exact: bool = True) -> None:
+        """A frame stamped ``device_us`` arrived at ``arrived`` (host seconds).
+
+        Only an ``exact`` arrival (stamped as the frame came in, not after a sleep) says
+        anything about the offset; any frame moves the clock on.
+        """
+        if self._last_us is not None and device_us <= self._last_us:
+            self._offsets.clear()
+            self._advances = 0
+        elif self._last_us is not None:
+            self._advances += 1
+        self._last_us = device_us
+        if not exact:
+            return
+        offset = arrived - device_us / 1e6
+        while self._offsets and self._offsets[-1][1] >= offset:  # a monotonic deque: the front is the minimum
+            self._offsets.pop()
+        self._offsets.append((arrived, offset))
+        while arrived - self._offsets[0][0] > self.window_s:
+            self._offsets.popleft()
+
+    def host_time_after(self, device_s: float) -> float | None:
+        """The host time ``device_s`` seconds (device clock) after the latest frame's timestamp,
+        or None without an estimate."""
+        if self._advances < 1 or not self._offsets:
+            return None
+        return self._last_us / 1e6 + device_s + self._offsets[0][1]
 
 
 class ReadPacer:
@@ -48,9 +103,13 @@ class ReadPacer:
         self._history: deque[tuple[float, int]] = deque()  # (time, samples received so far)
         self._received = 0
         self._off_until = 0.0
+        self.clock = DeviceClock()
 
-    def received(self, now: float, samples: int) -> None:
-        """``samples`` arrived at ``now`` (one block or several)."""
+    def received(self, now: float, samples: int, device_us: int | None = None, exact: bool = True) -> None:
+        """``samples`` arrived at ``now`` (one block or several); ``device_us`` is the block's timestamp,
+        ``exact`` False when ``now`` is the start of a sleep rather than the arrival."""
+        if device_us is not None:
+            self.clock.observe(now, device_us, exact)
         self._received += samples
         self._block = samples if samples else self._block
         self._history.append((now, self._received))
@@ -69,7 +128,11 @@ class ReadPacer:
         """Seconds to sleep before reading again; 0 to read (and block) at once."""
         if samples_needed is None or now < self._off_until or not self._block:
             return 0.0
-        seconds = (samples_needed - self.margin_blocks * self._block) / self.rate()
+        ahead = samples_needed - self.margin_blocks * self._block
+        seconds = ahead / self.rate()
+        wake = self.clock.host_time_after(ahead / self.rate_hz)
+        if wake is not None:  # the device's schedule, in case the last frame came late
+            seconds = min(seconds, wake - now)
         return min(seconds, MAX_SLEEP_S) if seconds >= MIN_SLEEP_S else 0.0
 
     def woke(self, planned_s: float, slept_s: float) -> None:
