@@ -216,7 +216,7 @@ while True:
 def test_a_thread_that_dies_stops_the_runtime_loudly(bundle, tmp_path, capsys):
     runtime = Runtime(bundle, RuntimeSettings(port="loop://", log_path=str(tmp_path / "log.db"), http=None, warmup=2))
 
-    def broken(data, arrived):  # a bug in the reader's path, on the first bytes it reads
+    def broken(*_):  # a bug in the reader's path, on the first bytes it reads
         raise RuntimeError("a bug in decoding")
 
     runtime._ingest = broken
