@@ -253,3 +253,31 @@ def test_center_image_keeps_a_flaw_s_contrast_and_follows_the_run_everywhere(dat
         assert main(["train", "--task", "xray-castings", "--normalization", vibration_only,
                      "--out", str(tmp_path / "x")]) == 2
         assert "is for vibration windows" in capsys.readouterr().err
+
+
+def test_simulated_voids_brighten_flawless_images_into_flaws(data_root, tmp_path, capsys):
+    from edge.cli import main
+    from edge.train.images import VOID_CONTRAST, simulate_voids
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.3, 0.7, (400, 1, 32, 32)).astype(np.float32)
+    x[:50] = 1.0                                                     # saturated: a void cannot show there
+    y = np.repeat([0, 1], 200)
+    out, labels = simulate_voids(x, y, 0.5, rng)
+    changed = np.flatnonzero(np.any(out != x, axis=(1, 2, 3)))
+    flipped = np.flatnonzero(labels[:200] == 1)
+    assert np.array_equal(changed, flipped) and (changed >= 50).all()        # saturated: no void to see
+    assert 60 < changed.size < 100                                           # about half of the other 150
+    assert np.array_equal(out[200:], x[200:]) and (labels[200:] == 1).all()   # flaws stay as they are
+    assert (out >= x).all() and out.max() <= 1.0                             # brighter, never past full scale
+    peak = (out[changed] / x[changed]).max(axis=(1, 2, 3)) - 1
+    assert (peak > 0).all() and (peak <= VOID_CONTRAST[1] + 1e-5).all()
+    assert np.array_equal(simulate_voids(x, y, 0.0, rng)[0], x)
+
+    assert main(["train", "--task", "xray-castings", "--simulated-voids", "0.25", "--width", "4", "--depth", "1",
+                 "--epochs", "1", "--threads", "1", "--data", str(data_root), "--out", str(tmp_path / "voids"),
+                 "-q"]) == 0
+    assert json.loads((tmp_path / "voids" / "config.json").read_text())["training"]["simulated_voids"] == 0.25
+    assert main(["train", "--task", "neu", "--simulated-voids", "0.25", "--data", str(data_root),
+                 "--out", str(tmp_path / "neu")]) == 2
+    assert "two-class task" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from edge.cli.common import add_training_options, positive_int, thread_count
+from edge.cli.common import add_training_options, positive_int, probability, thread_count
 from edge.errors import DataError, DrsnEdgeError
 
 
@@ -143,6 +143,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "recall, for imbalanced sets; default none)")
     p.add_argument("--rotations", action="store_true",
                    help="images: also turn training images by quarter turns (for flaws with no orientation)")
+    p.add_argument("--simulated-voids", type=probability, default=0.0, metavar="SHARE",
+                   help="X-ray flaw tasks: give this share of the flawless training images a simulated void "
+                        "(a blow hole: an ellipsoid brightening the image, as by Beer-Lambert) and train them "
+                        "as flaws, e.g. 0.25 (default 0: off)")
     p.add_argument("--init-state", type=Path, default=None,
                    help="images: a state dict (.pt, tensors only) to start from instead of random weights")
     add_training_options(p)
@@ -212,7 +216,8 @@ def _train_images(args: argparse.Namespace) -> int:
                         f"{', '.join(IMAGE_NORMALIZATIONS)}")
     settings = ImageTrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr or 2e-3,
                                   class_weights=args.class_weights, seed=args.seed, rotations=args.rotations,
-                                  normalization=normalization, label_smoothing=check_label_smoothing(
+                                  simulated_voids=args.simulated_voids, normalization=normalization,
+                                  label_smoothing=check_label_smoothing(
                                       args.label_smoothing, IMAGE_LABEL_SMOOTHING))
     train_images(args.task, args.data or default_data_root(), args.out, args.model or "resnet18", size=args.size,
                  settings=settings, width=args.width, depth=args.depth, threads=args.threads, quiet=args.quiet,
