@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.cli.common import probability
 from edge.cli.common import realtime_priority as priority_arg
 from edge.runtime.loop import Runtime, RuntimeSettings
 from edge.runtime.metrics import latency_percentiles
@@ -123,10 +124,10 @@ def main() -> int:
     parser.add_argument("--realtime-priority", type=priority_arg, default=0,
                         help=f"SCHED_FIFO priority of the runtime's reader and decider (the installed service "
                              f"uses {DEFAULT_SERVICE_PRIORITY}; default 0: ordinary scheduling)")
-    parser.add_argument("--late", type=float, default=0.0, metavar="P",
+    parser.add_argument("--late", type=probability, default=0.0, metavar="P",
                         help="real-rate part: the simulator holds a frame back --late-ms with this probability, "
                              "then sends the frames behind it in a burst (default 0: on schedule)")
-    parser.add_argument("--late-ms", type=float, default=30.0, metavar="MS")
+    parser.add_argument("--late-ms", type=float, default=30.0, metavar="MS", help="how late such a frame is (30)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "runtime_soak.json",
                         help="where the figures go (default benchmarks/results/runtime_soak.json)")
     args = parser.parse_args()
@@ -175,7 +176,8 @@ def main() -> int:
           f"p99 {lat['p99_ms']:.2f} ms, p99.9 {lat['p99_9_ms']:.2f} ms, max {lat['max_ms']:.2f} ms "
           f"(budget {soak['budget_ms']:g} ms); misses: {c['deadline_fail_safe']} fail-safe, "
           f"{c['late_decisions']} late; frames {c['data_frames']}/{sim['frames_generated']}, "
-          f"lost {c['decoder_lost_frames']}, {sim['frames_late']} sent late by the device; paced sleeps {c['paced_sleeps']}, {c['pacing_overruns']} overruns, "
+          f"lost {c['decoder_lost_frames']}, {sim['frames_late']} sent late by the device; "
+          f"paced sleeps {c['paced_sleeps']}, {c['pacing_overruns']} overruns, "
           f"{c['pacing_late_wakeups']} late wake-ups")
     for group in ("decided", "late_parts"):
         if group in parts:
