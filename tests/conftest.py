@@ -77,6 +77,28 @@ def tiny_two_channel_run(cwru_dir, tmp_path_factory):
     return _tiny_run_with("raw+envelope", cwru_dir, tmp_path_factory, "tiny-raw-envelope")
 
 
+#: The budget of real-rate tests that expect no miss.  They judge the runtime, not the
+#: host: the virtual machines these tests run on lose their CPU to the hypervisor in
+#: bursts of tens of milliseconds (steal time in /proc/stat), which the tiny bundles'
+#: 20 ms budget cannot tell from a slow runtime.  A window the reader slept through is
+#: still caught: it is stamped from the start of the sleep (75 ms before, for these
+#: windows), and the pacer counts the overrun, which these tests assert separately.  The
+#: product's 5 ms budget is measured over long soaks in benchmarks/runtime_soak.py.
+REAL_RATE_BUDGET_MS = 60.0
+
+
+def missed_decisions(summary: dict, log: Path) -> dict:
+    """What a real-rate test shows when it fails on a miss: each missed decision with where its
+    time went, and whether the reader's sleeps overran or woke late (a stall of the host)."""
+    import sqlite3
+
+    with sqlite3.connect(log) as db:
+        rows = db.execute("SELECT decision_id, fail_safe, latency_ms, wait_ms, inference_ms FROM decisions "
+                          "WHERE fail_safe IS NOT NULL OR latency_ms > ?", (summary["budget_ms"],)).fetchall()
+    return {"missed (id, fail-safe, latency, wait, inference ms)": rows,
+            **{k: summary["counters"][k] for k in ("pacing_overruns", "pacing_late_wakeups")}}
+
+
 def run_against(sim, bundle, tmp_path: Path, seconds: float, prepare=None, **settings):
     """Start a runtime on ``sim``'s port, stream ``seconds`` of data, run a second longer, close.
 
