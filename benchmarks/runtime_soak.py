@@ -28,8 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.cli.common import probability
-from edge.cli.common import realtime_priority as priority_arg
+from edge.cli.common import probability, realtime_priority as priority_arg
 from edge.runtime.loop import Runtime, RuntimeSettings
 from edge.runtime.metrics import latency_percentiles
 from edge.runtime.realtime import DEFAULT_SERVICE_PRIORITY

@@ -35,7 +35,8 @@ from firmware_bridge.sources import cwru_source, held_out_spans
 
 
 def ort_bundle(run, tmp_path_factory, name: str):
-    """A run's ONNX Runtime FP32 bundle, with a budget that a busy test machine keeps."""
+    """A run's ONNX Runtime FP32 bundle with a 20 ms budget (real-rate tests that expect no miss give the
+    runtime ``REAL_RATE_BUDGET_MS`` instead)."""
     out = tmp_path_factory.mktemp("dist") / name
     build_bundle(run, out, BuildOptions(target="onnxruntime", precision="fp32", calib_size=16, budget_ms=20),
                  log=lambda *_: None)

@@ -208,7 +208,7 @@ class Runtime:
                 self.pacer.overrun(now)
             self.metrics.stages["decode_assemble"].observe((time.perf_counter() - t0) * 1e3)
 
-    def _ingest(self, data: bytes, arrived: float, exact: bool = True) -> int:
+    def _ingest(self, data: bytes, arrived: float, exact: bool) -> int:
         """Decode, assemble and queue; returns the number of units completed.
 
         Every frame of one read has the same arrival time, so a read's SAMPLES blocks are

@@ -51,7 +51,7 @@ class DeviceClock:
         self.window_s = window_s
         self._offsets: deque[tuple[float, float]] = deque()  # (arrival, offset), offsets increasing
         self._last_us: int | None = None
-        self._advances = 0
+        self._advanced = False  # a later timestamp seen since the estimate started
 
     def observe(self, arrived: float, device_us: int, exact: bool = True) -> None:
         """A frame stamped ``device_us`` arrived at ``arrived`` (host seconds).
@@ -61,9 +61,9 @@ class DeviceClock:
         """
         if self._last_us is not None and device_us <= self._last_us:
             self._offsets.clear()
-            self._advances = 0
+            self._advanced = False
         elif self._last_us is not None:
-            self._advances += 1
+            self._advanced = True
         self._last_us = device_us
         if not exact:
             return
@@ -77,7 +77,7 @@ class DeviceClock:
     def host_time_after(self, device_s: float) -> float | None:
         """The host time ``device_s`` seconds (device clock) after the latest frame's timestamp,
         or None without an estimate."""
-        if self._advances < 1 or not self._offsets:
+        if not self._advanced or not self._offsets:
             return None
         return self._last_us / 1e6 + device_s + self._offsets[0][1]
 
