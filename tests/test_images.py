@@ -281,3 +281,38 @@ def test_simulated_voids_brighten_flawless_images_into_flaws(data_root, tmp_path
     assert main(["train", "--task", "neu", "--simulated-voids", "0.25", "--data", str(data_root),
                  "--out", str(tmp_path / "neu")]) == 2
     assert "two-class task" in capsys.readouterr().err
+
+
+def test_an_image_run_can_keep_the_average_of_its_last_epochs_and_prunes_from_it(data_root, tmp_path, capsys):
+    from edge.cli import main
+    from edge.train.runs import load_run
+
+    run, pruned = tmp_path / "avg", tmp_path / "avg-l1"
+    assert main(["train", "--task", "xray-castings", "--average-epochs", "2", "--width", "4", "--depth", "1",
+                 "--epochs", "2", "--threads", "1", "--data", str(data_root), "--out", str(run), "-q"]) == 0
+    averaged = load_run(run)
+    assert averaged.config["training"]["average_epochs"] == 2
+    assert averaged.metrics["best_epoch"] == "average" and averaged.metrics["history"][-1]["epochs"] == [1, 2]
+    assert main(["evaluate", "--run", str(run), "--json", "--threads", "1"]) == 0
+    assert 0.0 <= json.loads(capsys.readouterr().out)["accuracy"] <= 1.0        # the averaged weights reload
+    # Fine-tuning after pruning keeps its best epoch: soft pruning and an average of weights do not mix.
+    assert main(["prune", "--run", str(run), "--method", "asfp", "--rate", "0.3", "--epochs", "1", "--threads", "1",
+                 "--out", str(pruned), "-q"]) == 0
+    assert main(["train", "--task", "xray-castings", "--average-epochs", "3", "--epochs", "2",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "--average-epochs must be between 0 (off) and --epochs (2)" in capsys.readouterr().err
+
+
+def test_options_of_the_other_kind_of_task_are_refused_not_ignored(tmp_path, capsys):
+    from edge.cli import main
+
+    assert main(["train", "--task", "xray-castings", "--mixup", "0.2", "--loads", "1", "--out", str(tmp_path)]) == 2
+    assert ("--loads, --mixup: vibration training only; the xray-castings task trains an image model and would "
+            "ignore them") in capsys.readouterr().err
+    assert main(["train", "--task", "neu", "--teacher", "runs/t", "--out", str(tmp_path)]) == 2
+    assert "image runs distil with `drsn-edge distill --teacher RUN`" in capsys.readouterr().err
+    for image_only in (["--rotations"], ["--simulated-voids", "0.25"], ["--class-weights", "gmean"], ["--size", "64"]):
+        assert main(["train", *image_only, "--out", str(tmp_path)]) == 2
+        assert (f"{image_only[0]}: image training only; the cwru task trains a vibration model and would ignore "
+                "it") in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())                                            # refused before anything is written

@@ -107,9 +107,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="vibration: mix pairs of training windows and their labels with a weight drawn from "
                         f"Beta(a, a) per batch; a = 0.2 is usual (default {defaults.mixup}, 0 = off)")
     p.add_argument("--average-epochs", type=int, default=defaults.average_epochs, metavar="N",
-                   help="vibration: keep the average of the weights at the end of the last N epochs (stochastic "
-                        "weight averaging, BatchNorm statistics measured again) instead of the best validation "
-                        f"epoch (default {defaults.average_epochs}, 0 = off)")
+                   help="keep the average of the weights at the end of the last N epochs (stochastic weight "
+                        "averaging, BatchNorm statistics measured again) instead of the best validation epoch "
+                        f"(default {defaults.average_epochs}, 0 = off)")
     p.add_argument("--label-smoothing", type=float, default=None,
                    help="share of each training target spread evenly over the other classes, so the model "
                         "is less sure of what it saw only in training (default 0 vibration, "
@@ -138,7 +138,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="residual units per stage (default 2)")
     p.add_argument("--size", type=positive_int, default=None,
                    help="images: input size in px, e.g. 32, 64, 100, 200 (default 32 castings, 64 otherwise)")
-    p.add_argument("--class-weights", default="none", choices=["none", "balanced", "gmean"],
+    p.add_argument("--class-weights", default=None, choices=["none", "balanced", "gmean"],
                    help="images: loss weights per class (balanced: inverse frequency; gmean: from validation "
                         "recall, for imbalanced sets; default none)")
     p.add_argument("--rotations", action="store_true",
@@ -150,10 +150,35 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init-state", type=Path, default=None,
                    help="images: a state dict (.pt, tensors only) to start from instead of random weights")
     add_training_options(p)
-    p.set_defaults(func=_cmd_train)
+    p.set_defaults(func=_cmd_train, task_option_defaults={name: p.get_default(name)
+                                                          for name in VIBRATION_OPTIONS + IMAGE_OPTIONS})
+
+
+#: Options only one kind of task reads (argparse names).  Given for the other kind, they are
+#: refused rather than silently ignored: a user who asks for quarter turns on a vibration run,
+#: or for noise augmentation on images, would otherwise believe the run had them.
+VIBRATION_OPTIONS = ("loads", "channel", "rate", "window", "snr_train", "clean_fraction", "noise", "speed_jitter",
+                     "gain_jitter", "mixup", "teacher", "distill_weight", "distill_temperature", "val_snr", "steps")
+IMAGE_OPTIONS = ("size", "class_weights", "rotations", "simulated_voids", "init_state")
+
+
+def _refuse_options_of_the_other_task(args: argparse.Namespace) -> None:
+    images = args.task != "cwru"
+    foreign = ["--" + name.replace("_", "-") for name in (VIBRATION_OPTIONS if images else IMAGE_OPTIONS)
+               if getattr(args, name) != args.task_option_defaults[name]]
+    if not foreign:
+        return
+    kind, other = ("an image", "vibration") if images else ("a vibration", "image")
+    hint = "; image runs distil with `drsn-edge distill --teacher RUN`" if "--teacher" in foreign else ""
+    raise DataError(f"{', '.join(foreign)}: {other} training only; the {args.task} task trains {kind} model and "
+                    f"would ignore {'it' if len(foreign) == 1 else 'them'}{hint}")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    _refuse_options_of_the_other_task(args)
+    if not 0 <= args.average_epochs <= args.epochs:
+        raise DataError(f"--average-epochs must be between 0 (off) and --epochs ({args.epochs}), "
+                        f"got {args.average_epochs}")
     if args.task != "cwru":
         return _train_images(args)
     from edge.model_names import MODELS
@@ -181,9 +206,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise DataError(f"--speed-jitter must be in [0, 0.5), got {args.speed_jitter}")
     if args.mixup < 0:
         raise DataError(f"--mixup must be 0 (off) or a positive Beta parameter, got {args.mixup}")
-    if not 0 <= args.average_epochs <= args.epochs:
-        raise DataError(f"--average-epochs must be between 0 (off) and --epochs ({args.epochs}), "
-                        f"got {args.average_epochs}")
     if not 0.0 <= args.gain_jitter < 1.0:
         raise DataError(f"--gain-jitter must be in [0, 1), got {args.gain_jitter}")
     if not 0.0 <= args.distill_weight <= 1.0 or args.distill_temperature <= 0:
@@ -208,15 +230,14 @@ def _train_images(args: argparse.Namespace) -> int:
     from edge.train.images import IMAGE_NORMALIZATIONS, ImageTrainSettings, train_images
     from edge.train.settings import IMAGE_LABEL_SMOOTHING, check_label_smoothing
 
-    if args.teacher:
-        raise DataError("--teacher distils vibration runs; image runs distil with `drsn-edge distill --teacher RUN`")
     normalization = args.normalization or ImageTrainSettings.normalization
     if normalization not in IMAGE_NORMALIZATIONS:
         raise DataError(f"--normalization {normalization} is for vibration windows; images take "
                         f"{', '.join(IMAGE_NORMALIZATIONS)}")
     settings = ImageTrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr or 2e-3,
-                                  class_weights=args.class_weights, seed=args.seed, rotations=args.rotations,
-                                  simulated_voids=args.simulated_voids, normalization=normalization,
+                                  class_weights=args.class_weights or "none", seed=args.seed,
+                                  rotations=args.rotations, simulated_voids=args.simulated_voids,
+                                  normalization=normalization, average_epochs=args.average_epochs,
                                   label_smoothing=check_label_smoothing(
                                       args.label_smoothing, IMAGE_LABEL_SMOOTHING))
     train_images(args.task, args.data or default_data_root(), args.out, args.model or "resnet18", size=args.size,

@@ -40,7 +40,9 @@ def _settings_of(run: Run, **overrides) -> ImageTrainSettings:
     known = {f.name for f in dataclasses.fields(ImageTrainSettings)}
     recorded = {k: v for k, v in run.config["training"].items() if k in known}
     recorded["normalization"] = run.config["preprocessing"]["normalization"]
-    return ImageTrainSettings(**(recorded | overrides))
+    settings = ImageTrainSettings(**(recorded | overrides))
+    # A run that averaged its last N epochs passes that on, to at most as many epochs as there are.
+    return dataclasses.replace(settings, average_epochs=min(settings.average_epochs, settings.epochs))
 
 
 def _cost(model: nn.Module, size: int) -> dict:
@@ -72,8 +74,10 @@ def prune_run(run_dir: str | Path, out: str | Path, method: str = "l1", rounds: 
     (tx, ty), (vx, vy) = arrays["train"], arrays["val"]
     classes = len(run.config["classes"])
     model = run.load_model()
-    settings = _settings_of(run, epochs=epochs, seed=seed)
-    settings = dataclasses.replace(settings, lr=settings.lr / 2)   # fine-tuning: half the training peak
+    # Fine-tuning: half the training peak, and the best epoch of each round (soft pruning and an
+    # average of weights do not mix).
+    settings = _settings_of(run, epochs=epochs, seed=seed, average_epochs=0)
+    settings = dataclasses.replace(settings, lr=settings.lr / 2)
     base = _cost(model, size) | {"round": 0, "val_balanced_accuracy": balanced_accuracy(
         vy, predict_images(model, vx, settings.normalization))}
     history = [base]

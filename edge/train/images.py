@@ -24,7 +24,7 @@ from edge.data.images import IMAGE_TASKS, ImageSet, ImageSplit, load_image_set, 
 from edge.data.preprocess import normalize
 from edge.errors import DataError
 from edge.models import IMAGE_MODELS, build_model, model_config
-from edge.train.loop import BestEpoch, one_cycle, step
+from edge.train.loop import BestEpoch, WeightAverage, kept_weights, one_cycle, step
 from edge.train.metrics import classification_report
 from edge.train.runs import load_run, save_run
 from edge.train.settings import IMAGE_LABEL_SMOOTHING
@@ -51,6 +51,7 @@ class ImageTrainSettings:
     noise: float = 0.03               # std of added Gaussian noise, as a fraction of full scale
     normalization: str = NORMALIZATION   # one of IMAGE_NORMALIZATIONS (see edge.data.preprocess)
     simulated_voids: float = 0.0      # binary flaw tasks: share of flawless training images given a void
+    average_epochs: int = 0           # keep the weight average of the last N epochs, not the best one (0 = off)
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -227,7 +228,7 @@ def train_images(task: str, data: str | Path, out: str | Path, model_name: str =
                                                                   "history")}
     save_run(Path(out), model, run_config, split.describe(images), metrics)
     if not quiet:
-        print(f"best validation epoch {result['best_epoch']} (balanced accuracy {result['best_val_score']:.4f}) "
+        print(f"{kept_weights(result['best_epoch'], settings.average_epochs)} (balanced accuracy {result['best_val_score']:.4f}) "
               f"after {result['train_seconds']:.0f} s; wrote {out}/", flush=True)
     return metrics
 
@@ -237,13 +238,30 @@ def fit_images(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x
                progress: bool = True, extra_loss=None, on_epoch_end=None) -> dict:
     """Train in place, keep the best validation epoch (balanced accuracy).
 
-    ``extra_loss(x, logits)`` adds a term (distillation) to the cross-entropy;
-    ``on_epoch_end(epoch)`` runs after each epoch's steps, before validation (soft pruning).
+    With ``average_epochs`` N, the model is instead the average of its weights at the end of
+    the last N epochs (``WeightAverage``; BatchNorm measured again on training batches), and
+    validation only reports.  ``extra_loss(x, logits)`` adds a term (distillation) to the
+    cross-entropy; ``on_epoch_end(epoch)`` runs after each epoch's steps, before validation
+    (soft pruning, which an average of weights would undo, so the two do not mix).
     """
+    if settings.average_epochs and on_epoch_end is not None:
+        raise ValueError("an average of weights would undo what on_epoch_end does to them; use one or the other")
+    if not 0 <= settings.average_epochs <= settings.epochs:
+        raise DataError(f"average_epochs must be between 0 (off) and the epochs ({settings.epochs}), "
+                        f"got {settings.average_epochs}")
     steps = max(1, int(np.ceil(train_x.shape[0] / settings.batch_size)))
     optimizer, schedule = one_cycle(model, settings.lr, settings.weight_decay, settings.epochs * steps)
+
+    def batch(idx: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """Training images ``idx`` as the network sees them in training (voids, augmentation, normalisation)."""
+        xb, yb = train_x[idx], train_y[idx]
+        if settings.simulated_voids:
+            xb, yb = simulate_voids(xb, yb, settings.simulated_voids, rng)
+        return torch.from_numpy(model_inputs_images(augment_images(xb, settings, rng), settings.normalization)), yb
+
     recall = None
     history, best = [], BestEpoch()
+    average = WeightAverage(model) if settings.average_epochs else None
     started = time.monotonic()
     bar = tqdm(total=settings.epochs * steps, desc="train", unit="step", disable=not progress, leave=False)
     for epoch in range(1, settings.epochs + 1):
@@ -256,10 +274,7 @@ def fit_images(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x
             idx = order[s * settings.batch_size:(s + 1) * settings.batch_size]
             if idx.size < 2:
                 continue
-            xb, yb = train_x[idx], train_y[idx]
-            if settings.simulated_voids:
-                xb, yb = simulate_voids(xb, yb, settings.simulated_voids, rng)
-            xb = torch.from_numpy(model_inputs_images(augment_images(xb, settings, rng), settings.normalization))
+            xb, yb = batch(idx)
             logits = model(xb)
             loss = loss_fn(logits, torch.from_numpy(yb))
             if extra_loss is not None:
@@ -268,19 +283,40 @@ def fit_images(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x
             bar.update(1)
         if on_epoch_end is not None:
             on_epoch_end(epoch)
-        pred = predict_images(model, val_x, settings.normalization)
-        present = np.array([np.any(val_y == c) for c in range(num_classes)])
-        recall = np.array([np.mean(pred[val_y == c] == c) if present[c] else 1.0 for c in range(num_classes)])
-        score = float(recall[present].mean())   # balanced accuracy, from the recalls already computed
+        recall, accuracy, score = validate_images(model, val_x, val_y, settings.normalization, num_classes)
         history.append({"epoch": epoch, "loss": float(np.mean(losses)) if losses else None,
-                        "val_accuracy": float(np.mean(pred == val_y)), "val_balanced_accuracy": score,
+                        "val_accuracy": accuracy, "val_balanced_accuracy": score,
                         "elapsed_s": round(time.monotonic() - started, 1)})
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val=f"{score:.4f}")
-        best.offer(model, epoch, score)
+        if average is None:
+            best.offer(model, epoch, score)
+        elif epoch > settings.epochs - settings.average_epochs:
+            average.offer(model, epoch)
     bar.close()
-    best.restore(model)
-    return {"history": history, "best_epoch": best.epoch, "best_val_score": best.score,
+    if average is None:
+        best.restore(model)
+        kept, score = best.epoch, best.score
+    else:
+        order = rng.permutation(train_x.shape[0])
+        batches = (order[s * settings.batch_size:(s + 1) * settings.batch_size] for s in range(steps))
+        average.finish(model, [batch(idx)[0] for idx in batches if idx.size >= 2])
+        _, accuracy, score = validate_images(model, val_x, val_y, settings.normalization, num_classes)
+        history.append({"epoch": "average", "epochs": average.epochs, "val_accuracy": accuracy,
+                        "val_balanced_accuracy": score})
+        kept = "average"
+    return {"history": history, "best_epoch": kept, "best_val_score": score,
             "train_seconds": round(time.monotonic() - started, 1)}
+
+
+def validate_images(model: nn.Module, val_x: np.ndarray, val_y: np.ndarray, normalization: str,
+                    num_classes: int) -> tuple[np.ndarray, float, float]:
+    """Per-class recall on the validation images (1 for a class with none), accuracy, and balanced
+    accuracy (the mean recall over the classes present): the score that chooses, since the
+    deduplicated castings are imbalanced."""
+    pred = predict_images(model, val_x, normalization)
+    present = np.array([np.any(val_y == c) for c in range(num_classes)])
+    recall = np.array([np.mean(pred[val_y == c] == c) if present[c] else 1.0 for c in range(num_classes)])
+    return recall, float(np.mean(pred == val_y)), float(recall[present].mean())
 
 
 def run_images(run, split_name: str, data: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -64,3 +64,10 @@ class WeightAverage:
         model.load_state_dict(self.average.module.state_dict())
         torch.optim.swa_utils.update_bn(batches, model)
         model.eval()
+
+
+def kept_weights(best_epoch: int | str, average_epochs: int) -> str:
+    """What a training kept, for its closing message: the best validation epoch, or the average."""
+    if best_epoch == "average":
+        return f"the average of the last {average_epochs} epochs"
+    return f"best validation epoch {best_epoch}"
