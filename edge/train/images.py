@@ -24,7 +24,7 @@ from edge.data.images import IMAGE_TASKS, ImageSet, ImageSplit, load_image_set, 
 from edge.data.preprocess import normalize
 from edge.errors import DataError
 from edge.models import IMAGE_MODELS, build_model, model_config
-from edge.train.loop import BestEpoch, WeightAverage, kept_weights, one_cycle, step
+from edge.train.loop import KeptWeights, kept_weights, one_cycle, step
 from edge.train.metrics import classification_report
 from edge.train.runs import load_run, save_run
 from edge.train.settings import IMAGE_LABEL_SMOOTHING
@@ -260,8 +260,7 @@ def fit_images(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x
         return torch.from_numpy(model_inputs_images(augment_images(xb, settings, rng), settings.normalization)), yb
 
     recall = None
-    history, best = [], BestEpoch()
-    average = WeightAverage(model) if settings.average_epochs else None
+    history, keeper = [], KeptWeights(model, settings.epochs, settings.average_epochs)
     started = time.monotonic()
     bar = tqdm(total=settings.epochs * steps, desc="train", unit="step", disable=not progress, leave=False)
     for epoch in range(1, settings.epochs + 1):
@@ -288,22 +287,21 @@ def fit_images(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x
                         "val_accuracy": accuracy, "val_balanced_accuracy": score,
                         "elapsed_s": round(time.monotonic() - started, 1)})
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val=f"{score:.4f}")
-        if average is None:
-            best.offer(model, epoch, score)
-        elif epoch > settings.epochs - settings.average_epochs:
-            average.offer(model, epoch)
+        keeper.offer(model, epoch, score)
     bar.close()
-    if average is None:
-        best.restore(model)
-        kept, score = best.epoch, best.score
-    else:
+
+    def training_batches() -> list[torch.Tensor]:
         order = rng.permutation(train_x.shape[0])
-        batches = (order[s * settings.batch_size:(s + 1) * settings.batch_size] for s in range(steps))
-        average.finish(model, [batch(idx)[0] for idx in batches if idx.size >= 2])
+        chunks = (order[s * settings.batch_size:(s + 1) * settings.batch_size] for s in range(steps))
+        return [batch(idx)[0] for idx in chunks if idx.size >= 2]
+
+    kept = keeper.finish(model, training_batches)
+    if kept == "average":
         _, accuracy, score = validate_images(model, val_x, val_y, settings.normalization, num_classes)
-        history.append({"epoch": "average", "epochs": average.epochs, "val_accuracy": accuracy,
+        history.append({"epoch": "average", "epochs": keeper.average.epochs, "val_accuracy": accuracy,
                         "val_balanced_accuracy": score})
-        kept = "average"
+    else:
+        score = keeper.best.score
     return {"history": history, "best_epoch": kept, "best_val_score": score,
             "train_seconds": round(time.monotonic() - started, 1)}
 

@@ -4,6 +4,7 @@ or the average of the last epochs' weights."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -64,6 +65,32 @@ class WeightAverage:
         model.load_state_dict(self.average.module.state_dict())
         torch.optim.swa_utils.update_bn(batches, model)
         model.eval()
+
+
+class KeptWeights:
+    """What a training keeps at its end: the best validation epoch (``BestEpoch``) or, with
+    ``average_epochs`` N, the average of the weights at the end of the last N (``WeightAverage``)."""
+
+    def __init__(self, model: nn.Module, epochs: int, average_epochs: int) -> None:
+        self.epochs, self.average_epochs = epochs, average_epochs
+        self.best = BestEpoch()
+        self.average = WeightAverage(model) if average_epochs else None
+
+    def offer(self, model: nn.Module, epoch: int, score: float) -> None:
+        """After each epoch's validation."""
+        if self.average is None:
+            self.best.offer(model, epoch, score)
+        elif epoch > self.epochs - self.average_epochs:
+            self.average.offer(model, epoch)
+
+    def finish(self, model: nn.Module, batches: Callable[[], Iterable[torch.Tensor]]) -> int | str:
+        """Put the kept weights into ``model``; returns the epoch kept, or "average" (whose BatchNorm
+        statistics are measured again on ``batches()``, drawn only then)."""
+        if self.average is None:
+            self.best.restore(model)
+            return self.best.epoch
+        self.average.finish(model, batches())
+        return "average"
 
 
 def kept_weights(best_epoch: int | str, average_epochs: int) -> str:

@@ -17,7 +17,7 @@ from edge.data.noise import add_noise
 from edge.data.preprocess import model_input
 from edge.data.splits import RandomWindowSampler
 from edge.train.evaluate import accuracy_under_noise
-from edge.train.loop import BestEpoch, WeightAverage, one_cycle, step
+from edge.train.loop import KeptWeights, one_cycle, step
 from edge.train.settings import TrainSettings
 from edge.train.teachers import TeacherEnsemble, distillation_loss
 
@@ -74,8 +74,7 @@ def fit(model: nn.Module, sampler: RandomWindowSampler, val_x: np.ndarray, val_y
     optimizer, schedule = one_cycle(model, settings.lr, settings.weight_decay, total)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
     history: list[dict] = []
-    best = BestEpoch()
-    average = WeightAverage(model) if settings.average_epochs else None
+    keeper = KeptWeights(model, settings.epochs, settings.average_epochs)
     started = time.monotonic()
     bar = tqdm(total=total, desc="train", unit="step", disable=not progress, leave=False)
     for epoch in range(1, settings.epochs + 1):
@@ -105,19 +104,14 @@ def fit(model: nn.Module, sampler: RandomWindowSampler, val_x: np.ndarray, val_y
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_accuracy": val,
                         "val_score": score, "elapsed_s": round(time.monotonic() - started, 1)})
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", val=f"{score:.4f}")
-        if average is None:
-            best.offer(model, epoch, score)
-        elif epoch > settings.epochs - settings.average_epochs:
-            average.offer(model, epoch)
+        keeper.offer(model, epoch, score)
     bar.close()
-    if average is None:
-        best.restore(model)
-        kept, score = best.epoch, best.score
-    else:
-        average.finish(model, training_batches(sampler, settings, rng))
+    kept = keeper.finish(model, lambda: training_batches(sampler, settings, rng))
+    if kept == "average":
         val, score = validate(model, val_x, val_y, settings)
-        history.append({"epoch": "average", "epochs": average.epochs, "val_accuracy": val, "val_score": score})
-        kept = "average"
+        history.append({"epoch": "average", "epochs": keeper.average.epochs, "val_accuracy": val, "val_score": score})
+    else:
+        score = keeper.best.score
     return {"history": history, "best_epoch": kept, "best_val_score": score,
             "train_seconds": round(time.monotonic() - started, 1)}
 
