@@ -166,8 +166,10 @@ def test_line_scan_end_to_end_one_decision_per_patch_and_rejects_at_the_actuator
     # offline: the same patch images through the same bundle
     backend = load_backend(open_bundle(bundle), threads=1)
     images = read_images_from_truth(data_root / "xray", [by_patch[(r[0], r[2])] for r in rows])
-    offline = backend.infer(np.ascontiguousarray(normalize(images, "zscore-image"), dtype=np.float32)).argmax(1)
-    classes = json.loads((castings_run / "config.json").read_text())["classes"]
+    config = json.loads((castings_run / "config.json").read_text())
+    assert config["preprocessing"]["normalization"] == "highpass-image"       # the castings' default, on the gateway
+    offline = backend.infer(np.ascontiguousarray(normalize(images, "highpass-image"), dtype=np.float32)).argmax(1)
+    classes = config["classes"]
     assert [r[3] for r in rows] == [classes[k] for k in offline]
     rejects = [r for r in rows if r[4]]
     assert 0 < len(rejects) < len(rows)
@@ -255,6 +257,23 @@ def test_center_image_keeps_a_flaw_s_contrast_and_follows_the_run_everywhere(dat
         assert "is for vibration windows" in capsys.readouterr().err
 
 
+def test_highpass_keeps_a_small_flaw_and_drops_the_smooth_background():
+    from scipy.ndimage import gaussian_filter
+
+    from edge.data.preprocess import HIGHPASS_SIGMA, highpass, normalize
+
+    rows, cols = np.mgrid[0:32, 0:32].astype(np.float32)
+    shading = 0.3 + 0.4 * ((rows - 8) / 32) ** 2 + 0.2 * cols / 32          # a casting's slow thickness change
+    flaw = 0.05 * np.exp(-((rows - 16) ** 2 + (cols - 20) ** 2) / (2 * 1.5 ** 2))   # a blow hole, 3 px across
+    out = highpass(np.stack([shading, shading + flaw])[:, None])
+    assert np.abs(out[0, 0, 8:24, 8:24]).max() < 0.01     # a 0.3-0.75 background: under a fifth of the flaw inside
+    assert (out[1] - out[0])[0, 16, 20] > 0.6 * 0.05                        # most of the flaw's depth stays
+    x = np.random.default_rng(0).random((3, 1, 32, 48)).astype(np.float32)
+    sigma = (0, 0, HIGHPASS_SIGMA * 32, HIGHPASS_SIGMA * 48)
+    assert np.allclose(highpass(x), x - gaussian_filter(x, sigma, mode="reflect", truncate=3.0), atol=1e-5)
+    assert np.allclose(normalize(2 * x + 0.5, "highpass-image"), normalize(x, "highpass-image"), atol=1e-4)
+
+
 def test_simulated_voids_brighten_flawless_images_into_flaws(data_root, tmp_path, capsys):
     from edge.cli import main
     from edge.train.images import VOID_CONTRAST, simulate_voids
@@ -292,6 +311,8 @@ def test_an_image_run_can_keep_the_average_of_its_last_epochs_and_prunes_from_it
                  "--epochs", "2", "--threads", "1", "--data", str(data_root), "--out", str(run), "-q"]) == 0
     averaged = load_run(run)
     assert averaged.config["training"]["average_epochs"] == 2
+    assert averaged.config["preprocessing"]["normalization"] == "highpass-image"     # the castings' defaults
+    assert averaged.config["training"]["weight_decay"] == 0.05
     assert averaged.metrics["best_epoch"] == "average" and averaged.metrics["history"][-1]["epochs"] == [1, 2]
     assert main(["evaluate", "--run", str(run), "--json", "--threads", "1"]) == 0
     assert 0.0 <= json.loads(capsys.readouterr().out)["accuracy"] <= 1.0        # the averaged weights reload
@@ -315,4 +336,16 @@ def test_options_of_the_other_kind_of_task_are_refused_not_ignored(tmp_path, cap
         assert main(["train", *image_only, "--out", str(tmp_path)]) == 2
         assert (f"{image_only[0]}: image training only; the cwru task trains a vibration model and would ignore "
                 "it") in capsys.readouterr().err
+    assert main(["train", "--task", "neu", "--weight-decay", "-0.1", "--out", str(tmp_path)]) == 2
+    assert "--weight-decay must be 0 or more" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())                                            # refused before anything is written
+
+
+def test_a_task_s_defaults_fill_only_what_the_user_left_open():
+    from edge.train.images import ImageTrainSettings
+
+    neu, castings = ImageTrainSettings().for_task("neu"), ImageTrainSettings().for_task("xray-castings")
+    assert (neu.normalization, neu.weight_decay) == ("zscore-image", 5e-4)
+    assert (castings.normalization, castings.weight_decay) == ("highpass-image", 0.05)
+    chosen = ImageTrainSettings(normalization="center-image", weight_decay=0.01).for_task("xray-castings")
+    assert (chosen.normalization, chosen.weight_decay) == ("center-image", 0.01)

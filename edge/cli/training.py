@@ -101,8 +101,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "envelope, its demodulated impacts in physical units), raw+envelope (two input channels: "
                         "the window as with none, and its envelope) or none (physical units "
                         "from the sensor's scale, so the vibration's level reaches the model); images: "
-                        "zscore-image (per image, the default), center-image (mean removed, contrast kept) or "
-                        "none (grey levels 0-1)")
+                        "zscore-image (per image; the default but for xray-castings), center-image (mean "
+                        "removed, contrast kept), highpass-image (smooth background removed, then z-scored; the "
+                        "xray-castings default) or none (grey levels 0-1)")
     p.add_argument("--mixup", type=float, default=defaults.mixup,
                    help="vibration: mix pairs of training windows and their labels with a weight drawn from "
                         f"Beta(a, a) per batch; a = 0.2 is usual (default {defaults.mixup}, 0 = off)")
@@ -132,6 +133,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=64, help="windows per batch (default 64)")
     p.add_argument("--lr", type=float, default=None,
                    help="peak learning rate, one-cycle schedule (default 3e-3 vibration, 2e-3 images)")
+    p.add_argument("--weight-decay", type=float, default=None,
+                   help=f"AdamW weight decay (default {defaults.weight_decay:g} vibration, 5e-4 images, 0.05 "
+                        "xray-castings)")
     p.add_argument("--width", type=positive_int, default=None,
                    help="channels of the first stage (default 16 vibration, 64 images)")
     p.add_argument("--depth", type=positive_int, default=None,
@@ -179,6 +183,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not 0 <= args.average_epochs <= args.epochs:
         raise DataError(f"--average-epochs must be between 0 (off) and --epochs ({args.epochs}), "
                         f"got {args.average_epochs}")
+    if args.weight_decay is not None and args.weight_decay < 0:
+        raise DataError(f"--weight-decay must be 0 or more, got {args.weight_decay}")
     if args.task != "cwru":
         return _train_images(args)
     from edge.model_names import MODELS
@@ -215,6 +221,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                              noise_kind=args.noise, seed=args.seed, speed_jitter=args.speed_jitter,
                              normalization=normalization, gain_jitter=args.gain_jitter, mixup=args.mixup,
                              average_epochs=args.average_epochs,
+                             weight_decay=TrainSettings.weight_decay if args.weight_decay is None else args.weight_decay,
                              label_smoothing=check_label_smoothing(args.label_smoothing),
                              teachers=[str(t) for t in args.teacher], distill_weight=args.distill_weight,
                              distill_temperature=args.distill_temperature,
@@ -230,14 +237,14 @@ def _train_images(args: argparse.Namespace) -> int:
     from edge.train.images import IMAGE_NORMALIZATIONS, ImageTrainSettings, train_images
     from edge.train.settings import IMAGE_LABEL_SMOOTHING, check_label_smoothing
 
-    normalization = args.normalization or ImageTrainSettings.normalization
-    if normalization not in IMAGE_NORMALIZATIONS:
-        raise DataError(f"--normalization {normalization} is for vibration windows; images take "
+    if args.normalization and args.normalization not in IMAGE_NORMALIZATIONS:
+        raise DataError(f"--normalization {args.normalization} is for vibration windows; images take "
                         f"{', '.join(IMAGE_NORMALIZATIONS)}")
     settings = ImageTrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr or 2e-3,
                                   class_weights=args.class_weights or "none", seed=args.seed,
                                   rotations=args.rotations, simulated_voids=args.simulated_voids,
-                                  normalization=normalization, average_epochs=args.average_epochs,
+                                  normalization=args.normalization, weight_decay=args.weight_decay,
+                                  average_epochs=args.average_epochs,
                                   label_smoothing=check_label_smoothing(
                                       args.label_smoothing, IMAGE_LABEL_SMOOTHING))
     train_images(args.task, args.data or default_data_root(), args.out, args.model or "resnet18", size=args.size,

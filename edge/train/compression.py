@@ -40,7 +40,7 @@ def _settings_of(run: Run, **overrides) -> ImageTrainSettings:
     known = {f.name for f in dataclasses.fields(ImageTrainSettings)}
     recorded = {k: v for k, v in run.config["training"].items() if k in known}
     recorded["normalization"] = run.config["preprocessing"]["normalization"]
-    settings = ImageTrainSettings(**(recorded | overrides))
+    settings = ImageTrainSettings(**(recorded | overrides)).for_task(run.config["task"])
     # A run that averaged its last N epochs passes that on, to at most as many epochs as there are.
     return dataclasses.replace(settings, average_epochs=min(settings.average_epochs, settings.epochs))
 
