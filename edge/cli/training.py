@@ -221,7 +221,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                              noise_kind=args.noise, seed=args.seed, speed_jitter=args.speed_jitter,
                              normalization=normalization, gain_jitter=args.gain_jitter, mixup=args.mixup,
                              average_epochs=args.average_epochs,
-                             weight_decay=TrainSettings.weight_decay if args.weight_decay is None else args.weight_decay,
+                             weight_decay=(TrainSettings.weight_decay if args.weight_decay is None
+                                           else args.weight_decay),
                              label_smoothing=check_label_smoothing(args.label_smoothing),
                              teachers=[str(t) for t in args.teacher], distill_weight=args.distill_weight,
                              distill_temperature=args.distill_temperature,

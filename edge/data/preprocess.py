@@ -14,10 +14,11 @@ import numpy as np
 #: std per window or per image, so a sensor's gain drift does not move the input.
 #: ``center-image`` only removes an image's mean: its contrast, the depth of a flaw in
 #: grey levels, stays in the input.  ``highpass-image`` removes the image's smooth background
-#: (a Gaussian blur, see ``highpass``) before the z-score, so only what is small remains.  ``spectrum`` turns a vibration window of L samples
-#: into its amplitude spectrum (L/2 bins, see ``amplitude_spectrum``); ``envelope`` into its
-#: envelope in physical units (L samples, see ``envelope``); ``raw+envelope`` gives two input
-#: channels, the window as it is (as ``none``) and its envelope.
+#: (a Gaussian blur, see ``highpass``) before the z-score, so only what is small remains.
+#: ``spectrum`` turns a vibration window of L samples into its amplitude spectrum (L/2 bins,
+#: see ``amplitude_spectrum``); ``envelope`` into its envelope in physical units (L samples,
+#: see ``envelope``); ``raw+envelope`` gives two input channels, the window as it is (as
+#: ``none``) and its envelope.
 NORMALIZATIONS: tuple[str, ...] = ("zscore", "zscore-image", "center-image", "highpass-image", "spectrum", "envelope",
                                    "raw+envelope", "none")
 #: The normalisations a vibration window can take.

@@ -24,7 +24,7 @@ from edge.data.images import IMAGE_TASKS, ImageSet, ImageSplit, load_image_set, 
 from edge.data.preprocess import normalize
 from edge.errors import DataError
 from edge.models import IMAGE_MODELS, build_model, model_config
-from edge.train.loop import KeptWeights, kept_weights, one_cycle, step
+from edge.train.loop import KeptWeights, kept_description, one_cycle, step
 from edge.train.metrics import classification_report
 from edge.train.runs import load_run, save_run
 from edge.train.settings import IMAGE_LABEL_SMOOTHING
@@ -239,8 +239,9 @@ def train_images(task: str, data: str | Path, out: str | Path, model_name: str =
                                                                   "history")}
     save_run(Path(out), model, run_config, split.describe(images), metrics)
     if not quiet:
-        print(f"{kept_weights(result['best_epoch'], settings.average_epochs)} (balanced accuracy {result['best_val_score']:.4f}) "
-              f"after {result['train_seconds']:.0f} s; wrote {out}/", flush=True)
+        kept = kept_description(result["best_epoch"], settings.average_epochs)
+        print(f"{kept} (balanced accuracy {result['best_val_score']:.4f}) after {result['train_seconds']:.0f} s; "
+              f"wrote {out}/", flush=True)
     return metrics
 
 

@@ -93,7 +93,7 @@ class KeptWeights:
         return "average"
 
 
-def kept_weights(best_epoch: int | str, average_epochs: int) -> str:
+def kept_description(best_epoch: int | str, average_epochs: int) -> str:
     """What a training kept, for its closing message: the best validation epoch, or the average."""
     if best_epoch == "average":
         return f"the average of the last {average_epochs} epochs"

@@ -26,7 +26,7 @@ from edge.errors import DataError
 from edge.models import DcaCnn, build_model, model_config
 from edge.train.dca import fit_dca_cnn
 from edge.train.evaluate import evaluate_under_noise
-from edge.train.loop import kept_weights
+from edge.train.loop import kept_description
 from edge.train.runs import load_run, save_run
 from edge.train.teachers import TeacherEnsemble
 from edge.train.trainer import TrainSettings, fit, seed_everything
@@ -87,7 +87,8 @@ def train_cwru(data_dir: str | Path, out: str | Path, model_name: str = "drsn1d-
         if teachers:
             _log(quiet, f"distilling from {len(settings.teachers)} teacher(s): {', '.join(map(str, settings.teachers))}")
         result = fit(model, sampler, val_x, val_y, settings, rng, progress=not quiet, teachers=teachers)
-    _log(quiet, f"{kept_weights(result['best_epoch'], settings.average_epochs)} (score {result['best_val_score']:.4f}) after {result['train_seconds']:.0f} s")
+    kept = kept_description(result["best_epoch"], settings.average_epochs)
+    _log(quiet, f"{kept} (score {result['best_val_score']:.4f}) after {result['train_seconds']:.0f} s")
 
     run_config = {
         "drsn_edge_version": edge.__version__,
