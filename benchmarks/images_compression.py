@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from images_accuracy import add_settings_argument, settings_overrides  # noqa: E402
 
 
 def _row(run: Path, label: str, work: Path, threads: int) -> dict:
@@ -92,6 +94,7 @@ def main() -> int:
     parser.add_argument("--pruning-out", type=Path, default=HERE / "results" / "images_pruning.json",
                         help="where the pruning table goes (one file per baseline)")
     parser.add_argument("--distillation-out", type=Path, default=HERE / "results" / "images_distillation.json")
+    add_settings_argument(parser)
     args = parser.parse_args()
 
     from edge.data.catalog import default_data_root
@@ -128,7 +131,7 @@ def main() -> int:
         data = args.data or default_data_root()
         task = args.teacher_task
         teacher = args.work / f"{task}-sarsn-w{args.teacher_width}"
-        settings = ImageTrainSettings(epochs=args.epochs)
+        settings = ImageTrainSettings(**({"epochs": args.epochs} | settings_overrides(args.set)))
         train_images(task, data, teacher, "sarsn", settings=settings, width=args.teacher_width, threads=args.threads,
                      quiet=True)
         alone = args.work / f"{task}-resnet18-w{args.student_width}-alone"
@@ -145,7 +148,8 @@ def main() -> int:
             print(f"{label:<20}{100 * r['accuracy']:>8.2f}%  ({drows[-1]['parameters']:,} parameters)")
         args.distillation_out.write_text(json.dumps(
             {"benchmark": "images_distillation", "date": time.strftime("%Y-%m-%d"), "task": task,
-             "epochs": args.epochs, "seed": 0, "rows": drows}, indent=2) + "\n")
+             "epochs": args.epochs, "seed": 0, "settings_over_task_defaults": settings_overrides(args.set),
+             "rows": drows}, indent=2) + "\n")
     return 0
 
 
