@@ -129,8 +129,9 @@ def test_weight_average_is_the_mean_of_the_offered_weights_with_batchnorm_measur
 
 
 def test_cli_average_epochs_keeps_the_average_and_says_so(cwru_dir, tmp_path, capsys):
-    run = train_tiny_cli(cwru_dir, tmp_path / "avg", "--epochs", "2", "--average-epochs", "2")
-    assert run.config["training"]["average_epochs"] == 2
+    run = train_tiny_cli(cwru_dir, tmp_path / "avg", "--epochs", "2", "--average-epochs", "2",
+                         "--weight-decay", "0.001")
+    assert run.config["training"]["average_epochs"] == 2 and run.config["training"]["weight_decay"] == 0.001
     assert run.metrics["best_epoch"] == "average" and run.metrics["history"][-1]["epochs"] == [1, 2]
     assert main(["evaluate", "--run", str(tmp_path / "avg"), "--json", "--threads", "1"]) == 0
     assert 0.0 <= json.loads(capsys.readouterr().out)["accuracy"] <= 1.0  # the averaged weights reload
