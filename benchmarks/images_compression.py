@@ -131,7 +131,8 @@ def main() -> int:
         data = args.data or default_data_root()
         task = args.teacher_task
         teacher = args.work / f"{task}-sarsn-w{args.teacher_width}"
-        settings = ImageTrainSettings(**({"epochs": args.epochs} | settings_overrides(args.set)))
+        overrides = settings_overrides(args.set)
+        settings = ImageTrainSettings(**({"epochs": args.epochs} | overrides))
         train_images(task, data, teacher, "sarsn", settings=settings, width=args.teacher_width, threads=args.threads,
                      quiet=True)
         alone = args.work / f"{task}-resnet18-w{args.student_width}-alone"
@@ -148,7 +149,7 @@ def main() -> int:
             print(f"{label:<20}{100 * r['accuracy']:>8.2f}%  ({drows[-1]['parameters']:,} parameters)")
         args.distillation_out.write_text(json.dumps(
             {"benchmark": "images_distillation", "date": time.strftime("%Y-%m-%d"), "task": task,
-             "epochs": args.epochs, "seed": 0, "settings_over_task_defaults": settings_overrides(args.set),
+             "epochs": args.epochs, "seed": 0, "settings_over_task_defaults": overrides,
              "rows": drows}, indent=2) + "\n")
     return 0
 

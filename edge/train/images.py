@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -258,18 +259,21 @@ def fit_images(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x
     """
     if settings.average_epochs and on_epoch_end is not None:
         raise ValueError("an average of weights would undo what on_epoch_end does to them; use one or the other")
-    if not 0 <= settings.average_epochs <= settings.epochs:
-        raise DataError(f"average_epochs must be between 0 (off) and the epochs ({settings.epochs}), "
-                        f"got {settings.average_epochs}")
     steps = max(1, int(np.ceil(train_x.shape[0] / settings.batch_size)))
     optimizer, schedule = one_cycle(model, settings.lr, settings.weight_decay, settings.epochs * steps)
 
-    def batch(idx: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
-        """Training images ``idx`` as the network sees them in training (voids, augmentation, normalisation)."""
-        xb, yb = train_x[idx], train_y[idx]
-        if settings.simulated_voids:
-            xb, yb = simulate_voids(xb, yb, settings.simulated_voids, rng)
-        return torch.from_numpy(model_inputs_images(augment_images(xb, settings, rng), settings.normalization)), yb
+    def shuffled_batches() -> Iterator[tuple[torch.Tensor, np.ndarray]]:
+        """One pass over the training images in a new order, as the network sees them in training
+        (voids, augmentation, normalisation); a last batch of one image is left out."""
+        order = rng.permutation(train_x.shape[0])
+        for s in range(steps):
+            idx = order[s * settings.batch_size:(s + 1) * settings.batch_size]
+            if idx.size < 2:
+                continue
+            xb, yb = train_x[idx], train_y[idx]
+            if settings.simulated_voids:
+                xb, yb = simulate_voids(xb, yb, settings.simulated_voids, rng)
+            yield torch.from_numpy(model_inputs_images(augment_images(xb, settings, rng), settings.normalization)), yb
 
     recall = None
     history, keeper = [], KeptWeights(model, settings.epochs, settings.average_epochs)
@@ -279,13 +283,8 @@ def fit_images(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x
         weights = class_weights(train_y, settings.class_weights, num_classes, recall)
         loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=settings.label_smoothing)
         model.train()
-        order = rng.permutation(train_x.shape[0])
         losses = []
-        for s in range(steps):
-            idx = order[s * settings.batch_size:(s + 1) * settings.batch_size]
-            if idx.size < 2:
-                continue
-            xb, yb = batch(idx)
+        for xb, yb in shuffled_batches():
             logits = model(xb)
             loss = loss_fn(logits, torch.from_numpy(yb))
             if extra_loss is not None:
@@ -301,13 +300,7 @@ def fit_images(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val=f"{score:.4f}")
         keeper.offer(model, epoch, score)
     bar.close()
-
-    def training_batches() -> list[torch.Tensor]:
-        order = rng.permutation(train_x.shape[0])
-        chunks = (order[s * settings.batch_size:(s + 1) * settings.batch_size] for s in range(steps))
-        return [batch(idx)[0] for idx in chunks if idx.size >= 2]
-
-    kept = keeper.finish(model, training_batches)
+    kept = keeper.finish(model, lambda: [xb for xb, _ in shuffled_batches()])
     if kept == "average":
         _, accuracy, score = validate_images(model, val_x, val_y, settings.normalization, num_classes)
         history.append({"epoch": "average", "epochs": keeper.average.epochs, "val_accuracy": accuracy,

@@ -72,6 +72,8 @@ class KeptWeights:
     ``average_epochs`` N, the average of the weights at the end of the last N (``WeightAverage``)."""
 
     def __init__(self, model: nn.Module, epochs: int, average_epochs: int) -> None:
+        if not 0 <= average_epochs <= epochs:
+            raise ValueError(f"average_epochs must be between 0 (off) and the epochs ({epochs}), got {average_epochs}")
         self.epochs, self.average_epochs = epochs, average_epochs
         self.best = BestEpoch()
         self.average = WeightAverage(model) if average_epochs else None
