@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import signal
@@ -18,12 +19,12 @@ import pytest
 import torch
 from conftest import REAL_RATE_BUDGET_MS, missed_decisions, run_against
 
-from edge.bundle import BundleError
+from edge.bundle import BundleError, generate_keypair
 from edge.bundle.install import install, rollback
 from edge.cli import build_parser
 from edge.data.preprocess import model_input
 from edge.export.build import BuildOptions, build_bundle
-from edge.runtime.decision_log import DecisionLog, DecisionRow, next_decision_id
+from edge.runtime.decision_log import DecisionLog, DecisionLogError, DecisionRow, next_decision_id
 from edge.runtime.loop import Runtime, RuntimeSettings
 from edge.runtime.realtime import DEFAULT_SERVICE_PRIORITY, current_priority, enter_realtime
 from edge.runtime.scoring import score_vibration
@@ -320,6 +321,51 @@ def test_install_switches_atomically_and_rolls_back(bundle, tiny_run, tmp_path):
     assert rollback(root) == first and (home / "previous").resolve() == second
     with pytest.raises(BundleError):
         install(tmp_path / "missing.tar.gz", root)
+
+
+def test_the_installed_service_runs_as_written_with_keys_kept_beside_its_bundles(held_out, tiny_run, tmp_path,
+                                                                                  monkeypatch):
+    """Run the unit's own command line (its paths moved under the test's root): it must find its Python,
+    the bundle, the trusted key and the log's directory, and decide the stream.
+
+    The key is given by a relative path and deleted after the install, as a key kept on a USB stick
+    would be: the service verifies with the copy the install kept.
+    """
+    private, public = generate_keypair(tmp_path / "stick" / "line3")
+    signed = tmp_path / "signed"
+    build_bundle(tiny_run, signed, BuildOptions(target="onnxruntime", precision="fp32", calib_size=16),
+                 key=private, log=lambda *_: None)
+    root = tmp_path / "root"
+    monkeypatch.chdir(tmp_path)
+    with DeviceSimulator(held_out, link="pty", speed=2.0) as sim:
+        install(signed.with_name("signed.tar.gz"), root, trusted_keys=["stick/line3.pub"], port=sim.port,
+                realtime_priority=0)
+        shutil.rmtree(tmp_path / "stick")
+        unit = (root / "etc/systemd/system/drsn-edge.service").read_text()
+        assert "StateDirectory=drsn-edge" in unit
+        command = shlex.split(next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+                              .removeprefix("ExecStart="))
+        assert command[0] == os.path.abspath(sys.executable) and "--trust" in command
+        moved = [str(root) + arg if arg.startswith(("/opt/drsn-edge/", "/var/lib/drsn-edge/")) else arg
+                 for arg in command]
+        threading.Thread(target=sim.run, kwargs={"duration": 8}, daemon=True).start()
+        service = subprocess.run([*moved, "--duration", "4", "--http", "off"], capture_output=True, text=True,
+                                 timeout=120, cwd="/")
+        sim.stop()
+    assert service.returncode == 0, service.stderr
+    assert len(list((root / "opt/drsn-edge/keys").glob("line3-*.pub"))) == 1
+    db = sqlite3.connect(root / "var/lib/drsn-edge/decisions.db")
+    assert db.execute("SELECT COUNT(*) FROM decisions WHERE fail_safe IS NULL").fetchone()[0] > 10
+
+
+def test_a_decision_log_that_cannot_be_opened_says_why_and_changes_nothing(tmp_path):
+    with pytest.raises(DecisionLogError, match="its directory .* does not exist"):
+        DecisionLog(tmp_path / "missing" / "log.db")
+    other = tmp_path / "notes.db"
+    other.write_bytes(b"not a database, but someone's file")
+    with pytest.raises(DecisionLogError, match="not a decision log"):
+        next_decision_id(other)
+    assert other.read_bytes() == b"not a database, but someone's file"
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -5,19 +5,30 @@ Layout under ``root`` (``/`` on a gateway; a temporary directory in tests)::
     opt/drsn-edge/bundles/<name>-<sha8>/    one directory per installed bundle
     opt/drsn-edge/current  -> bundles/...   what the runtime loads
     opt/drsn-edge/previous -> bundles/...   what ``rollback`` returns to
+    opt/drsn-edge/keys/<name>-<sha8>.pub    the trusted public keys the service verifies with
+    var/lib/drsn-edge/decisions.db          the decision log
     etc/systemd/system/drsn-edge.service    the runtime as a service
+
+The unit refers only to files under these paths and to the Python that ran the
+install, so the service does not depend on the directory ``install`` was run from
+or on where the keys were kept.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shlex
 import shutil
+import sys
 from pathlib import Path
 
 from edge.bundle.package import BundleError, open_bundle
 from edge.runtime.realtime import DEFAULT_SERVICE_PRIORITY
 
 HOME = Path("opt/drsn-edge")
+KEYS = HOME / "keys"
+STATE = Path("var/lib/drsn-edge")
 UNIT = Path("etc/systemd/system/drsn-edge.service")
 
 UNIT_TEMPLATE = """[Unit]
@@ -26,7 +37,8 @@ After=network.target
 
 [Service]
 Type=notify
-ExecStart={python} -m edge.cli run --bundle {current} --port {port} --budget-ms {budget} --log {log} --realtime-priority {priority} {trust}
+StateDirectory=drsn-edge
+ExecStart={command}
 Restart=always
 RestartSec=2
 WatchdogSec=10
@@ -46,14 +58,37 @@ def _switch(link: Path, target: Path) -> None:
     tmp.replace(link)
 
 
+def _keep_keys(keys: list[str | Path], root: Path) -> list[Path]:
+    """Copy the trusted public keys under ``root``; returns the paths the service reads them from.
+
+    Each copy is named by its content, so two keys of one name from different folders both stay.
+    """
+    kept = []
+    for key in keys:
+        data = Path(key).read_bytes()
+        name = f"{Path(key).stem}-{hashlib.sha256(data).hexdigest()[:8]}.pub"
+        copy = root / KEYS / name
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        staging = copy.with_name(name + ".new")
+        staging.write_bytes(data)
+        staging.replace(copy)
+        kept.append(Path("/") / KEYS / name)
+    return kept
+
+
 def install(bundle: str | Path, root: str | Path = "/", trusted_keys: list[str] | None = None,
-            port: str = "usb:0483:5740", budget_ms: float | None = None, python: str = "/usr/bin/python3",
+            port: str = "usb:0483:5740", budget_ms: float | None = None, python: str | None = None,
             realtime_priority: int = DEFAULT_SERVICE_PRIORITY) -> Path:
     """Verify ``bundle`` and make it current; the one it replaces becomes ``previous``.
 
     The unit runs the service as root, so its reader and decider get ``realtime_priority``
-    (SCHED_FIFO; 0 leaves them under the ordinary scheduler).
+    (SCHED_FIFO; 0 leaves them under the ordinary scheduler).  ``python`` is the interpreter
+    the service runs; by default the one running this install, whose environment holds
+    drsn-edge and the bundle's backend.  The trusted keys are copied beside the bundles.
     """
+    python = python or os.path.abspath(sys.executable)
+    if Path(root).resolve() == Path("/") and not os.access(python, os.X_OK):
+        raise BundleError(f"the service's Python {python} is not an executable file; pass --python")
     verified = open_bundle(bundle, trusted_keys=trusted_keys)
     m = verified.manifest
     digest = verified.manifest_sha256[:8]
@@ -70,13 +105,16 @@ def install(bundle: str | Path, root: str | Path = "/", trusted_keys: list[str] 
     if current.is_symlink() and current.resolve() != target.resolve():
         _switch(home / "previous", current.resolve())
     _switch(current, target)
+    (Path(root) / STATE).mkdir(parents=True, exist_ok=True)  # systemd's StateDirectory= creates it too
+    command = [python, "-m", "edge.cli", "run", "--bundle", str(Path("/") / HOME / "current"), "--port", port,
+               "--budget-ms", f"{budget_ms or m['runtime']['budget_ms']:g}",
+               "--log", str(Path("/") / STATE / "decisions.db"), "--realtime-priority", str(realtime_priority)]
+    for key in _keep_keys(trusted_keys or [], Path(root)):
+        command += ["--trust", str(key)]
     unit = Path(root) / UNIT
     unit.parent.mkdir(parents=True, exist_ok=True)
-    trust = " ".join(f"--trust {k}" for k in (trusted_keys or []))
-    unit.write_text(UNIT_TEMPLATE.format(
-        family=m["model"]["family"], precision=m["precision"], backend=m["backend"]["name"], python=python,
-        current=Path("/") / HOME / "current", port=port, budget=budget_ms or m["runtime"]["budget_ms"],
-        log=Path("/var/lib/drsn-edge/decisions.db"), priority=realtime_priority, trust=trust).replace(" \n", "\n"))
+    unit.write_text(UNIT_TEMPLATE.format(family=m["model"]["family"], precision=m["precision"],
+                                         backend=m["backend"]["name"], command=shlex.join(command)))
     return target
 
 

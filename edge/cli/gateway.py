@@ -171,12 +171,26 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _add_install(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("install", help="verify a bundle and make it the gateway's current one",
                        description="Install a bundle under ROOT/opt/drsn-edge with an atomic 'current' switch, "
-                                   "keep the previous one for rollback, and write the systemd unit.")
+                                   "keep the previous one for rollback, copy the trusted keys beside it, and "
+                                   "write the systemd unit (drsn-edge.service: the runtime on --port, its decision "
+                                   "log in /var/lib/drsn-edge, run by --python).",
+                       epilog="examples:\n"
+                              "  sudo .venv/bin/drsn-edge install --bundle drsn-openvino-int8.tar.gz "
+                              "--trusted-key line3.pub --port usb:0483:5740\n"
+                              "  sudo systemctl daemon-reload && sudo systemctl enable --now drsn-edge\n"
+                              "  sudo .venv/bin/drsn-edge rollback && sudo systemctl restart drsn-edge\n\n"
+                              "See docs/deployment.md for a whole gateway, Jetson or NUC.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", type=Path, required=True, help="bundle .tar.gz or directory")
     p.add_argument("--root", type=Path, default=Path("/"), help="file system root (default /)")
-    p.add_argument("--trusted-key", action="append", default=[], help="public key the bundle must be signed with")
-    p.add_argument("--port", default="usb:0483:5740", help="serial port the service opens")
+    p.add_argument("--trusted-key", action="append", default=[], metavar="PUB",
+                   help="public key file (from `drsn-edge keygen`) the bundle must be signed with; repeatable; "
+                        "copied to ROOT/opt/drsn-edge/keys, where the service reads it")
+    p.add_argument("--port", default="usb:0483:5740", help="serial port the service opens (default usb:0483:5740)")
     p.add_argument("--budget-ms", type=float, default=None, help="latency budget (default: the bundle's)")
+    p.add_argument("--python", default=None, metavar="PATH",
+                   help="the Python the service runs, one whose environment holds drsn-edge and the bundle's "
+                        "backend (default: the one running this command; give it when --root is another system)")
     p.add_argument("--realtime-priority", type=realtime_priority, default=DEFAULT_SERVICE_PRIORITY, metavar="P",
                    help=f"SCHED_FIFO priority of the service's reader and decider threads "
                         f"(default {DEFAULT_SERVICE_PRIORITY}; 0: ordinary scheduling)")
@@ -189,7 +203,7 @@ def _add_install(sub: argparse._SubParsersAction) -> None:
 def _cmd_install(args: argparse.Namespace) -> int:
     from edge.bundle.install import install
 
-    target = install(args.bundle, args.root, args.trusted_key, args.port, args.budget_ms,
+    target = install(args.bundle, args.root, args.trusted_key, args.port, args.budget_ms, args.python,
                      realtime_priority=args.realtime_priority)
     print(f"installed {target}; current -> {target.name}. Restart the service: systemctl restart drsn-edge")
     return 0

@@ -12,10 +12,18 @@ can lose the last commits; ``synchronous=FULL`` trades speed for that.)
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+from edge.errors import DrsnEdgeError
+
+
+class DecisionLogError(DrsnEdgeError):
+    """The decision log cannot be opened or written where it was asked for."""
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -73,16 +81,30 @@ class DecisionRow:
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
-    """Open (or create) a decision log in WAL mode."""
-    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.executescript(SCHEMA)
-    present = {row[1] for row in db.execute("PRAGMA table_info(decisions)")}
-    for name, kind in ADDED_COLUMNS.items():
-        if name not in present:
-            db.execute(f"ALTER TABLE decisions ADD COLUMN {name} {kind}")
+    """Open (or create) a decision log in WAL mode; a log that cannot be opened says why."""
+    try:
+        db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(SCHEMA)
+        present = {row[1] for row in db.execute("PRAGMA table_info(decisions)")}
+        for name, kind in ADDED_COLUMNS.items():
+            if name not in present:
+                db.execute(f"ALTER TABLE decisions ADD COLUMN {name} {kind}")
+    except sqlite3.Error as exc:
+        raise DecisionLogError(f"decision log {path}: {exc}; {_why_not(Path(path))}") from exc
     return db
+
+
+def _why_not(path: Path) -> str:
+    """What to do about a log that would not open, from what is at its place."""
+    if not path.parent.is_dir():
+        return f"its directory {path.parent} does not exist (create it, or give --log another path)"
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return f"this user may not write {path if path.exists() else path.parent}"
+    if path.exists():
+        return "the file is not a decision log (give --log another path; nothing was changed in it)"
+    return "give --log another path"
 
 
 def next_decision_id(path: str | Path) -> int:
