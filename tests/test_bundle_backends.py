@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +14,9 @@ import torch
 from edge.backends import BackendError, load_backend
 from edge.bundle import BundleError, generate_keypair, open_bundle
 from edge.bundle.signing import SignatureError, load_public_key
+from edge.bundle.install import install, rollback
 from edge.cli import main
-from edge.compile.tensorrt import (TensorRtBuildError, TrtBuildSettings, build_engine, plan_build,
+from edge.compile.tensorrt import (TensorRtBuildError, TrtBuildSettings, build_engine, engine_path_for, plan_build,
                                    trtexec_command)
 from edge.export.build import BuildError, BuildOptions, build_bundle
 from edge.quantize.calibration import model_inputs
@@ -214,6 +216,32 @@ def test_tensorrt_missing_is_a_clear_error_with_the_trtexec_line(bundles, tmp_pa
         build_engine(bundle.path / "model.qdq.onnx", tmp_path / "e.engine", TrtBuildSettings(precision="int8"))
     assert main(["compile-trt", "--bundle", str(bundle.path)]) == 2
     assert "TensorRT is not installed here" in capsys.readouterr().err
+
+
+def test_a_tensorrt_engine_belongs_to_its_installed_bundle_not_to_the_current_link(bundles, tiny_run, tmp_path,
+                                                                                    capsys):
+    """After an install or a rollback, ``current`` names another model: its engine path must change with it,
+    so an engine built for one model is never loaded for another."""
+    first = bundles[("tensorrt", "int8")]
+    other = tmp_path / "other-trt"
+    build_bundle(tiny_run, other, BuildOptions(target="tensorrt", precision="int8", calib_size=16),
+                 log=lambda *_: None)
+    root = tmp_path / "root"
+    current = root / "opt/drsn-edge/current"
+
+    def engine_of_current() -> Path:
+        return engine_path_for(current, open_bundle(current).manifest)
+
+    install(first.with_name(first.name + ".tar.gz"), root)
+    engine_a = engine_of_current()
+    engine_a.write_bytes(b"an engine built on this device for the first model")
+    assert main(["install", "--bundle", str(other.with_name("other-trt.tar.gz")), "--root", str(root)]) == 0
+    assert "drsn-edge compile-trt --bundle /opt/drsn-edge/current" in capsys.readouterr().out
+    engine_b = engine_of_current()
+    assert engine_b != engine_a and not engine_b.exists()
+    assert engine_b.parent == current.resolve().parent and engine_b.name.startswith(current.resolve().name + ".")
+    rollback(root)
+    assert engine_of_current() == engine_a
 
 
 def test_tensorrt_builder_choices():

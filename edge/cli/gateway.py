@@ -201,11 +201,16 @@ def _add_install(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_install(args: argparse.Namespace) -> int:
-    from edge.bundle.install import install
+    from edge.bundle import open_bundle
+    from edge.bundle.install import HOME, install
 
     target = install(args.bundle, args.root, args.trusted_key, args.port, args.budget_ms, args.python,
                      realtime_priority=args.realtime_priority)
-    print(f"installed {target}; current -> {target.name}. Restart the service: systemctl restart drsn-edge")
+    print(f"installed {target}; current -> {target.name}.")
+    if open_bundle(target).manifest.get("tensorrt"):
+        print("A TensorRT bundle: build its engine on this device first: "
+              f"drsn-edge compile-trt --bundle {Path('/') / HOME / 'current'}")
+    print("Restart the service: systemctl daemon-reload && systemctl restart drsn-edge")
     return 0
 
 

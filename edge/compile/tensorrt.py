@@ -95,9 +95,16 @@ def plan_build(settings: TrtBuildSettings, trt_version: str, dla_cores_available
 
 
 def engine_path_for(bundle_path: str | Path, manifest: dict) -> Path:
-    """Where the engine built from a bundle lives: beside the bundle, whose own files stay as signed."""
-    bundle_path = Path(bundle_path)
-    return bundle_path.parent / f"{bundle_path.name}.{manifest['tensorrt']['engine_file']}"
+    """Where the engine built from a bundle lives: beside the bundle, whose own files stay as signed.
+
+    The name follows the bundle's real directory, not a link to it (a gateway's ``current``
+    moves at every install and rollback), and the ONNX the engine is built from: an engine
+    left from another model is never loaded for this one; the runtime asks for a build instead.
+    """
+    bundle_path = Path(bundle_path).resolve()
+    trt = manifest["tensorrt"]
+    onnx = manifest.get("files", {}).get(trt["onnx_file"], {}).get("sha256", "")[:12] or "unhashed"
+    return bundle_path.parent / f"{bundle_path.name}.{onnx}.{trt['engine_file']}"
 
 
 def trtexec_command(manifest: dict, engine_path: str | Path, settings: TrtBuildSettings | None = None) -> str:
