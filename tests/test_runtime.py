@@ -187,6 +187,54 @@ def test_a_stale_slow_estimate_is_probed_until_windows_are_decided_again(held_ou
     assert decided >= 40 and c["decisions"] == c["assembler_units"]
 
 
+def _tile_rows(first: int, lanes: int = 20) -> list[DecisionRow]:
+    """The log rows of one line-scan tile: a patch per lane."""
+    return [DecisionRow(first + k, time.time(), "linescan", first, first + 31, first, k, "class_1", [0.1, 0.9], True,
+                        None, 1.0, first + 500, "0" * 64, 0.1, 0.5) for k in range(lanes)]
+
+
+def test_a_bounded_log_retires_its_oldest_rows_and_stops_growing(tmp_path):
+    """A line-scan logs hundreds of rows a second: past its bound the log deletes its oldest rows, counts
+    them, and its file stops growing (SQLite reuses the freed pages)."""
+    path, bound = tmp_path / "log.db", 300_000
+    log = DecisionLog(path, checkpoint_s=0.02, max_bytes=bound)
+    first = 1
+    for _ in range(50):  # 50 bursts of 20 tiles, 20,000 rows, about 5 MB unbounded
+        for _ in range(20):
+            log.append(_tile_rows(first))
+            first += 20
+        time.sleep(0.03)
+    deadline = time.monotonic() + 10
+    while log.used_bytes() > bound and time.monotonic() < deadline:
+        time.sleep(0.02)
+    used = log.used_bytes()
+    log.close()
+    ids = [row[0] for row in sqlite3.connect(path).execute("SELECT decision_id FROM decisions ORDER BY decision_id")]
+    assert used <= bound and log.written == 20_000 and log.failed == 0
+    assert log.retired + len(ids) == 20_000 and log.retired > 15_000
+    assert ids == list(range(20_001 - len(ids), 20_001))  # the newest rows, none missing among them
+    assert path.stat().st_size < 2 * bound
+
+
+def test_a_full_disk_costs_the_log_its_rows_not_the_decisions(held_out, bundle, tmp_path, capfd):
+    """SQLite's own "database or disk is full" (its page limit reached): every window is still decided and its
+    REJECT sent; the rows that could not be written are counted, and stderr says so."""
+
+    def fill_the_disk(runtime: Runtime) -> None:
+        (pages,) = runtime.log._db.execute("PRAGMA page_count").fetchone()
+        runtime.log._db.execute(f"PRAGMA max_page_count={pages}")
+
+    with DeviceSimulator(held_out, link="pty", speed=1.0) as sim:
+        runtime, summary = run_against(sim, bundle, tmp_path, 4.0, prepare=fill_the_disk,
+                                       budget_ms=REAL_RATE_BUDGET_MS)
+        received = len(sim.rejects)
+    c = summary["counters"]
+    assert not summary["thread_failures"] and c["decisions"] >= 40 and c["decisions"] == c["assembler_units"]
+    assert c["log_failed"] > 0 and c["log_written"] + c["log_failed"] == c["decisions"]
+    assert c["rejects_sent"] > 0 and received == c["rejects_sent"]
+    assert "not written (database or disk is full)" in capfd.readouterr().err
+
+
 def test_decision_log_survives_kill_9(tmp_path):
     path = tmp_path / "log.db"
     writer = subprocess.Popen([sys.executable, "-c", f"""

@@ -78,13 +78,14 @@ def _keep_keys(keys: list[str | Path], root: Path) -> list[Path]:
 
 def install(bundle: str | Path, root: str | Path = "/", trusted_keys: list[str] | None = None,
             port: str = "usb:0483:5740", budget_ms: float | None = None, python: str | None = None,
-            realtime_priority: int = DEFAULT_SERVICE_PRIORITY) -> Path:
+            realtime_priority: int = DEFAULT_SERVICE_PRIORITY, log_max_mb: float | None = None) -> Path:
     """Verify ``bundle`` and make it current; the one it replaces becomes ``previous``.
 
     The unit runs the service as root, so its reader and decider get ``realtime_priority``
     (SCHED_FIFO; 0 leaves them under the ordinary scheduler).  ``python`` is the interpreter
     the service runs; by default the one running this install, whose environment holds
     drsn-edge and the bundle's backend.  The trusted keys are copied beside the bundles.
+    ``log_max_mb`` bounds the decision log (default: the runtime's).
     """
     python = python or os.path.abspath(sys.executable)
     if Path(root).resolve() == Path("/") and not os.access(python, os.X_OK):
@@ -109,6 +110,8 @@ def install(bundle: str | Path, root: str | Path = "/", trusted_keys: list[str] 
     command = [python, "-m", "edge.cli", "run", "--bundle", str(Path("/") / HOME / "current"), "--port", port,
                "--budget-ms", f"{budget_ms or m['runtime']['budget_ms']:g}",
                "--log", str(Path("/") / STATE / "decisions.db"), "--realtime-priority", str(realtime_priority)]
+    if log_max_mb is not None:
+        command += ["--log-max-mb", f"{log_max_mb:g}"]
     for key in _keep_keys(trusted_keys or [], Path(root)):
         command += ["--trust", str(key)]
     unit = Path(root) / UNIT

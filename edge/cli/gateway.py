@@ -7,7 +7,7 @@ import json
 import signal
 from pathlib import Path
 
-from edge.cli.common import realtime_priority, stream_rate, thread_count
+from edge.cli.common import log_size_mb, realtime_priority, stream_rate, thread_count
 from edge.errors import DrsnEdgeError
 from edge.runtime.realtime import DEFAULT_SERVICE_PRIORITY
 
@@ -74,6 +74,10 @@ def _runtime_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=None,
                    help="reject when the reject classes' total probability reaches this (default: argmax)")
     p.add_argument("--log", default="decisions.db", help="SQLite decision log (default decisions.db)")
+    p.add_argument("--log-max-mb", type=log_size_mb, default=2048.0, metavar="MB",
+                   help="keep the decision log within MB megabytes by deleting its oldest rows, counted as "
+                        "log_retired (default 2048: about a week of vibration windows, hours of a line-scan's "
+                        "patches; 0: unbounded)")
     p.add_argument("--http", default="127.0.0.1:9108", help="status/metrics address, or 'off' (default loopback)")
     p.add_argument("--distance", type=int, default=0, help="line-scan: encoder counts from scanner to actuator")
     p.add_argument("--max-consecutive", type=int, default=0, help="reject lockout after N in a row (0: off)")
@@ -92,7 +96,7 @@ def _runtime_settings(args: argparse.Namespace, port: str):
 
     return RuntimeSettings(port=port, budget_ms=args.budget_ms, on_miss=args.on_miss,
                            reject_classes=args.reject_classes.split(",") if args.reject_classes else None,
-                           threshold=args.threshold, log_path=args.log,
+                           threshold=args.threshold, log_path=args.log, log_max_mb=args.log_max_mb,
                            http=None if args.http == "off" else args.http, distance=args.distance,
                            max_consecutive=args.max_consecutive, threads=args.threads, trusted_keys=args.trust,
                            paced_reads=not args.read_every_frame, realtime_priority=args.realtime_priority)
@@ -107,6 +111,8 @@ def _print_summary(summary: dict) -> None:
           f"late {c['late_decisions']}")
     print(f"frames {c['decoder_frames']}, rejected {c['decoder_rejected']}, lost {c['decoder_lost_frames']}; "
           f"outages {c['link_outages']}; rejects sent {c['rejects_sent']}, acked {c['acks']}, naks {c['naks']}")
+    print(f"log: {c['log_written']} rows written, {c['log_retired']} oldest retired to keep it within "
+          f"--log-max-mb, {c['log_failed']} not written")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -188,6 +194,9 @@ def _add_install(sub: argparse._SubParsersAction) -> None:
                         "copied to ROOT/opt/drsn-edge/keys, where the service reads it")
     p.add_argument("--port", default="usb:0483:5740", help="serial port the service opens (default usb:0483:5740)")
     p.add_argument("--budget-ms", type=float, default=None, help="latency budget (default: the bundle's)")
+    p.add_argument("--log-max-mb", type=log_size_mb, default=None, metavar="MB",
+                   help="bound of the service's decision log: its oldest rows are deleted beyond it (default: the "
+                        "runtime's, 2048; 0: unbounded)")
     p.add_argument("--python", default=None, metavar="PATH",
                    help="the Python the service runs, one whose environment holds drsn-edge and the bundle's "
                         "backend (default: the one running this command; give it when --root is another system)")
@@ -205,7 +214,7 @@ def _cmd_install(args: argparse.Namespace) -> int:
     from edge.bundle.install import HOME, install
 
     target = install(args.bundle, args.root, args.trusted_key, args.port, args.budget_ms, args.python,
-                     realtime_priority=args.realtime_priority)
+                     realtime_priority=args.realtime_priority, log_max_mb=args.log_max_mb)
     print(f"installed {target}; current -> {target.name}.")
     if open_bundle(target).manifest.get("tensorrt"):
         print("A TensorRT bundle: build its engine on this device first: "

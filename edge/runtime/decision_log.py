@@ -7,6 +7,13 @@ have been written to the port (so the disk never delays a REJECT).  In WAL mode 
 the process: at most the unit being written is lost, and the database opens cleanly
 afterwards.  (A power cut
 can lose the last commits; ``synchronous=FULL`` trades speed for that.)
+
+A gateway's disk is finite and a line-scan runtime logs hundreds of decisions a
+second, so the log can be bounded: past ``max_bytes`` its oldest rows are deleted, a
+few hundred at a time, and counted (``retired``); SQLite reuses their pages, so the
+file stops growing.  A write that fails (a full disk, an I/O error) costs the log its
+rows, counted (``failed``) and reported on stderr, never the decisions: their REJECTs
+are already on the wire, and the line stays protected.
 """
 
 from __future__ import annotations
@@ -14,7 +21,9 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,19 +126,35 @@ def next_decision_id(path: str | Path) -> int:
         db.close()
 
 
+#: Rows deleted per transaction when the log is over its bound: a decision waiting to be
+#: logged behind such a batch waits about a millisecond.
+RETIRE_BATCH = 200
+#: Once over its bound, the log is trimmed to this share of it, so trimming runs now and then,
+#: not after every commit.
+RETIRE_TO = 0.9
+#: A log that keeps failing says so on stderr at most this often.
+REPORT_EVERY_S = 60.0
+
+
 class DecisionLog:
-    """Appends rows; WAL checkpoints (the only step that syncs the disk) run in a thread of their own.
+    """Appends rows; WAL checkpoints (the only step that syncs the disk) and the trimming of a
+    bounded log run in a thread of their own.
 
     SQLite would otherwise checkpoint inside whichever commit crosses 1,000 pages of WAL,
     stalling the decision loop for milliseconds.
     """
 
-    def __init__(self, path: str | Path, checkpoint_s: float = 5.0):
+    def __init__(self, path: str | Path, checkpoint_s: float = 5.0, max_bytes: int | None = None):
         self.path = Path(path)
+        self.max_bytes = max_bytes or None  # None or 0: unbounded
         self._db = connect(self.path)
         self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._lock = threading.Lock()
         self.written = 0
+        self.retired = 0   # oldest rows deleted to keep the log within max_bytes
+        self.failed = 0    # rows that could not be written (disk full, I/O error)
+        self.last_error = ""
+        self._reported = float("-inf")
         self._closed = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoint_loop, args=(checkpoint_s,),
                                               name="log-checkpoint", daemon=True)
@@ -139,24 +164,77 @@ class DecisionLog:
         db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         try:
             while not self._closed.wait(every):
-                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    if self.max_bytes:
+                        self._retire_oldest()
+                except sqlite3.Error as exc:  # a full disk: the appends count their own failures
+                    self._report(f"decision log {self.path}: maintenance failed: {exc}")
         finally:
             db.close()
 
-    def append(self, rows: list[DecisionRow]) -> None:
-        """Commit the decisions of one unit (a window, or every patch of a tile) in one transaction."""
+    def used_bytes(self) -> int:
+        """Bytes the log's rows take (its pages less the free ones, which SQLite reuses)."""
         with self._lock:
-            if len(rows) == 1:
-                self._db.execute(INSERT, rows[0].values())
-            else:
-                with self._db:  # BEGIN ... COMMIT; a tile's rows land together or not at all
-                    self._db.execute("BEGIN")
-                    self._db.executemany(INSERT, [row.values() for row in rows])
+            return self._used_bytes()
+
+    def _used_bytes(self) -> int:
+        page_size, pages, free = (self._db.execute(f"PRAGMA {name}").fetchone()[0]
+                                  for name in ("page_size", "page_count", "freelist_count"))
+        return (pages - free) * page_size
+
+    def _retire_oldest(self) -> None:
+        """Over ``max_bytes``: delete the oldest rows, a batch per transaction, down to ``RETIRE_TO`` of it.
+
+        On the appends' own connection and lock, so a decision waits for one batch at most
+        and never in SQLite's busy handler.
+        """
+        if self.used_bytes() <= self.max_bytes:
+            return
+        while not self._closed.is_set():
+            with self._lock:
+                if self._used_bytes() <= RETIRE_TO * self.max_bytes:
+                    return
+                deleted = self._db.execute("DELETE FROM decisions WHERE decision_id IN (SELECT decision_id FROM "
+                                           "decisions ORDER BY decision_id LIMIT ?)", (RETIRE_BATCH,)).rowcount
+                self.retired += deleted
+            if not deleted:
+                return
+            time.sleep(0.001)  # let the decider in between batches
+
+    def append(self, rows: list[DecisionRow]) -> None:
+        """Commit the decisions of one unit (a window, or every patch of a tile) in one transaction.
+
+        A failed write is counted and reported, not raised: the decisions stand without their rows.
+        """
+        with self._lock:
+            try:
+                if len(rows) == 1:
+                    self._db.execute(INSERT, rows[0].values())
+                else:
+                    with self._db:  # BEGIN ... COMMIT; a tile's rows land together or not at all
+                        self._db.execute("BEGIN")
+                        self._db.executemany(INSERT, [row.values() for row in rows])
+            except sqlite3.Error as exc:
+                self.failed += len(rows)
+                self._report(f"decision log {self.path}: {len(rows)} row(s) not written ({exc}); "
+                             f"{self.failed} so far; decisions go on")
+                return
             self.written += len(rows)
+
+    def _report(self, message: str) -> None:
+        self.last_error = message
+        now = time.monotonic()
+        if now - self._reported >= REPORT_EVERY_S:
+            self._reported = now
+            print(f"runtime: {message}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         self._closed.set()
         self._checkpointer.join(timeout=5)
         with self._lock:
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:  # the WAL keeps the rows; the next open checkpoints it
+                self._report(f"decision log {self.path}: final checkpoint failed: {exc}")
             self._db.close()

@@ -47,6 +47,7 @@ class RuntimeSettings:
     reject_classes: list[str] | None = None  # default: the manifest's
     threshold: float | None = None
     log_path: str = "decisions.db"
+    log_max_mb: float = 2048.0              # the log's oldest rows are deleted beyond this; 0: unbounded
     http: str | None = "127.0.0.1:9108"     # None: no status server
     baud: int = 921600
     channel_index: int = 0                  # which axis of a multi-axis stream feeds the model
@@ -128,7 +129,7 @@ class Runtime:
                                        "backend": m["backend"]["name"], "sha256": self.sha256}, self.counters)
         self.decoder = FrameDecoder()
         self.port = ReconnectingPort(s.port, s.baud, on_reconnect=self._reconnected)
-        self.log = DecisionLog(s.log_path)
+        self.log = DecisionLog(s.log_path, max_bytes=int(s.log_max_mb * 1e6))
         self._next_id = self._first_id = next_decision_id(s.log_path)
         self._queue: queue.Queue[Unit] = queue.Queue(maxsize=s.queue_size)
         self._write_lock = threading.RLock()  # a reconnect inside a write sends HELLO
@@ -160,6 +161,7 @@ class Runtime:
         out |= {f"link_{k}": v for k, v in self.port.stats.to_dict().items() if k != "last_error"}
         out |= {f"assembler_{k}": v for k, v in self.assembler.stats.to_dict().items()}
         out |= self.counts | {"decisions": self._next_id - self._first_id, "log_written": self.log.written,
+                              "log_retired": self.log.retired, "log_failed": self.log.failed,
                               "queue_depth": self._queue.qsize(),
                               "realtime_priority": min(self.thread_priority.values(), default=0),
                               "pacing_overruns": self.pacer.overruns if self.pacer else 0,
