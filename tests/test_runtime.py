@@ -516,6 +516,32 @@ def test_systemd_notifications_reach_the_notify_socket(tmp_path, monkeypatch):
     server.close()
 
 
+def test_the_watchdog_hears_from_a_runtime_whose_line_has_stopped(held_out, bundle, tmp_path, monkeypatch):
+    """No data for longer than the unit's WatchdogSec (a break, a stopped conveyor) must not get the service
+    killed: the decider notifies the watchdog while it waits, as while it decides."""
+    import socket
+
+    path = tmp_path / "notify"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(str(path))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    with DeviceSimulator(held_out, link="pty") as sim:  # the device answers, but streams nothing
+        runtime = Runtime(bundle, RuntimeSettings(port=sim.port, log_path=str(tmp_path / "log.db"), http=None,
+                                                  keepalive_s=0.2))
+        summary = runtime.run(3.5)
+        runtime.close()
+    server.setblocking(False)
+    messages = []
+    while True:
+        try:
+            messages.append(server.recv(64))
+        except BlockingIOError:
+            break
+    server.close()
+    assert summary["counters"]["decisions"] == 0 and summary["counters"]["keepalives"] >= 10
+    assert messages[0] == b"READY=1" and messages.count(b"WATCHDOG=1") >= 3
+
+
 def test_run_command_stops_cleanly_on_sigterm(held_out, bundle, tmp_path):
     with DeviceSimulator(held_out, link="pty", speed=1.0) as sim:
         threading.Thread(target=sim.run, kwargs={"duration": 30}, daemon=True).start()

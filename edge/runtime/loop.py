@@ -313,8 +313,13 @@ class Runtime:
             self.metrics.stages["decide_write_log"].observe((time.perf_counter() - t0) * 1e3)
 
     def _decide_loop(self) -> None:
-        last_beat = time.monotonic()
+        last_beat = float("-inf")
         while not self._stop.is_set():
+            # systemd's watchdog hears from the decider whether data flows or not: a line that
+            # stops for a break must not get a healthy service killed.
+            if time.monotonic() - last_beat >= 1.0:
+                sd_notify("WATCHDOG=1")
+                last_beat = time.monotonic()
             try:
                 unit = self._queue.get(timeout=self.settings.keepalive_s)
             except queue.Empty:
@@ -322,9 +327,6 @@ class Runtime:
                 self.counts["keepalives"] += 1
                 continue
             self.metrics.queue_depth.set(self._queue.qsize())
-            if time.monotonic() - last_beat > 1.0:
-                sd_notify("WATCHDOG=1")
-                last_beat = time.monotonic()
             age = time.monotonic() - unit.arrived
             if age + self._infer_times.expected() > self.budget_s:
                 self.counts["deadline_fail_safe"] += unit.lanes
