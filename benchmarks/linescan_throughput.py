@@ -23,7 +23,9 @@ HERE = Path(__file__).resolve().parent
 NOMINAL_LINES_PER_S = 1250.0
 
 
-def measure(bundle: str, data: Path, seconds: float, rate: float | None, threads: int) -> dict:
+def measure(bundle: str, data: Path, seconds: float, rate: float | None, threads: int,
+            log_max_mb: float = 0.0) -> dict:
+    """One run of the runtime on the belt at ``rate`` x nominal; ``log_max_mb`` bounds its decision log (0: not)."""
     from edge.runtime.loop import RuntimeSettings
     from edge.runtime.simulated import run_with_simulator
     from firmware_bridge.sources import belt_source
@@ -31,8 +33,9 @@ def measure(bundle: str, data: Path, seconds: float, rate: float | None, threads
     belt = belt_source(data / "xray", "xray", "castings", "test", bands=200, seed=0)
     with tempfile.TemporaryDirectory() as tmp:
         settings = RuntimeSettings(port="", log_path=str(Path(tmp) / "log.db"), http=None, threads=threads,
-                                   queue_size=8)
-        session = run_with_simulator(bundle, settings, belt, seconds, rate)
+                                   queue_size=8, log_max_mb=log_max_mb)
+        session = run_with_simulator(bundle, settings, belt, seconds, rate, loop=True)  # the belt for --seconds
+        log_bytes = (Path(tmp) / "log.db").stat().st_size
     s = session.summary
     c = s["counters"]
     decided = c["decisions"] - c["deadline_fail_safe"] - c["overload_fail_safe"]
@@ -42,9 +45,11 @@ def measure(bundle: str, data: Path, seconds: float, rate: float | None, threads
     lanes = belt.rows.shape[1] // pre["patch_width"]
     lines_decided = decided / lanes * pre["tile_lines"]
     return {"rate": "max" if rate is None else rate, "seconds": s["seconds"], "decisions": c["decisions"],
-            "decided": decided, "deadline_fail_safe": c["deadline_fail_safe"],
+            "decided": decided, "deadline_fail_safe": c["deadline_fail_safe"], "late_decisions": c["late_decisions"],
             "overload_fail_safe": c["overload_fail_safe"], "lost_frames": c["decoder_lost_frames"],
             "frames": c["data_frames"], "latency": s["latency"], "stage_seconds": s["stages_s"],
+            "log": {"written": c["log_written"], "retired": c["log_retired"], "failed": c["log_failed"],
+                    "file_bytes": log_bytes},
             "overhead_fraction_of_inference": s["overhead_fraction_of_inference"],
             "lines_per_s_decided": lines_decided / max(s["seconds"], 1e-9),
             "multiple_of_nominal": lines_decided / max(s["seconds"], 1e-9) / NOMINAL_LINES_PER_S}

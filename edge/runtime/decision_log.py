@@ -9,11 +9,14 @@ afterwards.  (A power cut
 can lose the last commits; ``synchronous=FULL`` trades speed for that.)
 
 A gateway's disk is finite and a line-scan runtime logs hundreds of decisions a
-second, so the log can be bounded: past ``max_bytes`` its oldest rows are deleted, a
-few hundred at a time, and counted (``retired``); SQLite reuses their pages, so the
-file stops growing.  A write that fails (a full disk, an I/O error) costs the log its
-rows, counted (``failed``) and reported on stderr, never the decisions: their REJECTs
-are already on the wire, and the line stays protected.
+second, so the log can be bounded: past ``max_bytes`` each commit also deletes a few
+of the oldest rows, in the same transaction, until the log is back under 90 % of the
+bound; they are counted (``retired``).  SQLite reuses their pages, so the file stops
+growing.  Spread over the commits, trimming costs each a fraction of a millisecond;
+done in bursts by another thread, it held the decider up long enough to make tiles
+late (benchmarks/log_retention.py).  A write that fails (a full disk, an I/O error)
+costs the log its rows, counted (``failed``) and reported on stderr, never the
+decisions: their REJECTs are already on the wire, and the line stays protected.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ ADDED_COLUMNS = {"wait_ms": "REAL", "inference_ms": "REAL"}
 COLUMNS = ("decision_id", "wall_time", "kind", "span_start", "span_end", "device_time_us", "lane", "class", "scores",
            "reject", "fail_safe", "latency_ms", "fire_at", "bundle_sha256", "wait_ms", "inference_ms")
 INSERT = f"INSERT INTO decisions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+RETIRE = "DELETE FROM decisions WHERE decision_id IN (SELECT decision_id FROM decisions ORDER BY decision_id LIMIT ?)"
 
 
 @dataclass
@@ -126,19 +130,20 @@ def next_decision_id(path: str | Path) -> int:
         db.close()
 
 
-#: Rows deleted per transaction when the log is over its bound: a decision waiting to be
-#: logged behind such a batch waits about a millisecond.
-RETIRE_BATCH = 200
-#: Once over its bound, the log is trimmed to this share of it, so trimming runs now and then,
-#: not after every commit.
+#: A log over its bound deletes this many of its oldest rows per commit (at least; twice the
+#: rows committed when more): a line-scan tile's commit grows by about 0.1 ms, and a log
+#: far over a new, lower bound still shrinks by hundreds of rows a second.
+RETIRE_PER_COMMIT = 64
+#: Once over its bound, the log is trimmed to this share of it.
 RETIRE_TO = 0.9
+#: How often (in commits) the log measures its size.
+MEASURE_EVERY = 64
 #: A log that keeps failing says so on stderr at most this often.
 REPORT_EVERY_S = 60.0
 
 
 class DecisionLog:
-    """Appends rows; WAL checkpoints (the only step that syncs the disk) and the trimming of a
-    bounded log run in a thread of their own.
+    """Appends rows; WAL checkpoints (the only step that syncs the disk) run in a thread of their own.
 
     SQLite would otherwise checkpoint inside whichever commit crosses 1,000 pages of WAL,
     stalling the decision loop for milliseconds.
@@ -155,6 +160,8 @@ class DecisionLog:
         self.failed = 0    # rows that could not be written (disk full, I/O error)
         self.last_error = ""
         self._reported = float("-inf")
+        self._commits = 0
+        self._trimming = False  # over the bound, and not yet back under RETIRE_TO of it
         self._closed = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoint_loop, args=(checkpoint_s,),
                                               name="log-checkpoint", daemon=True)
@@ -166,10 +173,8 @@ class DecisionLog:
             while not self._closed.wait(every):
                 try:
                     db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                    if self.max_bytes:
-                        self._retire_oldest()
                 except sqlite3.Error as exc:  # a full disk: the appends count their own failures
-                    self._report(f"decision log {self.path}: maintenance failed: {exc}")
+                    self._report(f"decision log {self.path}: checkpoint failed: {exc}")
         finally:
             db.close()
 
@@ -183,44 +188,39 @@ class DecisionLog:
                                   for name in ("page_size", "page_count", "freelist_count"))
         return (pages - free) * page_size
 
-    def _retire_oldest(self) -> None:
-        """Over ``max_bytes``: delete the oldest rows, a batch per transaction, down to ``RETIRE_TO`` of it.
-
-        On the appends' own connection and lock, so a decision waits for one batch at most
-        and never in SQLite's busy handler.
-        """
-        if self.used_bytes() <= self.max_bytes:
-            return
-        while not self._closed.is_set():
-            with self._lock:
-                if self._used_bytes() <= RETIRE_TO * self.max_bytes:
-                    return
-                deleted = self._db.execute("DELETE FROM decisions WHERE decision_id IN (SELECT decision_id FROM "
-                                           "decisions ORDER BY decision_id LIMIT ?)", (RETIRE_BATCH,)).rowcount
-                self.retired += deleted
-            if not deleted:
-                return
-            time.sleep(0.001)  # let the decider in between batches
+    def _measure(self) -> None:
+        """Every ``MEASURE_EVERY`` commits: start trimming over the bound, stop under ``RETIRE_TO`` of it."""
+        self._commits += 1
+        if self.max_bytes and self._commits % MEASURE_EVERY == 0:
+            used = self._used_bytes()
+            self._trimming = used > RETIRE_TO * self.max_bytes if self._trimming else used > self.max_bytes
 
     def append(self, rows: list[DecisionRow]) -> None:
         """Commit the decisions of one unit (a window, or every patch of a tile) in one transaction.
 
-        A failed write is counted and reported, not raised: the decisions stand without their rows.
+        Over the bound, the same transaction retires the oldest rows.  A failed write is
+        counted and reported, not raised: the decisions stand without their rows.
         """
         with self._lock:
+            retire = max(RETIRE_PER_COMMIT, 2 * len(rows)) if self._trimming else 0
+            retired = 0
             try:
-                if len(rows) == 1:
+                if len(rows) == 1 and not retire:
                     self._db.execute(INSERT, rows[0].values())
                 else:
                     with self._db:  # BEGIN ... COMMIT; a tile's rows land together or not at all
                         self._db.execute("BEGIN")
                         self._db.executemany(INSERT, [row.values() for row in rows])
+                        if retire:
+                            retired = self._db.execute(RETIRE, (retire,)).rowcount
+                self._measure()
             except sqlite3.Error as exc:
                 self.failed += len(rows)
                 self._report(f"decision log {self.path}: {len(rows)} row(s) not written ({exc}); "
                              f"{self.failed} so far; decisions go on")
                 return
             self.written += len(rows)
+            self.retired += retired
 
     def _report(self, message: str) -> None:
         self.last_error = message

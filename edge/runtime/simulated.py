@@ -26,13 +26,14 @@ class SimulatedSession:
 
 
 def run_with_simulator(bundle: str, settings: RuntimeSettings, source: VibrationSource, seconds: float,
-                       rate: float = 1.0, announce=None) -> SimulatedSession:
+                       rate: float = 1.0, announce=None, loop: bool = False) -> SimulatedSession:
     """Stream ``source`` for ``seconds`` at ``rate`` x real time into a runtime on ``bundle``.
 
     ``settings.port`` is replaced by the simulator's pty.  ``announce(port, runtime)`` is
-    called once the runtime is up, before data flows.
+    called once the runtime is up, before data flows.  With ``loop`` the source starts over
+    (time and encoder counts running on) until ``seconds`` have passed; without, it may end sooner.
     """
-    with DeviceSimulator(source, link="pty", speed=rate) as sim:
+    with DeviceSimulator(source, link="pty", speed=rate, loop=loop) as sim:
         runtime = Runtime(bundle, replace(settings, port=sim.port))
         first_id = runtime._next_id
         if announce:
