@@ -117,7 +117,8 @@ class ReconnectingPort:
 
     ``read`` returns b"" while the device is gone (after waiting ``retry_s`` between
     attempts), so the caller's loop keeps running and can fail safe.
-    ``on_reconnect`` is called after every reopen (e.g. to reset sequence tracking).
+    ``on_reconnect`` is called after every reopen (e.g. to reset sequence tracking);
+    ``on_lost(why)`` once when the device goes, or is not there at the first open.
 
     One thread may read while another writes.  pyserial does not survive a port closed
     under a call in another thread, so a port found gone is retired at once (the next
@@ -125,12 +126,13 @@ class ReconnectingPort:
     """
 
     def __init__(self, spec: str, baudrate: int = DEFAULT_BAUD, timeout: float = 0.05,
-                 retry_s: float = 0.2, on_reconnect=None):
+                 retry_s: float = 0.2, on_reconnect=None, on_lost=None):
         self.spec = spec
         self.baudrate = baudrate
         self.timeout = timeout
         self.retry_s = retry_s
         self.on_reconnect = on_reconnect
+        self.on_lost = on_lost
         self.stats = LinkStats()
         self._port: serial.SerialBase | None = None
         self._down_since: float | None = None
@@ -148,12 +150,13 @@ class ReconnectingPort:
         port between the two.
         """
         with self._lock:
-            came_back = False
+            came_back = missing = False
             if self._port is None:
                 try:
                     self._port = open_port(self.spec, self.baudrate, self.timeout)
                 except PortError as exc:
                     self.stats.last_error = str(exc)
+                    missing = self._down_since is None and self.stats.opens == 0  # not there from the start
                     if self._down_since is None:
                         self._down_since = time.monotonic()
                 else:
@@ -165,6 +168,8 @@ class ReconnectingPort:
             port = self._port
             if port is not None:
                 self._users[port] = self._users.get(port, 0) + 1
+        if missing and self.on_lost:
+            self.on_lost(self.stats.last_error)
         if port is None:
             time.sleep(self.retry_s)
         elif came_back and self.on_reconnect:
@@ -181,6 +186,8 @@ class ReconnectingPort:
             self._down_since = time.monotonic()
             self._port = None
         _cancel_read_quietly(port)
+        if self.on_lost:
+            self.on_lost(self.stats.last_error)
 
     def _use(self, action, default):
         """``action(port)``, or ``default`` while the device is gone (a failure counts as an outage)."""

@@ -118,12 +118,14 @@ def test_frames_sent_late_in_bursts_cost_no_window(held_out, bundle, tmp_path):
     assert c["decisions"] == c["assembler_units"]
 
 
-def test_corruption_and_a_disconnect_are_counted_and_survived(held_out, bundle, tmp_path):
+def test_corruption_and_a_disconnect_are_counted_and_survived(held_out, bundle, tmp_path, capfd):
     faults = Faults(corrupt=0.01, disconnect_every=1.5, outage_s=0.3, seed=3)
     with DeviceSimulator(held_out, link="pty", speed=4.0, faults=faults, link_path=str(tmp_path / "tty")) as sim:
         runtime, summary = run_against(sim, bundle, tmp_path, 4.0)
     c = summary["counters"]
     assert sim.stats.disconnects >= 2 and c["link_outages"] >= 2 and c["reconnects"] >= 2
+    said = capfd.readouterr().err  # the journal hears of every outage and every return
+    assert said.count("waiting for the device") == c["link_outages"] and said.count("is there again") == c["reconnects"]
     assert c["decoder_rejected"] > 100 and c["decoder_lost_frames"] > 100
     received_or_lost = c["data_frames"] + c["decoder_lost_frames"]
     assert received_or_lost <= sim.stats.frames_generated + 10  # the rest: before a first frame / during outages
@@ -397,6 +399,17 @@ def test_the_installed_service_runs_as_written_with_keys_kept_beside_its_bundles
     assert len(list((root / "opt/drsn-edge/keys").glob("line3-*.pub"))) == 1
     db = sqlite3.connect(root / "var/lib/drsn-edge/decisions.db")
     assert db.execute("SELECT COUNT(*) FROM decisions WHERE fail_safe IS NULL").fetchone()[0] > 10
+
+
+def test_a_second_runtime_on_the_same_status_address_says_so_and_closes_its_log(bundle, tmp_path):
+    from edge.runtime.metrics import StatusServerError
+
+    first = Runtime(bundle, RuntimeSettings(port="loop://", log_path=str(tmp_path / "a.db"), http="127.0.0.1:0"))
+    taken = first.server.address.removeprefix("http://")
+    with pytest.raises(StatusServerError, match=f"cannot listen on {taken}.*give --http another"):
+        Runtime(bundle, RuntimeSettings(port="loop://", log_path=str(tmp_path / "b.db"), http=taken))
+    first.close()
+    assert not [t for t in threading.enumerate() if t.name == "log-checkpoint"]  # both logs closed
 
 
 def test_a_decision_log_that_cannot_be_opened_says_why_and_changes_nothing(tmp_path):

@@ -35,6 +35,16 @@ def realtime_priority(value: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def http_address(value: str) -> str:
+    """``HOST:PORT`` (``:PORT`` for loopback; port 0 takes any free one), or ``off``."""
+    if value == "off":
+        return value
+    host, _, port = value.rpartition(":")
+    if not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"{value!r}: give HOST:PORT (e.g. 127.0.0.1:9108), :PORT, or off")
+    return value
+
+
 def stream_rate(value: str) -> float | None:
     value = value.strip().lower()
     if value == "realtime":

@@ -7,7 +7,7 @@ import json
 import signal
 from pathlib import Path
 
-from edge.cli.common import log_size_mb, realtime_priority, stream_rate, thread_count
+from edge.cli.common import http_address, log_size_mb, realtime_priority, stream_rate, thread_count
 from edge.errors import DrsnEdgeError
 from edge.runtime.realtime import DEFAULT_SERVICE_PRIORITY
 
@@ -78,7 +78,8 @@ def _runtime_arguments(p: argparse.ArgumentParser) -> None:
                    help="keep the decision log within MB megabytes by deleting its oldest rows, counted as "
                         "log_retired (default 2048: about a week of vibration windows, hours of a line-scan's "
                         "patches; 0: unbounded)")
-    p.add_argument("--http", default="127.0.0.1:9108", help="status/metrics address, or 'off' (default loopback)")
+    p.add_argument("--http", type=http_address, default="127.0.0.1:9108", metavar="HOST:PORT",
+                   help="status page and metrics address, or off (default 127.0.0.1:9108, loopback only)")
     p.add_argument("--distance", type=int, default=0, help="line-scan: encoder counts from scanner to actuator")
     p.add_argument("--max-consecutive", type=int, default=0, help="reject lockout after N in a row (0: off)")
     p.add_argument("--threads", type=thread_count, default=1, help="inference threads (default 1)")

@@ -31,7 +31,7 @@ from edge.data.preprocess import model_input, normalize
 from edge.runtime.assembler import LineAssembler, Unit, VibrationAssembler
 from edge.runtime.decision_log import DecisionLog, DecisionRow, next_decision_id
 from edge.runtime.decisions import REASON_FAIL_SAFE, DecisionPolicy, RejectScheduler, Verdict
-from edge.runtime.metrics import STAGES, RuntimeMetrics, StatusServer
+from edge.runtime.metrics import STAGES, RuntimeMetrics, StatusServer, StatusServerError
 from edge.runtime.pacing import ReadPacer
 from edge.runtime.realtime import check_priority, current_priority, enter_realtime
 from firmware_bridge.codec import FrameDecoder, encode_frame
@@ -128,7 +128,7 @@ class Runtime:
         self.metrics = RuntimeMetrics({"family": m["model"]["family"], "precision": m["precision"],
                                        "backend": m["backend"]["name"], "sha256": self.sha256}, self.counters)
         self.decoder = FrameDecoder()
-        self.port = ReconnectingPort(s.port, s.baud, on_reconnect=self._reconnected)
+        self.port = ReconnectingPort(s.port, s.baud, on_reconnect=self._reconnected, on_lost=self._port_lost)
         self.log = DecisionLog(s.log_path, max_bytes=int(s.log_max_mb * 1e6))
         self._next_id = self._first_id = next_decision_id(s.log_path)
         self._queue: queue.Queue[Unit] = queue.Queue(maxsize=s.queue_size)
@@ -152,7 +152,11 @@ class Runtime:
         self.server = None
         if s.http:
             host, _, port = s.http.rpartition(":")
-            self.server = StatusServer(self.metrics, self.counters, host or "127.0.0.1", int(port))
+            try:
+                self.server = StatusServer(self.metrics, self.counters, host or "127.0.0.1", int(port))
+            except StatusServerError:
+                self.close()
+                raise
 
     # -- counters ---------------------------------------------------------------------------
     def counters(self) -> dict:
@@ -172,7 +176,13 @@ class Runtime:
     def _reconnected(self) -> None:
         self.decoder.reset_sequence()
         self.counts["reconnects"] += 1
+        print(f"runtime: port {self.settings.port} is there again", file=sys.stderr, flush=True)
         self._send(Hello(request=True))
+
+    def _port_lost(self, why: str) -> None:
+        """Say in the journal when the device goes (or is missing at start): the runtime waits for it."""
+        print(f"runtime: port {self.settings.port}: {why}; waiting for the device, windows resume when it is back",
+              file=sys.stderr, flush=True)
 
     def _send(self, *messages) -> bool:
         """Frame the messages with consecutive sequence numbers and write them in one port write."""

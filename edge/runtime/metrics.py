@@ -17,6 +17,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from edge.errors import DrsnEdgeError
+
 #: The runtime's stages, in the order a unit goes through them.
 STAGES = ("decode_assemble", "preprocess", "inference", "decide_write_log")
 LATENCY_BUCKETS_MS = (0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 100, 250, 1000)
@@ -119,6 +121,10 @@ def render_page(status: dict) -> str:
                        counters=counters, rows=rows)
 
 
+class StatusServerError(DrsnEdgeError):
+    """The status page cannot listen where it was asked to."""
+
+
 class StatusServer:
     """HTTP on ``host:port`` (port 0: any free port) serving /metrics, /status.json and /."""
 
@@ -145,7 +151,11 @@ class StatusServer:
             def log_message(self, *args):  # quiet: the runtime logs what matters
                 pass
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self.server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise StatusServerError(f"status page: cannot listen on {host}:{port} ({exc.strerror or exc}); another "
+                                    "runtime may be serving there: give --http another HOST:PORT, or off") from exc
         self.address = f"http://{self.server.server_address[0]}:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, name="status-http", daemon=True)
         self._thread.start()
