@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import urllib.request
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -130,6 +131,17 @@ def test_corruption_and_a_disconnect_are_counted_and_survived(held_out, bundle, 
     received_or_lost = c["data_frames"] + c["decoder_lost_frames"]
     assert received_or_lost <= sim.stats.frames_generated + 10  # the rest: before a first frame / during outages
     assert c["assembler_gaps"] > 0 and c["decisions"] == c["assembler_units"]
+
+
+def test_a_device_at_another_sample_rate_is_named_and_never_classified(held_out, bundle, tmp_path, capfd):
+    """An accelerometer left at 48 kHz for a model trained at 12 kHz: no window may be decided as if it
+    were 12 kHz data, and the journal says what to change."""
+    fast = replace(held_out, hello=replace(held_out.hello, rate_hz=48000.0))
+    with DeviceSimulator(fast, link="pty", speed=1.0) as sim:
+        runtime, summary = run_against(sim, bundle, tmp_path, 2.0)
+    c = summary["counters"]
+    assert c["hello_mismatch"] == 1 and c["decisions"] == 0 and c["data_frames"] > 100
+    assert "streams at 48000 Hz, but the bundle's model was trained at 12000 Hz" in capfd.readouterr().err
 
 
 def test_overload_sheds_the_oldest_window_with_a_counted_fail_safe(held_out, bundle, tmp_path):

@@ -269,7 +269,12 @@ class Runtime:
             self.device_hello = msg
             rate = self.manifest["preprocessing"].get("rate_hz")
             if self.kind == "vibration" and rate and abs(msg.rate_hz - rate) > 1e-3 * rate:
+                # Windows are cut on the model's clock: at another rate no window completes, and any
+                # decision would be meaningless.  Say so where the operator looks.
                 self.counts["hello_mismatch"] += 1
+                print(f"runtime: the device {msg.device_id!r} streams at {msg.rate_hz:g} Hz, but the bundle's model "
+                      f"was trained at {rate:g} Hz: no window will be decided; set the device to {rate:g} Hz or "
+                      f"install a bundle trained at {msg.rate_hz:g} Hz", file=sys.stderr, flush=True)
         elif isinstance(msg, Nak):
             self.counts["naks"] += 1
             if msg.code == NakReason.TOO_LATE:
