@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import tarfile
@@ -242,6 +243,24 @@ def test_a_tensorrt_engine_belongs_to_its_installed_bundle_not_to_the_current_li
     assert engine_b.parent == current.resolve().parent and engine_b.name.startswith(current.resolve().name + ".")
     rollback(root)
     assert engine_of_current() == engine_a
+
+
+def test_install_refuses_a_bundle_this_gateway_cannot_run(bundles, tmp_path):
+    """Checked before `current` moves: a bundle whose backend this Python lacks would leave the service in
+    a restart loop.  A TensorRT bundle may lack only its engine, built after the install."""
+    root = tmp_path / "root"
+    trt = bundles[("tensorrt", "int8")]
+    archive = trt.with_name(trt.name + ".tar.gz")
+    if importlib.util.find_spec("tensorrt") is None:  # a CPU gateway
+        with pytest.raises(BundleError, match=r"cannot run tensorrt-int8: .*pip install 'drsn-edge\[tensorrt\]'"
+                                              r".*nothing was installed"):
+            install(archive, root, check_runs_here=True)
+        assert not (root / "opt/drsn-edge/current").exists()
+    else:  # a GPU host or a Jetson: only the engine is missing, and compile-trt builds it next
+        assert install(archive, root, check_runs_here=True).is_dir()
+    ov = bundles[("openvino", "int8")]
+    target = install(ov.with_name(ov.name + ".tar.gz"), root, check_runs_here=True)
+    assert (root / "opt/drsn-edge/current").resolve() == target
 
 
 def test_tensorrt_builder_choices():

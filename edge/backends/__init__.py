@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edge.backends.base import Backend, BackendError
+from edge.backends.base import Backend, BackendError, EngineMissing
 from edge.bundle import Bundle
 
 BACKENDS = ("openvino", "onnxruntime", "tensorrt")
@@ -22,4 +22,4 @@ def load_backend(bundle: Bundle, threads: int | None = None, device: str | None 
     return cls(bundle, threads=threads, device=device, **options)
 
 
-__all__ = ["BACKENDS", "Backend", "BackendError", "load_backend"]
+__all__ = ["BACKENDS", "Backend", "BackendError", "EngineMissing", "load_backend"]

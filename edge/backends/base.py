@@ -19,6 +19,10 @@ class BackendError(DrsnEdgeError):
     """A backend that cannot run here (missing package, no device), with what to install or do."""
 
 
+class EngineMissing(BackendError):
+    """A TensorRT bundle whose engine has not been built on this device yet (``drsn-edge compile-trt``)."""
+
+
 def require(module: str, extra: str, purpose: str):
     """Import ``module`` or fail with the ``pip install`` line that provides it."""
     import importlib

@@ -26,7 +26,7 @@ class OpenVinoBackend(Backend):
 
     def __init__(self, bundle, threads=None, device=None, cache_dir: str | None = None):
         super().__init__(bundle, threads, device or bundle.manifest.get("backend", {}).get("device", "CPU"))
-        self._ov = require("openvino", "openvino", "the OpenVINO backend")
+        self._ov = require("openvino", "nuc", "the OpenVINO backend")
         hint = bundle.manifest.get("backend", {}).get("inference_precision_hint")
         core = self._ov.Core()
         if self.device not in core.available_devices and self.device != "AUTO":

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.backends.base import Backend, BackendError, require
+from edge.backends.base import Backend, BackendError, EngineMissing, require
 
 
 def trt_major(trt) -> int:
@@ -38,7 +38,8 @@ class TensorRtBackend(Backend):
 
         engine_path = Path(engine_path or engine_path_for(bundle.path, bundle.manifest))
         if not engine_path.is_file():
-            raise BackendError(f"no TensorRT engine at {engine_path}; build it on this device with "
+            self._context_cuda.pop()
+            raise EngineMissing(f"no TensorRT engine at {engine_path}; build it on this device with "
                                f"`drsn-edge compile-trt --bundle {bundle.path}` or: "
                                f"{trtexec_command(bundle.manifest, engine_path)}")
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))

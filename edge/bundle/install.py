@@ -76,24 +76,47 @@ def _keep_keys(keys: list[str | Path], root: Path) -> list[Path]:
     return kept
 
 
+def _check_runs_here(verified, name: str) -> None:
+    """Load the bundle's backend as the service will, or refuse the install with what is missing.
+
+    A TensorRT bundle may lack only its engine, which ``compile-trt`` builds after the install.
+    """
+    from edge.backends import BackendError, EngineMissing, load_backend
+
+    try:
+        load_backend(verified, threads=1)
+    except EngineMissing:
+        pass
+    except BackendError as exc:
+        raise BundleError(f"this gateway cannot run {name}: {exc}; nothing was installed") from exc
+
+
 def install(bundle: str | Path, root: str | Path = "/", trusted_keys: list[str] | None = None,
             port: str = "usb:0483:5740", budget_ms: float | None = None, python: str | None = None,
-            realtime_priority: int = DEFAULT_SERVICE_PRIORITY, log_max_mb: float | None = None) -> Path:
+            realtime_priority: int = DEFAULT_SERVICE_PRIORITY, log_max_mb: float | None = None,
+            check_runs_here: bool | None = None) -> Path:
     """Verify ``bundle`` and make it current; the one it replaces becomes ``previous``.
 
     The unit runs the service as root, so its reader and decider get ``realtime_priority``
     (SCHED_FIFO; 0 leaves them under the ordinary scheduler).  ``python`` is the interpreter
     the service runs; by default the one running this install, whose environment holds
     drsn-edge and the bundle's backend.  The trusted keys are copied beside the bundles.
-    ``log_max_mb`` bounds the decision log (default: the runtime's).
+    ``log_max_mb`` bounds the decision log (default: the runtime's).  ``check_runs_here``
+    loads the bundle's backend first and refuses a bundle it cannot run (default: when
+    installing on this system for this Python, the only case where the check means anything).
     """
-    python = python or os.path.abspath(sys.executable)
-    if Path(root).resolve() == Path("/") and not os.access(python, os.X_OK):
+    here = Path(root).resolve() == Path("/")
+    if here and python and not os.access(python, os.X_OK):
         raise BundleError(f"the service's Python {python} is not an executable file; pass --python")
+    if check_runs_here is None:
+        check_runs_here = here and python is None
+    python = python or os.path.abspath(sys.executable)
     verified = open_bundle(bundle, trusted_keys=trusted_keys)
+    name = Path(str(bundle)).name.removesuffix(".tar.gz")
+    if check_runs_here:
+        _check_runs_here(verified, name)
     m = verified.manifest
     digest = verified.manifest_sha256[:8]
-    name = Path(str(bundle)).name.removesuffix(".tar.gz")
     home = Path(root) / HOME
     target = home / "bundles" / f"{name}-{digest}"
     if not target.exists():
