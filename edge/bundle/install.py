@@ -58,6 +58,14 @@ def _switch(link: Path, target: Path) -> None:
     tmp.replace(link)
 
 
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all: a new file renamed over the old one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(path.name + ".new")
+    staging.write_bytes(data)
+    staging.replace(path)
+
+
 def _keep_keys(keys: list[str | Path], root: Path) -> list[Path]:
     """Copy the trusted public keys under ``root``; returns the paths the service reads them from.
 
@@ -67,11 +75,7 @@ def _keep_keys(keys: list[str | Path], root: Path) -> list[Path]:
     for key in keys:
         data = Path(key).read_bytes()
         name = f"{Path(key).stem}-{hashlib.sha256(data).hexdigest()[:8]}.pub"
-        copy = root / KEYS / name
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        staging = copy.with_name(name + ".new")
-        staging.write_bytes(data)
-        staging.replace(copy)
+        _write_atomically(root / KEYS / name, data)
         kept.append(Path("/") / KEYS / name)
     return kept
 
@@ -125,22 +129,22 @@ def install(bundle: str | Path, root: str | Path = "/", trusted_keys: list[str] 
         shutil.copytree(verified.path, staging)
         open_bundle(staging, trusted_keys=trusted_keys)  # the copy is what runs: verify it too
         staging.rename(target)
+    keys = _keep_keys(trusted_keys or [], Path(root))  # everything the unit names is in place before current moves
+    (Path(root) / STATE).mkdir(parents=True, exist_ok=True)  # systemd's StateDirectory= creates it too
     current = home / "current"
     if current.is_symlink() and current.resolve() != target.resolve():
         _switch(home / "previous", current.resolve())
     _switch(current, target)
-    (Path(root) / STATE).mkdir(parents=True, exist_ok=True)  # systemd's StateDirectory= creates it too
     command = [python, "-m", "edge.cli", "run", "--bundle", str(Path("/") / HOME / "current"), "--port", port,
                "--budget-ms", f"{budget_ms or m['runtime']['budget_ms']:g}",
                "--log", str(Path("/") / STATE / "decisions.db"), "--realtime-priority", str(realtime_priority)]
     if log_max_mb is not None:
         command += ["--log-max-mb", f"{log_max_mb:g}"]
-    for key in _keep_keys(trusted_keys or [], Path(root)):
+    for key in keys:
         command += ["--trust", str(key)]
-    unit = Path(root) / UNIT
-    unit.parent.mkdir(parents=True, exist_ok=True)
-    unit.write_text(UNIT_TEMPLATE.format(family=m["model"]["family"], precision=m["precision"],
-                                         backend=m["backend"]["name"], command=shlex.join(command)))
+    _write_atomically(Path(root) / UNIT, UNIT_TEMPLATE.format(
+        family=m["model"]["family"], precision=m["precision"], backend=m["backend"]["name"],
+        command=shlex.join(command)).encode())
     return target
 
 
