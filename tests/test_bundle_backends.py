@@ -6,6 +6,7 @@ import importlib.util
 import json
 import shutil
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -261,6 +262,30 @@ def test_install_refuses_a_bundle_this_gateway_cannot_run(bundles, tmp_path):
     ov = bundles[("openvino", "int8")]
     target = install(ov.with_name(ov.name + ".tar.gz"), root, check_runs_here=True)
     assert (root / "opt/drsn-edge/current").resolve() == target
+
+
+def test_install_keeps_the_newest_bundles_and_removes_older_ones_with_their_engines(bundles, tiny_run, tmp_path,
+                                                                                    capsys):
+    fourth = tmp_path / "fourth"
+    build_bundle(tiny_run, fourth, BuildOptions(target="onnxruntime", precision="int8", calib_size=16),
+                 log=lambda *_: None)
+    archives = [b.with_name(b.name + ".tar.gz") for b in (bundles[("onnxruntime", "fp32")],
+                                                          bundles[("openvino", "int8")], bundles[("tensorrt", "int8")])]
+    archives.append(fourth.with_name("fourth.tar.gz"))
+    root = tmp_path / "root"
+    home = root / "opt/drsn-edge"
+    first = install(archives[0], root)
+    engine = home / "bundles" / f"{first.name}.0123456789ab.model.int8.engine"
+    engine.write_bytes(b"an engine built on this device for the first bundle")
+    (home / "bundles" / "interrupted-1234abcd.partial").mkdir()
+    for archive in archives[1:]:
+        time.sleep(0.02)  # installs minutes apart on a gateway; here the directories' times must still differ
+        assert main(["install", "--bundle", str(archive), "--root", str(root), "--keep", "3"]) == 0
+    left = {d.name for d in (home / "bundles").iterdir()}
+    assert first.name not in left and not engine.exists() and "interrupted-1234abcd.partial" not in left
+    assert len(left) == 3 and {(home / n).resolve().name for n in ("current", "previous")} <= left
+    assert f"removed 1 older bundle(s), keeping 3: {first.name}" in capsys.readouterr().out
+    assert rollback(root).name in left
 
 
 def test_tensorrt_builder_choices():

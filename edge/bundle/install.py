@@ -4,7 +4,7 @@ Layout under ``root`` (``/`` on a gateway; a temporary directory in tests)::
 
     opt/drsn-edge/bundles/<name>-<sha8>/    one directory per installed bundle
     opt/drsn-edge/current  -> bundles/...   what the runtime loads
-    opt/drsn-edge/previous -> bundles/...   what ``rollback`` returns to
+    opt/drsn-edge/previous -> bundles/...   what ``rollback`` returns to (older ones: ``prune``)
     opt/drsn-edge/keys/<name>-<sha8>.pub    the trusted public keys the service verifies with
     var/lib/drsn-edge/decisions.db          the decision log
     etc/systemd/system/drsn-edge.service    the runtime as a service
@@ -146,6 +146,29 @@ def install(bundle: str | Path, root: str | Path = "/", trusted_keys: list[str] 
         family=m["model"]["family"], precision=m["precision"], backend=m["backend"]["name"],
         command=shlex.join(command)).encode())
     return target
+
+
+def prune(root: str | Path = "/", keep: int = 3) -> list[Path]:
+    """Remove installed bundles beyond the ``keep`` newest, never ``current`` or ``previous``; returns them.
+
+    Each goes with the TensorRT engines built beside it; leftovers of an interrupted install go
+    too.  ``keep`` 0 keeps everything.  Only ``current`` and ``previous`` are reachable by
+    ``rollback``, so without pruning every update would stay on the gateway's disk for good.
+    """
+    home = Path(root) / HOME
+    bundles = home / "bundles"
+    if not keep or not bundles.is_dir():
+        return []
+    linked = {(home / name).resolve() for name in ("current", "previous") if (home / name).is_symlink()}
+    installed = sorted((d for d in bundles.iterdir() if d.is_dir() and not d.name.endswith(".partial")),
+                       key=lambda d: d.stat().st_mtime, reverse=True)
+    stale = [d for d in installed if d.resolve() not in linked][max(0, keep - len(linked)):]
+    stale += [d for d in bundles.iterdir() if d.is_dir() and d.name.endswith(".partial")]
+    for directory in stale:
+        shutil.rmtree(directory)
+        for engine in bundles.glob(f"{directory.name}.*.engine"):
+            engine.unlink()
+    return stale
 
 
 def rollback(root: str | Path = "/") -> Path:

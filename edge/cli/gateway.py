@@ -7,7 +7,8 @@ import json
 import signal
 from pathlib import Path
 
-from edge.cli.common import http_address, log_size_mb, realtime_priority, stream_rate, thread_count
+from edge.cli.common import (http_address, log_size_mb, non_negative_int, realtime_priority, stream_rate,
+                              thread_count)
 from edge.errors import DrsnEdgeError
 from edge.runtime.realtime import DEFAULT_SERVICE_PRIORITY
 
@@ -201,6 +202,9 @@ def _add_install(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--python", default=None, metavar="PATH",
                    help="the Python the service runs, one whose environment holds drsn-edge and the bundle's "
                         "backend (default: the one running this command; give it when --root is another system)")
+    p.add_argument("--keep", type=non_negative_int, default=3, metavar="N",
+                   help="installed bundles to keep, current and previous among them; older ones are removed with "
+                        "their TensorRT engines (default 3; 0: keep all)")
     p.add_argument("--realtime-priority", type=realtime_priority, default=DEFAULT_SERVICE_PRIORITY, metavar="P",
                    help=f"SCHED_FIFO priority of the service's reader and decider threads "
                         f"(default {DEFAULT_SERVICE_PRIORITY}; 0: ordinary scheduling)")
@@ -212,11 +216,14 @@ def _add_install(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_install(args: argparse.Namespace) -> int:
     from edge.bundle import open_bundle
-    from edge.bundle.install import HOME, install
+    from edge.bundle.install import HOME, install, prune
 
     target = install(args.bundle, args.root, args.trusted_key, args.port, args.budget_ms, args.python,
                      realtime_priority=args.realtime_priority, log_max_mb=args.log_max_mb)
     print(f"installed {target}; current -> {target.name}.")
+    removed = prune(args.root, args.keep)
+    if removed:
+        print(f"removed {len(removed)} older bundle(s), keeping {args.keep}: {', '.join(d.name for d in removed)}")
     if open_bundle(target).manifest.get("tensorrt"):
         print("A TensorRT bundle: build its engine on this device first: "
               f"drsn-edge compile-trt --bundle {Path('/') / HOME / 'current'}")
