@@ -9,7 +9,7 @@ machine's drift falls on both.  Reports latency, deadline misses, rows written,
 retired and not written, and the log file's size.  Writes
 benchmarks/results/log_retention.json.
 
-    python benchmarks/log_retention.py --bundle dist/castings-hp-l1-ov-int8 --seconds 30 --rounds 3
+    python benchmarks/log_retention.py --bundle dist/castings-hp-l1-ov-int8 --seconds 30 --rounds 4
 """
 
 from __future__ import annotations

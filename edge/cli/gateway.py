@@ -215,8 +215,8 @@ def _add_install(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_install(args: argparse.Namespace) -> int:
-    from edge.bundle import open_bundle
     from edge.bundle.install import HOME, install, prune
+    from edge.bundle.package import MANIFEST
 
     target = install(args.bundle, args.root, args.trusted_key, args.port, args.budget_ms, args.python,
                      realtime_priority=args.realtime_priority, log_max_mb=args.log_max_mb)
@@ -224,7 +224,7 @@ def _cmd_install(args: argparse.Namespace) -> int:
     removed = prune(args.root, args.keep)
     if removed:
         print(f"removed {len(removed)} older bundle(s), keeping {args.keep}: {', '.join(d.name for d in removed)}")
-    if open_bundle(target).manifest.get("tensorrt"):
+    if json.loads((target / MANIFEST).read_text()).get("tensorrt"):  # verified by install: no second hashing
         print("A TensorRT bundle: build its engine on this device first: "
               f"drsn-edge compile-trt --bundle {Path('/') / HOME / 'current'}")
     print("Restart the service: systemctl daemon-reload && systemctl restart drsn-edge")

@@ -103,7 +103,7 @@ def engine_path_for(bundle_path: str | Path, manifest: dict) -> Path:
     """
     bundle_path = Path(bundle_path).resolve()
     trt = manifest["tensorrt"]
-    onnx = manifest.get("files", {}).get(trt["onnx_file"], {}).get("sha256", "")[:12] or "unhashed"
+    onnx = manifest["files"][trt["onnx_file"]]["sha256"][:12]
     return bundle_path.parent / f"{bundle_path.name}.{onnx}.{trt['engine_file']}"
 
 

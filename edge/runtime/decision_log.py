@@ -158,7 +158,6 @@ class DecisionLog:
         self.written = 0
         self.retired = 0   # oldest rows deleted to keep the log within max_bytes
         self.failed = 0    # rows that could not be written (disk full, I/O error)
-        self.last_error = ""
         self._reported = float("-inf")
         self._commits = 0
         self._trimming = False  # over the bound, and not yet back under RETIRE_TO of it
@@ -223,7 +222,6 @@ class DecisionLog:
             self.retired += retired
 
     def _report(self, message: str) -> None:
-        self.last_error = message
         now = time.monotonic()
         if now - self._reported >= REPORT_EVERY_S:
             self._reported = now
