@@ -13,7 +13,7 @@ import pytest
 
 from firmware_bridge.codec import FrameDecoder, encode_frame
 from firmware_bridge.protocol import Ack, Heartbeat, Hello, Line, NakReason, Reject, RejectMode, Samples
-from firmware_bridge.simulator import DeviceSimulator, Faults
+from firmware_bridge.simulator import DeviceProcess, DeviceSimulator, Faults
 from firmware_bridge.sources import belt_source, cwru_source
 from firmware_bridge.transport import PortError, PtyPair, ReconnectingPort, open_port, parse_vid_pid, resolve_port
 
@@ -74,6 +74,29 @@ def test_cwru_samples_arrive_intact_and_requests_are_answered(cwru_stream):
     assert sim.stats.heartbeats_answered == 1
     assert sim.rejects[0]["decision_id"] == 77 and sim.rejects[0]["mode"] == "after_us"
     assert [samples[i + 1].timestamp_us - samples[i].timestamp_us for i in range(3)] == [10_000] * 3
+
+
+def test_a_device_in_its_own_process_streams_every_frame_it_counts(cwru_stream):
+    """The demo's and benchmarks' device: out of the gateway's process, its counts brought back on close."""
+    with DeviceProcess(cwru_stream, link="pty", speed=None) as device:
+        port = open_port(device.port)
+        device.stream(duration=0.5)
+        decoder = FrameDecoder()
+        frames, deadline = [], time.monotonic() + 60
+        while time.monotonic() < deadline and not any(isinstance(f.message, Heartbeat) for f in frames):
+            frames += decoder.feed(port.read(65536))  # the closing heartbeats follow the last samples
+        stats = device.close()
+        port.close()
+    samples = [f for f in frames if isinstance(f.message, Samples)]
+    assert stats.frames_generated == len(samples) == stats.frames_sent - 3 > 100  # less the closing heartbeats
+    assert decoder.stats.lost_frames == 0
+    received = np.concatenate([f.message.data[:, 0] for f in samples])
+    assert np.array_equal(received[:12_000], cwru_stream.signals[0][:12_000])  # the real 97.mat samples
+
+
+def test_a_device_process_that_cannot_start_says_why(cwru_stream):
+    with pytest.raises(RuntimeError, match="device simulator failed.*link must be 'pty' or 'tcp'"):
+        DeviceProcess(cwru_stream, link="usb")
 
 
 def test_one_percent_corruption_loses_frames_countably_and_never_delivers_a_bad_one(cwru_stream):

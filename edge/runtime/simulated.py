@@ -1,17 +1,16 @@
 """The runtime against the device simulator on a real pty: the demo and on-device calibration.
 
-Nothing is shortcut: the simulator writes frames to one end of a pty pair at the
-recording's real rate (or a multiple of it), the runtime opens the other end as a
-serial port, exactly as it opens a sensor.
+Nothing is shortcut: the simulator, in a process of its own as a device is, writes
+frames to one end of a pty pair at the recording's real rate (or a multiple of it);
+the runtime opens the other end as a serial port, exactly as it opens a sensor.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, replace
 
 from edge.runtime.loop import Runtime, RuntimeSettings
-from firmware_bridge.simulator import DeviceSimulator
+from firmware_bridge.simulator import DeviceProcess
 from firmware_bridge.sources import VibrationSource
 
 
@@ -33,18 +32,17 @@ def run_with_simulator(bundle: str, settings: RuntimeSettings, source: Vibration
     called once the runtime is up, before data flows.  With ``loop`` the source starts over
     (time and encoder counts running on) until ``seconds`` have passed; without, it may end sooner.
     """
-    with DeviceSimulator(source, link="pty", speed=rate, loop=loop) as sim:
-        runtime = Runtime(bundle, replace(settings, port=sim.port))
+    with DeviceProcess(source, link="pty", speed=rate, loop=loop) as device:
+        runtime = Runtime(bundle, replace(settings, port=device.port))
         first_id = runtime._next_id
         if announce:
-            announce(sim.port, runtime)
-        stream = threading.Thread(target=sim.run, kwargs={"duration": seconds}, daemon=True)
+            announce(device.port, runtime)
         try:
             runtime.start()
-            stream.start()
+            device.stream(seconds)
             summary = runtime.run(seconds + 1.0)
         finally:
             runtime.close()
-            sim.stop()
-        return SimulatedSession(summary, first_id, sim.stats.frames_generated, sim.port,
+        stats = device.close()
+        return SimulatedSession(summary, first_id, stats.frames_generated, device.port,
                                 runtime.manifest["backend"]["name"], runtime.manifest["precision"])
