@@ -6,8 +6,9 @@ real rate for --seconds and reports p50/p99/p99.9/max from last-sample arrival t
 decision written, deadline misses, and the runtime's overhead (decode, assembly,
 preprocessing, decision, REJECT write, log) as a fraction of inference time.  Part 2
 streams as fast as the runtime takes it, with a budget too large to shed anything,
-and reports the sustained rate as a multiple of real time.  The runtime runs on
-one core; the simulator runs in a process of its own on the other core, as the device
+and reports the sustained rate as a multiple of real time.  On a virtual machine, the
+time the host steals from the runtime's core is sampled, and late decisions are split
+into those near a steal and those clear of any.  The runtime runs on one core; the simulator runs in a process of its own on the other core, as the device
 would be a microcontroller of its own.  Writes benchmarks/results/runtime_soak.json.
 
     python benchmarks/runtime_soak.py --bundle dist/drsn-openvino-int8 --run runs/drsn --seconds 600
@@ -21,8 +22,9 @@ import os
 import resource
 import sqlite3
 import sys
-import tempfile
 import subprocess
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -86,6 +88,68 @@ def where_time_went(log: Path, first_id: int, budget_ms: float) -> dict:
     return out
 
 
+class StealClock:
+    """Time the hypervisor took from one CPU (``steal`` in /proc/stat), sampled in a thread of its own.
+
+    On a virtual machine a stolen slice stops the runtime's thread mid-window however
+    well it is written; each late decision is checked against the steal around it, so
+    the misses the runtime caused can be told from those the host caused.  Empty where
+    /proc/stat has no steal column (not Linux).
+    """
+
+    def __init__(self, cpu: int, every_s: float = 0.25):
+        self.cpu, self.every_s = cpu, every_s
+        self.samples: list[tuple[float, float]] = []   # (wall time, stolen seconds so far)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="steal-clock", daemon=True)
+
+    def _read(self) -> float | None:
+        try:
+            with open("/proc/stat") as fh:
+                for line in fh:
+                    fields = line.split()
+                    if fields[0] == f"cpu{self.cpu}" and len(fields) > 8:
+                        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            pass
+        return None
+
+    def _sample(self) -> None:
+        while True:
+            stolen = self._read()
+            if stolen is not None:
+                self.samples.append((time.time(), stolen))
+            if self._stop.wait(self.every_s):
+                return
+
+    def __enter__(self) -> "StealClock":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def attribute(self, log: Path, first_id: int, budget_ms: float, margin_s: float = 0.5) -> dict:
+        """Decisions, and late ones, in windows where the host stole time and where it did not.
+
+        A decision's window runs from ``margin_s`` before its last sample arrived to
+        ``margin_s`` after it was made (samples are ``every_s`` apart).
+        """
+        if len(self.samples) < 2:
+            return {}
+        t, stolen = np.array(self.samples).T
+        with sqlite3.connect(log) as db:
+            rows = np.array(db.execute("SELECT wall_time, latency_ms FROM decisions WHERE decision_id >= ?",
+                                       (first_id,)).fetchall(), dtype=float).reshape(-1, 2)
+        start = rows[:, 0] - rows[:, 1] / 1e3 - margin_s
+        during = np.interp(rows[:, 0] + margin_s, t, stolen) - np.interp(start, t, stolen) > 0
+        late = rows[:, 1] > budget_ms
+        return {"cpu": self.cpu, "stolen_s": float(stolen[-1] - stolen[0]), "margin_s": margin_s,
+                "decisions_near_steal": int(during.sum()), "late_near_steal": int((late & during).sum()),
+                "decisions_clear_of_steal": int((~during).sum()), "late_clear_of_steal": int((late & ~during).sum())}
+
+
 def session(bundle: Path, run: Path, seconds: float, rate: str, budget_ms: float | None, queue: int,
             log: Path, cores: list[int], realtime_priority: int = 0, faults: tuple[str, ...] = ()
             ) -> tuple[dict, dict, int]:
@@ -138,11 +202,13 @@ def main() -> int:
                          spans=held_out_spans(args.run / "split.json"))
     tmp = Path(tempfile.mkdtemp(prefix="drsn-soak-"))
     faults = ("--late", str(args.late), "--late-ms", str(args.late_ms)) if args.late else ()
-    soak, sim, first = session(args.bundle, args.run, args.seconds, "realtime", None, 64, tmp / "soak.db", cores,
-                               args.realtime_priority, faults)
+    with StealClock(cores[0]) as steal:
+        soak, sim, first = session(args.bundle, args.run, args.seconds, "realtime", None, 64, tmp / "soak.db", cores,
+                                   args.realtime_priority, faults)
     c, stages, soak_cost = soak["counters"], soak["stages_s"], cost(soak)
     score = score_vibration(tmp / "soak.db", source.truth, since_id=first)  # first lap only is aligned to truth
     parts = where_time_went(tmp / "soak.db", first, soak["budget_ms"])
+    host = steal.attribute(tmp / "soak.db", first, soak["budget_ms"])
     fast, _, _ = session(args.bundle, args.run, args.max_rate_seconds, f"x{args.multiple:g}", 1e6, 1024,
                          tmp / "fast.db", cores, args.realtime_priority)
     f = fast["counters"]
@@ -161,7 +227,7 @@ def main() -> int:
                       **soak_cost, "target_overhead": 0.10,
                       "paced_sleeps": c["paced_sleeps"], "pacing_overruns": c["pacing_overruns"],
                       "pacing_late_wakeups": c["pacing_late_wakeups"],
-                      "latency_parts": parts},
+                      "latency_parts": parts, "hypervisor_steal": host},
         # Back to back the code stays warm: the same work with no idle gaps between frames.
         "max_rate": {"seconds": fast["seconds"], "streamed_multiple": args.multiple, "decisions_per_s": sustained,
                      **cost(fast), "shed": shed, "lost_frames": f["decoder_lost_frames"],
@@ -185,6 +251,10 @@ def main() -> int:
                 for name, v in parts[group].items()))
     if parts.get("late"):
         print(f"  largest part of each late decision: {parts['late_largest_part']}")
+    if host:
+        print(f"  the host stole {host['stolen_s']:.2f} s from the runtime's core; late: {host['late_near_steal']} "
+              f"of {host['decisions_near_steal']} decisions within {host['margin_s']:g} s of a steal, "
+              f"{host['late_clear_of_steal']} of {host['decisions_clear_of_steal']} clear of any")
     print(f"runtime overhead: {100 * soak_cost['overhead_fraction_of_inference']:.1f}% of inference time by stage "
           f"clocks, {100 * soak_cost['overhead_cpu_fraction_of_inference']:.1f}% by CPU time (target <= 10%); "
           f"{soak_cost['cpu_ms_per_decision']:.3f} ms CPU per decision (reader thread "
