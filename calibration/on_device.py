@@ -38,7 +38,10 @@ def measure_bundle(bundle: str | Path, seconds: float = 60.0, port: str | None =
 
         image = open_bundle(str(bundle)).manifest["preprocessing"].get("input") == "image"
         source = _simulator_source(image, Path(data) if data else None, run_dir)
-        return run_with_simulator(str(bundle), settings, source, seconds, rate).summary
+        session = run_with_simulator(str(bundle), settings, source, seconds, rate)
+        if session.interrupted:  # a cut-short measurement recommends nothing
+            raise KeyboardInterrupt
+        return session.summary
 
 
 def _simulator_source(image: bool, data: Path | None, run_dir: str | Path | None):

@@ -477,8 +477,10 @@ class DeviceProcess:
 
 def serve_device(commands_fd: int, replies_fd: int) -> None:
     """The child of :class:`DeviceProcess`: the simulator, driven by ``stream`` and ``close`` commands."""
+    import signal
     from multiprocessing.connection import Connection
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it closes the device
     commands, replies = Connection(commands_fd, writable=False), Connection(replies_fd, readable=False)
     try:
         source, options = commands.recv()

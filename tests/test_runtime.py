@@ -573,3 +573,21 @@ def test_run_command_stops_cleanly_on_sigterm(held_out, bundle, tmp_path):
     db = sqlite3.connect(tmp_path / "log.db")
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] > 10
+
+
+def test_ctrl_c_ends_the_demo_with_what_it_decided_and_no_device_left_behind(bundle, tiny_run, tmp_path):
+    """Ctrl-C reaches the whole process group, the device's process too: one message, no traceback, no orphan."""
+    proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "demo", "--bundle", str(bundle), "--run", str(tiny_run),
+                             "--seconds", "60", "--log", str(tmp_path / "log.db"), "--http", "off"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert proc.stdout.readline().startswith("demo: simulator streaming")
+    time.sleep(3)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "demo: interrupted after" in err
+    decided = int(out.split("decisions ", 1)[1].split()[0])
+    assert decided > 10 and "live accuracy" in out
+    with pytest.raises(ProcessLookupError):  # the device's process went with the demo
+        os.killpg(proc.pid, 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import sys
 from pathlib import Path
 
 from edge.cli.common import (http_address, log_size_mb, non_negative_int, realtime_priority, stream_rate,
@@ -173,6 +174,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
           f"{score['fail_safe']} fail-safe)" if acc is not None else "no decision to score")
     print(f"device streamed {session.frames_streamed} data frames; the runtime received "
           f"{summary['counters']['data_frames']}, lost {summary['counters']['decoder_lost_frames']}")
+    if session.interrupted:
+        print(f"demo: interrupted after {summary['seconds']:.0f} of {args.seconds:g} s (the device streamed on "
+              f"until it heard, so it sent frames the runtime no longer read)", file=sys.stderr)
+        return 130
     return 1 if summary["thread_failures"] else 0
 
 

@@ -7,6 +7,7 @@ the runtime opens the other end as a serial port, exactly as it opens a sensor.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 
 from edge.runtime.loop import Runtime, RuntimeSettings
@@ -22,6 +23,7 @@ class SimulatedSession:
     port: str
     backend: str
     precision: str
+    interrupted: bool = False  # Ctrl-C ended the session early; the summary covers what was decided until then
 
 
 def run_with_simulator(bundle: str, settings: RuntimeSettings, source: VibrationSource, seconds: float,
@@ -31,18 +33,23 @@ def run_with_simulator(bundle: str, settings: RuntimeSettings, source: Vibration
     ``settings.port`` is replaced by the simulator's pty.  ``announce(port, runtime)`` is
     called once the runtime is up, before data flows.  With ``loop`` the source starts over
     (time and encoder counts running on) until ``seconds`` have passed; without, it may end sooner.
+    Ctrl-C ends the session early, marked ``interrupted``.
     """
     with DeviceProcess(source, link="pty", speed=rate, loop=loop) as device:
         runtime = Runtime(bundle, replace(settings, port=device.port))
         first_id = runtime._next_id
         if announce:
             announce(device.port, runtime)
+        started, interrupted = time.monotonic(), False
         try:
             runtime.start()
             device.stream(seconds)
             summary = runtime.run(seconds + 1.0)
+        except KeyboardInterrupt:  # the runtime has stopped its threads; what it decided is still reported
+            interrupted = True
+            summary = runtime.summary(time.monotonic() - started)
         finally:
             runtime.close()
         stats = device.close()
         return SimulatedSession(summary, first_id, stats.frames_generated, device.port,
-                                runtime.manifest["backend"]["name"], runtime.manifest["precision"])
+                                runtime.manifest["backend"]["name"], runtime.manifest["precision"], interrupted)
