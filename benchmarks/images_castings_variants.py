@@ -12,7 +12,8 @@ there for the record and never choose.  Then, over all runs:
 
 Only the test images are shared by every run: each seed draws its own validation images.
 
-Candidates are ``NAME:FIELD=VALUE,...`` over ``ImageTrainSettings``.  Resumable: a run
+Candidates are ``NAME:FIELD=VALUE,...`` over ``ImageTrainSettings``, and ``size`` (the input
+size in px; the 32 px patches are resized to it).  Resumable: a run
 directory that already holds metrics.json is reused.  Writes
 benchmarks/results/images_castings_variants.json.
 
@@ -107,8 +108,10 @@ def main() -> int:
             run = args.work / f"castings-w{args.width}-{name}-s{seed}"
             if not (run / "metrics.json").exists():
                 print(f"== {run.name}: training", flush=True)
-                settings = ImageTrainSettings(**({"epochs": args.epochs, "seed": seed} | overrides))
-                train_images("xray-castings", data, run, "resnet18", width=args.width, settings=settings,
+                fields = dict(overrides)
+                size = int(fields.pop("size", 0)) or None  # the input size is the model's, not a training setting
+                settings = ImageTrainSettings(**({"epochs": args.epochs, "seed": seed} | fields))
+                train_images("xray-castings", data, run, "resnet18", size=size, width=args.width, settings=settings,
                              threads=args.threads, quiet=True)
             metrics = json.loads((run / "metrics.json").read_text())
             test = evaluate_images(run, threads=args.threads)

@@ -13,10 +13,14 @@ import errno
 import json
 import os
 import select
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
@@ -390,8 +394,9 @@ class DeviceProcess:
 
     A simulator in the gateway's process shares its interpreter lock: every frame it
     encodes and every REJECT it answers holds up the runtime's reader and decider, and a
-    benchmark or demo would charge the runtime for the device's work (measured: twice
-    the decide-and-log time, a p99 of 17-27 ms against 9 ms at 1x line-scan).  Here the
+    benchmark or demo would charge the runtime for the device's work (measured side by
+    side at 1x line-scan: 27-62 % more time per decision to decide, write and log;
+    benchmarks/results/linescan_device_process_ab.json).  Here the
     simulator runs in a child interpreter started afresh (never a fork of a process that
     may run threads, nor a re-import of the caller's script); the source and the
     commands go to it over a pipe, and the gateway sees only its pty.
@@ -404,10 +409,6 @@ class DeviceProcess:
     """
 
     def __init__(self, source: StreamSource, **options) -> None:
-        import subprocess
-        import sys
-        from multiprocessing.connection import Connection
-
         child_reads, parent_writes = os.pipe()
         parent_reads, child_writes = os.pipe()
         package_root = str(Path(__file__).resolve().parent.parent)  # importable however the caller found it
@@ -424,7 +425,7 @@ class DeviceProcess:
             self.port: str = self._receive()
         except OSError:
             self._end()
-            raise RuntimeError(f"the device simulator's process ended (exit code {self._process.returncode})") from None
+            raise self._gone() from None
         except BaseException:
             self._end()
             raise
@@ -433,8 +434,7 @@ class DeviceProcess:
         try:
             reply = self._replies.recv()
         except EOFError:
-            self._process.wait(timeout=5)
-            raise RuntimeError(f"the device simulator's process ended (exit code {self._process.returncode})") from None
+            raise self._gone() from None
         if isinstance(reply, BaseException):
             raise RuntimeError(f"the device simulator failed: {reply!r}") from reply
         return reply
@@ -450,17 +450,25 @@ class DeviceProcess:
                 self._send.send(("close", None))
                 self.stats = self._receive()
             except OSError:
-                raise RuntimeError(f"the device simulator's process ended (exit code {self._process.poll()})") from None
+                raise self._gone() from None
             finally:
                 self._end()
         return self.stats
+
+    def _gone(self) -> RuntimeError:
+        """What to raise when the device's process ended under a command."""
+        try:
+            self._process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        return RuntimeError(f"the device simulator's process ended (exit code {self._process.returncode})")
 
     def _end(self) -> None:
         for conn in (self._send, self._replies):
             conn.close()
         try:
             self._process.wait(timeout=10)
-        except Exception:
+        except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
 
@@ -477,9 +485,6 @@ class DeviceProcess:
 
 def serve_device(commands_fd: int, replies_fd: int) -> None:
     """The child of :class:`DeviceProcess`: the simulator, driven by ``stream`` and ``close`` commands."""
-    import signal
-    from multiprocessing.connection import Connection
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it closes the device
     commands, replies = Connection(commands_fd, writable=False), Connection(replies_fd, readable=False)
     try:
