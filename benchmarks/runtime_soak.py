@@ -7,8 +7,8 @@ decision written, deadline misses, and the runtime's overhead (decode, assembly,
 preprocessing, decision, REJECT write, log) as a fraction of inference time.  Part 2
 streams as fast as the runtime takes it, with a budget too large to shed anything,
 and reports the sustained rate as a multiple of real time.  On a virtual machine, the
-time the host steals from the runtime's core is sampled, and late decisions are split
-into those near a steal and those clear of any.  The runtime runs on one core; the simulator runs in a process of its own on the other core, as the device
+time the host steals from the runtime's core is sampled, and misses are split into
+those near a steal and those clear of any.  The runtime runs on one core; the simulator runs in a process of its own on the other core, as the device
 would be a microcontroller of its own.  Writes benchmarks/results/runtime_soak.json.
 
     python benchmarks/runtime_soak.py --bundle dist/drsn-openvino-int8 --run runs/drsn --seconds 600
@@ -131,7 +131,7 @@ class StealClock:
         self._thread.join()
 
     def attribute(self, log: Path, first_id: int, budget_ms: float, margin_s: float = 0.5) -> dict:
-        """Decisions, and late ones, in windows where the host stole time and where it did not.
+        """Decisions, and misses (fail-safe or late: over the budget), near a steal of the host and clear of any.
 
         A decision's window runs from ``margin_s`` before its last sample arrived to
         ``margin_s`` after it was made (samples are ``every_s`` apart).
@@ -146,8 +146,8 @@ class StealClock:
         during = np.interp(rows[:, 0] + margin_s, t, stolen) - np.interp(start, t, stolen) > 0
         late = rows[:, 1] > budget_ms
         return {"cpu": self.cpu, "stolen_s": float(stolen[-1] - stolen[0]), "margin_s": margin_s,
-                "decisions_near_steal": int(during.sum()), "late_near_steal": int((late & during).sum()),
-                "decisions_clear_of_steal": int((~during).sum()), "late_clear_of_steal": int((late & ~during).sum())}
+                "decisions_near_steal": int(during.sum()), "misses_near_steal": int((late & during).sum()),
+                "decisions_clear_of_steal": int((~during).sum()), "misses_clear_of_steal": int((late & ~during).sum())}
 
 
 def session(bundle: Path, run: Path, seconds: float, rate: str, budget_ms: float | None, queue: int,
@@ -252,9 +252,9 @@ def main() -> int:
     if parts.get("late"):
         print(f"  largest part of each late decision: {parts['late_largest_part']}")
     if host:
-        print(f"  the host stole {host['stolen_s']:.2f} s from the runtime's core; late: {host['late_near_steal']} "
+        print(f"  the host stole {host['stolen_s']:.2f} s from the runtime's core; misses: {host['misses_near_steal']} "
               f"of {host['decisions_near_steal']} decisions within {host['margin_s']:g} s of a steal, "
-              f"{host['late_clear_of_steal']} of {host['decisions_clear_of_steal']} clear of any")
+              f"{host['misses_clear_of_steal']} of {host['decisions_clear_of_steal']} clear of any")
     print(f"runtime overhead: {100 * soak_cost['overhead_fraction_of_inference']:.1f}% of inference time by stage "
           f"clocks, {100 * soak_cost['overhead_cpu_fraction_of_inference']:.1f}% by CPU time (target <= 10%); "
           f"{soak_cost['cpu_ms_per_decision']:.3f} ms CPU per decision (reader thread "
