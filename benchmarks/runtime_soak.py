@@ -145,10 +145,11 @@ class StealClock:
                                        (first_id,)).fetchall(), dtype=float).reshape(-1, 2)
         start = rows[:, 0] - rows[:, 1] / 1e3 - margin_s
         during = np.interp(rows[:, 0] + margin_s, t, stolen) - np.interp(start, t, stolen) > 0
-        late = rows[:, 1] > budget_ms
+        missed = rows[:, 1] > budget_ms
         return {"cpu": self.cpu, "stolen_s": float(stolen[-1] - stolen[0]), "margin_s": margin_s,
-                "decisions_near_steal": int(during.sum()), "misses_near_steal": int((late & during).sum()),
-                "decisions_clear_of_steal": int((~during).sum()), "misses_clear_of_steal": int((late & ~during).sum())}
+                "decisions_near_steal": int(during.sum()), "misses_near_steal": int((missed & during).sum()),
+                "decisions_clear_of_steal": int((~during).sum()),
+                "misses_clear_of_steal": int((missed & ~during).sum())}
 
 
 def session(bundle: Path, run: Path, seconds: float, rate: str, budget_ms: float | None, queue: int,

@@ -38,11 +38,14 @@ def realtime_priority(value: str) -> int:
 
 def http_address(value: str) -> str:
     """``HOST:PORT`` (``:PORT`` for loopback; port 0 takes any free one), or ``off``."""
+    from edge.runtime.metrics import listen_address  # the runtime's own reading of it
+
     if value == "off":
         return value
-    host, _, port = value.rpartition(":")
-    if not port.isdigit() or int(port) > 65535:
-        raise argparse.ArgumentTypeError(f"{value!r}: give HOST:PORT (e.g. 127.0.0.1:9108), :PORT, or off")
+    try:
+        listen_address(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return value
 
 

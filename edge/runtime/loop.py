@@ -31,7 +31,7 @@ from edge.data.preprocess import model_input, normalize
 from edge.runtime.assembler import LineAssembler, Unit, VibrationAssembler
 from edge.runtime.decision_log import DecisionLog, DecisionRow, next_decision_id
 from edge.runtime.decisions import REASON_FAIL_SAFE, DecisionPolicy, RejectScheduler, Verdict
-from edge.runtime.metrics import STAGES, RuntimeMetrics, StatusServer, StatusServerError
+from edge.runtime.metrics import STAGES, RuntimeMetrics, StatusServer, StatusServerError, listen_address
 from edge.runtime.pacing import ReadPacer
 from edge.runtime.realtime import check_priority, current_priority, enter_realtime
 from firmware_bridge.codec import FrameDecoder, encode_frame
@@ -151,9 +151,8 @@ class Runtime:
                        "device_errors": 0, "paced_sleeps": 0}
         self.server = None
         if s.http:
-            host, _, port = s.http.rpartition(":")
             try:
-                self.server = StatusServer(self.metrics, self.counters, host or "127.0.0.1", int(port))
+                self.server = StatusServer(self.metrics, self.counters, *listen_address(s.http))
             except StatusServerError:
                 self.close()
                 raise

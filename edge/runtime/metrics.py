@@ -125,6 +125,14 @@ class StatusServerError(DrsnEdgeError):
     """The status page cannot listen where it was asked to."""
 
 
+def listen_address(value: str) -> tuple[str, int]:
+    """``HOST:PORT``, or ``:PORT`` for loopback, as (host, port); port 0 takes any free one."""
+    host, _, port = value.rpartition(":")
+    if not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{value!r}: give HOST:PORT (e.g. 127.0.0.1:9108), :PORT, or off")
+    return host or "127.0.0.1", int(port)
+
+
 class StatusServer:
     """HTTP on ``host:port`` (port 0: any free port) serving /metrics, /status.json and /."""
 
