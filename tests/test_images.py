@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -176,6 +180,10 @@ def test_line_scan_end_to_end_one_decision_per_patch_and_rejects_at_the_actuator
     assert all(r[5] == r[1] + distance for r in rejects)                # fires where the tile meets the actuator
     fired = sorted((r["fire_encoder"], r["lane"]) for r in sim.rejects)
     assert fired == sorted((r[1] + distance, r[2]) for r in rejects) and not any(r["late"] for r in sim.rejects)
+    # The quality engineer's export of the rejects says what the actuator was told, lane by lane.
+    exported = subprocess.run([sys.executable, "-m", "edge.cli", "decisions", "--log", str(tmp_path / "log.db"),
+                               "--rejects", "--csv", "-"], capture_output=True, text=True, check=True).stdout
+    assert sorted((int(r["fire_at"]), int(r["lane"])) for r in csv.DictReader(io.StringIO(exported))) == fired
 
 
 def read_images_from_truth(root, truth_rows):

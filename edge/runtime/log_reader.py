@@ -1,0 +1,189 @@
+"""Read a decision log without disturbing the runtime that writes it: `drsn-edge decisions`.
+
+A plant engineer asks the log what the line asked the gateway: which parts were
+rejected this morning, which windows got the fail-safe and why, which decisions came
+late.  The log is opened read-only (``mode=ro``): nothing is ever written to it, and
+every query is one short read transaction, so the runtime's commits and checkpoints
+go on while it is read, as SQLite's WAL mode allows.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import sqlite3
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Iterator
+
+import numpy as np
+
+from edge.runtime.decision_log import COLUMNS, DecisionLogError
+from edge.runtime.metrics import latency_percentiles
+
+#: Where the service written by ``drsn-edge install`` keeps its log.
+SERVICE_LOG = Path("/var/lib/drsn-edge/decisions.db")
+
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_when(text: str, now: float | None = None) -> float:
+    """UNIX time from ``2026-12-02 10:00[:00]`` (local time), an ISO date, or an age: ``90s``, ``30m``, ``2h``, ``1d``."""
+    text = text.strip()
+    match = _RELATIVE.match(text)
+    if match:
+        return (time.time() if now is None else now) - float(match.group(1)) * _UNIT_S[match.group(2)]
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise ValueError(f"expected a time such as '2026-12-02 10:00' or an age such as 30m, 2h, 1d; got {text!r}") \
+            from None
+
+
+@dataclass
+class LogFilter:
+    """Which decisions to read; every condition given must hold (None: any)."""
+
+    since: float | None = None      # UNIX time, inclusive
+    until: float | None = None      # UNIX time, exclusive
+    rejects: bool = False           # only decisions that rejected (fail-safe rejects included)
+    fail_safe: bool = False         # only fail-safe decisions
+    late_ms: float | None = None    # only decisions whose latency exceeded this
+    label: str | None = None        # only this class
+    lane: int | None = None         # only this line-scan lane
+    after_id: int = 0               # only decisions numbered above this
+
+    def where(self) -> tuple[str, list]:
+        """The SQL condition and its parameters."""
+        terms, params = ["decision_id > ?"], [self.after_id]
+        for clause, value in (("wall_time >= ?", self.since), ("wall_time < ?", self.until),
+                              ("latency_ms > ?", self.late_ms), ("class = ?", self.label), ("lane = ?", self.lane)):
+            if value is not None:
+                terms.append(clause)
+                params.append(value)
+        if self.rejects:
+            terms.append("reject = 1")
+        if self.fail_safe:
+            terms.append("fail_safe IS NOT NULL")
+        return " AND ".join(terms), params
+
+
+def open_read_only(path: str | Path) -> sqlite3.Connection:
+    """Open a decision log for reading only; a missing file or one that is not a log says so."""
+    path = Path(path)
+    if not path.is_file():
+        hint = (f"; the installed service's log is {SERVICE_LOG} (give --log {SERVICE_LOG})"
+                if SERVICE_LOG.is_file() and path != SERVICE_LOG else
+                "; give --log the file the runtime was started with (`drsn-edge run --log`)")
+        raise DecisionLogError(f"decision log {path} does not exist{hint}")
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+        present = {row[1] for row in db.execute("PRAGMA table_info(decisions)")}
+    except sqlite3.Error as exc:
+        shm = path.with_name(path.name + "-shm")
+        hint = ("; a reader needs SQLite's index file beside the log, and this user may not create "
+                f"{shm}: run it as the log's owner (sudo), or while the runtime runs"
+                if not shm.exists() and not os.access(path.parent, os.W_OK) else "")
+        raise DecisionLogError(f"decision log {path} cannot be read: {exc}{hint}") from exc
+    if not {"decision_id", "wall_time", "class", "latency_ms"} <= present:
+        db.close()
+        raise DecisionLogError(f"{path} is not a drsn-edge decision log (it has no decisions table)")
+    return db
+
+
+def _select(present: set[str]) -> str:
+    """The columns to read: all of them, NULL for those an older runtime did not write."""
+    return ", ".join(c if c in present else f"NULL AS {c}" for c in COLUMNS)
+
+
+def _columns(db: sqlite3.Connection) -> set[str]:
+    return {row[1] for row in db.execute("PRAGMA table_info(decisions)")}
+
+
+def read_last(db: sqlite3.Connection, flt: LogFilter, count: int) -> list[dict]:
+    """The newest ``count`` matching decisions, oldest first."""
+    where, params = flt.where()
+    sql = (f"SELECT * FROM (SELECT {_select(_columns(db))} FROM decisions WHERE {where} "
+           f"ORDER BY decision_id DESC LIMIT ?) ORDER BY decision_id")
+    return [dict(zip(COLUMNS, row)) for row in _query(db, sql, [*params, count])]
+
+
+def iter_rows(db: sqlite3.Connection, flt: LogFilter, batch: int = 10_000) -> Iterator[dict]:
+    """Every matching decision in order, read in batches (a log of millions of rows is not held in memory)."""
+    after = flt.after_id
+    while rows := _batch(db, replace(flt, after_id=after), batch):
+        yield from rows
+        after = rows[-1]["decision_id"]
+
+
+def _batch(db: sqlite3.Connection, flt: LogFilter, size: int) -> list[dict]:
+    """The first ``size`` matching decisions: one short read transaction."""
+    where, params = flt.where()
+    sql = f"SELECT {_select(_columns(db))} FROM decisions WHERE {where} ORDER BY decision_id LIMIT ?"
+    return [dict(zip(COLUMNS, row)) for row in _query(db, sql, [*params, size])]
+
+
+def _query(db: sqlite3.Connection, sql: str, params: list) -> list[tuple]:
+    try:
+        return db.execute(sql, params).fetchall()
+    except sqlite3.Error as exc:
+        raise DecisionLogError(f"the decision log cannot be read: {exc}") from exc
+
+
+def summarize(db: sqlite3.Connection, flt: LogFilter) -> dict:
+    """Counts by outcome, fail-safe reason, class and bundle, and latency percentiles of the decided ones."""
+    where, params = flt.where()
+    (n, first, last, t0, t1), = _query(db, f"SELECT COUNT(*), MIN(decision_id), MAX(decision_id), MIN(wall_time), "
+                                           f"MAX(wall_time) FROM decisions WHERE {where}", params)
+
+    def grouped(column: str) -> dict:
+        rows = _query(db, f"SELECT {column}, COUNT(*) FROM decisions WHERE {where} GROUP BY {column} "
+                          f"ORDER BY COUNT(*) DESC", params)
+        return {key: count for key, count in rows}
+
+    try:  # streamed into an array: 8 bytes a row, not a Python tuple per row, on a log of millions
+        cursor = db.execute(f"SELECT latency_ms FROM decisions WHERE {where} AND fail_safe IS NULL", params)
+        latencies = np.fromiter((v for (v,) in cursor), dtype=np.float64)
+    except sqlite3.Error as exc:
+        raise DecisionLogError(f"the decision log cannot be read: {exc}") from exc
+    (oldest, newest), = _query(db, "SELECT MIN(decision_id), MAX(decision_id) FROM decisions", [])
+    return {"decisions": n, "first_id": first, "last_id": last, "first_time": t0, "last_time": t1,
+            "rejects": sum(v for k, v in grouped("reject").items() if k),
+            "fail_safe": {k: v for k, v in grouped("fail_safe").items() if k is not None},
+            "classes": grouped("class"), "bundles": grouped("bundle_sha256"),
+            "latency_decided": latency_percentiles(latencies), "log_first_id": oldest, "log_last_id": newest}
+
+
+def follow(db: sqlite3.Connection, flt: LogFilter, poll_s: float = 0.5, stop=lambda: False) -> Iterator[dict]:
+    """Matching decisions numbered above ``flt.after_id``, as the runtime logs them, until ``stop()``."""
+    after = flt.after_id
+    while not stop():
+        rows = _batch(db, replace(flt, after_id=after), 10_000)
+        yield from rows
+        if rows:
+            after = rows[-1]["decision_id"]
+        else:
+            time.sleep(poll_s)
+
+
+def write_csv(rows: Iterator[dict], out: IO[str]) -> int:
+    """Every column of each row, one row per decision, with its time also in ISO 8601 (local, with
+    its UTC offset) for a spreadsheet; returns how many were written."""
+    writer = csv.DictWriter(out, fieldnames=[COLUMNS[0], "time", *COLUMNS[1:]], lineterminator="\n")
+    writer.writeheader()
+    count = 0
+    for row in rows:
+        writer.writerow({**row, "time": datetime.fromtimestamp(row["wall_time"]).astimezone().isoformat()})
+        count += 1
+    return count
+
+
+def top_score(row: dict) -> float | None:
+    """The highest class probability of a decision (None for a fail-safe, which has none)."""
+    scores = json.loads(row["scores"]) if row["scores"] else []
+    return max(scores) if scores else None

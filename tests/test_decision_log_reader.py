@@ -1,0 +1,136 @@
+"""`drsn-edge decisions`: the decision log read back as the runtime wrote it, never changed by reading."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import sqlite3
+import threading
+import time
+from datetime import datetime
+
+import pytest
+
+from edge.cli import main
+from edge.runtime.decision_log import DecisionLog, DecisionRow
+from edge.runtime.log_reader import LogFilter, follow, open_read_only, parse_when
+
+CLASSES = ["normal", "B007", "IR007", "OR007@6"]
+START = datetime(2026, 12, 2, 6, 0).timestamp()  # a shift begins
+
+
+def shift_rows(first: int, count: int) -> list[DecisionRow]:
+    """A shift's vibration decisions, one a minute: every 7th fail-safe, the rest classed in turn."""
+    rows = []
+    for k in range(first, first + count):
+        fail_safe = ("deadline", "overload")[k % 2] if k % 7 == 0 else None
+        label = "OR007@6" if fail_safe else CLASSES[k % 4]
+        scores = [] if fail_safe else [0.9 if c == label else 0.1 / 3 for c in CLASSES]
+        rows.append(DecisionRow(k, START + 60 * k, "vibration", 1024 * k, 1024 * k + 2047, 85_000 * k, 0, label,
+                                scores, label != "normal", fail_safe, 1.0 + (k % 10), None, "ab" * 32,
+                                0.3, None if fail_safe else 0.9))
+    return rows
+
+
+@pytest.fixture
+def shift_log(tmp_path):
+    path = tmp_path / "decisions.db"
+    log = DecisionLog(path)
+    log.append(shift_rows(1, 300))
+    log.close()
+    return path
+
+
+def test_the_summary_counts_what_the_log_holds_and_filters_narrow_it(shift_log, capsys):
+    rows = shift_rows(1, 300)
+    before = hashlib.sha256(shift_log.read_bytes()).digest()
+    assert main(["decisions", "--log", str(shift_log), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["decisions"] == 300 and (s["first_id"], s["last_id"]) == (1, 300)
+    assert s["rejects"] == sum(r.reject for r in rows)
+    assert s["fail_safe"] == {"deadline": 21, "overload": 21}
+    assert s["classes"]["normal"] == sum(r.label == "normal" for r in rows)
+    assert s["latency_decided"]["n"] == 300 - 42 and s["latency_decided"]["max_ms"] == 10.0
+    # rejects of the second hour, and the slow decisions of the whole shift
+    since, until = "2026-12-02 07:00", "2026-12-02 08:00"
+    assert main(["decisions", "--log", str(shift_log), "--json", "--rejects", "--since", since, "--until", until]) == 0
+    hour = [r for r in rows if START + 3600 <= r.wall_time < START + 7200 and r.reject]
+    assert json.loads(capsys.readouterr().out)["decisions"] == len(hour) > 0
+    assert main(["decisions", "--log", str(shift_log), "--late", "8", "--class", "IR007", "--last", "3"]) == 0
+    out = capsys.readouterr().out
+    slow = [r for r in rows if r.latency_ms > 8 and r.label == "IR007"]
+    assert f"{len(slow)} decisions" in out
+    listed = [int(line.split()[0]) for line in out.splitlines() if line.split()[0].isdigit()]
+    assert listed == [r.decision_id for r in slow[-3:]]
+    assert hashlib.sha256(shift_log.read_bytes()).digest() == before  # reading changed nothing in the log
+
+
+def test_csv_holds_every_matching_decision_with_every_column(shift_log, tmp_path, capsys):
+    out = tmp_path / "fail-safe.csv"
+    assert main(["decisions", "--log", str(shift_log), "--fail-safe", "--csv", str(out)]) == 0
+    assert "wrote 42 decisions" in capsys.readouterr().out
+    exported = list(csv.DictReader(out.open()))
+    expected = [r for r in shift_rows(1, 300) if r.fail_safe]
+    assert [int(r["decision_id"]) for r in exported] == [r.decision_id for r in expected]
+    assert [r["fail_safe"] for r in exported] == [r.fail_safe for r in expected]
+    assert all(datetime.fromisoformat(r["time"]).timestamp() == pytest.approx(float(r["wall_time"]), abs=1e-3)
+               for r in exported)
+    assert main(["decisions", "--log", str(shift_log), "--csv", "-", "--class", "B007"]) == 0
+    b007 = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert len(b007) == sum(r.label == "B007" for r in shift_rows(1, 300))
+    assert json.loads(b007[0]["scores"]) == [0.03333, 0.9, 0.03333, 0.03333]
+
+
+def test_follow_lists_each_new_decision_once_while_the_runtime_writes(shift_log):
+    """A reader following the log while the runtime's writer appends to it misses none and repeats none."""
+    db = open_read_only(shift_log)
+    log = DecisionLog(shift_log, checkpoint_s=0.05)  # checkpoints run under the reader too
+    new = [shift_rows(301 + 5 * k, 5) for k in range(80)]
+    wanted = [r.decision_id for batch in new for r in batch if r.reject]
+    seen, done = [], threading.Event()
+
+    def write():
+        for batch in new:
+            log.append(batch)
+        done.set()
+
+    writer = threading.Thread(target=write)
+    give_up = time.monotonic() + 60
+    rows = follow(db, LogFilter(rejects=True, after_id=300), poll_s=0.01,
+                  stop=lambda: done.is_set() and len(seen) >= len(wanted) or time.monotonic() > give_up)
+    writer.start()
+    for row in rows:
+        seen.append(row["decision_id"])
+        if len(seen) > len(wanted):
+            break
+    writer.join()
+    log.close()
+    db.close()
+    assert seen == wanted
+
+
+def test_a_missing_or_foreign_file_is_refused_and_left_as_it_was(tmp_path, capsys):
+    missing = tmp_path / "nope.db"
+    assert main(["decisions", "--log", str(missing)]) == 2
+    assert "does not exist" in capsys.readouterr().err and not missing.exists()
+    text = tmp_path / "notes.txt"
+    text.write_text("not a log\n" * 100)
+    assert main(["decisions", "--log", str(text)]) == 2
+    assert "cannot be read" in capsys.readouterr().err and text.read_text() == "not a log\n" * 100
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE parts (id INTEGER)")
+    before = other.read_bytes()
+    assert main(["decisions", "--log", str(other)]) == 2
+    assert "not a drsn-edge decision log" in capsys.readouterr().err and other.read_bytes() == before
+    with pytest.raises(SystemExit):
+        main(["decisions", "--log", str(other), "--since", "yesterday"])
+    assert "an age such as 30m" in capsys.readouterr().err
+
+
+def test_times_are_read_as_local_clock_times_or_ages():
+    assert parse_when("2026-12-02 06:00") == START
+    assert parse_when("90s", now=1000.0) == 910.0 and parse_when("2h", now=10_000.0) == 2800.0
+    assert parse_when("1.5d", now=200_000.0) == 200_000.0 - 129_600
