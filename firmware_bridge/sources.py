@@ -15,6 +15,7 @@ import numpy as np
 from firmware_bridge.protocol import Hello, Line, Message, SampleFormat, Samples, SensorKind
 
 LINE_RATE_HZ = 1250.0  # a line-scan detector on a 1 m/s conveyor (0.8 mm per line)
+ACTUATOR_LINES = 625   # the simulated belt's reject actuator: 0.5 m (0.5 s) downstream of the scanner
 
 
 @dataclass
@@ -110,24 +111,43 @@ class BeltSource(StreamSource):
         return int(round(lines * 1e6 / self.hello.rate_hz)), lines
 
 
+def _image_label(path: Path) -> str:
+    """An image's class from where it lies: ``class_N/`` folders (X-ray), or the name's prefix (NEU ``crazing_12.jpg``)."""
+    return path.parent.name if path.parent.name.startswith("class_") else path.stem.rsplit("_", 1)[0]
+
+
 def _image_files(root: Path, source: str, subset: str, split: str) -> list[tuple[Path, str]]:
     if source in ("xray", "gdxray"):
         folder = root / subset / split
-        files = [(p, p.parent.name) for p in sorted(folder.glob("class_*/*")) if p.suffix.lower() in (".jpg", ".png")]
+        files = [p for p in sorted(folder.glob("class_*/*")) if p.suffix.lower() in (".jpg", ".png")]
     else:
         folder = root / "images" if (root / "images").is_dir() else root
-        files = [(p, p.stem.rsplit("_", 1)[0]) for p in sorted(folder.glob("*.jpg"))]
+        files = sorted(folder.glob("*.jpg"))
     if not files:
         raise FileNotFoundError(f"no images under {folder}")
-    return files
+    return [(p, _image_label(p)) for p in files]
+
+
+def held_out_images(split_json: str | Path, data_dir: str | Path, split: str = "test") -> list[tuple[Path, str]]:
+    """``(path, label)`` of one split of an image run (its ``split.json``, copies folded): images the model never saw."""
+    import json
+
+    doc = json.loads(Path(split_json).read_text())
+    return [(Path(data_dir) / name, _image_label(Path(name))) for name in doc["files"][split]]
 
 
 def belt_source(data_dir: str | Path, source: str = "gdxray", subset: str = "castings", split: str = "test",
-                lanes: int | None = None, bands: int = 20, seed: int = 0, bit_depth: int = 8) -> BeltSource:
-    """A conveyor belt of real patches: ``bands`` rows of ``lanes`` patches, each patch's label its tile truth."""
+                lanes: int | None = None, bands: int = 20, seed: int = 0, bit_depth: int = 8,
+                files: list[tuple[Path, str]] | None = None) -> BeltSource:
+    """A conveyor belt of real patches: ``bands`` rows of ``lanes`` patches, each patch's label its tile truth.
+
+    The patches are drawn from ``files`` (``(path, label)``, e.g. :func:`held_out_images`) when
+    given, else from the data set's ``split`` folder.
+    """
     from PIL import Image
 
-    files = _image_files(Path(data_dir), source, subset, split)
+    data_dir = Path(data_dir)
+    files = files or _image_files(data_dir, source, subset, split)
     rng = np.random.default_rng(seed)
     first = np.asarray(Image.open(files[0][0]).convert("L"))
     h, w = first.shape
@@ -136,16 +156,19 @@ def belt_source(data_dir: str | Path, source: str = "gdxray", subset: str = "cas
     rows = np.zeros((bands * h, lanes * w), dtype=np.uint16 if bit_depth > 8 else np.uint8)
     truth = []
     shift = bit_depth - 8
+    images: dict[int, np.ndarray] = {}  # a long belt repeats its patches: each file is read once
     for k, idx in enumerate(picks):
         band, lane = divmod(k, lanes)
         path, label = files[int(idx)]
-        img = np.asarray(Image.open(path).convert("L"))
+        img = images.get(int(idx))
+        if img is None:
+            img = images[int(idx)] = np.asarray(Image.open(path).convert("L"))
         if img.shape != (h, w):
             raise ValueError(f"{path}: {img.shape} differs from the belt's patch size {(h, w)}")
         rows[band * h:(band + 1) * h, lane * w:(lane + 1) * w] = img.astype(rows.dtype) << max(shift, 0)
         truth.append({"tile": k, "lane": lane, "encoder_start": band * h, "encoder_end": (band + 1) * h - 1,
                       "pixel_start": lane * w, "pixel_end": (lane + 1) * w - 1, "label": label,
-                      "image": str(path.relative_to(data_dir))})
+                      "image": str(path.relative_to(data_dir)) if path.is_relative_to(data_dir) else str(path)})
     hello = Hello(device_id=f"sim-{source}", firmware=(1, 0, 0), sensor=SensorKind.LINESCAN,
                   sample_format=SampleFormat.UINT16 if bit_depth > 8 else SampleFormat.UINT8, channels=1,
                   bit_depth=bit_depth, rate_hz=LINE_RATE_HZ, scale=1.0, pixels=rows.shape[1])

@@ -140,7 +140,19 @@ def test_image_run_builds_an_int8_bundle_the_gateway_can_run(castings_run, targe
     assert backend.infer(np.zeros((1, 1, 32, 32), np.float32)).shape == (1, 2)
 
 
-def test_line_scan_end_to_end_one_decision_per_patch_and_rejects_at_the_actuator(castings_run, data_root, tmp_path):
+@pytest.fixture(scope="module")
+def castings_bundle(castings_run, tmp_path_factory):
+    """The tiny castings run as an ONNX Runtime FP32 line-scan bundle (a 50 ms tile budget, for slow test hosts)."""
+    from edge.export.build import BuildOptions, build_bundle
+
+    bundle = tmp_path_factory.mktemp("image-bundles") / "ort"
+    build_bundle(castings_run, bundle, BuildOptions(target="onnxruntime", precision="fp32", budget_ms=50,
+                                                    guard_drop=0.05), log=lambda *_: None)
+    return bundle
+
+
+def test_line_scan_end_to_end_one_decision_per_patch_and_rejects_at_the_actuator(castings_run, castings_bundle,
+                                                                                  data_root, tmp_path):
     """The X-ray belt on a real pty: every patch decided once, as offline; each REJECT at the right encoder count."""
     import sqlite3
 
@@ -148,13 +160,10 @@ def test_line_scan_end_to_end_one_decision_per_patch_and_rejects_at_the_actuator
     from edge.backends import load_backend
     from edge.bundle import open_bundle
     from edge.data.preprocess import normalize
-    from edge.export.build import BuildOptions, build_bundle
     from firmware_bridge.simulator import DeviceSimulator
     from firmware_bridge.sources import belt_source
 
-    bundle = tmp_path / "ort"
-    build_bundle(castings_run, bundle, BuildOptions(target="onnxruntime", precision="fp32", budget_ms=50,
-                                                    guard_drop=0.05), log=lambda *_: None)
+    bundle = castings_bundle
     belt = belt_source(data_root / "xray", "xray", "castings", "test", bands=12, seed=1)
     lanes, distance = 20, 300
     with DeviceSimulator(belt, link="pty", speed=1.0) as sim:
@@ -184,6 +193,41 @@ def test_line_scan_end_to_end_one_decision_per_patch_and_rejects_at_the_actuator
     exported = subprocess.run([sys.executable, "-m", "edge.cli", "decisions", "--log", str(tmp_path / "log.db"),
                                "--rejects", "--csv", "-"], capture_output=True, text=True, check=True).stdout
     assert sorted((int(r["fire_at"]), int(r["lane"])) for r in csv.DictReader(io.StringIO(exported))) == fired
+
+
+def test_the_line_scan_demo_scores_live_patches_of_the_run_s_test_images_only(castings_run, castings_bundle,
+                                                                              tmp_path):
+    """`drsn-edge demo` on an image run: a belt of its held-out images, every REJECT taken by the actuator in time."""
+    log = tmp_path / "demo.db"
+    done = subprocess.run([sys.executable, "-m", "edge.cli", "demo", "--bundle", str(castings_bundle), "--run",
+                           str(castings_run), "--seconds", "2", "--log", str(log), "--http", "off"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "drawn from the run's 519 test images" in out and "actuator 625 encoder counts downstream" in out
+    assert "naks 0" in out and "warning" not in done.stderr
+    import sqlite3
+
+    rows = sqlite3.connect(log).execute("SELECT reject, fire_at, span_end FROM decisions").fetchall()
+    assert len(rows) >= 20 * 70 and all(fire == end + 625 for reject, fire, end in rows if reject)
+    rejected = sum(reject for reject, _, _ in rows)
+    assert f"rejects sent {rejected}, acked {rejected}," in out
+    assert "live accuracy" in out and f"on {len(rows):,} patches of held-out images" in out
+
+
+def test_a_line_scan_bundle_is_run_or_installed_only_with_its_actuator_distance(castings_bundle, tmp_path, capsys):
+    from edge.cli import main
+
+    assert main(["run", "--bundle", str(castings_bundle), "--port", "loop://", "--log", str(tmp_path / "l.db"),
+                 "--http", "off", "--duration", "1"]) == 2
+    assert "needs --distance" in capsys.readouterr().err
+    root = tmp_path / "root"
+    assert main(["install", "--bundle", str(castings_bundle), "--root", str(root)]) == 2
+    assert "nothing was installed" in capsys.readouterr().err and not (root / "opt").exists()
+    assert main(["install", "--bundle", str(castings_bundle), "--root", str(root), "--distance", "900",
+                 "--max-consecutive", "5"]) == 0
+    unit = (root / "etc/systemd/system/drsn-edge.service").read_text()
+    assert " --distance 900 --max-consecutive 5" in unit
 
 
 def read_images_from_truth(root, truth_rows):

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from edge.bundle.package import BundleError, open_bundle
+from edge.runtime.decisions import distance_problem
 from edge.runtime.realtime import DEFAULT_SERVICE_PRIORITY
 
 HOME = Path("opt/drsn-edge")
@@ -98,14 +99,16 @@ def _check_runs_here(verified, name: str) -> None:
 def install(bundle: str | Path, root: str | Path = "/", trusted_keys: list[str] | None = None,
             port: str = "usb:0483:5740", budget_ms: float | None = None, python: str | None = None,
             realtime_priority: int = DEFAULT_SERVICE_PRIORITY, log_max_mb: float | None = None,
-            check_runs_here: bool | None = None) -> Path:
+            check_runs_here: bool | None = None, distance: int | None = None, max_consecutive: int = 0) -> Path:
     """Verify ``bundle`` and make it current; the one it replaces becomes ``previous``.
 
     The unit runs the service as root, so its reader and decider get ``realtime_priority``
     (SCHED_FIFO; 0 leaves them under the ordinary scheduler).  ``python`` is the interpreter
     the service runs; by default the one running this install, whose environment holds
     drsn-edge and the bundle's backend.  The trusted keys are copied beside the bundles.
-    ``log_max_mb`` bounds the decision log (default: the runtime's).  ``check_runs_here``
+    ``log_max_mb`` bounds the decision log (default: the runtime's).  A line-scan bundle needs
+    ``distance``, the encoder counts from scanner to actuator, which only the line knows;
+    ``max_consecutive`` sets the reject lockout (0: off).  ``check_runs_here``
     loads the bundle's backend first and refuses a bundle it cannot run (default: when
     installing on this system for this Python, the only case where the check means anything).
     """
@@ -120,6 +123,8 @@ def install(bundle: str | Path, root: str | Path = "/", trusted_keys: list[str] 
     if check_runs_here:
         _check_runs_here(verified, name)
     m = verified.manifest
+    if problem := distance_problem(verified.kind, distance or 0):
+        raise BundleError(f"{problem}; nothing was installed")
     digest = verified.manifest_sha256[:8]
     home = Path(root) / HOME
     target = home / "bundles" / f"{name}-{digest}"
@@ -140,6 +145,10 @@ def install(bundle: str | Path, root: str | Path = "/", trusted_keys: list[str] 
                "--log", str(Path("/") / STATE / "decisions.db"), "--realtime-priority", str(realtime_priority)]
     if log_max_mb is not None:
         command += ["--log-max-mb", f"{log_max_mb:g}"]
+    if distance:
+        command += ["--distance", str(distance)]
+    if max_consecutive:
+        command += ["--max-consecutive", str(max_consecutive)]
     for key in keys:
         command += ["--trust", str(key)]
     _write_atomically(Path(root) / UNIT, UNIT_TEMPLATE.format(

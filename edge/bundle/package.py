@@ -49,6 +49,11 @@ class Bundle:
         """Identifies the bundle: the manifest lists every file's hash, so this covers them all."""
         return hashlib.sha256((self.path / MANIFEST).read_bytes()).hexdigest()
 
+    @property
+    def kind(self) -> str:
+        """``linescan`` (tiles of lines cut into patches) or ``vibration`` (sliding windows of samples)."""
+        return "linescan" if "tile_lines" in self.manifest["preprocessing"] else "vibration"
+
     def file(self, role: str) -> Path:
         """The path of the file the manifest names for ``role`` (``model``, ``weights``, ...)."""
         name = self.manifest["model"]["files"].get(role)

@@ -83,7 +83,9 @@ def _runtime_arguments(p: argparse.ArgumentParser) -> None:
                         "patches; 0: unbounded)")
     p.add_argument("--http", type=http_address, default="127.0.0.1:9108", metavar="HOST:PORT",
                    help="status page and metrics address, or off (default 127.0.0.1:9108, loopback only)")
-    p.add_argument("--distance", type=int, default=0, help="line-scan: encoder counts from scanner to actuator")
+    p.add_argument("--distance", type=int, default=0, metavar="COUNTS",
+                   help="line-scan: encoder counts from the scanner to the reject actuator; required for a "
+                        "line-scan bundle (demo: the simulated belt's 625, half a metre)")
     p.add_argument("--max-consecutive", type=int, default=0, help="reject lockout after N in a row (0: off)")
     p.add_argument("--threads", type=thread_count, default=1, help="inference threads (default 1)")
     p.add_argument("--trust", action="append", default=[], help="trusted public key; requires a signed bundle")
@@ -120,9 +122,13 @@ def _print_summary(summary: dict) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from edge.runtime.decisions import distance_problem
     from edge.runtime.loop import Runtime
 
     runtime = Runtime(args.bundle, _runtime_settings(args, args.port))
+    if problem := distance_problem(runtime.kind, args.distance):
+        runtime.close()
+        raise DrsnEdgeError(f"{problem}; nothing was run")
     signal.signal(signal.SIGTERM, lambda *_: runtime.stop())
     if runtime.server:
         print(f"run: status page {runtime.server.address}/ , metrics {runtime.server.address}/metrics", flush=True)
@@ -139,40 +145,50 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the whole loop on real data: simulator on a pty -> runtime -> live accuracy",
-                       description="Stream a run's held-out CWRU test segments at real rate from the device "
-                                   "simulator over a real pty, run the gateway runtime against it, and score the "
-                                   "live decisions.")
+                       description="Stream a run's held-out data at real rate from the device simulator over a real "
+                                   "pty, run the gateway runtime against it, and score the live decisions. A "
+                                   "vibration run streams its held-out CWRU segments; an image run streams a belt of "
+                                   "its test images line by line, with the reject actuator 625 encoder counts "
+                                   "downstream unless --distance says otherwise.",
+                       epilog="examples:\n"
+                              "  drsn-edge demo --bundle dist/drsn-openvino-int8 --run runs/drsn --seconds 60\n"
+                              "  drsn-edge demo --bundle dist/castings-ov-int8 --run runs/castings --seconds 10\n"
+                              "  drsn-edge decisions --log decisions.db --rejects     # then read what it decided",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     _runtime_arguments(p)
     p.add_argument("--run", type=Path, required=True, help="the training run the bundle was built from")
-    p.add_argument("--data", type=Path, default=None, help="CWRU folder (default: the run's)")
+    p.add_argument("--data", type=Path, default=None, help="the run's data folder (default: where it trained)")
     p.add_argument("--seconds", type=float, default=60.0, help="how long to stream (default 60)")
     p.add_argument("--rate", type=stream_rate, default=1.0, help="realtime (default), xN or max")
     p.set_defaults(func=_cmd_demo)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from edge.runtime.scoring import score_vibration
+    from edge.bundle import open_bundle
     from edge.runtime.simulated import run_with_simulator
     from edge.train.runs import load_run
-    from firmware_bridge.sources import cwru_source, held_out_spans
 
     run = load_run(args.run)
     data = args.data or Path(run.config["data"]["path"])
-    source = cwru_source(data, loads=tuple(run.config["data"]["loads"]),
-                         spans=held_out_spans(args.run / "split.json"))
+    linescan = open_bundle(args.bundle).kind == "linescan"
+    if linescan != (run.config["preprocessing"].get("input") == "image"):
+        raise DrsnEdgeError(f"bundle {args.bundle} is a {'line-scan' if linescan else 'vibration'} bundle, but run "
+                            f"{args.run} trained {'a vibration' if linescan else 'an image'} model; give the run the "
+                            f"bundle was built from")
+    source, what = (_belt_of_run(args, run, data) if linescan else _records_of_run(args, run, data))
 
     def announce(port, runtime):
-        print(f"demo: simulator streaming the held-out segments of {len(source.truth)} records on {port}; "
-              f"runtime on {runtime.manifest['backend']['name']} {runtime.manifest['precision']}", flush=True)
+        actuator = f", actuator {runtime.settings.distance} encoder counts downstream" if linescan else ""
+        print(f"demo: simulator streaming {what} on {port}; runtime on {runtime.manifest['backend']['name']} "
+              f"{runtime.manifest['precision']}{actuator}", flush=True)
 
     session = run_with_simulator(args.bundle, _runtime_settings(args, ""), source, args.seconds, args.rate, announce)
     summary = session.summary
-    score = score_vibration(args.log, source.truth, since_id=session.first_decision_id)
     _print_summary(summary)
-    acc = score["accuracy"]
-    print(f"live accuracy {100 * acc:.2f}% on {score['scored']} windows of held-out data "
-          f"({score['straddling_records']} windows straddling two records not scored, "
-          f"{score['fail_safe']} fail-safe)" if acc is not None else "no decision to score")
+    if linescan:
+        _print_linescan_score(args, session, source)
+    else:
+        _print_vibration_score(args, session, source)
     print(f"device streamed {session.frames_streamed} data frames; the runtime received "
           f"{summary['counters']['data_frames']}, lost {summary['counters']['decoder_lost_frames']}")
     if session.interrupted:
@@ -180,6 +196,58 @@ def _cmd_demo(args: argparse.Namespace) -> int:
               f"until it heard, so it sent frames the runtime no longer read)", file=sys.stderr)
         return 130
     return 1 if summary["thread_failures"] else 0
+
+
+def _records_of_run(args: argparse.Namespace, run, data: Path):
+    """The run's held-out CWRU segments, as an accelerometer streams them."""
+    from firmware_bridge.sources import cwru_source, held_out_spans
+
+    source = cwru_source(data, loads=tuple(run.config["data"]["loads"]),
+                         spans=held_out_spans(args.run / "split.json"))
+    return source, f"the held-out segments of {len(source.truth)} records"
+
+
+def _belt_of_run(args: argparse.Namespace, run, data: Path):
+    """A belt long enough for --seconds at the nominal line rate, of the run's test images only."""
+    from firmware_bridge.sources import LINE_RATE_HZ, belt_source, held_out_images
+
+    images = held_out_images(args.run / "split.json", data)
+    if not images[0][0].is_file():
+        raise DrsnEdgeError(f"the run's test images are not under {data}; pass --data with the {run.config['task']} "
+                            f"folder")
+    from PIL import Image
+
+    bands = int(args.seconds * LINE_RATE_HZ / Image.open(images[0][0]).height) + 1
+    belt = belt_source(data, files=images, bands=bands, seed=0)
+    return belt, (f"a belt of {len(belt.truth)} patches drawn from the run's {len(images)} test images "
+                  f"({belt.rows.shape[1]} px, {LINE_RATE_HZ:g} lines/s)")
+
+
+def _print_vibration_score(args: argparse.Namespace, session, source) -> None:
+    from edge.runtime.scoring import score_vibration
+
+    score = score_vibration(args.log, source.truth, since_id=session.first_decision_id)
+    acc = score["accuracy"]
+    print(f"live accuracy {100 * acc:.2f}% on {score['scored']} windows of held-out data "
+          f"({score['straddling_records']} windows straddling two records not scored, "
+          f"{score['fail_safe']} fail-safe)" if acc is not None else "no decision to score")
+
+
+def _print_linescan_score(args: argparse.Namespace, session, source) -> None:
+    from edge.bundle import open_bundle
+    from edge.runtime.scoring import score_linescan
+
+    reject_classes = args.reject_classes.split(",") if args.reject_classes else \
+        open_bundle(args.bundle).manifest["reject_classes"]
+    s = score_linescan(args.log, source.truth, reject_classes, since_id=session.first_decision_id)
+    if s["accuracy"] is None:
+        print("no patch decision to score")
+        return
+    print(f"live accuracy {100 * s['accuracy']:.2f}% on {s['scored']:,} patches of held-out images "
+          f"({s['fail_safe']} fail-safe, {s['unmatched']} decisions on tiles that cut across two bands)")
+    print(f"defective patches rejected {s['defects_rejected']:,} of {s['defects']:,}; good patches rejected "
+          f"{s['good_rejected']:,} of {s['good']:,}; REJECTs sent {session.summary['counters']['rejects_sent']:,}, "
+          f"acknowledged by the device {session.summary['counters']['acks']:,}")
 
 
 def _add_install(sub: argparse._SubParsersAction) -> None:
@@ -202,6 +270,11 @@ def _add_install(sub: argparse._SubParsersAction) -> None:
                         "copied to ROOT/opt/drsn-edge/keys, where the service reads it")
     p.add_argument("--port", default="usb:0483:5740", help="serial port the service opens (default usb:0483:5740)")
     p.add_argument("--budget-ms", type=float, default=None, help="latency budget (default: the bundle's)")
+    p.add_argument("--distance", type=int, default=None, metavar="COUNTS",
+                   help="line-scan: encoder counts from the scanner to the reject actuator (required for a line-scan "
+                        "bundle)")
+    p.add_argument("--max-consecutive", type=non_negative_int, default=0, metavar="N",
+                   help="reject lockout after N rejects in a row (default 0: off)")
     p.add_argument("--log-max-mb", type=log_size_mb, default=None, metavar="MB",
                    help="bound of the service's decision log: its oldest rows are deleted beyond it (default: the "
                         "runtime's, 2048; 0: unbounded)")
@@ -225,7 +298,8 @@ def _cmd_install(args: argparse.Namespace) -> int:
     from edge.bundle.package import MANIFEST
 
     target = install(args.bundle, args.root, args.trusted_key, args.port, args.budget_ms, args.python,
-                     realtime_priority=args.realtime_priority, log_max_mb=args.log_max_mb)
+                     realtime_priority=args.realtime_priority, log_max_mb=args.log_max_mb, distance=args.distance,
+                     max_consecutive=args.max_consecutive)
     print(f"installed {target}; current -> {target.name}.")
     removed = prune(args.root, args.keep)
     if removed:

@@ -60,6 +60,15 @@ class DecisionPolicy:
         return Verdict(f"fail-safe:{self.on_miss}", [], self.on_miss == "reject", fail_safe=why)
 
 
+def distance_problem(kind: str, distance: int) -> str | None:
+    """Why a line-scan runtime with this scanner-to-actuator distance cannot fire a REJECT in time (None: it can)."""
+    if kind == "linescan" and distance <= 0:
+        return ("a line-scan bundle needs --distance, the encoder counts from the scanner to the actuator: with "
+                f"{distance}, every REJECT names a line that has passed the actuator by the time its tile is decided, "
+                "and the device answers TOO_LATE")
+    return None
+
+
 class RejectScheduler:
     """Turns reject verdicts into REJECT messages, with a lockout against an actuator firing non-stop.
 

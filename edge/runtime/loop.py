@@ -30,7 +30,7 @@ from edge.bundle import open_bundle
 from edge.data.preprocess import model_input, normalize
 from edge.runtime.assembler import LineAssembler, Unit, VibrationAssembler
 from edge.runtime.decision_log import DecisionLog, DecisionRow, next_decision_id
-from edge.runtime.decisions import REASON_FAIL_SAFE, DecisionPolicy, RejectScheduler, Verdict
+from edge.runtime.decisions import REASON_FAIL_SAFE, DecisionPolicy, RejectScheduler, Verdict, distance_problem
 from edge.runtime.metrics import STAGES, RuntimeMetrics, StatusServer, StatusServerError, listen_address
 from edge.runtime.pacing import ReadPacer
 from edge.runtime.realtime import check_priority, current_priority, enter_realtime
@@ -113,7 +113,7 @@ class Runtime:
                                      s.threshold if s.threshold is not None else m["runtime"].get("threshold"),
                                      s.on_miss or m["runtime"]["on_miss"])
         pre = m["preprocessing"]
-        self.kind = "linescan" if "tile_lines" in pre else "vibration"
+        self.kind = self.bundle.kind
         self.normalization = pre["normalization"]
         self.pacer: ReadPacer | None = None
         if self.kind == "vibration":
@@ -409,6 +409,8 @@ class Runtime:
         """
         if self._started:
             return
+        if problem := distance_problem(self.kind, self.settings.distance):
+            print(f"runtime: warning: {problem}", file=sys.stderr, flush=True)
         self.backend.warm_up(self.settings.warmup, batch=self._batch_size())
         for _ in range(16):  # seed the inference-time estimate
             self._timed_infer(self._idle_input())

@@ -2,7 +2,8 @@
 
 A vibration decision covers a sample span; it is scored against the record that span
 lies in.  Windows that straddle two records (the stream moves from one to the next)
-have no single true label and are counted apart, as are fail-safe decisions.
+have no single true label and are counted apart, as are fail-safe decisions.  A
+line-scan decision covers one patch of the belt: its encoder span and lane name it.
 """
 
 from __future__ import annotations
@@ -34,3 +35,38 @@ def score_vibration(log_path: str | Path, truth: list[dict], since_id: int = 0) 
     return {"decisions": len(rows), "scored": scored, "correct": correct,
             "accuracy": correct / scored if scored else None, "straddling_records": straddling,
             "fail_safe": fail_safe}
+
+
+def score_linescan(log_path: str | Path, truth: list[dict], reject_classes: list[str], since_id: int = 0) -> dict:
+    """Each patch decision against the belt's patch at its encoder span and lane.
+
+    Besides accuracy, what a line cares about: how many defective patches were rejected
+    and how many good ones were (fail-safe decisions count as what they did).
+    """
+    patches = {(t["encoder_start"], t["encoder_end"], t["lane"]): t["label"] for t in truth}
+    db = sqlite3.connect(str(log_path))
+    try:
+        rows = db.execute("SELECT span_start, span_end, lane, class, reject, fail_safe FROM decisions "
+                          "WHERE decision_id >= ? AND kind = 'linescan'", (since_id,)).fetchall()
+    finally:
+        db.close()
+    correct = scored = unmatched = fail_safe = 0
+    defects = defects_rejected = good = good_rejected = 0
+    for start, end, lane, label, reject, failed in rows:
+        true = patches.get((start, end, lane))
+        if true is None:  # a tile cut across two bands of patches (tile height or overlap unlike the patches)
+            unmatched += 1
+            continue
+        defective = true in reject_classes
+        defects += defective
+        defects_rejected += defective and bool(reject)
+        good += not defective
+        good_rejected += not defective and bool(reject)
+        if failed:
+            fail_safe += 1
+            continue
+        scored += 1
+        correct += label == true
+    return {"decisions": len(rows), "scored": scored, "correct": correct,
+            "accuracy": correct / scored if scored else None, "fail_safe": fail_safe, "unmatched": unmatched,
+            "defects": defects, "defects_rejected": defects_rejected, "good": good, "good_rejected": good_rejected}

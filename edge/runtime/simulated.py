@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 from edge.runtime.loop import Runtime, RuntimeSettings
 from firmware_bridge.simulator import DeviceProcess
-from firmware_bridge.sources import VibrationSource
+from firmware_bridge.sources import ACTUATOR_LINES, BeltSource, VibrationSource
 
 
 @dataclass
@@ -30,11 +30,14 @@ def run_with_simulator(bundle: str, settings: RuntimeSettings, source: Vibration
                        rate: float = 1.0, announce=None, loop: bool = False) -> SimulatedSession:
     """Stream ``source`` for ``seconds`` at ``rate`` x real time into a runtime on ``bundle``.
 
-    ``settings.port`` is replaced by the simulator's pty.  ``announce(port, runtime)`` is
+    ``settings.port`` is replaced by the simulator's pty; a belt's REJECTs fire at its actuator,
+    ``ACTUATOR_LINES`` downstream of the scanner, unless ``settings.distance`` says otherwise.  ``announce(port, runtime)`` is
     called once the runtime is up, before data flows.  With ``loop`` the source starts over
     (time and encoder counts running on) until ``seconds`` have passed; without, it may end sooner.
     Ctrl-C ends the session early, marked ``interrupted``.
     """
+    if isinstance(source, BeltSource) and not settings.distance:
+        settings = replace(settings, distance=ACTUATOR_LINES)
     with DeviceProcess(source, link="pty", speed=rate, loop=loop) as device:
         runtime = Runtime(bundle, replace(settings, port=device.port))
         first_id = runtime._next_id
