@@ -215,6 +215,20 @@ def test_the_line_scan_demo_scores_live_patches_of_the_run_s_test_images_only(ca
     assert "live accuracy" in out and f"on {len(rows):,} patches of held-out images" in out
 
 
+def test_an_actuator_closer_than_the_budget_s_travel_is_named_when_the_device_says_its_line_rate(
+        castings_bundle, data_root, tmp_path, capfd):
+    from conftest import run_against
+    from firmware_bridge.simulator import DeviceSimulator
+    from firmware_bridge.sources import belt_source
+
+    belt = belt_source(data_root / "xray", "xray", "castings", "test", bands=2, seed=1)
+    with DeviceSimulator(belt, link="pty", speed=1.0) as sim:
+        run_against(sim, str(castings_bundle), tmp_path, 0.5, distance=40)  # 32 ms of travel, a 50 ms budget
+    said = capfd.readouterr().err
+    assert "the actuator is 40 lines downstream, 32.0 ms of travel at the device's 1250 lines/s" in said
+    assert "50 ms budget" in said
+
+
 def test_a_line_scan_bundle_is_run_or_installed_only_with_its_actuator_distance(castings_bundle, tmp_path, capsys):
     from edge.cli import main
 

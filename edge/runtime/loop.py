@@ -266,14 +266,7 @@ class Runtime:
     def _control(self, msg) -> None:
         if isinstance(msg, Hello) and not msg.request:
             self.device_hello = msg
-            rate = self.manifest["preprocessing"].get("rate_hz")
-            if self.kind == "vibration" and rate and abs(msg.rate_hz - rate) > 1e-3 * rate:
-                # Windows are cut on the model's clock: at another rate no window completes, and any
-                # decision would be meaningless.  Say so where the operator looks.
-                self.counts["hello_mismatch"] += 1
-                print(f"runtime: the device {msg.device_id!r} streams at {msg.rate_hz:g} Hz, but the bundle's model "
-                      f"was trained at {rate:g} Hz: no window will be decided; set the device to {rate:g} Hz or "
-                      f"install a bundle trained at {msg.rate_hz:g} Hz", file=sys.stderr, flush=True)
+            self._check_hello(msg)
         elif isinstance(msg, Nak):
             self.counts["naks"] += 1
             if msg.code == NakReason.TOO_LATE:
@@ -282,6 +275,26 @@ class Runtime:
             self.counts["acks"] += 1
         elif isinstance(msg, Error):
             self.counts["device_errors"] += 1
+
+    def _check_hello(self, msg: Hello) -> None:
+        """Say where the operator looks when the device's HELLO does not fit the bundle or the settings."""
+        rate = self.manifest["preprocessing"].get("rate_hz")
+        if self.kind == "vibration" and rate and abs(msg.rate_hz - rate) > 1e-3 * rate:
+            # Windows are cut on the model's clock: at another rate no window completes, and any
+            # decision would be meaningless.
+            self.counts["hello_mismatch"] += 1
+            print(f"runtime: the device {msg.device_id!r} streams at {msg.rate_hz:g} Hz, but the bundle's model "
+                  f"was trained at {rate:g} Hz: no window will be decided; set the device to {rate:g} Hz or "
+                  f"install a bundle trained at {msg.rate_hz:g} Hz", file=sys.stderr, flush=True)
+        travel_s = self.settings.distance / msg.rate_hz if msg.rate_hz > 0 else None
+        if self.kind == "linescan" and self.settings.distance > 0 and travel_s is not None \
+                and travel_s <= self.budget_s:
+            # A tile decided within its budget may still be decided after its parts reach the actuator.
+            print(f"runtime: warning: the actuator is {self.settings.distance} lines downstream, "
+                  f"{travel_s * 1e3:.1f} ms of travel at the device's {msg.rate_hz:g} lines/s, no more than the "
+                  f"{self.budget_s * 1e3:g} ms budget: a tile decided late in its budget fires its REJECTs after "
+                  f"its parts have passed (the device answers TOO_LATE, counted as naks_too_late); check --distance "
+                  f"or lower --budget-ms", file=sys.stderr, flush=True)
 
     # -- decider ----------------------------------------------------------------------------
     def _prepare(self, unit: Unit) -> np.ndarray:
