@@ -13,14 +13,19 @@ import sqlite3
 from pathlib import Path
 
 
-def score_vibration(log_path: str | Path, truth: list[dict], since_id: int = 0) -> dict:
-    starts = [t["first_sample"] for t in truth]
+def _decisions(log_path: str | Path, kind: str, columns: str, since_id: int) -> list[tuple]:
+    """``columns`` of the log's decisions of one ``kind``, numbered ``since_id`` or later."""
     db = sqlite3.connect(str(log_path))
     try:
-        rows = db.execute("SELECT span_start, span_end, class, fail_safe FROM decisions WHERE decision_id >= ? "
-                          "AND kind = 'vibration'", (since_id,)).fetchall()
+        return db.execute(f"SELECT {columns} FROM decisions WHERE decision_id >= ? AND kind = ?",
+                          (since_id, kind)).fetchall()
     finally:
         db.close()
+
+
+def score_vibration(log_path: str | Path, truth: list[dict], since_id: int = 0) -> dict:
+    starts = [t["first_sample"] for t in truth]
+    rows = _decisions(log_path, "vibration", "span_start, span_end, class, fail_safe", since_id)
     correct = scored = straddling = fail_safe = 0
     for start, end, label, failed in rows:
         if failed:
@@ -44,12 +49,7 @@ def score_linescan(log_path: str | Path, truth: list[dict], reject_classes: list
     and how many good ones were (fail-safe decisions count as what they did).
     """
     patches = {(t["encoder_start"], t["encoder_end"], t["lane"]): t["label"] for t in truth}
-    db = sqlite3.connect(str(log_path))
-    try:
-        rows = db.execute("SELECT span_start, span_end, lane, class, reject, fail_safe FROM decisions "
-                          "WHERE decision_id >= ? AND kind = 'linescan'", (since_id,)).fetchall()
-    finally:
-        db.close()
+    rows = _decisions(log_path, "linescan", "span_start, span_end, lane, class, reject, fail_safe", since_id)
     correct = scored = unmatched = fail_safe = 0
     defects = defects_rejected = good = good_rejected = 0
     for start, end, lane, label, reject, failed in rows:
