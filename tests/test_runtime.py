@@ -378,6 +378,29 @@ def test_install_switches_atomically_and_rolls_back(bundle, tiny_run, tmp_path):
         install(tmp_path / "missing.tar.gz", root)
 
 
+def test_install_writes_the_operator_s_decision_settings_and_refuses_ones_the_bundle_cannot_take(bundle, tmp_path,
+                                                                                                  capsys):
+    from edge.cli import main
+    from edge.cli.gateway import _runtime_settings
+
+    root = tmp_path / "root"
+    archive = str(bundle.with_name(bundle.name + ".tar.gz"))
+    assert main(["install", "--bundle", archive, "--root", str(root), "--reject-classes", "B007,NOPE"]) == 2
+    assert "['NOPE'] are not among the bundle's classes" in capsys.readouterr().err and not root.exists()
+    assert main(["install", "--bundle", archive, "--root", str(root), "--threshold", "1.5"]) == 2
+    assert "threshold must be in (0, 1]" in capsys.readouterr().err and not root.exists()
+    assert main(["install", "--bundle", archive, "--root", str(root), "--on-miss", "hold", "--reject-classes",
+                 "B007,IR007", "--threshold", "0.7", "--http", "0.0.0.0:9200", "--threads", "2",
+                 "--read-every-frame", "--max-consecutive", "4"]) == 0
+    unit = (root / "etc/systemd/system/drsn-edge.service").read_text()
+    _, _, _, *argv = shlex.split(next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+                                 .removeprefix("ExecStart="))
+    settings = _runtime_settings(build_parser().parse_args(argv), "")
+    assert (settings.on_miss, settings.reject_classes, settings.threshold) == ("hold", ["B007", "IR007"], 0.7)
+    assert (settings.http, settings.threads, settings.paced_reads, settings.max_consecutive) == \
+        ("0.0.0.0:9200", 2, False, 4)
+
+
 def test_the_installed_service_runs_as_written_with_keys_kept_beside_its_bundles(held_out, tiny_run, tmp_path,
                                                                                   monkeypatch):
     """Run the unit's own command line (its paths moved under the test's root): it must find its Python,

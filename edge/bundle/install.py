@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from edge.bundle.package import BundleError, open_bundle
-from edge.runtime.decisions import distance_problem
+from edge.runtime.decisions import DecisionPolicy, PolicyError, distance_problem
 from edge.runtime.realtime import DEFAULT_SERVICE_PRIORITY
 
 HOME = Path("opt/drsn-edge")
@@ -99,7 +99,9 @@ def _check_runs_here(verified, name: str) -> None:
 def install(bundle: str | Path, root: str | Path = "/", trusted_keys: list[str] | None = None,
             port: str = "usb:0483:5740", budget_ms: float | None = None, python: str | None = None,
             realtime_priority: int = DEFAULT_SERVICE_PRIORITY, log_max_mb: float | None = None,
-            check_runs_here: bool | None = None, distance: int | None = None, max_consecutive: int = 0) -> Path:
+            check_runs_here: bool | None = None, distance: int | None = None, max_consecutive: int = 0,
+            on_miss: str | None = None, reject_classes: list[str] | None = None, threshold: float | None = None,
+            run_options: list[str] | None = None) -> Path:
     """Verify ``bundle`` and make it current; the one it replaces becomes ``previous``.
 
     The unit runs the service as root, so its reader and decider get ``realtime_priority``
@@ -108,7 +110,10 @@ def install(bundle: str | Path, root: str | Path = "/", trusted_keys: list[str] 
     drsn-edge and the bundle's backend.  The trusted keys are copied beside the bundles.
     ``log_max_mb`` bounds the decision log (default: the runtime's).  A line-scan bundle needs
     ``distance``, the encoder counts from scanner to actuator, which only the line knows;
-    ``max_consecutive`` sets the reject lockout (0: off).  ``check_runs_here``
+    ``max_consecutive`` sets the reject lockout (0: off).  ``on_miss``, ``reject_classes`` and
+    ``threshold`` replace the bundle's decision policy, checked against the bundle here rather
+    than at the service's first start.  ``run_options`` are further `drsn-edge run` arguments
+    for the unit (``["--http", "off"]``).  ``check_runs_here``
     loads the bundle's backend first and refuses a bundle it cannot run (default: when
     installing on this system for this Python, the only case where the check means anything).
     """
@@ -120,11 +125,15 @@ def install(bundle: str | Path, root: str | Path = "/", trusted_keys: list[str] 
     python = python or os.path.abspath(sys.executable)
     verified = open_bundle(bundle, trusted_keys=trusted_keys)
     name = Path(str(bundle)).name.removesuffix(".tar.gz")
-    if check_runs_here:
-        _check_runs_here(verified, name)
     m = verified.manifest
     if problem := distance_problem(verified.kind, distance or 0):
         raise BundleError(f"{problem}; nothing was installed")
+    try:
+        DecisionPolicy.for_bundle(m, reject_classes, threshold, on_miss)
+    except PolicyError as exc:
+        raise BundleError(f"{exc}; nothing was installed") from exc
+    if check_runs_here:
+        _check_runs_here(verified, name)
     digest = verified.manifest_sha256[:8]
     home = Path(root) / HOME
     target = home / "bundles" / f"{name}-{digest}"
@@ -149,6 +158,13 @@ def install(bundle: str | Path, root: str | Path = "/", trusted_keys: list[str] 
         command += ["--distance", str(distance)]
     if max_consecutive:
         command += ["--max-consecutive", str(max_consecutive)]
+    if on_miss:
+        command += ["--on-miss", on_miss]
+    if reject_classes:
+        command += ["--reject-classes", ",".join(reject_classes)]
+    if threshold is not None:
+        command += ["--threshold", f"{threshold:g}"]
+    command += run_options or []
     for key in keys:
         command += ["--trust", str(key)]
     _write_atomically(Path(root) / UNIT, UNIT_TEMPLATE.format(

@@ -71,30 +71,54 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 def _runtime_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", type=Path, required=True, help="bundle directory or .tar.gz")
     p.add_argument("--budget-ms", type=float, default=None, help="latency budget (default: the bundle's)")
-    p.add_argument("--on-miss", choices=["reject", "pass", "hold"], default=None,
-                   help="decision for a window not decided in time (default: the bundle's, reject)")
-    p.add_argument("--reject-classes", default=None, help="comma-separated (default: the bundle's)")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="reject when the reject classes' total probability reaches this (default: argmax)")
     p.add_argument("--log", default="decisions.db", help="SQLite decision log (default decisions.db)")
     p.add_argument("--log-max-mb", type=log_size_mb, default=2048.0, metavar="MB",
                    help="keep the decision log within MB megabytes by deleting its oldest rows, counted as "
                         "log_retired (default 2048: about a week of vibration windows, hours of a line-scan's "
                         "patches; 0: unbounded)")
-    p.add_argument("--http", type=http_address, default="127.0.0.1:9108", metavar="HOST:PORT",
-                   help="status page and metrics address, or off (default 127.0.0.1:9108, loopback only)")
     p.add_argument("--distance", type=int, default=0, metavar="COUNTS",
                    help="line-scan: encoder counts from the scanner to the reject actuator; required for a "
                         "line-scan bundle (demo: the simulated belt's 625, half a metre)")
     p.add_argument("--max-consecutive", type=int, default=0, help="reject lockout after N in a row (0: off)")
-    p.add_argument("--threads", type=thread_count, default=1, help="inference threads (default 1)")
     p.add_argument("--trust", action="append", default=[], help="trusted public key; requires a signed bundle")
     p.add_argument("--realtime-priority", type=realtime_priority, default=0, metavar="P",
                    help="run the reader and decider threads under SCHED_FIFO at priority P (1-99), so no "
                         "ordinary process delays a decision; needs root or CAP_SYS_NICE (default 0: off)")
+    _policy_arguments(p, service=False)
+
+
+#: The runtime options that ``install`` passes on to the service as given (it checks the others itself).
+SERVICE_OPTIONS = ("http", "threads", "read_every_frame")
+
+
+def _policy_arguments(p: argparse.ArgumentParser, service: bool) -> None:
+    """How the runtime decides and shows itself: options of `run` and `demo`, and of `install`, which writes
+    those given into the service's unit (``service``: nothing given means the runtime's default)."""
+    p.add_argument("--on-miss", choices=["reject", "pass", "hold"], default=None,
+                   help="decision for a window not decided in time (default: the bundle's, reject)")
+    p.add_argument("--reject-classes", default=None, help="comma-separated (default: the bundle's)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="reject when the reject classes' total probability reaches this (default: argmax)")
+    p.add_argument("--http", type=http_address, default=None if service else "127.0.0.1:9108", metavar="HOST:PORT",
+                   help="status page and metrics address, or off (default 127.0.0.1:9108, loopback only)")
+    p.add_argument("--threads", type=thread_count, default=None if service else 1,
+                   help="inference threads (default 1)")
     p.add_argument("--read-every-frame", action="store_true",
                    help="vibration: wake for every frame instead of sleeping until a window can complete "
                         "(more CPU, same latency; pacing overruns are counted as pacing_overruns)")
+
+
+def _service_options(args: argparse.Namespace) -> list[str]:
+    """The ``SERVICE_OPTIONS`` given to ``install``, as `drsn-edge run` arguments for the unit."""
+    out: list[str] = []
+    for name in SERVICE_OPTIONS:
+        value = getattr(args, name)
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            out.append(flag)
+        elif value not in (None, False):
+            out += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    return out
 
 
 def _runtime_settings(args: argparse.Namespace, port: str):
@@ -287,6 +311,7 @@ def _add_install(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--realtime-priority", type=realtime_priority, default=DEFAULT_SERVICE_PRIORITY, metavar="P",
                    help=f"SCHED_FIFO priority of the service's reader and decider threads "
                         f"(default {DEFAULT_SERVICE_PRIORITY}; 0: ordinary scheduling)")
+    _policy_arguments(p, service=True)
     p.set_defaults(func=_cmd_install)
     p = sub.add_parser("rollback", help="return to the previously installed bundle")
     p.add_argument("--root", type=Path, default=Path("/"), help="file system root (default /)")
@@ -299,7 +324,9 @@ def _cmd_install(args: argparse.Namespace) -> int:
 
     target = install(args.bundle, args.root, args.trusted_key, args.port, args.budget_ms, args.python,
                      realtime_priority=args.realtime_priority, log_max_mb=args.log_max_mb, distance=args.distance,
-                     max_consecutive=args.max_consecutive)
+                     max_consecutive=args.max_consecutive, on_miss=args.on_miss,
+                     reject_classes=args.reject_classes.split(",") if args.reject_classes else None,
+                     threshold=args.threshold, run_options=_service_options(args))
     print(f"installed {target}; current -> {target.name}.")
     removed = prune(args.root, args.keep)
     if removed:

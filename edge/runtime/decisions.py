@@ -11,10 +11,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge.errors import DrsnEdgeError
 from firmware_bridge.protocol import Reject, RejectMode
 
 FAIL_SAFE = ("reject", "pass", "hold")
 REASON_FAIL_SAFE = 0xFFFF   # reason code of a REJECT sent because no decision was possible in time
+
+
+class PolicyError(DrsnEdgeError, ValueError):
+    """A decision setting (reject classes, threshold, fail-safe) the bundle cannot take."""
 
 
 @dataclass
@@ -32,15 +37,23 @@ class DecisionPolicy:
                  on_miss: str = "reject"):
         unknown = sorted(set(reject_classes) - set(classes))
         if unknown:
-            raise ValueError(f"reject classes {unknown} are not among the bundle's classes {classes}")
+            raise PolicyError(f"reject classes {unknown} are not among the bundle's classes {classes}")
         if on_miss not in FAIL_SAFE:
-            raise ValueError(f"on-miss must be one of {', '.join(FAIL_SAFE)}, got {on_miss!r}")
+            raise PolicyError(f"on-miss must be one of {', '.join(FAIL_SAFE)}, got {on_miss!r}")
         if threshold is not None and not 0.0 < threshold <= 1.0:
-            raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+            raise PolicyError(f"threshold must be in (0, 1], got {threshold}")
         self.classes = classes
         self.reject_index = np.array([c in reject_classes for c in classes])
         self.threshold = threshold
         self.on_miss = on_miss
+
+    @classmethod
+    def for_bundle(cls, manifest: dict, reject_classes: list[str] | None = None, threshold: float | None = None,
+                   on_miss: str | None = None) -> "DecisionPolicy":
+        """The bundle's policy, with the operator's settings where given."""
+        return cls(manifest["classes"], reject_classes or manifest["reject_classes"],
+                   threshold if threshold is not None else manifest["runtime"].get("threshold"),
+                   on_miss or manifest["runtime"]["on_miss"])
 
     def decide(self, logits: np.ndarray) -> list[Verdict]:
         z = logits - logits.max(axis=1, keepdims=True)

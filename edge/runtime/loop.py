@@ -109,9 +109,7 @@ class Runtime:
         self.manifest = m
         self.sha256 = self.bundle.manifest_sha256
         self.budget_s = (s.budget_ms if s.budget_ms is not None else m["runtime"]["budget_ms"]) / 1000.0
-        self.policy = DecisionPolicy(m["classes"], s.reject_classes or m["reject_classes"],
-                                     s.threshold if s.threshold is not None else m["runtime"].get("threshold"),
-                                     s.on_miss or m["runtime"]["on_miss"])
+        self.policy = DecisionPolicy.for_bundle(m, s.reject_classes, s.threshold, s.on_miss)
         pre = m["preprocessing"]
         self.kind = self.bundle.kind
         self.normalization = pre["normalization"]
