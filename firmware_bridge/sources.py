@@ -138,19 +138,25 @@ def held_out_images(split_json: str | Path, data_dir: str | Path, split: str = "
 
 def belt_source(data_dir: str | Path, source: str = "gdxray", subset: str = "castings", split: str = "test",
                 lanes: int | None = None, bands: int = 20, seed: int = 0, bit_depth: int = 8,
-                files: list[tuple[Path, str]] | None = None) -> BeltSource:
+                files: list[tuple[Path, str]] | None = None, size: int | None = None) -> BeltSource:
     """A conveyor belt of real patches: ``bands`` rows of ``lanes`` patches, each patch's label its tile truth.
 
     The patches are drawn from ``files`` (``(path, label)``, e.g. :func:`held_out_images`) when
-    given, else from the data set's ``split`` folder.
+    given, else from the data set's ``split`` folder.  ``size`` resizes them to ``size`` x
+    ``size`` as training does (bilinear, on the grey image): a detector whose pixels match
+    the model's input, for a model trained on resized images (NEU's 200 px at 64).
     """
     from PIL import Image
+
+    def grey(path: Path) -> np.ndarray:
+        with Image.open(path) as img:
+            img = img.convert("L")
+            return np.asarray(img.resize((size, size), Image.BILINEAR) if size and img.size != (size, size) else img)
 
     data_dir = Path(data_dir)
     files = files or _image_files(data_dir, source, subset, split)
     rng = np.random.default_rng(seed)
-    first = np.asarray(Image.open(files[0][0]).convert("L"))
-    h, w = first.shape
+    h, w = grey(files[0][0]).shape
     lanes = lanes or max(1, 640 // w)
     picks = rng.choice(len(files), size=bands * lanes, replace=len(files) < bands * lanes)
     rows = np.zeros((bands * h, lanes * w), dtype=np.uint16 if bit_depth > 8 else np.uint8)
@@ -162,7 +168,7 @@ def belt_source(data_dir: str | Path, source: str = "gdxray", subset: str = "cas
         path, label = files[int(idx)]
         img = images.get(int(idx))
         if img is None:
-            img = images[int(idx)] = np.asarray(Image.open(path).convert("L"))
+            img = images[int(idx)] = grey(path)
         if img.shape != (h, w):
             raise ValueError(f"{path}: {img.shape} differs from the belt's patch size {(h, w)}")
         rows[band * h:(band + 1) * h, lane * w:(lane + 1) * w] = img.astype(rows.dtype) << max(shift, 0)

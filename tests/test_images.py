@@ -215,6 +215,20 @@ def test_the_line_scan_demo_scores_live_patches_of_the_run_s_test_images_only(ca
     assert "live accuracy" in out and f"on {len(rows):,} patches of held-out images" in out
 
 
+def test_a_belt_of_resized_images_shows_the_model_what_training_showed_it(data_root):
+    """NEU's 200 px images on a belt for a 64 px model: each patch on the belt is the training resize, pixel for pixel."""
+    from edge.data.images import ImageItem
+    from firmware_bridge.sources import belt_source
+
+    files = [(p, p.stem.rsplit("_", 1)[0]) for p in sorted((data_root / "neu").rglob("*.jpg"))[:12]]
+    belt = belt_source(data_root / "neu", files=files, bands=2, seed=3, size=64)
+    assert belt.rows.shape == (128, 640) and len(belt.truth) == 20
+    for t in belt.truth:
+        trained = read_images([ImageItem(data_root / "neu" / t["image"], t["label"], 0, None, "", "")], size=64)[0, 0]
+        patch = belt.rows[t["encoder_start"]:t["encoder_end"] + 1, t["pixel_start"]:t["pixel_end"] + 1]
+        assert np.array_equal(patch, np.rint(trained * 255).astype(np.uint8))
+
+
 def test_an_actuator_closer_than_the_budget_s_travel_is_named_when_the_device_says_its_line_rate(
         castings_bundle, data_root, tmp_path, capfd):
     from conftest import run_against

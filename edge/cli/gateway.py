@@ -239,10 +239,8 @@ def _belt_of_run(args: argparse.Namespace, run, data: Path):
     if not images[0][0].is_file():
         raise DrsnEdgeError(f"the run's test images are not under {data}; pass --data with the {run.config['task']} "
                             f"folder")
-    from PIL import Image
-
-    bands = int(args.seconds * LINE_RATE_HZ / Image.open(images[0][0]).height) + 1
-    belt = belt_source(data, files=images, bands=bands, seed=0)
+    size = run.config["preprocessing"]["size"]  # the detector's pixels are the model's: patches as trained
+    belt = belt_source(data, files=images, bands=int(args.seconds * LINE_RATE_HZ / size) + 1, seed=0, size=size)
     return belt, (f"a belt of {len(belt.truth)} patches drawn from the run's {len(images)} test images "
                   f"({belt.rows.shape[1]} px, {LINE_RATE_HZ:g} lines/s)")
 
