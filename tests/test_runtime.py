@@ -314,7 +314,7 @@ def test_tampered_bundle_is_refused_by_the_runtime(bundle, tmp_path):
 def test_metrics_and_status_are_served(held_out, bundle, tmp_path):
     with DeviceSimulator(held_out, link="pty", speed=2.0) as sim:
         runtime = Runtime(bundle, RuntimeSettings(port=sim.port, log_path=str(tmp_path / "log.db"),
-                                                  http="127.0.0.1:0"))
+                                                  http="127.0.0.1:0", threshold=0.8, on_miss="hold"))
         thread = threading.Thread(target=sim.run, kwargs={"duration": 2.0}, daemon=True)
         runtime.start()
         thread.start()
@@ -331,6 +331,10 @@ def test_metrics_and_status_are_served(held_out, bundle, tmp_path):
     assert 'drsn_counter{name="decoder_crc_errors"} 0.0' in metrics
     assert status["latency"]["n"] > 10 and status["recent"] and status["counters"]["decisions"] > 10
     assert "Latest decisions" in page and status["bundle"]["backend"] == "onnxruntime"
+    # the settings in effect, the operator's over the bundle's, where the operator checks an install
+    assert status["settings"]["threshold"] == 0.8 and status["settings"]["on_miss"] == "hold"
+    assert status["settings"]["reject_classes"] == runtime.manifest["reject_classes"]
+    assert "threshold 0.8" in page and "on miss hold" in page
 
 
 def _realtime_permitted(priority: int) -> bool:

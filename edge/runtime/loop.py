@@ -124,7 +124,8 @@ class Runtime:
         self.scheduler = RejectScheduler(self.kind, s.distance, s.max_consecutive)
         self.backend = load_backend(self.bundle, threads=s.threads)
         self.metrics = RuntimeMetrics({"family": m["model"]["family"], "precision": m["precision"],
-                                       "backend": m["backend"]["name"], "sha256": self.sha256}, self.counters)
+                                       "backend": m["backend"]["name"], "sha256": self.sha256}, self.counters,
+                                      settings=self.decision_settings())
         self.decoder = FrameDecoder()
         self.port = ReconnectingPort(s.port, s.baud, on_reconnect=self._reconnected, on_lost=self._port_lost)
         self.log = DecisionLog(s.log_path, max_bytes=int(s.log_max_mb * 1e6))
@@ -154,6 +155,16 @@ class Runtime:
             except StatusServerError:
                 self.close()
                 raise
+
+    def decision_settings(self) -> dict:
+        """What decides, as in effect (the bundle's, or the operator's where given): shown on the status page."""
+        p = self.policy
+        out = {"budget_ms": self.budget_s * 1e3, "on_miss": p.on_miss,
+               "reject_classes": [c for c, r in zip(p.classes, p.reject_index) if r],
+               "threshold": p.threshold if p.threshold is not None else "argmax"}
+        if self.kind == "linescan":
+            out["distance"] = self.settings.distance
+        return out | {"lockout_after": self.settings.max_consecutive or "off"}
 
     # -- counters ---------------------------------------------------------------------------
     def counters(self) -> dict:

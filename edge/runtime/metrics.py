@@ -36,7 +36,8 @@ def latency_percentiles(ms: list[float] | np.ndarray) -> dict:
 class RuntimeMetrics:
     """Everything the runtime counts; one registry per runtime so tests can run several."""
 
-    def __init__(self, bundle_info: dict, counters=None, recent: int = 50, window: int = 100_000):
+    def __init__(self, bundle_info: dict, counters=None, recent: int = 50, window: int = 100_000,
+                 settings: dict | None = None):
         self.registry = CollectorRegistry()
         r = self.registry
         if counters is not None:
@@ -55,6 +56,7 @@ class RuntimeMetrics:
         info.labels(bundle_info["family"], bundle_info["precision"], bundle_info["backend"],
                     bundle_info["sha256"][:16]).set(1)
         self.bundle_info = bundle_info
+        self.settings = settings or {}  # the decision settings in effect, shown beside the bundle
         self.recent: deque[dict] = deque(maxlen=recent)
         self._latencies: deque[float] = deque(maxlen=window)
         self._lock = threading.Lock()
@@ -73,8 +75,8 @@ class RuntimeMetrics:
     def status(self, counters: dict) -> dict:
         with self._lock:
             recent = list(self.recent)
-        return {"bundle": self.bundle_info, "latency": self.latency_summary(), "counters": counters,
-                "recent": recent}
+        return {"bundle": self.bundle_info, "settings": self.settings, "latency": self.latency_summary(),
+                "counters": counters, "recent": recent}
 
 
 class _CountersCollector:
@@ -100,6 +102,7 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px;te
 .reject{{background:#fdd}}</style></head><body>
 <h1>drsn-edge runtime</h1>
 <p id="bundle">bundle {family} {precision} on {backend}, sha256 {sha}</p>
+<p id="settings">{settings}</p>
 <h2>Latency (ms, last sample to decision)</h2><table id="latency"><tr>{lat_head}</tr><tr>{lat_row}</tr></table>
 <h2>Counters</h2><table id="counters">{counters}</table>
 <h2>Latest decisions</h2><table id="decisions"><tr><th>id</th><th>span</th><th>lane</th><th>class</th>
@@ -115,7 +118,10 @@ def render_page(status: dict) -> str:
         f"<td>{d['lane']}</td><td>{html.escape(d['class'])}</td><td>{'yes' if d['reject'] else 'no'}</td>"
         f"<td>{d['latency_ms']:.2f}</td></tr>" for d in status["recent"])
     counters = "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in status["counters"].items())
-    return PAGE.format(family=html.escape(b["family"]), precision=b["precision"], backend=b["backend"],
+    settings = ", ".join(f"{html.escape(str(k)).replace('_', ' ')} {html.escape(str(v))}"
+                         for k, v in status.get("settings", {}).items())
+    return PAGE.format(settings=settings, family=html.escape(b["family"]), precision=b["precision"],
+                       backend=b["backend"],
                        sha=b["sha256"][:16], lat_head="".join(f"<th>{k}</th>" for k in keys),
                        lat_row="".join(f"<td>{lat[k]:.3f}</td>" if k != "n" else f"<td>{lat[k]}</td>" for k in keys),
                        counters=counters, rows=rows)
