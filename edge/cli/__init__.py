@@ -5,7 +5,8 @@ be done from Python too.  Errors drsn-edge raises on purpose are printed as one 
 line (exit status 2), never as a traceback.
 
 The subcommands live by side: ``training``, ``compression`` and ``bundles`` (build side), ``gateway``
-(the runtime and installation; never imports torch), ``device`` (simulator and
+(the runtime and installation; never imports torch), ``decisions`` (reading the decision
+log; gateway side too), ``device`` (simulator and
 ports), and ``calibration.cli`` (accuracy against latency).
 """
 
@@ -28,13 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"drsn-edge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     from calibration.cli import add_calibrate
-    from edge.cli import bundles, compression, device, gateway, training
+    from edge.cli import bundles, compression, decisions, device, gateway, training
 
     training.register(sub)
     compression.register(sub)
     device.register(sub)
     bundles.register(sub)
     gateway.register(sub)
+    decisions.register(sub)
     add_calibrate(sub)
     return parser
 

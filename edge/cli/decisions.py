@@ -1,0 +1,158 @@
+"""`drsn-edge decisions`: what the runtime decided, read from its decision log (gateway side, no torch).
+
+The questions a plant engineer asks the log (which parts were rejected this morning,
+which windows got the fail-safe, which decisions came late) answered without SQL;
+the reading itself is in :mod:`edge.runtime.log_reader`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from edge.cli.common import non_negative_int
+
+
+EPILOG_DECISIONS = """examples:
+  drsn-edge decisions --log /var/lib/drsn-edge/decisions.db      # summary and the last 20 decisions
+  drsn-edge decisions --rejects --since 2h --last 100            # what was rejected in the last two hours
+  drsn-edge decisions --fail-safe --since "2026-12-02 06:00"     # fail-safe decisions since the shift began
+  drsn-edge decisions --late 5                                   # decisions that took longer than 5 ms
+  drsn-edge decisions --since 1d --csv shift.csv                 # every decision of a day, for a spreadsheet
+  drsn-edge decisions --rejects --follow                         # rejects as they happen (Ctrl-C ends)
+
+The log is opened read-only: reading it while the runtime writes it is safe. Latency
+is from the arrival of a window's last sample (or a tile's last line) to its decision
+written to the port; fail-safe decisions are counted apart and left out of it.
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("decisions", help="read the decision log: counts, latency, rejects, fail-safes, CSV export",
+                       description="What the runtime decided, from its SQLite decision log: a summary of the "
+                                   "matching decisions (outcomes, fail-safe reasons, classes, latency), the latest "
+                                   "of them, every one of them as CSV, or new ones as they are logged.",
+                       epilog=EPILOG_DECISIONS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--log", type=Path, default=Path("decisions.db"),
+                   help="the runtime's --log (default decisions.db; the installed service's is "
+                        "/var/lib/drsn-edge/decisions.db)")
+    p.add_argument("--since", type=_when, default=None, metavar="WHEN",
+                   help="from this time on: '2026-12-02 06:00' (local time) or an age: 90s, 30m, 2h, 1d")
+    p.add_argument("--until", type=_when, default=None, metavar="WHEN", help="before this time (same forms)")
+    p.add_argument("--rejects", action="store_true", help="only decisions that rejected (fail-safe rejects too)")
+    p.add_argument("--fail-safe", action="store_true", help="only fail-safe decisions (deadline, overload, ...)")
+    p.add_argument("--late", type=float, default=None, metavar="MS", help="only decisions slower than MS ms")
+    p.add_argument("--class", dest="label", default=None, metavar="NAME", help="only decisions of this class")
+    p.add_argument("--lane", type=int, default=None, help="only this line-scan lane (patch column)")
+    p.add_argument("--last", type=non_negative_int, default=20, metavar="N",
+                   help="list the latest N matching decisions (default 20; 0: the summary alone)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--csv", default=None, metavar="FILE",
+                     help="write every matching decision, every column, to FILE ('-': standard output)")
+    out.add_argument("--json", action="store_true", help="print the summary as JSON")
+    out.add_argument("--follow", action="store_true", help="then list matching decisions as they are logged")
+    p.set_defaults(func=_cmd_decisions)
+
+
+def _when(text: str) -> float:
+    from edge.runtime.log_reader import parse_when
+
+    try:
+        return parse_when(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _local(t: float | None) -> str:
+    from datetime import datetime
+
+    return "-" if t is None else datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+ROW_HEADER = f"{'id':>9} {'time':23} {'span':>23} {'lane':>4} {'class':12} {'p':>5} {'reject':6} " \
+             f"{'fail-safe':9} {'latency ms':>10} {'fires at':>10}"
+
+
+def _format_row(row: dict) -> str:
+    from edge.runtime.log_reader import top_score
+
+    p = top_score(row)
+    span = f"{row['span_start']}-{row['span_end']}"
+    score = "" if p is None else f"{p:.3f}"
+    return (f"{row['decision_id']:>9} {_local(row['wall_time']):23} {span:>23} {row['lane']:>4} "
+            f"{row['class'][:12]:12} {score:>5} {'yes' if row['reject'] else 'no':6} {row['fail_safe'] or '':9} "
+            f"{row['latency_ms']:>10.2f} {'' if row['fire_at'] is None else row['fire_at']:>10}")
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``12 min 5 s``, ``3 h 20 min``, ``2 d 4 h``: as long as it needs to be, no longer."""
+    s = int(round(seconds))
+    for unit, size, sub, sub_size in (("d", 86400, "h", 3600), ("h", 3600, "min", 60), ("min", 60, "s", 1)):
+        if s >= size:
+            return f"{s // size} {unit} {s % size // sub_size} {sub}"
+    return f"{s} s"
+
+
+def _print_log_summary(log: Path, s: dict) -> None:
+    if not s["decisions"]:
+        print(f"{log}: no decision matches; the log holds ids {s['log_first_id']}-{s['log_last_id']}"
+              if s["log_last_id"] is not None else f"{log}: no decision logged yet")
+        return
+    print(f"{log}: {s['decisions']:,} decisions (ids {s['first_id']}-{s['last_id']}), {_local(s['first_time'])} "
+          f"to {_local(s['last_time'])} ({_duration(s['last_time'] - s['first_time'])})")
+    fail_safe = ", ".join(f"{k} {v:,}" for k, v in s["fail_safe"].items())
+    print(f"  rejects {s['rejects']:,}; fail-safe {sum(s['fail_safe'].values()):,}"
+          + (f" ({fail_safe})" if fail_safe else ""))
+    print("  classes: " + ", ".join(f"{k} {v:,}" for k, v in s["classes"].items()))
+    lat = s["latency_decided"]
+    if lat["n"]:
+        print(f"  latency of the {lat['n']:,} decided: p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms, "
+              f"p99.9 {lat['p99_9_ms']:.2f} ms, max {lat['max_ms']:.2f} ms")
+    print("  bundles: " + ", ".join(f"{k[:16]} ({v:,})" for k, v in s["bundles"].items()))
+    if s["log_first_id"] > 1:
+        print(f"  (decisions before id {s['log_first_id']} were retired to keep the log within --log-max-mb)")
+
+
+def _cmd_decisions(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from edge.runtime.log_reader import LogFilter, follow, iter_rows, open_read_only, read_last, summarize, write_csv
+
+    flt = LogFilter(since=args.since, until=args.until, rejects=args.rejects, fail_safe=args.fail_safe,
+                    late_ms=args.late, label=args.label, lane=args.lane)
+    db = open_read_only(args.log)
+    try:
+        if args.csv == "-":
+            try:
+                write_csv(iter_rows(db, flt), sys.stdout)
+            except BrokenPipeError:  # `| head`: the reader has what it wanted
+                sys.stdout = open(os.devnull, "w")
+            return 0
+        summary = summarize(db, flt)
+        if args.json:
+            print(json.dumps(summary, indent=2))
+            return 0
+        _print_log_summary(args.log, summary)
+        if args.csv:
+            with open(args.csv, "w", newline="") as out:
+                print(f"wrote {write_csv(iter_rows(db, flt), out):,} decisions to {args.csv}")
+            return 0
+        rows = read_last(db, flt, args.last) if args.last else []
+        if rows or args.follow:
+            print(ROW_HEADER)
+        for row in rows:
+            print(_format_row(row))
+        if args.follow:
+            print("(following the log; Ctrl-C ends)", file=sys.stderr, flush=True)
+            try:
+                shown = max(summary["log_last_id"] or 0, rows[-1]["decision_id"] if rows else 0)
+                for row in follow(db, replace(flt, after_id=shown)):
+                    print(_format_row(row), flush=True)
+            except KeyboardInterrupt:
+                pass
+        return 0
+    finally:
+        db.close()
