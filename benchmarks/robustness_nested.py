@@ -44,14 +44,19 @@ INNER_SNRS = [None, -4.0, -8.0]
 
 
 def parse_candidate(text: str) -> tuple[str, dict]:
-    """``raw:normalization=none,speed_jitter=0.05`` -> ("raw", {...}); numbers become floats, true/false bools."""
+    """``raw:normalization=none,speed_jitter=0.05`` -> ("raw", {...}); whole numbers become ints (``epochs=90``),
+    other numbers floats, true/false bools."""
     name, _, fields = text.partition(":")
     overrides: dict = {}
     for item in filter(None, fields.split(",")):
         key, _, value = item.partition("=")
-        try:
-            overrides[key] = float(value)
-        except ValueError:
+        for kind in (int, float):
+            try:
+                overrides[key] = kind(value)
+                break
+            except ValueError:
+                continue
+        else:
             overrides[key] = {"true": True, "false": False}.get(value.lower(), value)
     return name, overrides
 
