@@ -112,7 +112,8 @@ class BeltSource(StreamSource):
 
 
 def _image_label(path: Path) -> str:
-    """An image's class from where it lies: ``class_N/`` folders (X-ray), or the name's prefix (NEU ``crazing_12.jpg``)."""
+    """An image's class from where it lies: ``class_N/`` folders (X-ray), or its name's prefix (NEU:
+    ``crazing_12.jpg``)."""
     return path.parent.name if path.parent.name.startswith("class_") else path.stem.rsplit("_", 1)[0]
 
 
@@ -129,7 +130,8 @@ def _image_files(root: Path, source: str, subset: str, split: str) -> list[tuple
 
 
 def held_out_images(split_json: str | Path, data_dir: str | Path, split: str = "test") -> list[tuple[Path, str]]:
-    """``(path, label)`` of one split of an image run (its ``split.json``, copies folded): images the model never saw."""
+    """``(path, label)`` of one split of an image run (its ``split.json``, copies folded): for ``test``,
+    images the model never saw."""
     import json
 
     doc = json.loads(Path(split_json).read_text())

@@ -216,7 +216,7 @@ def test_the_line_scan_demo_scores_live_patches_of_the_run_s_test_images_only(ca
 
 
 def test_a_belt_of_resized_images_shows_the_model_what_training_showed_it(data_root):
-    """NEU's 200 px images on a belt for a 64 px model: each patch on the belt is the training resize, pixel for pixel."""
+    """NEU's 200 px images on a belt for a 64 px model: each patch is the training resize, pixel for pixel."""
     from edge.data.images import ImageItem
     from firmware_bridge.sources import belt_source
 

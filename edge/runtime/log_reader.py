@@ -33,7 +33,8 @@ _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_when(text: str, now: float | None = None) -> float:
-    """UNIX time from ``2026-12-02 10:00[:00]`` (local time), an ISO date, or an age: ``90s``, ``30m``, ``2h``, ``1d``."""
+    """UNIX time from ``2026-12-02 10:00[:00]`` (local time), an ISO date, or an age (``90s``, ``30m``,
+    ``2h``, ``1d``)."""
     text = text.strip()
     match = _RELATIVE.match(text)
     if match:

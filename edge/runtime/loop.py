@@ -295,9 +295,8 @@ class Runtime:
             print(f"runtime: the device {msg.device_id!r} streams at {msg.rate_hz:g} Hz, but the bundle's model "
                   f"was trained at {rate:g} Hz: no window will be decided; set the device to {rate:g} Hz or "
                   f"install a bundle trained at {msg.rate_hz:g} Hz", file=sys.stderr, flush=True)
-        travel_s = self.settings.distance / msg.rate_hz if msg.rate_hz > 0 else None
-        if self.kind == "linescan" and self.settings.distance > 0 and travel_s is not None \
-                and travel_s <= self.budget_s:
+        travel_s = self.settings.distance / msg.rate_hz if self.kind == "linescan" and msg.rate_hz > 0 else None
+        if travel_s is not None and 0 < travel_s <= self.budget_s:
             # A tile decided within its budget may still be decided after its parts reach the actuator.
             print(f"runtime: warning: the actuator is {self.settings.distance} lines downstream, "
                   f"{travel_s * 1e3:.1f} ms of travel at the device's {msg.rate_hz:g} lines/s, no more than the "

@@ -31,9 +31,10 @@ def run_with_simulator(bundle: str, settings: RuntimeSettings, source: Vibration
     """Stream ``source`` for ``seconds`` at ``rate`` x real time into a runtime on ``bundle``.
 
     ``settings.port`` is replaced by the simulator's pty; a belt's REJECTs fire at its actuator,
-    ``ACTUATOR_LINES`` downstream of the scanner, unless ``settings.distance`` says otherwise.  ``announce(port, runtime)`` is
-    called once the runtime is up, before data flows.  With ``loop`` the source starts over
-    (time and encoder counts running on) until ``seconds`` have passed; without, it may end sooner.
+    ``ACTUATOR_LINES`` downstream of the scanner, unless ``settings.distance`` says otherwise.
+    ``announce(port, runtime)`` is called once the runtime is up, before data flows.  With
+    ``loop`` the source starts over (time and encoder counts running on) until ``seconds`` have
+    passed; without, it may end sooner.
     Ctrl-C ends the session early, marked ``interrupted``.
     """
     if isinstance(source, BeltSource) and not settings.distance:
