@@ -425,7 +425,7 @@ def test_a_task_s_defaults_fill_only_what_the_user_left_open():
     from edge.train.images import ImageTrainSettings
 
     neu, castings = ImageTrainSettings().for_task("neu"), ImageTrainSettings().for_task("xray-castings")
-    assert (neu.normalization, neu.weight_decay) == ("zscore-image", 5e-4)
-    assert (castings.normalization, castings.weight_decay) == ("highpass-image", 0.05)
-    chosen = ImageTrainSettings(normalization="center-image", weight_decay=0.01).for_task("xray-castings")
-    assert (chosen.normalization, chosen.weight_decay) == ("center-image", 0.01)
+    assert (neu.normalization, neu.weight_decay, neu.epochs) == ("zscore-image", 5e-4, 30)
+    assert (castings.normalization, castings.weight_decay, castings.epochs) == ("highpass-image", 0.05, 90)
+    chosen = ImageTrainSettings(normalization="center-image", weight_decay=0.01, epochs=12).for_task("xray-castings")
+    assert (chosen.normalization, chosen.weight_decay, chosen.epochs) == ("center-image", 0.01, 12)
