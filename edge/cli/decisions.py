@@ -101,7 +101,8 @@ def _print_log_summary(log: Path, s: dict) -> None:
         print(f"{log}: no decision matches; the log holds ids {s['log_first_id']}-{s['log_last_id']}"
               if s["log_last_id"] is not None else f"{log}: no decision logged yet")
         return
-    print(f"{log}: {s['decisions']:,} decisions (ids {s['first_id']}-{s['last_id']}), {_local(s['first_time'])} "
+    print(f"{log}: {s['decisions']:,} decision{'s' if s['decisions'] != 1 else ''} (ids {s['first_id']}-"
+          f"{s['last_id']}), {_local(s['first_time'])} "
           f"to {_local(s['last_time'])} ({_duration(s['last_time'] - s['first_time'])})")
     fail_safe = ", ".join(f"{k} {v:,}" for k, v in s["fail_safe"].items())
     print(f"  rejects {s['rejects']:,}; fail-safe {sum(s['fail_safe'].values()):,}"
