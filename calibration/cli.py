@@ -54,7 +54,9 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
                        description="Sweep candidates (run x backend x precision x threads x batch x calibration), "
                                    "measure accuracy and latency on this device, pick the best for a latency budget.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", nargs="+", default=None, help="training runs to sweep")
+    p.add_argument("--runs", nargs="+", default=None,
+                   help="training runs to sweep; with --on-device, the run the bundle was built from, whose "
+                        "held-out data the simulator streams")
     p.add_argument("--out", type=Path, default=None, help="sweep directory (results.jsonl, calibration.json, "
                                                            "pareto.png, report.html)")
     p.add_argument("--backends", type=_words, default=["openvino", "onnxruntime"],
@@ -199,9 +201,12 @@ def _on_device(args: argparse.Namespace) -> int:
 
     if args.bundle is None:
         raise CalibrationError("--on-device needs --bundle: the bundle to measure")
+    run_dir = args.runs[0] if args.runs else None
     print(f"calibrate: measuring {args.bundle} under the runtime for {args.seconds:g} s "
-          + (f"on {args.port}" if args.port else "(device simulator on a pty, real CWRU data)"), flush=True)
-    summary = measure_bundle(args.bundle, args.seconds, port=args.port, data=args.data, threads=args.threads[0])
+          + (f"on {args.port}" if args.port else "(device simulator on a pty, streaming "
+             + (f"the held-out data of {run_dir})" if run_dir else "real data)")), flush=True)
+    summary = measure_bundle(args.bundle, args.seconds, port=args.port, data=args.data, run_dir=run_dir,
+                             threads=args.threads[0])
     lat = summary["latency"]
     print(f"decisions {summary['counters']['decisions']}: latency p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} "
           f"ms, p99.9 {lat['p99_9_ms']:.2f} ms, max {lat['max_ms']:.2f} ms; stages (s): "

@@ -33,11 +33,16 @@ def measure_bundle(bundle: str | Path, seconds: float = 60.0, port: str | None =
                 return runtime.run(seconds)
             finally:
                 runtime.close()
+        from dataclasses import replace
+
         from edge.bundle import open_bundle
         from edge.runtime.simulated import run_with_simulator
+        from firmware_bridge.sources import ACTUATOR_LINES, LINE_RATE_HZ
 
-        image = open_bundle(str(bundle)).manifest["preprocessing"].get("input") == "image"
+        image = open_bundle(str(bundle)).kind == "linescan"
         source = _simulator_source(image, Path(data) if data else None, run_dir)
+        if image:  # the simulated actuator beyond the wide budget's travel: no REJECT may come late for it
+            settings = replace(settings, distance=ACTUATOR_LINES + math.ceil(budget_ms / 1e3 * LINE_RATE_HZ))
         session = run_with_simulator(str(bundle), settings, source, seconds, rate)
         if session.interrupted:  # a cut-short measurement recommends nothing
             raise KeyboardInterrupt
@@ -45,12 +50,21 @@ def measure_bundle(bundle: str | Path, seconds: float = 60.0, port: str | None =
 
 
 def _simulator_source(image: bool, data: Path | None, run_dir: str | Path | None):
-    """Real recordings for the simulator: X-ray castings test patches on a belt for an image bundle,
-    CWRU (the run's held-out segments when the run is known) for a vibration bundle."""
+    """Real recordings for the simulator: for an image bundle, a belt of the run's test images at
+    the model's size when the run is known, else of the X-ray castings test patches; for a
+    vibration bundle, CWRU (the run's held-out segments when the run is known)."""
     from edge.data.catalog import default_data_root
-    from firmware_bridge.sources import belt_source, cwru_source, held_out_spans
+    from firmware_bridge.sources import belt_source, cwru_source, held_out_images, held_out_spans
 
     root = data or default_data_root()
+    config = json.loads((Path(run_dir) / "config.json").read_text()) if run_dir else None
+    if image and config and config["preprocessing"].get("input") == "image":
+        folder = Path(data or config["data"]["path"])
+        images = held_out_images(Path(run_dir) / "split.json", folder)
+        if not images[0][0].is_file():
+            raise DrsnEdgeError(f"the run's test images are not under {folder}; pass --data with the "
+                                f"{config['task']} folder")
+        return belt_source(folder, files=images, bands=200, size=config["preprocessing"]["size"])
     if image:
         folder = next((f for f in (root, root / "xray", root.parent) if (f / "castings").is_dir()), None)
         if folder is None:
@@ -60,7 +74,7 @@ def _simulator_source(image: bool, data: Path | None, run_dir: str | Path | None
     if not folder.is_dir():
         raise DrsnEdgeError(f"no device given (--port) and no CWRU data at {folder} for the simulator (--data)")
     spans = None
-    if run_dir and json.loads((Path(run_dir) / "config.json").read_text())["data"].get("dataset") == "cwru":
+    if config and config["data"].get("dataset") == "cwru":
         spans = held_out_spans(Path(run_dir) / "split.json")
     return cwru_source(folder, loads=(0,), spans=spans)
 
