@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edge.cli.common import positive_int
+from edge.cli.common import class_names, positive_int
 
 
 EPILOG_BUILD = """\
@@ -43,7 +43,7 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
                         "share of FP32's decisions changes on validation and uncalibrated training inputs")
     p.add_argument("--budget-ms", type=float, default=None,
                    help="latency budget written into the manifest (default 5 ms a vibration window, 20 ms an image tile)")
-    p.add_argument("--reject-classes", default=None, help="comma-separated classes that trigger a reject "
+    p.add_argument("--reject-classes", type=class_names, default=None, help="comma-separated classes that trigger a reject "
                                                           "(default: every class but normal)")
     p.add_argument("--data", type=Path, default=None, help="the run's data folder, if it moved")
     p.add_argument("--key", type=Path, default=None, help="Ed25519 private key to sign with (drsn-edge keygen)")
@@ -62,7 +62,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
                            calib_method=args.calib_method, calib_balanced=not args.unbalanced_calib,
                            max_drop=None if args.max_drop is None else args.max_drop / 100.0,
                            budget_ms=args.budget_ms, seed=args.seed,
-                           reject_classes=tuple(args.reject_classes.split(",")) if args.reject_classes else None,
+                           reject_classes=tuple(args.reject_classes) if args.reject_classes else None,
                            data=str(args.data) if args.data else None, legacy_calib_cache=args.legacy_calib_cache)
     build_bundle(args.run, args.out, options, key=args.key)
     return 0

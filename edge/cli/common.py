@@ -25,6 +25,11 @@ probability = checked(float, lambda p: 0.0 <= p < 1.0, "a probability in [0, 1)"
 log_size_mb = checked(float, lambda mb: mb == 0 or 1 <= mb < float("inf"), "0 (unbounded) or at least 1 MB")
 
 
+def class_names(value: str) -> list[str] | None:
+    """``--reject-classes B007,IR007`` as a list of class names (an empty value: None, the bundle's)."""
+    return value.split(",") if value else None
+
+
 def realtime_priority(value: str) -> int:
     """0 (ordinary scheduling) or a SCHED_FIFO priority this system offers."""
     from edge.runtime.realtime import check_priority

@@ -8,8 +8,8 @@ import signal
 import sys
 from pathlib import Path
 
-from edge.cli.common import (http_address, log_size_mb, non_negative_int, realtime_priority, stream_rate,
-                              thread_count)
+from edge.cli.common import (class_names, http_address, log_size_mb, non_negative_int, realtime_priority,
+                              stream_rate, thread_count)
 from edge.errors import DrsnEdgeError
 from edge.runtime.realtime import DEFAULT_SERVICE_PRIORITY
 
@@ -95,7 +95,8 @@ def _policy_arguments(p: argparse.ArgumentParser, service: bool) -> None:
     those given into the service's unit (``service``: nothing given means the runtime's default)."""
     p.add_argument("--on-miss", choices=["reject", "pass", "hold"], default=None,
                    help="decision for a window not decided in time (default: the bundle's, reject)")
-    p.add_argument("--reject-classes", default=None, help="comma-separated (default: the bundle's)")
+    p.add_argument("--reject-classes", type=class_names, default=None,
+                   help="comma-separated (default: the bundle's)")
     p.add_argument("--threshold", type=float, default=None,
                    help="reject when the reject classes' total probability reaches this (default: argmax)")
     p.add_argument("--http", type=http_address, default=None if service else "127.0.0.1:9108", metavar="HOST:PORT",
@@ -124,7 +125,7 @@ def _runtime_settings(args: argparse.Namespace, port: str):
     from edge.runtime.loop import RuntimeSettings
 
     return RuntimeSettings(port=port, budget_ms=args.budget_ms, on_miss=args.on_miss,
-                           reject_classes=args.reject_classes.split(",") if args.reject_classes else None,
+                           reject_classes=args.reject_classes,
                            threshold=args.threshold, log_path=args.log, log_max_mb=args.log_max_mb,
                            http=None if args.http == "off" else args.http, distance=args.distance,
                            max_consecutive=args.max_consecutive, threads=args.threads, trusted_keys=args.trust,
@@ -258,7 +259,7 @@ def _print_vibration_score(args: argparse.Namespace, session, source) -> None:
 def _print_linescan_score(args: argparse.Namespace, session, source, bundle_reject_classes: list[str]) -> None:
     from edge.runtime.scoring import score_linescan
 
-    reject_classes = args.reject_classes.split(",") if args.reject_classes else bundle_reject_classes
+    reject_classes = args.reject_classes or bundle_reject_classes
     s = score_linescan(args.log, source.truth, reject_classes, since_id=session.first_decision_id)
     if s["accuracy"] is None:
         print("no patch decision to score")
@@ -321,7 +322,7 @@ def _cmd_install(args: argparse.Namespace) -> int:
     target = install(args.bundle, args.root, args.trusted_key, args.port, args.budget_ms, args.python,
                      realtime_priority=args.realtime_priority, log_max_mb=args.log_max_mb, distance=args.distance,
                      max_consecutive=args.max_consecutive, on_miss=args.on_miss,
-                     reject_classes=args.reject_classes.split(",") if args.reject_classes else None,
+                     reject_classes=args.reject_classes,
                      threshold=args.threshold, run_options=_service_options(args))
     print(f"installed {target}; current -> {target.name}.")
     removed = prune(args.root, args.keep)
