@@ -54,17 +54,13 @@ def _simulator_source(image: bool, data: Path | None, run_dir: str | Path | None
     the model's size when the run is known, else of the X-ray castings test patches; for a
     vibration bundle, CWRU (the run's held-out segments when the run is known)."""
     from edge.data.catalog import default_data_root
-    from firmware_bridge.sources import belt_source, cwru_source, held_out_images, held_out_spans
+    from edge.runtime.simulated import held_out_belt
+    from firmware_bridge.sources import belt_source, cwru_source, held_out_spans
 
     root = data or default_data_root()
     config = json.loads((Path(run_dir) / "config.json").read_text()) if run_dir else None
     if image and config and config["preprocessing"].get("input") == "image":
-        folder = Path(data or config["data"]["path"])
-        images = held_out_images(Path(run_dir) / "split.json", folder)
-        if not images[0][0].is_file():
-            raise DrsnEdgeError(f"the run's test images are not under {folder}; pass --data with the "
-                                f"{config['task']} folder")
-        return belt_source(folder, files=images, bands=200, size=config["preprocessing"]["size"])
+        return held_out_belt(run_dir, 200, data)
     if image:
         folder = next((f for f in (root, root / "xray", root.parent) if (f / "castings").is_dir()), None)
         if folder is None:

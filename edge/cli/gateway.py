@@ -234,16 +234,13 @@ def _records_of_run(args: argparse.Namespace, run, data: Path):
 
 def _belt_of_run(args: argparse.Namespace, run, data: Path):
     """A belt long enough for --seconds at the nominal line rate, of the run's test images only."""
-    from firmware_bridge.sources import LINE_RATE_HZ, belt_source, held_out_images
+    from edge.runtime.simulated import held_out_belt
+    from firmware_bridge.sources import LINE_RATE_HZ
 
-    images = held_out_images(args.run / "split.json", data)
-    if not images[0][0].is_file():
-        raise DrsnEdgeError(f"the run's test images are not under {data}; pass --data with the {run.config['task']} "
-                            f"folder")
-    size = run.config["preprocessing"]["size"]  # the detector's pixels are the model's: patches as trained
-    belt = belt_source(data, files=images, bands=int(args.seconds * LINE_RATE_HZ / size) + 1, seed=0, size=size)
-    return belt, (f"a belt of {len(belt.truth)} patches drawn from the run's {len(images)} test images "
-                  f"({belt.rows.shape[1]} px, {LINE_RATE_HZ:g} lines/s)")
+    bands = int(args.seconds * LINE_RATE_HZ / run.config["preprocessing"]["size"]) + 1
+    belt = held_out_belt(args.run, bands, data)
+    return belt, (f"a belt of {len(belt.truth)} patches drawn from the run's {len(run.split['files']['test'])} test "
+                  f"images ({belt.rows.shape[1]} px, {LINE_RATE_HZ:g} lines/s)")
 
 
 def _print_vibration_score(args: argparse.Namespace, session, source) -> None:

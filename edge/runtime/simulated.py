@@ -7,12 +7,15 @@ the runtime opens the other end as a serial port, exactly as it opens a sensor.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
+from edge.errors import DrsnEdgeError
 from edge.runtime.loop import Runtime, RuntimeSettings
 from firmware_bridge.simulator import DeviceProcess
-from firmware_bridge.sources import ACTUATOR_LINES, BeltSource, VibrationSource
+from firmware_bridge.sources import ACTUATOR_LINES, BeltSource, VibrationSource, belt_source, held_out_images
 
 
 @dataclass
@@ -57,3 +60,18 @@ def run_with_simulator(bundle: str, settings: RuntimeSettings, source: Vibration
         stats = device.close()
         return SimulatedSession(summary, first_id, stats.frames_generated, device.port,
                                 runtime.manifest["backend"]["name"], runtime.manifest["precision"], interrupted)
+
+
+def held_out_belt(run_dir: str | Path, bands: int, data: str | Path | None = None) -> BeltSource:
+    """A belt of ``bands`` rows of an image run's test images only (its ``split.json``), at the model's
+    size: the detector's pixels are the model's, so each patch is what training showed it.
+
+    ``data`` is the run's image folder if it moved (default: where the run trained).
+    """
+    config = json.loads((Path(run_dir) / "config.json").read_text())
+    folder = Path(data or config["data"]["path"])
+    images = held_out_images(Path(run_dir) / "split.json", folder)
+    if not images[0][0].is_file():
+        raise DrsnEdgeError(f"the run's test images are not under {folder}; pass --data with the {config['task']} "
+                            f"folder")
+    return belt_source(folder, files=images, bands=bands, seed=0, size=config["preprocessing"]["size"])
