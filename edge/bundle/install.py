@@ -30,6 +30,8 @@ from edge.runtime.realtime import DEFAULT_SERVICE_PRIORITY
 HOME = Path("opt/drsn-edge")
 KEYS = HOME / "keys"
 STATE = Path("var/lib/drsn-edge")
+#: The installed service's decision log, where `drsn-edge decisions` looks for it too.
+SERVICE_LOG = Path("/") / STATE / "decisions.db"
 UNIT = Path("etc/systemd/system/drsn-edge.service")
 
 UNIT_TEMPLATE = """[Unit]
@@ -151,7 +153,7 @@ def install(bundle: str | Path, root: str | Path = "/", trusted_keys: list[str] 
     _switch(current, target)
     command = [python, "-m", "edge.cli", "run", "--bundle", str(Path("/") / HOME / "current"), "--port", port,
                "--budget-ms", f"{budget_ms or m['runtime']['budget_ms']:g}",
-               "--log", str(Path("/") / STATE / "decisions.db"), "--realtime-priority", str(realtime_priority)]
+               "--log", str(SERVICE_LOG), "--realtime-priority", str(realtime_priority)]
     if log_max_mb is not None:
         command += ["--log-max-mb", f"{log_max_mb:g}"]
     if distance:

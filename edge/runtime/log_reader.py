@@ -22,11 +22,10 @@ from typing import IO, Iterator
 
 import numpy as np
 
+from edge.bundle.install import SERVICE_LOG
 from edge.runtime.decision_log import COLUMNS, DecisionLogError
 from edge.runtime.metrics import latency_percentiles
 
-#: Where the service written by ``drsn-edge install`` keeps its log.
-SERVICE_LOG = Path("/var/lib/drsn-edge/decisions.db")
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
