@@ -117,7 +117,7 @@ def _service_options(args: argparse.Namespace) -> list[str]:
         if value is True:
             out.append(flag)
         elif value not in (None, False):
-            out += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+            out += [flag, str(value)]
     return out
 
 
