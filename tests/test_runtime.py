@@ -71,6 +71,18 @@ LIVE_RUNS = {"tiny_run": ("bundle", "zscore", 0.8), "tiny_spectrum_run": ("spect
              "tiny_two_channel_run": ("two_channel_bundle", "raw+envelope", 0.5)}
 
 
+#: Overruns of the reader's sleep a real-rate test accepts: one stall of a shared host can
+#: wake the reader after a window's last frame (its latency is then stamped from the start of
+#: the sleep, so nothing is hidden, and the budget assertions still hold).
+STALLS_TOLERATED = 1
+
+
+def brief_pacing_backoff(runtime) -> None:
+    """Resume pacing 0.2 s after an overrun instead of 5 s, so that a pacer that plans wrong
+    overruns again and again within a test's few seconds rather than once."""
+    runtime.pacer.backoff_s = 0.2
+
+
 @pytest.mark.parametrize("run_name", list(LIVE_RUNS))
 def test_live_decisions_match_offline_evaluation_at_real_rate(run_name, cwru_dir, tmp_path, request):
     tiny_run = request.getfixturevalue(run_name)
@@ -78,13 +90,14 @@ def test_live_decisions_match_offline_evaluation_at_real_rate(run_name, cwru_dir
     bundle = request.getfixturevalue(bundle_name)
     held_out = cwru_source(cwru_dir, loads=(0,), spans=held_out_spans(tiny_run / "split.json"))
     with DeviceSimulator(held_out, link="pty", speed=1.0) as sim:
-        runtime, summary = run_against(sim, bundle, tmp_path, 6.0, budget_ms=REAL_RATE_BUDGET_MS)
+        runtime, summary = run_against(sim, bundle, tmp_path, 6.0, prepare=brief_pacing_backoff,
+                                       budget_ms=REAL_RATE_BUDGET_MS)
     c = summary["counters"]
     assert c["data_frames"] == sim.stats.frames_generated and c["decoder_lost_frames"] == 0
     assert c["decoder_rejected"] == 0
     assert c["deadline_fail_safe"] == 0 and c["late_decisions"] == 0, missed_decisions(summary, tmp_path / "log.db")
     assert c["decisions"] == c["assembler_units"] >= 60
-    assert c["paced_sleeps"] > 0 and c["pacing_overruns"] == 0  # the reader slept between windows, hiding nothing
+    assert c["paced_sleeps"] > 0 and c["pacing_overruns"] <= STALLS_TOLERATED  # the reader slept between windows
     assert set(summary["thread_cpu_s"]) == {"reader", "decider"} and 0 < summary["thread_cpu_s"]["reader"] < 6.0
     # Offline: the same windows, cut from the same int16 stream, through the PyTorch model.
     sent = [signal[:t["samples"]] for signal, t in zip(held_out.signals, held_out.truth)]  # whole blocks only
@@ -110,11 +123,13 @@ def test_live_decisions_match_offline_evaluation_at_real_rate(run_name, cwru_dir
 
 def test_frames_sent_late_in_bursts_cost_no_window(held_out, bundle, tmp_path):
     """A device that holds a frame back 30 ms and then catches up: the reader must not sleep through the burst."""
-    with DeviceSimulator(held_out, link="pty", speed=1.0, faults=Faults(late=0.04, late_ms=30.0, seed=4)) as sim:
-        runtime, summary = run_against(sim, bundle, tmp_path, 5.0, budget_ms=REAL_RATE_BUDGET_MS)
+    with DeviceSimulator(held_out, link="pty", speed=1.0, faults=Faults(late=0.08, late_ms=30.0, seed=4)) as sim:
+        runtime, summary = run_against(sim, bundle, tmp_path, 5.0, prepare=brief_pacing_backoff,
+                                       budget_ms=REAL_RATE_BUDGET_MS)
     c = summary["counters"]
     assert sim.stats.frames_late >= 8 and c["data_frames"] == sim.stats.frames_generated
-    assert c["paced_sleeps"] > 0 and c["pacing_overruns"] == 0, missed_decisions(summary, tmp_path / "log.db")
+    assert c["paced_sleeps"] > 0 and c["pacing_overruns"] <= STALLS_TOLERATED, \
+        missed_decisions(summary, tmp_path / "log.db")
     assert c["deadline_fail_safe"] == 0 and c["late_decisions"] == 0, missed_decisions(summary, tmp_path / "log.db")
     assert c["decisions"] == c["assembler_units"]
 
