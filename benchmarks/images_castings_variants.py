@@ -13,12 +13,16 @@ there for the record and never choose.  Then, over all runs:
 Only the test images are shared by every run: each seed draws its own validation images.
 
 Candidates are ``NAME:FIELD=VALUE,...`` over ``ImageTrainSettings``, and ``size`` (the input
-size in px; the 32 px patches are resized to it).  Resumable: a run
-directory that already holds metrics.json is reused.  Writes
-benchmarks/results/images_castings_variants.json.
+size in px; the 32 px patches are resized to it).  A pruned candidate names the candidate
+it starts from and its L1 rounds instead: ``NAME:from=OTHER,l1_rounds=N`` prunes OTHER's
+run of the same seed (30 % of the filters per round, 10 epochs of fine-tuning each, as
+``drsn-edge prune``), so a narrow network can be compared with the shipped wide-then-pruned
+one at the same FLOPs.  Resumable: a run directory that already holds metrics.json is
+reused.  Writes benchmarks/results/images_castings_variants.json.
 
     python benchmarks/images_castings_variants.py
     python benchmarks/images_castings_variants.py --candidate rot:rotations=true --seeds 0,1,2
+    python benchmarks/images_castings_variants.py --candidate e90:epochs=90 --candidate e90-l1x1:from=e90,l1_rounds=1
 """
 
 from __future__ import annotations
@@ -51,6 +55,16 @@ def softmax_scores(run_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     logits = image_logits(run.load_model(), x, run.config["preprocessing"]["normalization"])
     e = np.exp(logits - logits.max(1, keepdims=True))
     return e / e.sum(1, keepdims=True), y
+
+
+def run_mflops(run_dir: Path) -> float:
+    """The run's network cost at its input size, pruned or not."""
+    from edge.models.complexity import mflops
+    from edge.train.runs import load_run
+
+    run = load_run(run_dir)
+    size = run.config["preprocessing"]["size"]
+    return round(mflops(run.load_model(), (1, size, size)), 1)
 
 
 def agreement(runs: list[Path]) -> dict:
@@ -97,7 +111,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from edge.data.catalog import default_data_root
-    from edge.train.images import ImageTrainSettings, evaluate_images, train_images
+    from edge.train.compression import prune_run
+    from edge.train.images import ImageTrainSettings, evaluate_images, task_folder, train_images
 
     data = args.data or default_data_root()
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -106,7 +121,12 @@ def main() -> int:
         scores = []
         for seed in seeds:
             run = args.work / f"castings-w{args.width}-{name}-s{seed}"
-            if not (run / "metrics.json").exists():
+            if not (run / "metrics.json").exists() and "from" in overrides:
+                print(f"== {run.name}: pruning", flush=True)
+                prune_run(args.work / f"castings-w{args.width}-{overrides['from']}-s{seed}", run, "l1",
+                          int(overrides["l1_rounds"]), 0.3, 10, task_folder("xray-castings", data), args.threads, seed,
+                          quiet=True)
+            elif not (run / "metrics.json").exists():
                 print(f"== {run.name}: training", flush=True)
                 fields = dict(overrides)
                 size = int(fields.pop("size", 0)) or None  # the input size is the model's, not a training setting
@@ -117,7 +137,9 @@ def main() -> int:
             test = evaluate_images(run, threads=args.threads)
             rows.append({"candidate": name, "seed": seed, "run": str(run),
                          "val_balanced_accuracy": metrics["best_val_score"],
-                         "best_epoch": metrics["best_epoch"], "test_accuracy": test["accuracy"],
+                         "best_epoch": metrics.get("best_epoch"),  # a pruned run chose an epoch per round
+                         "mflops": run_mflops(run),
+                         "test_accuracy": test["accuracy"],
                          "test_recall": test["report"]["recall"]})
             scores.append(rows[-1])
             print(f"   {run.name}: validation {100 * rows[-1]['val_balanced_accuracy']:.2f}%, "
