@@ -101,6 +101,25 @@ def near_copies(run_dir: Path, rms_grey_levels: float = 1.3) -> dict:
             "their_std_grey_levels_median": float(np.median(a[close].std(1))) if close.any() else None}
 
 
+def make_run(run: Path, overrides: dict, seed: int, args: argparse.Namespace, data: Path) -> None:
+    """Train one candidate's run of one seed, or prune the run of the candidate it starts from."""
+    from edge.train.compression import prune_run
+    from edge.train.images import ImageTrainSettings, task_folder, train_images
+
+    if "from" in overrides:
+        print(f"== {run.name}: pruning", flush=True)
+        prune_run(args.work / f"castings-w{args.width}-{overrides['from']}-s{seed}", run, method="l1",
+                  rounds=int(overrides["l1_rounds"]), rate=0.3, epochs=10, data=task_folder("xray-castings", data),
+                  threads=args.threads, seed=seed, quiet=True)
+        return
+    print(f"== {run.name}: training", flush=True)
+    fields = dict(overrides)
+    size = int(fields.pop("size", 0)) or None  # the input size is the model's, not a training setting
+    settings = ImageTrainSettings(**({"epochs": args.epochs, "seed": seed} | fields))
+    train_images("xray-castings", data, run, "resnet18", size=size, width=args.width, settings=settings,
+                 threads=args.threads, quiet=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_training_arguments(parser, 16, "runs/castings-variants", "images_castings_variants.json")
@@ -111,28 +130,20 @@ def main() -> int:
     args = parser.parse_args()
 
     from edge.data.catalog import default_data_root
-    from edge.train.compression import prune_run
-    from edge.train.images import ImageTrainSettings, evaluate_images, task_folder, train_images
+    from edge.train.images import evaluate_images
 
     data = args.data or default_data_root()
     seeds = [int(s) for s in args.seeds.split(",")]
     rows, candidates = [], []
     for name, overrides in map(parse_candidate, args.candidate or DEFAULT_CANDIDATES):
+        if "from" in overrides and set(overrides) != {"from", "l1_rounds"}:
+            raise SystemExit(f"candidate {name}: a pruned candidate takes from= and l1_rounds= only "
+                             "(its training settings are those of the run it starts from)")
         scores = []
         for seed in seeds:
             run = args.work / f"castings-w{args.width}-{name}-s{seed}"
-            if not (run / "metrics.json").exists() and "from" in overrides:
-                print(f"== {run.name}: pruning", flush=True)
-                prune_run(args.work / f"castings-w{args.width}-{overrides['from']}-s{seed}", run, "l1",
-                          int(overrides["l1_rounds"]), 0.3, 10, task_folder("xray-castings", data), args.threads, seed,
-                          quiet=True)
-            elif not (run / "metrics.json").exists():
-                print(f"== {run.name}: training", flush=True)
-                fields = dict(overrides)
-                size = int(fields.pop("size", 0)) or None  # the input size is the model's, not a training setting
-                settings = ImageTrainSettings(**({"epochs": args.epochs, "seed": seed} | fields))
-                train_images("xray-castings", data, run, "resnet18", size=size, width=args.width, settings=settings,
-                             threads=args.threads, quiet=True)
+            if not (run / "metrics.json").exists():
+                make_run(run, overrides, seed, args, data)
             metrics = json.loads((run / "metrics.json").read_text())
             test = evaluate_images(run, threads=args.threads)
             rows.append({"candidate": name, "seed": seed, "run": str(run),
