@@ -107,6 +107,18 @@ def protocol(inner_seed: int) -> str:
             "the chosen candidate" % inner_seed)
 
 
+def first_of_each(inner: list[dict]) -> list[dict]:
+    """Inner runs with each (candidate, training load, test load) once: a run both logged in this
+    work folder and reused from a result file (or listed twice there) would otherwise weigh double."""
+    seen, kept = set(), []
+    for r in inner:
+        key = (r["variant"], tuple(r["train_loads"]), r["test_load"])
+        if key not in seen:
+            seen.add(key)
+            kept.append(r)
+    return kept
+
+
 def earlier_result(path: Path, model: str, inner_seed: int) -> dict:
     """An earlier result file of this script, as log rows: its candidates, inner runs and outer runs.
 
@@ -164,7 +176,8 @@ def main() -> int:
 
     # Inner: every candidate, trained on one training load and scored on the other.
     pairs = sorted({pair for fold in folds for pair in permutations([x for x in LOADS if x != fold], 2)})
-    inner = [r for r in read_done(inner_log) if r["model"] == args.model] + (earlier["inner"] if earlier else [])
+    inner = first_of_each([r for r in read_done(inner_log) if r["model"] == args.model]
+                          + (earlier["inner"] if earlier else []))
     done = {(r["variant"], tuple(r["train_loads"]), r["test_load"]) for r in inner}
     todo = [(data, str(args.work / "inner"), args.model, seeds[0], b, INNER_SNRS, [], args.epochs, args.steps, (a,),
              resolve(candidates[name], args.work / "inner", args.model, (a,), b, seeds[0], inner=True),
