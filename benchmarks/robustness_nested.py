@@ -107,14 +107,18 @@ def protocol(inner_seed: int) -> str:
             "the chosen candidate" % inner_seed)
 
 
+def inner_key(run: dict) -> tuple:
+    """What identifies an inner run: its candidate, training load and test load."""
+    return run["variant"], tuple(run["train_loads"]), run["test_load"]
+
+
 def first_of_each(inner: list[dict]) -> list[dict]:
-    """Inner runs with each (candidate, training load, test load) once: a run both logged in this
-    work folder and reused from a result file (or listed twice there) would otherwise weigh double."""
+    """Inner runs with each ``inner_key`` once: a run both logged in this work folder and reused
+    from a result file (or listed twice there) would otherwise weigh double."""
     seen, kept = set(), []
     for r in inner:
-        key = (r["variant"], tuple(r["train_loads"]), r["test_load"])
-        if key not in seen:
-            seen.add(key)
+        if inner_key(r) not in seen:
+            seen.add(inner_key(r))
             kept.append(r)
     return kept
 
@@ -178,7 +182,7 @@ def main() -> int:
     pairs = sorted({pair for fold in folds for pair in permutations([x for x in LOADS if x != fold], 2)})
     inner = first_of_each([r for r in read_done(inner_log) if r["model"] == args.model]
                           + (earlier["inner"] if earlier else []))
-    done = {(r["variant"], tuple(r["train_loads"]), r["test_load"]) for r in inner}
+    done = {inner_key(r) for r in inner}
     todo = [(data, str(args.work / "inner"), args.model, seeds[0], b, INNER_SNRS, [], args.epochs, args.steps, (a,),
              resolve(candidates[name], args.work / "inner", args.model, (a,), b, seeds[0], inner=True),
              inner_tag(name)) for name in candidates for a, b in pairs
