@@ -180,9 +180,11 @@ def _refuse_options_of_the_other_task(args: argparse.Namespace) -> None:
 
 
 def _default_epochs(task: str) -> int:
-    """The epochs a task trains for unless told: 30, or what its images were measured to need."""
+    """The epochs a task trains for unless told: the vibration default, or what its images were measured to need."""
     if task == "cwru":
-        return 30
+        from edge.train.settings import TrainSettings
+
+        return TrainSettings.epochs
     from edge.train.images import ImageTrainSettings
 
     return ImageTrainSettings().for_task(task).epochs
@@ -227,7 +229,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise DataError(f"--gain-jitter must be in [0, 1), got {args.gain_jitter}")
     if not 0.0 <= args.distill_weight <= 1.0 or args.distill_temperature <= 0:
         raise DataError("--distill-weight must be in [0, 1] and --distill-temperature above 0")
-    settings = TrainSettings(epochs=args.epochs or 30, steps_per_epoch=args.steps, batch_size=args.batch_size,
+    settings = TrainSettings(epochs=epochs, steps_per_epoch=args.steps, batch_size=args.batch_size,
                              lr=args.lr or 3e-3, snr_train=snr_train, clean_fraction=args.clean_fraction,
                              noise_kind=args.noise, seed=args.seed, speed_jitter=args.speed_jitter,
                              normalization=normalization, gain_jitter=args.gain_jitter, mixup=args.mixup,
