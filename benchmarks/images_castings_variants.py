@@ -10,19 +10,24 @@ there for the record and never choose.  Then, over all runs:
   not seed or setting noise, and no retraining of the same kind fixes them;
 - the mean-softmax ensemble of all runs, for the same reason.
 
-Only the test images are shared by every run: each seed draws its own validation images.
+Only the test images are shared by every run: each seed draws its own validation images,
+unless a candidate fixes ``split_seed``.
 
 Candidates are ``NAME:FIELD=VALUE,...`` over ``ImageTrainSettings``, and ``size`` (the input
 size in px; the 32 px patches are resized to it).  A pruned candidate names the candidate
 it starts from and its L1 rounds instead: ``NAME:from=OTHER,l1_rounds=N`` prunes OTHER's
 run of the same seed (30 % of the filters per round, 10 epochs of fine-tuning each, as
 ``drsn-edge prune``), so a narrow network can be compared with the shipped wide-then-pruned
-one at the same FLOPs.  Resumable: a run directory that already holds metrics.json is
-reused.  Writes benchmarks/results/images_castings_variants.json.
+one at the same FLOPs.  ``teachers=OTHER`` distils the runs of every seed of OTHER (named
+before it) into each run; give both ``split_seed=K``, so that they share validation images.
+Resumable: a run directory that already holds metrics.json is reused.  Writes
+benchmarks/results/images_castings_variants.json.
 
     python benchmarks/images_castings_variants.py
     python benchmarks/images_castings_variants.py --candidate rot:rotations=true --seeds 0,1,2
     python benchmarks/images_castings_variants.py --candidate e90:epochs=90 --candidate e90-l1x1:from=e90,l1_rounds=1
+    python benchmarks/images_castings_variants.py --candidate split0:epochs=90,split_seed=0 \\
+        --candidate split0-ens:epochs=90,split_seed=0,teachers=split0
 """
 
 from __future__ import annotations
@@ -101,6 +106,15 @@ def near_copies(run_dir: Path, rms_grey_levels: float = 1.3) -> dict:
             "their_std_grey_levels_median": float(np.median(a[close].std(1))) if close.any() else None}
 
 
+def candidate_run(args: argparse.Namespace, name: str, seed: int) -> Path:
+    """The run directory of one candidate's seed."""
+    return args.work / f"castings-w{args.width}-{name}-s{seed}"
+
+
+def parse_seeds(text: str) -> list[int]:
+    return [int(s) for s in text.split(",")]
+
+
 def make_run(run: Path, overrides: dict, seed: int, args: argparse.Namespace, data: Path) -> None:
     """Train one candidate's run of one seed, or prune the run of the candidate it starts from."""
     from edge.train.compression import prune_run
@@ -108,13 +122,15 @@ def make_run(run: Path, overrides: dict, seed: int, args: argparse.Namespace, da
 
     if "from" in overrides:
         print(f"== {run.name}: pruning", flush=True)
-        prune_run(args.work / f"castings-w{args.width}-{overrides['from']}-s{seed}", run, method="l1",
+        prune_run(candidate_run(args, overrides["from"], seed), run, method="l1",
                   rounds=int(overrides["l1_rounds"]), rate=0.3, epochs=10, data=task_folder("xray-castings", data),
                   threads=args.threads, seed=seed, quiet=True)
         return
     print(f"== {run.name}: training", flush=True)
     fields = dict(overrides)
     size = int(fields.pop("size", 0)) or None  # the input size is the model's, not a training setting
+    if "teachers" in fields:  # every seed's run of the candidate named, as one ensemble
+        fields["teachers"] = [str(candidate_run(args, fields["teachers"], s)) for s in parse_seeds(args.seeds)]
     settings = ImageTrainSettings(**({"epochs": args.epochs, "seed": seed} | fields))
     train_images("xray-castings", data, run, "resnet18", size=size, width=args.width, settings=settings,
                  threads=args.threads, quiet=True)
@@ -133,15 +149,18 @@ def main() -> int:
     from edge.train.images import evaluate_images
 
     data = args.data or default_data_root()
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = parse_seeds(args.seeds)
     rows, candidates = [], []
     for name, overrides in map(parse_candidate, args.candidate or DEFAULT_CANDIDATES):
         if "from" in overrides and set(overrides) != {"from", "l1_rounds"}:
             raise SystemExit(f"candidate {name}: a pruned candidate takes from= and l1_rounds= only "
                              "(its training settings are those of the run it starts from)")
+        if overrides.get("teachers") not in (None, *(c["candidate"] for c in candidates)):
+            raise SystemExit(f"candidate {name}: its teachers, {overrides['teachers']}, must be a candidate "
+                             "named before it")
         scores = []
         for seed in seeds:
-            run = args.work / f"castings-w{args.width}-{name}-s{seed}"
+            run = candidate_run(args, name, seed)
             if not (run / "metrics.json").exists():
                 make_run(run, overrides, seed, args, data)
             metrics = json.loads((run / "metrics.json").read_text())

@@ -412,15 +412,57 @@ def test_an_image_run_can_keep_the_average_of_its_last_epochs_and_prunes_from_it
     assert "--average-epochs must be between 0 (off) and --epochs (2)" in capsys.readouterr().err
 
 
+def test_an_image_student_learns_from_teachers_that_never_saw_its_validation_images(castings_run, data_root,
+                                                                                   tmp_path, capsys):
+    import torch
+
+    from edge.cli import main
+    from edge.train.runs import load_run
+    from edge.train.teachers import ImageTeacherEnsemble, distillation_loss
+
+    def train(out, *extra):
+        return main(["train", "--task", "xray-castings", "--width", "4", "--depth", "1", "--epochs", "1",
+                     "--threads", "1", "--data", str(data_root), "--out", str(out), "-q", *extra])
+
+    assert train(tmp_path / "t1", "--seed", "1", "--split-seed", "0") == 0
+    teachers = [str(castings_run), str(tmp_path / "t1")]           # seeds 0 and 1, both on split 0
+    assert load_run(tmp_path / "t1").split["files"] == load_run(castings_run).split["files"]
+    held_out = {name: load_run(castings_run).split["files"][name] for name in ("val", "test")}
+    pair = ImageTeacherEnsemble.from_runs(teachers, ["class_0", "class_1"], 32, "highpass-image", held_out)
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(8, 1, 32, 32)).astype(np.float32))
+    soft = pair.soft_targets(x, 2.0)
+    alone = ImageTeacherEnsemble.from_runs(teachers[:1], ["class_0", "class_1"], 32, "highpass-image",
+                                           held_out).soft_targets(x, 2.0)
+    assert torch.allclose(soft.sum(1), torch.ones(8)) and not torch.allclose(soft, alone)
+    assert distillation_loss(2.0 * torch.log(soft), soft, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+
+    assert train(tmp_path / "student", "--seed", "2", "--split-seed", "0", "--teacher", teachers[0], "--teacher",
+                 teachers[1], "--distill-weight", "1") == 0
+    student = load_run(tmp_path / "student")
+    assert student.config["training"]["teachers"] == teachers and student.config["training"]["split_seed"] == 0
+    assert student.split["files"] == load_run(castings_run).split["files"]
+    plain = tmp_path / "plain"
+    assert train(plain, "--seed", "2", "--split-seed", "0") == 0
+    assert student.metrics["history"][0]["loss"] != load_run(plain).metrics["history"][0]["loss"]
+
+    # Seed 3 draws other validation images, some of which the teachers trained on: refused.
+    assert train(tmp_path / "leaky", "--seed", "3", "--teacher", teachers[0]) == 2
+    err = capsys.readouterr().err
+    assert "trained on" in err and "of the student's validation images" in err and "--split-seed 0" in err
+    assert train(tmp_path / "other-input", "--split-seed", "0", "--normalization", "zscore-image", "--teacher",
+                 teachers[0]) == 2
+    assert "normalised highpass-image, the student 32 px zscore-image" in capsys.readouterr().err
+    assert not (tmp_path / "leaky").exists() and not (tmp_path / "other-input").exists()
+
+
 def test_options_of_the_other_kind_of_task_are_refused_not_ignored(tmp_path, capsys):
     from edge.cli import main
 
     assert main(["train", "--task", "xray-castings", "--mixup", "0.2", "--loads", "1", "--out", str(tmp_path)]) == 2
     assert ("--loads, --mixup: vibration training only; the xray-castings task trains an image model and would "
             "ignore them") in capsys.readouterr().err
-    assert main(["train", "--task", "neu", "--teacher", "runs/t", "--out", str(tmp_path)]) == 2
-    assert "image runs distil with `drsn-edge distill --teacher RUN`" in capsys.readouterr().err
-    for image_only in (["--rotations"], ["--simulated-voids", "0.25"], ["--class-weights", "gmean"], ["--size", "64"]):
+    for image_only in (["--rotations"], ["--simulated-voids", "0.25"], ["--class-weights", "gmean"], ["--size", "64"],
+                       ["--split-seed", "0"]):
         assert main(["train", *image_only, "--out", str(tmp_path)]) == 2
         assert (f"{image_only[0]}: image training only; the cwru task trains a vibration model and would ignore "
                 "it") in capsys.readouterr().err

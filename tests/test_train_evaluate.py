@@ -168,7 +168,7 @@ def test_a_student_learns_from_its_teachers_softened_outputs(cwru_dir, tmp_path,
                  "--teacher", str(teacher.path), "-q"]) == 2
     assert "reads windows of 400 samples, the student 512" in capsys.readouterr().err
     assert main(["train", "--task", "neu", "--out", str(tmp_path / "r"), "--teacher", str(teacher.path), "-q"]) == 2
-    assert "drsn-edge distill" in capsys.readouterr().err
+    assert "is not an image run" in capsys.readouterr().err
 
 
 def test_cli_errors_are_one_clear_line(tmp_path, capsys):

@@ -23,6 +23,12 @@ examples:
   drsn-edge train --loads 1,2 --normalization none --label-smoothing 0.1 --out runs/t-level
   drsn-edge train --loads 1,2 --normalization none --teacher runs/t-speed --teacher runs/t-level --out runs/student
 
+  # the same for images: teachers and student draw one set of validation images (--split-seed)
+  drsn-edge train --task xray-castings --width 16 --split-seed 0 --seed 1 --out runs/castings-s1
+  drsn-edge train --task xray-castings --width 16 --split-seed 0 --seed 2 --out runs/castings-s2
+  drsn-edge train --task xray-castings --width 16 --split-seed 0 --teacher runs/castings-s1 \\
+      --teacher runs/castings-s2 --out runs/castings-student
+
 The run directory holds model.pt (plain state dict), config.json, split.json and
 metrics.json.  Each record is split in time: the first 70% trains, the next 15%
 validates (model selection), the last 15% is kept for `drsn-edge evaluate`, with a
@@ -116,9 +122,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "is less sure of what it saw only in training (default 0 vibration, "
                         f"{IMAGE_LABEL_SMOOTHING} images)")
     p.add_argument("--teacher", action="append", default=[], metavar="RUN",
-                   help="vibration: also learn the mean softened output of this trained run (repeat for an "
-                        "ensemble, e.g. a zscore and a physical-units run trained on the same loads); the "
-                        "teachers see the same augmented windows, each through its own normalisation")
+                   help="also learn the mean softened output of this trained run (repeat for an ensemble). "
+                        "Vibration: e.g. a zscore and a physical-units run trained on the same loads, each "
+                        "teacher sees the same augmented windows through its own normalisation. Images: runs "
+                        "of the same task, size and normalisation whose training images include none of the "
+                        "student's validation or test images (train them all with one --split-seed)")
     p.add_argument("--distill-weight", type=float, default=defaults.distill_weight,
                    help=f"share of the loss on the teachers' outputs, the rest on the labels "
                         f"(default {defaults.distill_weight})")
@@ -152,6 +160,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="X-ray flaw tasks: give this share of the flawless training images a simulated void "
                         "(a blow hole: an ellipsoid brightening the image, as by Beer-Lambert) and train them "
                         "as flaws, e.g. 0.25 (default 0: off)")
+    p.add_argument("--split-seed", type=int, default=None, metavar="K",
+                   help="images: seed of the draw of validation images from the training series (default: "
+                        "--seed); runs that are to teach one another share it, so that none learns another's "
+                        "validation images")
     p.add_argument("--init-state", type=Path, default=None,
                    help="images: a state dict (.pt, tensors only) to start from instead of random weights")
     add_training_options(p)
@@ -163,8 +175,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 #: refused rather than silently ignored: a user who asks for quarter turns on a vibration run,
 #: or for noise augmentation on images, would otherwise believe the run had them.
 VIBRATION_OPTIONS = ("loads", "channel", "rate", "window", "snr_train", "clean_fraction", "noise", "speed_jitter",
-                     "gain_jitter", "mixup", "teacher", "distill_weight", "distill_temperature", "val_snr", "steps")
-IMAGE_OPTIONS = ("size", "class_weights", "rotations", "simulated_voids", "init_state")
+                     "gain_jitter", "mixup", "val_snr", "steps")
+IMAGE_OPTIONS = ("size", "class_weights", "rotations", "simulated_voids", "split_seed", "init_state")
 
 
 def _refuse_options_of_the_other_task(args: argparse.Namespace) -> None:
@@ -174,9 +186,8 @@ def _refuse_options_of_the_other_task(args: argparse.Namespace) -> None:
     if not foreign:
         return
     kind, other = ("an image", "vibration") if images else ("a vibration", "image")
-    hint = "; image runs distil with `drsn-edge distill --teacher RUN`" if "--teacher" in foreign else ""
     raise DataError(f"{', '.join(foreign)}: {other} training only; the {args.task} task trains {kind} model and "
-                    f"would ignore {'it' if len(foreign) == 1 else 'them'}{hint}")
+                    f"would ignore {'it' if len(foreign) == 1 else 'them'}")
 
 
 def _default_epochs(task: str) -> int:
@@ -198,6 +209,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                         f"got {args.average_epochs}")
     if args.weight_decay is not None and args.weight_decay < 0:
         raise DataError(f"--weight-decay must be 0 or more, got {args.weight_decay}")
+    if not 0.0 <= args.distill_weight <= 1.0 or args.distill_temperature <= 0:
+        raise DataError("--distill-weight must be in [0, 1] and --distill-temperature above 0")
     if args.task != "cwru":
         return _train_images(args)
     from edge.model_names import MODELS
@@ -227,8 +240,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise DataError(f"--mixup must be 0 (off) or a positive Beta parameter, got {args.mixup}")
     if not 0.0 <= args.gain_jitter < 1.0:
         raise DataError(f"--gain-jitter must be in [0, 1), got {args.gain_jitter}")
-    if not 0.0 <= args.distill_weight <= 1.0 or args.distill_temperature <= 0:
-        raise DataError("--distill-weight must be in [0, 1] and --distill-temperature above 0")
     settings = TrainSettings(epochs=epochs, steps_per_epoch=args.steps, batch_size=args.batch_size,
                              lr=args.lr or 3e-3, snr_train=snr_train, clean_fraction=args.clean_fraction,
                              noise_kind=args.noise, seed=args.seed, speed_jitter=args.speed_jitter,
@@ -258,7 +269,9 @@ def _train_images(args: argparse.Namespace) -> int:
                                   class_weights=args.class_weights or "none", seed=args.seed,
                                   rotations=args.rotations, simulated_voids=args.simulated_voids,
                                   normalization=args.normalization, weight_decay=args.weight_decay,
-                                  average_epochs=args.average_epochs,
+                                  average_epochs=args.average_epochs, split_seed=args.split_seed,
+                                  teachers=[str(t) for t in args.teacher], distill_weight=args.distill_weight,
+                                  distill_temperature=args.distill_temperature,
                                   label_smoothing=check_label_smoothing(
                                       args.label_smoothing, IMAGE_LABEL_SMOOTHING))
     train_images(args.task, args.data or default_data_root(), args.out, args.model or "resnet18", size=args.size,

@@ -37,7 +37,7 @@ def _arrays(run: Run, data: str | Path | None):
 def _settings_of(run: Run, **overrides) -> ImageTrainSettings:
     """The source run's training settings (augmentation, learning rate, weights, input normalisation)
     with ``overrides``."""
-    known = {f.name for f in dataclasses.fields(ImageTrainSettings)}
+    known = {f.name for f in dataclasses.fields(ImageTrainSettings)} - {"teachers"}  # the source's, not ours
     recorded = {k: v for k, v in run.config["training"].items() if k in known}
     recorded["normalization"] = run.config["preprocessing"]["normalization"]
     settings = ImageTrainSettings(**(recorded | overrides)).for_task(run.config["task"])

@@ -12,7 +12,7 @@ import os
 import platform
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ from edge.train.loop import KeptWeights, kept_description, one_cycle, step
 from edge.train.metrics import classification_report
 from edge.train.runs import load_run, save_run
 from edge.train.settings import IMAGE_LABEL_SMOOTHING
+from edge.train.teachers import ImageTeacherEnsemble, distillation_loss
 from edge.train.trainer import seed_everything
 
 #: How an image becomes the network's input unless a run says otherwise (runs before
@@ -62,7 +63,11 @@ class ImageTrainSettings:
     normalization: str | None = None  # one of IMAGE_NORMALIZATIONS (edge.data.preprocess); None: the task's
     simulated_voids: float = 0.0      # binary flaw tasks: share of flawless training images given a void
     average_epochs: int = 0           # keep the weight average of the last N epochs, not the best one (0 = off)
+    teachers: list = field(default_factory=list)  # image runs to distil from (edge.train.teachers)
+    distill_weight: float = 0.5       # share of the loss on the teachers' soft targets
+    distill_temperature: float = 2.0  # softmax temperature of teachers and student there
     seed: int = 0
+    split_seed: int | None = None     # draws the validation images; None: ``seed`` (teachers must share a split)
 
     def for_task(self, task: str) -> "ImageTrainSettings":
         """These settings with every field left None filled in: the task's default, else every task's."""
@@ -208,7 +213,11 @@ def train_images(task: str, data: str | Path, out: str | Path, model_name: str =
     settings = (settings or ImageTrainSettings()).for_task(task)
     size = size or IMAGE_TASKS.get(task, (None, 64))[1]
     rng = seed_everything(settings.seed, threads)
-    images, split = load_task(task, data, settings.seed)
+    images, split = load_task(task, data, settings.seed if settings.split_seed is None else settings.split_seed)
+    described = split.describe(images)
+    teachers = (ImageTeacherEnsemble.from_runs(settings.teachers, list(images.classes), size, settings.normalization,
+                                               {s: described["files"][s] for s in ("val", "test")})
+                if settings.teachers else None)
     if settings.simulated_voids and len(images.classes) != 2:
         raise DataError(f"simulated voids make flaws of flawless images: they need a two-class task (flawless, "
                         f"flaw), and {task} has {len(images.classes)} classes")
@@ -224,8 +233,11 @@ def train_images(task: str, data: str | Path, out: str | Path, model_name: str =
               f"{len(split.val)} validation images at {size}x{size}; {settings.epochs} epochs", flush=True)
         for note in images.notes:
             print(f"note: {note}", flush=True)
+        if teachers:
+            print(f"distilling from {len(settings.teachers)} teacher(s): {', '.join(map(str, settings.teachers))}",
+                  flush=True)
     result = fit_images(model, x["train"], y["train"], x["val"], y["val"], settings, rng, len(images.classes),
-                        progress=not quiet)
+                        progress=not quiet, teachers=teachers)
     run_config = {
         "drsn_edge_version": edge.__version__,
         "task": task,
@@ -242,7 +254,7 @@ def train_images(task: str, data: str | Path, out: str | Path, model_name: str =
     }
     metrics = {"parameters": n_params} | {k: result[k] for k in ("train_seconds", "best_epoch", "best_val_score",
                                                                   "history")}
-    save_run(Path(out), model, run_config, split.describe(images), metrics)
+    save_run(Path(out), model, run_config, described, metrics)
     if not quiet:
         kept = kept_description(result["best_epoch"], settings.average_epochs)
         print(f"{kept} (balanced accuracy {result['best_val_score']:.4f}) after {result['train_seconds']:.0f} s; "
@@ -252,14 +264,17 @@ def train_images(task: str, data: str | Path, out: str | Path, model_name: str =
 
 def fit_images(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
                settings: ImageTrainSettings, rng: np.random.Generator, num_classes: int,
-               progress: bool = True, extra_loss=None, on_epoch_end=None) -> dict:
+               progress: bool = True, extra_loss=None, on_epoch_end=None,
+               teachers: ImageTeacherEnsemble | None = None) -> dict:
     """Train in place, keep the best validation epoch (balanced accuracy).
 
     With ``average_epochs`` N, the model is instead the average of its weights at the end of
     the last N epochs (``WeightAverage``; BatchNorm measured again on training batches), and
-    validation only reports.  ``extra_loss(x, logits)`` adds a term (distillation) to the
-    cross-entropy; ``on_epoch_end(epoch)`` runs after each epoch's steps, before validation
-    (soft pruning, which an average of weights would undo, so the two do not mix).
+    validation only reports.  ``extra_loss(x, logits)`` adds a term (relational distillation)
+    to the cross-entropy; with ``teachers``, ``distill_weight`` of the loss is the distance to
+    their softened mean output on the same augmented images, the rest the loss on the labels.
+    ``on_epoch_end(epoch)`` runs after each epoch's steps, before validation (soft pruning,
+    which an average of weights would undo, so the two do not mix).
     """
     if settings.average_epochs and on_epoch_end is not None:
         raise ValueError("an average of weights would undo what on_epoch_end does to them; use one or the other")
@@ -293,6 +308,10 @@ def fit_images(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x
             loss = loss_fn(logits, torch.from_numpy(yb))
             if extra_loss is not None:
                 loss = loss + extra_loss(xb, logits)
+            if teachers is not None:
+                soft = teachers.soft_targets(xb, settings.distill_temperature)
+                loss = ((1 - settings.distill_weight) * loss
+                        + settings.distill_weight * distillation_loss(logits, soft, settings.distill_temperature))
             losses.append(step(optimizer, schedule, loss))
             bar.update(1)
         if on_epoch_end is not None:

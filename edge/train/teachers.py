@@ -1,11 +1,12 @@
-"""Distilling an ensemble of trained vibration runs into one model (Hinton et al., 2015).
+"""Distilling an ensemble of trained runs into one model (Hinton et al., 2015).
 
-Two models with different inputs (per-window z-score, physical units) err on
-different windows, so their averaged softmax is more accurate across loads than
-either; averaging them on the gateway would double the inference per window.  A
-student trained on the teachers' averaged, softened outputs as well as the labels
-can carry part of that into a single network.  Each teacher sees the same augmented
-window as the student, through its own recorded normalisation.
+Two models with different inputs (per-window z-score, physical units), or two seeds
+of one image model, err on different windows or images, so their averaged softmax is
+more accurate than either; averaging them on the gateway would multiply the inference
+per window or tile.  A student trained on the teachers' averaged, softened outputs as
+well as the labels can carry part of that into a single network.  Each teacher sees
+the same augmented input as the student: a vibration teacher through its own recorded
+normalisation, an image teacher through the student's (which it must share).
 """
 
 from __future__ import annotations
@@ -48,9 +49,60 @@ class TeacherEnsemble:
 
     def soft_targets(self, raw: np.ndarray, temperature: float) -> torch.Tensor:
         """Mean over teachers of softmax(logits / T) on windows in raw units (N, L)."""
-        probs = [F.softmax(torch.from_numpy(logits(model, raw, norm)) / temperature, dim=1)
-                 for model, norm in zip(self.models, self.normalizations)]
-        return torch.stack(probs).mean(0)
+        return mean_softmax([torch.from_numpy(logits(model, raw, norm))
+                             for model, norm in zip(self.models, self.normalizations)], temperature)
+
+
+SPLIT_NAMES = {"val": "validation"}
+
+
+@dataclass
+class ImageTeacherEnsemble:
+    models: list[nn.Module]
+
+    @classmethod
+    def from_runs(cls, runs: list[str | Path], classes: list[str], size: int, normalization: str,
+                  held_out: dict[str, list[str]]) -> "ImageTeacherEnsemble":
+        """Load the teacher runs: image runs of the same classes, input size and normalisation, none of
+        which trained on an image the student holds out (``held_out``: split name -> image files).
+
+        A teacher that learned the student's validation images would hand their answers to the
+        student through its soft targets, and the validation score that keeps an epoch (and
+        compares settings) would flatter it: teachers and student share one split
+        (``split_seed``) where validation is drawn per seed.
+        """
+        from edge.train.runs import load_run
+
+        models = []
+        for path in runs:
+            run = load_run(path)
+            pre = run.config["preprocessing"]
+            if pre.get("input") != "image":
+                raise DataError(f"teacher {path} is not an image run")
+            if list(run.config["classes"]) != list(classes):
+                raise DataError(f"teacher {path} has classes {run.config['classes']}, the student {list(classes)}")
+            if (pre["size"], pre["normalization"]) != (size, normalization):
+                raise DataError(f"teacher {path} reads {pre['size']} px images normalised {pre['normalization']}, "
+                                f"the student {size} px {normalization}: give the student its teachers' settings")
+            for name, files in held_out.items():
+                seen = set(run.split["files"]["train"]) & set(files)
+                if seen:
+                    raise DataError(f"teacher {path} trained on {len(seen)} of the student's "
+                                    f"{SPLIT_NAMES.get(name, name)} images "
+                                    f"(first: {sorted(seen)[0]}); train the student on the teacher's split "
+                                    f"(--split-seed {run.split['seed']})")
+            models.append(run.load_model())
+        return cls(models)
+
+    def soft_targets(self, x: torch.Tensor, temperature: float) -> torch.Tensor:
+        """Mean over teachers of softmax(logits / T) on a batch as the student sees it (N, 1, S, S)."""
+        with torch.no_grad():
+            return mean_softmax([model(x) for model in self.models], temperature)
+
+
+def mean_softmax(teacher_logits: list[torch.Tensor], temperature: float) -> torch.Tensor:
+    """The teachers' softened outputs, averaged: the student's soft target."""
+    return torch.stack([F.softmax(z / temperature, dim=1) for z in teacher_logits]).mean(0)
 
 
 def distillation_loss(student_logits: torch.Tensor, soft: torch.Tensor, temperature: float) -> torch.Tensor:
