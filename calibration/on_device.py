@@ -40,7 +40,7 @@ def measure_bundle(bundle: str | Path, seconds: float = 60.0, port: str | None =
         from firmware_bridge.sources import ACTUATOR_LINES, LINE_RATE_HZ
 
         image = open_bundle(str(bundle)).kind == "linescan"
-        source = _simulator_source(image, Path(data) if data else None, run_dir)
+        source = _simulator_source(bundle, image, Path(data) if data else None, run_dir)
         if image:  # the simulated actuator beyond the wide budget's travel: no REJECT may come late for it
             settings = replace(settings, distance=ACTUATOR_LINES + math.ceil(budget_ms / 1e3 * LINE_RATE_HZ))
         session = run_with_simulator(str(bundle), settings, source, seconds, rate)
@@ -49,17 +49,20 @@ def measure_bundle(bundle: str | Path, seconds: float = 60.0, port: str | None =
         return session.summary
 
 
-def _simulator_source(image: bool, data: Path | None, run_dir: str | Path | None):
+def _simulator_source(bundle: str | Path, image: bool, data: Path | None, run_dir: str | Path | None):
     """Real recordings for the simulator: for an image bundle, a belt of the run's test images at
     the model's size when the run is known, else of the X-ray castings test patches; for a
-    vibration bundle, CWRU (the run's held-out segments when the run is known)."""
+    vibration bundle, CWRU (the run's held-out segments when the run is known).  A run of the
+    other kind than the bundle is refused: what it holds out is not what the bundle reads."""
     from edge.data.catalog import default_data_root
-    from edge.runtime.simulated import held_out_belt
+    from edge.runtime.simulated import check_run_fits_bundle, held_out_belt
     from firmware_bridge.sources import belt_source, cwru_source, held_out_spans
 
     root = data or default_data_root()
     config = json.loads((Path(run_dir) / "config.json").read_text()) if run_dir else None
-    if image and config and config["preprocessing"].get("input") == "image":
+    if config:
+        check_run_fits_bundle(bundle, image, run_dir, config)
+    if image and config:
         return held_out_belt(run_dir, 200, data)
     if image:
         folder = next((f for f in (root, root / "xray", root.parent) if (f / "castings").is_dir()), None)
@@ -69,9 +72,7 @@ def _simulator_source(image: bool, data: Path | None, run_dir: str | Path | None
     folder = root if any(root.glob("*.mat")) else root / "cwru"
     if not folder.is_dir():
         raise DrsnEdgeError(f"no device given (--port) and no CWRU data at {folder} for the simulator (--data)")
-    spans = None
-    if config and config["data"].get("dataset") == "cwru":
-        spans = held_out_spans(Path(run_dir) / "split.json")
+    spans = held_out_spans(Path(run_dir) / "split.json") if config else None
     return cwru_source(folder, loads=(0,), spans=spans)
 
 

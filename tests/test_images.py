@@ -215,6 +215,24 @@ def test_the_line_scan_demo_scores_live_patches_of_the_run_s_test_images_only(ca
     assert "live accuracy" in out and f"on {len(rows):,} patches of held-out images" in out
 
 
+def test_a_run_of_the_other_kind_than_the_bundle_is_refused_before_anything_streams(castings_run, castings_bundle,
+                                                                                    tiny_run, tmp_path, capsys):
+    """Its held-out data is not what the bundle reads: the demo and the on-device calibration both say so."""
+    from edge.cli import main
+    from edge.export.build import BuildOptions, build_bundle
+
+    vibration_bundle = tmp_path / "tiny-ort"
+    build_bundle(tiny_run, vibration_bundle, BuildOptions(target="onnxruntime", precision="fp32"), log=lambda *_: None)
+    for bundle, run, kind in ((castings_bundle, tiny_run, "line-scan"), (vibration_bundle, castings_run, "vibration")):
+        expected = f"is a {kind} bundle, but run {run} trained"
+        assert main(["demo", "--bundle", str(bundle), "--run", str(run), "--seconds", "1", "--http", "off",
+                     "--log", str(tmp_path / "demo.db")]) == 2
+        assert expected in capsys.readouterr().err
+        assert main(["calibrate", "--on-device", "--bundle", str(bundle), "--runs", str(run), "--seconds", "1"]) == 2
+        assert expected in capsys.readouterr().err
+    assert not (tmp_path / "demo.db").exists()
+
+
 def test_a_belt_of_resized_images_shows_the_model_what_training_showed_it(data_root):
     """NEU's 200 px images on a belt for a 64 px model: each patch is the training resize, pixel for pixel."""
     from edge.data.images import ImageItem

@@ -189,17 +189,14 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from edge.bundle import open_bundle
-    from edge.runtime.simulated import run_with_simulator
+    from edge.runtime.simulated import check_run_fits_bundle, run_with_simulator
     from edge.train.runs import load_run
 
     run = load_run(args.run)
     data = args.data or Path(run.config["data"]["path"])
     bundle = open_bundle(args.bundle)
     linescan = bundle.kind == "linescan"
-    if linescan != (run.config["preprocessing"].get("input") == "image"):
-        raise DrsnEdgeError(f"bundle {args.bundle} is a {'line-scan' if linescan else 'vibration'} bundle, but run "
-                            f"{args.run} trained {'a vibration' if linescan else 'an image'} model; give the run the "
-                            f"bundle was built from")
+    check_run_fits_bundle(args.bundle, linescan, args.run, run.config)
     source, what = (_belt_of_run(args, run, data) if linescan else _records_of_run(args, run, data))
 
     def announce(port, runtime):

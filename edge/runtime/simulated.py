@@ -62,6 +62,14 @@ def run_with_simulator(bundle: str, settings: RuntimeSettings, source: Vibration
                                 runtime.manifest["backend"]["name"], runtime.manifest["precision"], interrupted)
 
 
+def check_run_fits_bundle(bundle: str | Path, linescan: bool, run_dir: str | Path, run_config: dict) -> None:
+    """Refuse a run of the other kind than the bundle: its held-out data would not be what the bundle reads."""
+    if linescan != (run_config["preprocessing"].get("input") == "image"):
+        raise DrsnEdgeError(f"bundle {bundle} is a {'line-scan' if linescan else 'vibration'} bundle, but run "
+                            f"{run_dir} trained {'a vibration' if linescan else 'an image'} model; give the run the "
+                            f"bundle was built from")
+
+
 def held_out_belt(run_dir: str | Path, bands: int, data: str | Path | None = None) -> BeltSource:
     """A belt of ``bands`` rows of an image run's test images only (its ``split.json``), at the model's
     size: the detector's pixels are the model's, so each patch is what training showed it.
