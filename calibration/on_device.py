@@ -39,11 +39,12 @@ def measure_bundle(bundle: str | Path, seconds: float = 60.0, port: str | None =
         from edge.runtime.simulated import run_with_simulator
         from firmware_bridge.sources import ACTUATOR_LINES, LINE_RATE_HZ
 
-        image = open_bundle(str(bundle)).kind == "linescan"
+        opened = open_bundle(str(bundle))
+        image = opened.kind == "linescan"
         source = _simulator_source(bundle, image, Path(data) if data else None, run_dir)
         if image:  # the simulated actuator beyond the wide budget's travel: no REJECT may come late for it
             settings = replace(settings, distance=ACTUATOR_LINES + math.ceil(budget_ms / 1e3 * LINE_RATE_HZ))
-        session = run_with_simulator(str(bundle), settings, source, seconds, rate)
+        session = run_with_simulator(opened, settings, source, seconds, rate)
         if session.interrupted:  # a cut-short measurement recommends nothing
             raise KeyboardInterrupt
         return session.summary

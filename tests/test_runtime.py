@@ -327,6 +327,16 @@ def test_tampered_bundle_is_refused_by_the_runtime(bundle, tmp_path):
         Runtime(copy, RuntimeSettings(port="loop://", log_path=str(tmp_path / "x.db"), http=None))
 
 
+def test_a_bundle_opened_without_the_trusted_keys_is_not_run_as_if_its_signature_held(bundle, tmp_path):
+    from edge.bundle import generate_keypair, open_bundle
+
+    _, public = generate_keypair(tmp_path / "line3")
+    with pytest.raises(BundleError, match="opened without checking its signature"):
+        Runtime(open_bundle(bundle), RuntimeSettings(port="loop://", log_path=str(tmp_path / "x.db"), http=None,
+                                                     trusted_keys=[str(public)]))
+    assert not (tmp_path / "x.db").exists()
+
+
 def test_metrics_and_status_are_served(held_out, bundle, tmp_path):
     with DeviceSimulator(held_out, link="pty", speed=2.0) as sim:
         runtime = Runtime(bundle, RuntimeSettings(port=sim.port, log_path=str(tmp_path / "log.db"),

@@ -146,13 +146,14 @@ def _print_summary(summary: dict) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from edge.bundle import open_bundle
     from edge.runtime.decisions import distance_problem
     from edge.runtime.loop import Runtime
 
-    runtime = Runtime(args.bundle, _runtime_settings(args, args.port))
-    if problem := distance_problem(runtime.kind, args.distance):
-        runtime.close()
+    bundle = open_bundle(args.bundle, trusted_keys=args.trust)
+    if problem := distance_problem(bundle.kind, args.distance):
         raise DrsnEdgeError(f"{problem}; nothing was run")
+    runtime = Runtime(bundle, _runtime_settings(args, args.port))
     signal.signal(signal.SIGTERM, lambda *_: runtime.stop())
     if runtime.server:
         print(f"run: status page {runtime.server.address}/ , metrics {runtime.server.address}/metrics", flush=True)
@@ -194,7 +195,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     run = load_run(args.run)
     data = args.data or Path(run.config["data"]["path"])
-    bundle = open_bundle(args.bundle)
+    bundle = open_bundle(args.bundle, trusted_keys=args.trust)
     linescan = bundle.kind == "linescan"
     check_run_fits_bundle(args.bundle, linescan, args.run, run.config)
     source, what = (_belt_of_run(args, run, data) if linescan else _records_of_run(args, run, data))
@@ -204,7 +205,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"demo: simulator streaming {what} on {port}; runtime on {runtime.manifest['backend']['name']} "
               f"{runtime.manifest['precision']}{actuator}", flush=True)
 
-    session = run_with_simulator(args.bundle, _runtime_settings(args, ""), source, args.seconds, args.rate, announce)
+    session = run_with_simulator(bundle, _runtime_settings(args, ""), source, args.seconds, args.rate, announce)
     summary = session.summary
     _print_summary(summary)
     if linescan:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.backends import load_backend
-from edge.bundle import open_bundle
+from edge.bundle import Bundle, BundleError, open_bundle
 from edge.data.preprocess import model_input, normalize
 from edge.runtime.assembler import LineAssembler, Unit, VibrationAssembler
 from edge.runtime.decision_log import DecisionLog, DecisionRow, next_decision_id
@@ -102,9 +102,16 @@ def sd_notify(message: str) -> None:
 
 
 class Runtime:
-    def __init__(self, bundle_path: str | Path, settings: RuntimeSettings):
+    def __init__(self, bundle: str | Path | Bundle, settings: RuntimeSettings):
+        """Open and verify the bundle (or take one the caller opened with ``settings.trusted_keys``, so that
+        it can look at the bundle first without verifying it twice), load its backend, open the log."""
         self.settings = s = settings
-        self.bundle = open_bundle(bundle_path, trusted_keys=s.trusted_keys)
+        if not isinstance(bundle, Bundle):
+            bundle = open_bundle(bundle, trusted_keys=s.trusted_keys)
+        elif s.trusted_keys and not bundle.signed_by_trusted_key:
+            raise BundleError(f"bundle {bundle.path} was opened without checking its signature against the trusted "
+                              "keys; open it with them")
+        self.bundle = bundle
         m = self.bundle.manifest
         self.manifest = m
         self.sha256 = self.bundle.manifest_sha256

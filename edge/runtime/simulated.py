@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from edge.bundle import Bundle
 from edge.errors import DrsnEdgeError
 from edge.runtime.loop import Runtime, RuntimeSettings
 from firmware_bridge.simulator import DeviceProcess
@@ -29,8 +30,8 @@ class SimulatedSession:
     interrupted: bool = False  # Ctrl-C ended the session early; the summary covers what was decided until then
 
 
-def run_with_simulator(bundle: str, settings: RuntimeSettings, source: VibrationSource, seconds: float,
-                       rate: float = 1.0, announce=None, loop: bool = False) -> SimulatedSession:
+def run_with_simulator(bundle: str | Path | Bundle, settings: RuntimeSettings, source: VibrationSource,
+                       seconds: float, rate: float = 1.0, announce=None, loop: bool = False) -> SimulatedSession:
     """Stream ``source`` for ``seconds`` at ``rate`` x real time into a runtime on ``bundle``.
 
     ``settings.port`` is replaced by the simulator's pty; a belt's REJECTs fire at its actuator,
