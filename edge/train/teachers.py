@@ -23,6 +23,19 @@ from edge.errors import DataError
 from edge.train.evaluate import logits
 
 
+def _teacher_run(path: str | Path, classes: list[str], image: bool):
+    """A teacher's run, if it is of the student's kind (image or vibration) and knows its classes, in order."""
+    from edge.train.runs import load_run
+
+    run = load_run(path)
+    pre = run.config["preprocessing"]
+    if (pre.get("input") == "image") != image or (not image and "window" not in pre):
+        raise DataError(f"teacher {path} is not {'an image' if image else 'a vibration'} run")
+    if list(run.config["classes"]) != list(classes):
+        raise DataError(f"teacher {path} has classes {run.config['classes']}, the student {list(classes)}")
+    return run
+
+
 @dataclass
 class TeacherEnsemble:
     models: list[nn.Module]
@@ -31,16 +44,10 @@ class TeacherEnsemble:
     @classmethod
     def from_runs(cls, runs: list[str | Path], classes: list[str], window: int) -> "TeacherEnsemble":
         """Load the teacher runs; each must know the same classes, in order, and read windows of the same length."""
-        from edge.train.runs import load_run
-
         models, normalizations = [], []
         for path in runs:
-            run = load_run(path)
+            run = _teacher_run(path, classes, image=False)
             pre = run.config["preprocessing"]
-            if pre.get("input") == "image" or "window" not in pre:
-                raise DataError(f"teacher {path} is not a vibration run")
-            if list(run.config["classes"]) != list(classes):
-                raise DataError(f"teacher {path} has classes {run.config['classes']}, the student {list(classes)}")
             if pre["window"] != window:
                 raise DataError(f"teacher {path} reads windows of {pre['window']} samples, the student {window}")
             models.append(run.load_model())
@@ -71,16 +78,10 @@ class ImageTeacherEnsemble:
         compares settings) would flatter it: teachers and student share one split
         (``split_seed``) where validation is drawn per seed.
         """
-        from edge.train.runs import load_run
-
         models = []
         for path in runs:
-            run = load_run(path)
+            run = _teacher_run(path, classes, image=True)
             pre = run.config["preprocessing"]
-            if pre.get("input") != "image":
-                raise DataError(f"teacher {path} is not an image run")
-            if list(run.config["classes"]) != list(classes):
-                raise DataError(f"teacher {path} has classes {run.config['classes']}, the student {list(classes)}")
             if (pre["size"], pre["normalization"]) != (size, normalization):
                 raise DataError(f"teacher {path} reads {pre['size']} px images normalised {pre['normalization']}, "
                                 f"the student {size} px {normalization}: give the student its teachers' settings")
