@@ -25,7 +25,8 @@ examples:
 
 The student learns from the labels and from the teacher's relations between images
 (relational knowledge distillation: pairwise distances and triplet angles of the
-pooled features), on the teacher run's own split.
+pooled features), on the teacher run's own split.  To learn the softened outputs of
+several runs instead (an ensemble of seeds), use `drsn-edge train --teacher RUN ...`.
 """
 
 
