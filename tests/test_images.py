@@ -449,6 +449,12 @@ def test_an_image_student_learns_from_teachers_that_never_saw_its_validation_ima
     pair = ImageTeacherEnsemble.from_runs(teachers, ["class_0", "class_1"], 32, "highpass-image", held_out)
     x = torch.from_numpy(np.random.default_rng(0).normal(size=(8, 1, 32, 32)).astype(np.float32))
     soft = pair.soft_targets(x, 2.0)
+    torch.manual_seed(5)
+    ImageTeacherEnsemble.from_runs(teachers, ["class_0", "class_1"], 32, "highpass-image", held_out)
+    drawn_after_loading = torch.rand(4)
+    torch.manual_seed(5)
+    assert torch.equal(drawn_after_loading, torch.rand(4))  # the student's weights do not depend on its teachers'
+
     alone = ImageTeacherEnsemble.from_runs(teachers[:1], ["class_0", "class_1"], 32, "highpass-image",
                                            held_out).soft_targets(x, 2.0)
     assert torch.allclose(soft.sum(1), torch.ones(8)) and not torch.allclose(soft, alone)

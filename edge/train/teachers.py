@@ -92,7 +92,8 @@ class ImageTeacherEnsemble:
                                     f"{SPLIT_NAMES.get(name, name)} images "
                                     f"(first: {sorted(seen)[0]}); train the student on the teacher's split "
                                     f"(--split-seed {run.split['seed']})")
-            models.append(run.load_model())
+            with torch.random.fork_rng(devices=[]):  # building a network draws weights: not the student's
+                models.append(run.load_model())
         return cls(models)
 
     def soft_targets(self, x: torch.Tensor, temperature: float) -> torch.Tensor:
