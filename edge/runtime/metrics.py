@@ -121,7 +121,8 @@ def render_page(status: dict) -> str:
     settings = ", ".join(f"{html.escape(str(k)).replace('_', ' ')} {html.escape(str(v))}"
                          for k, v in status.get("settings", {}).items())
     return PAGE.format(settings=settings, family=html.escape(b["family"]), precision=html.escape(b["precision"]),
-                       backend=html.escape(b["backend"]), sha=html.escape(b["sha256"][:16]), lat_head="".join(f"<th>{k}</th>" for k in keys),
+                       backend=html.escape(b["backend"]), sha=html.escape(b["sha256"][:16]),
+                       lat_head="".join(f"<th>{k}</th>" for k in keys),
                        lat_row="".join(f"<td>{lat[k]:.3f}</td>" if k != "n" else f"<td>{lat[k]}</td>" for k in keys),
                        counters=counters, rows=rows)
 
