@@ -29,7 +29,7 @@ from edge.train.loop import KeptWeights, kept_description, one_cycle, step
 from edge.train.metrics import classification_report
 from edge.train.runs import load_run, save_run
 from edge.train.settings import IMAGE_LABEL_SMOOTHING
-from edge.train.teachers import ImageTeacherEnsemble, distillation_loss
+from edge.train.teachers import ImageTeacherEnsemble, with_teachers
 from edge.train.trainer import seed_everything
 
 #: How an image becomes the network's input unless a run says otherwise (runs before
@@ -310,8 +310,7 @@ def fit_images(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x
                 loss = loss + extra_loss(xb, logits)
             if teachers is not None:
                 soft = teachers.soft_targets(xb, settings.distill_temperature)
-                loss = ((1 - settings.distill_weight) * loss
-                        + settings.distill_weight * distillation_loss(logits, soft, settings.distill_temperature))
+                loss = with_teachers(loss, logits, soft, settings.distill_weight, settings.distill_temperature)
             losses.append(step(optimizer, schedule, loss))
             bar.update(1)
         if on_epoch_end is not None:

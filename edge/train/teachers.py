@@ -111,3 +111,9 @@ def distillation_loss(student_logits: torch.Tensor, soft: torch.Tensor, temperat
     """KL(teachers || student) at temperature T, scaled by T^2 so its gradients keep the hard loss's size."""
     log_student = F.log_softmax(student_logits / temperature, dim=1)
     return F.kl_div(log_student, soft, reduction="batchmean") * temperature ** 2
+
+
+def with_teachers(label_loss: torch.Tensor, student_logits: torch.Tensor, soft: torch.Tensor, weight: float,
+                  temperature: float) -> torch.Tensor:
+    """The loss a student trains on: ``weight`` of it on the teachers' soft targets, the rest on the labels."""
+    return (1 - weight) * label_loss + weight * distillation_loss(student_logits, soft, temperature)

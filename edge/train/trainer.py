@@ -19,7 +19,7 @@ from edge.data.splits import RandomWindowSampler
 from edge.train.evaluate import accuracy_under_noise
 from edge.train.loop import KeptWeights, one_cycle, step
 from edge.train.settings import TrainSettings
-from edge.train.teachers import TeacherEnsemble, distillation_loss
+from edge.train.teachers import TeacherEnsemble, with_teachers
 
 
 def seed_everything(seed: int, threads: int | None = None) -> np.random.Generator:
@@ -97,7 +97,7 @@ def fit(model: nn.Module, sampler: RandomWindowSampler, val_x: np.ndarray, val_y
                 logits = model(torch.from_numpy(x))
                 loss = loss_fn(logits, target)
             if soft is not None:
-                loss = (1 - weight) * loss + weight * distillation_loss(logits, soft, temperature)
+                loss = with_teachers(loss, logits, soft, weight, temperature)
             losses.append(step(optimizer, schedule, loss))
             bar.update(1)
         val, score = validate(model, val_x, val_y, settings)
