@@ -23,15 +23,7 @@ class Unit:
     end: int                  # last sample index or last encoder count (inclusive)
     device_time_us: int       # device time of the last sample or line
     arrived: float            # time.monotonic() when the last sample or line arrived
-    lane: int = 0             # line-scan lane (which actuator) of a single patch; 0 for vibration
-    lanes: int = 1            # line-scan: patches side by side in ``data``, decided as one batch
-
-    def lane_units(self) -> list["Unit"]:
-        """One unit per patch of a line-scan tile (the unit itself for a vibration window)."""
-        if self.lanes == 1:
-            return [self]
-        return [Unit(self.data[k], self.start, self.end, self.device_time_us, self.arrived, k) for k in
-                range(self.lanes)]
+    lanes: int = 1            # line-scan: patches side by side in ``data`` (lane k feeds actuator k), one batch
 
 
 @dataclass
@@ -151,7 +143,7 @@ class LineAssembler:
             self.uninspected_pixels = tile.shape[1] - lanes * width
             patches = tile[:, :lanes * width].reshape(self.tile_lines, lanes, width).transpose(1, 0, 2)
             units.append(Unit(np.ascontiguousarray(patches), self._next_start, self._next_start + self.tile_lines - 1,
-                              timestamp_us, arrived, 0, lanes))
+                              timestamp_us, arrived, lanes))
             self._next_start += self.step
         drop = self._next_start - self._first
         if drop > 0:

@@ -335,23 +335,26 @@ class Runtime:
         Called by the decider (which passes how long the unit waited for it and how long
         inference took, logged with each decision), or by the reader when shedding.  The
         unit's REJECTs go out in one port write (one system call for a tile, not one per
-        defective patch) before the disk is touched; the unit's rows are then committed together.
+        defective patch) before the disk is touched; the unit's rows are then committed
+        together.  They share one latency: the moment that write ended.
         """
         with self._finish_lock:
             t0 = time.perf_counter()
-            parts = list(zip(unit.lane_units(), verdicts))
-            numbered = [self._number(part, verdict) for part, verdict in parts]
+            lanes = range(unit.lanes)  # a vibration window is lane 0
+            numbered = [self._number(unit, lane, verdict) for lane, verdict in zip(lanes, verdicts)]
             commands = [command for _, command in numbered if command is not None]
             if commands:
                 written = self._send(*commands)
                 self.counts["rejects_sent" if written else "rejects_not_written"] += len(commands)
-            rows = [self._row(part, verdict, decision_id, command, wait_ms, inference_ms)
-                    for (part, verdict), (decision_id, command) in zip(parts, numbered)]
+            latency_ms = (time.monotonic() - unit.arrived) * 1e3
+            rows = [self._row(unit, lane, verdict, decision_id, command, latency_ms, wait_ms, inference_ms)
+                    for lane, verdict, (decision_id, command) in zip(lanes, verdicts, numbered)]
+            self._count(verdicts, latency_ms)
             self.log.append(rows)
-            for row in rows:
-                self.metrics.observe({"decision_id": row.decision_id, "span": f"{row.span_start}-{row.span_end}",
-                                      "lane": row.lane, "class": row.label, "reject": row.reject,
-                                      "latency_ms": row.latency_ms}, row.latency_ms)
+            span = f"{unit.start}-{unit.end}"
+            self.metrics.observe([{"decision_id": row.decision_id, "span": span, "lane": row.lane,
+                                   "class": row.label, "reject": row.reject, "latency_ms": latency_ms}
+                                  for row in rows], latency_ms)
             self.metrics.stages["decide_write_log"].observe((time.perf_counter() - t0) * 1e3)
 
     def _decide_loop(self) -> None:
@@ -403,27 +406,35 @@ class Runtime:
         self.metrics.stages["inference"].observe(elapsed * 1e3)
         return logits, elapsed * 1e3
 
-    def _number(self, unit: Unit, verdict: Verdict) -> tuple[int, Reject | None]:
+    def _number(self, unit: Unit, lane: int, verdict: Verdict) -> tuple[int, Reject | None]:
         """Number one decision and schedule its REJECT (None: a pass, or a reject held by the lockout)."""
         decision_id = self._next_id
         self._next_id += 1
         reason = REASON_FAIL_SAFE if verdict.fail_safe else self.policy.classes.index(verdict.label)
-        command = self.scheduler.command(decision_id, verdict, unit.end, unit.lane, reason)
+        command = self.scheduler.command(decision_id, verdict, unit.end, lane, reason)
         if verdict.reject and command is None:
             self.counts["lockouts"] += 1
         return decision_id, command
 
-    def _row(self, unit: Unit, verdict: Verdict, decision_id: int, command: Reject | None,
-             wait_ms: float | None, inference_ms: float | None) -> DecisionRow:
-        """Count one decision once its REJECT is written; returns its log row (latency up to now)."""
-        latency_ms = (time.monotonic() - unit.arrived) * 1e3
-        if latency_ms > self.budget_s * 1e3 and not verdict.fail_safe:
-            self.counts["late_decisions"] += 1
-        outcome = verdict.fail_safe and "fail_safe" or ("reject" if verdict.reject else "pass")
-        self.metrics.outcomes[outcome].inc()
-        if verdict.fail_safe:
-            self.metrics.fail_safe.labels(verdict.fail_safe).inc()
-        return DecisionRow(decision_id, time.time(), self.kind, unit.start, unit.end, unit.device_time_us, unit.lane,
+    def _count(self, verdicts: list[Verdict], latency_ms: float) -> None:
+        """Count a unit's decisions by outcome, and those decided by the model after the budget."""
+        outcomes = {"pass": 0, "reject": 0, "fail_safe": 0}
+        for verdict in verdicts:
+            if verdict.fail_safe:
+                outcomes["fail_safe"] += 1
+                self.metrics.fail_safe.labels(verdict.fail_safe).inc()
+            else:
+                outcomes["reject" if verdict.reject else "pass"] += 1
+        for outcome, count in outcomes.items():
+            if count:
+                self.metrics.outcomes[outcome].inc(count)
+        if latency_ms > self.budget_s * 1e3:
+            self.counts["late_decisions"] += outcomes["pass"] + outcomes["reject"]
+
+    def _row(self, unit: Unit, lane: int, verdict: Verdict, decision_id: int, command: Reject | None,
+             latency_ms: float, wait_ms: float | None, inference_ms: float | None) -> DecisionRow:
+        """One decision's log row."""
+        return DecisionRow(decision_id, time.time(), self.kind, unit.start, unit.end, unit.device_time_us, lane,
                            verdict.label, verdict.scores, verdict.reject, verdict.fail_safe, latency_ms,
                            command.at if command is not None and self.kind == "linescan" else None, self.sha256,
                            wait_ms, inference_ms)

@@ -61,11 +61,13 @@ class RuntimeMetrics:
         self._latencies: deque[float] = deque(maxlen=window)
         self._lock = threading.Lock()
 
-    def observe(self, row: dict, latency_ms: float) -> None:
+    def observe(self, rows: list[dict], latency_ms: float) -> None:
+        """The decisions of one unit (one row each for the status page), all written at ``latency_ms``."""
         with self._lock:
-            self.recent.appendleft(row)
-            self._latencies.append(latency_ms)
-        self.latency.observe(latency_ms)
+            self.recent.extendleft(rows)
+            self._latencies.extend([latency_ms] * len(rows))
+        for _ in rows:
+            self.latency.observe(latency_ms)
 
     def latency_summary(self) -> dict:
         with self._lock:
