@@ -24,8 +24,9 @@ NOMINAL_LINES_PER_S = 1250.0
 
 
 def measure(bundle: str, data: Path, seconds: float, rate: float | None, threads: int,
-            log_max_mb: float = 0.0) -> dict:
-    """One run of the runtime on the belt at ``rate`` x nominal; ``log_max_mb`` bounds its decision log (0: not)."""
+            log_max_mb: float = 0.0, paced_reads: bool = True) -> dict:
+    """One run of the runtime on the belt at ``rate`` x nominal; ``log_max_mb`` bounds its decision log (0: not);
+    ``paced_reads`` False wakes the reader for every line (``--read-every-frame``)."""
     from edge.runtime.loop import RuntimeSettings
     from edge.runtime.simulated import run_with_simulator
     from firmware_bridge.sources import belt_source
@@ -33,7 +34,7 @@ def measure(bundle: str, data: Path, seconds: float, rate: float | None, threads
     belt = belt_source(data / "xray", "xray", "castings", "test", bands=200, seed=0)
     with tempfile.TemporaryDirectory() as tmp:
         settings = RuntimeSettings(port="", log_path=str(Path(tmp) / "log.db"), http=None, threads=threads,
-                                   queue_size=8, log_max_mb=log_max_mb)
+                                   queue_size=8, log_max_mb=log_max_mb, paced_reads=paced_reads)
         session = run_with_simulator(bundle, settings, belt, seconds, rate, loop=True)  # the belt for --seconds
         log_bytes = (Path(tmp) / "log.db").stat().st_size
     s = session.summary
@@ -47,7 +48,10 @@ def measure(bundle: str, data: Path, seconds: float, rate: float | None, threads
     return {"rate": "max" if rate is None else rate, "seconds": s["seconds"], "decisions": c["decisions"],
             "decided": decided, "deadline_fail_safe": c["deadline_fail_safe"], "late_decisions": c["late_decisions"],
             "overload_fail_safe": c["overload_fail_safe"], "lost_frames": c["decoder_lost_frames"],
-            "frames": c["data_frames"], "latency": s["latency"], "stage_seconds": s["stages_s"],
+            "frames": c["data_frames"], "frames_streamed": session.frames_streamed, "latency": s["latency"],
+            "stage_seconds": s["stages_s"], "thread_cpu_s": s["thread_cpu_s"],
+            "pacing": {k: c[f"pacing_{k}"] for k in ("overruns", "late_wakeups", "backlogs")} | {
+                "sleeps": c["paced_sleeps"]},
             "log": {"written": c["log_written"], "retired": c["log_retired"], "failed": c["log_failed"],
                     "file_bytes": log_bytes},
             "overhead_fraction_of_inference": s["overhead_fraction_of_inference"],

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 import crc32c
 from cobs import cobs
 
-from firmware_bridge.protocol import (CRC, HEADER, MAX_FRAME, MAX_PAYLOAD, MESSAGES, PROTOCOL_VERSION, Message,
-                                      ProtocolError)
+from firmware_bridge.protocol import (CRC, HEADER, MAX_FRAME, MAX_PAYLOAD, MESSAGES, PROTOCOL_VERSION, Hello, Line,
+                                      Message, ProtocolError)
 
 #: A COBS-encoded frame is at most one code byte per 254 bytes longer than the frame.
 MAX_ENCODED = MAX_FRAME + MAX_FRAME // 254 + 2
@@ -53,6 +53,12 @@ def encode_frame(message: Message, seq: int, timestamp_us: int = 0, encoder: int
     body = HEADER.pack(PROTOCOL_VERSION, int(message.TYPE), len(payload), seq % SEQ_MOD,
                        timestamp_us, encoder) + payload
     return b"\x00" + cobs.encode(body + CRC.pack(crc32(body))) + b"\x00"
+
+
+def line_frame_bytes(hello: Hello) -> int:
+    """Bytes on the wire per LINE frame of the device that sent ``hello`` (its pixels at its bit depth)."""
+    body = HEADER.size + Line.LAYOUT.size + hello.pixels * (1 if hello.bit_depth <= 8 else 2) + CRC.size
+    return body + body // 254 + 1 + 2  # COBS's code bytes, and the delimiters on either side
 
 
 @dataclass

@@ -172,6 +172,7 @@ def test_line_scan_end_to_end_one_decision_per_patch_and_rejects_at_the_actuator
     c = summary["counters"]
     assert c["decoder_lost_frames"] == 0 and c["deadline_fail_safe"] == 0 and c["late_decisions"] == 0
     assert c["decisions"] == 12 * lanes == c["assembler_units"] * lanes
+    assert c["paced_sleeps"] >= 6 and c["pacing_overruns"] == 0   # slept through most tiles, stamped no line late
     rows = sqlite3.connect(tmp_path / "log.db").execute(
         "SELECT span_start, span_end, lane, class, reject, fire_at FROM decisions ORDER BY decision_id").fetchall()
     by_patch = {(t["encoder_start"], t["lane"]): t for t in belt.truth}

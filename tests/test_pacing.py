@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.runtime.assembler import VibrationAssembler
-from edge.runtime.pacing import MAX_SLEEP_S, MIN_SLEEP_S, DeviceClock, ReadPacer
+from edge.runtime.assembler import LineAssembler, VibrationAssembler
+from edge.runtime.pacing import (LINE_MARGIN_S, LINE_MAX_BUFFERED_BYTES, LINE_MIN_SLEEP_S, MAX_SLEEP_S, MIN_SLEEP_S,
+                                 DeviceClock, ReadPacer, line_pacer)
 
 
 def stream(pacer: ReadPacer, blocks: int, block: int, rate: float, t0: float = 0.0,
@@ -120,3 +121,46 @@ def test_samples_needed_follows_the_assembler():
     for k in range(1, 18):                             # 2,160 samples: the first window is out
         asm.push(block, 1.0, int(round(k * 120 / 12000 * 1e6)), 0.0)
     assert asm.stats.units == 1 and asm.samples_needed() == 2048 + 1024 - 18 * 120
+
+
+def test_a_line_scan_reader_wakes_a_few_milliseconds_before_the_tile_s_last_line():
+    """One line is 0.8 ms at 1,250 lines/s: the margin is time, not one frame, and it grows with the rate."""
+    pacer = line_pacer(1250.0, 100)                    # short lines: the margin, not the kernel, bounds the sleep
+    t = stream(pacer, 100, 1, 1250.0)
+    margin = LINE_MARGIN_S * 1250.0                    # 5 lines
+    assert pacer.pause(t, 32) == pytest.approx((32 - margin) / 1250.0)
+    assert pacer.pause(t, 6) == 0.0                    # one line, 0.8 ms: not worth a sleep
+    assert (6 - margin) / 1250.0 < LINE_MIN_SLEEP_S < (7 - margin) / 1250.0 and pacer.pause(t, 7) > 0
+    pacer.woke(0.02, 0.02 + 0.9 * LINE_MARGIN_S)       # within the margin: the tile's last line is not in yet
+    assert pacer.late_wakeups == 0
+    pacer.woke(0.02, 0.02 + 1.1 * LINE_MARGIN_S)
+    assert pacer.late_wakeups == 1
+
+
+def test_a_line_scan_sleep_leaves_little_in_the_kernel_and_a_backlog_pauses_pacing():
+    """A pty holds 18 kB; a device that cannot write waits, and its lines would then come at the reader's pace."""
+    pacer = line_pacer(1250.0, 1320)                   # 640 16-bit pixels a line: 4 lines fill the budget
+    t = stream(pacer, 100, 1, 1250.0)
+    assert pacer.max_ahead == LINE_MAX_BUFFERED_BYTES // 1320 == 4
+    assert pacer.pause(t, 32) == pytest.approx(4 / 1250.0)   # not the 27 lines up to the margin
+    assert pacer.pause(t, 9) == pytest.approx(4 / 1250.0)  # 5 lines of margin
+    faster = line_pacer(1250.0, 1320)
+    t = stream(faster, 400, 1, 2500.0)                 # a belt twice as fast: as many lines, half the sleep
+    assert faster.pause(t, 32) == pytest.approx(4 / 2500.0, rel=0.02)
+    pacer.woke_to(t, 2 * LINE_MAX_BUFFERED_BYTES)      # as planned, with room for a late wake-up
+    assert pacer.backlogs == 0 and pacer.pause(t, 32) > 0
+    pacer.woke_to(t, 2 * LINE_MAX_BUFFERED_BYTES + 1)  # more: the device may have waited; stop sleeping a while
+    assert pacer.backlogs == 1 and pacer.pause(t + 4.9, 32) == 0.0 and pacer.pause(t + 5.1, 32) > 0
+    assert ReadPacer(12000.0).max_backlog is None       # vibration: 100 ms of samples is a few kB
+
+
+def test_lines_needed_follows_the_line_assembler():
+    asm = LineAssembler(tile_lines=32, overlap=8, lanes=2)
+    assert asm.samples_needed() is None
+    line = np.zeros(64, np.uint16)
+    for encoder in range(10):
+        asm.push(line, encoder, encoder * 800, 0.0)
+    assert asm.samples_needed() == 22
+    for encoder in range(10, 32):
+        asm.push(line, encoder, encoder * 800, 0.0)
+    assert asm.stats.units == 1 and asm.samples_needed() == 24   # the next tile starts 8 lines back

@@ -104,7 +104,7 @@ def _policy_arguments(p: argparse.ArgumentParser, service: bool) -> None:
     p.add_argument("--threads", type=thread_count, default=None if service else 1,
                    help="inference threads (default 1)")
     p.add_argument("--read-every-frame", action="store_true",
-                   help="vibration: wake for every frame instead of sleeping until a window can complete "
+                   help="wake for every frame instead of sleeping until a window or tile can nearly complete "
                         "(more CPU, same latency; pacing overruns are counted as pacing_overruns)")
 
 

@@ -152,6 +152,12 @@ class LineAssembler:
         self.stats.units += len(units)
         return units
 
+    def samples_needed(self) -> int | None:
+        """Lines still to come before the next tile completes; None until the stream has started."""
+        if self._first is None:
+            return None
+        return self._next_start + self.tile_lines - (self._first + len(self._lines))
+
     def geometry(self, pixels: int) -> tuple[int, int]:
         """(lanes, patch width) for a detector line of ``pixels``."""
         if self.patch_width:

@@ -32,9 +32,9 @@ from edge.runtime.assembler import LineAssembler, Unit, VibrationAssembler
 from edge.runtime.decision_log import DecisionLog, DecisionRow, next_decision_id
 from edge.runtime.decisions import REASON_FAIL_SAFE, DecisionPolicy, RejectScheduler, Verdict, distance_problem
 from edge.runtime.metrics import STAGES, RuntimeMetrics, StatusServer, StatusServerError, listen_address
-from edge.runtime.pacing import ReadPacer
+from edge.runtime.pacing import ReadPacer, line_pacer
 from edge.runtime.realtime import check_priority, current_priority, enter_realtime
-from firmware_bridge.codec import FrameDecoder, encode_frame
+from firmware_bridge.codec import FrameDecoder, encode_frame, line_frame_bytes
 from firmware_bridge.protocol import Ack, Error, Heartbeat, Hello, Line, Nak, NakReason, Reject, Samples
 from firmware_bridge.transport import ReconnectingPort
 
@@ -63,7 +63,7 @@ class RuntimeSettings:
     heartbeat_s: float = 1.0
     warmup: int = 50
     threads: int | None = 1
-    paced_reads: bool = True                # vibration: sleep until a window can complete (see pacing.py)
+    paced_reads: bool = True                # sleep until a window or tile can (nearly) complete (see pacing.py)
     realtime_priority: int = 0              # SCHED_FIFO priority of the reader and decider; 0: ordinary (realtime.py)
     trusted_keys: list[str] = field(default_factory=list)
 
@@ -185,6 +185,7 @@ class Runtime:
                               "realtime_priority": min(self.thread_priority.values(), default=0),
                               "pacing_overruns": self.pacer.overruns if self.pacer else 0,
                               "pacing_late_wakeups": self.pacer.late_wakeups if self.pacer else 0,
+                              "pacing_backlogs": self.pacer.backlogs if self.pacer else 0,
                               "thread_failures": len(self.thread_failures)}
         return out
 
@@ -220,6 +221,7 @@ class Runtime:
                     break
                 self.pacer.woke(pause, time.monotonic() - slept_from)
                 data = self.port.read_waiting()  # arrived while asleep: stamped with the start of the sleep
+                self.pacer.woke_to(time.monotonic(), len(data))
             else:
                 data = self.port.read(65536)
             now = time.monotonic()
@@ -244,6 +246,7 @@ class Runtime:
         """
         completed = 0
         blocks = []
+        lines, last_line_us = 0, 0
         for frame in self.decoder.feed(data):
             msg = frame.message
             if isinstance(msg, Samples) and self.kind == "vibration":
@@ -253,12 +256,15 @@ class Runtime:
             elif isinstance(msg, Line) and self.kind == "linescan":
                 completed += self._enqueue_all(self.assembler.push(msg.pixels, frame.encoder, frame.timestamp_us,
                                                                    arrived))
+                lines, last_line_us = lines + 1, frame.timestamp_us
             elif not isinstance(msg, (Samples, Line)):
                 self._control(msg)
                 continue
             self.counts["data_frames"] += 1
         if blocks:
             completed += self._enqueue_all(self.assembler.push_blocks(blocks, arrived))
+        if lines and self.pacer:  # the read's lines arrived together: the latest one says most of the device clock
+            self.pacer.received(arrived, lines, last_line_us, exact)
         return completed
 
     def _enqueue_all(self, units: list[Unit]) -> int:
@@ -283,6 +289,8 @@ class Runtime:
         if isinstance(msg, Hello) and not msg.request:
             self.device_hello = msg
             self._check_hello(msg)
+            if self.kind == "linescan" and self.settings.paced_reads and msg.rate_hz > 0 and self.pacer is None:
+                self.pacer = line_pacer(msg.rate_hz, line_frame_bytes(msg))  # the device's rate, not the bundle's
         elif isinstance(msg, Nak):
             self.counts["naks"] += 1
             if msg.code == NakReason.TOO_LATE:

@@ -15,6 +15,12 @@ expected), the overrun is counted and pacing pauses for a while.  Overload is ha
 too: the expected rate is the faster of the nominal rate and the rate measured over
 the last second.
 
+A line-scan detector sends a line every 0.8 ms, and a tile completes every few tens of
+lines: the same holds, with two differences.  The margin is a few milliseconds rather
+than one frame, and a sleep is short enough that the lines arriving during it fit in
+the kernel's buffer, since a sleep that filled it would stall the device (see
+:func:`line_pacer`).
+
 A frame that arrives late (a busy device or USB link holds it back) is usually
 followed by the ones behind it in a burst, on the device's schedule.  Planning from
 that late arrival would sleep through the burst.  So the pacer also plans from the
@@ -93,11 +99,18 @@ class ReadPacer:
     (about a quarter of the reader's CPU at the real rate).
     """
 
-    def __init__(self, rate_hz: float, margin_blocks: float = 1.0, backoff_s: float = 5.0):
+    def __init__(self, rate_hz: float, margin_blocks: float = 1.0, backoff_s: float = 5.0, margin_s: float = 0.0,
+                 min_sleep_s: float = MIN_SLEEP_S, max_ahead: float | None = None, max_backlog: int | None = None):
+        """``margin_s``: a margin in time, where one block is too short; ``max_ahead``: the most samples one
+        sleep may leave waiting in the kernel (None: ``MAX_SLEEP_S`` bounds it); ``max_backlog``: bytes found
+        waiting after a sleep beyond which pacing pauses (see :meth:`woke_to`)."""
         if rate_hz <= 0:
             raise ValueError("the sample rate must be positive")
         self.rate_hz, self.margin_blocks, self.backoff_s = rate_hz, margin_blocks, backoff_s
+        self.margin_s, self.min_sleep_s = margin_s, min_sleep_s
+        self.max_ahead, self.max_backlog = max_ahead, max_backlog
         self.overruns = 0
+        self.backlogs = 0      # sleeps that left more than ``max_backlog`` bytes waiting
         self.late_wakeups = 0  # sleeps that ended later than the margin allows: the host stalled the reader
         self._block = 0                               # samples in the last block
         self._history: deque[tuple[float, int]] = deque()  # (time, samples received so far)
@@ -128,12 +141,19 @@ class ReadPacer:
         """Seconds to sleep before reading again; 0 to read (and block) at once."""
         if samples_needed is None or now < self._off_until or not self._block:
             return 0.0
-        ahead = samples_needed - self.margin_blocks * self._block
-        seconds = ahead / self.rate()
+        rate = self.rate()
+        ahead = samples_needed - self._margin(rate)
+        if self.max_ahead is not None:
+            ahead = min(ahead, self.max_ahead)
+        seconds = ahead / rate
         wake = self.clock.host_time_after(ahead / self.rate_hz)
         if wake is not None:  # the device's schedule, in case the last frame came late
             seconds = min(seconds, wake - now)
-        return min(seconds, MAX_SLEEP_S) if seconds >= MIN_SLEEP_S else 0.0
+        return min(seconds, MAX_SLEEP_S) if seconds >= self.min_sleep_s else 0.0
+
+    def _margin(self, rate: float) -> float:
+        """Samples left to arrive while the reader blocks: ``margin_blocks`` blocks, or ``margin_s`` at ``rate``."""
+        return max(self.margin_blocks * self._block, self.margin_s * rate)
 
     def woke(self, planned_s: float, slept_s: float) -> None:
         """A sleep of ``planned_s`` lasted ``slept_s``: count it if it overshot by more than the margin.
@@ -145,10 +165,46 @@ class ReadPacer:
         an overrun with its latency stamped from the start of the sleep.  Late wake-ups tell
         an overrun the host caused (a stalled core) from one the stream caused (data early).
         """
-        if self._block and slept_s - planned_s > self.margin_blocks * self._block / self.rate():
-            self.late_wakeups += 1
+        if self._block:
+            rate = self.rate()
+            if slept_s - planned_s > self._margin(rate) / rate:
+                self.late_wakeups += 1
+
+    def woke_to(self, now: float, waiting_bytes: int) -> None:
+        """``waiting_bytes`` had piled up in the kernel when a sleep ended: too many, and pacing pauses.
+
+        Its buffer is small (a pty holds 18 kB), and once it is full the device waits to write.
+        Its frames then come at the pace the reader takes them, which the measured rate would
+        take for the stream's rate, and the next sleep would be as long: the device would be
+        held back for good.
+        """
+        if self.max_backlog is not None and waiting_bytes > self.max_backlog:
+            self.backlogs += 1
+            self._off_until = now + self.backoff_s
 
     def overrun(self, now: float) -> None:
         """A window completed from data that arrived while the reader slept: stop pacing for a while."""
         self.overruns += 1
         self._off_until = now + self.backoff_s
+
+
+#: A line-scan reader wakes this long before a tile's last line is due.  A line comes every
+#: 0.8 ms at 1,250 lines/s, far too short a margin for a sleep that overshoots by a
+#: millisecond or two on a busy gateway.
+LINE_MARGIN_S = 0.004
+#: A line-scan sleep is worth it from about two lines on: each line is a wake-up saved.
+LINE_MIN_SLEEP_S = 0.001
+#: The most bytes a line-scan sleep plans to leave waiting in the kernel (four lines of
+#: 640 16-bit pixels).  A line is 1.3 kB, 1.6 MB/s at 1,250 lines/s, and a pty holds
+#: about 18 kB before its writer blocks; a USB serial device whose host stops reading
+#: keeps the data itself, in a buffer the runtime knows nothing of.  So a sleep leaves
+#: room for a belt twice as fast as planned and for a sleep that overshoots, and twice
+#: this found waiting pauses pacing: the device must never wait on the gateway.
+LINE_MAX_BUFFERED_BYTES = 6_000
+
+
+def line_pacer(lines_per_s: float, line_bytes: int) -> ReadPacer:
+    """The pacer for a line-scan stream of ``lines_per_s`` (the device's HELLO) in frames of ``line_bytes``:
+    it sleeps a few milliseconds at a time and reads the lines that came meanwhile in one pass."""
+    return ReadPacer(lines_per_s, margin_s=LINE_MARGIN_S, min_sleep_s=LINE_MIN_SLEEP_S,
+                     max_ahead=max(1, LINE_MAX_BUFFERED_BYTES // line_bytes), max_backlog=2 * LINE_MAX_BUFFERED_BYTES)
