@@ -641,3 +641,19 @@ def test_ctrl_c_ends_the_demo_with_what_it_decided_and_no_device_left_behind(bun
     assert decided > 10 and "live accuracy" in out
     with pytest.raises(ProcessLookupError):  # the device's process went with the demo
         os.killpg(proc.pid, 0)
+
+
+def test_a_tile_s_verdicts_follow_argmax_or_the_reject_classes_probability_row_by_row():
+    """A tile's patches are decided together; each patch's verdict is its own row's, threshold or not."""
+    from edge.runtime.decisions import DecisionPolicy
+
+    logits = np.array([[2.0, 0.0, 0.0, 1.9],     # argmax a (pass); b + d hold 0.48
+                       [0.0, 1.0, 0.0, 1.0],     # b and d tie: the first, b, rejects; b + d hold 0.73
+                       [0.0, 0.0, 3.0, 0.0],     # c passes; b + d hold 0.09
+                       [0.0, 2.0, 0.0, 0.0]], np.float32)
+    argmax = DecisionPolicy(["a", "b", "c", "d"], ["b", "d"]).decide(logits)
+    assert [(v.label, v.reject) for v in argmax] == [("a", False), ("b", True), ("c", False), ("b", True)]
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    assert all(v.scores == pytest.approx(row.tolist()) and type(v.reject) is bool for v, row in zip(argmax, p))
+    by_mass = DecisionPolicy(["a", "b", "c", "d"], ["b", "d"], threshold=0.4).decide(logits)
+    assert [v.reject for v in by_mass] == [True, True, False, True]   # the first: argmax passes, mass 0.48 rejects

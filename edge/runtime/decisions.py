@@ -56,18 +56,17 @@ class DecisionPolicy:
                    on_miss or manifest["runtime"]["on_miss"])
 
     def decide(self, logits: np.ndarray) -> list[Verdict]:
+        """One verdict per row of ``logits`` (a window, or each patch of a tile), worked out for all rows at once."""
         z = logits - logits.max(axis=1, keepdims=True)
         p = np.exp(z)
         p /= p.sum(axis=1, keepdims=True)
-        out = []
-        for row in p:
-            k = int(row.argmax())
-            reject = bool(self.reject_index[k])
-            if self.threshold is not None:
-                # Reject when the total probability of the reject classes reaches the threshold.
-                reject = float(row[self.reject_index].sum()) >= self.threshold
-            out.append(Verdict(self.classes[k], row.tolist(), reject))
-        return out
+        best = p.argmax(axis=1)
+        if self.threshold is None:
+            reject = self.reject_index[best]
+        else:  # reject when the total probability of the reject classes reaches the threshold
+            reject = p[:, self.reject_index].sum(axis=1).astype(np.float64) >= self.threshold
+        return [Verdict(self.classes[k], scores, r)
+                for k, scores, r in zip(best.tolist(), p.tolist(), reject.tolist())]
 
     def fail_safe(self, why: str) -> Verdict:
         return Verdict(f"fail-safe:{self.on_miss}", [], self.on_miss == "reject", fail_safe=why)
