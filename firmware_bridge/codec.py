@@ -57,7 +57,7 @@ def encode_frame(message: Message, seq: int, timestamp_us: int = 0, encoder: int
 
 def line_frame_bytes(hello: Hello) -> int:
     """Bytes on the wire per LINE frame of the device that sent ``hello`` (its pixels at its bit depth)."""
-    body = HEADER.size + Line.LAYOUT.size + hello.pixels * (1 if hello.bit_depth <= 8 else 2) + CRC.size
+    body = HEADER.size + Line.LAYOUT.size + hello.pixels * Line.pixel_dtype(hello.bit_depth).itemsize + CRC.size
     return body + body // 254 + 1 + 2  # COBS's code bytes, and the delimiters on either side
 
 

@@ -171,10 +171,15 @@ class Line(Message):
     pixels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint16))
     bit_depth: int = 16
 
+    @staticmethod
+    def pixel_dtype(bit_depth: int) -> np.dtype:
+        """How a pixel of ``bit_depth`` bits travels: one byte up to 8 bits, two (little-endian) above."""
+        return np.dtype("u1") if bit_depth <= 8 else np.dtype("<u2")
+
     def pack(self) -> bytes:
         if not 1 <= self.bit_depth <= 16:
             raise ProtocolError(f"LINE bit depth must be 1-16, got {self.bit_depth}")
-        dtype = np.dtype("u1") if self.bit_depth <= 8 else np.dtype("<u2")
+        dtype = self.pixel_dtype(self.bit_depth)
         px = np.asarray(self.pixels)
         return self.LAYOUT.pack(px.shape[0], self.bit_depth, 0) + np.ascontiguousarray(px, dtype=dtype).tobytes()
 
@@ -185,7 +190,7 @@ class Line(Message):
         count, depth, _ = cls.LAYOUT.unpack_from(payload)
         if not 1 <= depth <= 16:
             raise ProtocolError(f"LINE bit depth {depth} outside 1-16")
-        dtype = np.dtype("u1") if depth <= 8 else np.dtype("<u2")
+        dtype = cls.pixel_dtype(depth)
         if len(payload) - cls.LAYOUT.size != count * dtype.itemsize:
             raise ProtocolError(f"LINE: {count} pixels at {depth} bit do not match {len(payload)} bytes")
         return cls(np.frombuffer(payload, dtype=dtype, offset=cls.LAYOUT.size), depth)
