@@ -26,20 +26,15 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from linescan_throughput import measure  # noqa: E402 - the throughput benchmark's session, shared
+from runtime_soak import stolen_seconds  # noqa: E402 - the soak's reading of the hypervisor's steal
 
 ARMS = {"paced": True, "every_frame": False}
 PATCHES_PER_TILE = 20  # 32 px patches across the belt's 640 px
 
 
-def _stolen_s() -> float:
-    """CPU time the hypervisor has stolen from this machine so far (all cores), in seconds."""
-    with open("/proc/stat") as fh:
-        return int(fh.readline().split()[8]) / os.sysconf("SC_CLK_TCK")
-
-
 def _session(bundle: str, data: Path, seconds: float, rate: float, paced: bool) -> dict:
     """One session, reduced to per-tile figures."""
-    stolen = _stolen_s()
+    stolen = stolen_seconds()
     r = measure(bundle, data, seconds, rate, threads=1, paced_reads=paced)
     tiles = max(r["decisions"] / PATCHES_PER_TILE, 1)
     return {"rate": rate, "paced": paced, "decisions": r["decisions"],
@@ -48,7 +43,8 @@ def _session(bundle: str, data: Path, seconds: float, rate: float, paced: bool) 
             "latency": r["latency"], "overhead_fraction_of_inference": r["overhead_fraction_of_inference"],
             "stage_ms_per_tile": {k: v * 1e3 / tiles for k, v in r["stage_seconds"].items()},
             "thread_cpu_ms_per_tile": {k: v * 1e3 / tiles for k, v in r["thread_cpu_s"].items()},
-            "pacing": r["pacing"], "stolen_s": round(_stolen_s() - stolen, 2)}
+            "pacing": r["pacing"],
+            "stolen_s": None if stolen is None else round(stolen_seconds() - stolen, 2)}
 
 
 def _arm_summary(sessions: list[dict]) -> dict:
@@ -63,7 +59,7 @@ def _arm_summary(sessions: list[dict]) -> dict:
             "fail_safe": sum(s["fail_safe"] for s in sessions), "late": sum(s["late"] for s in sessions),
             "lost_frames": sum(s["lost_frames"] for s in sessions),
             "frames_streamed": sum(s["frames_streamed"] for s in sessions),
-            "stolen_s": sum(s["stolen_s"] for s in sessions)}
+            "stolen_s": sum(s["stolen_s"] or 0.0 for s in sessions)}
 
 
 def main() -> int:
@@ -90,7 +86,7 @@ def main() -> int:
                 print(f"round {k + 1}, {rate:g}x, {arm:>11}: reader {s['thread_cpu_ms_per_tile']['reader']:.2f} ms CPU "
                       f"per tile, overhead {100 * (s['overhead_fraction_of_inference'] or 0):.0f}% of inference, "
                       f"p99 {s['latency'].get('p99_ms', 0):.1f} ms, fail-safe {s['fail_safe']}, late {s['late']}, "
-                      f"frames {s['frames']}/{s['frames_streamed']}, stolen {s['stolen_s']:.2f} s", flush=True)
+                      f"frames {s['frames']}/{s['frames_streamed']}, stolen {s['stolen_s']} s", flush=True)
     summary = {f"{rate:g}x": {arm: _arm_summary([s for s in sessions if s["arm"] == arm and s["rate"] == rate])
                               for arm in ARMS} for rate in rates}
     for rate, arms in summary.items():

@@ -89,6 +89,20 @@ def where_time_went(log: Path, first_id: int, budget_ms: float) -> dict:
     return out
 
 
+def stolen_seconds(cpu: str = "cpu") -> float | None:
+    """Time the hypervisor has stolen so far from ``cpu`` ("cpu3"; "cpu": all of them), in seconds; None
+    where /proc/stat has no steal column (not Linux)."""
+    try:
+        with open("/proc/stat") as fh:
+            for line in fh:
+                fields = line.split()
+                if fields[0] == cpu and len(fields) > 8:
+                    return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        pass
+    return None
+
+
 class StealClock:
     """Time the hypervisor took from one CPU (``steal`` in /proc/stat), sampled in a thread of its own.
 
@@ -104,20 +118,9 @@ class StealClock:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, name="steal-clock", daemon=True)
 
-    def _read(self) -> float | None:
-        try:
-            with open("/proc/stat") as fh:
-                for line in fh:
-                    fields = line.split()
-                    if fields[0] == f"cpu{self.cpu}" and len(fields) > 8:
-                        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
-        except OSError:
-            pass
-        return None
-
     def _sample(self) -> None:
         while True:
-            stolen = self._read()
+            stolen = stolen_seconds(f"cpu{self.cpu}")
             if stolen is not None:
                 self.samples.append((time.time(), stolen))
             if self._stop.wait(self.every_s):
