@@ -657,3 +657,19 @@ def test_a_tile_s_verdicts_follow_argmax_or_the_reject_classes_probability_row_b
     assert all(v.scores == pytest.approx(row.tolist()) and type(v.reject) is bool for v, row in zip(argmax, p))
     by_mass = DecisionPolicy(["a", "b", "c", "d"], ["b", "d"], threshold=0.4).decide(logits)
     assert [v.reject for v in by_mass] == [True, True, False, True]   # the first: argmax passes, mass 0.48 rejects
+
+
+def test_the_decision_s_own_time_is_on_the_stage_clocks(held_out, bundle, tmp_path):
+    """Deciding is runtime overhead: a slow decision policy shows in ``decide_write_log``, not nowhere."""
+    def slow_policy(runtime: Runtime) -> None:
+        decide = runtime.policy.decide
+
+        def slowly(logits):
+            time.sleep(0.002)
+            return decide(logits)
+        runtime.policy.decide = slowly
+
+    with DeviceSimulator(held_out, link="pty", speed=1.0) as sim:
+        runtime, summary = run_against(sim, bundle, tmp_path, 1.0, prepare=slow_policy, budget_ms=100)
+    decided = summary["counters"]["decisions"]
+    assert decided >= 5 and summary["stages_s"]["decide_write_log"] >= decided * 0.002

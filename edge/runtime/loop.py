@@ -337,17 +337,18 @@ class Runtime:
         return np.zeros((self._batch_size(), *self.backend.input_shape), np.float32)
 
     def _finish_tile(self, unit: Unit, verdicts: list[Verdict], wait_ms: float | None = None,
-                     inference_ms: float | None = None) -> None:
+                     inference_ms: float | None = None, decided_from: float | None = None) -> None:
         """Number, send and count the decisions of one unit (one per patch of a tile), then log them.
 
         Called by the decider (which passes how long the unit waited for it and how long
-        inference took, logged with each decision), or by the reader when shedding.  The
-        unit's REJECTs go out in one port write (one system call for a tile, not one per
-        defective patch) before the disk is touched; the unit's rows are then committed
-        together.  They share one latency: the moment that write ended.
+        inference took, logged with each decision, and when it began deciding), or by the
+        reader when shedding.  The unit's REJECTs go out in one port write (one system call
+        for a tile, not one per defective patch) before the disk is touched; the unit's rows
+        are then committed together.  They share one latency: the moment that write ended.
+        The ``decide_write_log`` stage runs from ``decided_from`` (default: now).
         """
         with self._finish_lock:
-            t0 = time.perf_counter()
+            t0 = time.perf_counter() if decided_from is None else decided_from
             lanes = range(unit.lanes)  # a vibration window is lane 0
             numbered = [self._number(unit, lane, verdict) for lane, verdict in zip(lanes, verdicts)]
             commands = [command for _, command in numbered if command is not None]
@@ -390,7 +391,8 @@ class Runtime:
             x = self._prepare(unit)
             self.metrics.stages["preprocess"].observe((time.perf_counter() - t0) * 1e3)
             logits, inference_ms = self._timed_infer(x)
-            self._finish_tile(unit, self.policy.decide(logits), age * 1e3, inference_ms)
+            t0 = time.perf_counter()
+            self._finish_tile(unit, self.policy.decide(logits), age * 1e3, inference_ms, decided_from=t0)
 
     def _probe_if_stale(self) -> None:
         """Re-measure the backend once per keep-alive interval while units fail on the estimate alone.
