@@ -216,6 +216,36 @@ def test_a_paced_line_scan_reader_survives_corruption_and_a_disconnect(castings_
     assert c["paced_sleeps"] > 50 and c["pacing_backlogs"] == 0
 
 
+def test_a_line_scan_device_back_at_another_rate_or_width_is_paced_for_it(castings_bundle, tmp_path):
+    """The reader's sleeps follow the device's HELLO each time it says hello, and their counts go on."""
+    from dataclasses import replace
+
+    from edge.runtime.loop import Runtime, RuntimeSettings
+    from edge.runtime.pacing import LINE_MAX_BUFFERED_BYTES
+    from firmware_bridge.codec import encode_frame, line_frame_bytes
+    from firmware_bridge.protocol import Hello, SensorKind
+
+    runtime = Runtime(str(castings_bundle), RuntimeSettings(port="loop://", log_path=str(tmp_path / "l.db"),
+                                                            http=None, distance=300))
+    try:
+        def say(hello: Hello):
+            runtime._ingest(encode_frame(hello, 0), time.monotonic(), True)
+            return runtime.pacer
+
+        hello = Hello("belt", sensor=SensorKind.LINESCAN, bit_depth=16, rate_hz=1250.0, pixels=640)
+        first = say(hello)
+        assert first.rate_hz == 1250.0 and first.max_ahead == LINE_MAX_BUFFERED_BYTES // line_frame_bytes(hello) == 4
+        first.backlogs, first.late_wakeups = 1, 2
+        assert say(hello) is first                                   # the same stream: the same plan
+        wider = say(replace(hello, pixels=2048))                     # 4 kB a line: one line a sleep
+        assert wider.max_ahead == 1 and (wider.backlogs, wider.late_wakeups) == (1, 2)
+        faster = say(replace(hello, pixels=2048, rate_hz=5000.0))
+        assert faster.rate_hz == 5000.0 and faster.backlogs == 1
+        assert runtime.counters()["pacing_backlogs"] == 1
+    finally:
+        runtime.close()
+
+
 def test_the_line_scan_demo_scores_live_patches_of_the_run_s_test_images_only(castings_run, castings_bundle,
                                                                               tmp_path):
     """`drsn-edge demo` on an image run: a belt of its held-out images, every REJECT taken by the actuator in time."""

@@ -121,6 +121,7 @@ class Runtime:
         self.kind = self.bundle.kind
         self.normalization = pre["normalization"]
         self.pacer: ReadPacer | None = None
+        self._paced_stream: tuple[float, int] | None = None  # (lines/s, bytes a line) the line pacer plans for
         if self.kind == "vibration":
             self.assembler = VibrationAssembler(pre["window"], s.hop or pre["hop"], s.channel_index, pre["rate_hz"])
             self.pacer = ReadPacer(pre["rate_hz"]) if s.paced_reads else None
@@ -289,8 +290,8 @@ class Runtime:
         if isinstance(msg, Hello) and not msg.request:
             self.device_hello = msg
             self._check_hello(msg)
-            if self.kind == "linescan" and self.settings.paced_reads and msg.rate_hz > 0 and self.pacer is None:
-                self.pacer = line_pacer(msg.rate_hz, line_frame_bytes(msg))  # the device's rate, not the bundle's
+            if self.kind == "linescan" and self.settings.paced_reads and msg.rate_hz > 0:
+                self._pace_lines(msg)
         elif isinstance(msg, Nak):
             self.counts["naks"] += 1
             if msg.code == NakReason.TOO_LATE:
@@ -299,6 +300,14 @@ class Runtime:
             self.counts["acks"] += 1
         elif isinstance(msg, Error):
             self.counts["device_errors"] += 1
+
+    def _pace_lines(self, msg: Hello) -> None:
+        """Plan the reader's sleeps for the line rate and width the device's HELLO gives (not the bundle's),
+        again whenever a device comes back with others: a wider line fills the kernel's buffer sooner."""
+        stream = (msg.rate_hz, line_frame_bytes(msg))
+        if stream != self._paced_stream:
+            self.pacer = line_pacer(*stream, before=self.pacer)
+            self._paced_stream = stream
 
     def _check_hello(self, msg: Hello) -> None:
         """Say where the operator looks when the device's HELLO does not fit the bundle or the settings."""

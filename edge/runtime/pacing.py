@@ -203,8 +203,15 @@ LINE_MIN_SLEEP_S = 0.001
 LINE_MAX_BUFFERED_BYTES = 6_000
 
 
-def line_pacer(lines_per_s: float, line_bytes: int) -> ReadPacer:
+def line_pacer(lines_per_s: float, line_bytes: int, before: ReadPacer | None = None) -> ReadPacer:
     """The pacer for a line-scan stream of ``lines_per_s`` (the device's HELLO) in frames of ``line_bytes``:
-    it sleeps a few milliseconds at a time and reads the lines that came meanwhile in one pass."""
-    return ReadPacer(lines_per_s, margin_s=LINE_MARGIN_S, min_sleep_s=LINE_MIN_SLEEP_S,
-                     max_ahead=max(1, LINE_MAX_BUFFERED_BYTES // line_bytes), max_backlog=2 * LINE_MAX_BUFFERED_BYTES)
+    it sleeps a few milliseconds at a time and reads the lines that came meanwhile in one pass.
+
+    ``before``: the pacer of the stream this one replaces (a device back at another line rate
+    or width); its counts go on in the new one.
+    """
+    pacer = ReadPacer(lines_per_s, margin_s=LINE_MARGIN_S, min_sleep_s=LINE_MIN_SLEEP_S,
+                      max_ahead=max(1, LINE_MAX_BUFFERED_BYTES // line_bytes), max_backlog=2 * LINE_MAX_BUFFERED_BYTES)
+    if before is not None:
+        pacer.overruns, pacer.backlogs, pacer.late_wakeups = before.overruns, before.backlogs, before.late_wakeups
+    return pacer
