@@ -6,7 +6,6 @@ streams real CWRU recordings into a pty at real rate.  Gateway side: never impor
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 from pathlib import Path
@@ -56,11 +55,12 @@ def _simulator_source(bundle: str | Path, image: bool, data: Path | None, run_di
     vibration bundle, CWRU (the run's held-out segments when the run is known).  A run of the
     other kind than the bundle is refused: what it holds out is not what the bundle reads."""
     from edge.data.catalog import default_data_root
+    from edge.run_files import read_run_files
     from edge.runtime.simulated import check_run_fits_bundle, held_out_belt
     from firmware_bridge.sources import belt_source, cwru_source, held_out_spans
 
     root = data or default_data_root()
-    config = json.loads((Path(run_dir) / "config.json").read_text()) if run_dir else None
+    config = read_run_files(run_dir)["config.json"] if run_dir else None
     if config:
         check_run_fits_bundle(bundle, image, run_dir, config)
     if image and config:

@@ -77,6 +77,20 @@ def tiny_two_channel_run(cwru_dir, tmp_path_factory):
     return _tiny_run_with("raw+envelope", cwru_dir, tmp_path_factory, "tiny-raw-envelope")
 
 
+#: Python code that makes torch unimportable, as it is on a gateway.
+BLOCK_TORCH = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is not available on the gateway")
+sys.meta_path.insert(0, Block())
+"""
+
+#: ``python -c GATEWAY_CLI ARGS...`` runs ``drsn-edge ARGS...`` as a gateway would: without torch.
+GATEWAY_CLI = BLOCK_TORCH + "from edge.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+
+
 #: The budget of real-rate tests that expect no miss.  They judge the runtime, not the
 #: host: the virtual machines these tests run on lose their CPU to the hypervisor in
 #: bursts of tens of milliseconds (steal time in /proc/stat), which the tiny bundles'

@@ -250,9 +250,11 @@ def test_the_line_scan_demo_scores_live_patches_of_the_run_s_test_images_only(ca
                                                                               tmp_path):
     """`drsn-edge demo` on an image run: a belt of its held-out images, every REJECT taken by the actuator in time."""
     log = tmp_path / "demo.db"
-    done = subprocess.run([sys.executable, "-m", "edge.cli", "demo", "--bundle", str(castings_bundle), "--run",
+    from conftest import GATEWAY_CLI
+
+    done = subprocess.run([sys.executable, "-c", GATEWAY_CLI, "demo", "--bundle", str(castings_bundle), "--run",
                            str(castings_run), "--seconds", "2", "--log", str(log), "--http", "off"],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120)  # on a gateway: torch is not there
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "drawn from the run's 519 test images" in out and "actuator 625 encoder counts downstream" in out
@@ -282,6 +284,9 @@ def test_a_run_of_the_other_kind_than_the_bundle_is_refused_before_anything_stre
         assert main(["calibrate", "--on-device", "--bundle", str(bundle), "--runs", str(run), "--seconds", "1"]) == 2
         assert expected in capsys.readouterr().err
     assert not (tmp_path / "demo.db").exists()
+    for command in (["demo", "--run"], ["calibrate", "--on-device", "--seconds", "1", "--runs"]):  # a mistyped run
+        assert main([*command, str(tmp_path / "no-run"), "--bundle", str(castings_bundle)]) == 2
+        assert f"run directory {tmp_path / 'no-run'} does not exist" in capsys.readouterr().err
 
 
 def test_a_belt_of_resized_images_shows_the_model_what_training_showed_it(data_root):

@@ -190,15 +190,16 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from edge.bundle import open_bundle
+    from edge.run_files import read_run_files
     from edge.runtime.simulated import check_run_fits_bundle, run_with_simulator
-    from edge.train.runs import load_run
 
-    run = load_run(args.run)
-    data = args.data or Path(run.config["data"]["path"])
+    run = read_run_files(args.run)  # what the run held out; the gateway has no torch to load its network
+    config = run["config.json"]
+    data = args.data or Path(config["data"]["path"])
     bundle = open_bundle(args.bundle, trusted_keys=args.trust)
     linescan = bundle.kind == "linescan"
-    check_run_fits_bundle(args.bundle, linescan, args.run, run.config)
-    source, what = (_belt_of_run(args, run, data) if linescan else _records_of_run(args, run, data))
+    check_run_fits_bundle(args.bundle, linescan, args.run, config)
+    source, what = (_belt_of_run(args, run, data) if linescan else _records_of_run(args, config, data))
 
     def announce(port, runtime):
         actuator = f", actuator {runtime.settings.distance} encoder counts downstream" if linescan else ""
@@ -221,24 +222,25 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 1 if summary["thread_failures"] else 0
 
 
-def _records_of_run(args: argparse.Namespace, run, data: Path):
+def _records_of_run(args: argparse.Namespace, config: dict, data: Path):
     """The run's held-out CWRU segments, as an accelerometer streams them."""
     from firmware_bridge.sources import cwru_source, held_out_spans
 
-    source = cwru_source(data, loads=tuple(run.config["data"]["loads"]),
+    source = cwru_source(data, loads=tuple(config["data"]["loads"]),
                          spans=held_out_spans(args.run / "split.json"))
     return source, f"the held-out segments of {len(source.truth)} records"
 
 
-def _belt_of_run(args: argparse.Namespace, run, data: Path):
+def _belt_of_run(args: argparse.Namespace, run: dict[str, dict], data: Path):
     """A belt long enough for --seconds at the nominal line rate, of the run's test images only."""
     from edge.runtime.simulated import held_out_belt
     from firmware_bridge.sources import LINE_RATE_HZ
 
-    bands = int(args.seconds * LINE_RATE_HZ / run.config["preprocessing"]["size"]) + 1
+    bands = int(args.seconds * LINE_RATE_HZ / run["config.json"]["preprocessing"]["size"]) + 1
     belt = held_out_belt(args.run, bands, data)
-    return belt, (f"a belt of {len(belt.truth)} patches drawn from the run's {len(run.split['files']['test'])} test "
-                  f"images ({belt.rows.shape[1]} px, {LINE_RATE_HZ:g} lines/s)")
+    tested = len(run["split.json"]["files"]["test"])
+    return belt, (f"a belt of {len(belt.truth)} patches drawn from the run's {tested} test images "
+                  f"({belt.rows.shape[1]} px, {LINE_RATE_HZ:g} lines/s)")
 
 
 def _print_vibration_score(args: argparse.Namespace, session, source) -> None:

@@ -7,13 +7,13 @@ the runtime opens the other end as a serial port, exactly as it opens a sensor.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edge.bundle import Bundle
 from edge.errors import DrsnEdgeError
+from edge.run_files import read_run_files
 from edge.runtime.loop import Runtime, RuntimeSettings
 from firmware_bridge.simulator import DeviceProcess
 from firmware_bridge.sources import ACTUATOR_LINES, BeltSource, VibrationSource, belt_source, held_out_images
@@ -77,7 +77,7 @@ def held_out_belt(run_dir: str | Path, bands: int, data: str | Path | None = Non
 
     ``data`` is the run's image folder if it moved (default: where the run trained).
     """
-    config = json.loads((Path(run_dir) / "config.json").read_text())
+    config = read_run_files(run_dir)["config.json"]
     folder = Path(data or config["data"]["path"])
     images = held_out_images(Path(run_dir) / "split.json", folder)
     if not images[0][0].is_file():

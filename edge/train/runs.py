@@ -18,10 +18,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edge.errors import RunError
+from edge.run_files import read_run_files
 from edge.models import ImageModelConfig, ModelConfig, build_model, config_from_dict
 
-RUN_FILES: tuple[str, ...] = ("model.pt", "config.json", "split.json", "metrics.json")
 
 
 @dataclass
@@ -61,14 +60,5 @@ def save_run(path: Path, model: nn.Module, config: dict, split: dict, metrics: d
 
 
 def load_run(path: str | Path) -> Run:
-    path = Path(path)
-    if not path.is_dir():
-        raise RunError(f"run directory {path} does not exist; train one with `drsn-edge train --out {path}`")
-    missing = [name for name in RUN_FILES if not (path / name).is_file()]
-    if missing:
-        raise RunError(f"run {path} is incomplete (missing {', '.join(missing)}); was training interrupted?")
-    try:
-        docs = {name: json.loads((path / name).read_text()) for name in RUN_FILES if name.endswith(".json")}
-    except json.JSONDecodeError as exc:
-        raise RunError(f"run {path}: a JSON file is corrupted ({exc})") from exc
-    return Run(path=path, config=docs["config.json"], split=docs["split.json"], metrics=docs["metrics.json"])
+    docs = read_run_files(path)
+    return Run(path=Path(path), config=docs["config.json"], split=docs["split.json"], metrics=docs["metrics.json"])
