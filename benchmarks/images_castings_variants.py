@@ -64,12 +64,11 @@ def softmax_scores(run_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 def run_mflops(run_dir: Path) -> float:
     """The run's network cost at its input size, pruned or not."""
-    from edge.models.complexity import mflops
+    from edge.models.complexity import image_model_cost
     from edge.train.runs import load_run
 
     run = load_run(run_dir)
-    size = run.config["preprocessing"]["size"]
-    return round(mflops(run.load_model(), (1, size, size)), 1)
+    return round(image_model_cost(run.load_model(), run.config["preprocessing"]["size"])["mflops"], 1)
 
 
 def agreement(runs: list[Path]) -> dict:

@@ -30,7 +30,7 @@ from images_accuracy import add_settings_argument, settings_overrides  # noqa: E
 def _row(run: Path, label: str, work: Path, threads: int) -> dict:
     """Accuracy (FP32 and the OpenVINO INT8 bundle), size and FLOPs of one run; its bundle is timed later."""
     from edge.export.build import BuildOptions, build_bundle
-    from edge.models.complexity import mflops, parameter_count
+    from edge.models.complexity import image_model_cost
     from edge.train.images import evaluate_images
     from edge.train.runs import load_run
 
@@ -42,8 +42,7 @@ def _row(run: Path, label: str, work: Path, threads: int) -> dict:
                             log=lambda *_: None)
     return {"label": label, "run": str(run), "bundle": str(bundle), "test_images": result["images"],
             "accuracy": result["accuracy"], "balanced_accuracy": result["balanced_accuracy"],
-            "accuracy_openvino_int8": manifest["accuracy"]["int8"], "parameters": parameter_count(model),
-            "mflops": mflops(model, (1, size, size)), "size": size}
+            "accuracy_openvino_int8": manifest["accuracy"]["int8"], **image_model_cost(model, size), "size": size}
 
 
 def _time_tiles(rows: list[dict], threads: int) -> None:

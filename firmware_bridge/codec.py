@@ -16,8 +16,14 @@ from cobs import cobs
 from firmware_bridge.protocol import (CRC, HEADER, MAX_FRAME, MAX_PAYLOAD, MESSAGES, PROTOCOL_VERSION, Hello, Line,
                                       Message, ProtocolError)
 
-#: A COBS-encoded frame is at most one code byte per 254 bytes longer than the frame.
-MAX_ENCODED = MAX_FRAME + MAX_FRAME // 254 + 2
+
+def cobs_size(frame_bytes: int) -> int:
+    """The most bytes a frame of ``frame_bytes`` takes once COBS-encoded: one code byte per 254, and one."""
+    return frame_bytes + frame_bytes // 254 + 1
+
+
+#: The longest encoded frame the decoder accepts (one byte to spare).
+MAX_ENCODED = cobs_size(MAX_FRAME) + 1
 SEQ_MOD = 1 << 32
 
 
@@ -58,7 +64,7 @@ def encode_frame(message: Message, seq: int, timestamp_us: int = 0, encoder: int
 def line_frame_bytes(hello: Hello) -> int:
     """Bytes on the wire per LINE frame of the device that sent ``hello`` (its pixels at its bit depth)."""
     body = HEADER.size + Line.LAYOUT.size + hello.pixels * Line.pixel_dtype(hello.bit_depth).itemsize + CRC.size
-    return body + body // 254 + 1 + 2  # COBS's code bytes, and the delimiters on either side
+    return cobs_size(body) + 2  # and the delimiters on either side
 
 
 @dataclass

@@ -21,3 +21,8 @@ def mflops(model: nn.Module, input_shape: tuple[int, ...]) -> float:
         model(torch.zeros((1, *input_shape)))
     model.train(was_training)
     return counter.get_total_flops() / 1e6
+
+
+def image_model_cost(model: nn.Module, size: int) -> dict:
+    """``{"parameters", "mflops"}`` of an image model on one grey ``size`` x ``size`` patch."""
+    return {"parameters": parameter_count(model), "mflops": mflops(model, (1, size, size))}

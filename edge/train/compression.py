@@ -16,7 +16,7 @@ from torch import nn
 
 from edge.errors import RunError
 from edge.models import build_model, model_config
-from edge.models.complexity import mflops, parameter_count
+from edge.models.complexity import image_model_cost, parameter_count
 from edge.train.images import ImageTrainSettings, balanced_accuracy, fit_images, predict_images, run_images
 from edge.train.pruning import asfp_rate, prune_resnet2d, soft_prune
 from edge.train.runs import Run, load_run, save_run
@@ -43,10 +43,6 @@ def _settings_of(run: Run, **overrides) -> ImageTrainSettings:
     settings = ImageTrainSettings(**(recorded | overrides)).for_task(run.config["task"])
     # A run that averaged its last N epochs passes that on, to at most as many epochs as there are.
     return dataclasses.replace(settings, average_epochs=min(settings.average_epochs, settings.epochs))
-
-
-def _cost(model: nn.Module, size: int) -> dict:
-    return {"parameters": parameter_count(model), "mflops": mflops(model, (1, size, size))}
 
 
 def _log(quiet: bool, text: str) -> None:
@@ -78,7 +74,7 @@ def prune_run(run_dir: str | Path, out: str | Path, method: str = "l1", rounds: 
     # average of weights do not mix).
     settings = _settings_of(run, epochs=epochs, seed=seed, average_epochs=0)
     settings = dataclasses.replace(settings, lr=settings.lr / 2)
-    base = _cost(model, size) | {"round": 0, "val_balanced_accuracy": balanced_accuracy(
+    base = image_model_cost(model, size) | {"round": 0, "val_balanced_accuracy": balanced_accuracy(
         vy, predict_images(model, vx, settings.normalization))}
     history = [base]
     _log(quiet, f"baseline: {base['parameters']:,} parameters, {base['mflops']:.1f} MFLOPs, validation "
@@ -88,7 +84,7 @@ def prune_run(run_dir: str | Path, out: str | Path, method: str = "l1", rounds: 
             model = prune_resnet2d(model, rate)
             before = balanced_accuracy(vy, predict_images(model, vx, settings.normalization))
             fit = fit_images(model, tx, ty, vx, vy, settings, rng, classes, progress=not quiet)
-            history.append(_cost(model, size) | {"round": r, "val_balanced_accuracy_before_finetune": before,
+            history.append(image_model_cost(model, size) | {"round": r, "val_balanced_accuracy_before_finetune": before,
                                                  "val_balanced_accuracy": fit["best_val_score"],
                                                  "finetune_seconds": fit["train_seconds"]})
             _log(quiet, f"round {r}: {history[-1]['parameters']:,} parameters, {history[-1]['mflops']:.1f} MFLOPs "
@@ -102,7 +98,7 @@ def prune_run(run_dir: str | Path, out: str | Path, method: str = "l1", rounds: 
         before = balanced_accuracy(vy, predict_images(model, vx, settings.normalization))
         tail = dataclasses.replace(settings, epochs=max(1, epochs // 4))
         fit2 = fit_images(model, tx, ty, vx, vy, tail, rng, classes, progress=not quiet)
-        history.append(_cost(model, size) | {"round": 1, "rate": rate, "val_balanced_accuracy_soft": fit["best_val_score"],
+        history.append(image_model_cost(model, size) | {"round": 1, "rate": rate, "val_balanced_accuracy_soft": fit["best_val_score"],
                                              "val_balanced_accuracy_before_finetune": before,
                                              "val_balanced_accuracy": fit2["best_val_score"],
                                              "finetune_seconds": fit["train_seconds"] + fit2["train_seconds"]})
