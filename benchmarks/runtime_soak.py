@@ -8,7 +8,8 @@ preprocessing, decision, REJECT write, log) as a fraction of inference time.  Pa
 streams as fast as the runtime takes it, with a budget too large to shed anything,
 and reports the sustained rate as a multiple of real time.  On a virtual machine, the
 time the host steals from the runtime's core is sampled, and misses are split into
-those near a steal and those clear of any.  The runtime runs on one core; the
+those near a steal and those clear of any.  The runtime's resident memory is sampled
+every second, to show it stays flat (bounded queues, a bounded log).  The runtime runs on one core; the
 simulator runs in a process of its own on the other core, as the device would be a
 microcontroller of its own.  Writes benchmarks/results/runtime_soak.json.
 
@@ -27,6 +28,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +38,7 @@ from edge.runtime.loop import Runtime, RuntimeSettings
 from edge.runtime.metrics import latency_percentiles
 from edge.runtime.realtime import DEFAULT_SERVICE_PRIORITY
 from edge.runtime.scoring import score_vibration
-from edge.train.runs import load_run
+from edge.run_files import read_run_files
 from firmware_bridge.sources import cwru_source, held_out_spans
 
 HERE = Path(__file__).resolve().parent
@@ -103,7 +105,36 @@ def stolen_seconds(cpu: str = "cpu") -> float | None:
     return None
 
 
-class StealClock:
+class Sampler:
+    """``read()`` every ``every_s`` seconds in a thread of its own: ``samples`` of (wall time, value).
+
+    Values that ``read`` cannot give (None: not on Linux) are left out.
+    """
+
+    def __init__(self, read: Callable[[], float | None], every_s: float):
+        self.read, self.every_s = read, every_s
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="sampler", daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            value = self.read()
+            if value is not None:
+                self.samples.append((time.time(), value))
+            if self._stop.wait(self.every_s):
+                return
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class StealClock(Sampler):
     """Time the hypervisor took from one CPU (``steal`` in /proc/stat), sampled in a thread of its own.
 
     On a virtual machine a stolen slice stops the runtime's thread mid-window however
@@ -113,26 +144,8 @@ class StealClock:
     """
 
     def __init__(self, cpu: int, every_s: float = 0.25):
-        self.cpu, self.every_s = cpu, every_s
-        self.samples: list[tuple[float, float]] = []   # (wall time, stolen seconds so far)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, name="steal-clock", daemon=True)
-
-    def _sample(self) -> None:
-        while True:
-            stolen = stolen_seconds(f"cpu{self.cpu}")
-            if stolen is not None:
-                self.samples.append((time.time(), stolen))
-            if self._stop.wait(self.every_s):
-                return
-
-    def __enter__(self) -> "StealClock":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+        super().__init__(lambda: stolen_seconds(f"cpu{cpu}"), every_s)
+        self.cpu = cpu
 
     def attribute(self, log: Path, first_id: int, budget_ms: float, margin_s: float = 0.5) -> dict:
         """Decisions, and misses (fail-safe or late: over the budget), near a steal of the host and clear of any.
@@ -155,15 +168,38 @@ class StealClock:
                 "misses_clear_of_steal": int((missed & ~during).sum())}
 
 
+def resident_mb() -> float | None:
+    """This process's resident memory in MB (the runtime's: the simulator is a process of its own); None off Linux."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def memory_growth(samples: list[tuple[float, float]], settle: float = 0.1) -> dict:
+    """Resident memory over a soak: after the first ``settle`` of it (start-up, warm-up), at the end, the
+    most, and the trend (least squares, MB per minute) from there on.  Bounded queues and logs keep it flat."""
+    if len(samples) < 10:
+        return {}
+    t, mb = np.array(samples).T
+    after = t >= t[0] + settle * (t[-1] - t[0])
+    slope = np.polyfit((t[after] - t[0]) / 60.0, mb[after], 1)[0]
+    return {"settled_mb": float(mb[after][0]), "end_mb": float(mb[-1]), "max_mb": float(mb.max()),
+            "growth_mb": float(mb[-1] - mb[after][0]), "trend_mb_per_min": float(slope),
+            "samples": int(len(mb))}
+
+
 def session(bundle: Path, run: Path, seconds: float, rate: str, budget_ms: float | None, queue: int,
             log: Path, cores: list[int], realtime_priority: int = 0, faults: tuple[str, ...] = ()
             ) -> tuple[dict, dict, int]:
     """The simulator in its own process (its own core, as a device would be); the runtime here.
 
     ``faults`` are the simulator's fault options (``--late 0.01`` ...)."""
+    data = read_run_files(run)["config.json"]["data"]
     sim = subprocess.Popen([sys.executable, "-m", "edge.cli", "simulate", "--source", "cwru", "--held-out", str(run),
-                            "--loads", ",".join(map(str, load_run(run).config["data"]["loads"])),
-                            "--data", load_run(run).config["data"]["path"], "--rate", rate, "--loop",
+                            "--loads", ",".join(map(str, data["loads"])),
+                            "--data", data["path"], "--rate", rate, "--loop",
                             "--start-on-hello", "--duration", str(seconds), *faults],
                            stdout=subprocess.PIPE, text=True,
                            preexec_fn=(lambda: os.sched_setaffinity(0, {cores[-1]})) if len(cores) > 1 else None)
@@ -202,12 +238,12 @@ def main() -> int:
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {cores[0]})  # the runtime: one core
-    run = load_run(args.run)
-    source = cwru_source(Path(run.config["data"]["path"]), loads=tuple(run.config["data"]["loads"]),
+    config = read_run_files(args.run)["config.json"]  # no torch here: the runtime's memory is a gateway's
+    source = cwru_source(Path(config["data"]["path"]), loads=tuple(config["data"]["loads"]),
                          spans=held_out_spans(args.run / "split.json"))
     tmp = Path(tempfile.mkdtemp(prefix="drsn-soak-"))
     faults = ("--late", str(args.late), "--late-ms", str(args.late_ms)) if args.late else ()
-    with StealClock(cores[0]) as steal:
+    with StealClock(cores[0]) as steal, Sampler(resident_mb, 1.0) as memory:
         soak, sim, first = session(args.bundle, args.run, args.seconds, "realtime", None, 64, tmp / "soak.db", cores,
                                    args.realtime_priority, faults)
     c, stages, soak_cost = soak["counters"], soak["stages_s"], cost(soak)
@@ -217,7 +253,7 @@ def main() -> int:
     fast, _, _ = session(args.bundle, args.run, args.max_rate_seconds, f"x{args.multiple:g}", 1e6, 1024,
                          tmp / "fast.db", cores, args.realtime_priority)
     f = fast["counters"]
-    window_rate = source.hello.rate_hz / (run.config["preprocessing"]["window"] // 2)
+    window_rate = source.hello.rate_hz / (config["preprocessing"]["window"] // 2)
     shed = f["deadline_fail_safe"] + f["overload_fail_safe"]
     sustained = (f["decisions"] - shed) / args.max_rate_seconds  # decided while the stream ran
     doc = {
@@ -232,7 +268,8 @@ def main() -> int:
                       **soak_cost, "target_overhead": 0.10,
                       "paced_sleeps": c["paced_sleeps"], "pacing_overruns": c["pacing_overruns"],
                       "pacing_late_wakeups": c["pacing_late_wakeups"],
-                      "latency_parts": parts, "hypervisor_steal": host},
+                      "latency_parts": parts, "hypervisor_steal": host,
+                      "resident_memory": memory_growth(memory.samples)},
         # Back to back the code stays warm: the same work with no idle gaps between frames.
         "max_rate": {"seconds": fast["seconds"], "streamed_multiple": args.multiple, "decisions_per_s": sustained,
                      **cost(fast), "shed": shed, "lost_frames": f["decoder_lost_frames"],
@@ -260,6 +297,10 @@ def main() -> int:
         print(f"  the host stole {host['stolen_s']:.2f} s from the runtime's core; misses: {host['misses_near_steal']} "
               f"of {host['decisions_near_steal']} decisions within {host['margin_s']:g} s of a steal, "
               f"{host['misses_clear_of_steal']} of {host['decisions_clear_of_steal']} clear of any")
+    rss = doc["real_rate"]["resident_memory"]
+    if rss:
+        print(f"  resident memory: {rss['settled_mb']:.1f} MB once settled, {rss['end_mb']:.1f} MB at the end "
+              f"(most {rss['max_mb']:.1f}), trend {rss['trend_mb_per_min']:+.3f} MB per minute")
     print(f"runtime overhead: {100 * soak_cost['overhead_fraction_of_inference']:.1f}% of inference time by stage "
           f"clocks, {100 * soak_cost['overhead_cpu_fraction_of_inference']:.1f}% by CPU time (target <= 10%); "
           f"{soak_cost['cpu_ms_per_decision']:.3f} ms CPU per decision (reader thread "
