@@ -239,6 +239,20 @@ def test_a_bounded_log_retires_its_oldest_rows_and_stops_growing(tmp_path):
     assert path.stat().st_size < 1.3 * bound
 
 
+def test_the_write_ahead_log_starts_over_however_fast_the_windows_come(tmp_path):
+    """Commits back to back always land while the checkpoint thread copies, so SQLite would never start its
+    write-ahead log over (a page per commit, 25 MB here); past its limit the writer completes a checkpoint."""
+    path = tmp_path / "log.db"
+    log = DecisionLog(path, checkpoint_s=0.02, wal_limit_bytes=500_000)
+    for k in range(1, 6001):  # vibration windows, one commit each
+        log.append([DecisionRow(k, time.time(), "vibration", k, k + 1023, k, 0, "IR007", [0.9, 0.1], True, None, 1.0,
+                                None, "0" * 64, 0.1, 0.5)])
+    wal_bytes = (tmp_path / "log.db-wal").stat().st_size
+    log.close()
+    assert log.wal_catch_ups >= 2 and wal_bytes < 8_000_000  # the limit and the commits of a checkpoint's period
+    assert sqlite3.connect(path).execute("SELECT COUNT(*), MAX(decision_id) FROM decisions").fetchone() == (6000, 6000)
+
+
 def test_a_full_disk_costs_the_log_its_rows_not_the_decisions(held_out, bundle, tmp_path, capfd):
     """SQLite's own "database or disk is full" (its page limit reached): every window is still decided and its
     REJECT sent; the rows that could not be written are counted, and stderr says so."""
