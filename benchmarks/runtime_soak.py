@@ -177,17 +177,31 @@ def resident_mb() -> float | None:
         return None
 
 
-def memory_growth(samples: list[tuple[float, float]], settle: float = 0.1) -> dict:
+def memory_growth(samples: list[tuple[float, float]], settle: float = 0.1, every_s: float = 30.0) -> dict:
     """Resident memory over a soak: after the first ``settle`` of it (start-up, warm-up), at the end, the
-    most, and the trend (least squares, MB per minute) from there on.  Bounded queues and logs keep it flat."""
+    most, the trend (least squares, MB per minute) from there on and over the last half, and the memory
+    every ``every_s``.  The runtime's buffers are bounded, so once they are full the trend is flat."""
     if len(samples) < 10:
         return {}
     t, mb = np.array(samples).T
-    after = t >= t[0] + settle * (t[-1] - t[0])
-    slope = np.polyfit((t[after] - t[0]) / 60.0, mb[after], 1)[0]
-    return {"settled_mb": float(mb[after][0]), "end_mb": float(mb[-1]), "max_mb": float(mb.max()),
-            "growth_mb": float(mb[-1] - mb[after][0]), "trend_mb_per_min": float(slope),
-            "samples": int(len(mb))}
+    minutes = (t - t[0]) / 60.0
+
+    def trend(after: np.ndarray) -> float:
+        return float(np.polyfit(minutes[after], mb[after], 1)[0])
+
+    settled = t >= t[0] + settle * (t[-1] - t[0])
+    second_half = t >= t[0] + 0.5 * (t[-1] - t[0])
+    return {"settled_mb": float(mb[settled][0]), "end_mb": float(mb[-1]), "max_mb": float(mb.max()),
+            "growth_mb": float(mb[-1] - mb[settled][0]), "trend_mb_per_min": trend(settled),
+            "second_half_trend_mb_per_min": trend(second_half),
+            "every_s": every_s, "mb": [round(float(v), 2) for v in np.interp(np.arange(t[0], t[-1], every_s), t, mb)]}
+
+
+def print_memory(rss: dict) -> None:
+    if rss:
+        print(f"  resident memory: {rss['settled_mb']:.1f} MB once settled, {rss['end_mb']:.1f} MB at the end "
+              f"(most {rss['max_mb']:.1f}), trend {rss['trend_mb_per_min']:+.3f} MB per minute, "
+              f"{rss['second_half_trend_mb_per_min']:+.3f} over the second half")
 
 
 def session(bundle: Path, run: Path, seconds: float, rate: str, budget_ms: float | None, queue: int,
@@ -250,8 +264,9 @@ def main() -> int:
     score = score_vibration(tmp / "soak.db", source.truth, since_id=first)  # first lap only is aligned to truth
     parts = where_time_went(tmp / "soak.db", first, soak["budget_ms"])
     host = steal.attribute(tmp / "soak.db", first, soak["budget_ms"])
-    fast, _, _ = session(args.bundle, args.run, args.max_rate_seconds, f"x{args.multiple:g}", 1e6, 1024,
-                         tmp / "fast.db", cores, args.realtime_priority)
+    with Sampler(resident_mb, 1.0) as fast_memory:
+        fast, _, _ = session(args.bundle, args.run, args.max_rate_seconds, f"x{args.multiple:g}", 1e6, 1024,
+                             tmp / "fast.db", cores, args.realtime_priority)
     f = fast["counters"]
     window_rate = source.hello.rate_hz / (config["preprocessing"]["window"] // 2)
     shed = f["deadline_fail_safe"] + f["overload_fail_safe"]
@@ -274,7 +289,8 @@ def main() -> int:
         "max_rate": {"seconds": fast["seconds"], "streamed_multiple": args.multiple, "decisions_per_s": sustained,
                      **cost(fast), "shed": shed, "lost_frames": f["decoder_lost_frames"],
                      "real_windows_per_s": window_rate,
-                     "multiple_of_real_time": sustained / window_rate, "kept_up": shed == 0},
+                     "multiple_of_real_time": sustained / window_rate, "kept_up": shed == 0,
+                     "resident_memory": memory_growth(fast_memory.samples)},
     }
     out = args.out
     out.write_text(json.dumps(doc, indent=2) + "\n")
@@ -297,10 +313,7 @@ def main() -> int:
         print(f"  the host stole {host['stolen_s']:.2f} s from the runtime's core; misses: {host['misses_near_steal']} "
               f"of {host['decisions_near_steal']} decisions within {host['margin_s']:g} s of a steal, "
               f"{host['misses_clear_of_steal']} of {host['decisions_clear_of_steal']} clear of any")
-    rss = doc["real_rate"]["resident_memory"]
-    if rss:
-        print(f"  resident memory: {rss['settled_mb']:.1f} MB once settled, {rss['end_mb']:.1f} MB at the end "
-              f"(most {rss['max_mb']:.1f}), trend {rss['trend_mb_per_min']:+.3f} MB per minute")
+    print_memory(doc["real_rate"]["resident_memory"])
     print(f"runtime overhead: {100 * soak_cost['overhead_fraction_of_inference']:.1f}% of inference time by stage "
           f"clocks, {100 * soak_cost['overhead_cpu_fraction_of_inference']:.1f}% by CPU time (target <= 10%); "
           f"{soak_cost['cpu_ms_per_decision']:.3f} ms CPU per decision (reader thread "
@@ -311,6 +324,7 @@ def main() -> int:
           f"{sustained / window_rate:.1f}x real time on one core, {shed} shed; overhead back to back "
           f"{100 * hot['overhead_fraction_of_inference']:.1f}% by stage clocks, "
           f"{100 * hot['overhead_cpu_fraction_of_inference']:.1f}% by CPU time")
+    print_memory(hot["resident_memory"])
     if score["accuracy"] is not None:
         print(f"live accuracy {100 * score['accuracy']:.2f}% on {score['scored']} held-out windows (first lap)")
     print(f"wrote {out}")
