@@ -9,9 +9,10 @@ streams as fast as the runtime takes it, with a budget too large to shed anythin
 and reports the sustained rate as a multiple of real time.  On a virtual machine, the
 time the host steals from the runtime's core is sampled, and misses are split into
 those near a steal and those clear of any.  The runtime's resident memory is sampled
-every second, to show it stays flat (bounded queues, a bounded log).  The runtime runs on one core; the
-simulator runs in a process of its own on the other core, as the device would be a
-microcontroller of its own.  Writes benchmarks/results/runtime_soak.json.
+every second in both parts, to show it stays flat (bounded queues, a bounded log).
+The runtime runs on one core; the simulator runs in a process of its own on the other
+core, as the device would be a microcontroller of its own.  Writes
+benchmarks/results/runtime_soak.json.
 
     python benchmarks/runtime_soak.py --bundle dist/drsn-openvino-int8 --run runs/drsn --seconds 600
 """
