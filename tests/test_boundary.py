@@ -12,7 +12,11 @@ GATEWAY_MODULES = ["edge", "edge.errors", "edge.data.preprocess", "firmware_brid
                    "firmware_bridge.sources", "firmware_bridge.vectors", "edge.bundle", "edge.backends",
                    "edge.backends.onnxruntime_backend", "edge.backends.openvino_backend",
                    "edge.backends.tensorrt_backend", "edge.compile.tensorrt", "edge.runtime.loop",
-                   "edge.runtime.simulated", "edge.runtime.realtime", "edge.runtime.log_reader", "edge.runtime.scoring", "edge.cli", "edge.cli.compression", "edge.cli.training", "edge.cli.bundles", "edge.model_names", "edge.run_files", "edge.train.settings", "edge.data.images", "edge.cli.gateway", "edge.cli.decisions", "edge.cli.device", "calibration.cli", "calibration.on_device",
+                   "edge.runtime.simulated", "edge.runtime.realtime", "edge.runtime.log_reader",
+                   "edge.runtime.scoring", "edge.cli", "edge.cli.compression", "edge.cli.training",
+                   "edge.cli.bundles", "edge.model_names", "edge.run_files", "edge.train.settings",
+                   "edge.data.images", "edge.cli.gateway", "edge.cli.decisions", "edge.cli.device",
+                   "calibration.cli", "calibration.on_device",
                    "calibration.probe", "calibration.latency", "calibration.pareto"]
 
 IMPORT_ALL = BLOCK_TORCH + """

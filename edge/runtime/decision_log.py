@@ -151,6 +151,8 @@ MEASURE_EVERY = 64
 REPORT_EVERY_S = 60.0
 #: Past this many bytes of write-ahead log the writer completes a checkpoint itself.
 WAL_LIMIT_BYTES = 16_000_000
+#: Each page in the write-ahead log travels behind a header of this many bytes.
+WAL_FRAME_HEADER = 24
 
 
 class DecisionLog:
@@ -167,7 +169,8 @@ class DecisionLog:
         self._db = connect(self.path)
         self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._db.execute(f"PRAGMA journal_size_limit={int(wal_limit_bytes)}")  # the file shrinks as it starts over
-        self.wal_limit_frames = wal_limit_bytes // (self._db.execute("PRAGMA page_size").fetchone()[0] + 24)
+        page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
+        self._wal_limit_frames = wal_limit_bytes // (page_size + WAL_FRAME_HEADER)
         self._lock = threading.Lock()
         self.written = 0
         self.retired = 0   # oldest rows deleted to keep the log within max_bytes
@@ -191,7 +194,7 @@ class DecisionLog:
                 except sqlite3.Error as exc:  # a full disk: the appends count their own failures
                     self._report(f"decision log {self.path}: checkpoint failed: {exc}")
                     continue
-                if frames > self.wal_limit_frames:  # copied all it saw, but more came while it copied
+                if frames > self._wal_limit_frames:  # copied all it saw, but more came while it copied
                     self._catch_up.set()
         finally:
             db.close()

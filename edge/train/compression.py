@@ -84,9 +84,9 @@ def prune_run(run_dir: str | Path, out: str | Path, method: str = "l1", rounds: 
             model = prune_resnet2d(model, rate)
             before = balanced_accuracy(vy, predict_images(model, vx, settings.normalization))
             fit = fit_images(model, tx, ty, vx, vy, settings, rng, classes, progress=not quiet)
-            history.append(image_model_cost(model, size) | {"round": r, "val_balanced_accuracy_before_finetune": before,
-                                                 "val_balanced_accuracy": fit["best_val_score"],
-                                                 "finetune_seconds": fit["train_seconds"]})
+            history.append(image_model_cost(model, size) | {
+                "round": r, "val_balanced_accuracy_before_finetune": before,
+                "val_balanced_accuracy": fit["best_val_score"], "finetune_seconds": fit["train_seconds"]})
             _log(quiet, f"round {r}: {history[-1]['parameters']:,} parameters, {history[-1]['mflops']:.1f} MFLOPs "
                         f"({100 * history[-1]['mflops'] / base['mflops']:.0f} %), validation "
                         f"{100 * before:.2f}% -> {100 * fit['best_val_score']:.2f}% after fine-tuning")
@@ -98,10 +98,10 @@ def prune_run(run_dir: str | Path, out: str | Path, method: str = "l1", rounds: 
         before = balanced_accuracy(vy, predict_images(model, vx, settings.normalization))
         tail = dataclasses.replace(settings, epochs=max(1, epochs // 4))
         fit2 = fit_images(model, tx, ty, vx, vy, tail, rng, classes, progress=not quiet)
-        history.append(image_model_cost(model, size) | {"round": 1, "rate": rate, "val_balanced_accuracy_soft": fit["best_val_score"],
-                                             "val_balanced_accuracy_before_finetune": before,
-                                             "val_balanced_accuracy": fit2["best_val_score"],
-                                             "finetune_seconds": fit["train_seconds"] + fit2["train_seconds"]})
+        history.append(image_model_cost(model, size) | {
+            "round": 1, "rate": rate, "val_balanced_accuracy_soft": fit["best_val_score"],
+            "val_balanced_accuracy_before_finetune": before, "val_balanced_accuracy": fit2["best_val_score"],
+            "finetune_seconds": fit["train_seconds"] + fit2["train_seconds"]})
         _log(quiet, f"asfp {rate}: {history[-1]['parameters']:,} parameters, {history[-1]['mflops']:.1f} MFLOPs, "
                     f"validation {100 * fit2['best_val_score']:.2f}%")
     config = json.loads(json.dumps(run.config))
