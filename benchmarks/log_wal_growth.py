@@ -3,7 +3,7 @@
 SQLite starts its write-ahead log over only after a checkpoint has copied every page in
 it; the decision log checkpoints in a thread of its own, so at hundreds of commits a
 second new pages arrive during every checkpoint and, left alone, the write-ahead log
-grows by a page per commit.  Past ``--wal-limit-mb`` the writer completes a checkpoint
+grows by a page per commit.  Past its limit (``--limits-mb``) the writer completes a checkpoint
 itself between two commits (see edge/runtime/decision_log.py).  This commits rows
 straight to a DecisionLog, as the runtime does, at ``--rate`` commits a second of
 ``--rows`` rows each (1: vibration windows; 20: a 640 px line-scan tile), for each
@@ -34,25 +34,27 @@ HERE = Path(__file__).resolve().parent
 
 def commit_for(seconds: float, rate: float, rows: int, limit_bytes: int) -> dict:
     """Commit ``rate`` units of ``rows`` rows a second for ``seconds`` into a fresh log; what its files did."""
-    path = Path(tempfile.mkdtemp(prefix="drsn-wal-")) / "decisions.db"
-    wal = path.with_name(path.name + "-wal")
-    log = DecisionLog(path, wal_limit_bytes=limit_bytes)
-    commit_ms, sizes = [], []
-    start, units, next_id = time.monotonic(), 0, 1
-    while time.monotonic() - start < seconds:
-        unit = [DecisionRow(next_id + k, time.time(), "linescan", next_id, next_id + 31, 0, k, "class_1",
-                            [0.1, 0.9], True, None, 1.0, next_id + 500, "0" * 64, 0.1, 0.5) for k in range(rows)]
-        t0 = time.perf_counter()
-        log.append(unit)
-        commit_ms.append((time.perf_counter() - t0) * 1e3)
-        next_id, units = next_id + rows, units + 1
-        if units % max(1, int(10 * rate)) == 0:
-            sizes.append(round(wal.stat().st_size / 1e6, 2))
-        time.sleep(max(0.0, start + units / rate - time.monotonic()))
-    log.close()
+    with tempfile.TemporaryDirectory(prefix="drsn-wal-") as tmp:  # a log left alone takes hundreds of MB
+        path = Path(tmp) / "decisions.db"
+        wal = path.with_name(path.name + "-wal")
+        log = DecisionLog(path, wal_limit_bytes=limit_bytes)
+        commit_ms, sizes = [], []
+        start, units, next_id = time.monotonic(), 0, 1
+        while time.monotonic() - start < seconds:
+            unit = [DecisionRow(next_id + k, time.time(), "linescan", next_id, next_id + 31, 0, k, "class_1",
+                                [0.1, 0.9], True, None, 1.0, next_id + 500, "0" * 64, 0.1, 0.5) for k in range(rows)]
+            t0 = time.perf_counter()
+            log.append(unit)
+            commit_ms.append((time.perf_counter() - t0) * 1e3)
+            next_id, units = next_id + rows, units + 1
+            if units % max(1, int(10 * rate)) == 0:
+                sizes.append(round(wal.stat().st_size / 1e6, 2))
+            time.sleep(max(0.0, start + units / rate - time.monotonic()))
+        log.close()
+        database_mb = round(path.stat().st_size / 1e6, 2)
     return {"wal_limit_mb": limit_bytes / 1e6, "commits": units, "rows": log.written,
             "wal_mb_every_10_s": sizes, "wal_catch_ups": log.wal_catch_ups,
-            "database_mb": round(path.stat().st_size / 1e6, 2), "commit": latency_percentiles(np.array(commit_ms))}
+            "database_mb": database_mb, "commit": latency_percentiles(np.array(commit_ms))}
 
 
 def main() -> int:
