@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import sqlite3
 import sys
 import subprocess
@@ -268,6 +269,7 @@ def main() -> int:
     with Sampler(resident_mb, 1.0) as fast_memory:
         fast, _, _ = session(args.bundle, args.run, args.max_rate_seconds, f"x{args.multiple:g}", 1e6, 1024,
                              tmp / "fast.db", cores, args.realtime_priority)
+    shutil.rmtree(tmp, ignore_errors=True)  # both logs are read: a long soak leaves tens of MB
     f = fast["counters"]
     window_rate = source.hello.rate_hz / (config["preprocessing"]["window"] // 2)
     shed = f["deadline_fail_safe"] + f["overload_fail_safe"]
