@@ -254,9 +254,10 @@ def main() -> int:
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {cores[0]})  # the runtime: one core
-    config = read_run_files(args.run)["config.json"]  # no torch here: the runtime's memory is a gateway's
+    run = read_run_files(args.run)  # no torch here: the runtime's memory is a gateway's
+    config = run["config.json"]
     source = cwru_source(Path(config["data"]["path"]), loads=tuple(config["data"]["loads"]),
-                         spans=held_out_spans(args.run / "split.json"))
+                         spans=held_out_spans(run["split.json"]))
     tmp = Path(tempfile.mkdtemp(prefix="drsn-soak-"))
     faults = ("--late", str(args.late), "--late-ms", str(args.late_ms)) if args.late else ()
     with StealClock(cores[0]) as steal, Sampler(resident_mb, 1.0) as memory:

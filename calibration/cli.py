@@ -202,11 +202,14 @@ def _on_device(args: argparse.Namespace) -> int:
     if args.bundle is None:
         raise CalibrationError("--on-device needs --bundle: the bundle to measure")
     run_dir = args.runs[0] if args.runs else None
-    print(f"calibrate: measuring {args.bundle} under the runtime for {args.seconds:g} s "
-          + (f"on {args.port}" if args.port else "(device simulator on a pty, streaming "
-             + (f"the held-out data of {run_dir})" if run_dir else "real data)")), flush=True)
+
+    def announce(port: str) -> None:
+        streaming = f"streaming the held-out data of {run_dir}" if run_dir else "streaming real data"
+        print(f"calibrate: measuring {args.bundle} under the runtime for {args.seconds:g} s on {port}"
+              + ("" if args.port else f" (device simulator on a pty, {streaming})"), flush=True)
+
     summary = measure_bundle(args.bundle, args.seconds, port=args.port, data=args.data, run_dir=run_dir,
-                             threads=args.threads[0])
+                             threads=args.threads[0], announce=announce)
     lat = summary["latency"]
     print(f"decisions {summary['counters']['decisions']}: latency p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} "
           f"ms, p99.9 {lat['p99_9_ms']:.2f} ms, max {lat['max_ms']:.2f} ms; stages (s): "

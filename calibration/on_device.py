@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from edge.errors import DrsnEdgeError
@@ -16,11 +17,13 @@ from edge.runtime.loop import Runtime, RuntimeSettings
 
 def measure_bundle(bundle: str | Path, seconds: float = 60.0, port: str | None = None, data: str | Path | None = None,
                    run_dir: str | Path | None = None, rate: float = 1.0, threads: int = 1,
-                   budget_ms: float = 1000.0) -> dict:
+                   budget_ms: float = 1000.0, announce: Callable[[str], None] | None = None) -> dict:
     """The runtime's summary after ``seconds`` on ``bundle``: latency percentiles, stages, counters.
 
     The budget is set wide (default 1 s) so that no window is cut short by the fail-safe:
     what is measured is how long decisions take, not whether they fit today's budget.
+    ``announce(port)`` is called once the bundle, the run and the data are found, before
+    anything is measured.
     """
     with tempfile.TemporaryDirectory(prefix="drsn-calibrate-") as tmp:
         settings = RuntimeSettings(port=port or "", budget_ms=budget_ms, log_path=str(Path(tmp) / "decisions.db"),
@@ -28,6 +31,8 @@ def measure_bundle(bundle: str | Path, seconds: float = 60.0, port: str | None =
         if port:
             runtime = Runtime(str(bundle), settings)
             try:
+                if announce:
+                    announce(port)
                 runtime.start()
                 return runtime.run(seconds)
             finally:
@@ -43,7 +48,8 @@ def measure_bundle(bundle: str | Path, seconds: float = 60.0, port: str | None =
         source = _simulator_source(bundle, image, Path(data) if data else None, run_dir)
         if image:  # the simulated actuator beyond the wide budget's travel: no REJECT may come late for it
             settings = replace(settings, distance=ACTUATOR_LINES + math.ceil(budget_ms / 1e3 * LINE_RATE_HZ))
-        session = run_with_simulator(opened, settings, source, seconds, rate)
+        session = run_with_simulator(opened, settings, source, seconds, rate,
+                                     announce and (lambda device_port, _runtime: announce(device_port)))
         if session.interrupted:  # a cut-short measurement recommends nothing
             raise KeyboardInterrupt
         return session.summary
@@ -60,11 +66,11 @@ def _simulator_source(bundle: str | Path, image: bool, data: Path | None, run_di
     from firmware_bridge.sources import belt_source, cwru_source, held_out_spans
 
     root = data or default_data_root()
-    config = read_run_files(run_dir)["config.json"] if run_dir else None
-    if config:
-        check_run_fits_bundle(bundle, image, run_dir, config)
-    if image and config:
-        return held_out_belt(run_dir, 200, data)
+    run = read_run_files(run_dir) if run_dir else None
+    if run:
+        check_run_fits_bundle(bundle, image, run_dir, run["config.json"])
+    if image and run:
+        return held_out_belt(run, 200, data)
     if image:
         folder = next((f for f in (root, root / "xray", root.parent) if (f / "castings").is_dir()), None)
         if folder is None:
@@ -73,7 +79,7 @@ def _simulator_source(bundle: str | Path, image: bool, data: Path | None, run_di
     folder = root if any(root.glob("*.mat")) else root / "cwru"
     if not folder.is_dir():
         raise DrsnEdgeError(f"no device given (--port) and no CWRU data at {folder} for the simulator (--data)")
-    spans = held_out_spans(Path(run_dir) / "split.json") if config else None
+    spans = held_out_spans(run["split.json"]) if run else None
     return cwru_source(folder, loads=(0,), spans=spans)
 
 

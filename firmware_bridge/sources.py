@@ -54,12 +54,10 @@ class VibrationSource(StreamSource):
         return int(round(samples * 1e6 / self.hello.rate_hz)), 0
 
 
-def held_out_spans(split_json: str | Path, split: str = "test") -> dict[str, tuple[int, int]]:
-    """{file: (start, stop)} of one split of a training run (its ``split.json``): data the model never saw."""
-    import json
-
-    doc = json.loads(Path(split_json).read_text())
-    return {row["file"]: (row["start"], row["stop"]) for row in doc["segments"] if row["split"] == split}
+def held_out_spans(split_doc: dict, split: str = "test") -> dict[str, tuple[int, int]]:
+    """{file: (start, stop)} of one split of a training run (its ``split.json``, as
+    ``edge.run_files.read_run_files`` reads it): data the model never saw."""
+    return {row["file"]: (row["start"], row["stop"]) for row in split_doc["segments"] if row["split"] == split}
 
 
 def cwru_source(data_dir: str | Path, loads: tuple[int, ...] = (0,), channel: str = "DE",
@@ -129,13 +127,10 @@ def _image_files(root: Path, source: str, subset: str, split: str) -> list[tuple
     return [(p, _image_label(p)) for p in files]
 
 
-def held_out_images(split_json: str | Path, data_dir: str | Path, split: str = "test") -> list[tuple[Path, str]]:
+def held_out_images(split_doc: dict, data_dir: str | Path, split: str = "test") -> list[tuple[Path, str]]:
     """``(path, label)`` of one split of an image run (its ``split.json``, copies folded): for ``test``,
     images the model never saw."""
-    import json
-
-    doc = json.loads(Path(split_json).read_text())
-    return [(Path(data_dir) / name, _image_label(Path(name))) for name in doc["files"][split]]
+    return [(Path(data_dir) / name, _image_label(Path(name))) for name in split_doc["files"][split]]
 
 
 def belt_source(data_dir: str | Path, source: str = "gdxray", subset: str = "castings", split: str = "test",

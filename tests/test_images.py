@@ -286,7 +286,9 @@ def test_a_run_of_the_other_kind_than_the_bundle_is_refused_before_anything_stre
     assert not (tmp_path / "demo.db").exists()
     for command in (["demo", "--run"], ["calibrate", "--on-device", "--seconds", "1", "--runs"]):  # a mistyped run
         assert main([*command, str(tmp_path / "no-run"), "--bundle", str(castings_bundle)]) == 2
-        assert f"run directory {tmp_path / 'no-run'} does not exist" in capsys.readouterr().err
+        captured = capsys.readouterr()
+        assert f"run directory {tmp_path / 'no-run'} does not exist" in captured.err
+        assert "measuring" not in captured.out  # refused before it says it measures anything
 
 
 def test_a_belt_of_resized_images_shows_the_model_what_training_showed_it(data_root):

@@ -25,6 +25,7 @@ from edge.bundle.install import install, rollback
 from edge.cli import build_parser
 from edge.data.preprocess import model_input
 from edge.export.build import BuildOptions, build_bundle
+from edge.run_files import read_run_files
 from edge.runtime.decision_log import DecisionLog, DecisionLogError, DecisionRow, next_decision_id
 from edge.runtime.loop import Runtime, RuntimeSettings
 from edge.runtime.realtime import DEFAULT_SERVICE_PRIORITY, current_priority, enter_realtime
@@ -52,7 +53,7 @@ def bundle(tiny_run, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def held_out(tiny_run, cwru_dir):
-    return cwru_source(cwru_dir, loads=(0,), spans=held_out_spans(tiny_run / "split.json"))
+    return cwru_source(cwru_dir, loads=(0,), spans=held_out_spans(read_run_files(tiny_run)["split.json"]))
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +89,7 @@ def test_live_decisions_match_offline_evaluation_at_real_rate(run_name, cwru_dir
     tiny_run = request.getfixturevalue(run_name)
     bundle_name, expected_normalization, least_accuracy = LIVE_RUNS[run_name]
     bundle = request.getfixturevalue(bundle_name)
-    held_out = cwru_source(cwru_dir, loads=(0,), spans=held_out_spans(tiny_run / "split.json"))
+    held_out = cwru_source(cwru_dir, loads=(0,), spans=held_out_spans(read_run_files(tiny_run)["split.json"]))
     with DeviceSimulator(held_out, link="pty", speed=1.0) as sim:
         runtime, summary = run_against(sim, bundle, tmp_path, 6.0, prepare=brief_pacing_backoff,
                                        budget_ms=REAL_RATE_BUDGET_MS)

@@ -215,6 +215,16 @@ def test_simulate_command_prints_its_port_and_streams(cwru_dir, tmp_path):
     assert '"decision_id": 5' in rejects.read_text()
 
 
+def test_simulate_refuses_a_missing_held_out_run_before_it_opens_a_port(cwru_dir, tmp_path, capsys):
+    """A mistyped ``--held-out`` gets the run loader's clear error, not a traceback."""
+    from edge.cli import main
+
+    assert main(["simulate", "--source", "cwru", "--data", str(cwru_dir), "--held-out", str(tmp_path / "no-run"),
+                 "--link", "pty"]) == 2
+    captured = capsys.readouterr()
+    assert f"run directory {tmp_path / 'no-run'} does not exist" in captured.err
+    assert "device on" not in captured.out
+
 def test_looped_stream_keeps_time_and_encoder_increasing(xray_dir):
     source = belt_source(xray_dir, "gdxray", "castings", "test", bands=1, seed=2)  # 32 lines a lap
     with DeviceSimulator(source, link="pty", speed=None, loop=True) as sim:

@@ -69,6 +69,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from edge.data.catalog import default_data_root
     from edge.data.cwru import parse_loads
     from firmware_bridge.simulator import DeviceSimulator, Faults
+    from edge.run_files import read_run_files
     from firmware_bridge.sources import belt_source, cwru_source, held_out_spans
 
     folder = {"cwru": "cwru", "xray": "xray", "gdxray": "xray", "neu": "neu"}[args.source]
@@ -76,7 +77,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     if not data.is_dir():
         raise DrsnEdgeError(f"data folder {data} does not exist; pass --data")
     if args.source == "cwru":
-        spans = held_out_spans(args.held_out / "split.json") if args.held_out else None
+        spans = held_out_spans(read_run_files(args.held_out)["split.json"]) if args.held_out else None
         source = cwru_source(data, loads=parse_loads(args.loads), spans=spans)
     else:
         try:

@@ -199,7 +199,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     bundle = open_bundle(args.bundle, trusted_keys=args.trust)
     linescan = bundle.kind == "linescan"
     check_run_fits_bundle(args.bundle, linescan, args.run, config)
-    source, what = (_belt_of_run(args, run, data) if linescan else _records_of_run(args, config, data))
+    source, what = (_belt_of_run(args, run, data) if linescan else _records_of_run(run, data))
 
     def announce(port, runtime):
         actuator = f", actuator {runtime.settings.distance} encoder counts downstream" if linescan else ""
@@ -222,12 +222,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 1 if summary["thread_failures"] else 0
 
 
-def _records_of_run(args: argparse.Namespace, config: dict, data: Path):
+def _records_of_run(run: dict[str, dict], data: Path):
     """The run's held-out CWRU segments, as an accelerometer streams them."""
     from firmware_bridge.sources import cwru_source, held_out_spans
 
-    source = cwru_source(data, loads=tuple(config["data"]["loads"]),
-                         spans=held_out_spans(args.run / "split.json"))
+    source = cwru_source(data, loads=tuple(run["config.json"]["data"]["loads"]),
+                         spans=held_out_spans(run["split.json"]))
     return source, f"the held-out segments of {len(source.truth)} records"
 
 
@@ -237,7 +237,7 @@ def _belt_of_run(args: argparse.Namespace, run: dict[str, dict], data: Path):
     from firmware_bridge.sources import LINE_RATE_HZ
 
     bands = int(args.seconds * LINE_RATE_HZ / run["config.json"]["preprocessing"]["size"]) + 1
-    belt = held_out_belt(args.run, bands, data)
+    belt = held_out_belt(run, bands, data)
     tested = len(run["split.json"]["files"]["test"])
     return belt, (f"a belt of {len(belt.truth)} patches drawn from the run's {tested} test images "
                   f"({belt.rows.shape[1]} px, {LINE_RATE_HZ:g} lines/s)")

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from edge.bundle import Bundle
 from edge.errors import DrsnEdgeError
-from edge.run_files import read_run_files
 from edge.runtime.loop import Runtime, RuntimeSettings
 from firmware_bridge.simulator import DeviceProcess
 from firmware_bridge.sources import ACTUATOR_LINES, BeltSource, VibrationSource, belt_source, held_out_images
@@ -71,15 +70,16 @@ def check_run_fits_bundle(bundle: str | Path, linescan: bool, run_dir: str | Pat
                             f"bundle was built from")
 
 
-def held_out_belt(run_dir: str | Path, bands: int, data: str | Path | None = None) -> BeltSource:
+def held_out_belt(run: dict[str, dict], bands: int, data: str | Path | None = None) -> BeltSource:
     """A belt of ``bands`` rows of an image run's test images only (its ``split.json``), at the model's
     size: the detector's pixels are the model's, so each patch is what training showed it.
 
-    ``data`` is the run's image folder if it moved (default: where the run trained).
+    ``run`` is the run's files (:func:`edge.run_files.read_run_files`); ``data`` is its image
+    folder if it moved (default: where the run trained).
     """
-    config = read_run_files(run_dir)["config.json"]
+    config = run["config.json"]
     folder = Path(data or config["data"]["path"])
-    images = held_out_images(Path(run_dir) / "split.json", folder)
+    images = held_out_images(run["split.json"], folder)
     if not images[0][0].is_file():
         raise DrsnEdgeError(f"the run's test images are not under {folder}; pass --data with the {config['task']} "
                             f"folder")
