@@ -378,6 +378,23 @@ def test_metrics_and_status_are_served(held_out, bundle, tmp_path):
     assert "threshold 0.8" in page and "on miss hold" in page
 
 
+def test_the_status_page_says_which_decisions_its_latency_covers():
+    """The percentiles cover a window of the latest decisions (minutes of a line-scan, hours of an
+    accelerometer): the page says whether that is every decision since the start or the last N."""
+    from edge.runtime.metrics import RuntimeMetrics, render_page
+
+    metrics = RuntimeMetrics({"family": "drsn1d-cw", "precision": "int8", "backend": "openvino", "sha256": "0" * 64},
+                             window=5)
+    metrics.observe([{"decision_id": 1, "span": "0-1023", "lane": 0, "class": "normal", "reject": False,
+                      "latency_ms": 1.5}], 1.5)
+    assert "over every decision since the start" in render_page(metrics.status({}))
+    rows = [{"decision_id": k, "span": "0-31", "lane": k, "class": "class_1", "reject": True, "latency_ms": 2.0}
+            for k in range(2, 22)]
+    metrics.observe(rows, 2.0)  # a tile of 20 patches, decided together
+    status = metrics.status({})
+    assert status["latency"]["n"] == 5 and status["latency"]["window"] == 5
+    assert "over the last 5 decisions" in render_page(status)
+
 def _realtime_permitted(priority: int) -> bool:
     """Whether this process may raise a thread to ``priority`` (tried in a thread that then ends)."""
     refused = []

@@ -135,10 +135,11 @@ def _runtime_settings(args: argparse.Namespace, port: str):
 def _print_summary(summary: dict) -> None:
     lat = summary["latency"]
     c = summary["counters"]
-    print(f"decisions {c['decisions']} in {summary['seconds']:.0f} s; latency p50 {lat.get('p50_ms', 0):.2f} ms, "
-          f"p99 {lat.get('p99_ms', 0):.2f} ms, max {lat.get('max_ms', 0):.2f} ms against a {summary['budget_ms']:g} ms "
-          f"budget; fail-safe: deadline {c['deadline_fail_safe']}, overload {c['overload_fail_safe']}; "
-          f"late {c['late_decisions']}")
+    over = f" (the last {lat['window']:,} decisions)" if lat.get("window") else ""
+    print(f"decisions {c['decisions']} in {summary['seconds']:.0f} s; latency{over} p50 "
+          f"{lat.get('p50_ms', 0):.2f} ms, p99 {lat.get('p99_ms', 0):.2f} ms, max {lat.get('max_ms', 0):.2f} ms "
+          f"against a {summary['budget_ms']:g} ms budget; fail-safe: deadline {c['deadline_fail_safe']}, "
+          f"overload {c['overload_fail_safe']}; late {c['late_decisions']}")
     print(f"frames {c['decoder_frames']}, rejected {c['decoder_rejected']}, lost {c['decoder_lost_frames']}; "
           f"outages {c['link_outages']}; rejects sent {c['rejects_sent']}, acked {c['acks']}, naks {c['naks']}")
     print(f"log: {c['log_written']} rows written, {c['log_retired']} oldest retired to keep it within "
