@@ -11,7 +11,10 @@ from pathlib import Path
 from edge.cli.common import (class_names, http_address, log_size_mb, non_negative_int, realtime_priority,
                               stream_rate, thread_count)
 from edge.errors import DrsnEdgeError
+from edge.runtime.decision_log import WAL_LIMIT_BYTES
 from edge.runtime.realtime import DEFAULT_SERVICE_PRIORITY
+
+WAL_MB = WAL_LIMIT_BYTES / 1e6  # the decision log's write-ahead log, beside --log-max-mb
 
 
 def _add_compile_trt(sub: argparse._SubParsersAction) -> None:
@@ -74,7 +77,8 @@ def _runtime_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-max-mb", type=log_size_mb, default=2048.0, metavar="MB",
                    help="keep the decision log within MB megabytes by deleting its oldest rows, counted as "
                         "log_retired (default 2048: about a week of vibration windows, hours of a line-scan's "
-                        "patches; 0: unbounded)")
+                        f"patches; 0: unbounded); the write-ahead log beside it (LOG-wal) takes about {WAL_MB:g} MB "
+                        "more")
     p.add_argument("--distance", type=int, default=0, metavar="COUNTS",
                    help="line-scan: encoder counts from the scanner to the reject actuator; required for a "
                         "line-scan bundle (demo: the simulated belt's 625, half a metre)")
@@ -296,7 +300,7 @@ def _add_install(sub: argparse._SubParsersAction) -> None:
                    help="reject lockout after N rejects in a row (default 0: off)")
     p.add_argument("--log-max-mb", type=log_size_mb, default=None, metavar="MB",
                    help="bound of the service's decision log: its oldest rows are deleted beyond it (default: the "
-                        "runtime's, 2048; 0: unbounded)")
+                        f"runtime's, 2048; 0: unbounded), plus about {WAL_MB:g} MB of write-ahead log")
     p.add_argument("--python", default=None, metavar="PATH",
                    help="the Python the service runs, one whose environment holds drsn-edge and the bundle's "
                         "backend (default: the one running this command; give it when --root is another system)")
