@@ -189,6 +189,23 @@ def test_incomplete_run_is_reported(tiny_run, tmp_path):
         load_run(broken)
 
 
+def test_a_damaged_model_file_is_named_not_a_traceback(tiny_run, tmp_path, capsys):
+    """A model.pt cut short by a copy, or one that belongs to another network: evaluate and build say which."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "model.pt").write_bytes((tiny_run / "model.pt").read_bytes()[:1000])
+    assert main(["evaluate", "--run", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"run {run}: model.pt cannot be read" in err and "Traceback" not in err
+    assert main(["build", "--run", str(run), "--target", "onnxruntime", "--out", str(tmp_path / "b")]) == 2
+    assert "model.pt cannot be read" in capsys.readouterr().err and not (tmp_path / "b").exists()
+    state = torch.load(tiny_run / "model.pt", weights_only=True)
+    torch.save({k: v for k, v in list(state.items())[1:]}, run / "model.pt")  # a tensor short
+    assert main(["evaluate", "--run", str(run)]) == 2
+    assert f"run {run}: model.pt does not fit the network in config.json" in capsys.readouterr().err
+
 @pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["datasets"], ["simulate"], ["ports"]])
 def test_help_teaches(command, capsys):
     with pytest.raises(SystemExit) as exit_info:

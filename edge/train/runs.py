@@ -12,6 +12,7 @@ runs/NAME/
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from edge.models import ImageModelConfig, ModelConfig, build_model, config_from_dict
+from edge.errors import RunError
 from edge.run_files import read_run_files
 
 
@@ -34,11 +36,29 @@ class Run:
         return config_from_dict(self.config["model"])
 
     def load_model(self) -> nn.Module:
-        """The trained network in eval mode, from tensors only (no unpickling of objects)."""
+        """The trained network in eval mode, from tensors only (no unpickling of objects).
+
+        A model.pt cut short by a copy, or one written for another network, is a ``RunError``
+        that names it, not torch's traceback.
+        """
         model = build_model(self.model_config)
-        state = torch.load(self.path / "model.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        try:
+            state = torch.load(self.path / "model.pt", map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as exc:
+            raise RunError(f"run {self.path}: model.pt cannot be read ({_first_line(exc)}); copy the run again, "
+                           "or train it again") from exc
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError) as exc:
+            raise RunError(f"run {self.path}: model.pt does not fit the network in config.json "
+                           f"({_first_line(exc)}); were the files of two runs mixed?") from exc
         return model.eval()
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first sentence of torch's message: the rest is advice for the programmer."""
+    text = str(exc).strip()
+    return text.splitlines()[0].split(". ")[0] if text else type(exc).__name__
 
 
 def write_json(path: Path, data: dict) -> None:
