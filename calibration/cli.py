@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from edge.cli.common import positive_float, probability
+
 EPILOG = """\
 examples:
   # sweep two runs: fp32/int8 on OpenVINO and ONNX Runtime, 1 and 2 threads, clean and -4 dB
@@ -84,14 +86,14 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overhead-ms", type=float, default=None,
                    help="runtime overhead to add to p99 (default: measured with the real runtime on a pty)")
     p.add_argument("--overhead-seconds", type=float, default=20.0, help="length of that measurement (default 20)")
-    p.add_argument("--budget-ms", type=float, default=None, help="choose the most accurate candidate that fits")
-    p.add_argument("--margin", type=float, default=0.2, help="share of the budget kept free (default 0.2)")
+    p.add_argument("--budget-ms", type=positive_float, default=None, help="choose the most accurate candidate that fits")
+    p.add_argument("--margin", type=probability, default=0.2, help="share of the budget kept free (default 0.2)")
     p.add_argument("--min-accuracy", type=float, default=None, help="lowest acceptable accuracy, e.g. 0.98")
     p.add_argument("--build", type=Path, default=None, metavar="DIR", help="build the chosen candidate's bundle here")
     p.add_argument("--bundle", type=Path, default=None, help="with --on-device: the bundle to measure")
     p.add_argument("--on-device", action="store_true", help="measure --bundle under the real runtime here")
     p.add_argument("--port", default=None, help="with --on-device: the sensor's port (default: simulator on a pty)")
-    p.add_argument("--seconds", type=float, default=60.0, help="with --on-device: how long to measure (default 60)")
+    p.add_argument("--seconds", type=positive_float, default=60.0, help="with --on-device: how long to measure (default 60)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=run_calibrate)
 

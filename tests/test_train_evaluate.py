@@ -206,6 +206,28 @@ def test_a_damaged_model_file_is_named_not_a_traceback(tiny_run, tmp_path, capsy
     assert main(["evaluate", "--run", str(run)]) == 2
     assert f"run {run}: model.pt does not fit the network in config.json" in capsys.readouterr().err
 
+@pytest.mark.parametrize("arguments", [
+    ["run", "--bundle", "b", "--port", "p", "--budget-ms", "-1"],
+    ["run", "--bundle", "b", "--port", "p", "--budget-ms", "nan"],
+    ["run", "--bundle", "b", "--port", "p", "--duration", "0"],
+    ["install", "--bundle", "b.tar.gz", "--budget-ms", "0"],
+    ["build", "--run", "r", "--target", "openvino", "--out", "o", "--budget-ms", "-5"],
+    ["demo", "--bundle", "b", "--run", "r", "--seconds", "0"],
+    ["demo", "--bundle", "b", "--run", "r", "--seconds", "-5"],
+    ["calibrate", "--out", "c", "--budget-ms", "0"],
+    ["calibrate", "--out", "c", "--margin", "1.5"],
+    ["calibrate", "--bundle", "b", "--on-device", "--seconds", "0"],
+    ["simulate", "--source", "cwru", "--duration", "-1"],
+    ["prune", "--run", "r", "--method", "l1", "--rate", "1.5", "--out", "o"],
+    ["prune", "--run", "r", "--method", "l1", "--rate", "0", "--out", "o"],
+])
+def test_a_budget_or_a_duration_that_cannot_be_is_refused_before_anything_runs(arguments, capsys):
+    """A zero or negative budget would give every window the fail-safe; a demo of -5 s would stream nothing
+    and report success; a pruning rate of 1.5 has no filters to keep."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(arguments)
+    assert exit_info.value.code == 2 and "error: argument --" in capsys.readouterr().err
+
 @pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["datasets"], ["simulate"], ["ports"]])
 def test_help_teaches(command, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edge.cli.common import class_names, positive_int
+from edge.cli.common import class_names, positive_float, positive_int
 
 
 EPILOG_BUILD = """\
@@ -41,7 +41,7 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
                    help="largest accuracy drop allowed, in points (0.5 = 0.5 pt): layers return to float until "
                         "met on the validation split (both backends) and, for Q/DQ models, until at most this "
                         "share of FP32's decisions changes on validation and uncalibrated training inputs")
-    p.add_argument("--budget-ms", type=float, default=None,
+    p.add_argument("--budget-ms", type=positive_float, default=None,
                    help="latency budget written into the manifest (default 5 ms a vibration window, 20 ms an image tile)")
     p.add_argument("--reject-classes", type=class_names, default=None, help="comma-separated classes that trigger a reject "
                                                           "(default: every class but normal)")

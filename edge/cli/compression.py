@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edge.cli.common import add_training_options, positive_int
+from edge.cli.common import add_training_options, positive_int, share
 
 EPILOG_PRUNE = """\
 examples:
@@ -39,7 +39,7 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", default="l1", choices=["l1", "asfp"],
                    help="l1: rounds of L1-norm pruning with fine-tuning between; asfp: asymptotic soft pruning")
     p.add_argument("--rounds", type=positive_int, default=3, help="l1 rounds (default 3)")
-    p.add_argument("--rate", type=float, default=0.3, help="share of filters removed per round (default 0.3)")
+    p.add_argument("--rate", type=share, default=0.3, help="share of filters removed per round (default 0.3)")
     p.add_argument("--epochs", type=positive_int, default=10, help="fine-tuning epochs per round (default 10)")
     p.add_argument("--data", type=Path, default=None, help="the run's image folder, if it moved")
     add_training_options(p)

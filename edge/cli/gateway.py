@@ -8,8 +8,8 @@ import signal
 import sys
 from pathlib import Path
 
-from edge.cli.common import (class_names, http_address, log_size_mb, non_negative_int, realtime_priority,
-                              stream_rate, thread_count)
+from edge.cli.common import (class_names, http_address, log_size_mb, non_negative_int, positive_float,
+                              realtime_priority, stream_rate, thread_count)
 from edge.errors import DrsnEdgeError
 from edge.runtime.decision_log import WAL_LIMIT_BYTES
 from edge.runtime.realtime import DEFAULT_SERVICE_PRIORITY
@@ -66,13 +66,13 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                        epilog=EPILOG_RUN, formatter_class=argparse.RawDescriptionHelpFormatter)
     _runtime_arguments(p)
     p.add_argument("--port", required=True, help="device path, usb:VID:PID[:SERIAL], socket://HOST:PORT or a pty")
-    p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds (default: run)")
+    p.add_argument("--duration", type=positive_float, default=None, metavar="S", help="stop after S seconds (default: run)")
     p.set_defaults(func=_cmd_run)
 
 
 def _runtime_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", type=Path, required=True, help="bundle directory or .tar.gz")
-    p.add_argument("--budget-ms", type=float, default=None, help="latency budget (default: the bundle's)")
+    p.add_argument("--budget-ms", type=positive_float, default=None, help="latency budget (default: the bundle's)")
     p.add_argument("--log", default="decisions.db", help="SQLite decision log (default decisions.db)")
     p.add_argument("--log-max-mb", type=log_size_mb, default=2048.0, metavar="MB",
                    help="keep the decision log within MB megabytes by deleting its oldest rows, counted as "
@@ -188,7 +188,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     _runtime_arguments(p)
     p.add_argument("--run", type=Path, required=True, help="the training run the bundle was built from")
     p.add_argument("--data", type=Path, default=None, help="the run's data folder (default: where it trained)")
-    p.add_argument("--seconds", type=float, default=60.0, help="how long to stream (default 60)")
+    p.add_argument("--seconds", type=positive_float, default=60.0, help="how long to stream (default 60)")
     p.add_argument("--rate", type=stream_rate, default=1.0, help="realtime (default), xN or max")
     p.set_defaults(func=_cmd_demo)
 
@@ -292,7 +292,7 @@ def _add_install(sub: argparse._SubParsersAction) -> None:
                    help="public key file (from `drsn-edge keygen`) the bundle must be signed with; repeatable; "
                         "copied to ROOT/opt/drsn-edge/keys, where the service reads it")
     p.add_argument("--port", default="usb:0483:5740", help="serial port the service opens (default usb:0483:5740)")
-    p.add_argument("--budget-ms", type=float, default=None, help="latency budget (default: the bundle's)")
+    p.add_argument("--budget-ms", type=positive_float, default=None, help="latency budget (default: the bundle's)")
     p.add_argument("--distance", type=int, default=None, metavar="COUNTS",
                    help="line-scan: encoder counts from the scanner to the reject actuator (required for a line-scan "
                         "bundle)")
