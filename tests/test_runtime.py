@@ -440,6 +440,27 @@ def test_install_switches_atomically_and_rolls_back(bundle, tiny_run, tmp_path):
         install(tmp_path / "missing.tar.gz", root)
 
 
+def test_an_install_the_disk_refuses_is_a_clear_error_and_switches_nothing(bundle, tmp_path, capsys):
+    """A root this user cannot write, or a unit that cannot be written: the running service keeps its bundle
+    and its unit, and the operator reads why, not a traceback."""
+    from edge.cli import main
+
+    archive = str(bundle.with_name(bundle.name + ".tar.gz"))
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / "opt").write_text("not a directory")
+    assert main(["install", "--bundle", archive, "--root", str(blocked)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot install under {blocked}" in err and "nothing was switched" in err and "Traceback" not in err
+    root = tmp_path / "root"
+    first = install(archive, root, budget_ms=7)
+    unit = root / "etc/systemd/system/drsn-edge.service"
+    before = unit.read_text()
+    (unit.parent / (unit.name + ".new")).mkdir()  # the new unit cannot be written
+    assert main(["install", "--bundle", archive, "--root", str(root), "--budget-ms", "9"]) == 2
+    assert "nothing was switched" in capsys.readouterr().err
+    assert (root / "opt/drsn-edge/current").resolve() == first and unit.read_text() == before
+
 def test_install_writes_the_operator_s_decision_settings_and_refuses_ones_the_bundle_cannot_take(bundle, tmp_path,
                                                                                                   capsys):
     from edge.cli import main

@@ -21,6 +21,7 @@ import os
 import shlex
 import shutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from edge.bundle.package import BundleError, open_bundle
@@ -61,12 +62,27 @@ def _switch(link: Path, target: Path) -> None:
     tmp.replace(link)
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write ``path`` whole or not at all: a new file renamed over the old one."""
+def _stage(path: Path, data: bytes) -> Path:
+    """Write ``data`` beside ``path`` (``path.new``), ready to be renamed over it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(path.name + ".new")
     staging.write_bytes(data)
-    staging.replace(path)
+    return staging
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all: a new file renamed over the old one."""
+    _stage(path, data).replace(path)
+
+
+@contextmanager
+def _disk_errors(root: str | Path):
+    """An install step the disk refuses (permissions, a full disk, a file in the way) as a ``BundleError``."""
+    try:
+        yield
+    except OSError as exc:
+        raise BundleError(f"cannot install under {root}: {exc.strerror or exc} ({exc.filename}); run as root, or "
+                          "give --root a directory this user may write; nothing was switched") from exc
 
 
 def _keep_keys(keys: list[str | Path], root: Path) -> list[Path]:
@@ -136,21 +152,19 @@ def install(bundle: str | Path, root: str | Path = "/", trusted_keys: list[str] 
         raise BundleError(f"{exc}; nothing was installed") from exc
     if check_runs_here:
         _check_runs_here(verified, name)
-    digest = verified.manifest_sha256[:8]
     home = Path(root) / HOME
-    target = home / "bundles" / f"{name}-{digest}"
-    if not target.exists():
-        staging = target.with_name(target.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(verified.path, staging)
-        open_bundle(staging, trusted_keys=trusted_keys)  # the copy is what runs: verify it too
-        staging.rename(target)
-    keys = _keep_keys(trusted_keys or [], Path(root))  # everything the unit names is in place before current moves
-    (Path(root) / STATE).mkdir(parents=True, exist_ok=True)  # systemd's StateDirectory= creates it too
-    current = home / "current"
-    if current.is_symlink() and current.resolve() != target.resolve():
-        _switch(home / "previous", current.resolve())
-    _switch(current, target)
+    target = home / "bundles" / f"{name}-{verified.manifest_sha256[:8]}"
+    # Everything that writes to the disk comes before the switch, so a disk that refuses leaves the
+    # running service's bundle and unit as they were.
+    with _disk_errors(root):
+        if not target.exists():
+            staging = target.with_name(target.name + ".partial")
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.copytree(verified.path, staging)
+            open_bundle(staging, trusted_keys=trusted_keys)  # the copy is what runs: verify it too
+            staging.rename(target)
+        keys = _keep_keys(trusted_keys or [], Path(root))
+        (Path(root) / STATE).mkdir(parents=True, exist_ok=True)  # systemd's StateDirectory= creates it too
     command = [python, "-m", "edge.cli", "run", "--bundle", str(Path("/") / HOME / "current"), "--port", port,
                "--budget-ms", f"{budget_ms or m['runtime']['budget_ms']:g}",
                "--log", str(SERVICE_LOG), "--realtime-priority", str(realtime_priority)]
@@ -169,9 +183,15 @@ def install(bundle: str | Path, root: str | Path = "/", trusted_keys: list[str] 
     command += run_options or []
     for key in keys:
         command += ["--trust", str(key)]
-    _write_atomically(Path(root) / UNIT, UNIT_TEMPLATE.format(
-        family=m["model"]["family"], precision=m["precision"], backend=m["backend"]["name"],
-        command=shlex.join(command)).encode())
+    with _disk_errors(root):
+        unit = _stage(Path(root) / UNIT, UNIT_TEMPLATE.format(
+            family=m["model"]["family"], precision=m["precision"], backend=m["backend"]["name"],
+            command=shlex.join(command)).encode())
+    current = home / "current"
+    if current.is_symlink() and current.resolve() != target.resolve():
+        _switch(home / "previous", current.resolve())
+    _switch(current, target)
+    unit.replace(Path(root) / UNIT)
     return target
 
 
