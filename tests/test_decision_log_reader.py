@@ -81,6 +81,10 @@ def test_csv_holds_every_matching_decision_with_every_column(shift_log, tmp_path
     b007 = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert len(b007) == sum(r.label == "B007" for r in shift_rows(1, 300))
     assert json.loads(b007[0]["scores"]) == [0.03333, 0.9, 0.03333, 0.03333]
+    unwritable = tmp_path / "no-such-folder" / "shift.csv"
+    assert main(["decisions", "--log", str(shift_log), "--csv", str(unwritable)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write {unwritable}" in err and "Traceback" not in err
 
 
 def test_follow_lists_each_new_decision_once_while_the_runtime_writes(shift_log):
@@ -115,6 +119,8 @@ def test_a_missing_or_foreign_file_is_refused_and_left_as_it_was(tmp_path, capsy
     missing = tmp_path / "nope.db"
     assert main(["decisions", "--log", str(missing)]) == 2
     assert "does not exist" in capsys.readouterr().err and not missing.exists()
+    assert main(["decisions", "--log", str(tmp_path)]) == 2  # the folder, not the file in it
+    assert f"decision log {tmp_path} is a directory" in capsys.readouterr().err
     text = tmp_path / "notes.txt"
     text.write_text("not a log\n" * 100)
     assert main(["decisions", "--log", str(text)]) == 2

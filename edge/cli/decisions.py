@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from edge.cli.common import non_negative_int
+from edge.errors import DrsnEdgeError
 
 
 EPILOG_DECISIONS = """examples:
@@ -136,11 +137,17 @@ def _cmd_decisions(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(summary, indent=2))
             return 0
-        _print_log_summary(args.log, summary)
         if args.csv:
-            with open(args.csv, "w", newline="") as out:
+            try:
+                out = open(args.csv, "w", newline="")
+            except OSError as exc:
+                raise DrsnEdgeError(f"cannot write {args.csv}: {exc.strerror or exc}; give --csv a file in a "
+                                    "folder this user may write, or - for the terminal") from exc
+            _print_log_summary(args.log, summary)
+            with out:
                 print(f"wrote {write_csv(iter_rows(db, flt), out):,} decisions to {args.csv}")
             return 0
+        _print_log_summary(args.log, summary)
         rows = read_last(db, flt, args.last) if args.last else []
         if rows or args.follow:
             print(ROW_HEADER)

@@ -76,6 +76,9 @@ class LogFilter:
 def open_read_only(path: str | Path) -> sqlite3.Connection:
     """Open a decision log for reading only; a missing file or one that is not a log says so."""
     path = Path(path)
+    if path.is_dir():
+        raise DecisionLogError(f"decision log {path} is a directory; give --log the log file in it (the runtime's "
+                               "--log, decisions.db by default)")
     if not path.is_file():
         hint = (f"; the installed service's log is {SERVICE_LOG} (give --log {SERVICE_LOG})"
                 if SERVICE_LOG.is_file() and path != SERVICE_LOG else
