@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from edge.cli.common import positive_float, probability
+from edge.cli.common import output_path, positive_float, probability
 
 EPILOG = """\
 examples:
@@ -59,7 +59,7 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs", nargs="+", default=None,
                    help="training runs to sweep; with --on-device, the run the bundle was built from, whose "
                         "held-out data the simulator streams")
-    p.add_argument("--out", type=Path, default=None, help="sweep directory (results.jsonl, calibration.json, "
+    p.add_argument("--out", type=output_path, default=None, help="sweep directory (results.jsonl, calibration.json, "
                                                            "pareto.png, report.html)")
     p.add_argument("--backends", type=_words, default=["openvino", "onnxruntime"],
                    help="openvino,onnxruntime,tensorrt (default openvino,onnxruntime)")
@@ -89,7 +89,7 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget-ms", type=positive_float, default=None, help="choose the most accurate candidate that fits")
     p.add_argument("--margin", type=probability, default=0.2, help="share of the budget kept free (default 0.2)")
     p.add_argument("--min-accuracy", type=float, default=None, help="lowest acceptable accuracy, e.g. 0.98")
-    p.add_argument("--build", type=Path, default=None, metavar="DIR", help="build the chosen candidate's bundle here")
+    p.add_argument("--build", type=output_path, default=None, metavar="DIR", help="build the chosen candidate's bundle here")
     p.add_argument("--bundle", type=Path, default=None, help="with --on-device: the bundle to measure")
     p.add_argument("--on-device", action="store_true", help="measure --bundle under the real runtime here")
     p.add_argument("--port", default=None, help="with --on-device: the sensor's port (default: simulator on a pty)")

@@ -228,6 +228,36 @@ def test_a_budget_or_a_duration_that_cannot_be_is_refused_before_anything_runs(a
         main(arguments)
     assert exit_info.value.code == 2 and "error: argument --" in capsys.readouterr().err
 
+@pytest.mark.parametrize("arguments", [
+    ["train", "--out", "{blocked}/run"],
+    ["prune", "--run", "r", "--method", "l1", "--out", "{blocked}/run"],
+    ["distill", "--teacher", "t", "--student", "resnet18", "--out", "{blocked}/run"],
+    ["build", "--run", "r", "--target", "openvino", "--out", "{blocked}/dist/b"],
+    ["calibrate", "--runs", "r", "--out", "{blocked}/calib"],
+    ["keygen", "{blocked}/keys/line3"],
+    ["simulate", "--source", "cwru", "--truth", "{blocked}/truth.json"],
+    ["simulate", "--source", "cwru", "--rejects", "{blocked}/rejects.jsonl"],
+])
+def test_an_output_that_cannot_be_written_is_refused_before_the_work(arguments, tmp_path, capsys):
+    """A training or a sweep of many minutes must not end in a traceback because its --out was mistyped:
+    a file where a folder must be is named at once."""
+    blocked = tmp_path / "notes.txt"
+    blocked.write_text("a file, not a folder")
+    with pytest.raises(SystemExit) as exit_info:
+        main([a.format(blocked=blocked) for a in arguments])
+    assert exit_info.value.code == 2
+    assert f"{blocked} is a file, not a folder" in capsys.readouterr().err
+
+
+def test_a_file_the_system_refuses_is_one_line_naming_it(cwru_dir, tmp_path, capsys):
+    """Whatever no check foresaw (here a folder given where the ground truth's file goes) still ends in one
+    line that names the file, not a traceback."""
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    assert main(["simulate", "--source", "cwru", "--data", str(cwru_dir), "--truth", str(truth)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("drsn-edge simulate: error:") and f"{truth}: Is a directory" in err
+
 @pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["datasets"], ["simulate"], ["ports"]])
 def test_help_teaches(command, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -1,8 +1,8 @@
 """The ``drsn-edge`` console script.
 
 Each subcommand is a thin layer over a library call, so everything the CLI does can
-be done from Python too.  Errors drsn-edge raises on purpose are printed as one clear
-line (exit status 2), never as a traceback.
+be done from Python too.  Errors drsn-edge raises on purpose, and files the system refuses,
+are printed as one clear line (exit status 2), never as a traceback.
 
 The subcommands live by side: ``training``, ``compression`` and ``bundles`` (build side), ``gateway``
 (the runtime and installation; never imports torch), ``decisions`` (reading the decision
@@ -70,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (DrsnEdgeError, PortError) as exc:
         print(f"drsn-edge {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file the system refused that no check foresaw: name it, in one line
+        if exc.filename is None:
+            raise
+        print(f"drsn-edge {args.command}: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"drsn-edge {args.command}: interrupted", file=sys.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edge.cli.common import class_names, positive_float, positive_int
+from edge.cli.common import class_names, output_path, positive_float, positive_int
 
 
 EPILOG_BUILD = """\
@@ -47,7 +47,7 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
                                                           "(default: every class but normal)")
     p.add_argument("--data", type=Path, default=None, help="the run's data folder, if it moved")
     p.add_argument("--key", type=Path, default=None, help="Ed25519 private key to sign with (drsn-edge keygen)")
-    p.add_argument("--out", type=Path, required=True, help="bundle directory to write, e.g. dist/NAME")
+    p.add_argument("--out", type=output_path, required=True, help="bundle directory to write, e.g. dist/NAME")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration draw")
     p.add_argument("--legacy-calib-cache", default=None, metavar="TRT_VERSION",
                    help="tensorrt int8: also pack the float ONNX and an IInt8EntropyCalibrator2 cache for TensorRT "
@@ -72,7 +72,7 @@ def _add_keys(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("keygen", help="create an Ed25519 key pair for signing bundles",
                        description="Write NAME.key (private, keep it on the build machine) and NAME.pub "
                                    "(copy it to every gateway that should trust the bundles).")
-    p.add_argument("name", type=Path, help="path stem, e.g. keys/line3")
+    p.add_argument("name", type=output_path, help="path stem, e.g. keys/line3")
     p.set_defaults(func=_cmd_keygen)
     p = sub.add_parser("verify", help="check a bundle's hashes and signature",
                        description="Verify a bundle directory or .tar.gz: every file against its sha256 and, "

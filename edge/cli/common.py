@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 
 def checked(kind, ok, message: str):
@@ -25,6 +27,24 @@ probability = checked(float, lambda p: 0.0 <= p < 1.0, "a probability in [0, 1)"
 positive_float = checked(float, lambda x: 0.0 < x < float("inf"), "must be a positive number")  # budgets, durations
 share = checked(float, lambda x: 0.0 < x < 1.0, "must be a share between 0 and 1, exclusive")
 log_size_mb = checked(float, lambda mb: mb == 0 or 1 <= mb < float("inf"), "0 (unbounded) or at least 1 MB")
+
+
+def output_path(value: str) -> Path:
+    """A file or folder the command will write (a run, a bundle, a sweep, a key), checked before any work.
+
+    Nothing is created here; what is refused is a path that cannot be: a file where one of its
+    folders must be, or a folder this user may not write in.  A long training must not end in a
+    traceback because its ``--out`` was mistyped.
+    """
+    path = Path(value)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing != path and not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{value}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK):
+        raise argparse.ArgumentTypeError(f"{value}: this user may not write {existing}")
+    return path
 
 
 def class_names(value: str) -> list[str] | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edge.cli.common import add_training_options, positive_int, share
+from edge.cli.common import add_training_options, output_path, positive_int, share
 
 EPILOG_PRUNE = """\
 examples:
@@ -35,7 +35,7 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
                        description="Structured filter pruning of a trained image model, with fine-tuning.",
                        epilog=EPILOG_PRUNE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", type=Path, required=True, help="trained image run")
-    p.add_argument("--out", type=Path, required=True, help="run directory to write")
+    p.add_argument("--out", type=output_path, required=True, help="run directory to write")
     p.add_argument("--method", default="l1", choices=["l1", "asfp"],
                    help="l1: rounds of L1-norm pruning with fine-tuning between; asfp: asymptotic soft pruning")
     p.add_argument("--rounds", type=positive_int, default=3, help="l1 rounds (default 3)")
@@ -67,7 +67,7 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=positive_int, default=30)
     p.add_argument("--distance-weight", type=float, default=25.0, help="RKD distance loss weight (default 25)")
     p.add_argument("--angle-weight", type=float, default=50.0, help="RKD angle loss weight (default 50)")
-    p.add_argument("--out", type=Path, required=True, help="run directory to write")
+    p.add_argument("--out", type=output_path, required=True, help="run directory to write")
     p.add_argument("--data", type=Path, default=None, help="the teacher's image folder, if it moved")
     add_training_options(p)
     p.set_defaults(func=_cmd_distill)

@@ -7,7 +7,7 @@ import json
 import signal
 from pathlib import Path
 
-from edge.cli.common import positive_float, positive_int, probability, stream_rate
+from edge.cli.common import output_path, positive_float, positive_int, probability, stream_rate
 from edge.errors import DrsnEdgeError
 
 
@@ -51,8 +51,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--loop", action="store_true", help="start over when the data ends")
     p.add_argument("--start-on-hello", action="store_true", help="stream only once the gateway has said HELLO")
     p.add_argument("--duration", type=positive_float, default=None, metavar="S", help="stop after S seconds")
-    p.add_argument("--rejects", type=Path, default=None, help="append every REJECT received here (JSON lines)")
-    p.add_argument("--truth", type=Path, default=None, help="write the stream's ground truth here (JSON)")
+    p.add_argument("--rejects", type=output_path, default=None, help="append every REJECT received here (JSON lines)")
+    p.add_argument("--truth", type=output_path, default=None, help="write the stream's ground truth here (JSON)")
     p.add_argument("--loads", default="0", help="cwru: motor loads streamed, in order (default 0)")
     p.add_argument("--held-out", type=Path, default=None, metavar="RUN",
                    help="cwru: stream only the held-out test segments of this training run's records")

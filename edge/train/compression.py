@@ -12,7 +12,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from edge.errors import RunError
 from edge.models import build_model, model_config
