@@ -197,6 +197,20 @@ def test_build_refuses_impossible_requests(tiny_run, tmp_path):
                                                            reject_classes=("cracked",)), log=lambda *_: None)
 
 
+def test_a_key_that_cannot_sign_is_refused_before_the_build_and_the_bundle_there_is_kept(tiny_run, keys,
+                                                                                        tmp_path):
+    """A wrong --key used to be found after quantizing, once the bundle already at --out had been deleted."""
+    (private, public), _ = keys
+    out = tmp_path / "line3"
+    options = BuildOptions(target="onnxruntime", precision="fp32", calib_size=16)
+    build_bundle(tiny_run, out, options, key=private, log=lambda *_: None)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    logged = []
+    with pytest.raises(SignatureError, match="cannot read private key"):
+        build_bundle(tiny_run, out, options, key=public, log=logged.append)  # the public half
+    assert logged == [] and {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert open_bundle(out, trusted_keys=[public]).signed_by_trusted_key
+
 def test_cli_build_verify_keygen(tiny_run, tmp_path, capsys):
     assert main(["keygen", str(tmp_path / "k")]) == 0
     out = tmp_path / "b"

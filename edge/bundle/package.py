@@ -16,7 +16,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.bundle.signing import SignatureError, load_private_key, load_public_key, sign, verify
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge.bundle.signing import SignatureError, load_public_key, sign, verify
 from edge.errors import DrsnEdgeError
 
 MANIFEST = "manifest.json"
@@ -62,9 +64,13 @@ class Bundle:
         return self.path / name
 
 
-def write_bundle(out: str | Path, files: dict[str, Path], manifest: dict, private_key: str | Path | None = None,
-                 archive: bool = True) -> Path:
-    """Copy ``files`` (name in bundle -> source path) into ``out``, hash them, write and sign the manifest."""
+def write_bundle(out: str | Path, files: dict[str, Path], manifest: dict,
+                 private_key: Ed25519PrivateKey | None = None, archive: bool = True) -> Path:
+    """Copy ``files`` (name in bundle -> source path) into ``out``, hash them, write and sign the manifest.
+
+    The key comes loaded (``load_private_key``), so one that cannot sign is found before
+    a bundle already at ``out`` is replaced.
+    """
     out = Path(out)
     if out.exists():
         shutil.rmtree(out)
@@ -78,7 +84,7 @@ def write_bundle(out: str | Path, files: dict[str, Path], manifest: dict, privat
     data = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     (out / MANIFEST).write_bytes(data)
     if private_key is not None:
-        (out / SIGNATURE).write_bytes(sign(data, load_private_key(private_key)))
+        (out / SIGNATURE).write_bytes(sign(data, private_key))
     if archive:
         with tarfile.open(out.with_name(out.name + ".tar.gz"), "w:gz") as tar:
             for path in sorted(out.iterdir()):

@@ -18,6 +18,7 @@ import numpy as np
 
 import edge
 from edge.bundle import write_bundle
+from edge.bundle.signing import load_private_key
 from edge.errors import DrsnEdgeError
 from edge.export.onnx_export import (INPUT_NAME, OPSET, OUTPUT_NAME, export_onnx, onnxruntime_predictor,
                                      parity_check)
@@ -123,7 +124,12 @@ def quantization_inputs(splits: dict[str, tuple[np.ndarray, np.ndarray]],
 
 def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, key: str | Path | None = None,
                  log=print) -> dict:
-    """Build the bundle ``out`` (a directory and ``out.tar.gz``); returns its manifest."""
+    """Build the bundle ``out`` (a directory and ``out.tar.gz``); returns its manifest.
+
+    The signing key is read first: a key that cannot sign is refused before minutes of
+    quantization, and a bundle already at ``out`` stays as it was.
+    """
+    signing_key = load_private_key(key) if key else None
     started = time.monotonic()
     run = load_run(run_dir)
     cfg = run.config
@@ -291,7 +297,7 @@ def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, ke
             "runtime": {"budget_ms": options.budget_ms or (20.0 if pre.get("input") == "image" else 5.0),
                         "on_miss": "reject", "threshold": None},
         }
-        out = write_bundle(out, files, manifest, private_key=key)
+        out = write_bundle(out, files, manifest, private_key=signing_key)
         log(f"wrote {out}/ and {out.name}.tar.gz in {time.monotonic() - started:.0f} s"
             + (" (signed)" if key else " (unsigned: pass --key to sign)"))
         return manifest
