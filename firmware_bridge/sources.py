@@ -37,7 +37,7 @@ class StreamSource:
 class VibrationSource(StreamSource):
     """CWRU records one after another as int16 SAMPLES blocks at their real rate (12 kHz)."""
 
-    signals: list[np.ndarray] = field(default_factory=list)  # int16 per record
+    signals: list[np.ndarray] = field(default_factory=list)  # int16 (samples, channels) per record
     block: int = 120                                         # samples per frame: 10 ms at 12 kHz
 
     def messages(self) -> Iterator[tuple[Message, int, int]]:
@@ -45,7 +45,7 @@ class VibrationSource(StreamSource):
         t0 = 0
         for signal in self.signals:
             for start in range(0, signal.shape[0] - self.block + 1, self.block):
-                block = signal[start:start + self.block, None]
+                block = signal[start:start + self.block]
                 yield Samples(block, self.hello.scale), int(round((t0 + start) * 1e6 / rate)), 0
             t0 += signal.shape[0] - signal.shape[0] % self.block
 
@@ -60,26 +60,31 @@ def held_out_spans(split_doc: dict, split: str = "test") -> dict[str, tuple[int,
     return {row["file"]: (row["start"], row["stop"]) for row in split_doc["segments"] if row["split"] == split}
 
 
-def cwru_source(data_dir: str | Path, loads: tuple[int, ...] = (0,), channel: str = "DE",
+def cwru_source(data_dir: str | Path, loads: tuple[int, ...] = (0,), channels: tuple[str, ...] = ("DE",),
                 block: int = 120, full_scale_g: float | None = None,
                 spans: dict[str, tuple[int, int]] | None = None) -> VibrationSource:
     """CWRU at 12 kHz (97.mat resampled from 48 kHz), quantised to int16 like an accelerometer ADC.
 
-    ``spans`` limits each record to a sample range (e.g. a run's held-out test segments,
-    :func:`held_out_spans`); records not named are skipped.
+    ``channels`` are the record's accelerometers the device streams, in that order (``DE``
+    drive end, ``FE`` fan end, ``BA`` base), one axis each.  ``spans`` limits each record to a
+    sample range (e.g. a run's held-out test segments, :func:`held_out_spans`); records not
+    named are skipped.
     """
     from edge.data.cwru import load_cwru  # build-side reader (scipy); the simulator runs on a workstation
 
-    dataset = load_cwru(data_dir, loads=loads, channel=channel)
-    records = [r for r in dataset.records if spans is None or r.path.name in spans]
-    if not records:
+    per_channel = [load_cwru(data_dir, loads=loads, channel=channel) for channel in channels]
+    dataset = per_channel[0]
+    picked = [k for k, r in enumerate(dataset.records) if spans is None or r.path.name in spans]
+    if not picked:
         raise ValueError(f"none of the records in {data_dir} is named in the spans given")
-    peak = full_scale_g or float(max(np.abs(r.signal).max() for r in records)) * 1.05
+    records = [dataset.records[k] for k in picked]
+    axes = [_side_by_side([d.records[k].signal for d in per_channel]) for k in picked]  # (samples, channels)
+    peak = full_scale_g or float(max(np.abs(a).max() for a in axes)) * 1.05
     scale = float(np.float32(peak / 32767.0))  # what the wire (float32) carries
     signals, truth, t0 = [], [], 0
-    for rec in records:
-        a, b = spans[rec.path.name] if spans else (0, rec.signal.shape[0])
-        q = np.clip(np.round(rec.signal[a:b] / scale), -32768, 32767).astype(np.int16)
+    for rec, signal in zip(records, axes):
+        a, b = spans[rec.path.name] if spans else (0, signal.shape[0])
+        q = np.clip(np.round(signal[a:b] / scale), -32768, 32767).astype(np.int16)
         n = q.shape[0] - q.shape[0] % block
         signals.append(q)
         truth.append({"file": rec.path.name, "label": rec.label, "label_index": rec.label_index,
@@ -87,9 +92,15 @@ def cwru_source(data_dir: str | Path, loads: tuple[int, ...] = (0,), channel: st
                       "start_us": int(round(t0 * 1e6 / dataset.rate_hz))})
         t0 += n
     hello = Hello(device_id="sim-cwru", firmware=(1, 0, 0), sensor=SensorKind.VIBRATION,
-                  sample_format=SampleFormat.INT16, channels=1, bit_depth=16, rate_hz=float(dataset.rate_hz),
-                  scale=scale)
+                  sample_format=SampleFormat.INT16, channels=len(channels), bit_depth=16,
+                  rate_hz=float(dataset.rate_hz), scale=scale)
     return VibrationSource(hello=hello, truth=truth, signals=signals, block=block)
+
+
+def _side_by_side(signals: list[np.ndarray]) -> np.ndarray:
+    """One record's accelerometers as (samples, channels), cut to the shortest."""
+    n = min(signal.shape[0] for signal in signals)
+    return np.stack([signal[:n] for signal in signals], axis=1)
 
 
 @dataclass

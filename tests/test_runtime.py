@@ -352,6 +352,31 @@ def test_a_bundle_opened_without_the_trusted_keys_is_not_run_as_if_its_signature
     assert not (tmp_path / "x.db").exists()
 
 
+def test_the_axis_that_feeds_the_model_is_chosen_and_one_the_device_lacks_is_named(cwru_dir, tiny_run, bundle,
+                                                                                   tmp_path, capfd):
+    """A device streaming two accelerometers, fan end then drive end (CWRU's own FE and DE channels): with
+    --channel 1 the model reads the drive end and decides every window as the drive end's stream alone does.
+    An axis the device does not stream is named on stderr and counted, and decides nothing; the runtime
+    does not stop."""
+    spans = held_out_spans(read_run_files(tiny_run)["split.json"])
+    one = cwru_source(cwru_dir, loads=(0,), spans=spans, full_scale_g=8.0)
+    two = cwru_source(cwru_dir, loads=(0,), spans=spans, full_scale_g=8.0, channels=("FE", "DE"))
+    assert (one.hello.channels, two.hello.channels) == (1, 2)
+    decided = {}
+    for name, source, channel in (("DE", one, 0), ("FE+DE", two, 1), ("missing", two, 2)):
+        (tmp_path / name).mkdir()
+        with DeviceSimulator(source, link="pty", speed=4.0) as sim:
+            _, summary = run_against(sim, bundle, tmp_path / name, 2.0, channel_index=channel, budget_ms=1000)
+        assert not summary["thread_failures"]
+        with sqlite3.connect(tmp_path / name / "log.db") as db:
+            decided[name] = dict(db.execute("SELECT span_start, class FROM decisions"))
+        decided[name + " counters"] = summary["counters"]
+    common = decided["DE"].keys() & decided["FE+DE"].keys()
+    assert len(common) >= 20 and all(decided["DE"][k] == decided["FE+DE"][k] for k in common)
+    assert decided["missing"] == {} and decided["missing counters"]["samples_without_channel"] > 0
+    assert decided["missing counters"]["hello_mismatch"] >= 1
+    assert "streams 2 axes, so --channel 2 does not exist" in capfd.readouterr().err
+
 def test_metrics_and_status_are_served(held_out, bundle, tmp_path):
     with DeviceSimulator(held_out, link="pty", speed=2.0) as sim:
         runtime = Runtime(bundle, RuntimeSettings(port=sim.port, log_path=str(tmp_path / "log.db"),
@@ -474,7 +499,7 @@ def test_install_writes_the_operator_s_decision_settings_and_refuses_ones_the_bu
     assert "threshold must be in (0, 1]" in capsys.readouterr().err and not root.exists()
     assert main(["install", "--bundle", archive, "--root", str(root), "--on-miss", "hold", "--reject-classes",
                  "B007,IR007", "--threshold", "0.7", "--http", "0.0.0.0:9200", "--threads", "2",
-                 "--read-every-frame", "--max-consecutive", "4"]) == 0
+                 "--read-every-frame", "--max-consecutive", "4", "--channel", "1"]) == 0
     unit = (root / "etc/systemd/system/drsn-edge.service").read_text()
     _, _, _, *argv = shlex.split(next(line for line in unit.splitlines() if line.startswith("ExecStart="))
                                  .removeprefix("ExecStart="))
@@ -482,6 +507,7 @@ def test_install_writes_the_operator_s_decision_settings_and_refuses_ones_the_bu
     assert (settings.on_miss, settings.reject_classes, settings.threshold) == ("hold", ["B007", "IR007"], 0.7)
     assert (settings.http, settings.threads, settings.paced_reads, settings.max_consecutive) == \
         ("0.0.0.0:9200", 2, False, 4)
+    assert settings.channel_index == 1  # the axis the model reads
 
 
 def test_the_installed_service_runs_as_written_with_keys_kept_beside_its_bundles(held_out, tiny_run, tmp_path,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -224,6 +225,17 @@ def test_simulate_refuses_a_missing_held_out_run_before_it_opens_a_port(cwru_dir
     captured = capsys.readouterr()
     assert f"run directory {tmp_path / 'no-run'} does not exist" in captured.err
     assert "device on" not in captured.out
+
+def test_simulate_streams_the_accelerometers_asked_for_in_their_order(cwru_dir, tmp_path, capsys):
+    from edge.cli import main
+
+    truth = tmp_path / "truth.json"
+    assert main(["simulate", "--source", "cwru", "--data", str(cwru_dir), "--channels", "fe,DE", "--truth",
+                 str(truth), "--duration", "0.2"]) == 0
+    assert json.loads(truth.read_text())["hello"]["channels"] == 2
+    with pytest.raises(SystemExit):
+        main(["simulate", "--source", "cwru", "--channels", "DE,XY"])
+    assert "give one to three of DE, FE, BA" in capsys.readouterr().err
 
 def test_looped_stream_keeps_time_and_encoder_increasing(xray_dir):
     source = belt_source(xray_dir, "gdxray", "castings", "test", bands=1, seed=2)  # 32 lines a lap

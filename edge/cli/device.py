@@ -54,6 +54,9 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rejects", type=output_path, default=None, help="append every REJECT received here (JSON lines)")
     p.add_argument("--truth", type=output_path, default=None, help="write the stream's ground truth here (JSON)")
     p.add_argument("--loads", default="0", help="cwru: motor loads streamed, in order (default 0)")
+    p.add_argument("--channels", type=_cwru_channels, default=("DE",), metavar="DE[,FE[,BA]]",
+                   help="cwru: the accelerometers the device streams, one axis each, in this order (default DE, "
+                        "the drive end; the runtime's --channel picks one by its place here)")
     p.add_argument("--held-out", type=Path, default=None, metavar="RUN",
                    help="cwru: stream only the held-out test segments of this training run's records")
     p.add_argument("--subset", default="castings", choices=["castings", "fishbones"], help="xray set (default castings)")
@@ -63,6 +66,17 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bit-depth", type=int, default=8, choices=[8, 12, 16], help="images: line bit depth")
     p.add_argument("--seed", type=int, default=0, help="seed for belt layout and faults")
     p.set_defaults(func=_cmd_simulate)
+
+
+def _cwru_channels(value: str) -> tuple[str, ...]:
+    """``DE,FE`` as ("DE", "FE"): CWRU's accelerometers, as a device with several axes streams them."""
+    from edge.data.cwru import CHANNELS
+
+    names = tuple(name.strip().upper() for name in value.split(","))
+    unknown = [name for name in names if name not in CHANNELS]
+    if unknown or not 1 <= len(names) <= 3:
+        raise argparse.ArgumentTypeError(f"{value!r}: give one to three of {', '.join(CHANNELS)}, comma-separated")
+    return names
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -78,7 +92,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         raise DrsnEdgeError(f"data folder {data} does not exist; pass --data")
     if args.source == "cwru":
         spans = held_out_spans(read_run_files(args.held_out)["split.json"]) if args.held_out else None
-        source = cwru_source(data, loads=parse_loads(args.loads), spans=spans)
+        source = cwru_source(data, loads=parse_loads(args.loads), channels=args.channels, spans=spans)
     else:
         try:
             source = belt_source(data, args.source, args.subset, args.split, args.lanes, args.bands, args.seed,

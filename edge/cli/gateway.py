@@ -91,7 +91,7 @@ def _runtime_arguments(p: argparse.ArgumentParser) -> None:
 
 
 #: The runtime options that ``install`` passes on to the service as given (it checks the others itself).
-SERVICE_OPTIONS = ("http", "threads", "read_every_frame")
+SERVICE_OPTIONS = ("http", "threads", "read_every_frame", "channel")
 
 
 def _policy_arguments(p: argparse.ArgumentParser, service: bool) -> None:
@@ -107,6 +107,9 @@ def _policy_arguments(p: argparse.ArgumentParser, service: bool) -> None:
                    help="status page and metrics address, or off (default 127.0.0.1:9108, loopback only)")
     p.add_argument("--threads", type=thread_count, default=None if service else 1,
                    help="inference threads (default 1)")
+    p.add_argument("--channel", type=non_negative_int, default=None if service else 0, metavar="AXIS",
+                   help="vibration: which axis of the device's stream feeds the model, counted from 0 in the "
+                        "order the device sends them (default 0); the one the model was trained on")
     p.add_argument("--read-every-frame", action="store_true",
                    help="wake for every frame instead of sleeping until a window or tile can nearly complete "
                         "(more CPU, same latency; pacing overruns are counted as pacing_overruns)")
@@ -133,7 +136,8 @@ def _runtime_settings(args: argparse.Namespace, port: str):
                            threshold=args.threshold, log_path=args.log, log_max_mb=args.log_max_mb,
                            http=None if args.http == "off" else args.http, distance=args.distance,
                            max_consecutive=args.max_consecutive, threads=args.threads, trusted_keys=args.trust,
-                           paced_reads=not args.read_every_frame, realtime_priority=args.realtime_priority)
+                           paced_reads=not args.read_every_frame, realtime_priority=args.realtime_priority,
+                           channel_index=args.channel)
 
 
 def _print_summary(summary: dict) -> None:

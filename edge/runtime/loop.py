@@ -155,6 +155,7 @@ class Runtime:
         self.counts = {"data_frames": 0, "deadline_fail_safe": 0, "late_decisions": 0, "overload_fail_safe": 0,
                        "keepalives": 0, "estimate_probes": 0, "rejects_sent": 0, "rejects_not_written": 0, "acks": 0,
                        "naks": 0, "naks_too_late": 0, "lockouts": 0, "reconnects": 0, "hello_mismatch": 0,
+                       "samples_without_channel": 0,
                        "device_errors": 0, "paced_sleeps": 0}
         self.server = None
         if s.http:
@@ -252,9 +253,12 @@ class Runtime:
         for frame in self.decoder.feed(data):
             msg = frame.message
             if isinstance(msg, Samples) and self.kind == "vibration":
-                blocks.append((msg.data, msg.scale, frame.timestamp_us))
-                if self.pacer:
-                    self.pacer.received(arrived, msg.data.shape[0], frame.timestamp_us, exact)
+                if msg.data.shape[1] > self.settings.channel_index:
+                    blocks.append((msg.data, msg.scale, frame.timestamp_us))
+                    if self.pacer:
+                        self.pacer.received(arrived, msg.data.shape[0], frame.timestamp_us, exact)
+                else:  # the device lacks the axis the model reads (said once, at its HELLO)
+                    self.counts["samples_without_channel"] += 1
             elif isinstance(msg, Line) and self.kind == "linescan":
                 completed += self._enqueue_all(self.assembler.push(msg.pixels, frame.encoder, frame.timestamp_us,
                                                                    arrived))
@@ -313,6 +317,12 @@ class Runtime:
     def _check_hello(self, msg: Hello) -> None:
         """Say where the operator looks when the device's HELLO does not fit the bundle or the settings."""
         rate = self.manifest["preprocessing"].get("rate_hz")
+        channel = self.settings.channel_index
+        if self.kind == "vibration" and msg.channels <= channel:
+            self.counts["hello_mismatch"] += 1
+            print(f"runtime: the device {msg.device_id!r} streams {msg.channels} axes, so --channel {channel} does "
+                  f"not exist: no window will be decided; give --channel 0 to {msg.channels - 1} (the axis the "
+                  f"model was trained on)", file=sys.stderr, flush=True)
         if self.kind == "vibration" and rate and abs(msg.rate_hz - rate) > 1e-3 * rate:
             # Windows are cut on the model's clock: at another rate no window completes, and any
             # decision would be meaningless.
