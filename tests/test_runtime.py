@@ -377,6 +377,19 @@ def test_the_axis_that_feeds_the_model_is_chosen_and_one_the_device_lacks_is_nam
     assert decided["missing counters"]["hello_mismatch"] >= 1
     assert "streams 2 axes, so --channel 2 does not exist" in capfd.readouterr().err
 
+def test_a_device_of_the_other_kind_is_named_and_its_frames_counted(cwru_dir, bundle, tmp_path, capfd):
+    """A line-scan detector cabled to a vibration runtime: its HELLO is answered with one line on stderr, its
+    lines are counted, nothing is decided, and the runtime goes on waiting for the right device."""
+    from firmware_bridge.sources import belt_source
+
+    belt = belt_source(cwru_dir.parent / "xray", "gdxray", "castings", "test", bands=2, seed=1)
+    with DeviceSimulator(belt, link="pty", speed=1.0) as sim:
+        _, summary = run_against(sim, bundle, tmp_path, 1.0)
+    c = summary["counters"]
+    assert not summary["thread_failures"] and c["decisions"] == 0
+    assert c["hello_mismatch"] >= 1 and c["frames_of_other_kind"] == c["data_frames"] > 0
+    assert "is a line-scan detector, but the bundle's model reads vibration windows" in capfd.readouterr().err
+
 def test_metrics_and_status_are_served(held_out, bundle, tmp_path):
     with DeviceSimulator(held_out, link="pty", speed=2.0) as sim:
         runtime = Runtime(bundle, RuntimeSettings(port=sim.port, log_path=str(tmp_path / "log.db"),

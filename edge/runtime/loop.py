@@ -35,8 +35,12 @@ from edge.runtime.metrics import STAGES, RuntimeMetrics, StatusServer, StatusSer
 from edge.runtime.pacing import ReadPacer, line_pacer
 from edge.runtime.realtime import check_priority, current_priority, enter_realtime
 from firmware_bridge.codec import FrameDecoder, encode_frame, line_frame_bytes
-from firmware_bridge.protocol import Ack, Error, Heartbeat, Hello, Line, Nak, NakReason, Reject, Samples
+from firmware_bridge.protocol import Ack, Error, Heartbeat, Hello, Line, Nak, NakReason, Reject, Samples, SensorKind
 from firmware_bridge.transport import ReconnectingPort
+
+#: The sensor a bundle of each kind reads, and how the operator is told what a device is.
+SENSOR_OF_KIND = {"vibration": SensorKind.VIBRATION, "linescan": SensorKind.LINESCAN}
+SENSOR_WORDS = {SensorKind.VIBRATION: "vibration sensor", SensorKind.LINESCAN: "line-scan detector"}
 
 
 @dataclass
@@ -155,7 +159,7 @@ class Runtime:
         self.counts = {"data_frames": 0, "deadline_fail_safe": 0, "late_decisions": 0, "overload_fail_safe": 0,
                        "keepalives": 0, "estimate_probes": 0, "rejects_sent": 0, "rejects_not_written": 0, "acks": 0,
                        "naks": 0, "naks_too_late": 0, "lockouts": 0, "reconnects": 0, "hello_mismatch": 0,
-                       "samples_without_channel": 0,
+                       "samples_without_channel": 0, "frames_of_other_kind": 0,
                        "device_errors": 0, "paced_sleeps": 0}
         self.server = None
         if s.http:
@@ -263,7 +267,9 @@ class Runtime:
                 completed += self._enqueue_all(self.assembler.push(msg.pixels, frame.encoder, frame.timestamp_us,
                                                                    arrived))
                 lines, last_line_us = lines + 1, frame.timestamp_us
-            elif not isinstance(msg, (Samples, Line)):
+            elif isinstance(msg, (Samples, Line)):  # a sensor of the other kind (said once, at its HELLO)
+                self.counts["frames_of_other_kind"] += 1
+            else:
                 self._control(msg)
                 continue
             self.counts["data_frames"] += 1
@@ -316,6 +322,13 @@ class Runtime:
 
     def _check_hello(self, msg: Hello) -> None:
         """Say where the operator looks when the device's HELLO does not fit the bundle or the settings."""
+        if msg.sensor != SENSOR_OF_KIND[self.kind]:
+            self.counts["hello_mismatch"] += 1
+            print(f"runtime: the device {msg.device_id!r} is a {SENSOR_WORDS[msg.sensor]}, but the bundle's model "
+                  f"reads {'vibration windows' if self.kind == 'vibration' else 'line-scan tiles'}: nothing will be "
+                  f"decided; connect the bundle's sensor to {self.settings.port}, or install a bundle for this "
+                  f"device", file=sys.stderr, flush=True)
+            return
         rate = self.manifest["preprocessing"].get("rate_hz")
         channel = self.settings.channel_index
         if self.kind == "vibration" and msg.channels <= channel:
