@@ -102,7 +102,7 @@ def test_live_decisions_match_offline_evaluation_at_real_rate(run_name, cwru_dir
         missed_decisions(summary, tmp_path / "log.db")  # the reader slept between windows; late wake-ups say why not
     assert set(summary["thread_cpu_s"]) == {"reader", "decider"} and 0 < summary["thread_cpu_s"]["reader"] < 6.0
     # Offline: the same windows, cut from the same int16 stream, through the PyTorch model.
-    sent = [signal[:t["samples"]] for signal, t in zip(held_out.signals, held_out.truth)]  # whole blocks only
+    sent = [signal[:t["samples"], 0] for signal, t in zip(held_out.signals, held_out.truth)]  # whole blocks only
     stream = np.concatenate(sent).astype(np.float32) * np.float32(held_out.hello.scale)
     run = load_run(tiny_run)
     model = run.load_model()

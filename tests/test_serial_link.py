@@ -68,7 +68,7 @@ def test_cwru_samples_arrive_intact_and_requests_are_answered(cwru_stream):
     samples = [f for f in frames if isinstance(f.message, Samples)]
     assert len(samples) == 500 and decoder.stats.rejected == 0 and decoder.stats.lost_frames == 0
     received = np.concatenate([f.message.data[:, 0] for f in samples])
-    assert np.array_equal(received, cwru_stream.signals[0][:500 * 120])  # the real 97.mat samples, in order
+    assert np.array_equal(received, cwru_stream.signals[0][:500 * 120, 0])  # the real 97.mat samples, in order
     hellos = [f.message for f in frames if isinstance(f.message, Hello)]
     assert hellos == [cwru_stream.hello] and hellos[0].rate_hz == 12000.0
     assert any(isinstance(f.message, Ack) and f.message.acked_seq == 2 for f in frames)
@@ -92,7 +92,7 @@ def test_a_device_in_its_own_process_streams_every_frame_it_counts(cwru_stream):
     assert stats.frames_generated == len(samples) == stats.frames_sent - 3 > 100  # less the closing heartbeats
     assert decoder.stats.lost_frames == 0
     received = np.concatenate([f.message.data[:, 0] for f in samples])
-    assert np.array_equal(received[:12_000], cwru_stream.signals[0][:12_000])  # the real 97.mat samples
+    assert np.array_equal(received[:12_000], cwru_stream.signals[0][:12_000, 0])  # the real 97.mat samples
 
 
 def test_a_device_process_that_cannot_start_says_why(cwru_stream):
