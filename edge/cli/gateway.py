@@ -141,9 +141,11 @@ def _runtime_settings(args: argparse.Namespace, port: str):
 
 
 def _print_summary(summary: dict) -> None:
+    from edge.runtime.metrics import latency_scope
+
     lat = summary["latency"]
     c = summary["counters"]
-    over = f" (the last {lat['window']:,} decisions)" if lat.get("window") else ""
+    over = f" ({latency_scope(lat)})" if lat.get("window") else ""
     print(f"decisions {c['decisions']} in {summary['seconds']:.0f} s; latency{over} p50 "
           f"{lat.get('p50_ms', 0):.2f} ms, p99 {lat.get('p99_ms', 0):.2f} ms, max {lat.get('max_ms', 0):.2f} ms "
           f"against a {summary['budget_ms']:g} ms budget; fail-safe: deadline {c['deadline_fail_safe']}, "

@@ -33,6 +33,12 @@ def latency_percentiles(ms: list[float] | np.ndarray) -> dict:
             "p99_9_ms": float(np.percentile(a, 99.9)), "max_ms": float(a.max())}
 
 
+def latency_scope(latency: dict) -> str:
+    """Which decisions a :meth:`RuntimeMetrics.latency_summary` covers, in words."""
+    window = latency.get("window")
+    return f"the last {window:,} decisions" if window else "every decision since the start"
+
+
 class RuntimeMetrics:
     """Everything the runtime counts; one registry per runtime so tests can run several."""
 
@@ -107,7 +113,7 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px;te
 <h1>drsn-edge runtime</h1>
 <p id="bundle">bundle {family} {precision} on {backend}, sha256 {sha}</p>
 <p id="settings">{settings}</p>
-<h2>Latency (ms, last sample to decision, {lat_over})</h2>
+<h2>Latency (ms, last sample to decision, over {lat_over})</h2>
 <table id="latency"><tr>{lat_head}</tr><tr>{lat_row}</tr></table>
 <h2>Counters</h2><table id="counters">{counters}</table>
 <h2>Latest decisions</h2><table id="decisions"><tr><th>id</th><th>span</th><th>lane</th><th>class</th>
@@ -118,7 +124,6 @@ def render_page(status: dict) -> str:
     b = status["bundle"]
     lat = status["latency"]
     keys = [k for k in ("n", "p50_ms", "p99_ms", "p99_9_ms", "max_ms") if k in lat]
-    over = f"over the last {lat['window']:,} decisions" if lat.get("window") else "over every decision since the start"
     rows = "".join(
         f"<tr class=\"{'reject' if d['reject'] else ''}\"><td>{d['decision_id']}</td><td>{d['span']}</td>"
         f"<td>{d['lane']}</td><td>{html.escape(d['class'])}</td><td>{'yes' if d['reject'] else 'no'}</td>"
@@ -128,7 +133,7 @@ def render_page(status: dict) -> str:
                          for k, v in status.get("settings", {}).items())
     return PAGE.format(settings=settings, family=html.escape(b["family"]), precision=html.escape(b["precision"]),
                        backend=html.escape(b["backend"]), sha=html.escape(b["sha256"][:16]),
-                       lat_over=over, lat_head="".join(f"<th>{k}</th>" for k in keys),
+                       lat_over=latency_scope(lat), lat_head="".join(f"<th>{k}</th>" for k in keys),
                        lat_row="".join(f"<td>{lat[k]:.3f}</td>" if k != "n" else f"<td>{lat[k]}</td>" for k in keys),
                        counters=counters, rows=rows)
 
