@@ -61,11 +61,19 @@ def resolve_port(spec: str) -> str:
 
 def open_port(spec: str, baudrate: int = DEFAULT_BAUD, timeout: float = 0.05,
               write_timeout: float | None = 1.0) -> serial.SerialBase:
-    """Open a device path, ``usb:VID:PID``, ``loop://``, ``socket://HOST:PORT`` or a pty by name."""
+    """Open a device path, ``usb:VID:PID``, ``loop://``, ``socket://HOST:PORT`` or a pty by name.
+
+    A device is opened exclusively: two readers would each get part of its frames, so a
+    second one (a runtime started by hand beside the service) is refused and told why.
+    """
     url = resolve_port(spec)
     try:
-        return serial.serial_for_url(url, baudrate=baudrate, timeout=timeout, write_timeout=write_timeout)
+        return serial.serial_for_url(url, baudrate=baudrate, timeout=timeout, write_timeout=write_timeout,
+                                     exclusive=True)
     except (serial.SerialException, ValueError, OSError) as exc:
+        if "exclusively lock" in str(exc):
+            raise PortError(f"{spec} is in use by another process (another drsn-edge run, or the installed "
+                            "service: systemctl stop drsn-edge)") from exc
         raise PortError(f"cannot open {spec}: {exc}") from exc
 
 

@@ -237,6 +237,16 @@ def test_simulate_streams_the_accelerometers_asked_for_in_their_order(cwru_dir, 
         main(["simulate", "--source", "cwru", "--channels", "DE,XY"])
     assert "give one to three of DE, FE, BA" in capsys.readouterr().err
 
+def test_a_port_another_process_holds_is_refused_and_says_who_may_hold_it(cwru_stream):
+    """Two readers of one serial device would each get part of its frames: a runtime started by hand beside
+    the installed service must be told, not share the stream."""
+    with DeviceSimulator(cwru_stream, link="pty", speed=None) as sim:
+        first = open_port(sim.port)
+        with pytest.raises(PortError, match="in use by another process.*systemctl stop drsn-edge"):
+            open_port(sim.port)
+        first.close()
+        open_port(sim.port).close()  # free again once the first reader has closed it
+
 def test_looped_stream_keeps_time_and_encoder_increasing(xray_dir):
     source = belt_source(xray_dir, "gdxray", "castings", "test", bands=1, seed=2)  # 32 lines a lap
     with DeviceSimulator(source, link="pty", speed=None, loop=True) as sim:
