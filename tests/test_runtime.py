@@ -273,6 +273,17 @@ def test_a_full_disk_costs_the_log_its_rows_not_the_decisions(held_out, bundle, 
     assert "not written (database or disk is full)" in capfd.readouterr().err
 
 
+def test_a_log_another_runtime_writes_is_refused_and_named_by_its_process(tmp_path):
+    """Two runtimes on one log would number their decisions from the same id, and one would lose its rows:
+    the second is refused at start; a reader (`drsn-edge decisions`) is not affected."""
+    path = tmp_path / "log.db"
+    first = DecisionLog(path)
+    with pytest.raises(DecisionLogError, match=rf"being written by another runtime \(process {os.getpid()}\)"):
+        DecisionLog(path)
+    assert sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True).execute("SELECT COUNT(*) FROM decisions").fetchone()
+    first.close()
+    DecisionLog(path).close()  # free again once the first has closed
+
 def test_decision_log_survives_kill_9(tmp_path):
     path = tmp_path / "log.db"
     writer = subprocess.Popen([sys.executable, "-c", f"""
@@ -576,7 +587,10 @@ def test_a_decision_log_that_cannot_be_opened_says_why_and_changes_nothing(tmp_p
     other.write_bytes(b"not a database, but someone's file")
     with pytest.raises(DecisionLogError, match="not a decision log"):
         next_decision_id(other)
+    with pytest.raises(DecisionLogError, match="not a decision log"):
+        DecisionLog(other)
     assert other.read_bytes() == b"not a database, but someone's file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

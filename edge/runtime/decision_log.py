@@ -30,6 +30,7 @@ arrive meanwhile, so the log starts over and is cut back to the limit (``wal_cat
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
@@ -129,6 +130,38 @@ def _why_not(path: Path) -> str:
     return "give --log another path"
 
 
+def writer_lock_path(path: Path) -> Path:
+    """The lock file beside a log that its one writer holds."""
+    return path.with_name(path.name + ".lock")
+
+
+def lock_for_writing(path: Path):
+    """Hold ``LOG.lock`` while this process writes the log at ``path``; returns the open lock file.
+
+    Two runtimes on one log would number their decisions from the same id, and one of them
+    would lose its rows; the second is refused instead.  Readers do not take the lock, and
+    the system releases it when the process ends, even by kill -9.
+    """
+    try:
+        lock = open(writer_lock_path(path), "a+")
+    except OSError as exc:
+        raise DecisionLogError(f"decision log {path}: {exc.strerror}; {_why_not(path)}") from exc
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip()
+        lock.close()
+        raise DecisionLogError(f"decision log {path} is being written by another runtime"
+                               + (f" (process {holder})" if holder else "")
+                               + "; give this one another --log, or stop the other (the installed service: "
+                                 "systemctl stop drsn-edge)") from None
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock
+
+
 def next_decision_id(path: str | Path) -> int:
     """Decision ids continue across restarts of the runtime."""
     db = connect(path)
@@ -166,7 +199,15 @@ class DecisionLog:
                  wal_limit_bytes: int = WAL_LIMIT_BYTES):
         self.path = Path(path)
         self.max_bytes = max_bytes or None  # None or 0: unbounded
-        self._db = connect(self.path)
+        lock_existed = writer_lock_path(self.path).exists()
+        self._writer_lock = lock_for_writing(self.path)
+        try:
+            self._db = connect(self.path)
+        except DecisionLogError:  # not a log: leave the folder as it was
+            self._writer_lock.close()
+            if not lock_existed:
+                writer_lock_path(self.path).unlink(missing_ok=True)
+            raise
         self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._db.execute(f"PRAGMA journal_size_limit={int(wal_limit_bytes)}")  # the file shrinks as it starts over
         page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
@@ -275,3 +316,4 @@ class DecisionLog:
             except sqlite3.Error as exc:  # the WAL keeps the rows; the next open checkpoints it
                 self._report(f"decision log {self.path}: final checkpoint failed: {exc}")
             self._db.close()
+        self._writer_lock.close()  # another runtime may write it now
