@@ -211,6 +211,23 @@ def test_a_key_that_cannot_sign_is_refused_before_the_build_and_the_bundle_there
     assert logged == [] and {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert open_bundle(out, trusted_keys=[public]).signed_by_trusted_key
 
+def test_a_bundle_that_fails_while_being_written_leaves_the_one_there_as_it_was(tiny_run, tmp_path):
+    """A full disk, or a file gone, halfway through writing a bundle: the bundle and archive already at --out stay
+    whole, and nothing half-written is left beside them."""
+    from edge.bundle import write_bundle
+
+    out = tmp_path / "line3"
+    build_bundle(tiny_run, out, BuildOptions(target="onnxruntime", precision="fp32", calib_size=16),
+                 log=lambda *_: None)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    archive = (tmp_path / "line3.tar.gz").read_bytes()
+    with pytest.raises(FileNotFoundError):
+        write_bundle(out, {"model.onnx": out / "model.onnx", "table.bin": tmp_path / "gone.bin"}, {"format": 0})
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert (tmp_path / "line3.tar.gz").read_bytes() == archive
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["line3", "line3.tar.gz"]
+    open_bundle(tmp_path / "line3.tar.gz")  # still whole
+
 def test_cli_build_verify_keygen(tiny_run, tmp_path, capsys):
     assert main(["keygen", str(tmp_path / "k")]) == 0
     out = tmp_path / "b"

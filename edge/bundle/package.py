@@ -68,27 +68,43 @@ def write_bundle(out: str | Path, files: dict[str, Path], manifest: dict,
                  private_key: Ed25519PrivateKey | None = None, archive: bool = True) -> Path:
     """Copy ``files`` (name in bundle -> source path) into ``out``, hash them, write and sign the manifest.
 
-    The key comes loaded (``load_private_key``), so one that cannot sign is found before
-    a bundle already at ``out`` is replaced.
+    Everything is written beside ``out`` first and swapped in whole: a build that fails
+    halfway (a full disk, a file gone) leaves the bundle and archive already at ``out`` as
+    they were.  The key comes loaded (``load_private_key``) for the same reason.
     """
     out = Path(out)
+    staging = out.with_name(out.name + ".partial")
+    packed = out.with_name(out.name + ".tar.gz.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        for name, source in files.items():
+            if "/" in name or name in (MANIFEST, SIGNATURE):
+                raise BundleError(f"invalid file name in bundle: {name!r}")
+            shutil.copyfile(source, staging / name)
+        manifest = dict(manifest, format=FORMAT, files={
+            name: {"sha256": sha256_file(staging / name), "bytes": (staging / name).stat().st_size}
+            for name in sorted(files)})
+        data = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+        (staging / MANIFEST).write_bytes(data)
+        if private_key is not None:
+            (staging / SIGNATURE).write_bytes(sign(data, private_key))
+        if archive:
+            with tarfile.open(packed, "w:gz") as tar:
+                for path in sorted(staging.iterdir()):
+                    tar.add(path, arcname=f"{out.name}/{path.name}")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        packed.unlink(missing_ok=True)
+        raise
+    replaced = out.with_name(out.name + ".old")
+    shutil.rmtree(replaced, ignore_errors=True)
     if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    for name, source in files.items():
-        if "/" in name or name in (MANIFEST, SIGNATURE):
-            raise BundleError(f"invalid file name in bundle: {name!r}")
-        shutil.copyfile(source, out / name)
-    manifest = dict(manifest, format=FORMAT, files={
-        name: {"sha256": sha256_file(out / name), "bytes": (out / name).stat().st_size} for name in sorted(files)})
-    data = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
-    (out / MANIFEST).write_bytes(data)
-    if private_key is not None:
-        (out / SIGNATURE).write_bytes(sign(data, private_key))
+        out.rename(replaced)
+    staging.rename(out)
     if archive:
-        with tarfile.open(out.with_name(out.name + ".tar.gz"), "w:gz") as tar:
-            for path in sorted(out.iterdir()):
-                tar.add(path, arcname=f"{out.name}/{path.name}")
+        packed.replace(out.with_name(out.name + ".tar.gz"))
+    shutil.rmtree(replaced, ignore_errors=True)
     return out
 
 
