@@ -118,6 +118,15 @@ def _print_log_summary(log: Path, s: dict) -> None:
         print(f"  (decisions before id {s['log_first_id']} were retired to keep the log within --log-max-mb)")
 
 
+def _open_csv(path: str):
+    """The --csv file, opened for writing; one that cannot be is a clear error."""
+    try:
+        return open(path, "w", newline="")
+    except OSError as exc:
+        raise DrsnEdgeError(f"cannot write {path}: {exc.strerror or exc}; give --csv a file in a folder this user "
+                            "may write, or - for the terminal") from exc
+
+
 def _cmd_decisions(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
@@ -137,17 +146,12 @@ def _cmd_decisions(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(summary, indent=2))
             return 0
-        if args.csv:
-            try:
-                out = open(args.csv, "w", newline="")
-            except OSError as exc:
-                raise DrsnEdgeError(f"cannot write {args.csv}: {exc.strerror or exc}; give --csv a file in a "
-                                    "folder this user may write, or - for the terminal") from exc
-            _print_log_summary(args.log, summary)
+        out = _open_csv(args.csv) if args.csv else None  # refused before anything is printed
+        _print_log_summary(args.log, summary)
+        if out:
             with out:
                 print(f"wrote {write_csv(iter_rows(db, flt), out):,} decisions to {args.csv}")
             return 0
-        _print_log_summary(args.log, summary)
         rows = read_last(db, flt, args.last) if args.last else []
         if rows or args.follow:
             print(ROW_HEADER)
