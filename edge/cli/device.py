@@ -82,8 +82,8 @@ def _cwru_channels(value: str) -> tuple[str, ...]:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from edge.data.catalog import default_data_root
     from edge.data.cwru import parse_loads
-    from firmware_bridge.simulator import DeviceSimulator, Faults
     from edge.run_files import read_run_files
+    from firmware_bridge.simulator import DeviceSimulator, Faults
     from firmware_bridge.sources import belt_source, cwru_source, held_out_spans
 
     folder = {"cwru": "cwru", "xray": "xray", "gdxray": "xray", "neu": "neu"}[args.source]

@@ -199,14 +199,15 @@ class DecisionLog:
                  wal_limit_bytes: int = WAL_LIMIT_BYTES):
         self.path = Path(path)
         self.max_bytes = max_bytes or None  # None or 0: unbounded
-        lock_existed = writer_lock_path(self.path).exists()
+        lock_path = writer_lock_path(self.path)
+        lock_existed = lock_path.exists()
         self._writer_lock = lock_for_writing(self.path)
         try:
             self._db = connect(self.path)
         except DecisionLogError:  # not a log: leave the folder as it was
             self._writer_lock.close()
             if not lock_existed:
-                writer_lock_path(self.path).unlink(missing_ok=True)
+                lock_path.unlink(missing_ok=True)
             raise
         self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._db.execute(f"PRAGMA journal_size_limit={int(wal_limit_bytes)}")  # the file shrinks as it starts over

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edge.models import ImageModelConfig, ModelConfig, build_model, config_from_dict
 from edge.errors import RunError
+from edge.models import ImageModelConfig, ModelConfig, build_model, config_from_dict
 from edge.run_files import read_run_files
 
 
