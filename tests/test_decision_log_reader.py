@@ -67,6 +67,20 @@ def test_the_summary_counts_what_the_log_holds_and_filters_narrow_it(shift_log, 
     assert hashlib.sha256(shift_log.read_bytes()).digest() == before  # reading changed nothing in the log
 
 
+def test_a_class_the_log_never_holds_names_the_classes_it_does(shift_log, capsys):
+    assert main(["decisions", "--log", str(shift_log), "--class", "b007"]) == 0
+    out = capsys.readouterr().out
+    assert "no decision in the log has class 'b007' (did you mean 'B007'?)" in out
+    assert "its classes: B007, IR007, OR007@6, normal" in out
+    # a class the log holds, which the other filters leave out, gets no hint
+    assert main(["decisions", "--log", str(shift_log), "--class", "B007", "--late", "100"]) == 0
+    assert "no decision matches" in (out := capsys.readouterr().out) and "its classes" not in out
+    for option, value in (("--late", "-5"), ("--lane", "-1"), ("--late", "nan")):
+        with pytest.raises(SystemExit):
+            main(["decisions", "--log", str(shift_log), option, value])
+        assert f"argument {option}" in capsys.readouterr().err
+
+
 def test_csv_holds_every_matching_decision_with_every_column(shift_log, tmp_path, capsys):
     out = tmp_path / "fail-safe.csv"
     assert main(["decisions", "--log", str(shift_log), "--fail-safe", "--csv", str(out)]) == 0

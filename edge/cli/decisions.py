@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from edge.cli.common import non_negative_int
+from edge.cli.common import non_negative_float, non_negative_int
 from edge.errors import DrsnEdgeError
 
 
@@ -45,9 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--until", type=_when, default=None, metavar="WHEN", help="before this time (same forms)")
     p.add_argument("--rejects", action="store_true", help="only decisions that rejected (fail-safe rejects too)")
     p.add_argument("--fail-safe", action="store_true", help="only fail-safe decisions (deadline, overload, ...)")
-    p.add_argument("--late", type=float, default=None, metavar="MS", help="only decisions slower than MS ms")
+    p.add_argument("--late", type=non_negative_float, default=None, metavar="MS", help="only decisions slower than MS ms")
     p.add_argument("--class", dest="label", default=None, metavar="NAME", help="only decisions of this class")
-    p.add_argument("--lane", type=int, default=None, help="only this line-scan lane (patch column)")
+    p.add_argument("--lane", type=non_negative_int, default=None, help="only this line-scan lane (patch column)")
     p.add_argument("--last", type=non_negative_int, default=20, metavar="N",
                    help="list the latest N matching decisions (default 20; 0: the summary alone)")
     out = p.add_mutually_exclusive_group()
@@ -118,6 +118,15 @@ def _print_log_summary(log: Path, s: dict) -> None:
         print(f"  (decisions before id {s['log_first_id']} were retired to keep the log within --log-max-mb)")
 
 
+def _print_class_hint(label: str, classes: list[str]) -> None:
+    """A --class no decision has: the classes the log does hold, a near spelling first (names are case-sensitive)."""
+    if label in classes:
+        return  # the class is logged, just not among the decisions the other filters keep
+    near = [c for c in classes if c.lower() == label.lower()]
+    print(f"  no decision in the log has class {label!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
+          + "; its classes: " + (", ".join(classes) or "none yet"))
+
+
 def _open_csv(path: str):
     """The --csv file, opened for writing; one that cannot be is a clear error."""
     try:
@@ -130,7 +139,8 @@ def _open_csv(path: str):
 def _cmd_decisions(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from edge.runtime.log_reader import LogFilter, follow, iter_rows, open_read_only, read_last, summarize, write_csv
+    from edge.runtime.log_reader import (LogFilter, follow, iter_rows, logged_classes, open_read_only, read_last,
+                                         summarize, write_csv)
 
     flt = LogFilter(since=args.since, until=args.until, rejects=args.rejects, fail_safe=args.fail_safe,
                     late_ms=args.late, label=args.label, lane=args.lane)
@@ -148,6 +158,8 @@ def _cmd_decisions(args: argparse.Namespace) -> int:
             return 0
         out = _open_csv(args.csv) if args.csv else None  # refused before anything is printed
         _print_log_summary(args.log, summary)
+        if args.label and not summary["decisions"]:
+            _print_class_hint(args.label, logged_classes(db))
         if out:
             with out:
                 print(f"wrote {write_csv(iter_rows(db, flt), out):,} decisions to {args.csv}")

@@ -162,6 +162,11 @@ def summarize(db: sqlite3.Connection, flt: LogFilter) -> dict:
             "latency_decided": latency_percentiles(latencies), "log_first_id": oldest, "log_last_id": newest}
 
 
+def logged_classes(db: sqlite3.Connection) -> list[str]:
+    """Every class the log holds a decision of, fail-safe verdicts included, in name order."""
+    return [label for (label,) in _query(db, "SELECT DISTINCT class FROM decisions ORDER BY class", [])]
+
+
 def follow(db: sqlite3.Connection, flt: LogFilter, poll_s: float = 0.5, stop=lambda: False) -> Iterator[dict]:
     """Matching decisions numbered above ``flt.after_id``, as the runtime logs them, until ``stop()``."""
     after = flt.after_id
