@@ -171,6 +171,42 @@ def test_a_student_learns_from_its_teachers_softened_outputs(cwru_dir, tmp_path,
     assert "is not an image run" in capsys.readouterr().err
 
 
+def test_a_run_in_out_is_replaced_only_when_asked_and_only_once_the_new_one_is_whole(cwru_dir, tmp_path, capsys,
+                                                                                    monkeypatch):
+    out = tmp_path / "line3"
+    first = train_tiny_cli(cwru_dir, out)
+    files = {name: (out / name).read_bytes() for name in ("model.pt", "config.json", "split.json", "metrics.json")}
+    assert main(["train", "--data", str(cwru_dir), "--out", str(out), "--loads", "0", "--seed", "1", "-q"]) == 2
+    assert f"{out} already holds a run" in capsys.readouterr().err
+    for command in (["prune", "--run", str(out)], ["distill", "--teacher", str(out)]):
+        assert main([*command, "--out", str(out), "-q"]) == 2
+        assert "add --overwrite to replace it" in capsys.readouterr().err
+    assert {name: (out / name).read_bytes() for name in files} == files
+
+    # a save interrupted after the model is written leaves the earlier run whole, and nothing beside it
+    saved, real_save = [], torch.save
+
+    def save(obj, f, *args, **kwargs):
+        saved.append(f)
+        return real_save(obj, f, *args, **kwargs)
+
+    def interrupted(self, text, *args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr("edge.train.runs.torch.save", save)
+    monkeypatch.setattr("pathlib.Path.write_text", interrupted)
+    assert main(["train", "--model", "resnet1d", "--data", str(cwru_dir), "--out", str(out), "--overwrite",
+                 "--loads", "0", "--window", "400", "--epochs", "1", "--steps", "5", "--width", "4", "--depth", "1",
+                 "--snr-train", "none", "--seed", "1", "--threads", "1", "-q"]) == 130
+    monkeypatch.undo()
+    assert saved == [out / "model.pt.tmp"]
+    assert {name: (out / name).read_bytes() for name in files} == files and sorted(out.iterdir()) == \
+        sorted(out / name for name in files)
+
+    second = train_tiny_cli(cwru_dir, out, "--overwrite", "--seed", "1")
+    assert second.config["training"]["seed"] == 1 != first.config["training"]["seed"]
+    assert (out / "model.pt").read_bytes() != files["model.pt"]
+
+
 def test_cli_errors_are_one_clear_line(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r"), "-q"]) == 2
     err = capsys.readouterr().err

@@ -48,6 +48,29 @@ def output_path(value: str) -> Path:
     return path
 
 
+def add_run_output(p: argparse.ArgumentParser, example: str) -> None:
+    """``--out`` of a command that writes a run, and ``--overwrite``, its only way over an existing run."""
+    p.add_argument("--out", type=output_path, required=True,
+                   help=f"run directory to write, e.g. {example}; one that already holds a run is refused "
+                        "unless --overwrite")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (kept until the new one is written whole)")
+
+
+def refuse_existing_run(out: Path, overwrite: bool) -> None:
+    """A run in ``out`` is hours of training: it is replaced only when asked, and before any work is done."""
+    from datetime import datetime
+
+    from edge.errors import DrsnEdgeError
+    from edge.run_files import RUN_FILES
+
+    held = [name for name in RUN_FILES if (out / name).is_file()]
+    if held and not overwrite:
+        written = datetime.fromtimestamp(max((out / name).stat().st_mtime for name in held))
+        raise DrsnEdgeError(f"{out} already holds a run ({', '.join(held)}, written {written:%Y-%m-%d %H:%M}); "
+                            "give another --out, or add --overwrite to replace it")
+
+
 def class_names(value: str) -> list[str] | None:
     """``--reject-classes B007,IR007`` as a list of class names (an empty value: None, the bundle's)."""
     return value.split(",") if value else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edge.cli.common import add_training_options, output_path, positive_int, share
+from edge.cli.common import add_run_output, add_training_options, positive_int, refuse_existing_run, share
 
 EPILOG_PRUNE = """\
 examples:
@@ -35,7 +35,7 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
                        description="Structured filter pruning of a trained image model, with fine-tuning.",
                        epilog=EPILOG_PRUNE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", type=Path, required=True, help="trained image run")
-    p.add_argument("--out", type=output_path, required=True, help="run directory to write")
+    add_run_output(p, "runs/NAME-l1")
     p.add_argument("--method", default="l1", choices=["l1", "asfp"],
                    help="l1: rounds of L1-norm pruning with fine-tuning between; asfp: asymptotic soft pruning")
     p.add_argument("--rounds", type=positive_int, default=3, help="l1 rounds (default 3)")
@@ -49,6 +49,7 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
 def _cmd_prune(args: argparse.Namespace) -> int:
     from edge.train.compression import prune_run
 
+    refuse_existing_run(args.out, args.overwrite)
     prune_run(args.run, args.out, args.method, args.rounds, args.rate, args.epochs, args.data, args.threads,
               args.seed, args.quiet)
     return 0
@@ -67,7 +68,7 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=positive_int, default=30)
     p.add_argument("--distance-weight", type=float, default=25.0, help="RKD distance loss weight (default 25)")
     p.add_argument("--angle-weight", type=float, default=50.0, help="RKD angle loss weight (default 50)")
-    p.add_argument("--out", type=output_path, required=True, help="run directory to write")
+    add_run_output(p, "runs/NAME-student")
     p.add_argument("--data", type=Path, default=None, help="the teacher's image folder, if it moved")
     add_training_options(p)
     p.set_defaults(func=_cmd_distill)
@@ -76,6 +77,7 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
 def _cmd_distill(args: argparse.Namespace) -> int:
     from edge.train.compression import distill_run
 
+    refuse_existing_run(args.out, args.overwrite)
     distill_run(args.teacher, args.out, args.student, args.width, args.depth, args.epochs, args.distance_weight,
                 args.angle_weight, args.data, args.threads, args.seed, args.quiet)
     return 0

@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from edge.cli.common import add_training_options, output_path, positive_int, probability, thread_count
+from edge.cli.common import (add_run_output, add_training_options, positive_int, probability, refuse_existing_run,
+                             thread_count)
 from edge.errors import DataError, DrsnEdgeError
 
 
@@ -83,7 +84,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, default=None,
                    help="CWRU: folder of .mat files (default: $DRSN_EDGE_DATA/cwru or ../shared/data/cwru); "
                         "images: the data root or the task's folder (default: $DRSN_EDGE_DATA or ../shared/data)")
-    p.add_argument("--out", type=output_path, required=True, help="run directory to write, e.g. runs/drsn")
+    add_run_output(p, "runs/drsn")
     p.add_argument("--loads", default="0,1,2", help="motor loads in hp, comma-separated (default 0,1,2)")
     p.add_argument("--channel", default="DE", choices=["DE", "FE", "BA"], help="accelerometer (default DE)")
     p.add_argument("--rate", type=positive_int, default=12000, help="common sampling rate in Hz (default 12000)")
@@ -203,6 +204,7 @@ def _default_epochs(task: str) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     _refuse_options_of_the_other_task(args)
+    refuse_existing_run(args.out, args.overwrite)
     epochs = args.epochs or _default_epochs(args.task)
     if not 0 <= args.average_epochs <= epochs:
         raise DataError(f"--average-epochs must be between 0 (off) and --epochs ({epochs}), "

@@ -21,7 +21,7 @@ from torch import nn
 
 from edge.errors import RunError
 from edge.models import ImageModelConfig, ModelConfig, build_model, config_from_dict
-from edge.run_files import read_run_files
+from edge.run_files import RUN_FILES, read_run_files
 
 
 @dataclass
@@ -61,21 +61,25 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0].split(". ")[0] if text else type(exc).__name__
 
 
-def write_json(path: Path, data: dict) -> None:
-    """Write JSON atomically, so an interrupted write never leaves half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    tmp.replace(path)
+def _json_text(data: dict) -> str:
+    return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
 
 def save_run(path: Path, model: nn.Module, config: dict, split: dict, metrics: dict) -> None:
+    """Write the run's four files beside any run already there, then rename them over it together:
+    an interrupted save leaves the earlier run as it was, not a model with another run's config."""
     path.mkdir(parents=True, exist_ok=True)
-    tmp = path / "model.pt.tmp"
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
-    tmp.replace(path / "model.pt")
-    write_json(path / "config.json", config)
-    write_json(path / "split.json", split)
-    write_json(path / "metrics.json", metrics)
+    staged = {name: path / f"{name}.tmp" for name in RUN_FILES}
+    try:
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, staged["model.pt"])
+        for name, doc in (("config.json", config), ("split.json", split), ("metrics.json", metrics)):
+            staged[name].write_text(_json_text(doc))
+    except BaseException:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
+        raise
+    for name, tmp in staged.items():
+        tmp.replace(path / name)
 
 
 def load_run(path: str | Path) -> Run:
