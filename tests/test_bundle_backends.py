@@ -6,6 +6,7 @@ import importlib.util
 import json
 import shutil
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -171,6 +172,28 @@ def test_truncated_archive_and_unsafe_entries_are_refused(bundles, tmp_path):
         open_bundle(evil)
 
 
+def test_an_archive_is_unpacked_for_as_long_as_its_bundle_lives_and_errors_name_the_archive(bundles, keys, tmp_path,
+                                                                                            monkeypatch, capsys):
+    """A gateway verifies, runs and installs archives day after day: no copy of one may stay in its /tmp."""
+    (_, public), (_, other_public) = keys
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    archive = bundles[("onnxruntime", "fp32")].with_name(bundles[("onnxruntime", "fp32")].name + ".tar.gz")
+    bundle = open_bundle(archive, trusted_keys=[public])
+    assert bundle.path.parent == scratch and (bundle.path / "model.onnx").is_file()
+    del bundle
+    assert list(scratch.iterdir()) == []
+    with pytest.raises(BundleError, match=f"bundle {archive} refused: the signature does not verify"):
+        open_bundle(archive, trusted_keys=[other_public])
+    assert list(scratch.iterdir()) == []
+    assert main(["verify", str(archive), "--trust", str(public)]) == 0
+    assert main(["install", "--bundle", str(archive), "--root", str(tmp_path / "root")]) == 0
+    assert list(scratch.iterdir()) == []
+    assert main(["compile-trt", "--bundle", str(archive)]) == 2
+    assert "give the directory" in capsys.readouterr().err
+
+
 def test_unsigned_bundle_is_refused_when_a_key_is_trusted(tiny_run, keys, tmp_path):
     (_, public), _ = keys
     out = tmp_path / "unsigned"
@@ -275,6 +298,36 @@ def test_a_tensorrt_engine_belongs_to_its_installed_bundle_not_to_the_current_li
     assert engine_b.parent == current.resolve().parent and engine_b.name.startswith(current.resolve().name + ".")
     rollback(root)
     assert engine_of_current() == engine_a
+
+
+def test_an_install_without_trusted_key_keeps_to_the_keys_the_service_trusts(bundles, keys, tiny_run, tmp_path,
+                                                                              capsys):
+    """An update that forgets --trusted-key must not turn signature checks off on a gateway that had them."""
+    (_, public), (_, other_public) = keys
+    root = tmp_path / "root"
+    unit = root / "etc/systemd/system/drsn-edge.service"
+    unsigned = tmp_path / "unsigned"
+    build_bundle(tiny_run, unsigned, BuildOptions(target="onnxruntime", precision="fp32", calib_size=16),
+                 log=lambda *_: None)
+    unsigned = unsigned.with_name("unsigned.tar.gz")
+    signed = bundles[("onnxruntime", "fp32")]
+    signed = signed.with_name(signed.name + ".tar.gz")
+
+    assert main(["install", "--bundle", str(unsigned), "--root", str(root)]) == 0  # no key anywhere: a warning
+    assert "warning: not signed by a trusted key" in capsys.readouterr().err
+    assert main(["install", "--bundle", str(signed), "--root", str(root), "--trusted-key", str(public)]) == 0
+    capsys.readouterr()
+    trusting, current = unit.read_text(), (root / "opt/drsn-edge/current").resolve()
+    assert main(["install", "--bundle", str(unsigned), "--root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "it is not signed" in err and f"the installed service trusts {public.stem}-" in err
+    assert unit.read_text() == trusting and (root / "opt/drsn-edge/current").resolve() == current
+    assert main(["install", "--bundle", str(signed), "--root", str(root), "--port", "/dev/ttyACM1"]) == 0
+    assert "signed by a key the service already trusted" in capsys.readouterr().out
+    assert "--port /dev/ttyACM1" in unit.read_text() and "--trust /opt/drsn-edge/keys/" in unit.read_text()
+    assert len(list((root / "opt/drsn-edge/keys").iterdir())) == 1
+    assert main(["install", "--bundle", str(signed), "--root", str(root), "--trusted-key", str(other_public)]) == 2
+    assert "signature does not verify" in capsys.readouterr().err
 
 
 def test_install_refuses_a_bundle_this_gateway_cannot_run(bundles, tmp_path):

@@ -85,13 +85,31 @@ def _disk_errors(root: str | Path):
                           "give --root a directory this user may write; nothing was switched") from exc
 
 
+def service_keys(root: str | Path = "/") -> list[Path]:
+    """The public keys the installed service verifies its bundles with (its unit's ``--trust``), under ``root``.
+
+    An install that names no key keeps to these: a gateway that once required signed bundles
+    must not take an unsigned one because an update forgot ``--trusted-key``.
+    """
+    unit = Path(root) / UNIT
+    if not unit.is_file():
+        return []
+    start = next((line for line in unit.read_text().splitlines() if line.startswith("ExecStart=")), "")
+    args = shlex.split(start.removeprefix("ExecStart="))
+    return [Path(root) / Path(key).relative_to("/") for flag, key in zip(args, args[1:]) if flag == "--trust"]
+
+
 def _keep_keys(keys: list[str | Path], root: Path) -> list[Path]:
     """Copy the trusted public keys under ``root``; returns the paths the service reads them from.
 
-    Each copy is named by its content, so two keys of one name from different folders both stay.
+    Each copy is named by its content, so two keys of one name from different folders both stay;
+    a key already kept there stays as it is.
     """
     kept = []
     for key in keys:
+        if Path(key).resolve().parent == (root / KEYS).resolve():
+            kept.append(Path("/") / KEYS / Path(key).name)
+            continue
         data = Path(key).read_bytes()
         name = f"{Path(key).stem}-{hashlib.sha256(data).hexdigest()[:8]}.pub"
         _write_atomically(root / KEYS / name, data)
@@ -125,7 +143,8 @@ def install(bundle: str | Path, root: str | Path = "/", trusted_keys: list[str] 
     The unit runs the service as root, so its reader and decider get ``realtime_priority``
     (SCHED_FIFO; 0 leaves them under the ordinary scheduler).  ``python`` is the interpreter
     the service runs; by default the one running this install, whose environment holds
-    drsn-edge and the bundle's backend.  The trusted keys are copied beside the bundles.
+    drsn-edge and the bundle's backend.  The trusted keys are copied beside the bundles; with
+    none given, the bundle must be signed by a key the installed service already trusts, if any.
     ``log_max_mb`` bounds the decision log (default: the runtime's).  A line-scan bundle needs
     ``distance``, the encoder counts from scanner to actuator, which only the line knows;
     ``max_consecutive`` sets the reject lockout (0: off).  ``on_miss``, ``reject_classes`` and
@@ -141,7 +160,15 @@ def install(bundle: str | Path, root: str | Path = "/", trusted_keys: list[str] 
     if check_runs_here is None:
         check_runs_here = here and python is None
     python = python or os.path.abspath(sys.executable)
-    verified = open_bundle(bundle, trusted_keys=trusted_keys)
+    if trusted_keys:
+        verified = open_bundle(bundle, trusted_keys=trusted_keys)
+    else:
+        trusted_keys = service_keys(root)
+        try:
+            verified = open_bundle(bundle, trusted_keys=trusted_keys)
+        except BundleError as exc:
+            raise BundleError(f"{exc}; the installed service trusts {', '.join(k.name for k in trusted_keys)}: "
+                              "nothing was installed (give --trusted-key PUB to trust another key)") from exc
     name = Path(str(bundle)).name.removesuffix(".tar.gz")
     m = verified.manifest
     if problem := distance_problem(verified.kind, distance or 0):

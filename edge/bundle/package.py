@@ -13,7 +13,7 @@ import json
 import shutil
 import tarfile
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -45,6 +45,7 @@ class Bundle:
     path: Path
     manifest: dict
     signed_by_trusted_key: bool
+    unpacked: tempfile.TemporaryDirectory | None = field(default=None, repr=False, compare=False)  # an archive's
 
     @property
     def manifest_sha256(self) -> str:
@@ -108,9 +109,14 @@ def write_bundle(out: str | Path, files: dict[str, Path], manifest: dict,
     return out
 
 
-def _extract(archive: Path) -> Path:
-    """Unpack a bundle archive into a temporary directory, refusing links and paths outside it."""
-    target = Path(tempfile.mkdtemp(prefix="drsn-bundle-"))
+def _extract(archive: Path) -> tempfile.TemporaryDirectory:
+    """Unpack a bundle archive into a temporary directory, refusing links and paths outside it.
+
+    The directory goes with its ``Bundle`` (or at exit): a gateway that verifies, runs or
+    installs archives day after day must not fill its /tmp with copies of them.
+    """
+    unpacked = tempfile.TemporaryDirectory(prefix="drsn-bundle-")
+    target = Path(unpacked.name)
     try:
         with tarfile.open(archive, "r:gz") as tar:
             members = tar.getmembers()
@@ -124,13 +130,13 @@ def _extract(archive: Path) -> Path:
                     with tar.extractfile(m) as src, dest.open("wb") as dst:
                         shutil.copyfileobj(src, dst)
     except (tarfile.TarError, EOFError, OSError) as exc:
-        shutil.rmtree(target, ignore_errors=True)
+        unpacked.cleanup()
         raise BundleError(f"{archive}: not a complete bundle archive ({type(exc).__name__}: {exc}); "
                           "copy it again") from exc
-    except BundleError:
-        shutil.rmtree(target, ignore_errors=True)
+    except BaseException:
+        unpacked.cleanup()
         raise
-    return target
+    return unpacked
 
 
 def open_bundle(path: str | Path, trusted_keys: list[str | Path] | None = None,
@@ -139,46 +145,62 @@ def open_bundle(path: str | Path, trusted_keys: list[str | Path] | None = None,
 
     With ``trusted_keys`` a valid signature by one of them is required (unless
     ``require_signature`` is False); without keys the hashes are still checked.
+    An archive is unpacked into a temporary directory that lives as long as the
+    returned ``Bundle``; errors name the archive, not that directory.
     """
     path = Path(path)
     if not path.exists():
         raise BundleError(f"bundle {path} not found")
-    if path.is_file():
-        path = _extract(path)
-    manifest_path = path / MANIFEST
+    if path.is_dir():
+        return _verified(path, path, trusted_keys, require_signature)
+    unpacked = _extract(path)
+    try:
+        bundle = _verified(Path(unpacked.name), path, trusted_keys, require_signature)
+    except BaseException:
+        unpacked.cleanup()
+        raise
+    bundle.unpacked = unpacked
+    return bundle
+
+
+def _verified(directory: Path, named: Path, trusted_keys: list[str | Path] | None,
+              require_signature: bool | None) -> Bundle:
+    """The bundle in ``directory`` once its files and signature check out; ``named`` is what errors call it."""
+    manifest_path = directory / MANIFEST
     if not manifest_path.is_file():
-        raise BundleError(f"{path} has no {MANIFEST}; is it a drsn-edge bundle?")
+        raise BundleError(f"{named} has no {MANIFEST}; is it a drsn-edge bundle?")
     data = manifest_path.read_bytes()
     try:
         manifest = json.loads(data)
     except json.JSONDecodeError as exc:
-        raise BundleError(f"{manifest_path} is not valid JSON ({exc}); the bundle is damaged") from exc
+        raise BundleError(f"{named}: {MANIFEST} is not valid JSON ({exc}); the bundle is damaged") from exc
     if manifest.get("format") != FORMAT:
-        raise BundleError(f"{path}: bundle format {manifest.get('format')!r}, this drsn-edge reads {FORMAT!r}")
+        raise BundleError(f"{named}: bundle format {manifest.get('format')!r}, this drsn-edge reads {FORMAT!r}")
     listed = manifest.get("files", {})
-    present = {p.name for p in path.iterdir() if p.name not in (MANIFEST, SIGNATURE)}
+    present = {p.name for p in directory.iterdir() if p.name not in (MANIFEST, SIGNATURE)}
     problems = [f"missing {n}" for n in sorted(set(listed) - present)]
     problems += [f"unlisted file {n}" for n in sorted(present - set(listed))]
     for name in sorted(set(listed) & present):
-        size = (path / name).stat().st_size
+        size = (directory / name).stat().st_size
         if size != listed[name]["bytes"]:
             problems.append(f"{name} is {size} bytes, the manifest says {listed[name]['bytes']} (truncated?)")
-        elif sha256_file(path / name) != listed[name]["sha256"]:
+        elif sha256_file(directory / name) != listed[name]["sha256"]:
             problems.append(f"{name} does not match its sha256 (altered)")
     if problems:
-        raise BundleError(f"bundle {path} refused: " + "; ".join(problems))
+        raise BundleError(f"bundle {named} refused: " + "; ".join(problems))
     keys = [load_public_key(k) for k in (trusted_keys or [])]
     require = bool(keys) if require_signature is None else require_signature
     signed = False
-    sig_path = path / SIGNATURE
+    sig_path = directory / SIGNATURE
     if keys and sig_path.is_file():
         signed = verify(data, sig_path.read_bytes(), keys)
         if not signed:
-            raise BundleError(f"bundle {path} refused: the signature does not verify against the trusted keys")
+            raise BundleError(f"bundle {named} refused: the signature does not verify against the trusted keys")
     if require and not signed:
-        raise BundleError(f"bundle {path} refused: it is not signed" + (" and no trusted key is configured"
-                                                                       if not keys else ""))
-    return Bundle(path=path, manifest=manifest, signed_by_trusted_key=signed)
+        raise BundleError(f"bundle {named} refused: it is not signed" + (
+            " and no trusted key is configured" if not keys else
+            "; sign it when building (`drsn-edge build --key KEY`) with the key whose .pub the gateway trusts"))
+    return Bundle(path=directory, manifest=manifest, signed_by_trusted_key=signed)
 
 
 __all__ = ["Bundle", "BundleError", "SignatureError", "open_bundle", "sha256_file", "write_bundle"]

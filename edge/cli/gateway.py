@@ -33,6 +33,9 @@ def _cmd_compile_trt(args: argparse.Namespace) -> int:
     from edge.bundle import open_bundle
     from edge.compile.tensorrt import TrtBuildSettings, build_engine, engine_path_for
 
+    if Path(args.bundle).is_file():
+        raise DrsnEdgeError(f"{args.bundle} is an archive: the engine is written beside the bundle's directory, so "
+                            "give the directory (the installed /opt/drsn-edge/current, or the build's dist/NAME)")
     bundle = open_bundle(args.bundle)
     trt = bundle.manifest.get("tensorrt")
     if not trt:
@@ -296,7 +299,8 @@ def _add_install(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", type=Path, default=Path("/"), help="file system root (default /)")
     p.add_argument("--trusted-key", action="append", default=[], metavar="PUB",
                    help="public key file (from `drsn-edge keygen`) the bundle must be signed with; repeatable; "
-                        "copied to ROOT/opt/drsn-edge/keys, where the service reads it")
+                        "copied to ROOT/opt/drsn-edge/keys, where the service reads it (default: the keys the "
+                        "installed service trusts, if any)")
     p.add_argument("--port", default="usb:0483:5740", help="serial port the service opens (default usb:0483:5740)")
     p.add_argument("--budget-ms", type=positive_float, default=None, help="latency budget (default: the bundle's)")
     p.add_argument("--distance", type=int, default=None, metavar="COUNTS",
@@ -324,15 +328,22 @@ def _add_install(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_install(args: argparse.Namespace) -> int:
-    from edge.bundle.install import HOME, install, prune
+    from edge.bundle.install import HOME, install, prune, service_keys
     from edge.bundle.package import MANIFEST
 
+    kept_keys = [] if args.trusted_key else service_keys(args.root)
     target = install(args.bundle, args.root, args.trusted_key, args.port, args.budget_ms, args.python,
                      realtime_priority=args.realtime_priority, log_max_mb=args.log_max_mb, distance=args.distance,
                      max_consecutive=args.max_consecutive, on_miss=args.on_miss,
                      reject_classes=args.reject_classes,
                      threshold=args.threshold, run_options=_service_options(args))
     print(f"installed {target}; current -> {target.name}.")
+    if kept_keys:
+        print(f"signed by a key the service already trusted ({', '.join(k.name for k in kept_keys)}); it still does")
+    elif not args.trusted_key:
+        print("warning: not signed by a trusted key: its files were checked against its manifest, not who built "
+              "it; give --trusted-key PUB to accept only bundles signed with your key (`drsn-edge keygen`)",
+              file=sys.stderr)
     removed = prune(args.root, args.keep)
     if removed:
         print(f"removed {len(removed)} older bundle(s), keeping {args.keep}: {', '.join(d.name for d in removed)}")
