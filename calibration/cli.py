@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from edge.cli.common import output_path, positive_float, probability
+from edge.cli.common import output_path, port_spec, positive_float, probability
 
 EPILOG = """\
 examples:
@@ -92,7 +92,7 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--build", type=output_path, default=None, metavar="DIR", help="build the chosen candidate's bundle here")
     p.add_argument("--bundle", type=Path, default=None, help="with --on-device: the bundle to measure")
     p.add_argument("--on-device", action="store_true", help="measure --bundle under the real runtime here")
-    p.add_argument("--port", default=None, help="with --on-device: the sensor's port (default: simulator on a pty)")
+    p.add_argument("--port", type=port_spec, default=None, help="with --on-device: the sensor's port (default: simulator on a pty)")
     p.add_argument("--seconds", type=positive_float, default=60.0, help="with --on-device: how long to measure (default 60)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=run_calibrate)

@@ -22,7 +22,7 @@ from conftest import REAL_RATE_BUDGET_MS, missed_decisions, run_against
 
 from edge.bundle import BundleError, generate_keypair
 from edge.bundle.install import install, rollback
-from edge.cli import build_parser
+from edge.cli import build_parser, main
 from edge.data.preprocess import model_input
 from edge.export.build import BuildOptions, build_bundle
 from edge.run_files import read_run_files
@@ -729,6 +729,26 @@ def test_run_command_stops_cleanly_on_sigterm(held_out, bundle, tmp_path):
     db = sqlite3.connect(tmp_path / "log.db")
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] > 10
+
+
+@pytest.mark.parametrize("port, said", [("bogus://x", "no port type 'bogus'"), ("usb:zz", "USB id 'zz'"),
+                                         ("socket://localhost", "socket://HOST:PORT, the port a number")])
+def test_a_port_no_device_could_have_is_refused_before_anything_starts(port, said, bundle, tmp_path, capsys):
+    """A device not there yet is waited for; a misspelt port never comes, so it is not waited for."""
+    for command in (["run", "--bundle", str(bundle), "--duration", "1"], ["install", "--bundle", str(bundle), "--root", str(tmp_path)]):
+        with pytest.raises(SystemExit):
+            main([*command, "--port", port])
+        assert said in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_that_decided_nothing_says_so_instead_of_zero_latencies(bundle, tmp_path, capsys):
+    assert main(["run", "--bundle", str(bundle), "--port", str(tmp_path / "ttyACM9"), "--duration", "1",
+                 "--http", "off", "--log", str(tmp_path / "log.db")]) == 0
+    captured = capsys.readouterr()
+    assert "waiting for the device" in captured.err
+    assert "decisions 0 in " in captured.out and "no latency: nothing was decided" in captured.out
+    assert "p50" not in captured.out
 
 
 def test_ctrl_c_ends_the_demo_with_what_it_decided_and_no_device_left_behind(bundle, tiny_run, tmp_path):

@@ -71,6 +71,33 @@ def refuse_existing_run(out: Path, overwrite: bool) -> None:
                             "give another --out, or add --overwrite to replace it")
 
 
+def port_spec(value: str) -> str:
+    """``--port``: a device path, ``usb:VID:PID[:SERIAL]`` or a pyserial URL, checked for form only.
+
+    A device that is not there yet is waited for; a spelling no device could ever have is refused here.
+    """
+    import importlib.util
+
+    from firmware_bridge.transport import USB_PREFIX, PortError, parse_vid_pid
+
+    if value.startswith(USB_PREFIX):
+        try:
+            parse_vid_pid(":".join(value[len(USB_PREFIX):].split(":")[:2]))
+        except PortError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    elif "://" in value:
+        scheme, _, rest = value.partition("://")
+        if not scheme.isidentifier() or importlib.util.find_spec(f"serial.urlhandler.protocol_{scheme}") is None:
+            raise argparse.ArgumentTypeError(
+                f"{value!r}: no port type {scheme!r}; give a device path (/dev/ttyACM0), usb:VID:PID[:SERIAL], "
+                "socket://HOST:PORT, rfc2217://HOST:PORT or loop://")
+        if scheme in ("socket", "rfc2217") and not rest.split("?")[0].rpartition(":")[2].isdigit():
+            raise argparse.ArgumentTypeError(f"{value!r}: give {scheme}://HOST:PORT, the port a number")
+    elif not value:
+        raise argparse.ArgumentTypeError("give a device path, usb:VID:PID or a URL")
+    return value
+
+
 def class_names(value: str) -> list[str] | None:
     """``--reject-classes B007,IR007`` as a list of class names (an empty value: None, the bundle's)."""
     return value.split(",") if value else None

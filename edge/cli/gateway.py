@@ -8,8 +8,8 @@ import signal
 import sys
 from pathlib import Path
 
-from edge.cli.common import (class_names, http_address, log_size_mb, non_negative_int, positive_float,
-                              realtime_priority, stream_rate, thread_count)
+from edge.cli.common import (class_names, http_address, log_size_mb, non_negative_int, port_spec, positive_float,
+                             realtime_priority, stream_rate, thread_count)
 from edge.errors import DrsnEdgeError
 from edge.runtime.decision_log import WAL_LIMIT_BYTES
 from edge.runtime.realtime import DEFAULT_SERVICE_PRIORITY
@@ -68,7 +68,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                        description="The gateway runtime: frames in, decisions and timed REJECTs out.",
                        epilog=EPILOG_RUN, formatter_class=argparse.RawDescriptionHelpFormatter)
     _runtime_arguments(p)
-    p.add_argument("--port", required=True, help="device path, usb:VID:PID[:SERIAL], socket://HOST:PORT or a pty")
+    p.add_argument("--port", type=port_spec, required=True, help="device path, usb:VID:PID[:SERIAL], socket://HOST:PORT or a pty")
     p.add_argument("--duration", type=positive_float, default=None, metavar="S", help="stop after S seconds (default: run)")
     p.set_defaults(func=_cmd_run)
 
@@ -149,10 +149,11 @@ def _print_summary(summary: dict) -> None:
     lat = summary["latency"]
     c = summary["counters"]
     over = f" ({latency_scope(lat)})" if lat.get("window") else ""
-    print(f"decisions {c['decisions']} in {summary['seconds']:.0f} s; latency{over} p50 "
-          f"{lat.get('p50_ms', 0):.2f} ms, p99 {lat.get('p99_ms', 0):.2f} ms, max {lat.get('max_ms', 0):.2f} ms "
-          f"against a {summary['budget_ms']:g} ms budget; fail-safe: deadline {c['deadline_fail_safe']}, "
-          f"overload {c['overload_fail_safe']}; late {c['late_decisions']}")
+    latency = (f"latency{over} p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms, max {lat['max_ms']:.2f} ms "
+               f"against a {summary['budget_ms']:g} ms budget" if lat.get("n") else
+               f"no latency: nothing was decided ({summary['budget_ms']:g} ms budget)")
+    print(f"decisions {c['decisions']} in {summary['seconds']:.0f} s; {latency}; fail-safe: deadline "
+          f"{c['deadline_fail_safe']}, overload {c['overload_fail_safe']}; late {c['late_decisions']}")
     print(f"frames {c['decoder_frames']}, rejected {c['decoder_rejected']}, lost {c['decoder_lost_frames']}; "
           f"outages {c['link_outages']}; rejects sent {c['rejects_sent']}, acked {c['acks']}, naks {c['naks']}")
     print(f"log: {c['log_written']} rows written, {c['log_retired']} oldest retired to keep it within "
@@ -301,7 +302,7 @@ def _add_install(sub: argparse._SubParsersAction) -> None:
                    help="public key file (from `drsn-edge keygen`) the bundle must be signed with; repeatable; "
                         "copied to ROOT/opt/drsn-edge/keys, where the service reads it (default: the keys the "
                         "installed service trusts, if any)")
-    p.add_argument("--port", default="usb:0483:5740", help="serial port the service opens (default usb:0483:5740)")
+    p.add_argument("--port", type=port_spec, default="usb:0483:5740", help="serial port the service opens (default usb:0483:5740)")
     p.add_argument("--budget-ms", type=positive_float, default=None, help="latency budget (default: the bundle's)")
     p.add_argument("--distance", type=int, default=None, metavar="COUNTS",
                    help="line-scan: encoder counts from the scanner to the reject actuator (required for a line-scan "
