@@ -735,7 +735,8 @@ def test_run_command_stops_cleanly_on_sigterm(held_out, bundle, tmp_path):
                                          ("socket://localhost", "socket://HOST:PORT, the port a number")])
 def test_a_port_no_device_could_have_is_refused_before_anything_starts(port, said, bundle, tmp_path, capsys):
     """A device not there yet is waited for; a misspelt port never comes, so it is not waited for."""
-    for command in (["run", "--bundle", str(bundle), "--duration", "1"], ["install", "--bundle", str(bundle), "--root", str(tmp_path)]):
+    for command in (["run", "--bundle", str(bundle), "--duration", "1"],
+                    ["install", "--bundle", str(bundle), "--root", str(tmp_path)]):
         with pytest.raises(SystemExit):
             main([*command, "--port", port])
         assert said in capsys.readouterr().err
