@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from edge.cli.common import output_path, port_spec, positive_float, probability
+from edge.cli.common import non_negative_float, output_path, port_spec, positive_float, probability, share_of_all
 
 EPILOG = """\
 examples:
@@ -83,12 +83,12 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rounds", type=int, default=10, help="latency: timed rounds per candidate (default 10)")
     p.add_argument("--per-round", type=int, default=200, help="latency: calls per round (default 200)")
     p.add_argument("--no-eager", action="store_true", help="skip the PyTorch eager reference")
-    p.add_argument("--overhead-ms", type=float, default=None,
+    p.add_argument("--overhead-ms", type=non_negative_float, default=None,
                    help="runtime overhead to add to p99 (default: measured with the real runtime on a pty)")
-    p.add_argument("--overhead-seconds", type=float, default=20.0, help="length of that measurement (default 20)")
+    p.add_argument("--overhead-seconds", type=positive_float, default=20.0, help="length of that measurement (default 20)")
     p.add_argument("--budget-ms", type=positive_float, default=None, help="choose the most accurate candidate that fits")
     p.add_argument("--margin", type=probability, default=0.2, help="share of the budget kept free (default 0.2)")
-    p.add_argument("--min-accuracy", type=float, default=None, help="lowest acceptable accuracy, e.g. 0.98")
+    p.add_argument("--min-accuracy", type=share_of_all, default=None, help="lowest acceptable accuracy, e.g. 0.98")
     p.add_argument("--build", type=output_path, default=None, metavar="DIR", help="build the chosen candidate's bundle here")
     p.add_argument("--bundle", type=Path, default=None, help="with --on-device: the bundle to measure")
     p.add_argument("--on-device", action="store_true", help="measure --bundle under the real runtime here")

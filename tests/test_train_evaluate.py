@@ -256,13 +256,34 @@ def test_a_damaged_model_file_is_named_not_a_traceback(tiny_run, tmp_path, capsy
     ["simulate", "--source", "cwru", "--duration", "-1"],
     ["prune", "--run", "r", "--method", "l1", "--rate", "1.5", "--out", "o"],
     ["prune", "--run", "r", "--method", "l1", "--rate", "0", "--out", "o"],
+    ["distill", "--teacher", "t", "--out", "o", "--distance-weight", "-5"],
+    ["build", "--run", "r", "--target", "openvino", "--out", "o", "--max-drop", "-1"],
+    ["calibrate", "--out", "c", "--overhead-ms", "-3"],
+    ["calibrate", "--out", "c", "--overhead-seconds", "0"],
+    ["calibrate", "--out", "c", "--min-accuracy", "98"],
+    ["simulate", "--source", "cwru", "--disconnect-every", "-1"],
+    ["simulate", "--source", "cwru", "--outage", "-1"],
+    ["simulate", "--source", "cwru", "--late-ms", "nan"],
+    ["simulate", "--source", "cwru", "--link", "tcp", "--tcp-port", "70000"],
 ])
 def test_a_budget_or_a_duration_that_cannot_be_is_refused_before_anything_runs(arguments, capsys):
     """A zero or negative budget would give every window the fail-safe; a demo of -5 s would stream nothing
-    and report success; a pruning rate of 1.5 has no filters to keep."""
+    and report success; a pruning rate of 1.5 has no filters to keep; a minimum accuracy of 98 (not 0.98)
+    no model reaches."""
     with pytest.raises(SystemExit) as exit_info:
         main(arguments)
     assert exit_info.value.code == 2 and "error: argument --" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, value, said", [
+    ("--lr", "-1", "--lr must be a positive learning rate"), ("--lr", "0", "--lr must be a positive"),
+    ("--clean-fraction", "2", "--clean-fraction must be a share in [0, 1]"),
+    ("--weight-decay", "nan", "--weight-decay must be 0 or more"),
+    ("--distill-temperature", "nan", "--distill-temperature above 0"), ("--mixup", "nan", "--mixup must be")])
+def test_a_training_setting_that_cannot_be_is_refused_before_training(option, value, said, tmp_path, capsys):
+    """--lr -1 ended in a traceback from the optimiser; --lr 0 and --clean-fraction 2 trained for nothing."""
+    assert main(["train", "--out", str(tmp_path / "r"), option, value, "-q"]) == 2
+    assert said in capsys.readouterr().err and not (tmp_path / "r").exists()
 
 @pytest.mark.parametrize("arguments", [
     ["train", "--out", "{blocked}/run"],

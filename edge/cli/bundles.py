@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edge.cli.common import class_names, output_path, positive_float, positive_int
+from edge.cli.common import class_names, non_negative_float, output_path, positive_float, positive_int
 
 
 EPILOG_BUILD = """\
@@ -37,7 +37,7 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
                         "(default): each is tried and the one that changes fewest of FP32's decisions on "
                         "validation and training inputs is kept")
     p.add_argument("--unbalanced-calib", action="store_true", help="draw calibration windows without class balance")
-    p.add_argument("--max-drop", type=float, default=None, metavar="PT",
+    p.add_argument("--max-drop", type=non_negative_float, default=None, metavar="PT",
                    help="largest accuracy drop allowed, in points (0.5 = 0.5 pt): layers return to float until "
                         "met on the validation split (both backends) and, for Q/DQ models, until at most this "
                         "share of FP32's decisions changes on validation and uncalibrated training inputs")

@@ -27,6 +27,8 @@ probability = checked(float, lambda p: 0.0 <= p < 1.0, "a probability in [0, 1)"
 positive_float = checked(float, lambda x: 0.0 < x < float("inf"), "must be a positive number")  # budgets, durations
 non_negative_float = checked(float, lambda x: 0.0 <= x < float("inf"), "must be 0 or a positive number")
 share = checked(float, lambda x: 0.0 < x < 1.0, "must be a share between 0 and 1, exclusive")
+share_of_all = checked(float, lambda x: 0.0 <= x <= 1.0, "must be a share between 0 and 1 (0.98 for 98 %)")
+tcp_port = checked(int, lambda n: 0 <= n <= 65535, "a TCP port, 1-65535 (0: any free one)")
 log_size_mb = checked(float, lambda mb: mb == 0 or 1 <= mb < float("inf"), "0 (unbounded) or at least 1 MB")
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edge.cli.common import add_run_output, add_training_options, positive_int, refuse_existing_run, share
+from edge.cli.common import (add_run_output, add_training_options, non_negative_float, positive_int,
+                             refuse_existing_run, share)
 
 EPILOG_PRUNE = """\
 examples:
@@ -66,8 +67,8 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--width", type=positive_int, default=None, help="student's first-stage width (default 64)")
     p.add_argument("--depth", type=positive_int, default=None, help="student's blocks per stage (default 2)")
     p.add_argument("--epochs", type=positive_int, default=30)
-    p.add_argument("--distance-weight", type=float, default=25.0, help="RKD distance loss weight (default 25)")
-    p.add_argument("--angle-weight", type=float, default=50.0, help="RKD angle loss weight (default 50)")
+    p.add_argument("--distance-weight", type=non_negative_float, default=25.0, help="RKD distance loss weight (default 25)")
+    p.add_argument("--angle-weight", type=non_negative_float, default=50.0, help="RKD angle loss weight (default 50)")
     add_run_output(p, "runs/NAME-student")
     p.add_argument("--data", type=Path, default=None, help="the teacher's image folder, if it moved")
     add_training_options(p)

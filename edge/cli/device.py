@@ -7,7 +7,8 @@ import json
 import signal
 from pathlib import Path
 
-from edge.cli.common import output_path, positive_float, positive_int, probability, stream_rate
+from edge.cli.common import (non_negative_float, output_path, positive_float, positive_int, probability, stream_rate,
+                             tcp_port)
 from edge.errors import DrsnEdgeError
 
 
@@ -38,16 +39,16 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rate", type=stream_rate, default=1.0, help="realtime (default), xN (N times faster) or max")
     p.add_argument("--corrupt", type=probability, default=0.0, help="probability of a bit flip per byte")
     p.add_argument("--drop", type=probability, default=0.0, help="probability of dropping a frame")
-    p.add_argument("--disconnect-every", type=float, default=None, metavar="S",
+    p.add_argument("--disconnect-every", type=positive_float, default=None, metavar="S",
                    help="disconnect every S seconds of streaming (USB unplug); --outage sets how long")
-    p.add_argument("--outage", type=float, default=0.5, metavar="S", help="seconds away per disconnect (0.5)")
+    p.add_argument("--outage", type=non_negative_float, default=0.5, metavar="S", help="seconds away per disconnect (0.5)")
     p.add_argument("--late", type=probability, default=0.0, metavar="P",
                    help="probability that a frame leaves --late-ms behind its schedule; the frames after it "
                         "follow in a burst, as from a busy device or USB hub")
-    p.add_argument("--late-ms", type=float, default=30.0, metavar="MS", help="how late such a frame is (30)")
+    p.add_argument("--late-ms", type=non_negative_float, default=30.0, metavar="MS", help="how late such a frame is (30)")
     p.add_argument("--link-path", default=None,
                    help="pty: keep this symlink pointing at the current pty (stable across disconnects)")
-    p.add_argument("--tcp-port", type=int, default=0, help="tcp: port on 127.0.0.1 (default: any free)")
+    p.add_argument("--tcp-port", type=tcp_port, default=0, help="tcp: port on 127.0.0.1 (default: any free)")
     p.add_argument("--loop", action="store_true", help="start over when the data ends")
     p.add_argument("--start-on-hello", action="store_true", help="stream only once the gateway has said HELLO")
     p.add_argument("--duration", type=positive_float, default=None, metavar="S", help="stop after S seconds")

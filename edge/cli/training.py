@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from edge.cli.common import (add_run_output, add_training_options, positive_int, probability, refuse_existing_run,
@@ -209,9 +210,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not 0 <= args.average_epochs <= epochs:
         raise DataError(f"--average-epochs must be between 0 (off) and --epochs ({epochs}), "
                         f"got {args.average_epochs}")
-    if args.weight_decay is not None and args.weight_decay < 0:
+    # Comparisons written so that NaN fails them too.
+    if args.weight_decay is not None and not 0.0 <= args.weight_decay < math.inf:
         raise DataError(f"--weight-decay must be 0 or more, got {args.weight_decay}")
-    if not 0.0 <= args.distill_weight <= 1.0 or args.distill_temperature <= 0:
+    if args.lr is not None and not 0.0 < args.lr < math.inf:
+        raise DataError(f"--lr must be a positive learning rate, got {args.lr}")
+    if not 0.0 <= args.distill_weight <= 1.0 or not 0.0 < args.distill_temperature < math.inf:
         raise DataError("--distill-weight must be in [0, 1] and --distill-temperature above 0")
     if args.task != "cwru":
         return _train_images(args)
@@ -238,8 +242,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
                         "dca-cnn reads one (its wavelet branch splits a single signal)")
     if not 0.0 <= args.speed_jitter < 0.5:
         raise DataError(f"--speed-jitter must be in [0, 0.5), got {args.speed_jitter}")
-    if args.mixup < 0:
+    if not 0.0 <= args.mixup < math.inf:
         raise DataError(f"--mixup must be 0 (off) or a positive Beta parameter, got {args.mixup}")
+    if not 0.0 <= args.clean_fraction <= 1.0:
+        raise DataError(f"--clean-fraction must be a share in [0, 1], got {args.clean_fraction}")
     if not 0.0 <= args.gain_jitter < 1.0:
         raise DataError(f"--gain-jitter must be in [0, 1), got {args.gain_jitter}")
     settings = TrainSettings(epochs=epochs, steps_per_epoch=args.steps, batch_size=args.batch_size,
