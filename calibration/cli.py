@@ -115,6 +115,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
         return _on_device(args)
     if args.out is None:
         raise CalibrationError("--out is required: the sweep directory to write or read")
+    if args.budget_ms is None and (args.min_accuracy is not None or args.build):
+        raise CalibrationError("--min-accuracy and --build choose among the candidates for a budget: give "
+                               "--budget-ms too")
     if args.runs:
         from calibration.sweep import SweepSettings, run_sweep
         from edge.data.noise import parse_snr_list
@@ -173,7 +176,8 @@ def _choose(doc: dict, args: argparse.Namespace) -> int:
         print(f"  naive choice   {naive['key']}: accuracy {100 * naive['accuracy']:.2f}%, p99 "
               f"{naive['p99_ms']:.3f} ms ({'fits' if fits else 'does not fit'})")
     if choice.chosen is None:
-        print("  nearest candidates:")
+        print("  nearest candidates:" if choice.nearest else
+              "  no candidate was measured here: the table says why for each")
         for r in choice.nearest:
             print(f"    {r['key']}: accuracy {100 * r['accuracy']:.2f}%, p99 {r['p99_ms']:.3f} ms")
         return 1

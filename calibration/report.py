@@ -40,7 +40,8 @@ def write_plot(doc: dict, path: Path) -> Path:
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title("accuracy against latency (filled: int8, hollow: fp32; larger: more threads)", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    if rows:  # nothing measured: an empty plot, without a legend of nothing
+        ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from calibration.candidates import CalibrationError, Candidate, expand_grid
 from calibration.pareto import choose_for_budget, pareto_front
+from edge.run_files import read_run_files
 
 LATENCY_INPUTS = 200   # validation windows the latency probe cycles through
 
@@ -274,8 +275,9 @@ def candidate_rows(candidates: list[Candidate], log: ResultsLog) -> list[dict]:
         row = c.to_dict() | {"status": acc.get("status", "not measured")}
         if acc.get("status") == "ok":
             row |= {k: acc[k] for k in ("accuracy", "accuracy_by_snr", "model_bytes", "bundle", "measured_with")}
-        elif acc:
+        elif acc:  # the build's own reason: its latency record only says it was skipped
             row["reason"] = acc.get("reason")
+            lat = {}
         if lat.get("status") == "ok":
             row |= {k: lat[k] for k in ("p50_ms", "p99_ms", "p99_9_ms", "max_ms", "peak_rss_mb", "windows_per_s")}
         elif lat.get("status") == "measure on target":
@@ -297,6 +299,8 @@ def selectable(rows: list[dict]) -> list[dict]:
 def run_sweep(settings: SweepSettings, out: str | Path, progress: bool = True, log=print) -> dict:
     """Run (or resume) a sweep into ``out``; returns the calibration document (also in calibration.json)."""
     out = Path(out)
+    for run in settings.runs:  # a mistyped or damaged run stops the sweep before anything is built or written
+        read_run_files(run)
     out.mkdir(parents=True, exist_ok=True)
     backends = list(settings.backends) + (["pytorch"] if settings.reference_eager else [])
     runs, prune_notes = prepare_runs(settings, out, log)
@@ -330,7 +334,7 @@ def run_sweep(settings: SweepSettings, out: str | Path, progress: bool = True, l
         acc = results.find("accuracy", c.bundle_key())
         record = {"kind": "latency", "key": c.key(), "candidate": c.to_dict()}
         if acc["status"] != "ok":
-            record |= {"status": "skipped", "reason": "the bundle failed to build or score"}
+            record |= {"status": "skipped", "reason": f"the bundle failed to build or score: {acc.get('reason')}"}
         elif c.backend == "tensorrt" and not trt_here:
             record |= {"status": "measure on target", "commands": on_target_commands(c, acc["bundle"])}
         else:

@@ -93,8 +93,8 @@ def test_tiny_sweep_measures_every_candidate_through_real_backends(tiny_sweep):
     rows = doc["candidates"]
     assert len(rows) == 2 * (2 * 2 + 1)                                   # (2 backends x 2 precisions + eager) x 2 runs
     for r in rows:
-        if r["status"] != "ok":      # only the INT8 guard may refuse a (badly trained, tiny) model
-            assert r["precision"] == "int8" and "skipped" in r["status"], r
+        if r["status"] != "ok":      # only the INT8 guard may refuse a (badly trained, tiny) model, and says so
+            assert r["precision"] == "int8" and r["status"] == "failed" and "pt lower" in r["reason"], r
             continue
         assert 0 < r["accuracy"] <= 1 and set(r["accuracy_by_snr"]) == {"none", "-4"}
         assert 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"] and r["peak_rss_mb"] > 10
@@ -142,6 +142,18 @@ def test_choosing_without_a_sweep_is_a_clear_error(tmp_path, capsys):
 
     assert main(["calibrate", "--out", str(tmp_path / "none"), "--budget-ms", "1"]) == 2
     assert "run a sweep first" in capsys.readouterr().err
+
+
+def test_a_sweep_of_a_run_that_is_not_there_stops_before_anything_is_written(tiny_run, tmp_path, capsys):
+    """Before, each of its candidates failed in turn, said only "failed to build or score", and the sweep ended 0."""
+    from edge.cli import main
+
+    out = tmp_path / "sweep"
+    assert main(["calibrate", "--runs", str(tiny_run), str(tmp_path / "runs" / "nope"), "--out", str(out),
+                 "--overhead-ms", "1"]) == 2
+    assert "run directory" in capsys.readouterr().err and not out.exists()
+    assert main(["calibrate", "--out", str(out), "--min-accuracy", "0.98"]) == 2
+    assert "give --budget-ms too" in capsys.readouterr().err
 
 
 def test_on_device_measures_a_bundle_under_the_runtime_and_recommends_a_budget(tiny_sweep, cwru_dir, capsys):
