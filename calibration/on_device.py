@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from edge.bundle import Bundle
 from edge.errors import DrsnEdgeError
 from edge.runtime.loop import Runtime, RuntimeSettings
 
@@ -45,7 +46,7 @@ def measure_bundle(bundle: str | Path, seconds: float = 60.0, port: str | None =
 
         opened = open_bundle(str(bundle))
         image = opened.kind == "linescan"
-        source = _simulator_source(bundle, image, Path(data) if data else None, run_dir)
+        source = _simulator_source(bundle, opened, Path(data) if data else None, run_dir)
         if image:  # the simulated actuator beyond the wide budget's travel: no REJECT may come late for it
             settings = replace(settings, distance=ACTUATOR_LINES + math.ceil(budget_ms / 1e3 * LINE_RATE_HZ))
         session = run_with_simulator(opened, settings, source, seconds, rate,
@@ -55,7 +56,7 @@ def measure_bundle(bundle: str | Path, seconds: float = 60.0, port: str | None =
         return session.summary
 
 
-def _simulator_source(bundle: str | Path, image: bool, data: Path | None, run_dir: str | Path | None):
+def _simulator_source(name: str | Path, bundle: Bundle, data: Path | None, run_dir: str | Path | None):
     """Real recordings for the simulator: for an image bundle, a belt of the run's test images at
     the model's size when the run is known, else of the X-ray castings test patches; for a
     vibration bundle, CWRU (the run's held-out segments when the run is known).  A run of the
@@ -66,9 +67,10 @@ def _simulator_source(bundle: str | Path, image: bool, data: Path | None, run_di
     from firmware_bridge.sources import belt_source, cwru_source, held_out_spans
 
     root = data or default_data_root()
+    image = bundle.kind == "linescan"
     run = read_run_files(run_dir) if run_dir else None
     if run:
-        check_run_fits_bundle(bundle, image, run_dir, run["config.json"])
+        check_run_fits_bundle(name, bundle, run_dir, run)
     if image and run:
         return held_out_belt(run, 200, data)
     if image:

@@ -8,12 +8,22 @@ either side.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 from edge.errors import RunError
 
 RUN_FILES: tuple[str, ...] = ("model.pt", "config.json", "split.json", "metrics.json")
+
+
+def split_fingerprint(split: dict) -> str:
+    """The sha256 of a run's split (which data it trained, validated and held out), independent of formatting.
+
+    A bundle records its run's: the demo and on-device calibration stream a run's held-out data,
+    which is held out only from a model built from a run with this same split.
+    """
+    return hashlib.sha256(json.dumps(split, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def read_run_files(path: str | Path) -> dict[str, dict]:

@@ -752,6 +752,25 @@ def test_a_run_that_decided_nothing_says_so_instead_of_zero_latencies(bundle, tm
     assert "p50" not in captured.out
 
 
+def test_a_run_with_another_split_than_the_bundles_is_refused_before_anything_streams(bundle, tiny_run, tmp_path,
+                                                                                       capsys):
+    """Its held-out data may be what the bundle's model trained on: the live accuracy would flatter the model."""
+    other = tmp_path / "other-split"
+    shutil.copytree(tiny_run, other)
+    split = json.loads((other / "split.json").read_text())
+    test = next(row for row in split["segments"] if row["split"] == "test")
+    train = next(row for row in split["segments"] if row["split"] == "train" and row["file"] == test["file"])
+    test["split"], train["split"] = "train", "test"  # the model's training segment, now called held out
+    (other / "split.json").write_text(json.dumps(split))
+    for command in (["demo", "--http", "off", "--log", str(tmp_path / "demo.db"), "--run"],
+                    ["calibrate", "--on-device", "--runs"]):
+        assert main([*command, str(other), "--bundle", str(bundle), "--seconds", "1"]) == 2
+        captured = capsys.readouterr()
+        assert f"run {other} split its data otherwise than the run bundle {bundle} was built from ({tiny_run})" \
+            in captured.err and "measuring" not in captured.out
+    assert not (tmp_path / "demo.db").exists()
+
+
 def test_ctrl_c_ends_the_demo_with_what_it_decided_and_no_device_left_behind(bundle, tiny_run, tmp_path):
     """Ctrl-C reaches the whole process group, the device's process too: one message, no traceback, no orphan."""
     proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "demo", "--bundle", str(bundle), "--run", str(tiny_run),

@@ -213,7 +213,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     data = args.data or Path(config["data"]["path"])
     bundle = open_bundle(args.bundle, trusted_keys=args.trust)
     linescan = bundle.kind == "linescan"
-    check_run_fits_bundle(args.bundle, linescan, args.run, config)
+    check_run_fits_bundle(args.bundle, bundle, args.run, run)
     source, what = (_belt_of_run(args, run, data) if linescan else _records_of_run(run, data))
 
     def announce(port, runtime):

@@ -24,6 +24,7 @@ from edge.export.onnx_export import (INPUT_NAME, OPSET, OUTPUT_NAME, export_onnx
                                      parity_check)
 from edge.quantize.calibration import (accuracy, agreement, agreement_inputs, balanced_subset, dataset_hash,
                                       decisions, model_inputs)
+from edge.run_files import split_fingerprint
 from edge.train.runs import load_run
 from edge.train.vibration import run_splits
 
@@ -278,7 +279,7 @@ def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, ke
             "drsn_edge_version": edge.__version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "model": {"family": cfg["model"]["name"], "config": cfg["model"], "files": model_files,
-                      "source_run": str(run.path)},
+                      "source_run": str(run.path), "split_sha256": split_fingerprint(run.split)},
             "task": cfg.get("task"),
             "classes": classes,
             "reject_classes": reject,

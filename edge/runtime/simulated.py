@@ -13,6 +13,7 @@ from pathlib import Path
 
 from edge.bundle import Bundle
 from edge.errors import DrsnEdgeError
+from edge.run_files import split_fingerprint
 from edge.runtime.loop import Runtime, RuntimeSettings
 from firmware_bridge.simulator import DeviceProcess
 from firmware_bridge.sources import ACTUATOR_LINES, BeltSource, VibrationSource, belt_source, held_out_images
@@ -62,12 +63,22 @@ def run_with_simulator(bundle: str | Path | Bundle, settings: RuntimeSettings, s
                                 runtime.manifest["backend"]["name"], runtime.manifest["precision"], interrupted)
 
 
-def check_run_fits_bundle(bundle: str | Path, linescan: bool, run_dir: str | Path, run_config: dict) -> None:
-    """Refuse a run of the other kind than the bundle: its held-out data would not be what the bundle reads."""
-    if linescan != (run_config["preprocessing"].get("input") == "image"):
-        raise DrsnEdgeError(f"bundle {bundle} is a {'line-scan' if linescan else 'vibration'} bundle, but run "
+def check_run_fits_bundle(name: str | Path, bundle: Bundle, run_dir: str | Path, run: dict[str, dict]) -> None:
+    """Refuse a run whose held-out data is not held out from the bundle's model: one of the other kind,
+    which the bundle cannot read, or one with another split, whose test data the model may have trained on
+    (its live accuracy would flatter the model).  ``run`` is the run's files (``read_run_files``)."""
+    linescan = bundle.kind == "linescan"
+    source = bundle.manifest["model"].get("source_run", "?")
+    if linescan != (run["config.json"]["preprocessing"].get("input") == "image"):
+        raise DrsnEdgeError(f"bundle {name} is a {'line-scan' if linescan else 'vibration'} bundle, but run "
                             f"{run_dir} trained {'a vibration' if linescan else 'an image'} model; give the run the "
-                            f"bundle was built from")
+                            f"bundle was built from ({source})")
+    recorded = bundle.manifest["model"].get("split_sha256")  # bundles built before it was recorded have none
+    if recorded and recorded != split_fingerprint(run["split.json"]):
+        raise DrsnEdgeError(f"run {run_dir} split its data otherwise than the run bundle {name} was built from "
+                            f"({source}): what {run_dir} held out may be what the bundle's model trained on, and "
+                            f"its live accuracy would flatter it; give --run {source}, or a run pruned or "
+                            "distilled from it")
 
 
 def held_out_belt(run: dict[str, dict], bands: int, data: str | Path | None = None) -> BeltSource:
