@@ -57,6 +57,11 @@ def test_missing_fault_record_is_a_clear_error(cwru_dir, tmp_path):
         shutil.copy(cwru_dir / name, tmp_path / name)
     with pytest.raises(DataError, match=r"missing CWRU records: 118\.mat \(B007, load 0\)"):
         load_cwru(tmp_path, loads=(0,))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with pytest.raises(DataError, match=r"holds none of the 30 CWRU records asked for \(97\.mat, 98\.mat, \.\.\.\); "
+                                        "point --data at the folder"):
+        load_cwru(elsewhere)
 
 
 def test_missing_directory_is_a_clear_error(tmp_path):

@@ -256,6 +256,10 @@ def load_cwru(data_dir: str | Path, loads: tuple[int, ...] = (0, 1, 2), channel:
         else:
             missing.extend(f"{CWRU_RECORDS[label][load]}.mat ({label}, load {load})" for load in absent)
         wanted.extend((label, load, CWRU_RECORDS[label][load], path) for load, path in present)
+    if missing and not wanted:  # not a CWRU copy at all (or the wrong folder): thirty names would say less
+        shown = ", ".join(missing[:2]) + (", ..." if len(missing) > 2 else "")
+        raise DataError(f"{data_dir} holds none of the {len(missing)} CWRU records asked for ({shown}); point "
+                        "--data at the folder of CWRU .mat files")
     if missing:
         raise DataError(f"{data_dir}: missing CWRU records: {'; '.join(missing)}. "
                         "Choose loads this copy holds (--loads) or point --data at a full copy.")
