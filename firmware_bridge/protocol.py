@@ -7,6 +7,7 @@ the streaming decoder live in :mod:`firmware_bridge.codec`.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -122,11 +123,18 @@ class Hello(Message):
         if not payload:
             return cls(request=True)
         dev, fw0, fw1, fw2, sensor, fmt, ch, depth, rate, scale, pixels, _ = _fixed(cls.LAYOUT, payload, "HELLO")
+        if not (math.isfinite(rate) and rate >= 0 and _usable_scale(scale)):
+            raise ProtocolError(f"HELLO: rate {rate} and scale {scale} must be finite, the scale above 0")
         try:
             return cls(dev.rstrip(b"\0").decode("ascii"), (fw0, fw1, fw2), SensorKind(sensor), SampleFormat(fmt),
                        ch, depth, rate, scale, pixels)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ProtocolError(f"HELLO: {exc}") from exc
+
+
+def _usable_scale(scale: float) -> bool:
+    """Physical units per LSB: a finite number above 0 (NaN fails the comparison too)."""
+    return 0.0 < scale < math.inf
 
 
 @dataclass
@@ -153,6 +161,8 @@ class Samples(Message):
         if len(payload) < cls.LAYOUT.size:
             raise ProtocolError(f"SAMPLES payload of {len(payload)} bytes is shorter than its header")
         fmt, channels, count, scale = cls.LAYOUT.unpack_from(payload)
+        if not _usable_scale(scale):  # NaN, infinite or 0: every window it touched would decide nonsense
+            raise ProtocolError(f"SAMPLES: scale {scale} is not a finite number above 0")
         dtype = _SAMPLES_DTYPES.get(fmt)
         if dtype is None or not 1 <= channels <= 3:
             raise ProtocolError(f"SAMPLES: format {fmt} with {channels} channels is not supported")

@@ -66,6 +66,20 @@ def test_ack_nak_heartbeat_error_roundtrip(kind, seq, code):
     assert roundtrip(Error(code, "overrun on axis Z")) == Error(code, "overrun on axis Z")
 
 
+@pytest.mark.parametrize("message", [Samples(np.ones((120, 1), np.int16), float("nan")),
+                                     Samples(np.ones((120, 1), np.int16), 0.0),
+                                     Samples(np.ones((120, 1), np.int16), float("inf")),
+                                     Hello("dev", (1, 0, 0), SensorKind.VIBRATION, SampleFormat.INT16, 1, 16,
+                                           float("nan"), 1e-3, 0),
+                                     Hello("dev", (1, 0, 0), SensorKind.VIBRATION, SampleFormat.INT16, 1, 16,
+                                           12000.0, -1e-3, 0)])
+def test_a_scale_or_rate_no_sensor_can_have_is_a_rejected_frame_not_windows_of_nan(message):
+    """The CRC holds (the firmware sent it so): the decoder refuses the frame and counts it, as a corrupted one."""
+    decoder = FrameDecoder()
+    assert decoder.feed(encode_frame(message, 1, 2, 0)) == []
+    assert decoder.stats.rejected == decoder.stats.bad_payload == 1
+
+
 def test_shared_vectors_match_the_python_codec():
     rows = [line.split() for line in VECTORS_FILE.read_text().splitlines()]
     assert [r[0] for r in rows] == [v[0] for v in vector_messages()]

@@ -771,6 +771,28 @@ def test_a_run_with_another_split_than_the_bundles_is_refused_before_anything_st
     assert not (tmp_path / "demo.db").exists()
 
 
+def test_windows_of_a_dead_accelerometer_get_the_fail_safe_not_a_class(held_out, bundle, tmp_path, capsys):
+    """A broken cable or stuck converter reads one value: z-scored it is all zeros, and the model would still
+    name a class for it (a bearing reported healthy by a sensor that is not there)."""
+    first = held_out.signals[0].copy()
+    a, b = 3000, 9000
+    first[a:b] = 37  # the converter's last value, held
+    stuck = replace(held_out, signals=[first, *held_out.signals[1:]])
+    with DeviceSimulator(stuck, link="pty", speed=4.0) as sim:
+        _, summary = run_against(sim, bundle, tmp_path, 4.0, budget_ms=50.0)
+    db = sqlite3.connect(tmp_path / "log.db")
+    rows = db.execute("SELECT span_start, span_end, fail_safe FROM decisions WHERE span_end < ?",
+                      (first.shape[0],)).fetchall()
+    inside = [fail_safe for start, end, fail_safe in rows if a <= start and end < b]
+    outside = [fail_safe for start, end, fail_safe in rows if not (a <= start and end < b)]
+    assert len(inside) >= 5 and set(inside) == {"no_signal"}
+    assert "no_signal" not in outside and outside.count(None) >= 3  # (a window's deadline is another matter)
+    assert summary["counters"]["no_signal_fail_safe"] == len(inside)
+    err = capsys.readouterr().err
+    assert "reads one constant value (" in err and "is the accelerometer connected?" in err
+    assert "vibrates again" in err
+
+
 def test_ctrl_c_ends_the_demo_with_what_it_decided_and_no_device_left_behind(bundle, tiny_run, tmp_path):
     """Ctrl-C reaches the whole process group, the device's process too: one message, no traceback, no orphan."""
     proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "demo", "--bundle", str(bundle), "--run", str(tiny_run),

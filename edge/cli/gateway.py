@@ -153,7 +153,8 @@ def _print_summary(summary: dict) -> None:
                f"against a {summary['budget_ms']:g} ms budget" if lat.get("n") else
                f"no latency: nothing was decided ({summary['budget_ms']:g} ms budget)")
     print(f"decisions {c['decisions']} in {summary['seconds']:.0f} s; {latency}; fail-safe: deadline "
-          f"{c['deadline_fail_safe']}, overload {c['overload_fail_safe']}; late {c['late_decisions']}")
+          f"{c['deadline_fail_safe']}, overload {c['overload_fail_safe']}, no signal {c['no_signal_fail_safe']}; "
+          f"late {c['late_decisions']}")
     print(f"frames {c['decoder_frames']}, rejected {c['decoder_rejected']}, lost {c['decoder_lost_frames']}; "
           f"outages {c['link_outages']}; rejects sent {c['rejects_sent']}, acked {c['acks']}, naks {c['naks']}")
     print(f"log: {c['log_written']} rows written, {c['log_retired']} oldest retired to keep it within "

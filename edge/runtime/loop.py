@@ -156,7 +156,9 @@ class Runtime:
         if s.realtime_priority:
             check_priority(s.realtime_priority)
         self.thread_priority: dict[str, int] = {}  # SCHED_FIFO priority each runtime thread got (0: ordinary)
+        self._signal_lost = False  # the latest vibration window held one constant value (said once per spell)
         self.counts = {"data_frames": 0, "deadline_fail_safe": 0, "late_decisions": 0, "overload_fail_safe": 0,
+                       "no_signal_fail_safe": 0,
                        "keepalives": 0, "estimate_probes": 0, "rejects_sent": 0, "rejects_not_written": 0, "acks": 0,
                        "naks": 0, "naks_too_late": 0, "lockouts": 0, "reconnects": 0, "hello_mismatch": 0,
                        "samples_without_channel": 0, "frames_of_other_kind": 0,
@@ -415,6 +417,10 @@ class Runtime:
                 continue
             self.metrics.queue_depth.set(self._queue.qsize())
             age = time.monotonic() - unit.arrived
+            if self.kind == "vibration" and self._without_signal(unit):
+                self.counts["no_signal_fail_safe"] += 1
+                self._finish_tile(unit, [self.policy.fail_safe("no_signal")], age * 1e3)
+                continue
             if age + self._infer_times.expected() > self.budget_s:
                 self.counts["deadline_fail_safe"] += unit.lanes
                 self._finish_tile(unit, [self.policy.fail_safe("deadline")] * unit.lanes, age * 1e3)
@@ -426,6 +432,19 @@ class Runtime:
             logits, inference_ms = self._timed_infer(x)
             t0 = time.perf_counter()
             self._finish_tile(unit, self.policy.decide(logits), age * 1e3, inference_ms, decided_from=t0)
+
+    def _without_signal(self, unit: Unit) -> bool:
+        """True for a window of one constant value: no running machine gives one, a dead accelerometer, a
+        broken cable or a stuck converter does.  The model would still name a class for it (z-scored, it is
+        all zeros), so it gets the fail-safe instead, and the operator hears when the spell starts and ends."""
+        flat = bool(unit.data.max() == unit.data.min())
+        if flat != self._signal_lost:
+            self._signal_lost = flat
+            print(f"runtime: axis {self.settings.channel_index} of the device on {self.settings.port} "
+                  + (f"reads one constant value ({float(unit.data.flat[0]):g}) over a whole window: is the "
+                     "accelerometer connected? Such windows get the fail-safe (no_signal_fail_safe)" if flat else
+                     "vibrates again; its windows are decided by the model"), file=sys.stderr, flush=True)
+        return flat
 
     def _probe_if_stale(self) -> None:
         """Re-measure the backend once per keep-alive interval while units fail on the estimate alone.
