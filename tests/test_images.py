@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -561,3 +563,41 @@ def test_a_task_s_defaults_fill_only_what_the_user_left_open():
     assert (castings.normalization, castings.weight_decay, castings.epochs) == ("highpass-image", 0.05, 90)
     chosen = ImageTrainSettings(normalization="center-image", weight_decay=0.01, epochs=12).for_task("xray-castings")
     assert (chosen.normalization, chosen.weight_decay, chosen.epochs) == ("center-image", 0.01, 12)
+
+
+def test_a_detector_that_changes_its_width_or_sends_lines_too_narrow_is_counted_not_fatal(castings_bundle, tmp_path,
+                                                                                        capsys):
+    """A LINE of another width in the middle of a tile used to stop the reader (the tile's lines could not be
+    stacked), and one narrower than a patch too: the gateway restarted, and restarted again."""
+    import threading
+
+    from edge.runtime.loop import Runtime, RuntimeSettings
+    from firmware_bridge.codec import encode_frame
+    from firmware_bridge.protocol import Hello, Line, SampleFormat, SensorKind
+    from firmware_bridge.transport import PtyPair
+
+    pty = PtyPair()
+    runtime = Runtime(castings_bundle, RuntimeSettings(port=pty.name, log_path=str(tmp_path / "log.db"), http=None,
+                                                       distance=5000, paced_reads=False))
+    runtime.start()
+    decided = threading.Thread(target=lambda: runtime.run(4.0), daemon=True)
+    decided.start()
+    rng = np.random.default_rng(0)
+    frames, encoder = [], 0
+    for pixels, lines in ((640, 48), (320, 64), (16, 40)):  # 640 px, then the detector at 320 px, then 16 px
+        frames.append(encode_frame(Hello("det", (1, 0, 0), SensorKind.LINESCAN, SampleFormat.UINT8, 1, 8, 1250.0,
+                                         1.0, pixels), len(frames)))
+        for _ in range(lines):
+            frames.append(encode_frame(Line(rng.integers(0, 255, pixels, dtype=np.uint8), 8), len(frames),
+                                       encoder * 800, encoder))
+            encoder += 1
+    threading.Thread(target=os.write, args=(pty.master_fd, b"".join(frames)), daemon=True).start()
+    decided.join(timeout=30)
+    runtime.close()
+    pty.close()
+    c = runtime.counters()
+    assert runtime.thread_failures == [] and c["assembler_lines_unusable"] == 40
+    db = sqlite3.connect(tmp_path / "log.db")
+    lanes = db.execute("SELECT span_start, COUNT(*) FROM decisions GROUP BY span_start ORDER BY span_start").fetchall()
+    assert lanes == [(0, 20), (48, 10), (80, 10)]  # a 640 px tile of 20 patches; the 320 px lines' two tiles of 10
+    assert "lines of 16 px, too narrow" in capsys.readouterr().err and c["hello_mismatch"] == 1

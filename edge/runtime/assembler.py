@@ -36,6 +36,11 @@ class AssemblerStats:
         return dict(self.__dict__)
 
 
+@dataclass
+class LineAssemblerStats(AssemblerStats):
+    lines_unusable: int = 0   # too narrow for one patch: discarded, nothing on them is inspected
+
+
 class VibrationAssembler:
     """Sliding windows of ``window`` samples every ``hop`` samples, per channel, from SAMPLES blocks."""
 
@@ -122,13 +127,18 @@ class LineAssembler:
             raise ValueError("give the number of lanes or the patch width")
         self.tile_lines, self.step, self.lanes, self.patch_width = tile_lines, tile_lines - overlap, lanes, patch_width
         self.uninspected_pixels = 0
-        self.stats = AssemblerStats()
+        self.stats = LineAssemblerStats()
         self._lines: list[np.ndarray] = []
         self._first: int | None = None      # encoder count of _lines[0]
         self._next_start: int | None = None
 
     def push(self, pixels: np.ndarray, encoder: int, timestamp_us: int, arrived: float) -> list[Unit]:
-        if self._first is not None and encoder != self._first + len(self._lines):
+        if not self.fits(pixels.shape[0]):
+            self.stats.lines_unusable += 1
+            return []
+        if self._first is not None and (encoder != self._first + len(self._lines)
+                                        or self._lines and pixels.shape[0] != self._lines[-1].shape[0]):
+            # A gap in the encoder counts, or a detector that changed its width: no tile mixes either.
             self.stats.gaps += 1
             self.stats.samples_discarded += len(self._lines)
             self._lines, self._first = [], None
@@ -157,6 +167,13 @@ class LineAssembler:
         if self._first is None:
             return None
         return self._next_start + self.tile_lines - (self._first + len(self._lines))
+
+    def fits(self, pixels: int) -> bool:
+        """Whether a line of ``pixels`` holds at least one whole patch."""
+        try:
+            return self.geometry(pixels)[1] >= 1
+        except ValueError:
+            return False
 
     def geometry(self, pixels: int) -> tuple[int, int]:
         """(lanes, patch width) for a detector line of ``pixels``."""

@@ -345,6 +345,13 @@ class Runtime:
             print(f"runtime: the device {msg.device_id!r} streams at {msg.rate_hz:g} Hz, but the bundle's model "
                   f"was trained at {rate:g} Hz: no window will be decided; set the device to {rate:g} Hz or "
                   f"install a bundle trained at {msg.rate_hz:g} Hz", file=sys.stderr, flush=True)
+        if self.kind == "linescan" and msg.pixels and not self.assembler.fits(msg.pixels):
+            self.counts["hello_mismatch"] += 1
+            patches = f"{self.settings.lanes} patches" if self.settings.lanes else "one patch"
+            print(f"runtime: the device {msg.device_id!r} sends lines of {msg.pixels} px, too narrow for {patches} "
+                  f"of the model's {self.assembler.patch_width or '?'} px: "
+                  "no tile will be decided (its lines are counted as assembler_lines_unusable); check --lanes, or "
+                  "install a bundle for this detector", file=sys.stderr, flush=True)
         travel_s = self.settings.distance / msg.rate_hz if self.kind == "linescan" and msg.rate_hz > 0 else None
         if travel_s is not None and 0 < travel_s <= self.budget_s:
             # A tile decided within its budget may still be decided after its parts reach the actuator.
