@@ -825,6 +825,10 @@ def test_a_tile_s_verdicts_follow_argmax_or_the_reject_classes_probability_row_b
     assert all(v.scores == pytest.approx(row.tolist()) and type(v.reject) is bool for v, row in zip(argmax, p))
     by_mass = DecisionPolicy(["a", "b", "c", "d"], ["b", "d"], threshold=0.4).decide(logits)
     assert [v.reject for v in by_mass] == [True, True, False, True]   # the first: argmax passes, mass 0.48 rejects
+    logits[2, 1] = np.nan                                             # a patch whose input overflowed
+    fail_safe = DecisionPolicy(["a", "b", "c", "d"], ["b", "d"], on_miss="reject").decide(logits)
+    assert [(v.fail_safe, v.reject) for v in fail_safe] == [(None, False), (None, True), ("non_finite", True),
+                                                             (None, True)]
 
 
 def test_the_decision_s_own_time_is_on_the_stage_clocks(held_out, bundle, tmp_path):

@@ -65,8 +65,10 @@ class DecisionPolicy:
             reject = self.reject_index[best]
         else:  # reject when the total probability of the reject classes reaches the threshold
             reject = p[:, self.reject_index].sum(axis=1).astype(np.float64) >= self.threshold
-        return [Verdict(self.classes[k], scores, r)
-                for k, scores, r in zip(best.tolist(), p.tolist(), reject.tolist())]
+        # NaN scores (an input that overflowed) would still argmax to a class: the fail-safe instead.
+        finite = np.isfinite(p).all(axis=1).tolist()
+        return [Verdict(self.classes[k], scores, r) if ok else self.fail_safe("non_finite")
+                for k, scores, r, ok in zip(best.tolist(), p.tolist(), reject.tolist(), finite)]
 
     def fail_safe(self, why: str) -> Verdict:
         return Verdict(f"fail-safe:{self.on_miss}", [], self.on_miss == "reject", fail_safe=why)

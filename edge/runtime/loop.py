@@ -158,7 +158,7 @@ class Runtime:
         self.thread_priority: dict[str, int] = {}  # SCHED_FIFO priority each runtime thread got (0: ordinary)
         self._signal_lost = False  # the latest vibration window held one constant value (said once per spell)
         self.counts = {"data_frames": 0, "deadline_fail_safe": 0, "late_decisions": 0, "overload_fail_safe": 0,
-                       "no_signal_fail_safe": 0,
+                       "no_signal_fail_safe": 0, "non_finite_fail_safe": 0,
                        "keepalives": 0, "estimate_probes": 0, "rejects_sent": 0, "rejects_not_written": 0, "acks": 0,
                        "naks": 0, "naks_too_late": 0, "lockouts": 0, "reconnects": 0, "hello_mismatch": 0,
                        "samples_without_channel": 0, "frames_of_other_kind": 0,
@@ -438,7 +438,9 @@ class Runtime:
             self.metrics.stages["preprocess"].observe((time.perf_counter() - t0) * 1e3)
             logits, inference_ms = self._timed_infer(x)
             t0 = time.perf_counter()
-            self._finish_tile(unit, self.policy.decide(logits), age * 1e3, inference_ms, decided_from=t0)
+            verdicts = self.policy.decide(logits)
+            self.counts["non_finite_fail_safe"] += sum(v.fail_safe is not None for v in verdicts)
+            self._finish_tile(unit, verdicts, age * 1e3, inference_ms, decided_from=t0)
 
     def _without_signal(self, unit: Unit) -> bool:
         """True for a window of one constant value: no running machine gives one, a dead accelerometer, a
