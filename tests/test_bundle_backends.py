@@ -365,9 +365,11 @@ def test_install_keeps_the_newest_bundles_and_removes_older_ones_with_their_engi
     for archive in archives[1:]:
         time.sleep(0.02)  # installs minutes apart on a gateway; here the directories' times must still differ
         assert main(["install", "--bundle", str(archive), "--root", str(root), "--keep", "3"]) == 0
-    left = {d.name for d in (home / "bundles").iterdir()}
+    left = {d.name for d in (home / "bundles").iterdir() if d.is_dir()}
     assert first.name not in left and not engine.exists() and "interrupted-1234abcd.partial" not in left
     assert len(left) == 3 and {(home / n).resolve().name for n in ("current", "previous")} <= left
+    units = {f.name for f in (home / "bundles").iterdir() if f.is_file()}  # each kept with its unit, the first not
+    assert units == {f"{name}.service" for name in left}
     assert f"removed 1 older bundle(s), keeping 3: {first.name}" in capsys.readouterr().out
     assert rollback(root).name in left
 

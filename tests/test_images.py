@@ -321,10 +321,11 @@ def test_an_actuator_closer_than_the_budget_s_travel_is_named_when_the_device_sa
     assert "50 ms budget" in said
 
 
-def test_on_device_calibration_streams_the_image_run_s_own_test_images(castings_run):
+def test_on_device_calibration_streams_the_image_run_s_own_test_images(castings_run, castings_bundle):
     from calibration.on_device import _simulator_source
+    from edge.bundle import open_bundle
 
-    belt = _simulator_source("dist/castings", True, None, castings_run)
+    belt = _simulator_source(castings_bundle, open_bundle(castings_bundle), None, castings_run)
     test = set(json.loads((castings_run / "split.json").read_text())["files"]["test"])
     assert belt.rows.shape == (200 * 32, 640) and {t["image"] for t in belt.truth} <= test
 

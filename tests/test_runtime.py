@@ -472,8 +472,8 @@ def test_install_switches_atomically_and_rolls_back(bundle, tiny_run, tmp_path):
     build_bundle(tiny_run, other, BuildOptions(target="onnxruntime", precision="int8", calib_size=16),
                  log=lambda *_: None)
     root = tmp_path / "root"
-    first = install(bundle.with_name(bundle.name + ".tar.gz"), root)
-    second = install(other.with_name("other.tar.gz"), root)
+    first = install(bundle.with_name(bundle.name + ".tar.gz"), root, port="/dev/ttyACM0", threshold=0.6)
+    second = install(other.with_name("other.tar.gz"), root, port="/dev/ttyUSB1")
     home = root / "opt/drsn-edge"
     assert (home / "current").resolve() == second and (home / "previous").resolve() == first
     unit = (root / "etc/systemd/system/drsn-edge.service").read_text()
@@ -484,7 +484,13 @@ def test_install_switches_atomically_and_rolls_back(bundle, tiny_run, tmp_path):
     args = build_parser().parse_args(argv)
     assert (dash_m, module, args.command) == ("-m", "edge.cli", "run")
     assert str(args.bundle) == "/opt/drsn-edge/current" and args.realtime_priority == DEFAULT_SERVICE_PRIORITY
+    assert "--port /dev/ttyUSB1" in unit and "--threshold" not in unit
     assert rollback(root) == first and (home / "previous").resolve() == second
+    # the bundle rolled back to runs with the settings it was installed with, not the newer install's
+    unit = (root / "etc/systemd/system/drsn-edge.service").read_text()
+    assert "--port /dev/ttyACM0" in unit and "--threshold 0.6" in unit
+    assert rollback(root) == second and "--port /dev/ttyUSB1" in (root / "etc/systemd/system/drsn-edge.service") \
+        .read_text()
     with pytest.raises(BundleError):
         install(tmp_path / "missing.tar.gz", root)
 

@@ -54,6 +54,12 @@ WantedBy=multi-user.target
 """
 
 
+def unit_copy(bundle_dir: Path) -> Path:
+    """Where the service unit a bundle was installed with is kept, beside it: a rollback restores it, so the
+    previous bundle runs with its own settings (port, budget, reject classes), not the newer install's."""
+    return bundle_dir.with_name(bundle_dir.name + ".service")
+
+
 def _switch(link: Path, target: Path) -> None:
     """Point ``link`` at ``target`` atomically (a new symlink renamed over the old one)."""
     tmp = link.with_name(link.name + ".new")
@@ -210,10 +216,11 @@ def install(bundle: str | Path, root: str | Path = "/", trusted_keys: list[str] 
     command += run_options or []
     for key in keys:
         command += ["--trust", str(key)]
+    unit_text = UNIT_TEMPLATE.format(family=m["model"]["family"], precision=m["precision"],
+                                     backend=m["backend"]["name"], command=shlex.join(command)).encode()
     with _disk_errors(root):
-        unit = _stage(Path(root) / UNIT, UNIT_TEMPLATE.format(
-            family=m["model"]["family"], precision=m["precision"], backend=m["backend"]["name"],
-            command=shlex.join(command)).encode())
+        _write_atomically(unit_copy(target), unit_text)
+        unit = _stage(Path(root) / UNIT, unit_text)
     current = home / "current"
     if current.is_symlink() and current.resolve() != target.resolve():
         _switch(home / "previous", current.resolve())
@@ -242,16 +249,23 @@ def prune(root: str | Path = "/", keep: int = 3) -> list[Path]:
         shutil.rmtree(directory)
         for engine in bundles.glob(f"{directory.name}.*.engine"):
             engine.unlink()
+        unit_copy(directory).unlink(missing_ok=True)
     return stale
 
 
 def rollback(root: str | Path = "/") -> Path:
-    """Make ``previous`` current again (and the current one previous)."""
+    """Make ``previous`` current again (and the current one previous), with the service unit it was installed
+    with where one was kept (``unit_copy``)."""
     home = Path(root) / HOME
     previous, current = home / "previous", home / "current"
     if not previous.is_symlink() or not previous.resolve().is_dir():
         raise BundleError(f"nothing to roll back to: {previous} does not exist")
+    saved = unit_copy(previous.resolve())
+    with _disk_errors(root):
+        unit = _stage(Path(root) / UNIT, saved.read_bytes()) if saved.is_file() else None
     old_current = current.resolve()
     _switch(current, previous.resolve())
     _switch(previous, old_current)
+    if unit:
+        unit.replace(Path(root) / UNIT)
     return current.resolve()

@@ -359,9 +359,14 @@ def _cmd_install(args: argparse.Namespace) -> int:
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
-    from edge.bundle.install import rollback
+    from edge.bundle.install import rollback, unit_copy
 
-    print(f"current -> {rollback(args.root).name}. Restart the service: systemctl restart drsn-edge")
+    target = rollback(args.root)
+    print(f"current -> {target.name}; " + ("the service unit it was installed with is back." if
+                                          unit_copy(target).is_file() else
+                                          "its service unit was not kept (an earlier drsn-edge installed it): the "
+                                          "unit keeps the latest install's settings (port, budget, classes)."))
+    print("Restart the service: systemctl daemon-reload && systemctl restart drsn-edge")
     return 0
 
 
