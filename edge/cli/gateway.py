@@ -68,7 +68,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                        description="The gateway runtime: frames in, decisions and timed REJECTs out.",
                        epilog=EPILOG_RUN, formatter_class=argparse.RawDescriptionHelpFormatter)
     _runtime_arguments(p)
-    p.add_argument("--port", type=port_spec, required=True, help="device path, usb:VID:PID[:SERIAL], socket://HOST:PORT or a pty")
+    p.add_argument("--port", type=port_spec, required=True,
+                   help="device path, usb:VID:PID[:SERIAL], socket://HOST:PORT or a pty")
     p.add_argument("--duration", type=positive_float, default=None, metavar="S", help="stop after S seconds (default: run)")
     p.set_defaults(func=_cmd_run)
 
@@ -296,7 +297,8 @@ def _add_install(sub: argparse._SubParsersAction) -> None:
                               "  sudo .venv/bin/drsn-edge install --bundle drsn-openvino-int8.tar.gz "
                               "--trusted-key line3.pub --port usb:0483:5740\n"
                               "  sudo systemctl daemon-reload && sudo systemctl enable --now drsn-edge\n"
-                              "  sudo .venv/bin/drsn-edge rollback && sudo systemctl restart drsn-edge\n\n"
+                              "  sudo .venv/bin/drsn-edge rollback && sudo systemctl daemon-reload "
+                              "&& sudo systemctl restart drsn-edge\n\n"
                               "See docs/deployment.md for a whole gateway, Jetson or NUC.",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", type=Path, required=True, help="bundle .tar.gz or directory")
@@ -305,7 +307,8 @@ def _add_install(sub: argparse._SubParsersAction) -> None:
                    help="public key file (from `drsn-edge keygen`) the bundle must be signed with; repeatable; "
                         "copied to ROOT/opt/drsn-edge/keys, where the service reads it (default: the keys the "
                         "installed service trusts, if any)")
-    p.add_argument("--port", type=port_spec, default="usb:0483:5740", help="serial port the service opens (default usb:0483:5740)")
+    p.add_argument("--port", type=port_spec, default="usb:0483:5740",
+                   help="serial port the service opens (default usb:0483:5740)")
     p.add_argument("--budget-ms", type=positive_float, default=None, help="latency budget (default: the bundle's)")
     p.add_argument("--distance", type=int, default=None, metavar="COUNTS",
                    help="line-scan: encoder counts from the scanner to the reject actuator (required for a line-scan "
