@@ -602,3 +602,23 @@ def test_a_detector_that_changes_its_width_or_sends_lines_too_narrow_is_counted_
     lanes = db.execute("SELECT span_start, COUNT(*) FROM decisions GROUP BY span_start ORDER BY span_start").fetchall()
     assert lanes == [(0, 20), (48, 10), (80, 10)]  # a 640 px tile of 20 patches; the 320 px lines' two tiles of 10
     assert "lines of 16 px, too narrow" in capsys.readouterr().err and c["hello_mismatch"] == 1
+
+
+def test_options_of_the_other_kind_of_run_are_refused_and_an_image_run_s_held_out_belt_is_streamed(
+        castings_run, tiny_run, tmp_path, capsys):
+    """`evaluate` used to ignore --snr and --loads for an image run, and `simulate --held-out` ended in a KeyError
+    for one; an image run's held-out belt now streams, as a vibration run's held-out segments do."""
+    from edge.cli import main
+
+    assert main(["evaluate", "--run", str(castings_run), "--snr", "-4,none", "--loads", "1"]) == 2
+    assert "--loads, --snr: vibration runs only" in capsys.readouterr().err
+    assert main(["simulate", "--source", "cwru", "--held-out", str(castings_run), "--duration", "0.1"]) == 2
+    assert "is an image run: give --source xray or neu" in capsys.readouterr().err
+    assert main(["simulate", "--source", "xray", "--held-out", str(tiny_run), "--duration", "0.1"]) == 2
+    assert "is a vibration run: give --source cwru" in capsys.readouterr().err
+    truth = tmp_path / "truth.json"
+    assert main(["simulate", "--source", "xray", "--held-out", str(castings_run), "--bands", "2", "--duration",
+                 "0.1", "--truth", str(truth)]) == 0
+    test = set(json.loads((castings_run / "split.json").read_text())["files"]["test"])
+    streamed = {t["image"] for t in json.loads(truth.read_text())["truth"]}
+    assert len(streamed) == 2 * 20 and streamed <= test

@@ -59,7 +59,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
                    help="cwru: the accelerometers the device streams, one axis each, in this order (default DE, "
                         "the drive end; the runtime's --channel picks one by its place here)")
     p.add_argument("--held-out", type=Path, default=None, metavar="RUN",
-                   help="cwru: stream only the held-out test segments of this training run's records")
+                   help="stream only what this training run held out: its records' test segments (cwru), or "
+                        "its test images at the model's size (xray, neu)")
     p.add_argument("--subset", default="castings", choices=["castings", "fishbones"], help="xray set (default castings)")
     p.add_argument("--split", default="test", choices=["train", "test"], help="xray split (default test)")
     p.add_argument("--lanes", type=positive_int, default=None, help="images: patches across the belt")
@@ -91,9 +92,17 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     data = args.data or default_data_root() / folder
     if not data.is_dir():
         raise DrsnEdgeError(f"data folder {data} does not exist; pass --data")
+    run = read_run_files(args.held_out) if args.held_out else None
+    if run and (run["config.json"]["preprocessing"].get("input") == "image") == (args.source == "cwru"):
+        raise DrsnEdgeError(f"--held-out {args.held_out} is {'a vibration' if args.source != 'cwru' else 'an image'} "
+                            f"run: give --source {'cwru' if args.source != 'cwru' else 'xray or neu'}")
     if args.source == "cwru":
-        spans = held_out_spans(read_run_files(args.held_out)["split.json"]) if args.held_out else None
+        spans = held_out_spans(run["split.json"]) if run else None
         source = cwru_source(data, loads=parse_loads(args.loads), channels=args.channels, spans=spans)
+    elif run:
+        from edge.runtime.simulated import held_out_belt
+
+        source = held_out_belt(run, args.bands, args.data)
     else:
         try:
             source = belt_source(data, args.source, args.subset, args.split, args.lanes, args.bands, args.seed,

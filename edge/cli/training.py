@@ -307,7 +307,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=1234, help="noise seed (default 1234)")
     p.add_argument("--threads", type=thread_count, default=None, help="CPU threads for torch (default: all)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    p.set_defaults(func=_cmd_evaluate)
+    p.set_defaults(func=_cmd_evaluate, vibration_defaults={name: p.get_default(name)
+                                                           for name in EVALUATE_VIBRATION_OPTIONS})
+
+
+#: `evaluate` options that only a vibration run reads; an image run is scored on its test images as they are.
+EVALUATE_VIBRATION_OPTIONS = ("loads", "snr", "hop", "noise", "noise_file", "seed")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -319,6 +324,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     if load_run(args.run).config["preprocessing"].get("input") == "image":
         from edge.train.images import evaluate_images, format_image_evaluation
+
+        given = ["--" + name.replace("_", "-") for name in EVALUATE_VIBRATION_OPTIONS
+                 if getattr(args, name) != args.vibration_defaults[name]]
+        if given:
+            raise DataError(f"{', '.join(given)}: vibration runs only; {args.run} is an image run, scored on its "
+                            "test images as they are")
 
         result = evaluate_images(args.run, args.data, args.split, args.threads)
         print(json.dumps(result) if args.json else format_image_evaluation(result))
