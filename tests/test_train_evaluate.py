@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -329,7 +330,23 @@ def test_help_teaches(command, capsys):
 def test_datasets_lists_and_checks_cwru(cwru_dir, capsys):
     assert main(["datasets", "--data", str(cwru_dir.parent), "--check"]) == 0
     out = capsys.readouterr().out
-    assert "cwru: 28 records" in out and "every file present and matching its sha256" in out
+    assert "cwru: 28 records" in out and "every file present and matching its sha256 (records.csv)" in out
+
+
+def test_a_copy_without_its_list_of_hashes_is_not_called_matching_and_a_cut_record_shows(cwru_dir, tmp_path,
+                                                                                         capsys):
+    """--check used to say every file matched its sha256 where there was no list to compare them with."""
+    copy = tmp_path / "cwru"
+    copy.mkdir()
+    for record in ("97.mat", "105.mat", "118.mat"):
+        shutil.copy(cwru_dir / record, copy / record)
+    assert main(["datasets", "--data", str(tmp_path), "--check"]) == 0
+    assert "no list of hashes beside the files (records.csv, SHA256SUMS), so none was compared; every record " \
+        "opens" in capsys.readouterr().out
+    (copy / "105.mat").write_bytes((cwru_dir / "105.mat").read_bytes()[:1000])  # a copy cut short
+    assert main(["datasets", "--data", str(tmp_path), "--check"]) == 1
+    out = capsys.readouterr().out
+    assert "PROBLEM cwru:" in out and "105.mat: not a readable MATLAB file" in out and "matching" not in out
 
 
 
