@@ -266,6 +266,7 @@ def test_a_damaged_model_file_is_named_not_a_traceback(tiny_run, tmp_path, capsy
     ["simulate", "--source", "cwru", "--outage", "-1"],
     ["simulate", "--source", "cwru", "--late-ms", "nan"],
     ["simulate", "--source", "cwru", "--link", "tcp", "--tcp-port", "70000"],
+    ["run", "--bundle", "b", "--port", "p", "--max-consecutive", "-3"],
 ])
 def test_a_budget_or_a_duration_that_cannot_be_is_refused_before_anything_runs(arguments, capsys):
     """A zero or negative budget would give every window the fail-safe; a demo of -5 s would stream nothing

@@ -86,7 +86,7 @@ def _runtime_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--distance", type=int, default=0, metavar="COUNTS",
                    help="line-scan: encoder counts from the scanner to the reject actuator; required for a "
                         "line-scan bundle (demo: the simulated belt's 625, half a metre)")
-    p.add_argument("--max-consecutive", type=int, default=0, help="reject lockout after N in a row (0: off)")
+    p.add_argument("--max-consecutive", type=non_negative_int, default=0, help="reject lockout after N in a row (0: off)")
     p.add_argument("--trust", action="append", default=[], help="trusted public key; requires a signed bundle")
     p.add_argument("--realtime-priority", type=realtime_priority, default=0, metavar="P",
                    help="run the reader and decider threads under SCHED_FIFO at priority P (1-99), so no "
