@@ -102,7 +102,7 @@ def service_keys(root: str | Path = "/") -> list[Path]:
         return []
     start = next((line for line in unit.read_text().splitlines() if line.startswith("ExecStart=")), "")
     args = shlex.split(start.removeprefix("ExecStart="))
-    return [Path(root) / Path(key).relative_to("/") for flag, key in zip(args, args[1:]) if flag == "--trust"]
+    return [Path(root) / key.lstrip("/") for flag, key in zip(args, args[1:]) if flag == "--trust"]
 
 
 def _keep_keys(keys: list[str | Path], root: Path) -> list[Path]:
@@ -166,15 +166,15 @@ def install(bundle: str | Path, root: str | Path = "/", trusted_keys: list[str] 
     if check_runs_here is None:
         check_runs_here = here and python is None
     python = python or os.path.abspath(sys.executable)
-    if trusted_keys:
+    kept_keys = [] if trusted_keys else service_keys(root)
+    trusted_keys = trusted_keys or kept_keys
+    try:
         verified = open_bundle(bundle, trusted_keys=trusted_keys)
-    else:
-        trusted_keys = service_keys(root)
-        try:
-            verified = open_bundle(bundle, trusted_keys=trusted_keys)
-        except BundleError as exc:
-            raise BundleError(f"{exc}; the installed service trusts {', '.join(k.name for k in trusted_keys)}: "
-                              "nothing was installed (give --trusted-key PUB to trust another key)") from exc
+    except BundleError as exc:
+        if not kept_keys:
+            raise
+        raise BundleError(f"{exc}; the installed service trusts {', '.join(k.name for k in kept_keys)}: nothing "
+                          "was installed (give --trusted-key PUB to trust another key)") from exc
     name = Path(str(bundle)).name.removesuffix(".tar.gz")
     m = verified.manifest
     if problem := distance_problem(verified.kind, distance or 0):
