@@ -622,3 +622,25 @@ def test_options_of_the_other_kind_of_run_are_refused_and_an_image_run_s_held_ou
     test = set(json.loads((castings_run / "split.json").read_text())["files"]["test"])
     streamed = {t["image"] for t in json.loads(truth.read_text())["truth"]}
     assert len(streamed) == 2 * 20 and streamed <= test
+
+
+def test_a_starting_state_is_taken_when_it_fits_and_refused_in_one_line_when_it_does_not(castings_run, tiny_run,
+                                                                                       data_root, tmp_path, capsys):
+    """--init-state of bytes that are no checkpoint ended in a KeyError, one of another network in torch's page
+    of missing keys."""
+    from edge.cli import main
+
+    common = ["train", "--task", "xray-castings", "--model", "resnet18", "--width", "8", "--depth", "1", "--epochs",
+              "1", "--threads", "1", "--data", str(data_root), "-q"]
+    junk = tmp_path / "junk.pt"
+    junk.write_text("junk\n")
+    assert main([*common, "--out", str(tmp_path / "a"), "--init-state", str(junk)]) == 2
+    assert f"--init-state {junk} cannot be read as a state dict of tensors (not a file torch.save wrote)" \
+        in capsys.readouterr().err
+    assert main([*common, "--out", str(tmp_path / "b"), "--init-state", str(tiny_run / "model.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit the resnet18 asked for (Missing key(s) in state_dict: " in err and ", the first " in err
+    assert len(err) < 400 and not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert main([*common, "--out", str(tmp_path / "c"), "--init-state", str(castings_run / "model.pt")]) == 0
+    config = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert config["training"]["init_state"] == str(castings_run / "model.pt")

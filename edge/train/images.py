@@ -27,7 +27,7 @@ from edge.errors import DataError
 from edge.models import IMAGE_MODELS, build_model, model_config
 from edge.train.loop import KeptWeights, kept_description, one_cycle, step
 from edge.train.metrics import classification_report
-from edge.train.runs import load_run, save_run
+from edge.train.runs import load_run, load_state, save_run
 from edge.train.settings import IMAGE_LABEL_SMOOTHING
 from edge.train.teachers import ImageTeacherEnsemble, with_teachers
 from edge.train.trainer import seed_everything
@@ -226,7 +226,10 @@ def train_images(task: str, data: str | Path, out: str | Path, model_name: str =
     config = model_config(model_name, num_classes=len(images.classes), input_size=size, width=width, depth=depth)
     model = build_model(config)
     if init_state:
-        model.load_state_dict(torch.load(init_state, map_location="cpu", weights_only=True))
+        load_state(model, Path(init_state),
+                   unreadable=f"--init-state {init_state} cannot be read as a state dict of tensors (REASON)",
+                   mismatch=f"--init-state {init_state} does not fit the {model_name} asked for (REASON); give "
+                            "the state dict of the same model, --width, --depth, --size and classes")
     n_params = sum(p.numel() for p in model.parameters())
     if not quiet:
         print(f"training {model_name} ({n_params:,} parameters) on {task}: {len(split.train)} train / "

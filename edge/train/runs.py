@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,24 +42,47 @@ class Run:
         A model.pt cut short by a copy, or one written for another network, is a ``RunError``
         that names it, not torch's traceback.
         """
-        model = build_model(self.model_config)
-        try:
-            state = torch.load(self.path / "model.pt", map_location="cpu", weights_only=True)
-        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as exc:
-            raise RunError(f"run {self.path}: model.pt cannot be read ({_first_line(exc)}); copy the run again, "
-                           "or train it again") from exc
-        try:
-            model.load_state_dict(state)
-        except (RuntimeError, TypeError, AttributeError) as exc:
-            raise RunError(f"run {self.path}: model.pt does not fit the network in config.json "
-                           f"({_first_line(exc)}); were the files of two runs mixed?") from exc
-        return model.eval()
+        return load_state(build_model(self.model_config), self.path / "model.pt",
+                          unreadable=f"run {self.path}: model.pt cannot be read (REASON); copy the run again, or "
+                                     "train it again",
+                          mismatch=f"run {self.path}: model.pt does not fit the network in config.json (REASON); "
+                                   "were the files of two runs mixed?").eval()
+
+
+def load_state(model: nn.Module, path: Path, unreadable: str, mismatch: str) -> nn.Module:
+    """Load the tensors in ``path`` into ``model`` (no unpickling of objects).
+
+    A file cut short, one that is no state dict, or one written for another network is a
+    ``RunError``: ``unreadable`` or ``mismatch`` with REASON replaced by torch's first line.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError, pickle.UnpicklingError) as exc:
+        raise RunError(unreadable.replace("REASON", _first_line(exc))) from exc
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError, KeyError) as exc:
+        raise RunError(mismatch.replace("REASON", _first_line(exc))) from exc
+    return model
 
 
 def _first_line(exc: BaseException) -> str:
-    """The first sentence of torch's message: the rest is advice for the programmer."""
-    text = str(exc).strip()
-    return text.splitlines()[0].split(". ")[0] if text else type(exc).__name__
+    """The first sentence of torch's message: the rest is advice for the programmer.  Where that line only
+    announces a list ("Error(s) in loading state_dict for X:"), the list's first entry says more."""
+    if isinstance(exc, KeyError):  # torch.load of bytes that are no checkpoint at all
+        return "not a file torch.save wrote"
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    line = lines[1] if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+    listed = _KEY_LIST.match(line)
+    if listed:  # "Missing key(s) in state_dict: "a", "b", ...": how many, and the first
+        names = re.findall(r'"([^"]*)"', listed["names"])
+        return f'{listed["label"]}: {len(names)}, the first "{names[0]}"'
+    return line.split(". ")[0]
+
+
+_KEY_LIST = re.compile(r'^(?P<label>[^:"]+): (?P<names>"[^"]*"(?:, "[^"]*")+)\.?$')
 
 
 def _json_text(data: dict) -> str:
