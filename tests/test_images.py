@@ -485,6 +485,9 @@ def test_an_image_run_can_keep_the_average_of_its_last_epochs_and_prunes_from_it
     assert 0.0 <= json.loads(capsys.readouterr().out)["accuracy"] <= 1.0        # the averaged weights reload
     # Fine-tuning after pruning keeps its best epoch: soft pruning and an average of weights do not mix.
     assert main(["prune", "--run", str(run), "--method", "asfp", "--rate", "0.3", "--epochs", "1", "--threads", "1",
+                 "--out", str(pruned), "--rounds", "3", "-q"]) == 2  # ASFP has no rounds: not silently ignored
+    assert "--rounds counts L1 pruning rounds" in capsys.readouterr().err
+    assert main(["prune", "--run", str(run), "--method", "asfp", "--rate", "0.3", "--epochs", "1", "--threads", "1",
                  "--out", str(pruned), "-q"]) == 0
     assert main(["train", "--task", "xray-castings", "--average-epochs", "3", "--epochs", "2",
                  "--out", str(tmp_path / "x")]) == 2

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from edge.cli.common import (add_run_output, add_training_options, non_negative_float, positive_int,
                              refuse_existing_run, share)
+from edge.errors import DrsnEdgeError
 
 EPILOG_PRUNE = """\
 examples:
@@ -39,7 +40,7 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
     add_run_output(p, "runs/NAME-l1")
     p.add_argument("--method", default="l1", choices=["l1", "asfp"],
                    help="l1: rounds of L1-norm pruning with fine-tuning between; asfp: asymptotic soft pruning")
-    p.add_argument("--rounds", type=positive_int, default=3, help="l1 rounds (default 3)")
+    p.add_argument("--rounds", type=positive_int, default=None, help="l1 rounds (default 3); asfp has none")
     p.add_argument("--rate", type=share, default=0.3, help="share of filters removed per round (default 0.3)")
     p.add_argument("--epochs", type=positive_int, default=10, help="fine-tuning epochs per round (default 10)")
     p.add_argument("--data", type=Path, default=None, help="the run's image folder, if it moved")
@@ -50,8 +51,11 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
 def _cmd_prune(args: argparse.Namespace) -> int:
     from edge.train.compression import prune_run
 
+    if args.method == "asfp" and args.rounds is not None:
+        raise DrsnEdgeError("--rounds counts L1 pruning rounds; ASFP prunes softly, epoch by epoch, to --rate: "
+                            "leave --rounds out, or use --method l1")
     refuse_existing_run(args.out, args.overwrite)
-    prune_run(args.run, args.out, args.method, args.rounds, args.rate, args.epochs, args.data, args.threads,
+    prune_run(args.run, args.out, args.method, args.rounds or 3, args.rate, args.epochs, args.data, args.threads,
               args.seed, args.quiet)
     return 0
 
