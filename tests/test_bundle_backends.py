@@ -194,7 +194,7 @@ def test_an_archive_is_unpacked_for_as_long_as_its_bundle_lives_and_errors_name_
     assert "give the directory" in capsys.readouterr().err
 
 
-def test_unsigned_bundle_is_refused_when_a_key_is_trusted(tiny_run, keys, tmp_path):
+def test_unsigned_bundle_is_refused_when_a_key_is_trusted(tiny_run, keys, tmp_path, capsys):
     (_, public), _ = keys
     out = tmp_path / "unsigned"
     build_bundle(tiny_run, out, BuildOptions(target="onnxruntime", precision="fp32", calib_size=16),
@@ -202,6 +202,8 @@ def test_unsigned_bundle_is_refused_when_a_key_is_trusted(tiny_run, keys, tmp_pa
     assert not open_bundle(out).signed_by_trusted_key
     with pytest.raises(BundleError, match="not signed"):
         open_bundle(out, trusted_keys=[public])
+    assert main(["verify", str(out)]) == 0  # said so, not "signature not checked" as if there were one
+    assert "every listed file matches its sha256 (1); not signed" in capsys.readouterr().out
 
 
 def test_keys_are_not_overwritten_and_bad_keys_are_clear(keys, tmp_path):

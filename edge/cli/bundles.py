@@ -92,14 +92,18 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from edge.bundle import open_bundle
+    from edge.bundle.package import SIGNATURE
 
     bundle = open_bundle(args.bundle, trusted_keys=args.trust)
     m = bundle.manifest
-    print(f"{args.bundle}: ok, {len(m['files'])} files match their sha256"
-          + (", signed by a trusted key" if bundle.signed_by_trusted_key else ", signature not checked (no --trust)"))
+    signature = ("signed by a trusted key" if bundle.signed_by_trusted_key else
+                 "signed, but the signature was not checked (give --trust PUB)" if (bundle.path / SIGNATURE).is_file()
+                 else "not signed")
+    print(f"{args.bundle}: ok, every listed file matches its sha256 ({len(m['files'])}); {signature}")
     print(f"  {m['model']['family']} {m['precision']} for {m['backend']['name']}; classes {', '.join(m['classes'])}")
     acc = m["accuracy"]
-    print(f"  held-out accuracy: fp32 {100 * acc['fp32']:.2f}%, {m['precision']} {100 * acc[m['precision']]:.2f}%")
+    deployed = f", deployed {m['precision']} {100 * acc[m['precision']]:.2f}%" if m["precision"] != "fp32" else ""
+    print(f"  held-out {acc.get('split', 'test')} accuracy: fp32 {100 * acc['fp32']:.2f}%{deployed}")
     return 0
 
 
