@@ -133,11 +133,11 @@ class LineAssembler:
         self._next_start: int | None = None
 
     def push(self, pixels: np.ndarray, encoder: int, timestamp_us: int, arrived: float) -> list[Unit]:
-        if not self.fits(pixels.shape[0]):
+        width_changed = bool(self._lines) and pixels.shape[0] != self._lines[-1].shape[0]
+        if (width_changed or not self._lines) and not self.fits(pixels.shape[0]):  # not for every line of a tile
             self.stats.lines_unusable += 1
             return []
-        if self._first is not None and (encoder != self._first + len(self._lines)
-                                        or self._lines and pixels.shape[0] != self._lines[-1].shape[0]):
+        if self._first is not None and (encoder != self._first + len(self._lines) or width_changed):
             # A gap in the encoder counts, or a detector that changed its width: no tile mixes either.
             self.stats.gaps += 1
             self.stats.samples_discarded += len(self._lines)
