@@ -153,7 +153,8 @@ def _print_summary(summary: dict) -> None:
     latency = (f"latency{over} p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms, max {lat['max_ms']:.2f} ms "
                f"against a {summary['budget_ms']:g} ms budget" if lat.get("n") else
                f"no latency: nothing was decided ({summary['budget_ms']:g} ms budget)")
-    rare = {"no signal": c["no_signal_fail_safe"], "non-finite output": c["non_finite_fail_safe"]}
+    rare = {"no signal": c["no_signal_fail_safe"], "non-finite output": c["non_finite_fail_safe"],
+            "shutdown": c["shutdown_fail_safe"]}
     fail_safe = f"deadline {c['deadline_fail_safe']}, overload {c['overload_fail_safe']}"
     fail_safe += "".join(f", {why} {n}" for why, n in rare.items() if n)  # named when they happened
     print(f"decisions {c['decisions']} in {summary['seconds']:.0f} s; {latency}; fail-safe: {fail_safe}; "

@@ -158,7 +158,7 @@ class Runtime:
         self.thread_priority: dict[str, int] = {}  # SCHED_FIFO priority each runtime thread got (0: ordinary)
         self._signal_lost = False  # the latest vibration window held one constant value (said once per spell)
         self.counts = {"data_frames": 0, "deadline_fail_safe": 0, "late_decisions": 0, "overload_fail_safe": 0,
-                       "no_signal_fail_safe": 0, "non_finite_fail_safe": 0,
+                       "no_signal_fail_safe": 0, "non_finite_fail_safe": 0, "shutdown_fail_safe": 0,
                        "keepalives": 0, "estimate_probes": 0, "rejects_sent": 0, "rejects_not_written": 0, "acks": 0,
                        "naks": 0, "naks_too_late": 0, "lockouts": 0, "reconnects": 0, "hello_mismatch": 0,
                        "samples_without_channel": 0, "frames_of_other_kind": 0,
@@ -296,7 +296,6 @@ class Runtime:
                     oldest = self._queue.get_nowait()
                 except queue.Empty:
                     continue
-                self.counts["overload_fail_safe"] += oldest.lanes
                 self._finish_tile(oldest, [self.policy.fail_safe("overload")] * oldest.lanes)
 
     def _control(self, msg) -> None:
@@ -425,11 +424,9 @@ class Runtime:
             self.metrics.queue_depth.set(self._queue.qsize())
             age = time.monotonic() - unit.arrived
             if self.kind == "vibration" and self._without_signal(unit):
-                self.counts["no_signal_fail_safe"] += 1
                 self._finish_tile(unit, [self.policy.fail_safe("no_signal")], age * 1e3)
                 continue
             if age + self._infer_times.expected() > self.budget_s:
-                self.counts["deadline_fail_safe"] += unit.lanes
                 self._finish_tile(unit, [self.policy.fail_safe("deadline")] * unit.lanes, age * 1e3)
                 self._probe_if_stale()
                 continue
@@ -438,9 +435,7 @@ class Runtime:
             self.metrics.stages["preprocess"].observe((time.perf_counter() - t0) * 1e3)
             logits, inference_ms = self._timed_infer(x)
             t0 = time.perf_counter()
-            verdicts = self.policy.decide(logits)
-            self.counts["non_finite_fail_safe"] += sum(v.fail_safe is not None for v in verdicts)
-            self._finish_tile(unit, verdicts, age * 1e3, inference_ms, decided_from=t0)
+            self._finish_tile(unit, self.policy.decide(logits), age * 1e3, inference_ms, decided_from=t0)
 
     def _without_signal(self, unit: Unit) -> bool:
         """True for a window of one constant value: no running machine gives one, a dead accelerometer, a
@@ -488,11 +483,13 @@ class Runtime:
         return decision_id, command
 
     def _count(self, verdicts: list[Verdict], latency_ms: float) -> None:
-        """Count a unit's decisions by outcome, and those decided by the model after the budget."""
+        """Count a unit's decisions by outcome (fail-safes by reason: ``deadline_fail_safe``, ...), and those
+        decided by the model after the budget."""
         outcomes = {"pass": 0, "reject": 0, "fail_safe": 0}
         for verdict in verdicts:
             if verdict.fail_safe:
                 outcomes["fail_safe"] += 1
+                self.counts[f"{verdict.fail_safe}_fail_safe"] += 1
                 self.metrics.fail_safe.labels(verdict.fail_safe).inc()
             else:
                 outcomes["reject" if verdict.reject else "pass"] += 1
