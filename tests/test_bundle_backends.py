@@ -69,6 +69,21 @@ def test_manifest_says_everything_the_gateway_needs(bundles, keys):
     assert 0.0 <= changed["share"] <= 0.05 and changed["inputs"] > m["calibration"]["size"]
 
 
+def test_the_int8_guard_decides_on_validation_windows_not_on_the_test_split(tiny_run, bundles):
+    """The bundle's acceptance is recorded with the validation figures it was decided on, measured anew here."""
+    run = load_run(tiny_run)
+    x, y = run_split_windows(run.config, "val")
+    x = model_inputs(x, "zscore")
+    backend = load_backend(open_bundle(bundles[("openvino", "int8")]), threads=1)
+    with torch.no_grad():
+        fp32 = float(np.mean(run.load_model()(torch.from_numpy(x)).numpy().argmax(1) == y))
+    val = open_bundle(bundles[("openvino", "int8")]).manifest["accuracy"]["validation"]
+    assert val["windows"] == len(y) and val["max_drop"] == 0.01
+    assert val["fp32"] == pytest.approx(fp32, abs=1.5 / len(y))
+    assert val["int8"] == pytest.approx(float(np.mean(backend.infer(x).argmax(1) == y)), abs=1.5 / len(y))
+    assert val["fp32"] - val["int8"] <= val["max_drop"]
+
+
 def test_tensorrt_bundle_carries_qdq_onnx_settings_and_trtexec_line(bundles):
     m = open_bundle(bundles[("tensorrt", "int8")]).manifest
     assert m["tensorrt"]["onnx_file"] == "model.qdq.onnx" and "model.qdq.onnx" in m["files"]
