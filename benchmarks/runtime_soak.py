@@ -40,8 +40,8 @@ from edge.runtime.loop import Runtime, RuntimeSettings
 from edge.runtime.metrics import latency_percentiles
 from edge.runtime.realtime import DEFAULT_SERVICE_PRIORITY
 from edge.runtime.scoring import score_vibration
+from edge.runtime.simulated import held_out_records
 from edge.run_files import read_run_files
-from firmware_bridge.sources import cwru_source, held_out_spans
 
 HERE = Path(__file__).resolve().parent
 
@@ -212,10 +212,8 @@ def session(bundle: Path, run: Path, seconds: float, rate: str, budget_ms: float
     """The simulator in its own process (its own core, as a device would be); the runtime here.
 
     ``faults`` are the simulator's fault options (``--late 0.01`` ...)."""
-    data = read_run_files(run)["config.json"]["data"]
     sim = subprocess.Popen([sys.executable, "-m", "edge.cli", "simulate", "--source", "cwru", "--held-out", str(run),
-                            "--loads", ",".join(map(str, data["loads"])),
-                            "--data", data["path"], "--rate", rate, "--loop",
+                            "--rate", rate, "--loop",
                             "--start-on-hello", "--duration", str(seconds), *faults],
                            stdout=subprocess.PIPE, text=True,
                            preexec_fn=(lambda: os.sched_setaffinity(0, {cores[-1]})) if len(cores) > 1 else None)
@@ -256,8 +254,7 @@ def main() -> int:
         os.sched_setaffinity(0, {cores[0]})  # the runtime: one core
     run = read_run_files(args.run)  # no torch here: the runtime's memory is a gateway's
     config = run["config.json"]
-    source = cwru_source(Path(config["data"]["path"]), loads=tuple(config["data"]["loads"]),
-                         spans=held_out_spans(run["split.json"]))
+    source = held_out_records(run)
     tmp = Path(tempfile.mkdtemp(prefix="drsn-soak-"))
     faults = ("--late", str(args.late), "--late-ms", str(args.late_ms)) if args.late else ()
     with StealClock(cores[0]) as steal, Sampler(resident_mb, 1.0) as memory:

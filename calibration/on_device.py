@@ -63,8 +63,8 @@ def _simulator_source(name: str | Path, bundle: Bundle, data: Path | None, run_d
     other kind than the bundle is refused: what it holds out is not what the bundle reads."""
     from edge.data.catalog import default_data_root
     from edge.run_files import read_run_files
-    from edge.runtime.simulated import check_run_fits_bundle, held_out_belt
-    from firmware_bridge.sources import belt_source, cwru_source, held_out_spans
+    from edge.runtime.simulated import check_run_fits_bundle, held_out_belt, held_out_records
+    from firmware_bridge.sources import belt_source, cwru_source
 
     root = data or default_data_root()
     image = bundle.kind == "linescan"
@@ -79,10 +79,11 @@ def _simulator_source(name: str | Path, bundle: Bundle, data: Path | None, run_d
             raise DrsnEdgeError(f"no device given (--port) and no X-ray patches under {root} for the simulator (--data)")
         return belt_source(folder, "xray", "castings", "test", bands=200)
     folder = root if any(root.glob("*.mat")) else root / "cwru"
+    if run:
+        return held_out_records(run, folder if data else None)   # default: where the run trained
     if not folder.is_dir():
         raise DrsnEdgeError(f"no device given (--port) and no CWRU data at {folder} for the simulator (--data)")
-    spans = held_out_spans(run["split.json"]) if run else None
-    return cwru_source(folder, loads=(0,), spans=spans)
+    return cwru_source(folder, loads=(0,))
 
 
 def recommend(summary: dict, margin: float = 0.2) -> dict:

@@ -62,8 +62,8 @@ def held_out_spans(split_doc: dict, split: str = "test") -> dict[str, tuple[int,
 
 def cwru_source(data_dir: str | Path, loads: tuple[int, ...] = (0,), channels: tuple[str, ...] = ("DE",),
                 block: int = 120, full_scale_g: float | None = None,
-                spans: dict[str, tuple[int, int]] | None = None) -> VibrationSource:
-    """CWRU at 12 kHz (97.mat resampled from 48 kHz), quantised to int16 like an accelerometer ADC.
+                spans: dict[str, tuple[int, int]] | None = None, rate_hz: int = 12000) -> VibrationSource:
+    """CWRU at ``rate_hz`` (every record resampled to it), quantised to int16 like an accelerometer ADC.
 
     ``channels`` are the record's accelerometers the device streams, in that order (``DE``
     drive end, ``FE`` fan end, ``BA`` base), one axis each.  ``spans`` limits each record to a
@@ -72,7 +72,7 @@ def cwru_source(data_dir: str | Path, loads: tuple[int, ...] = (0,), channels: t
     """
     from edge.data.cwru import load_cwru  # build-side reader (scipy); the simulator runs on a workstation
 
-    per_channel = [load_cwru(data_dir, loads=loads, channel=channel) for channel in channels]
+    per_channel = [load_cwru(data_dir, loads=loads, channel=channel, rate_hz=rate_hz) for channel in channels]
     dataset = per_channel[0]
     picked = [k for k, r in enumerate(dataset.records) if spans is None or r.path.name in spans]
     if not picked:

@@ -625,6 +625,12 @@ def test_options_of_the_other_kind_of_run_are_refused_and_an_image_run_s_held_ou
     test = set(json.loads((castings_run / "split.json").read_text())["files"]["test"])
     streamed = {t["image"] for t in json.loads(truth.read_text())["truth"]}
     assert len(streamed) == 2 * 20 and streamed <= test
+    assert main(["simulate", "--source", "xray", "--held-out", str(castings_run), "--bands", "2", "--lanes", "3",
+                 "--bit-depth", "12", "--duration", "0.1", "--truth", str(truth)]) == 0
+    doc = json.loads(truth.read_text())
+    assert len(doc["truth"]) == 2 * 3 and doc["hello"]["bit_depth"] == 12   # were ignored for a run's belt
+    assert main(["simulate", "--source", "xray", "--held-out", str(castings_run), "--split", "train"]) == 2
+    assert "--split: not read when the device streams the test images of run" in capsys.readouterr().err
 
 
 def test_a_starting_state_is_taken_when_it_fits_and_refused_in_one_line_when_it_does_not(castings_run, tiny_run,

@@ -237,6 +237,58 @@ def test_simulate_streams_the_accelerometers_asked_for_in_their_order(cwru_dir, 
         main(["simulate", "--source", "cwru", "--channels", "DE,XY"])
     assert "give one to three of DE, FE, BA" in capsys.readouterr().err
 
+def test_a_runs_held_out_segments_stream_from_every_load_axis_and_rate_it_trained_on(cwru_dir, tmp_path, capsys):
+    """`simulate --held-out` streamed load 0 only (its --loads default) and always the drive end: a run of
+    loads 1-2 failed in a ValueError, and a fan-end run was streamed the drive end, scored live on an axis
+    it never read."""
+    from dataclasses import replace
+
+    from conftest import TINY, tiny_settings
+    from edge.cli import main
+    from edge.run_files import read_run_files
+    from edge.runtime.simulated import held_out_records
+    from edge.train.vibration import train_cwru
+    from firmware_bridge.sources import held_out_spans
+
+    run_dir = tmp_path / "fan-end"
+    train_cwru(cwru_dir, run_dir, settings=replace(tiny_settings(), epochs=1), **(TINY | {"loads": (1, 2),
+                                                                                          "channel": "FE"}))
+    run = read_run_files(run_dir)
+    spans = held_out_spans(run["split.json"])
+    truth = tmp_path / "truth.json"
+    assert main(["simulate", "--source", "cwru", "--held-out", str(run_dir), "--truth", str(truth),
+                 "--duration", "0.1", "--rate", "max"]) == 0
+    streamed = json.loads(truth.read_text())["truth"]
+    assert {t["file"] for t in streamed} == set(spans)     # normal is load 0's 97.mat, the only one this copy has
+    assert {t["load_hp"] for t in streamed} == {r["load_hp"] for r in run["config.json"]["data"]["records"]} == {0, 1, 2}
+    fan_end = held_out_records(run)
+    assert fan_end.hello.channels == 1 and fan_end.truth == streamed
+    drive_end = cwru_source(cwru_dir, loads=(1, 2), channels=("DE",), spans=spans)
+    first_fan = cwru_source(cwru_dir, loads=(1, 2), channels=("FE",), spans=spans)
+    assert all(np.array_equal(a, b) for a, b in zip(fan_end.signals, first_fan.signals))
+    assert not np.array_equal(fan_end.signals[0], drive_end.signals[0])
+    assert main(["simulate", "--source", "cwru", "--held-out", str(run_dir), "--loads", "0"]) == 2
+    assert "the run holds no segments of load 0: it read loads 1,2" in capsys.readouterr().err
+    two = tmp_path / "two.json"
+    assert main(["simulate", "--source", "cwru", "--held-out", str(run_dir), "--loads", "2", "--channels", "DE,FE",
+                 "--truth", str(two), "--duration", "0.1", "--rate", "max"]) == 0
+    doc = json.loads(two.read_text())
+    assert doc["hello"]["channels"] == 2 and {t["load_hp"] for t in doc["truth"]} == {0, 2}
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--source", "cwru", "--bands", "3"], "--bands: not read when the device streams CWRU vibration records"),
+    (["--source", "cwru", "--subset", "fishbones", "--bit-depth", "12"], "--subset, --bit-depth: not read"),
+    (["--source", "neu", "--split", "train"], "--split: not read when the device streams NEU images"),
+    (["--source", "xray", "--loads", "1"], "--loads: not read when the device streams X-ray images"),
+])
+def test_an_option_the_source_would_not_read_is_refused_not_ignored(extra, message, capsys):
+    from edge.cli import main
+
+    assert main(["simulate", *extra, "--duration", "0.1"]) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_a_port_another_process_holds_is_refused_and_says_who_may_hold_it(cwru_stream):
     """Two readers of one serial device would each get part of its frames: a runtime started by hand beside
     the installed service must be told, not share the stream."""

@@ -50,6 +50,17 @@ def output_path(value: str) -> Path:
     return path
 
 
+def remember_defaults(p: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
+    """Keep the defaults of ``names`` (argparse names) on the parsed arguments, for :func:`given_options`."""
+    p.set_defaults(option_defaults={name: p.get_default(name) for name in names})
+
+
+def given_options(args: argparse.Namespace, names) -> list[str]:
+    """Which of ``names`` the user set to something else than their default, as flags (``--bit-depth``):
+    options a command would not read in this case are refused, not silently ignored."""
+    return ["--" + name.replace("_", "-") for name in names if getattr(args, name) != args.option_defaults[name]]
+
+
 def add_run_output(p: argparse.ArgumentParser, example: str) -> None:
     """``--out`` of a command that writes a run, and ``--overwrite``, its only way over an existing run."""
     p.add_argument("--out", type=output_path, required=True,

@@ -7,8 +7,8 @@ import json
 import signal
 from pathlib import Path
 
-from edge.cli.common import (non_negative_float, output_path, positive_float, positive_int, probability, stream_rate,
-                             tcp_port)
+from edge.cli.common import (given_options, non_negative_float, output_path, positive_float, positive_int, probability,
+                             remember_defaults, stream_rate, tcp_port)
 from edge.errors import DrsnEdgeError
 
 
@@ -54,10 +54,12 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", type=positive_float, default=None, metavar="S", help="stop after S seconds")
     p.add_argument("--rejects", type=output_path, default=None, help="append every REJECT received here (JSON lines)")
     p.add_argument("--truth", type=output_path, default=None, help="write the stream's ground truth here (JSON)")
-    p.add_argument("--loads", default="0", help="cwru: motor loads streamed, in order (default 0)")
-    p.add_argument("--channels", type=_cwru_channels, default=("DE",), metavar="DE[,FE[,BA]]",
+    p.add_argument("--loads", default=None, help="cwru: motor loads streamed, in order (default 0; with --held-out, "
+                                                 "every load the run read)")
+    p.add_argument("--channels", type=_cwru_channels, default=None, metavar="DE[,FE[,BA]]",
                    help="cwru: the accelerometers the device streams, one axis each, in this order (default DE, "
-                        "the drive end; the runtime's --channel picks one by its place here)")
+                        "the drive end, or with --held-out the one the run trained on; the runtime's --channel "
+                        "picks one by its place here)")
     p.add_argument("--held-out", type=Path, default=None, metavar="RUN",
                    help="stream only what this training run held out: its records' test segments (cwru), or "
                         "its test images at the model's size (xray, neu)")
@@ -68,6 +70,25 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bit-depth", type=int, default=8, choices=[8, 12, 16], help="images: line bit depth")
     p.add_argument("--seed", type=int, default=0, help="seed for belt layout and faults")
     p.set_defaults(func=_cmd_simulate)
+    remember_defaults(p, SOURCE_OPTIONS)
+
+
+#: Options only some sources read; given for another, they are refused rather than silently ignored.
+SOURCE_OPTIONS = ("loads", "channels", "subset", "split", "lanes", "bands", "bit_depth")
+
+
+def _refuse_options_the_source_ignores(args: argparse.Namespace) -> None:
+    if args.source == "cwru":
+        ignored, what = ("subset", "split", "lanes", "bands", "bit_depth"), "CWRU vibration records"
+    elif args.held_out:
+        ignored, what = ("loads", "channels", "subset", "split"), f"the test images of run {args.held_out}"
+    elif args.source == "neu":
+        ignored, what = ("loads", "channels", "subset", "split"), "NEU images (one folder, no published split)"
+    else:
+        ignored, what = ("loads", "channels"), "X-ray images"
+    given = given_options(args, ignored)
+    if given:
+        raise DrsnEdgeError(f"{', '.join(given)}: not read when the device streams {what}")
 
 
 def _cwru_channels(value: str) -> tuple[str, ...]:
@@ -86,23 +107,28 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from edge.data.cwru import parse_loads
     from edge.run_files import read_run_files
     from firmware_bridge.simulator import DeviceSimulator, Faults
-    from firmware_bridge.sources import belt_source, cwru_source, held_out_spans
+    from firmware_bridge.sources import belt_source, cwru_source
 
+    _refuse_options_the_source_ignores(args)
     folder = {"cwru": "cwru", "xray": "xray", "gdxray": "xray", "neu": "neu"}[args.source]
     data = args.data or default_data_root() / folder
-    if not data.is_dir():
+    if (args.data or not args.held_out) and not data.is_dir():
         raise DrsnEdgeError(f"data folder {data} does not exist; pass --data")
     run = read_run_files(args.held_out) if args.held_out else None
     if run and (run["config.json"]["preprocessing"].get("input") == "image") == (args.source == "cwru"):
         raise DrsnEdgeError(f"--held-out {args.held_out} is {'a vibration' if args.source != 'cwru' else 'an image'} "
                             f"run: give --source {'cwru' if args.source != 'cwru' else 'xray or neu'}")
-    if args.source == "cwru":
-        spans = held_out_spans(run["split.json"]) if run else None
-        source = cwru_source(data, loads=parse_loads(args.loads), channels=args.channels, spans=spans)
+    loads = parse_loads(args.loads) if args.loads else None
+    if args.source == "cwru" and run:
+        from edge.runtime.simulated import held_out_records
+
+        source = held_out_records(run, args.data, args.channels, loads)
+    elif args.source == "cwru":
+        source = cwru_source(data, loads=loads or (0,), channels=args.channels or ("DE",))
     elif run:
         from edge.runtime.simulated import held_out_belt
 
-        source = held_out_belt(run, args.bands, args.data)
+        source = held_out_belt(run, args.bands, args.data, args.lanes, args.seed, args.bit_depth)
     else:
         try:
             source = belt_source(data, args.source, args.subset, args.split, args.lanes, args.bands, args.seed,

@@ -244,10 +244,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _records_of_run(run: dict[str, dict], data: Path):
     """The run's held-out CWRU segments, as an accelerometer streams them."""
-    from firmware_bridge.sources import cwru_source, held_out_spans
+    from edge.runtime.simulated import held_out_records
 
-    source = cwru_source(data, loads=tuple(run["config.json"]["data"]["loads"]),
-                         spans=held_out_spans(run["split.json"]))
+    source = held_out_records(run, data)
     return source, f"the held-out segments of {len(source.truth)} records"
 
 

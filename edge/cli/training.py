@@ -7,8 +7,8 @@ import json
 import math
 from pathlib import Path
 
-from edge.cli.common import (add_run_output, add_training_options, positive_int, probability, refuse_existing_run,
-                             thread_count)
+from edge.cli.common import (add_run_output, add_training_options, given_options, positive_int, probability,
+                             refuse_existing_run, remember_defaults, thread_count)
 from edge.errors import DataError, DrsnEdgeError
 
 
@@ -169,8 +169,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init-state", type=Path, default=None,
                    help="images: a state dict (.pt, tensors only) to start from instead of random weights")
     add_training_options(p)
-    p.set_defaults(func=_cmd_train, task_option_defaults={name: p.get_default(name)
-                                                          for name in VIBRATION_OPTIONS + IMAGE_OPTIONS})
+    p.set_defaults(func=_cmd_train)
+    remember_defaults(p, VIBRATION_OPTIONS + IMAGE_OPTIONS)
 
 
 #: Options only one kind of task reads (argparse names).  Given for the other kind, they are
@@ -183,8 +183,7 @@ IMAGE_OPTIONS = ("size", "class_weights", "rotations", "simulated_voids", "split
 
 def _refuse_options_of_the_other_task(args: argparse.Namespace) -> None:
     images = args.task != "cwru"
-    foreign = ["--" + name.replace("_", "-") for name in (VIBRATION_OPTIONS if images else IMAGE_OPTIONS)
-               if getattr(args, name) != args.task_option_defaults[name]]
+    foreign = given_options(args, VIBRATION_OPTIONS if images else IMAGE_OPTIONS)
     if not foreign:
         return
     kind, other = ("an image", "vibration") if images else ("a vibration", "image")
@@ -307,8 +306,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=1234, help="noise seed (default 1234)")
     p.add_argument("--threads", type=thread_count, default=None, help="CPU threads for torch (default: all)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    p.set_defaults(func=_cmd_evaluate, vibration_defaults={name: p.get_default(name)
-                                                           for name in EVALUATE_VIBRATION_OPTIONS})
+    p.set_defaults(func=_cmd_evaluate)
+    remember_defaults(p, EVALUATE_VIBRATION_OPTIONS)
 
 
 #: `evaluate` options that only a vibration run reads; an image run is scored on its test images as they are.
@@ -325,8 +324,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if load_run(args.run).config["preprocessing"].get("input") == "image":
         from edge.train.images import evaluate_images, format_image_evaluation
 
-        given = ["--" + name.replace("_", "-") for name in EVALUATE_VIBRATION_OPTIONS
-                 if getattr(args, name) != args.vibration_defaults[name]]
+        given = given_options(args, EVALUATE_VIBRATION_OPTIONS)
         if given:
             raise DataError(f"{', '.join(given)}: vibration runs only; {args.run} is an image run, scored on its "
                             "test images as they are")

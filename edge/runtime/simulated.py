@@ -16,7 +16,8 @@ from edge.errors import DrsnEdgeError
 from edge.run_files import split_fingerprint
 from edge.runtime.loop import Runtime, RuntimeSettings
 from firmware_bridge.simulator import DeviceProcess
-from firmware_bridge.sources import ACTUATOR_LINES, BeltSource, VibrationSource, belt_source, held_out_images
+from firmware_bridge.sources import (ACTUATOR_LINES, BeltSource, VibrationSource, belt_source, cwru_source,
+                                     held_out_images, held_out_spans)
 
 
 @dataclass
@@ -81,12 +82,34 @@ def check_run_fits_bundle(name: str | Path, bundle: Bundle, run_dir: str | Path,
                             "distilled from it")
 
 
-def held_out_belt(run: dict[str, dict], bands: int, data: str | Path | None = None) -> BeltSource:
+def held_out_records(run: dict[str, dict], data: str | Path | None = None, channels: tuple[str, ...] | None = None,
+                     loads: tuple[int, ...] | None = None) -> VibrationSource:
+    """A vibration run's held-out CWRU segments (its ``split.json``), as an accelerometer streams them.
+
+    Every load the run holds segments of, from the accelerometer and at the rate its model was
+    trained on: another axis or rate would score the model on data it was never meant to read.
+    ``channels`` streams several axes (the run's first, unless it says otherwise); ``loads`` keeps
+    only some of the run's loads; ``data`` is the CWRU folder if it moved.
+    """
+    config = run["config.json"]
+    pre = config["preprocessing"]
+    trained = tuple(config["data"]["loads"])
+    others = sorted(set(loads or ()) - set(trained))
+    if others:
+        raise DrsnEdgeError(f"the run holds no segments of load {','.join(map(str, others))}: it read loads "
+                            f"{','.join(map(str, trained))}")
+    return cwru_source(Path(data or config["data"]["path"]), loads=loads or trained, channels=channels or (pre["channel"],),
+                       spans=held_out_spans(run["split.json"]), rate_hz=pre["rate_hz"])
+
+
+def held_out_belt(run: dict[str, dict], bands: int, data: str | Path | None = None, lanes: int | None = None,
+                  seed: int = 0, bit_depth: int = 8) -> BeltSource:
     """A belt of ``bands`` rows of an image run's test images only (its ``split.json``), at the model's
     size: the detector's pixels are the model's, so each patch is what training showed it.
 
     ``run`` is the run's files (:func:`edge.run_files.read_run_files`); ``data`` is its image
-    folder if it moved (default: where the run trained).
+    folder if it moved (default: where the run trained); ``lanes``, ``seed`` and ``bit_depth``
+    are :func:`belt_source`'s.
     """
     config = run["config.json"]
     folder = Path(data or config["data"]["path"])
@@ -94,4 +117,5 @@ def held_out_belt(run: dict[str, dict], bands: int, data: str | Path | None = No
     if not images[0][0].is_file():
         raise DrsnEdgeError(f"the run's test images are not under {folder}; pass --data with the {config['task']} "
                             f"folder")
-    return belt_source(folder, files=images, bands=bands, seed=0, size=config["preprocessing"]["size"])
+    return belt_source(folder, files=images, lanes=lanes, bands=bands, seed=seed, bit_depth=bit_depth,
+                       size=config["preprocessing"]["size"])
