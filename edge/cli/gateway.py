@@ -338,16 +338,16 @@ def _cmd_install(args: argparse.Namespace) -> int:
     from edge.bundle.install import HOME, install, prune, service_keys
     from edge.bundle.package import MANIFEST
 
-    kept_keys = [] if args.trusted_key else service_keys(args.root)
     target = install(args.bundle, args.root, args.trusted_key, args.port, args.budget_ms, args.python,
                      realtime_priority=args.realtime_priority, log_max_mb=args.log_max_mb, distance=args.distance,
                      max_consecutive=args.max_consecutive, on_miss=args.on_miss,
                      reject_classes=args.reject_classes,
                      threshold=args.threshold, run_options=_service_options(args))
     print(f"installed {target}; current -> {target.name}.")
-    if kept_keys:
-        print(f"signed by a key the service already trusted ({', '.join(k.name for k in kept_keys)}); it still does")
-    elif not args.trusted_key:
+    trusted = service_keys(args.root)  # what the new unit verifies with: given, or kept from the one before
+    if trusted and not args.trusted_key:
+        print(f"signed by a key the service already trusted ({', '.join(k.name for k in trusted)}); it still does")
+    elif not trusted:
         print("warning: not signed by a trusted key: its files were checked against its manifest, not who built "
               "it; give --trusted-key PUB to accept only bundles signed with your key (`drsn-edge keygen`)",
               file=sys.stderr)
