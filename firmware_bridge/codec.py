@@ -85,6 +85,7 @@ class DecoderStats:
     seq_gaps: int = 0            # times a gap was seen
     lost_frames: int = 0         # frames missing according to sequence numbers
     duplicates: int = 0          # sequence number repeated or gone backwards
+    device_restarts: int = 0     # the sender numbered from the start again without the link closing
 
     @property
     def rejected(self) -> int:
@@ -95,6 +96,11 @@ class DecoderStats:
         return asdict(self) | {"rejected": self.rejected}
 
 
+#: Frames in a row, each numbered on from the one before but below the tracked number, that show the
+#: sender restarted when its HELLO was lost: a link does not replay old frames in order.
+RESTART_RUN = 3
+
+
 class FrameDecoder:
     """Feed bytes in, get valid :class:`Frame` objects out; hostile input only moves counters."""
 
@@ -103,10 +109,11 @@ class FrameDecoder:
         self._buffer = bytearray()
         self._discarding = False     # inside an oversize run: drop until the next delimiter
         self._last_seq: int | None = None
+        self._behind: list[int] = []  # numbers in a row below the tracked one, each on from the one before
 
     def reset_sequence(self) -> None:
         """Forget the last sequence number (after a reconnect the device may start over)."""
-        self._last_seq = None
+        self._last_seq, self._behind = None, []
 
     def feed(self, data: bytes) -> list[Frame]:
         self.stats.bytes_in += len(data)
@@ -178,17 +185,28 @@ class FrameDecoder:
         except ProtocolError:
             self._reject("bad_payload", chunk)
             return None
-        self._track(seq)
+        self._track(seq, isinstance(message, Hello) and not message.request)
         stats.frames += 1
         return Frame(seq, timestamp, encoder, message, version)
 
-    def _track(self, seq: int) -> None:
+    def _track(self, seq: int, announces: bool) -> None:
+        """Count gaps and duplicates; follow a sender that restarted (power-up, watchdog) on a link that
+        stayed open, as a UART does.  Its numbering starts over: it announces itself with a HELLO
+        (``announces``), or, if that HELLO was lost, two frames in a row number on from each other
+        below the tracked number.  Without this every later frame would count as a duplicate, and
+        frames lost after the restart would go uncounted until the numbers caught up."""
         if self._last_seq is not None:
             step = (seq - self._last_seq) % SEQ_MOD
             if step == 0 or step >= SEQ_MOD // 2:
-                self.stats.duplicates += 1
-                return
-            if step > 1:
+                on_from = bool(self._behind) and (seq - self._behind[-1]) % SEQ_MOD == 1
+                self._behind = [*self._behind, seq] if on_from else [seq]
+                if not announces and len(self._behind) < RESTART_RUN:
+                    self.stats.duplicates += 1
+                    return
+                if not announces:  # the frames before this one were the restart's first, not duplicates
+                    self.stats.duplicates -= RESTART_RUN - 1
+                self.stats.device_restarts += 1
+            elif step > 1:
                 self.stats.seq_gaps += 1
                 self.stats.lost_frames += step - 1
-        self._last_seq = seq
+        self._last_seq, self._behind = seq, []

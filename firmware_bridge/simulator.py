@@ -44,6 +44,9 @@ class Faults:
     seed: int = 0
     late: float = 0.0                      # probability that a frame leaves late_ms behind its schedule;
     late_ms: float = 30.0                  # the frames after it follow in a burst (a busy device or USB hub)
+    restart_every: float | None = None     # seconds of streaming between restarts of the device (watchdog,
+                                           # brown-out) on a link that stays open: numbering, clock and
+                                           # encoder start from 0 again, announced by an unprompted HELLO
 
 
 @dataclass
@@ -56,6 +59,7 @@ class SimStats:
     frames_corrupted: int = 0
     bytes_corrupted: int = 0
     disconnects: int = 0
+    restarts: int = 0                # injected: Faults.restart_every
     hello_answered: int = 0
     heartbeats_answered: int = 0
     rejects: int = 0
@@ -276,13 +280,18 @@ class DeviceSimulator:
             pass
         started = time.monotonic()
         next_disconnect = started + self.faults.disconnect_every if self.faults.disconnect_every else None
+        next_restart = started + self.faults.restart_every if self.faults.restart_every else None
         lap = 0
         lap_us, lap_counts = self.source.extent()
+        since_us = since_counts = 0  # the device clock and encoder count of the last restart
         while not self._halt.is_set():
             for message, ts, enc in self.source.messages():
                 # Laps follow each other seamlessly: time and encoder counts keep increasing.
                 ts += lap * lap_us
                 enc += lap * lap_counts
+                if next_restart is not None and time.monotonic() >= next_restart:
+                    since_us, since_counts = self._restart(ts, enc)
+                    next_restart = time.monotonic() + self.faults.restart_every
                 if self._halt.is_set() or (max_frames is not None and self.stats.frames_generated >= max_frames):
                     break
                 now = time.monotonic()
@@ -299,7 +308,7 @@ class DeviceSimulator:
                     self._disconnect()
                     next_disconnect = time.monotonic() + self.faults.disconnect_every
                 self.stats.frames_generated += 1
-                self._send(message, ts, enc, inject=True)
+                self._send(message, ts - since_us, enc - since_counts, inject=True)
             else:
                 if self.loop:
                     lap += 1
@@ -309,6 +318,16 @@ class DeviceSimulator:
             self._send(Heartbeat(0), self._now_us, self._encoder, inject=False)
             time.sleep(0.02)
         return self.stats
+
+    def _restart(self, timestamp_us: int, encoder: int) -> tuple[int, int]:
+        """Restart as firmware does after a watchdog reset, the link staying open: frame numbers, clock and
+        encoder count begin again from 0, and the device says HELLO unprompted.  Returns where the
+        stream's clock and encoder count stood, the new zero."""
+        with self._lock:
+            self._seq = 0
+            self.stats.restarts += 1
+        self._send(self.source.hello, 0, 0, inject=False)
+        return timestamp_us, encoder
 
     def _disconnect(self) -> None:
         with self._lock:

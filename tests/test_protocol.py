@@ -113,6 +113,28 @@ def test_sequence_gaps_wraparound_and_duplicates_are_counted():
     assert (stats.frames, stats.seq_gaps, stats.lost_frames, stats.duplicates) == (8, 1, 3, 2)
 
 
+def test_a_device_that_restarts_on_an_open_link_numbers_anew_and_its_losses_are_still_counted():
+    """A restart on a UART (power-up, watchdog) numbers from 0 again without the port closing.  Every later
+    frame used to count as a duplicate, and frames lost after it went uncounted until the numbers caught up."""
+    hello = Hello("dev", (1, 0, 0), SensorKind.VIBRATION, SampleFormat.INT16, 1, 16, 12000.0, 1e-3)
+    announced = FrameDecoder()
+    for seq, message in [(s, Heartbeat(0)) for s in range(1000, 1010)] + [(0, hello), (1, Heartbeat(0)),
+                                                                           (4, Heartbeat(0)), (5, Heartbeat(0))]:
+        announced.feed(encode_frame(message, seq))
+    stats = announced.stats
+    assert (stats.frames, stats.device_restarts, stats.duplicates, stats.lost_frames) == (14, 1, 0, 2)
+    unannounced = FrameDecoder()  # its HELLO lost to corruption: three frames in a row on from each other tell
+    for seq in [*range(1000, 1010), 1, 2, 3, 7, 8]:
+        unannounced.feed(encode_frame(Heartbeat(0), seq))
+    stats = unannounced.stats
+    assert (stats.frames, stats.device_restarts, stats.duplicates, stats.lost_frames) == (15, 1, 0, 3)
+    replayed = FrameDecoder()  # two old frames again are duplicates, not a restart
+    for seq in (10, 11, 12, 5, 6, 13):
+        replayed.feed(encode_frame(Heartbeat(0), seq))
+    stats = replayed.stats
+    assert (stats.device_restarts, stats.duplicates, stats.lost_frames) == (0, 2, 0)
+
+
 def test_garbage_and_oversize_runs_resynchronise():
     decoder = FrameDecoder()
     good = encode_frame(Heartbeat(7), 1)

@@ -150,6 +150,25 @@ def test_corruption_and_a_disconnect_are_counted_and_survived(held_out, bundle, 
     assert c["assembler_gaps"] > 0 and c["decisions"] == c["assembler_units"]
 
 
+def test_a_device_that_restarts_on_an_open_link_is_followed_and_said_not_counted_as_duplicates(
+        held_out, bundle, tmp_path, capfd):
+    """A watchdog reset on a UART: the device numbers its frames, its clock and its encoder from 0 again
+    without the port closing.  Every frame after it used to count as a duplicate, and frames lost after it
+    went uncounted.  Now each restart is followed, counted and said; the window across it is dropped as a
+    gap, and the runtime decides on at the real rate."""
+    faults = Faults(restart_every=1.5)
+    with DeviceSimulator(held_out, link="pty", speed=1.0, faults=faults) as sim:
+        runtime, summary = run_against(sim, bundle, tmp_path, 5.0, prepare=brief_pacing_backoff,
+                                       budget_ms=REAL_RATE_BUDGET_MS)
+    c = summary["counters"]
+    assert sim.stats.restarts >= 2 and c["decoder_device_restarts"] == sim.stats.restarts
+    assert c["decoder_duplicates"] == 0 and c["decoder_lost_frames"] == 0
+    assert c["data_frames"] == sim.stats.frames_generated and c["assembler_gaps"] == sim.stats.restarts
+    assert c["decisions"] == c["assembler_units"] >= 40
+    assert c["deadline_fail_safe"] == 0 and c["late_decisions"] == 0, missed_decisions(summary, tmp_path / "log.db")
+    assert capfd.readouterr().err.count("restarted: its frame numbers, clock") == sim.stats.restarts
+
+
 def test_a_device_at_another_sample_rate_is_named_and_never_classified(held_out, bundle, tmp_path, capfd):
     """An accelerometer left at 48 kHz for a model trained at 12 kHz: no window may be decided as if it
     were 12 kHz data, and the journal says what to change."""

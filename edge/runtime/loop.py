@@ -204,6 +204,14 @@ class Runtime:
         print(f"runtime: port {self.settings.port} is there again", file=sys.stderr, flush=True)
         self._send(Hello(request=True))
 
+    def _device_restarted(self) -> None:
+        """Say in the journal that the device restarted on a link that stayed open (a watchdog reset, a
+        brown-out): the decoder follows its new numbering, the assembler drops the unit across it."""
+        lost = ("REJECTs it had not yet fired were lost with its memory: parts already between scanner and "
+                "actuator may pass unchecked" if self.kind == "linescan" else "the window across it is dropped")
+        print(f"runtime: the device on {self.settings.port} restarted: its frame numbers, clock and encoder count "
+              f"begin again at 0; {lost} (counted as decoder_device_restarts)", file=sys.stderr, flush=True)
+
     def _port_lost(self, why: str) -> None:
         """Say in the journal when the device goes (or is missing at start): the runtime waits for it."""
         print(f"runtime: port {self.settings.port}: {why}; waiting for the device, windows resume when it is back",
@@ -256,6 +264,7 @@ class Runtime:
         completed = 0
         blocks = []
         lines, last_line_us = 0, 0
+        restarts = self.decoder.stats.device_restarts
         for frame in self.decoder.feed(data):
             msg = frame.message
             if isinstance(msg, Samples) and self.kind == "vibration":
@@ -275,6 +284,8 @@ class Runtime:
                 self._control(msg)
                 continue
             self.counts["data_frames"] += 1
+        if self.decoder.stats.device_restarts != restarts:
+            self._device_restarted()
         if blocks:
             completed += self._enqueue_all(self.assembler.push_blocks(blocks, arrived))
         if lines and self.pacer:  # the read's lines arrived together: the latest one says most of the device clock
