@@ -84,6 +84,17 @@ def test_the_int8_guard_decides_on_validation_windows_not_on_the_test_split(tiny
     assert val["fp32"] - val["int8"] <= val["max_drop"]
 
 
+def test_a_vibration_bundle_refuses_an_actuator_distance_it_would_ignore(bundles, tiny_run, tmp_path, capsys):
+    """--distance on a vibration bundle was ignored: its REJECT is an alarm sent at once, whatever was set."""
+    bundle = bundles[("onnxruntime", "fp32")]
+    for command in (["run", "--port", "loop://", "--log", str(tmp_path / "l.db"), "--http", "off", "--duration", "1"],
+                    ["install", "--root", str(tmp_path / "root")],
+                    ["demo", "--run", str(tiny_run), "--seconds", "1", "--log", str(tmp_path / "d.db")]):
+        assert main([command[0], "--bundle", str(bundle), "--distance", "625", *command[1:]]) == 2
+        assert "--distance 625 is for line-scan bundles" in capsys.readouterr().err
+    assert not (tmp_path / "root" / "opt").exists() and not (tmp_path / "l.db").exists()
+
+
 def test_tensorrt_bundle_carries_qdq_onnx_settings_and_trtexec_line(bundles):
     m = open_bundle(bundles[("tensorrt", "int8")]).manifest
     assert m["tensorrt"]["onnx_file"] == "model.qdq.onnx" and "model.qdq.onnx" in m["files"]

@@ -343,6 +343,13 @@ def test_a_line_scan_bundle_is_run_or_installed_only_with_its_actuator_distance(
                  "--max-consecutive", "5"]) == 0
     unit = (root / "etc/systemd/system/drsn-edge.service").read_text()
     assert " --distance 900 --max-consecutive 5" in unit
+    assert main(["run", "--bundle", str(castings_bundle), "--port", "loop://", "--distance", "900", "--channel", "1",
+                 "--log", str(tmp_path / "l.db"), "--http", "off", "--duration", "1"]) == 2
+    assert "--channel 1 picks an accelerometer axis" in capsys.readouterr().err   # was ignored
+    assert main(["install", "--bundle", str(castings_bundle), "--root", str(root), "--distance", "900",
+                 "--channel", "1"]) == 2
+    assert "nothing was installed" in capsys.readouterr().err
+
 
 
 def read_images_from_truth(root, truth_rows):

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from edge.bundle.package import BundleError, open_bundle
-from edge.runtime.decisions import DecisionPolicy, PolicyError, distance_problem
+from edge.runtime.decisions import DecisionPolicy, PolicyError, settings_problem
 from edge.runtime.realtime import DEFAULT_SERVICE_PRIORITY
 
 HOME = Path("opt/drsn-edge")
@@ -143,7 +143,7 @@ def install(bundle: str | Path, root: str | Path = "/", trusted_keys: list[str] 
             realtime_priority: int = DEFAULT_SERVICE_PRIORITY, log_max_mb: float | None = None,
             check_runs_here: bool | None = None, distance: int | None = None, max_consecutive: int = 0,
             on_miss: str | None = None, reject_classes: list[str] | None = None, threshold: float | None = None,
-            run_options: list[str] | None = None) -> Path:
+            channel: int | None = None, run_options: list[str] | None = None) -> Path:
     """Verify ``bundle`` and make it current; the one it replaces becomes ``previous``.
 
     The unit runs the service as root, so its reader and decider get ``realtime_priority``
@@ -153,7 +153,8 @@ def install(bundle: str | Path, root: str | Path = "/", trusted_keys: list[str] 
     none given, the bundle must be signed by a key the installed service already trusts, if any.
     ``log_max_mb`` bounds the decision log (default: the runtime's).  A line-scan bundle needs
     ``distance``, the encoder counts from scanner to actuator, which only the line knows;
-    ``max_consecutive`` sets the reject lockout (0: off).  ``on_miss``, ``reject_classes`` and
+    ``max_consecutive`` sets the reject lockout (0: off); ``channel`` the axis a vibration bundle reads
+    (default: the runtime's, the first).  ``on_miss``, ``reject_classes`` and
     ``threshold`` replace the bundle's decision policy, checked against the bundle here rather
     than at the service's first start.  ``run_options`` are further `drsn-edge run` arguments
     for the unit (``["--http", "off"]``).  ``check_runs_here``
@@ -177,7 +178,7 @@ def install(bundle: str | Path, root: str | Path = "/", trusted_keys: list[str] 
                           "was installed (give --trusted-key PUB to trust another key)") from exc
     name = Path(str(bundle)).name.removesuffix(".tar.gz")
     m = verified.manifest
-    if problem := distance_problem(verified.kind, distance or 0):
+    if problem := settings_problem(verified.kind, distance or 0, channel or 0):
         raise BundleError(f"{problem}; nothing was installed")
     try:
         DecisionPolicy.for_bundle(m, reject_classes, threshold, on_miss)
@@ -213,6 +214,8 @@ def install(bundle: str | Path, root: str | Path = "/", trusted_keys: list[str] 
         command += ["--reject-classes", ",".join(reject_classes)]
     if threshold is not None:
         command += ["--threshold", f"{threshold:g}"]
+    if channel is not None:
+        command += ["--channel", str(channel)]
     command += run_options or []
     for key in keys:
         command += ["--trust", str(key)]

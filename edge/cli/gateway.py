@@ -95,7 +95,7 @@ def _runtime_arguments(p: argparse.ArgumentParser) -> None:
 
 
 #: The runtime options that ``install`` passes on to the service as given (it checks the others itself).
-SERVICE_OPTIONS = ("http", "threads", "read_every_frame", "channel")
+SERVICE_OPTIONS = ("http", "threads", "read_every_frame")
 
 
 def _policy_arguments(p: argparse.ArgumentParser, service: bool) -> None:
@@ -167,11 +167,11 @@ def _print_summary(summary: dict) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from edge.bundle import open_bundle
-    from edge.runtime.decisions import distance_problem
+    from edge.runtime.decisions import settings_problem
     from edge.runtime.loop import Runtime
 
     bundle = open_bundle(args.bundle, trusted_keys=args.trust)
-    if problem := distance_problem(bundle.kind, args.distance):
+    if problem := settings_problem(bundle.kind, args.distance, args.channel):
         raise DrsnEdgeError(f"{problem}; nothing was run")
     runtime = Runtime(bundle, _runtime_settings(args, args.port))
     signal.signal(signal.SIGTERM, lambda *_: runtime.stop())
@@ -211,7 +211,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from edge.bundle import open_bundle
     from edge.run_files import read_run_files
+    from edge.runtime.decisions import settings_problem
     from edge.runtime.simulated import check_run_fits_bundle, run_with_simulator
+    from firmware_bridge.sources import ACTUATOR_LINES
 
     run = read_run_files(args.run)  # what the run held out; the gateway has no torch to load its network
     config = run["config.json"]
@@ -219,6 +221,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     bundle = open_bundle(args.bundle, trusted_keys=args.trust)
     linescan = bundle.kind == "linescan"
     check_run_fits_bundle(args.bundle, bundle, args.run, run)
+    # The demo's belt has its actuator ACTUATOR_LINES downstream unless --distance says otherwise.
+    if problem := settings_problem(bundle.kind, args.distance or (ACTUATOR_LINES if linescan else 0), args.channel):
+        raise DrsnEdgeError(f"{problem}; nothing was run")
     source, what = (_belt_of_run(args, run, data) if linescan else _records_of_run(run, data))
 
     def announce(port, runtime):
@@ -342,7 +347,7 @@ def _cmd_install(args: argparse.Namespace) -> int:
                      realtime_priority=args.realtime_priority, log_max_mb=args.log_max_mb, distance=args.distance,
                      max_consecutive=args.max_consecutive, on_miss=args.on_miss,
                      reject_classes=args.reject_classes,
-                     threshold=args.threshold, run_options=_service_options(args))
+                     threshold=args.threshold, channel=args.channel, run_options=_service_options(args))
     print(f"installed {target}; current -> {target.name}.")
     trusted = service_keys(args.root)  # what the new unit verifies with: given, or kept from the one before
     if trusted and not args.trusted_key:

@@ -74,12 +74,20 @@ class DecisionPolicy:
         return Verdict(f"fail-safe:{self.on_miss}", [], self.on_miss == "reject", fail_safe=why)
 
 
-def distance_problem(kind: str, distance: int) -> str | None:
-    """Why a line-scan runtime with this scanner-to-actuator distance cannot fire a REJECT in time (None: it can)."""
+def settings_problem(kind: str, distance: int, channel: int = 0) -> str | None:
+    """Why a runtime of this kind cannot work as set (None: it can).  A line-scan runtime without a
+    scanner-to-actuator distance cannot fire a REJECT in time; a setting only the other kind reads
+    would be ignored, leaving the operator to believe it holds."""
     if kind == "linescan" and distance <= 0:
         return ("a line-scan bundle needs --distance, the encoder counts from the scanner to the actuator: with "
                 f"{distance}, every REJECT names a line that has passed the actuator by the time its tile is decided, "
                 "and the device answers TOO_LATE")
+    if kind == "vibration" and distance > 0:
+        return (f"--distance {distance} is for line-scan bundles (encoder counts from scanner to actuator); a "
+                "vibration bundle's REJECT is an alarm sent as soon as its window is decided: leave it out")
+    if kind == "linescan" and channel > 0:
+        return (f"--channel {channel} picks an accelerometer axis for a vibration bundle; a line-scan bundle reads "
+                "the detector's lines: leave it out")
     return None
 
 

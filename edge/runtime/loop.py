@@ -30,7 +30,7 @@ from edge.bundle import Bundle, BundleError, open_bundle
 from edge.data.preprocess import model_input, normalize
 from edge.runtime.assembler import LineAssembler, Unit, VibrationAssembler
 from edge.runtime.decision_log import DecisionLog, DecisionRow, next_decision_id
-from edge.runtime.decisions import REASON_FAIL_SAFE, DecisionPolicy, RejectScheduler, Verdict, distance_problem
+from edge.runtime.decisions import REASON_FAIL_SAFE, DecisionPolicy, RejectScheduler, Verdict, settings_problem
 from edge.runtime.metrics import STAGES, RuntimeMetrics, StatusServer, StatusServerError, listen_address
 from edge.runtime.pacing import ReadPacer, line_pacer
 from edge.runtime.realtime import check_priority, current_priority, enter_realtime
@@ -527,7 +527,7 @@ class Runtime:
         """
         if self._started:
             return
-        if problem := distance_problem(self.kind, self.settings.distance):
+        if problem := settings_problem(self.kind, self.settings.distance, self.settings.channel_index):
             print(f"runtime: warning: {problem}", file=sys.stderr, flush=True)
         self.backend.warm_up(self.settings.warmup, batch=self._batch_size())
         for _ in range(16):  # seed the inference-time estimate
