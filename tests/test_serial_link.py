@@ -260,7 +260,8 @@ def test_a_runs_held_out_segments_stream_from_every_load_axis_and_rate_it_traine
                  "--duration", "0.1", "--rate", "max"]) == 0
     streamed = json.loads(truth.read_text())["truth"]
     assert {t["file"] for t in streamed} == set(spans)     # normal is load 0's 97.mat, the only one this copy has
-    assert {t["load_hp"] for t in streamed} == {r["load_hp"] for r in run["config.json"]["data"]["records"]} == {0, 1, 2}
+    records = run["config.json"]["data"]["records"]
+    assert {t["load_hp"] for t in streamed} == {r["load_hp"] for r in records} == {0, 1, 2}
     fan_end = held_out_records(run)
     assert fan_end.hello.channels == 1 and fan_end.truth == streamed
     drive_end = cwru_source(cwru_dir, loads=(1, 2), channels=("DE",), spans=spans)

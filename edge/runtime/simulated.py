@@ -98,8 +98,9 @@ def held_out_records(run: dict[str, dict], data: str | Path | None = None, chann
     if others:
         raise DrsnEdgeError(f"the run holds no segments of load {','.join(map(str, others))}: it read loads "
                             f"{','.join(map(str, trained))}")
-    return cwru_source(Path(data or config["data"]["path"]), loads=loads or trained, channels=channels or (pre["channel"],),
-                       spans=held_out_spans(run["split.json"]), rate_hz=pre["rate_hz"])
+    return cwru_source(Path(data or config["data"]["path"]), loads=loads or trained,
+                       channels=channels or (pre["channel"],), spans=held_out_spans(run["split.json"]),
+                       rate_hz=pre["rate_hz"])
 
 
 def held_out_belt(run: dict[str, dict], bands: int, data: str | Path | None = None, lanes: int | None = None,
