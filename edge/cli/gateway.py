@@ -212,8 +212,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from edge.bundle import open_bundle
     from edge.run_files import read_run_files
     from edge.runtime.decisions import settings_problem
-    from edge.runtime.simulated import check_run_fits_bundle, run_with_simulator
-    from firmware_bridge.sources import ACTUATOR_LINES
+    from edge.runtime.simulated import check_run_fits_bundle, run_with_simulator, simulator_settings
 
     run = read_run_files(args.run)  # what the run held out; the gateway has no torch to load its network
     config = run["config.json"]
@@ -221,8 +220,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     bundle = open_bundle(args.bundle, trusted_keys=args.trust)
     linescan = bundle.kind == "linescan"
     check_run_fits_bundle(args.bundle, bundle, args.run, run)
-    # The demo's belt has its actuator ACTUATOR_LINES downstream unless --distance says otherwise.
-    if problem := settings_problem(bundle.kind, args.distance or (ACTUATOR_LINES if linescan else 0), args.channel):
+    settings = simulator_settings(_runtime_settings(args, ""), linescan)
+    if problem := settings_problem(bundle.kind, settings.distance, settings.channel_index):
         raise DrsnEdgeError(f"{problem}; nothing was run")
     source, what = (_belt_of_run(args, run, data) if linescan else _records_of_run(run, data))
 
@@ -231,7 +230,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"demo: simulator streaming {what} on {port}; runtime on {runtime.manifest['backend']['name']} "
               f"{runtime.manifest['precision']}{actuator}", flush=True)
 
-    session = run_with_simulator(bundle, _runtime_settings(args, ""), source, args.seconds, args.rate, announce)
+    session = run_with_simulator(bundle, settings, source, args.seconds, args.rate, announce)
     summary = session.summary
     _print_summary(summary)
     if linescan:

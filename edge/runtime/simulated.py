@@ -42,8 +42,7 @@ def run_with_simulator(bundle: str | Path | Bundle, settings: RuntimeSettings, s
     passed; without, it may end sooner.
     Ctrl-C ends the session early, marked ``interrupted``.
     """
-    if isinstance(source, BeltSource) and not settings.distance:
-        settings = replace(settings, distance=ACTUATOR_LINES)
+    settings = simulator_settings(settings, isinstance(source, BeltSource))
     with DeviceProcess(source, link="pty", speed=rate, loop=loop) as device:
         runtime = Runtime(bundle, replace(settings, port=device.port))
         first_id = runtime._next_id
@@ -62,6 +61,12 @@ def run_with_simulator(bundle: str | Path | Bundle, settings: RuntimeSettings, s
         stats = device.close()
         return SimulatedSession(summary, first_id, stats.frames_generated, device.port,
                                 runtime.manifest["backend"]["name"], runtime.manifest["precision"], interrupted)
+
+
+def simulator_settings(settings: RuntimeSettings, belt: bool) -> RuntimeSettings:
+    """The runtime's settings against the simulator: a belt's actuator sits ``ACTUATOR_LINES`` downstream of
+    the scanner unless ``settings.distance`` says otherwise."""
+    return replace(settings, distance=ACTUATOR_LINES) if belt and not settings.distance else settings
 
 
 def check_run_fits_bundle(name: str | Path, bundle: Bundle, run_dir: str | Path, run: dict[str, dict]) -> None:
