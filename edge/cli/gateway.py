@@ -159,8 +159,11 @@ def _print_summary(summary: dict) -> None:
     fail_safe += "".join(f", {why} {n}" for why, n in rare.items() if n)  # named when they happened
     print(f"decisions {c['decisions']} in {summary['seconds']:.0f} s; {latency}; fail-safe: {fail_safe}; "
           f"late {c['late_decisions']}")
+    unsent = {"held by the lockout": c["lockouts"], "not written": c["rejects_not_written"],
+              "untimed after a device restart": c["rejects_untimed"]}
     print(f"frames {c['decoder_frames']}, rejected {c['decoder_rejected']}, lost {c['decoder_lost_frames']}; "
-          f"outages {c['link_outages']}; rejects sent {c['rejects_sent']}, acked {c['acks']}, naks {c['naks']}")
+          f"outages {c['link_outages']}; rejects sent {c['rejects_sent']}, acked {c['acks']}, naks {c['naks']}"
+          + "".join(f", {why} {n}" for why, n in unsent.items() if n))
     print(f"log: {c['log_written']} rows written, {c['log_retired']} oldest retired to keep it within "
           f"--log-max-mb, {c['log_failed']} not written")
 

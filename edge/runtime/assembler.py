@@ -24,6 +24,7 @@ class Unit:
     device_time_us: int       # device time of the last sample or line
     arrived: float            # time.monotonic() when the last sample or line arrived
     lanes: int = 1            # line-scan: patches side by side in ``data`` (lane k feeds actuator k), one batch
+    encoder_epoch: int = 0    # line-scan: which run of the device's encoder count ``start`` and ``end`` belong to
 
 
 @dataclass
@@ -39,6 +40,7 @@ class AssemblerStats:
 @dataclass
 class LineAssemblerStats(AssemblerStats):
     lines_unusable: int = 0   # too narrow for one patch: discarded, nothing on them is inspected
+    encoder_restarts: int = 0  # the encoder count went back (a device that restarted counts from 0 again)
 
 
 class VibrationAssembler:
@@ -117,7 +119,9 @@ class LineAssembler:
     Patches are ``patch_width`` pixels wide (the model's input), as many as fit the
     detector (``lanes``, when not given); pixels beyond the last whole patch are not
     inspected and are counted.  A tile's patches travel as one unit and are decided as
-    one batch.
+    one batch.  An encoder count that goes back starts a new ``encoder_epoch``: a device
+    that restarted counts from 0 again, so a span counted before names no part on the belt
+    any more, and a REJECT at it would fire at another part.
     """
 
     def __init__(self, tile_lines: int, overlap: int = 0, lanes: int | None = None, patch_width: int | None = None):
@@ -131,8 +135,14 @@ class LineAssembler:
         self._lines: list[np.ndarray] = []
         self._first: int | None = None      # encoder count of _lines[0]
         self._next_start: int | None = None
+        self._last_encoder: int | None = None
+        self.encoder_epoch = 0
 
     def push(self, pixels: np.ndarray, encoder: int, timestamp_us: int, arrived: float) -> list[Unit]:
+        if self._last_encoder is not None and encoder < self._last_encoder:
+            self.encoder_epoch += 1
+            self.stats.encoder_restarts += 1
+        self._last_encoder = encoder
         width_changed = bool(self._lines) and pixels.shape[0] != self._lines[-1].shape[0]
         if (width_changed or not self._lines) and not self.fits(pixels.shape[0]):  # not for every line of a tile
             self.stats.lines_unusable += 1
@@ -153,7 +163,7 @@ class LineAssembler:
             self.uninspected_pixels = tile.shape[1] - lanes * width
             patches = tile[:, :lanes * width].reshape(self.tile_lines, lanes, width).transpose(1, 0, 2)
             units.append(Unit(np.ascontiguousarray(patches), self._next_start, self._next_start + self.tile_lines - 1,
-                              timestamp_us, arrived, lanes))
+                              timestamp_us, arrived, lanes, self.encoder_epoch))
             self._next_start += self.step
         drop = self._next_start - self._first
         if drop > 0:

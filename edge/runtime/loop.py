@@ -157,9 +157,11 @@ class Runtime:
             check_priority(s.realtime_priority)
         self.thread_priority: dict[str, int] = {}  # SCHED_FIFO priority each runtime thread got (0: ordinary)
         self._signal_lost = False  # the latest vibration window held one constant value (said once per spell)
+        self._untimed_said = 0     # the latest encoder epoch whose untimed REJECTs were said
         self.counts = {"data_frames": 0, "deadline_fail_safe": 0, "late_decisions": 0, "overload_fail_safe": 0,
                        "no_signal_fail_safe": 0, "non_finite_fail_safe": 0, "shutdown_fail_safe": 0,
-                       "keepalives": 0, "estimate_probes": 0, "rejects_sent": 0, "rejects_not_written": 0, "acks": 0,
+                       "keepalives": 0, "estimate_probes": 0, "rejects_sent": 0, "rejects_not_written": 0,
+                       "rejects_untimed": 0, "acks": 0,
                        "naks": 0, "naks_too_late": 0, "lockouts": 0, "reconnects": 0, "hello_mismatch": 0,
                        "samples_without_channel": 0, "frames_of_other_kind": 0,
                        "device_errors": 0, "paced_sleeps": 0}
@@ -491,7 +493,24 @@ class Runtime:
         command = self.scheduler.command(decision_id, verdict, unit.end, lane, reason)
         if verdict.reject and command is None:
             self.counts["lockouts"] += 1
+        if command is not None and self._untimed(unit):
+            self.counts["rejects_untimed"] += 1
+            command = None
         return decision_id, command
+
+    def _untimed(self, unit: Unit) -> bool:
+        """True for a tile scanned before the device's encoder count began again (a restart): its span names
+        counts of the old numbering, so a REJECT at it would fire at whatever part reaches that count on the
+        new one.  Its decision is logged without one, counted as ``rejects_untimed``, and said once a restart."""
+        epoch = self.assembler.encoder_epoch if self.kind == "linescan" else 0
+        if unit.encoder_epoch == epoch:
+            return False
+        if self._untimed_said != epoch:
+            self._untimed_said = epoch
+            print("runtime: a tile scanned before the device restarted was decided after its encoder count began "
+                  "again: its REJECTs cannot be timed on the new count and are not sent (counted as "
+                  "rejects_untimed); its parts pass unchecked", file=sys.stderr, flush=True)
+        return True
 
     def _count(self, verdicts: list[Verdict], latency_ms: float) -> None:
         """Count a unit's decisions by outcome (fail-safes by reason: ``deadline_fail_safe``, ...), and those
