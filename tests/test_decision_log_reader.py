@@ -22,15 +22,18 @@ START = datetime(2026, 12, 2, 6, 0).timestamp()  # a shift begins
 
 
 def shift_rows(first: int, count: int) -> list[DecisionRow]:
-    """A shift's vibration decisions, one a minute: every 7th fail-safe, the rest classed in turn."""
+    """A shift's vibration decisions, one a minute: every 7th fail-safe, the rest classed in turn; every 11th
+    reject held by the lockout."""
     rows = []
     for k in range(first, first + count):
         fail_safe = ("deadline", "overload")[k % 2] if k % 7 == 0 else None
         label = "OR007@6" if fail_safe else CLASSES[k % 4]
         scores = [] if fail_safe else [0.9 if c == label else 0.1 / 3 for c in CLASSES]
+        reject = label != "normal"
+        sent = None if not reject else "lockout" if k % 11 == 0 else "sent"
         rows.append(DecisionRow(k, START + 60 * k, "vibration", 1024 * k, 1024 * k + 2047, 85_000 * k, 0, label,
-                                scores, label != "normal", fail_safe, 1.0 + (k % 10), None, "ab" * 32,
-                                0.3, None if fail_safe else 0.9))
+                                scores, reject, fail_safe, 1.0 + (k % 10), None, "ab" * 32,
+                                0.3, None if fail_safe else 0.9, sent))
     return rows
 
 
@@ -50,6 +53,8 @@ def test_the_summary_counts_what_the_log_holds_and_filters_narrow_it(shift_log, 
     s = json.loads(capsys.readouterr().out)
     assert s["decisions"] == 300 and (s["first_id"], s["last_id"]) == (1, 300)
     assert s["rejects"] == sum(r.reject for r in rows)
+    held = [r.decision_id for r in rows if r.reject_command == "lockout"]
+    assert s["rejects_unsent"] == {"lockout": len(held)} and len(held) > 5
     assert s["fail_safe"] == {"deadline": 21, "overload": 21}
     assert s["classes"]["normal"] == sum(r.label == "normal" for r in rows)
     assert s["latency_decided"]["n"] == 300 - 42 and s["latency_decided"]["max_ms"] == 10.0
@@ -64,6 +69,12 @@ def test_the_summary_counts_what_the_log_holds_and_filters_narrow_it(shift_log, 
     assert f"{len(slow)} decisions" in out
     listed = [int(line.split()[0]) for line in out.splitlines() if line.split()[0].isdigit()]
     assert listed == [r.decision_id for r in slow[-3:]]
+    # the summary and the listing say which rejects the actuator never got
+    assert main(["decisions", "--log", str(shift_log), "--rejects", "--last", "300"]) == 0
+    out = capsys.readouterr().out
+    assert f"REJECT not sent: held by the lockout {len(held)})" in out
+    listed = {int(line.split()[0]): line for line in out.splitlines() if line.split()[0].isdigit()}
+    assert [k for k, line in listed.items() if " lockout " in line] == held and len(listed) > len(held)
     assert hashlib.sha256(shift_log.read_bytes()).digest() == before  # reading changed nothing in the log
 
 

@@ -614,45 +614,72 @@ def test_a_detector_that_changes_its_width_or_sends_lines_too_narrow_is_counted_
     assert "lines of 16 px, too narrow" in capsys.readouterr().err and c["hello_mismatch"] == 1
 
 
-def test_a_tile_scanned_before_the_device_restarted_sends_no_reject_on_the_new_encoder_count(castings_bundle,
-                                                                                             tmp_path, capsys):
-    """A device that restarts counts its encoder from 0 again.  A tile scanned before, still waiting for the
-    decider, used to send its REJECTs at its old encoder count: the device fired them at whatever part stood
-    there on the new count, much later.  They cannot be timed any more: they are logged, counted and said."""
+def _decide_belt(bundle, tmp_path, frames: list[bytes], **settings):
+    """Hand ``frames`` to a runtime on a real pty in one read, before its decider starts (so every tile they
+    complete waits for it), decide them all; returns its counters, the REJECTs it wrote to the device, and
+    its log rows (span_start, lane, reject, reject_command, fire_at) in order."""
     from edge.runtime.loop import Runtime, RuntimeSettings
-    from firmware_bridge.codec import FrameDecoder, encode_frame
-    from firmware_bridge.protocol import Hello, Line, Reject, SampleFormat, SensorKind
+    from firmware_bridge.codec import FrameDecoder
+    from firmware_bridge.protocol import Reject
     from firmware_bridge.transport import PtyPair
 
     pty = PtyPair()
-    runtime = Runtime(castings_bundle, RuntimeSettings(port=pty.name, log_path=str(tmp_path / "log.db"), http=None,
-                                                       distance=5000, threshold=1e-6, budget_ms=1000,
-                                                       paced_reads=False))
-    hello = Hello("det", (1, 0, 0), SensorKind.LINESCAN, SampleFormat.UINT8, 1, 8, 1250.0, 1.0, 640)
-    rng = np.random.default_rng(0)
-
-    def lines(first_seq: int, first_encoder: int, count: int = 32) -> list[bytes]:
-        return [encode_frame(Line(rng.integers(0, 255, 640, dtype=np.uint8), 8), first_seq + k,
-                             (first_encoder + k) * 800, first_encoder + k) for k in range(count)]
-
-    before = [encode_frame(hello, 0), *lines(1, 70_000)]          # one tile, encoder 70,000-70,031
-    after = [encode_frame(hello, 0), *lines(1, 0)]                # the device restarted: one tile, 0-31
+    runtime = Runtime(bundle, RuntimeSettings(port=pty.name, log_path=str(tmp_path / "log.db"), http=None,
+                                              budget_ms=1000, paced_reads=False, **settings))
     try:
         runtime.start()
-        runtime._ingest(b"".join(before + after), time.monotonic(), True)  # both tiles wait for the decider
+        runtime._ingest(b"".join(frames), time.monotonic(), True)
         runtime.run(1.0)
     finally:
         runtime.close()
     rejects = [f.message for f in FrameDecoder().feed(os.read(pty.master_fd, 65536)) if isinstance(f.message, Reject)]
     pty.close()
-    c = runtime.counters()
+    rows = sqlite3.connect(tmp_path / "log.db").execute(
+        "SELECT span_start, lane, reject, reject_command, fire_at FROM decisions ORDER BY decision_id").fetchall()
+    return runtime.counters(), rejects, rows
+
+
+def _belt_frames(tiles: list[int], first_seq: int = 0) -> list[bytes]:
+    """A 640 px detector's HELLO, then 32 random lines (one tile) from each encoder count in ``tiles``."""
+    from firmware_bridge.codec import encode_frame
+    from firmware_bridge.protocol import Hello, Line, SampleFormat, SensorKind
+
+    rng = np.random.default_rng(0)
+    frames = [encode_frame(Hello("det", (1, 0, 0), SensorKind.LINESCAN, SampleFormat.UINT8, 1, 8, 1250.0, 1.0, 640),
+                           first_seq)]
+    for first in tiles:
+        frames += [encode_frame(Line(rng.integers(0, 255, 640, dtype=np.uint8), 8), first_seq + len(frames),
+                                (first + k) * 800, first + k) for k in range(32)]
+    return frames
+
+
+def test_a_tile_scanned_before_the_device_restarted_sends_no_reject_on_the_new_encoder_count(castings_bundle,
+                                                                                             tmp_path, capsys):
+    """A device that restarts counts its encoder from 0 again.  A tile scanned before, still waiting for the
+    decider, used to send its REJECTs at its old encoder count: the device fired them at whatever part stood
+    there on the new count, much later.  They cannot be timed any more: they are logged, counted and said."""
+    before, after = _belt_frames([70_000]), _belt_frames([0])   # the device restarted: HELLO and numbers from 0
+    c, rejects, rows = _decide_belt(castings_bundle, tmp_path, before + after, distance=5000, threshold=1e-6)
     assert c["decoder_device_restarts"] == c["assembler_encoder_restarts"] == 1 and c["decisions"] == 40
     assert sorted({r.at for r in rejects}) == [31 + 5000] and len(rejects) == 20 == c["rejects_sent"]
     assert c["rejects_untimed"] == 20
-    rows = sqlite3.connect(tmp_path / "log.db").execute(
-        "SELECT span_start, reject, fire_at FROM decisions ORDER BY decision_id").fetchall()
-    assert rows == [(70_000, 1, None)] * 20 + [(0, 1, 31 + 5000)] * 20
+    assert rows == [(70_000, lane, 1, "untimed", None) for lane in range(20)] + \
+        [(0, lane, 1, "sent", 31 + 5000) for lane in range(20)]
     assert capsys.readouterr().err.count("scanned before the device restarted") == 1
+
+
+def test_the_reject_lockout_counts_each_lane_s_rejects_in_a_row_and_logs_what_it_held(castings_bundle, tmp_path,
+                                                                                       capsys):
+    """Lane k feeds actuator k.  The lockout used to count rejects in a row across the lanes of a tile: a wide
+    defect over three patches held the third patch's REJECT under `--max-consecutive 2`, and the log showed it
+    as rejected like any other.  Now each lane counts its own parts; what was held is logged, counted, said."""
+    c, rejects, rows = _decide_belt(castings_bundle, tmp_path, _belt_frames([0, 32, 64]), distance=5000,
+                                    threshold=1e-6, max_consecutive=2)
+    assert c["decisions"] == 60 and len(rejects) == 40 == c["rejects_sent"] and c["lockouts"] == 20
+    assert sorted({(r.at, r.lane) for r in rejects}) == [(end + 5000, lane) for end in (31, 63) for lane in range(20)]
+    assert rows == [(start, lane, 1, "sent" if start < 64 else "lockout", start + 31 + 5000 if start < 64 else None)
+                    for start in (0, 32, 64) for lane in range(20)]
+    assert capsys.readouterr().err.count("rejected 2 in a row: the lockout holds") == 1
 
 
 def test_options_of_the_other_kind_of_run_are_refused_and_an_image_run_s_held_out_belt_is_streamed(

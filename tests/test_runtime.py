@@ -197,7 +197,7 @@ def test_overload_sheds_the_oldest_window_with_a_counted_fail_safe(held_out, bun
     assert by_reason.get("deadline", 0) == c["deadline_fail_safe"]
 
 
-def test_a_log_from_an_older_runtime_gains_the_latency_columns_and_keeps_its_rows(tmp_path):
+def test_a_log_from_an_older_runtime_is_read_as_it_is_and_gains_the_new_columns_keeping_its_rows(tmp_path, capsys):
     path = tmp_path / "old.db"
     old = sqlite3.connect(path)  # the table as the first release wrote it
     old.execute("CREATE TABLE decisions (decision_id INTEGER PRIMARY KEY, wall_time REAL NOT NULL, kind TEXT NOT NULL, "
@@ -205,18 +205,23 @@ def test_a_log_from_an_older_runtime_gains_the_latency_columns_and_keeps_its_row
                 "lane INTEGER NOT NULL, class TEXT NOT NULL, scores TEXT NOT NULL, reject INTEGER NOT NULL, "
                 "fail_safe TEXT, latency_ms REAL NOT NULL, fire_at INTEGER, bundle_sha256 TEXT NOT NULL)")
     assert "wait_ms" not in {r[1] for r in old.execute("PRAGMA table_info(decisions)")}
-    old.execute("INSERT INTO decisions VALUES (1, 0.0, 'vibration', 0, 2047, 0, 0, 'normal', '[1.0]', 0, NULL, 2.5, "
+    old.execute("INSERT INTO decisions VALUES (1, 0.0, 'vibration', 0, 2047, 0, 0, 'IR007', '[1.0]', 1, NULL, 2.5, "
                 "NULL, ?)", ("0" * 64,))
     old.commit()
     old.close()
+    assert main(["decisions", "--log", str(path), "--json"]) == 0     # read as it is, before a runtime opens it
+    assert json.loads(capsys.readouterr().out)["rejects_unsent"] == {}
+    assert main(["decisions", "--log", str(path)]) == 0
+    assert " IR007 " in (listing := capsys.readouterr().out) and "REJECT not sent" not in listing
     assert next_decision_id(path) == 2
     log = DecisionLog(path)
     log.append([DecisionRow(2, time.time(), "vibration", 1024, 3071, 0, 0, "normal", [1.0], False, None, 2.0, None,
                             "0" * 64, 0.25, 1.25)])
     log.close()
     db = sqlite3.connect(path)
-    rows = db.execute("SELECT decision_id, latency_ms, wait_ms, inference_ms FROM decisions ORDER BY decision_id")
-    assert rows.fetchall() == [(1, 2.5, None, None), (2, 2.0, 0.25, 1.25)]
+    rows = db.execute("SELECT decision_id, latency_ms, wait_ms, inference_ms, reject_command FROM decisions "
+                      "ORDER BY decision_id")
+    assert rows.fetchall() == [(1, 2.5, None, None, None), (2, 2.0, 0.25, 1.25, None)]
 
 
 def test_a_stale_slow_estimate_is_probed_until_windows_are_decided_again(held_out, bundle, tmp_path):
@@ -456,12 +461,14 @@ def test_the_status_page_says_which_decisions_its_latency_covers():
     metrics.observe([{"decision_id": 1, "span": "0-1023", "lane": 0, "class": "normal", "reject": False,
                       "latency_ms": 1.5}], 1.5)
     assert "over every decision since the start" in render_page(metrics.status({}))
-    rows = [{"decision_id": k, "span": "0-31", "lane": k, "class": "class_1", "reject": True, "latency_ms": 2.0}
-            for k in range(2, 22)]
+    rows = [{"decision_id": k, "span": "0-31", "lane": k, "class": "class_1", "reject": True, "latency_ms": 2.0,
+             "reject_command": "lockout" if k == 21 else "sent"} for k in range(2, 22)]
     metrics.observe(rows, 2.0)  # a tile of 20 patches, decided together
     status = metrics.status({})
     assert status["latency"]["n"] == 5 and status["latency"]["window"] == 5
-    assert "over the last 5 decisions" in render_page(status)
+    page = render_page(status)
+    assert "over the last 5 decisions" in page
+    assert "<td>20</td><td>class_1</td><td>yes</td>" in page and "<td>21</td><td>class_1</td><td>lockout</td>" in page
 
 def _realtime_permitted(priority: int) -> bool:
     """Whether this process may raise a thread to ``priority`` (tried in a thread that then ends)."""

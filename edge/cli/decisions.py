@@ -73,18 +73,19 @@ def _local(t: float | None) -> str:
     return "-" if t is None else datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
-ROW_HEADER = f"{'id':>9} {'time':23} {'span':>23} {'lane':>4} {'class':12} {'p':>5} {'reject':6} " \
+ROW_HEADER = f"{'id':>9} {'time':23} {'span':>23} {'lane':>4} {'class':12} {'p':>5} {'reject':11} " \
              f"{'fail-safe':9} {'latency ms':>10} {'fires at':>10}"
 
 
 def _format_row(row: dict) -> str:
+    from edge.runtime.decision_log import reject_word
     from edge.runtime.log_reader import top_score
 
     p = top_score(row)
     span = f"{row['span_start']}-{row['span_end']}"
     score = "" if p is None else f"{p:.3f}"
     return (f"{row['decision_id']:>9} {_local(row['wall_time']):23} {span:>23} {row['lane']:>4} "
-            f"{row['class'][:12]:12} {score:>5} {'yes' if row['reject'] else 'no':6} {row['fail_safe'] or '':9} "
+            f"{row['class'][:12]:12} {score:>5} {reject_word(row['reject'], row['reject_command']):11} {row['fail_safe'] or '':9} "
             f"{row['latency_ms']:>10.2f} {'' if row['fire_at'] is None else row['fire_at']:>10}")
 
 
@@ -98,6 +99,8 @@ def _duration(seconds: float) -> str:
 
 
 def _print_log_summary(log: Path, s: dict) -> None:
+    from edge.runtime.decision_log import UNSENT_WHY
+
     if not s["decisions"]:
         print(f"{log}: no decision matches; the log holds ids {s['log_first_id']}-{s['log_last_id']}"
               if s["log_last_id"] is not None else f"{log}: no decision logged yet")
@@ -106,7 +109,9 @@ def _print_log_summary(log: Path, s: dict) -> None:
           f"{s['last_id']}), {_local(s['first_time'])} "
           f"to {_local(s['last_time'])} ({_duration(s['last_time'] - s['first_time'])})")
     fail_safe = ", ".join(f"{k} {v:,}" for k, v in s["fail_safe"].items())
-    print(f"  rejects {s['rejects']:,}; fail-safe {sum(s['fail_safe'].values()):,}"
+    unsent_text = ", ".join(f"{UNSENT_WHY.get(k, k)} {n:,}" for k, n in s["rejects_unsent"].items())
+    print(f"  rejects {s['rejects']:,}" + (f" (REJECT not sent: {unsent_text})" if unsent_text else "")
+          + f"; fail-safe {sum(s['fail_safe'].values()):,}"
           + (f" ({fail_safe})" if fail_safe else ""))
     print("  classes: " + ", ".join(f"{k} {v:,}" for k, v in s["classes"].items()))
     lat = s["latency_decided"]

@@ -11,10 +11,12 @@ from pathlib import Path
 from edge.cli.common import (class_names, http_address, log_size_mb, non_negative_int, port_spec, positive_float,
                              realtime_priority, stream_rate, thread_count)
 from edge.errors import DrsnEdgeError
-from edge.runtime.decision_log import WAL_LIMIT_BYTES
+from edge.runtime.decision_log import UNSENT_WHY, WAL_LIMIT_BYTES
 from edge.runtime.realtime import DEFAULT_SERVICE_PRIORITY
 
 WAL_MB = WAL_LIMIT_BYTES / 1e6  # the decision log's write-ahead log, beside --log-max-mb
+LOCKOUT_HELP = ("reject lockout: after N rejects in a row on one lane (one actuator), hold that lane's REJECTs "
+                "until it decides a pass; held ones are logged and counted (default 0: off)")
 
 
 def _add_compile_trt(sub: argparse._SubParsersAction) -> None:
@@ -86,7 +88,8 @@ def _runtime_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--distance", type=int, default=0, metavar="COUNTS",
                    help="line-scan: encoder counts from the scanner to the reject actuator; required for a "
                         "line-scan bundle (demo: the simulated belt's 625, half a metre)")
-    p.add_argument("--max-consecutive", type=non_negative_int, default=0, help="reject lockout after N in a row (0: off)")
+    p.add_argument("--max-consecutive", type=non_negative_int, default=0, metavar="N",
+                   help=LOCKOUT_HELP)
     p.add_argument("--trust", action="append", default=[], help="trusted public key; requires a signed bundle")
     p.add_argument("--realtime-priority", type=realtime_priority, default=0, metavar="P",
                    help="run the reader and decider threads under SCHED_FIFO at priority P (1-99), so no "
@@ -159,8 +162,8 @@ def _print_summary(summary: dict) -> None:
     fail_safe += "".join(f", {why} {n}" for why, n in rare.items() if n)  # named when they happened
     print(f"decisions {c['decisions']} in {summary['seconds']:.0f} s; {latency}; fail-safe: {fail_safe}; "
           f"late {c['late_decisions']}")
-    unsent = {"held by the lockout": c["lockouts"], "not written": c["rejects_not_written"],
-              "untimed after a device restart": c["rejects_untimed"]}
+    unsent = {UNSENT_WHY["lockout"]: c["lockouts"], UNSENT_WHY["not_written"]: c["rejects_not_written"],
+              UNSENT_WHY["untimed"]: c["rejects_untimed"]}
     print(f"frames {c['decoder_frames']}, rejected {c['decoder_rejected']}, lost {c['decoder_lost_frames']}; "
           f"outages {c['link_outages']}; rejects sent {c['rejects_sent']}, acked {c['acks']}, naks {c['naks']}"
           + "".join(f", {why} {n}" for why, n in unsent.items() if n))
@@ -321,7 +324,7 @@ def _add_install(sub: argparse._SubParsersAction) -> None:
                    help="line-scan: encoder counts from the scanner to the reject actuator (required for a line-scan "
                         "bundle)")
     p.add_argument("--max-consecutive", type=non_negative_int, default=0, metavar="N",
-                   help="reject lockout after N rejects in a row (default 0: off)")
+                   help=LOCKOUT_HELP)
     p.add_argument("--log-max-mb", type=log_size_mb, default=None, metavar="MB",
                    help="bound of the service's decision log: its oldest rows are deleted beyond it (default: the "
                         f"runtime's, 2048; 0: unbounded), plus about {WAL_MB:g} MB of write-ahead log")

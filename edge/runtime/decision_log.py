@@ -64,17 +64,31 @@ CREATE TABLE IF NOT EXISTS decisions (
     fire_at       INTEGER,            -- encoder count (line-scan) the REJECT fires at
     bundle_sha256 TEXT NOT NULL,
     wait_ms       REAL,               -- last sample arrival -> the decider took the unit
-    inference_ms  REAL                -- the backend's call; NULL for fail-safe decisions
+    inference_ms  REAL,               -- the backend's call; NULL for fail-safe decisions
+    reject_command TEXT               -- a reject's REJECT: sent | not_written | lockout | untimed; NULL for a pass
 );
 """
 
 #: Columns added since the first release, with their types: a log written by an older
 #: runtime gets them (NULL in its old rows) when a newer one opens it.
-ADDED_COLUMNS = {"wait_ms": "REAL", "inference_ms": "REAL"}
+ADDED_COLUMNS = {"wait_ms": "REAL", "inference_ms": "REAL", "reject_command": "TEXT"}
 
 COLUMNS = ("decision_id", "wall_time", "kind", "span_start", "span_end", "device_time_us", "lane", "class", "scores",
-           "reject", "fail_safe", "latency_ms", "fire_at", "bundle_sha256", "wait_ms", "inference_ms")
+           "reject", "fail_safe", "latency_ms", "fire_at", "bundle_sha256", "wait_ms", "inference_ms", "reject_command")
 INSERT = f"INSERT INTO decisions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+#: What became of a reject decision's REJECT: written to the port, or, why it was not sent, as a person is told:
+#: the device was gone; the lockout held it; the device's encoder count began again since its tile was scanned.
+UNSENT_WHY = {"not_written": "not written (no device)", "lockout": "held by the lockout",
+              "untimed": "untimed after a device restart"}
+REJECT_COMMANDS = ("sent", *UNSENT_WHY)
+
+
+def reject_word(reject: bool, reject_command: str | None) -> str:
+    """A decision's reject as a listing shows it: ``no``, ``yes`` (its REJECT went out, or a log of an older
+    runtime, which does not say), or why its REJECT was not sent (``lockout``, ``untimed``, ``not_written``)."""
+    if not reject:
+        return "no"
+    return "yes" if reject_command in (None, "sent") else reject_command
 RETIRE = "DELETE FROM decisions WHERE decision_id IN (SELECT decision_id FROM decisions ORDER BY decision_id LIMIT ?)"
 
 
@@ -96,11 +110,13 @@ class DecisionRow:
     bundle_sha256: str
     wait_ms: float | None = None       # where a late decision's time went: waiting for the decider,
     inference_ms: float | None = None  # the backend, or (latency_ms minus both) preprocessing and writing
+    reject_command: str | None = None  # what became of a reject's REJECT (REJECT_COMMANDS); None for a pass
 
     def values(self) -> tuple:
         return (self.decision_id, self.wall_time, self.kind, self.span_start, self.span_end, self.device_time_us,
                 self.lane, self.label, json.dumps([round(s, 5) for s in self.scores]), int(self.reject),
-                self.fail_safe, self.latency_ms, self.fire_at, self.bundle_sha256, self.wait_ms, self.inference_ms)
+                self.fail_safe, self.latency_ms, self.fire_at, self.bundle_sha256, self.wait_ms, self.inference_ms,
+                self.reject_command)
 
 
 def connect(path: str | Path) -> sqlite3.Connection:

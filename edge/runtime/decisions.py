@@ -96,24 +96,28 @@ class RejectScheduler:
 
     Line-scan: fire when the tile's last line reaches the actuator, ``distance`` encoder
     counts downstream of the scanner.  Vibration: an alarm right away (``AFTER_US`` 0).
-    ``max_consecutive`` rejects in a row trip the lockout: further rejects are held
-    (counted, logged) until a pass decision comes, so a faulty model or sensor cannot
-    empty the line.  0 disables the lockout.
+    ``max_consecutive`` rejects in a row on one lane (one actuator: lane k of every tile,
+    or the vibration alarm) trip that lane's lockout: its further rejects are held
+    (counted, logged) until it decides a pass, so a faulty model or sensor cannot empty
+    the line.  Rejects side by side on other lanes (one wide defect) do not count.
+    0 disables the lockout.
     """
 
     def __init__(self, kind: str, distance: int = 0, max_consecutive: int = 0):
         self.kind, self.distance, self.max_consecutive = kind, distance, max_consecutive
-        self.consecutive = 0
-        self.locked_out = 0
+        self.consecutive: dict[int, int] = {}  # lane -> rejects in a row
 
     def command(self, decision_id: int, verdict: Verdict, span_end: int, lane: int, reason: int) -> Reject | None:
         if not verdict.reject:
-            self.consecutive = 0
+            self.consecutive[lane] = 0
             return None
-        self.consecutive += 1
-        if self.max_consecutive and self.consecutive > self.max_consecutive:
-            self.locked_out += 1
+        self.consecutive[lane] = self.consecutive.get(lane, 0) + 1
+        if self.max_consecutive and self.consecutive[lane] > self.max_consecutive:
             return None
         if self.kind == "linescan":
             return Reject(decision_id % (1 << 32), RejectMode.AT_ENCODER, lane, reason, span_end + self.distance)
         return Reject(decision_id % (1 << 32), RejectMode.AFTER_US, lane, reason, 0)
+
+    def tripped(self, lane: int) -> bool:
+        """True when the lane's latest reject was the first its lockout held."""
+        return bool(self.max_consecutive) and self.consecutive.get(lane, 0) == self.max_consecutive + 1

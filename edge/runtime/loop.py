@@ -405,20 +405,24 @@ class Runtime:
             t0 = time.perf_counter() if decided_from is None else decided_from
             lanes = range(unit.lanes)  # a vibration window is lane 0
             numbered = [self._number(unit, lane, verdict) for lane, verdict in zip(lanes, verdicts)]
-            commands = [command for _, command in numbered if command is not None]
+            commands = [command for _, command, _ in numbered if command is not None]
+            sent = "sent"
             if commands:
-                written = self._send(*commands)
-                self.counts["rejects_sent" if written else "rejects_not_written"] += len(commands)
+                sent = "sent" if self._send(*commands) else "not_written"
+                self.counts[f"rejects_{sent}"] += len(commands)
             latency_ms = (time.monotonic() - unit.arrived) * 1e3
-            rows = [self._row(unit, lane, verdict, decision_id, command, latency_ms, wait_ms, inference_ms)
-                    for lane, verdict, (decision_id, command) in zip(lanes, verdicts, numbered)]
+            rows = [self._row(unit, lane, verdict, decision_id, command, held or (sent if command else None),
+                              latency_ms, wait_ms, inference_ms)
+                    for lane, verdict, (decision_id, command, held) in zip(lanes, verdicts, numbered)]
             self._count(verdicts, latency_ms)
             self.log.append(rows)
             span = f"{unit.start}-{unit.end}"
             self.metrics.observe([{"decision_id": row.decision_id, "span": span, "lane": row.lane,
-                                   "class": row.label, "reject": row.reject, "latency_ms": latency_ms}
+                                   "class": row.label, "reject": row.reject,
+                                   "reject_command": row.reject_command, "latency_ms": latency_ms}
                                   for row in rows], latency_ms)
             self.metrics.stages["decide_write_log"].observe((time.perf_counter() - t0) * 1e3)
+            self._say_lockouts(numbered)
 
     def _decide_loop(self) -> None:
         last_beat = float("-inf")
@@ -485,18 +489,32 @@ class Runtime:
         self.metrics.stages["inference"].observe(elapsed * 1e3)
         return logits, elapsed * 1e3
 
-    def _number(self, unit: Unit, lane: int, verdict: Verdict) -> tuple[int, Reject | None]:
-        """Number one decision and schedule its REJECT (None: a pass, or a reject held by the lockout)."""
+    def _number(self, unit: Unit, lane: int, verdict: Verdict) -> tuple[int, Reject | None, str | None]:
+        """Number one decision and schedule its REJECT: (decision id, the REJECT to send or None, why a reject
+        sends none: ``lockout`` or ``untimed``)."""
         decision_id = self._next_id
         self._next_id += 1
         reason = REASON_FAIL_SAFE if verdict.fail_safe else self.policy.classes.index(verdict.label)
         command = self.scheduler.command(decision_id, verdict, unit.end, lane, reason)
         if verdict.reject and command is None:
             self.counts["lockouts"] += 1
+            return decision_id, None, "lockout"
         if command is not None and self._untimed(unit):
             self.counts["rejects_untimed"] += 1
-            command = None
-        return decision_id, command
+            return decision_id, None, "untimed"
+        return decision_id, command, None
+
+    def _say_lockouts(self, numbered: list[tuple[int, Reject | None, str | None]]) -> None:
+        """Tell the journal which lanes' lockouts began to hold REJECTs in this unit: their parts pass unchecked
+        from now until the lane decides a pass."""
+        lanes = [lane for lane, (_, _, held) in enumerate(numbered) if held == "lockout" and self.scheduler.tripped(lane)]
+        if not lanes:
+            return
+        where = "the model" if self.kind == "vibration" else \
+            f"lane{'s' if len(lanes) > 1 else ''} {', '.join(map(str, lanes))}"
+        print(f"runtime: {where} rejected {self.settings.max_consecutive} in a row: the lockout holds further "
+              f"REJECTs until a pass (counted as lockouts, logged as reject_command 'lockout'); check the sensor "
+              f"and the model", file=sys.stderr, flush=True)
 
     def _untimed(self, unit: Unit) -> bool:
         """True for a tile scanned before the device's encoder count began again (a restart): its span names
@@ -530,12 +548,13 @@ class Runtime:
             self.counts["late_decisions"] += outcomes["pass"] + outcomes["reject"]
 
     def _row(self, unit: Unit, lane: int, verdict: Verdict, decision_id: int, command: Reject | None,
-             latency_ms: float, wait_ms: float | None, inference_ms: float | None) -> DecisionRow:
-        """One decision's log row."""
+             reject_command: str | None, latency_ms: float, wait_ms: float | None,
+             inference_ms: float | None) -> DecisionRow:
+        """One decision's log row (``reject_command``: what became of a reject's REJECT, decision_log.REJECT_COMMANDS)."""
         return DecisionRow(decision_id, time.time(), self.kind, unit.start, unit.end, unit.device_time_us, lane,
                            verdict.label, verdict.scores, verdict.reject, verdict.fail_safe, latency_ms,
                            command.at if command is not None and self.kind == "linescan" else None, self.sha256,
-                           wait_ms, inference_ms)
+                           wait_ms, inference_ms, reject_command)
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
