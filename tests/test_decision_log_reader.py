@@ -54,7 +54,7 @@ def test_the_summary_counts_what_the_log_holds_and_filters_narrow_it(shift_log, 
     assert s["decisions"] == 300 and (s["first_id"], s["last_id"]) == (1, 300)
     assert s["rejects"] == sum(r.reject for r in rows)
     held = [r.decision_id for r in rows if r.reject_command == "lockout"]
-    assert s["rejects_unsent"] == {"lockout": len(held)} and len(held) > 5
+    assert s["rejects_not_fired"] == {"lockout": len(held)} and len(held) > 5
     assert s["fail_safe"] == {"deadline": 21, "overload": 21}
     assert s["classes"]["normal"] == sum(r.label == "normal" for r in rows)
     assert s["latency_decided"]["n"] == 300 - 42 and s["latency_decided"]["max_ms"] == 10.0
@@ -72,7 +72,7 @@ def test_the_summary_counts_what_the_log_holds_and_filters_narrow_it(shift_log, 
     # the summary and the listing say which rejects the actuator never got
     assert main(["decisions", "--log", str(shift_log), "--rejects", "--last", "300"]) == 0
     out = capsys.readouterr().out
-    assert f"REJECT not sent: held by the lockout {len(held)})" in out
+    assert f"not fired: held by the lockout {len(held)})" in out
     listed = {int(line.split()[0]): line for line in out.splitlines() if line.split()[0].isdigit()}
     assert [k for k, line in listed.items() if " lockout " in line] == held and len(listed) > len(held)
     assert hashlib.sha256(shift_log.read_bytes()).digest() == before  # reading changed nothing in the log

@@ -198,6 +198,29 @@ def test_line_scan_end_to_end_one_decision_per_patch_and_rejects_at_the_actuator
     assert sorted((int(r["fire_at"]), int(r["lane"])) for r in csv.DictReader(io.StringIO(exported))) == fired
 
 
+def test_a_reject_the_device_refuses_as_too_late_is_logged_as_such(castings_bundle, data_root, tmp_path):
+    """An actuator too close to the scanner: the device answers each REJECT that comes after its part has passed
+    with a TOO_LATE NAK.  Only a counter used to say so; the log said "rejected" of parts that passed.  Each
+    refused REJECT's row now says so."""
+    from conftest import run_against
+    from firmware_bridge.simulator import DeviceSimulator
+    from firmware_bridge.sources import belt_source
+
+    belt = belt_source(data_root / "xray", "xray", "castings", "test", bands=12, seed=1)
+    with DeviceSimulator(belt, link="pty", speed=1.0) as sim:
+        runtime, summary = run_against(sim, str(castings_bundle), tmp_path, 1.0, distance=1)
+    c = summary["counters"]
+    late = {r["decision_id"] for r in sim.rejects if r["late"]}
+    assert len(late) == c["naks_too_late"] > 0 and c["rejects_sent"] == len(sim.rejects)
+    rows = dict(sqlite3.connect(tmp_path / "log.db").execute(
+        "SELECT decision_id, reject_command FROM decisions WHERE reject = 1").fetchall())
+    assert {k for k, why in rows.items() if why == "too_late"} == late
+    assert {k for k, why in rows.items() if why == "sent"} == {r["decision_id"] for r in sim.rejects} - late
+    listing = subprocess.run([sys.executable, "-m", "edge.cli", "decisions", "--log", str(tmp_path / "log.db"),
+                              "--last", "0"], capture_output=True, text=True, check=True).stdout
+    assert f"too late for the device {len(late)}" in listing
+
+
 def test_a_paced_line_scan_reader_survives_corruption_and_a_disconnect(castings_bundle, data_root, tmp_path):
     """Corrupted lines and an unplugged detector: every line counted, tiles resume, pacing never builds a backlog."""
     from conftest import run_against

@@ -210,9 +210,9 @@ def test_a_log_from_an_older_runtime_is_read_as_it_is_and_gains_the_new_columns_
     old.commit()
     old.close()
     assert main(["decisions", "--log", str(path), "--json"]) == 0     # read as it is, before a runtime opens it
-    assert json.loads(capsys.readouterr().out)["rejects_unsent"] == {}
+    assert json.loads(capsys.readouterr().out)["rejects_not_fired"] == {}
     assert main(["decisions", "--log", str(path)]) == 0
-    assert " IR007 " in (listing := capsys.readouterr().out) and "REJECT not sent" not in listing
+    assert " IR007 " in (listing := capsys.readouterr().out) and "not fired" not in listing
     assert next_decision_id(path) == 2
     log = DecisionLog(path)
     log.append([DecisionRow(2, time.time(), "vibration", 1024, 3071, 0, 0, "normal", [1.0], False, None, 2.0, None,

@@ -99,7 +99,7 @@ def _duration(seconds: float) -> str:
 
 
 def _print_log_summary(log: Path, s: dict) -> None:
-    from edge.runtime.decision_log import UNSENT_WHY
+    from edge.runtime.decision_log import NOT_FIRED_WHY
 
     if not s["decisions"]:
         print(f"{log}: no decision matches; the log holds ids {s['log_first_id']}-{s['log_last_id']}"
@@ -109,8 +109,8 @@ def _print_log_summary(log: Path, s: dict) -> None:
           f"{s['last_id']}), {_local(s['first_time'])} "
           f"to {_local(s['last_time'])} ({_duration(s['last_time'] - s['first_time'])})")
     fail_safe = ", ".join(f"{k} {v:,}" for k, v in s["fail_safe"].items())
-    unsent_text = ", ".join(f"{UNSENT_WHY.get(k, k)} {n:,}" for k, n in s["rejects_unsent"].items())
-    print(f"  rejects {s['rejects']:,}" + (f" (REJECT not sent: {unsent_text})" if unsent_text else "")
+    not_fired = ", ".join(f"{NOT_FIRED_WHY.get(k, k)} {n:,}" for k, n in s["rejects_not_fired"].items())
+    print(f"  rejects {s['rejects']:,}" + (f" (not fired: {not_fired})" if not_fired else "")
           + f"; fail-safe {sum(s['fail_safe'].values()):,}"
           + (f" ({fail_safe})" if fail_safe else ""))
     print("  classes: " + ", ".join(f"{k} {v:,}" for k, v in s["classes"].items()))

@@ -11,7 +11,7 @@ from pathlib import Path
 from edge.cli.common import (class_names, http_address, log_size_mb, non_negative_int, port_spec, positive_float,
                              realtime_priority, stream_rate, thread_count)
 from edge.errors import DrsnEdgeError
-from edge.runtime.decision_log import UNSENT_WHY, WAL_LIMIT_BYTES
+from edge.runtime.decision_log import NOT_FIRED_WHY, WAL_LIMIT_BYTES
 from edge.runtime.realtime import DEFAULT_SERVICE_PRIORITY
 
 WAL_MB = WAL_LIMIT_BYTES / 1e6  # the decision log's write-ahead log, beside --log-max-mb
@@ -162,11 +162,11 @@ def _print_summary(summary: dict) -> None:
     fail_safe += "".join(f", {why} {n}" for why, n in rare.items() if n)  # named when they happened
     print(f"decisions {c['decisions']} in {summary['seconds']:.0f} s; {latency}; fail-safe: {fail_safe}; "
           f"late {c['late_decisions']}")
-    unsent = {UNSENT_WHY["lockout"]: c["lockouts"], UNSENT_WHY["not_written"]: c["rejects_not_written"],
-              UNSENT_WHY["untimed"]: c["rejects_untimed"]}
+    not_fired = {NOT_FIRED_WHY["lockout"]: c["lockouts"], NOT_FIRED_WHY["not_written"]: c["rejects_not_written"],
+                 NOT_FIRED_WHY["untimed"]: c["rejects_untimed"]}
     print(f"frames {c['decoder_frames']}, rejected {c['decoder_rejected']}, lost {c['decoder_lost_frames']}; "
           f"outages {c['link_outages']}; rejects sent {c['rejects_sent']}, acked {c['acks']}, naks {c['naks']}"
-          + "".join(f", {why} {n}" for why, n in unsent.items() if n))
+          + "".join(f", {why} {n}" for why, n in not_fired.items() if n))
     print(f"log: {c['log_written']} rows written, {c['log_retired']} oldest retired to keep it within "
           f"--log-max-mb, {c['log_failed']} not written")
 

@@ -65,7 +65,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     bundle_sha256 TEXT NOT NULL,
     wait_ms       REAL,               -- last sample arrival -> the decider took the unit
     inference_ms  REAL,               -- the backend's call; NULL for fail-safe decisions
-    reject_command TEXT               -- a reject's REJECT: sent | not_written | lockout | untimed; NULL for a pass
+    reject_command TEXT               -- a reject's REJECT: sent, or why it did not fire (REJECT_COMMANDS); NULL: pass
 );
 """
 
@@ -76,16 +76,18 @@ ADDED_COLUMNS = {"wait_ms": "REAL", "inference_ms": "REAL", "reject_command": "T
 COLUMNS = ("decision_id", "wall_time", "kind", "span_start", "span_end", "device_time_us", "lane", "class", "scores",
            "reject", "fail_safe", "latency_ms", "fire_at", "bundle_sha256", "wait_ms", "inference_ms", "reject_command")
 INSERT = f"INSERT INTO decisions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-#: What became of a reject decision's REJECT: written to the port, or, why it was not sent, as a person is told:
-#: the device was gone; the lockout held it; the device's encoder count began again since its tile was scanned.
-UNSENT_WHY = {"not_written": "not written (no device)", "lockout": "held by the lockout",
-              "untimed": "untimed after a device restart"}
-REJECT_COMMANDS = ("sent", *UNSENT_WHY)
+#: What became of a reject decision's REJECT: written to the port, or, why the actuator did not fire for it, as a
+#: person is told: the device was gone; the lockout held it; the device's encoder count began again since its
+#: tile was scanned; the device answered that its part had passed (a TOO_LATE NAK), or refused it otherwise.
+NOT_FIRED_WHY = {"not_written": "not written (no device)", "lockout": "held by the lockout",
+                 "untimed": "untimed after a device restart", "too_late": "too late for the device",
+                 "refused": "refused by the device"}
+REJECT_COMMANDS = ("sent", *NOT_FIRED_WHY)
 
 
 def reject_word(reject: bool, reject_command: str | None) -> str:
     """A decision's reject as a listing shows it: ``no``, ``yes`` (its REJECT went out, or a log of an older
-    runtime, which does not say), or why its REJECT was not sent (``lockout``, ``untimed``, ``not_written``)."""
+    runtime, which does not say), or why the actuator did not fire for it (``lockout``, ``too_late``, ...)."""
     if not reject:
         return "no"
     return "yes" if reject_command in (None, "sent") else reject_command
@@ -302,6 +304,15 @@ class DecisionLog:
             self.retired += retired
             if self._catch_up.is_set():
                 self._complete_checkpoint()
+
+    def set_reject_command(self, decision_id: int, reject_command: str) -> None:
+        """Record what became of a decision's REJECT once its row is written: the device's refusal."""
+        with self._lock:
+            try:
+                self._db.execute("UPDATE decisions SET reject_command = ? WHERE decision_id = ?",
+                                 (reject_command, decision_id))
+            except sqlite3.Error as exc:
+                self._report(f"decision log {self.path}: decision {decision_id} not marked {reject_command} ({exc})")
 
     def _complete_checkpoint(self) -> None:
         """Copy what the last checkpoint left, between two commits, so that the write-ahead log starts over.

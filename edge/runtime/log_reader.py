@@ -139,7 +139,7 @@ def _query(db: sqlite3.Connection, sql: str, params: list) -> list[tuple]:
 
 
 def summarize(db: sqlite3.Connection, flt: LogFilter) -> dict:
-    """Counts by outcome, fail-safe reason, class and bundle, rejects whose REJECT did not go out, and latency
+    """Counts by outcome, fail-safe reason, class and bundle, rejects the actuator did not fire for, and latency
     percentiles of the decided ones."""
     where, params = flt.where()
     (n, first, last, t0, t1), = _query(db, f"SELECT COUNT(*), MIN(decision_id), MAX(decision_id), MIN(wall_time), "
@@ -156,11 +156,11 @@ def summarize(db: sqlite3.Connection, flt: LogFilter) -> dict:
     except sqlite3.Error as exc:
         raise DecisionLogError(f"the decision log cannot be read: {exc}") from exc
     (oldest, newest), = _query(db, "SELECT MIN(decision_id), MAX(decision_id) FROM decisions", [])
-    unsent = {}  # rejects whose REJECT did not go out, by why (a log of an older runtime does not say)
+    not_fired = {}  # rejects the actuator did not fire for, by why (a log of an older runtime does not say)
     if "reject_command" in _columns(db):
-        unsent = {k: v for k, v in grouped("reject_command").items() if k not in (None, "sent")}
+        not_fired = {k: v for k, v in grouped("reject_command").items() if k not in (None, "sent")}
     return {"decisions": n, "first_id": first, "last_id": last, "first_time": t0, "last_time": t1,
-            "rejects": sum(v for k, v in grouped("reject").items() if k), "rejects_unsent": unsent,
+            "rejects": sum(v for k, v in grouped("reject").items() if k), "rejects_not_fired": not_fired,
             "fail_safe": {k: v for k, v in grouped("fail_safe").items() if k is not None},
             "classes": grouped("class"), "bundles": grouped("bundle_sha256"),
             "latency_decided": latency_percentiles(latencies), "log_first_id": oldest, "log_last_id": newest}

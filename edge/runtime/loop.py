@@ -34,13 +34,16 @@ from edge.runtime.decisions import REASON_FAIL_SAFE, DecisionPolicy, RejectSched
 from edge.runtime.metrics import STAGES, RuntimeMetrics, StatusServer, StatusServerError, listen_address
 from edge.runtime.pacing import ReadPacer, line_pacer
 from edge.runtime.realtime import check_priority, current_priority, enter_realtime
-from firmware_bridge.codec import FrameDecoder, encode_frame, line_frame_bytes
-from firmware_bridge.protocol import Ack, Error, Heartbeat, Hello, Line, Nak, NakReason, Reject, Samples, SensorKind
+from firmware_bridge.codec import SEQ_MOD, FrameDecoder, encode_frame, line_frame_bytes
+from firmware_bridge.protocol import (Ack, Error, Heartbeat, Hello, Line, MessageType, Nak, NakReason, Reject, Samples,
+                                      SensorKind)
 from firmware_bridge.transport import ReconnectingPort
 
 #: The sensor a bundle of each kind reads, and how the operator is told what a device is.
 SENSOR_OF_KIND = {"vibration": SensorKind.VIBRATION, "linescan": SensorKind.LINESCAN}
 SENSOR_WORDS = {SensorKind.VIBRATION: "vibration sensor", SensorKind.LINESCAN: "line-scan detector"}
+#: REJECTs awaiting the device's answer that are remembered (a device that never answers must not grow memory).
+AWAITING_ANSWER_MAX = 4096
 
 
 @dataclass
@@ -158,6 +161,7 @@ class Runtime:
         self.thread_priority: dict[str, int] = {}  # SCHED_FIFO priority each runtime thread got (0: ordinary)
         self._signal_lost = False  # the latest vibration window held one constant value (said once per spell)
         self._untimed_said = 0     # the latest encoder epoch whose untimed REJECTs were said
+        self._awaiting_answer: dict[int, int] = {}  # sequence number of a REJECT sent -> its decision id
         self.counts = {"data_frames": 0, "deadline_fail_safe": 0, "late_decisions": 0, "overload_fail_safe": 0,
                        "no_signal_fail_safe": 0, "non_finite_fail_safe": 0, "shutdown_fail_safe": 0,
                        "keepalives": 0, "estimate_probes": 0, "rejects_sent": 0, "rejects_not_written": 0,
@@ -321,10 +325,28 @@ class Runtime:
             self.counts["naks"] += 1
             if msg.code == NakReason.TOO_LATE:
                 self.counts["naks_too_late"] += 1
+            self._refused(msg)
         elif isinstance(msg, Ack):
             self.counts["acks"] += 1
+            self._awaiting_answer.pop(msg.acked_seq, None)
         elif isinstance(msg, Error):
             self.counts["device_errors"] += 1
+
+    def _await_answers(self, first_seq: int, decision_ids: list[int]) -> None:
+        """Remember which decision each REJECT just written (numbered on from ``first_seq``) was for, until the
+        device answers it; the oldest are forgotten beyond ``AWAITING_ANSWER_MAX`` (a device that never does)."""
+        for k, decision_id in enumerate(decision_ids):
+            self._awaiting_answer[(first_seq + k) % SEQ_MOD] = decision_id
+        while len(self._awaiting_answer) > AWAITING_ANSWER_MAX:
+            self._awaiting_answer.pop(next(iter(self._awaiting_answer)), None)
+
+    def _refused(self, nak: Nak) -> None:
+        """The device refused a REJECT (TOO_LATE: its part had passed): its decision's row says so.  Taken under
+        the decider's lock, so that the row, written after the REJECT, is there to be marked."""
+        decision_id = self._awaiting_answer.pop(nak.acked_seq, None) if nak.acked_type == MessageType.REJECT else None
+        if decision_id is not None:
+            with self._finish_lock:
+                self.log.set_reject_command(decision_id, "too_late" if nak.code == NakReason.TOO_LATE else "refused")
 
     def _pace_lines(self, msg: Hello) -> None:
         """Plan the reader's sleeps for the line rate and width the device's HELLO gives (not the bundle's),
@@ -408,8 +430,12 @@ class Runtime:
             commands = [command for _, command, _ in numbered if command is not None]
             sent = "sent"
             if commands:
-                sent = "sent" if self._send(*commands) else "not_written"
+                with self._write_lock:
+                    first_seq = self._seq
+                    sent = "sent" if self._send(*commands) else "not_written"
                 self.counts[f"rejects_{sent}"] += len(commands)
+                if sent == "sent":
+                    self._await_answers(first_seq, [decision_id for decision_id, command, _ in numbered if command])
             latency_ms = (time.monotonic() - unit.arrived) * 1e3
             rows = [self._row(unit, lane, verdict, decision_id, command, held or (sent if command else None),
                               latency_ms, wait_ms, inference_ms)
