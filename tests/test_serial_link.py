@@ -290,6 +290,20 @@ def test_an_option_the_source_would_not_read_is_refused_not_ignored(extra, messa
     assert message in capsys.readouterr().err
 
 
+def test_a_data_folder_that_is_not_there_says_what_to_change(tmp_path, monkeypatch, capsys):
+    """A --data path that is wrong is named as the thing to check; only the default asks for --data."""
+    from edge.cli import main
+
+    missing = tmp_path / "no-data"
+    for command in (["simulate", "--source", "cwru", "--duration", "0.1"], ["datasets"]):
+        assert main([*command, "--data", str(missing)]) == 2
+        assert f"data folder {missing} does not exist; check the path given to --data" in capsys.readouterr().err
+        monkeypatch.setenv("DRSN_EDGE_DATA", str(missing))
+        assert main(command) == 2
+        assert "give --data, or set $DRSN_EDGE_DATA to the folder that holds" in capsys.readouterr().err
+        monkeypatch.delenv("DRSN_EDGE_DATA")
+
+
 def test_a_port_another_process_holds_is_refused_and_says_who_may_hold_it(cwru_stream):
     """Two readers of one serial device would each get part of its frames: a runtime started by hand beside
     the installed service must be told, not share the stream."""

@@ -106,7 +106,7 @@ def _cwru_channels(value: str) -> tuple[str, ...]:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from edge.data.catalog import default_data_root
+    from edge.data.catalog import default_data_root, missing_data
     from edge.data.cwru import parse_loads
     from edge.run_files import read_run_files
     from firmware_bridge.simulator import DeviceSimulator, Faults
@@ -116,7 +116,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     folder = {"cwru": "cwru", "xray": "xray", "gdxray": "xray", "neu": "neu"}[args.source]
     data = args.data or default_data_root() / folder
     if (args.data or not args.held_out) and not data.is_dir():
-        raise DrsnEdgeError(f"data folder {data} does not exist; pass --data")
+        raise missing_data(data, given=bool(args.data))
     run = read_run_files(args.held_out) if args.held_out else None
     if run and (run["config.json"]["preprocessing"].get("input") == "image") == (args.source == "cwru"):
         raise DrsnEdgeError(f"--held-out {args.held_out} is {'a vibration' if args.source != 'cwru' else 'an image'} "

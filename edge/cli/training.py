@@ -9,7 +9,7 @@ from pathlib import Path
 
 from edge.cli.common import (add_run_output, add_training_options, given_options, positive_int, probability,
                              refuse_existing_run, remember_defaults, thread_count)
-from edge.errors import DataError, DrsnEdgeError
+from edge.errors import DataError
 
 
 EPILOG_TRAIN = """\
@@ -349,11 +349,11 @@ def _add_datasets(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_datasets(args: argparse.Namespace) -> int:
-    from edge.data.catalog import default_data_root, format_survey, survey
+    from edge.data.catalog import default_data_root, format_survey, missing_data, survey
 
     root = args.data or default_data_root()
     if not root.is_dir():
-        raise DrsnEdgeError(f"data root {root} does not exist; pass --data or set $DRSN_EDGE_DATA")
+        raise missing_data(root, given=bool(args.data))
     found = survey(root, check=args.check)
     print(json.dumps(found, indent=2) if args.json else format_survey(root, found, checked=args.check))
     return 1 if any(r["problems"] for r in found.values()) else 0

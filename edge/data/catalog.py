@@ -24,6 +24,14 @@ def default_data_root() -> Path:
     return Path("../shared/data")
 
 
+def missing_data(path: Path, given: bool) -> DataError:
+    """The error for a data folder that is not there, saying what to change: the path the user gave, or,
+    for the default, where to point drsn-edge."""
+    hint = ("check the path given to --data" if given else
+            f"give --data, or set ${DATA_ENV} to the folder that holds cwru/, xray/ and neu/")
+    return DataError(f"data folder {path} does not exist; {hint}")
+
+
 def default_cwru_dir() -> Path:
     root = default_data_root()
     return root / "cwru" if (root / "cwru").is_dir() else root

@@ -79,7 +79,8 @@ def series_group(path: Path, label: str, digest: str) -> str:
 def _find_layout(root: Path) -> list[tuple[Path, str, str | None]]:
     """(file, class, published split) for every image under ``root``, whatever the layout."""
     if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist")
+        raise DataError(f"image folder {root} does not exist; point --data at the data root (which holds xray/ "
+                        "and neu/) or at a folder of images in class folders")
     found: list[tuple[Path, str, str | None]] = []
     split_dirs = [root / s for s in ("train", "test") if (root / s).is_dir()]
     if split_dirs:
