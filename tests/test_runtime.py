@@ -224,6 +224,34 @@ def test_a_log_from_an_older_runtime_is_read_as_it_is_and_gains_the_new_columns_
     assert rows.fetchall() == [(1, 2.5, None, None, None), (2, 2.0, 0.25, 1.25, None)]
 
 
+def test_what_the_device_reports_of_itself_is_said_not_only_counted(bundle, tmp_path, capfd):
+    """A device's ERROR (a code and a text) and the status bits of its heartbeats used to be thrown away (an
+    ERROR only moved a counter): an encoder fault said by the device went unseen.  The journal now says each
+    kind of error, once a minute at most with how often it came, and each change of the status bits."""
+    from edge.runtime.loop import Runtime, RuntimeSettings
+    from firmware_bridge.codec import encode_frame
+    from firmware_bridge.protocol import Error, Hello
+    from firmware_bridge.transport import PtyPair
+
+    pty = PtyPair()
+    runtime = Runtime(bundle, RuntimeSettings(port=pty.name, log_path=str(tmp_path / "log.db"), http=None,
+                                              warmup=2))
+    said = [Hello("acc", rate_hz=12000.0), Heartbeat(0), Heartbeat(0x4), *[Error(17, "encoder fault")] * 5,
+            Error(3, "over\ntemperature"), Heartbeat(0x4), Heartbeat(0)]
+    try:
+        runtime.start()
+        os.write(pty.master_fd, b"".join(encode_frame(m, k) for k, m in enumerate(said)))
+        runtime.run(1.0)
+    finally:
+        runtime.close()
+        pty.close()
+    c = runtime.counters()
+    assert c["device_errors"] == 6 and c["device_status"] == 0
+    err = capfd.readouterr().err
+    assert err.count("reports error 17: encoder fault") == 1 and "reports error 3: over?temperature (" in err
+    assert err.count("status bits 0x4") == 1 and err.count("status bits back to 0") == 1
+
+
 def test_a_stale_slow_estimate_is_probed_until_windows_are_decided_again(held_out, bundle, tmp_path):
     """After a slow spell the estimate alone fails every window; probes must bring inference back."""
     from edge.runtime.loop import InferenceTimeEstimate

@@ -42,6 +42,8 @@ from firmware_bridge.transport import ReconnectingPort
 #: The sensor a bundle of each kind reads, and how the operator is told what a device is.
 SENSOR_OF_KIND = {"vibration": SensorKind.VIBRATION, "linescan": SensorKind.LINESCAN}
 SENSOR_WORDS = {SensorKind.VIBRATION: "vibration sensor", SensorKind.LINESCAN: "line-scan detector"}
+#: A device error of one code is said at most this often (seconds); the others are counted.
+DEVICE_ERROR_EVERY_S = 60.0
 #: REJECTs awaiting the device's answer that are remembered (a device that never answers must not grow memory).
 AWAITING_ANSWER_MAX = 4096
 
@@ -162,13 +164,14 @@ class Runtime:
         self._signal_lost = False  # the latest vibration window held one constant value (said once per spell)
         self._untimed_said = 0     # the latest encoder epoch whose untimed REJECTs were said
         self._awaiting_answer: dict[int, int] = {}  # sequence number of a REJECT sent -> its decision id
+        self._errors_said: dict[int, tuple[float, int]] = {}  # device error code -> (when last said, count since)
         self.counts = {"data_frames": 0, "deadline_fail_safe": 0, "late_decisions": 0, "overload_fail_safe": 0,
                        "no_signal_fail_safe": 0, "non_finite_fail_safe": 0, "shutdown_fail_safe": 0,
                        "keepalives": 0, "estimate_probes": 0, "rejects_sent": 0, "rejects_not_written": 0,
                        "rejects_untimed": 0, "acks": 0,
                        "naks": 0, "naks_too_late": 0, "lockouts": 0, "reconnects": 0, "hello_mismatch": 0,
                        "samples_without_channel": 0, "frames_of_other_kind": 0,
-                       "device_errors": 0, "paced_sleeps": 0}
+                       "device_errors": 0, "device_status": 0, "paced_sleeps": 0}
         self.server = None
         if s.http:
             try:
@@ -330,7 +333,31 @@ class Runtime:
             self.counts["acks"] += 1
             self._awaiting_answer.pop(msg.acked_seq, None)
         elif isinstance(msg, Error):
-            self.counts["device_errors"] += 1
+            self._device_error(msg)
+        elif isinstance(msg, Heartbeat):
+            self._device_status(msg.status)
+
+    def _device_error(self, msg: Error) -> None:
+        """Say in the journal what fault the device reports: each code at once, then at most once a minute,
+        with how often it came meanwhile (a device repeating one fault must not flood the journal)."""
+        self.counts["device_errors"] += 1
+        now = time.monotonic()
+        last_said, since = self._errors_said.get(msg.code, (None, 0))
+        if last_said is not None and now - last_said < DEVICE_ERROR_EVERY_S:
+            self._errors_said[msg.code] = (last_said, since + 1)
+            return
+        self._errors_said[msg.code] = (now, 0)
+        more = f" (and {since} more times since it was last said)" if since else ""
+        text = "".join(ch if ch.isprintable() else "?" for ch in msg.text)  # one journal line, whatever it sent
+        print(f"runtime: the device on {self.settings.port} reports error {msg.code}: {text}{more} "
+              "(counted as device_errors)", file=sys.stderr, flush=True)
+
+    def _device_status(self, status: int) -> None:
+        """Say in the journal when the status bits of the device's heartbeats change (0: all well)."""
+        if status != self.counts["device_status"]:
+            self.counts["device_status"] = status
+            print(f"runtime: the device on {self.settings.port} says " + (f"status bits {status:#x}" if status else
+                  "status bits back to 0 (all well)"), file=sys.stderr, flush=True)
 
     def _await_answers(self, first_seq: int, decision_ids: list[int]) -> None:
         """Remember which decision each REJECT just written (numbered on from ``first_seq``) was for, until the
