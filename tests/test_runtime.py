@@ -252,6 +252,33 @@ def test_what_the_device_reports_of_itself_is_said_not_only_counted(bundle, tmp_
     assert err.count("status bits 0x4") == 1 and err.count("status bits back to 0") == 1
 
 
+def test_a_device_that_falls_silent_on_an_open_port_is_said_and_so_is_its_return(bundle, tmp_path, capfd):
+    """A hung firmware or a cut cable on a UART leaves the port open: the runtime used to wait without a word,
+    deciding nothing.  Three heartbeat intervals without a valid frame (the protocol's rule for a lost device)
+    are now said and counted, and so is the device's return."""
+    from edge.runtime.loop import Runtime, RuntimeSettings
+    from firmware_bridge.codec import encode_frame
+    from firmware_bridge.protocol import Hello
+    from firmware_bridge.transport import PtyPair
+
+    pty = PtyPair()
+    runtime = Runtime(bundle, RuntimeSettings(port=pty.name, log_path=str(tmp_path / "log.db"), http=None,
+                                              warmup=2, heartbeat_s=0.2))
+    back = threading.Timer(1.2, os.write, args=(pty.master_fd, encode_frame(Hello("acc", rate_hz=12000.0), 1)))
+    try:
+        runtime.start()
+        os.write(pty.master_fd, encode_frame(Hello("acc", rate_hz=12000.0), 0))
+        back.start()
+        runtime.run(1.6)
+    finally:
+        back.cancel()
+        runtime.close()
+        pty.close()
+    assert runtime.counters()["device_silences"] == 1
+    err = capfd.readouterr().err
+    assert err.count("no valid frame for 0.6 s") == 1 and err.count("sends again after") == 1
+
+
 def test_a_stale_slow_estimate_is_probed_until_windows_are_decided_again(held_out, bundle, tmp_path):
     """After a slow spell the estimate alone fails every window; probes must bring inference back."""
     from edge.runtime.loop import InferenceTimeEstimate

@@ -165,13 +165,15 @@ class Runtime:
         self._untimed_said = 0     # the latest encoder epoch whose untimed REJECTs were said
         self._awaiting_answer: dict[int, int] = {}  # sequence number of a REJECT sent -> its decision id
         self._errors_said: dict[int, tuple[float, int]] = {}  # device error code -> (when last said, count since)
+        self._frames_seen, self._last_frame_at = 0, time.monotonic()  # valid frames decoded, and when the last came
+        self._silent_since: float | None = None  # the last valid frame's time, while the device is silent
         self.counts = {"data_frames": 0, "deadline_fail_safe": 0, "late_decisions": 0, "overload_fail_safe": 0,
                        "no_signal_fail_safe": 0, "non_finite_fail_safe": 0, "shutdown_fail_safe": 0,
                        "keepalives": 0, "estimate_probes": 0, "rejects_sent": 0, "rejects_not_written": 0,
                        "rejects_untimed": 0, "acks": 0,
                        "naks": 0, "naks_too_late": 0, "lockouts": 0, "reconnects": 0, "hello_mismatch": 0,
                        "samples_without_channel": 0, "frames_of_other_kind": 0,
-                       "device_errors": 0, "device_status": 0, "paced_sleeps": 0}
+                       "device_errors": 0, "device_status": 0, "device_silences": 0, "paced_sleeps": 0}
         self.server = None
         if s.http:
             try:
@@ -236,8 +238,9 @@ class Runtime:
 
     # -- reader -----------------------------------------------------------------------------
     def _read_loop(self) -> None:
-        last_rx = time.monotonic()
+        last_rx = self._last_frame_at = time.monotonic()  # the warm-up's time is not the device's silence
         while not self._stop.is_set():
+            self._watch_silence(time.monotonic())
             slept_from = None
             pause = self.pacer.pause(time.monotonic(), self.assembler.samples_needed()) if self.pacer else 0.0
             if pause:
@@ -262,6 +265,24 @@ class Runtime:
             if self._ingest(data, now if exact else slept_from, exact) and not exact:
                 self.pacer.overrun(now)
             self.metrics.stages["decode_assemble"].observe((time.perf_counter() - t0) * 1e3)
+
+    def _watch_silence(self, now: float) -> None:
+        """Say when the device, its port open, sends no valid frame for three heartbeat intervals (the
+        protocol's rule for a lost device: it answers heartbeats when it has nothing else to say), and when
+        it sends again.  A hung firmware or a cut UART cable leaves the port open and decides nothing."""
+        frames = self.decoder.stats.frames
+        if frames != self._frames_seen or not self.port.connected:
+            if self._silent_since is not None and frames != self._frames_seen:
+                print(f"runtime: the device on {self.settings.port} sends again after "
+                      f"{now - self._silent_since:.1f} s", file=sys.stderr, flush=True)
+            self._frames_seen, self._last_frame_at, self._silent_since = frames, now, None
+        elif self._silent_since is None and now - self._last_frame_at > 3 * self.settings.heartbeat_s:
+            self._silent_since = self._last_frame_at
+            self.counts["device_silences"] += 1
+            print(f"runtime: the device on {self.settings.port} sent no valid frame for "
+                  f"{3 * self.settings.heartbeat_s:g} s, heartbeats unanswered: is it powered, its firmware "
+                  "running, its cable whole? Nothing is decided meanwhile (counted as device_silences)",
+                  file=sys.stderr, flush=True)
 
     def _ingest(self, data: bytes, arrived: float, exact: bool) -> int:
         """Decode, assemble and queue; returns the number of units completed.
