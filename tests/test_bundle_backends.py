@@ -84,6 +84,17 @@ def test_the_int8_guard_decides_on_validation_windows_not_on_the_test_split(tiny
     assert val["fp32"] - val["int8"] <= val["max_drop"]
 
 
+def test_a_refused_build_is_never_measured_on_the_test_split(tiny_run, tmp_path):
+    """A refused candidate's test accuracy used to be printed before the refusal, inviting a rebuild with other
+    settings until the test split looked right.  The test split now measures only what was accepted."""
+    said = []
+    with pytest.raises(BuildError, match="no bundle written"):  # a guard that no model passes
+        build_bundle(tiny_run, tmp_path / "b", BuildOptions(target="onnxruntime", precision="fp32", guard_drop=-1.0),
+                     log=said.append)
+    assert any(line.startswith("validation accuracy") for line in said)
+    assert not any("test" in line for line in said) and not (tmp_path / "b").exists()
+
+
 def test_a_vibration_bundle_refuses_an_actuator_distance_it_would_ignore(bundles, tiny_run, tmp_path, capsys):
     """--distance on a vibration bundle was ignored: its REJECT is an alarm sent at once, whatever was set."""
     bundle = bundles[("onnxruntime", "fp32")]
