@@ -85,8 +85,8 @@ def _format_row(row: dict) -> str:
     span = f"{row['span_start']}-{row['span_end']}"
     score = "" if p is None else f"{p:.3f}"
     return (f"{row['decision_id']:>9} {_local(row['wall_time']):23} {span:>23} {row['lane']:>4} "
-            f"{row['class'][:12]:12} {score:>5} {reject_word(row['reject'], row['reject_command']):11} {row['fail_safe'] or '':9} "
-            f"{row['latency_ms']:>10.2f} {'' if row['fire_at'] is None else row['fire_at']:>10}")
+            f"{row['class'][:12]:12} {score:>5} {reject_word(row['reject'], row['reject_command']):11} "
+            f"{row['fail_safe'] or '':9} {row['latency_ms']:>10.2f} {'' if row['fire_at'] is None else row['fire_at']:>10}")
 
 
 def _duration(seconds: float) -> str:

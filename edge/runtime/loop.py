@@ -31,6 +31,7 @@ from edge.data.preprocess import model_input, normalize
 from edge.runtime.assembler import LineAssembler, Unit, VibrationAssembler
 from edge.runtime.decision_log import DecisionLog, DecisionRow, next_decision_id
 from edge.runtime.decisions import REASON_FAIL_SAFE, DecisionPolicy, RejectScheduler, Verdict, settings_problem
+from edge.runtime.device_watch import DeviceWatch
 from edge.runtime.metrics import STAGES, RuntimeMetrics, StatusServer, StatusServerError, listen_address
 from edge.runtime.pacing import ReadPacer, line_pacer
 from edge.runtime.realtime import check_priority, current_priority, enter_realtime
@@ -42,8 +43,6 @@ from firmware_bridge.transport import ReconnectingPort
 #: The sensor a bundle of each kind reads, and how the operator is told what a device is.
 SENSOR_OF_KIND = {"vibration": SensorKind.VIBRATION, "linescan": SensorKind.LINESCAN}
 SENSOR_WORDS = {SensorKind.VIBRATION: "vibration sensor", SensorKind.LINESCAN: "line-scan detector"}
-#: A device error of one code is said at most this often (seconds); the others are counted.
-DEVICE_ERROR_EVERY_S = 60.0
 #: REJECTs awaiting the device's answer that are remembered (a device that never answers must not grow memory).
 AWAITING_ANSWER_MAX = 4096
 
@@ -164,16 +163,14 @@ class Runtime:
         self._signal_lost = False  # the latest vibration window held one constant value (said once per spell)
         self._untimed_said = 0     # the latest encoder epoch whose untimed REJECTs were said
         self._awaiting_answer: dict[int, int] = {}  # sequence number of a REJECT sent -> its decision id
-        self._errors_said: dict[int, tuple[float, int]] = {}  # device error code -> (when last said, count since)
-        self._frames_seen, self._last_frame_at = 0, time.monotonic()  # valid frames decoded, and when the last came
-        self._silent_since: float | None = None  # the last valid frame's time, while the device is silent
+        self.device_watch = DeviceWatch(s.port, s.heartbeat_s)
         self.counts = {"data_frames": 0, "deadline_fail_safe": 0, "late_decisions": 0, "overload_fail_safe": 0,
                        "no_signal_fail_safe": 0, "non_finite_fail_safe": 0, "shutdown_fail_safe": 0,
                        "keepalives": 0, "estimate_probes": 0, "rejects_sent": 0, "rejects_not_written": 0,
                        "rejects_untimed": 0, "acks": 0,
                        "naks": 0, "naks_too_late": 0, "lockouts": 0, "reconnects": 0, "hello_mismatch": 0,
                        "samples_without_channel": 0, "frames_of_other_kind": 0,
-                       "device_errors": 0, "device_status": 0, "device_silences": 0, "paced_sleeps": 0}
+                       "paced_sleeps": 0}
         self.server = None
         if s.http:
             try:
@@ -198,15 +195,16 @@ class Runtime:
         out = {f"decoder_{k}": v for k, v in d.items()}
         out |= {f"link_{k}": v for k, v in self.port.stats.to_dict().items() if k != "last_error"}
         out |= {f"assembler_{k}": v for k, v in self.assembler.stats.to_dict().items()}
-        out |= self.counts | {"decisions": self._next_id - self._first_id, "log_written": self.log.written,
-                              "log_retired": self.log.retired, "log_failed": self.log.failed,
-                              "log_wal_catch_ups": self.log.wal_catch_ups,
-                              "queue_depth": self._queue.qsize(),
-                              "realtime_priority": min(self.thread_priority.values(), default=0),
-                              "pacing_overruns": self.pacer.overruns if self.pacer else 0,
-                              "pacing_late_wakeups": self.pacer.late_wakeups if self.pacer else 0,
-                              "pacing_backlogs": self.pacer.backlogs if self.pacer else 0,
-                              "thread_failures": len(self.thread_failures)}
+        out |= self.counts | self.device_watch.counts
+        out |= {"decisions": self._next_id - self._first_id, "log_written": self.log.written,
+                "log_retired": self.log.retired, "log_failed": self.log.failed,
+                "log_wal_catch_ups": self.log.wal_catch_ups,
+                "queue_depth": self._queue.qsize(),
+                "realtime_priority": min(self.thread_priority.values(), default=0),
+                "pacing_overruns": self.pacer.overruns if self.pacer else 0,
+                "pacing_late_wakeups": self.pacer.late_wakeups if self.pacer else 0,
+                "pacing_backlogs": self.pacer.backlogs if self.pacer else 0,
+                "thread_failures": len(self.thread_failures)}
         return out
 
     def _reconnected(self) -> None:
@@ -238,9 +236,10 @@ class Runtime:
 
     # -- reader -----------------------------------------------------------------------------
     def _read_loop(self) -> None:
-        last_rx = self._last_frame_at = time.monotonic()  # the warm-up's time is not the device's silence
+        last_rx = time.monotonic()
+        self.device_watch.started()
         while not self._stop.is_set():
-            self._watch_silence(time.monotonic())
+            self.device_watch.watch(self.decoder.stats.frames, self.port.connected, time.monotonic())
             slept_from = None
             pause = self.pacer.pause(time.monotonic(), self.assembler.samples_needed()) if self.pacer else 0.0
             if pause:
@@ -265,24 +264,6 @@ class Runtime:
             if self._ingest(data, now if exact else slept_from, exact) and not exact:
                 self.pacer.overrun(now)
             self.metrics.stages["decode_assemble"].observe((time.perf_counter() - t0) * 1e3)
-
-    def _watch_silence(self, now: float) -> None:
-        """Say when the device, its port open, sends no valid frame for three heartbeat intervals (the
-        protocol's rule for a lost device: it answers heartbeats when it has nothing else to say), and when
-        it sends again.  A hung firmware or a cut UART cable leaves the port open and decides nothing."""
-        frames = self.decoder.stats.frames
-        if frames != self._frames_seen or not self.port.connected:
-            if self._silent_since is not None and frames != self._frames_seen:
-                print(f"runtime: the device on {self.settings.port} sends again after "
-                      f"{now - self._silent_since:.1f} s", file=sys.stderr, flush=True)
-            self._frames_seen, self._last_frame_at, self._silent_since = frames, now, None
-        elif self._silent_since is None and now - self._last_frame_at > 3 * self.settings.heartbeat_s:
-            self._silent_since = self._last_frame_at
-            self.counts["device_silences"] += 1
-            print(f"runtime: the device on {self.settings.port} sent no valid frame for "
-                  f"{3 * self.settings.heartbeat_s:g} s, heartbeats unanswered: is it powered, its firmware "
-                  "running, its cable whole? Nothing is decided meanwhile (counted as device_silences)",
-                  file=sys.stderr, flush=True)
 
     def _ingest(self, data: bytes, arrived: float, exact: bool) -> int:
         """Decode, assemble and queue; returns the number of units completed.
@@ -354,31 +335,9 @@ class Runtime:
             self.counts["acks"] += 1
             self._awaiting_answer.pop(msg.acked_seq, None)
         elif isinstance(msg, Error):
-            self._device_error(msg)
+            self.device_watch.error(msg)
         elif isinstance(msg, Heartbeat):
-            self._device_status(msg.status)
-
-    def _device_error(self, msg: Error) -> None:
-        """Say in the journal what fault the device reports: each code at once, then at most once a minute,
-        with how often it came meanwhile (a device repeating one fault must not flood the journal)."""
-        self.counts["device_errors"] += 1
-        now = time.monotonic()
-        last_said, since = self._errors_said.get(msg.code, (None, 0))
-        if last_said is not None and now - last_said < DEVICE_ERROR_EVERY_S:
-            self._errors_said[msg.code] = (last_said, since + 1)
-            return
-        self._errors_said[msg.code] = (now, 0)
-        more = f" (and {since} more times since it was last said)" if since else ""
-        text = "".join(ch if ch.isprintable() else "?" for ch in msg.text)  # one journal line, whatever it sent
-        print(f"runtime: the device on {self.settings.port} reports error {msg.code}: {text}{more} "
-              "(counted as device_errors)", file=sys.stderr, flush=True)
-
-    def _device_status(self, status: int) -> None:
-        """Say in the journal when the status bits of the device's heartbeats change (0: all well)."""
-        if status != self.counts["device_status"]:
-            self.counts["device_status"] = status
-            print(f"runtime: the device on {self.settings.port} says " + (f"status bits {status:#x}" if status else
-                  "status bits back to 0 (all well)"), file=sys.stderr, flush=True)
+            self.device_watch.status(msg.status)
 
     def _await_answers(self, first_seq: int, decision_ids: list[int]) -> None:
         """Remember which decision each REJECT just written (numbered on from ``first_seq``) was for, until the
@@ -581,7 +540,8 @@ class Runtime:
     def _say_lockouts(self, numbered: list[tuple[int, Reject | None, str | None]]) -> None:
         """Tell the journal which lanes' lockouts began to hold REJECTs in this unit: their parts pass unchecked
         from now until the lane decides a pass."""
-        lanes = [lane for lane, (_, _, held) in enumerate(numbered) if held == "lockout" and self.scheduler.tripped(lane)]
+        lanes = [lane for lane, (_, _, held) in enumerate(numbered)
+                 if held == "lockout" and self.scheduler.tripped(lane)]
         if not lanes:
             return
         where = "the model" if self.kind == "vibration" else \
@@ -624,7 +584,7 @@ class Runtime:
     def _row(self, unit: Unit, lane: int, verdict: Verdict, decision_id: int, command: Reject | None,
              reject_command: str | None, latency_ms: float, wait_ms: float | None,
              inference_ms: float | None) -> DecisionRow:
-        """One decision's log row (``reject_command``: what became of a reject's REJECT, decision_log.REJECT_COMMANDS)."""
+        """One decision's log row; ``reject_command`` says what became of a reject's REJECT (REJECT_COMMANDS)."""
         return DecisionRow(decision_id, time.time(), self.kind, unit.start, unit.end, unit.device_time_us, lane,
                            verdict.label, verdict.scores, verdict.reject, verdict.fail_safe, latency_ms,
                            command.at if command is not None and self.kind == "linescan" else None, self.sha256,

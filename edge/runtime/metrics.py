@@ -127,7 +127,8 @@ def render_page(status: dict) -> str:
     keys = [k for k in ("n", "p50_ms", "p99_ms", "p99_9_ms", "max_ms") if k in lat]
     rows = "".join(
         f"<tr class=\"{'reject' if d['reject'] else ''}\"><td>{d['decision_id']}</td><td>{d['span']}</td>"
-        f"<td>{d['lane']}</td><td>{html.escape(d['class'])}</td><td>{reject_word(d['reject'], d.get('reject_command'))}</td>"
+        f"<td>{d['lane']}</td><td>{html.escape(d['class'])}</td>"
+        f"<td>{reject_word(d['reject'], d.get('reject_command'))}</td>"
         f"<td>{d['latency_ms']:.2f}</td></tr>" for d in status["recent"])
     counters = "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in status["counters"].items())
     settings = ", ".join(f"{html.escape(str(k)).replace('_', ' ')} {html.escape(str(v))}"
