@@ -75,6 +75,9 @@ def test_the_summary_counts_what_the_log_holds_and_filters_narrow_it(shift_log, 
     assert f"not fired: held by the lockout {len(held)})" in out
     listed = {int(line.split()[0]): line for line in out.splitlines() if line.split()[0].isdigit()}
     assert [k for k, line in listed.items() if " lockout " in line] == held and len(listed) > len(held)
+    assert main(["decisions", "--log", str(shift_log), "--not-fired", "--last", "300"]) == 0
+    out = capsys.readouterr().out
+    assert [int(line.split()[0]) for line in out.splitlines() if line.split()[0].isdigit()] == held
     assert hashlib.sha256(shift_log.read_bytes()).digest() == before  # reading changed nothing in the log
 
 

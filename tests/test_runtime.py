@@ -213,6 +213,8 @@ def test_a_log_from_an_older_runtime_is_read_as_it_is_and_gains_the_new_columns_
     assert json.loads(capsys.readouterr().out)["rejects_not_fired"] == {}
     assert main(["decisions", "--log", str(path)]) == 0
     assert " IR007 " in (listing := capsys.readouterr().out) and "not fired" not in listing
+    assert main(["decisions", "--log", str(path), "--not-fired"]) == 0       # it does not say: none of its rows
+    assert "no decision matches" in capsys.readouterr().out
     assert next_decision_id(path) == 2
     log = DecisionLog(path)
     log.append([DecisionRow(2, time.time(), "vibration", 1024, 3071, 0, 0, "normal", [1.0], False, None, 2.0, None,

@@ -20,6 +20,7 @@ from edge.errors import DrsnEdgeError
 EPILOG_DECISIONS = """examples:
   drsn-edge decisions --log /var/lib/drsn-edge/decisions.db      # summary and the last 20 decisions
   drsn-edge decisions --rejects --since 2h --last 100            # what was rejected in the last two hours
+  drsn-edge decisions --not-fired --since 1d                     # rejects the actuator never got, and why
   drsn-edge decisions --fail-safe --since "2026-12-02 06:00"     # fail-safe decisions since the shift began
   drsn-edge decisions --late 5                                   # decisions that took longer than 5 ms
   drsn-edge decisions --since 1d --csv shift.csv                 # every decision of a day, for a spreadsheet
@@ -44,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="from this time on: '2026-12-02 06:00' (local time) or an age: 90s, 30m, 2h, 1d")
     p.add_argument("--until", type=_when, default=None, metavar="WHEN", help="before this time (same forms)")
     p.add_argument("--rejects", action="store_true", help="only decisions that rejected (fail-safe rejects too)")
+    p.add_argument("--not-fired", action="store_true",
+                   help="only rejects the actuator did not fire for (held by the lockout, too late for the device, "
+                        "untimed after a device restart, not written)")
     p.add_argument("--fail-safe", action="store_true", help="only fail-safe decisions (deadline, overload, ...)")
     p.add_argument("--late", type=non_negative_float, default=None, metavar="MS", help="only decisions slower than MS ms")
     p.add_argument("--class", dest="label", default=None, metavar="NAME", help="only decisions of this class")
@@ -147,7 +151,8 @@ def _cmd_decisions(args: argparse.Namespace) -> int:
     from edge.runtime.log_reader import (LogFilter, follow, iter_rows, logged_classes, open_read_only, read_last,
                                          summarize, write_csv)
 
-    flt = LogFilter(since=args.since, until=args.until, rejects=args.rejects, fail_safe=args.fail_safe,
+    flt = LogFilter(since=args.since, until=args.until, rejects=args.rejects, not_fired=args.not_fired,
+                    fail_safe=args.fail_safe,
                     late_ms=args.late, label=args.label, lane=args.lane)
     db = open_read_only(args.log)
     try:

@@ -52,14 +52,15 @@ class LogFilter:
     since: float | None = None      # UNIX time, inclusive
     until: float | None = None      # UNIX time, exclusive
     rejects: bool = False           # only decisions that rejected (fail-safe rejects included)
+    not_fired: bool = False         # only rejects the actuator did not fire for (reject_command not 'sent')
     fail_safe: bool = False         # only fail-safe decisions
     late_ms: float | None = None    # only decisions whose latency exceeded this
     label: str | None = None        # only this class
     lane: int | None = None         # only this line-scan lane
     after_id: int = 0               # only decisions numbered above this
 
-    def where(self) -> tuple[str, list]:
-        """The SQL condition and its parameters."""
+    def where(self, columns: set[str]) -> tuple[str, list]:
+        """The SQL condition and its parameters, for a log with these ``columns``."""
         terms, params = ["decision_id > ?"], [self.after_id]
         for clause, value in (("wall_time >= ?", self.since), ("wall_time < ?", self.until),
                               ("latency_ms > ?", self.late_ms), ("class = ?", self.label), ("lane = ?", self.lane)):
@@ -68,6 +69,9 @@ class LogFilter:
                 params.append(value)
         if self.rejects:
             terms.append("reject = 1")
+        if self.not_fired:  # a log of an older runtime does not say: none of its rows
+            terms.append("reject = 1 AND reject_command IS NOT NULL AND reject_command != 'sent'"
+                         if "reject_command" in columns else "0")
         if self.fail_safe:
             terms.append("fail_safe IS NOT NULL")
         return " AND ".join(terms), params
@@ -110,8 +114,9 @@ def _columns(db: sqlite3.Connection) -> set[str]:
 
 def read_last(db: sqlite3.Connection, flt: LogFilter, count: int) -> list[dict]:
     """The newest ``count`` matching decisions, oldest first."""
-    where, params = flt.where()
-    sql = (f"SELECT * FROM (SELECT {_select(_columns(db))} FROM decisions WHERE {where} "
+    columns = _columns(db)
+    where, params = flt.where(columns)
+    sql = (f"SELECT * FROM (SELECT {_select(columns)} FROM decisions WHERE {where} "
            f"ORDER BY decision_id DESC LIMIT ?) ORDER BY decision_id")
     return [dict(zip(COLUMNS, row)) for row in _query(db, sql, [*params, count])]
 
@@ -126,8 +131,9 @@ def iter_rows(db: sqlite3.Connection, flt: LogFilter, batch: int = 10_000) -> It
 
 def _batch(db: sqlite3.Connection, flt: LogFilter, size: int) -> list[dict]:
     """The first ``size`` matching decisions: one short read transaction."""
-    where, params = flt.where()
-    sql = f"SELECT {_select(_columns(db))} FROM decisions WHERE {where} ORDER BY decision_id LIMIT ?"
+    columns = _columns(db)
+    where, params = flt.where(columns)
+    sql = f"SELECT {_select(columns)} FROM decisions WHERE {where} ORDER BY decision_id LIMIT ?"
     return [dict(zip(COLUMNS, row)) for row in _query(db, sql, [*params, size])]
 
 
@@ -141,7 +147,8 @@ def _query(db: sqlite3.Connection, sql: str, params: list) -> list[tuple]:
 def summarize(db: sqlite3.Connection, flt: LogFilter) -> dict:
     """Counts by outcome, fail-safe reason, class and bundle, rejects the actuator did not fire for, and latency
     percentiles of the decided ones."""
-    where, params = flt.where()
+    columns = _columns(db)
+    where, params = flt.where(columns)
     (n, first, last, t0, t1), = _query(db, f"SELECT COUNT(*), MIN(decision_id), MAX(decision_id), MIN(wall_time), "
                                            f"MAX(wall_time) FROM decisions WHERE {where}", params)
 
@@ -157,7 +164,7 @@ def summarize(db: sqlite3.Connection, flt: LogFilter) -> dict:
         raise DecisionLogError(f"the decision log cannot be read: {exc}") from exc
     (oldest, newest), = _query(db, "SELECT MIN(decision_id), MAX(decision_id) FROM decisions", [])
     not_fired = {}  # rejects the actuator did not fire for, by why (a log of an older runtime does not say)
-    if "reject_command" in _columns(db):
+    if "reject_command" in columns:
         not_fired = {k: v for k, v in grouped("reject_command").items() if k not in (None, "sent")}
     return {"decisions": n, "first_id": first, "last_id": last, "first_time": t0, "last_time": t1,
             "rejects": sum(v for k, v in grouped("reject").items() if k), "rejects_not_fired": not_fired,
