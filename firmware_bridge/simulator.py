@@ -35,7 +35,7 @@ WRITE_STALL_S = 2.0  # a reader this far behind is treated as gone: the frame is
 
 @dataclass
 class Faults:
-    """Faults to inject on the device -> gateway stream."""
+    """Faults to inject on the device -> gateway stream (and REJECTs lost on their way to the device)."""
 
     corrupt: float = 0.0                   # probability that any one byte gets a bit flipped
     drop: float = 0.0                      # probability that a frame is not sent at all
@@ -47,6 +47,8 @@ class Faults:
     restart_every: float | None = None     # seconds of streaming between restarts of the device (watchdog,
                                            # brown-out) on a link that stays open: numbering, clock and
                                            # encoder start from 0 again, announced by an unprompted HELLO
+    lose_rejects: float = 0.0              # probability that a REJECT from the gateway is lost on the wire (a
+                                           # corrupted frame the device drops): it is neither answered nor fired
 
 
 @dataclass
@@ -62,7 +64,9 @@ class SimStats:
     restarts: int = 0                # injected: Faults.restart_every
     hello_answered: int = 0
     heartbeats_answered: int = 0
-    rejects: int = 0
+    rejects: int = 0                 # distinct REJECTs received (by decision id)
+    rejects_lost: int = 0            # injected: REJECTs lost on their way from the gateway (Faults.lose_rejects)
+    reject_repeats: int = 0          # a REJECT of a decision already held, sent again: answered, fired once
     gateway_frames_rejected: int = 0
 
     def to_dict(self) -> dict:
@@ -221,6 +225,8 @@ class DeviceSimulator:
         self._online.set()
         self._greeted = threading.Event()
         self._rng = np.random.default_rng(self.faults.seed)
+        self._command_rng = np.random.default_rng(self.faults.seed + 1)  # the gateway's side: its own draw
+        self._held: dict[int, dict] = {}  # decision id -> the REJECT received for it
         self._decoder = FrameDecoder()
         if self.link == "pty":
             self._link: _PtyLink | _TcpLink = _PtyLink(self.link_path)
@@ -326,6 +332,7 @@ class DeviceSimulator:
         with self._lock:
             self._seq = 0
             self.stats.restarts += 1
+            self._held.clear()  # REJECTs not yet fired go with the device's memory
         self._send(self.source.hello, 0, 0, inject=False)
         return timestamp_us, encoder
 
@@ -367,7 +374,14 @@ class DeviceSimulator:
             self.stats.heartbeats_answered += 1
             self._send(Heartbeat(0), self._now_us, self._encoder, inject=False)
         elif isinstance(message, Reject):
-            row = self._record_reject(frame.seq, message)
+            if self.faults.lose_rejects and self._command_rng.random() < self.faults.lose_rejects:
+                self.stats.rejects_lost += 1
+                return
+            row = self._held.get(message.decision_id)
+            if row is None:
+                row = self._held[message.decision_id] = self._record_reject(frame.seq, message)
+            else:  # sent again, its answer lost or late: answered again, fired once
+                self.stats.reject_repeats += 1
             reply = Nak(int(Reject.TYPE), frame.seq, int(NakReason.TOO_LATE)) if row["late"] \
                 else Ack(int(Reject.TYPE), frame.seq)
             self._send(reply, self._now_us, self._encoder, inject=False)

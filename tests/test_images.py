@@ -221,6 +221,28 @@ def test_a_reject_the_device_refuses_as_too_late_is_logged_as_such(castings_bund
     assert f"too late for the device {len(late)}" in listing
 
 
+def test_a_reject_lost_on_its_way_to_the_device_is_sent_again_and_fires_once(castings_bundle, data_root, tmp_path):
+    """A REJECT corrupted on the wire is dropped by the device, unanswered: the gateway used to log it as sent,
+    and the defective part passed.  Now a REJECT unanswered in time is sent again; the device fires it once; one
+    never answered is logged as such."""
+    from conftest import run_against
+    from firmware_bridge.simulator import DeviceSimulator, Faults
+    from firmware_bridge.sources import belt_source
+
+    belt = belt_source(data_root / "xray", "xray", "castings", "test", bands=60, seed=1)   # 1.5 s of belt
+    with DeviceSimulator(belt, link="pty", speed=1.0, faults=Faults(lose_rejects=0.3, seed=4)) as sim:
+        runtime, summary = run_against(sim, str(castings_bundle), tmp_path, 2.0, distance=625)
+    c = summary["counters"]
+    fired = [r["decision_id"] for r in sim.rejects]
+    assert len(fired) == len(set(fired)) and not any(r["late"] for r in sim.rejects)   # each fired once, in time
+    assert sim.stats.rejects_lost > 10 and c["reject_resends"] >= sim.stats.rejects_lost - c["rejects_unanswered"]
+    rows = dict(sqlite3.connect(tmp_path / "log.db").execute(
+        "SELECT decision_id, reject_command FROM decisions WHERE reject = 1").fetchall())
+    assert set(rows.values()) <= {"sent", "unanswered"} and len(rows) == c["rejects_sent"] > 30
+    assert {k for k, why in rows.items() if why == "sent"} == set(fired)
+    assert sum(why == "unanswered" for why in rows.values()) == c["rejects_unanswered"]
+
+
 def test_a_paced_line_scan_reader_survives_corruption_and_a_disconnect(castings_bundle, data_root, tmp_path):
     """Corrupted lines and an unplugged detector: every line counted, tiles resume, pacing never builds a backlog."""
     from conftest import run_against
@@ -640,8 +662,10 @@ def test_a_detector_that_changes_its_width_or_sends_lines_too_narrow_is_counted_
 def _decide_belt(bundle, tmp_path, frames: list[bytes], **settings):
     """Hand ``frames`` to a runtime on a real pty in one read, before its decider starts (so every tile they
     complete waits for it), decide them all; returns its counters, the REJECTs it wrote to the device, and
-    its log rows (span_start, lane, reject, reject_command, fire_at) in order."""
+    its log rows (span_start, lane, reject, reject_command, fire_at) in order.  Nothing answers its REJECTs, so
+    they are not sent again within the test."""
     from edge.runtime.loop import Runtime, RuntimeSettings
+    from edge.runtime.reject_ledger import RejectLedger
     from firmware_bridge.codec import FrameDecoder
     from firmware_bridge.protocol import Reject
     from firmware_bridge.transport import PtyPair
@@ -649,6 +673,7 @@ def _decide_belt(bundle, tmp_path, frames: list[bytes], **settings):
     pty = PtyPair()
     runtime = Runtime(bundle, RuntimeSettings(port=pty.name, log_path=str(tmp_path / "log.db"), http=None,
                                               budget_ms=1000, paced_reads=False, **settings))
+    runtime.rejects_in_flight = RejectLedger(timeout_s=60.0)
     try:
         runtime.start()
         runtime._ingest(b"".join(frames), time.monotonic(), True)

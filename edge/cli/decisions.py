@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rejects", action="store_true", help="only decisions that rejected (fail-safe rejects too)")
     p.add_argument("--not-fired", action="store_true",
                    help="only rejects the actuator did not fire for (held by the lockout, too late for the device, "
-                        "untimed after a device restart, not written)")
+                        "unanswered by it, untimed after a device restart, not written)")
     p.add_argument("--fail-safe", action="store_true", help="only fail-safe decisions (deadline, overload, ...)")
     p.add_argument("--late", type=non_negative_float, default=None, metavar="MS", help="only decisions slower than MS ms")
     p.add_argument("--class", dest="label", default=None, metavar="NAME", help="only decisions of this class")

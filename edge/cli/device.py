@@ -45,6 +45,9 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--restart-every", type=positive_float, default=None, metavar="S",
                    help="restart the device every S seconds of streaming (a watchdog reset on a UART that stays "
                         "open): frame numbers, clock and encoder count begin again at 0, after an unprompted HELLO")
+    p.add_argument("--lose-rejects", type=probability, default=0.0, metavar="P",
+                   help="probability that a REJECT from the gateway is lost on the wire (neither answered nor "
+                        "fired): the gateway must send it again")
     p.add_argument("--late", type=probability, default=0.0, metavar="P",
                    help="probability that a frame leaves --late-ms behind its schedule; the frames after it "
                         "follow in a burst, as from a busy device or USB hub")
@@ -143,7 +146,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             "sensor": source.hello.sensor.name, "sample_format": source.hello.sample_format.name},
             "truth": source.truth}, indent=1, default=str) + "\n")
     faults = Faults(args.corrupt, args.drop, args.disconnect_every, args.outage, args.seed, args.late, args.late_ms,
-                    args.restart_every)
+                    args.restart_every, args.lose_rejects)
     sim = DeviceSimulator(source, link=args.link, speed=args.rate, faults=faults, link_path=args.link_path,
                           tcp_port=args.tcp_port, rejects_path=str(args.rejects) if args.rejects else None,
                           loop=args.loop, start_on_hello=args.start_on_hello)

@@ -163,7 +163,8 @@ def _print_summary(summary: dict) -> None:
     print(f"decisions {c['decisions']} in {summary['seconds']:.0f} s; {latency}; fail-safe: {fail_safe}; "
           f"late {c['late_decisions']}")
     not_fired = {NOT_FIRED_WHY["lockout"]: c["lockouts"], NOT_FIRED_WHY["not_written"]: c["rejects_not_written"],
-                 NOT_FIRED_WHY["untimed"]: c["rejects_untimed"]}
+                 NOT_FIRED_WHY["untimed"]: c["rejects_untimed"], NOT_FIRED_WHY["unanswered"]: c["rejects_unanswered"],
+                 "sent again": c["reject_resends"]}
     print(f"frames {c['decoder_frames']}, rejected {c['decoder_rejected']}, lost {c['decoder_lost_frames']}; "
           f"outages {c['link_outages']}; rejects sent {c['rejects_sent']}, acked {c['acks']}, naks {c['naks']}"
           + "".join(f", {why} {n}" for why, n in not_fired.items() if n))

@@ -78,10 +78,11 @@ COLUMNS = ("decision_id", "wall_time", "kind", "span_start", "span_end", "device
 INSERT = f"INSERT INTO decisions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 #: What became of a reject decision's REJECT: written to the port, or, why the actuator did not fire for it, as a
 #: person is told: the device was gone; the lockout held it; the device's encoder count began again since its
-#: tile was scanned; the device answered that its part had passed (a TOO_LATE NAK), or refused it otherwise.
+#: tile was scanned; the device answered that its part had passed (a TOO_LATE NAK), or refused it otherwise, or
+#: never answered it, however often it was sent (reject_ledger.py).
 NOT_FIRED_WHY = {"not_written": "not written (no device)", "lockout": "held by the lockout",
                  "untimed": "untimed after a device restart", "too_late": "too late for the device",
-                 "refused": "refused by the device"}
+                 "refused": "refused by the device", "unanswered": "unanswered by the device"}
 REJECT_COMMANDS = ("sent", *NOT_FIRED_WHY)
 
 

@@ -1,9 +1,10 @@
 """What the device says of itself, and its silences: told to the journal (stderr) and counted.
 
-A device reports faults (ERROR: a code and a text) and status bits in its heartbeats,
-and a device that hangs, or whose UART cable is cut, simply stops sending while its
-port stays open.  None of that stops the stream's decoding, and none of it may pass
-unseen: the operator reads it in the service's journal, the counters go to /metrics.
+A device reports faults (ERROR: a code and a text) and status bits in its heartbeats;
+a device that hangs, or whose UART cable is cut, simply stops sending while its port
+stays open; a REJECT corrupted on its way is never answered.  None of that stops the
+stream's decoding, and none of it may pass unseen: the operator reads it in the
+service's journal, the counters go to /metrics.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import time
 
 from firmware_bridge.protocol import Error
 
-#: A device error of one code is said at most this often (seconds); the others are counted.
-DEVICE_ERROR_EVERY_S = 60.0
+#: One kind of trouble (a device error code, unanswered REJECTs) is said at most this often (seconds); the
+#: rest are counted, and said with the next.
+SAY_EVERY_S = 60.0
 
 
 class DeviceWatch:
@@ -27,27 +29,37 @@ class DeviceWatch:
     def __init__(self, port: str, heartbeat_s: float):
         self.port = port
         self.silent_after_s = 3 * heartbeat_s
-        self.counts = {"device_errors": 0, "device_status": 0, "device_silences": 0}
-        self._errors_said: dict[int, tuple[float, int]] = {}  # error code -> (when last said, count since)
+        self.counts = {"device_errors": 0, "device_status": 0, "device_silences": 0, "rejects_unanswered": 0}
+        self._said: dict[object, tuple[float, int]] = {}  # kind of trouble -> (when last said, times since)
         self._frames_seen, self._last_frame_at = 0, time.monotonic()  # valid frames decoded; when the last came
         self._silent_since: float | None = None  # the last valid frame's time, while the device is silent
 
     def _say(self, text: str) -> None:
         print(f"runtime: the device on {self.port} {text}", file=sys.stderr, flush=True)
 
-    def error(self, msg: Error) -> None:
-        """Each code at once, then at most once a minute with how often it came meanwhile (a device
-        repeating one fault must not flood the journal)."""
-        self.counts["device_errors"] += 1
+    def _say_now_and_then(self, kind: object, text: str) -> None:
+        """Say ``text`` the first time, then at most once a minute for this ``kind``, with how often it came
+        meanwhile: a device repeating one fault must not flood the journal."""
         now = time.monotonic()
-        last_said, since = self._errors_said.get(msg.code, (None, 0))
-        if last_said is not None and now - last_said < DEVICE_ERROR_EVERY_S:
-            self._errors_said[msg.code] = (last_said, since + 1)
+        last_said, since = self._said.get(kind, (None, 0))
+        if last_said is not None and now - last_said < SAY_EVERY_S:
+            self._said[kind] = (last_said, since + 1)
             return
-        self._errors_said[msg.code] = (now, 0)
-        more = f" (and {since} more times since it was last said)" if since else ""
+        self._said[kind] = (now, 0)
+        self._say(text + (f" (and {since} more times since it was last said)" if since else ""))
+
+    def error(self, msg: Error) -> None:
+        """A fault the device reports: its code and text."""
+        self.counts["device_errors"] += 1
         text = "".join(ch if ch.isprintable() else "?" for ch in msg.text)  # one journal line, whatever it sent
-        self._say(f"reports error {msg.code}: {text}{more} (counted as device_errors)")
+        self._say_now_and_then(msg.code, f"reports error {msg.code}: {text} (counted as device_errors)")
+
+    def unanswered(self, decision_id: int, sends: int) -> None:
+        """A REJECT the device answered neither with ACK nor NAK, however often it was sent."""
+        self.counts["rejects_unanswered"] += 1
+        self._say_now_and_then("unanswered", f"answered no REJECT of decision {decision_id}, sent {sends} times: "
+                                             "its part may have passed unrejected (counted as rejects_unanswered, "
+                                             "logged as reject_command 'unanswered')")
 
     def status(self, status: int) -> None:
         """The status bits of a heartbeat from the device (0: all well): said when they change."""

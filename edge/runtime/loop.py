@@ -20,7 +20,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,8 @@ from edge.runtime.device_watch import DeviceWatch
 from edge.runtime.metrics import STAGES, RuntimeMetrics, StatusServer, StatusServerError, listen_address
 from edge.runtime.pacing import ReadPacer, line_pacer
 from edge.runtime.realtime import check_priority, current_priority, enter_realtime
-from firmware_bridge.codec import SEQ_MOD, FrameDecoder, encode_frame, line_frame_bytes
+from edge.runtime.reject_ledger import InFlight, RejectLedger
+from firmware_bridge.codec import FrameDecoder, encode_frame, line_frame_bytes
 from firmware_bridge.protocol import (Ack, Error, Heartbeat, Hello, Line, MessageType, Nak, NakReason, Reject, Samples,
                                       SensorKind)
 from firmware_bridge.transport import ReconnectingPort
@@ -43,8 +44,6 @@ from firmware_bridge.transport import ReconnectingPort
 #: The sensor a bundle of each kind reads, and how the operator is told what a device is.
 SENSOR_OF_KIND = {"vibration": SensorKind.VIBRATION, "linescan": SensorKind.LINESCAN}
 SENSOR_WORDS = {SensorKind.VIBRATION: "vibration sensor", SensorKind.LINESCAN: "line-scan detector"}
-#: REJECTs awaiting the device's answer that are remembered (a device that never answers must not grow memory).
-AWAITING_ANSWER_MAX = 4096
 
 
 @dataclass
@@ -162,12 +161,12 @@ class Runtime:
         self.thread_priority: dict[str, int] = {}  # SCHED_FIFO priority each runtime thread got (0: ordinary)
         self._signal_lost = False  # the latest vibration window held one constant value (said once per spell)
         self._untimed_said = 0     # the latest encoder epoch whose untimed REJECTs were said
-        self._awaiting_answer: dict[int, int] = {}  # sequence number of a REJECT sent -> its decision id
+        self.rejects_in_flight = RejectLedger()
         self.device_watch = DeviceWatch(s.port, s.heartbeat_s)
         self.counts = {"data_frames": 0, "deadline_fail_safe": 0, "late_decisions": 0, "overload_fail_safe": 0,
                        "no_signal_fail_safe": 0, "non_finite_fail_safe": 0, "shutdown_fail_safe": 0,
                        "keepalives": 0, "estimate_probes": 0, "rejects_sent": 0, "rejects_not_written": 0,
-                       "rejects_untimed": 0, "acks": 0,
+                       "rejects_untimed": 0, "reject_resends": 0, "acks": 0, "answers_late": 0,
                        "naks": 0, "naks_too_late": 0, "lockouts": 0, "reconnects": 0, "hello_mismatch": 0,
                        "samples_without_channel": 0, "frames_of_other_kind": 0,
                        "paced_sleeps": 0}
@@ -240,6 +239,7 @@ class Runtime:
         self.device_watch.started()
         while not self._stop.is_set():
             self.device_watch.watch(self.decoder.stats.frames, self.port.connected, time.monotonic())
+            self._send_unanswered_again(time.monotonic())
             slept_from = None
             pause = self.pacer.pause(time.monotonic(), self.assembler.samples_needed()) if self.pacer else 0.0
             if pause:
@@ -330,30 +330,44 @@ class Runtime:
             self.counts["naks"] += 1
             if msg.code == NakReason.TOO_LATE:
                 self.counts["naks_too_late"] += 1
-            self._refused(msg)
-        elif isinstance(msg, Ack):
+            if flight := self._answered(msg):
+                self._mark(flight.decision_id, "too_late" if msg.code == NakReason.TOO_LATE else "refused")
+        elif isinstance(msg, Ack) and self._answered(msg):
             self.counts["acks"] += 1
-            self._awaiting_answer.pop(msg.acked_seq, None)
         elif isinstance(msg, Error):
             self.device_watch.error(msg)
         elif isinstance(msg, Heartbeat):
             self.device_watch.status(msg.status)
 
-    def _await_answers(self, first_seq: int, decision_ids: list[int]) -> None:
-        """Remember which decision each REJECT just written (numbered on from ``first_seq``) was for, until the
-        device answers it; the oldest are forgotten beyond ``AWAITING_ANSWER_MAX`` (a device that never does)."""
-        for k, decision_id in enumerate(decision_ids):
-            self._awaiting_answer[(first_seq + k) % SEQ_MOD] = decision_id
-        while len(self._awaiting_answer) > AWAITING_ANSWER_MAX:
-            self._awaiting_answer.pop(next(iter(self._awaiting_answer)), None)
+    def _answered(self, answer: Ack) -> InFlight | None:
+        """The REJECT an ACK or NAK answers; None (counted as ``answers_late``) for one that is no longer in
+        flight: sent again meanwhile, or given up, or not a REJECT at all."""
+        flight = self.rejects_in_flight.answered(answer.acked_seq) if answer.acked_type == MessageType.REJECT else None
+        if flight is None:
+            self.counts["answers_late"] += 1
+        return flight
 
-    def _refused(self, nak: Nak) -> None:
-        """The device refused a REJECT (TOO_LATE: its part had passed): its decision's row says so.  Taken under
-        the decider's lock, so that the row, written after the REJECT, is there to be marked."""
-        decision_id = self._awaiting_answer.pop(nak.acked_seq, None) if nak.acked_type == MessageType.REJECT else None
-        if decision_id is not None:
-            with self._finish_lock:
-                self.log.set_reject_command(decision_id, "too_late" if nak.code == NakReason.TOO_LATE else "refused")
+    def _send_unanswered_again(self, now: float) -> None:
+        """Send again the REJECTs the device has not answered in time; give up those sent often enough."""
+        again, given_up = self.rejects_in_flight.due(now)
+        if again:
+            with self._write_lock:
+                first_seq = self._seq
+                written = self._send(*[flight.command for flight in again])
+            if written:
+                self.counts["reject_resends"] += len(again)
+                self.rejects_in_flight.sent(first_seq, [replace(f, sent_at=now, sends=f.sends + 1) for f in again])
+            else:  # the device is gone: they cannot be sent again
+                given_up += again
+        for flight in given_up:
+            self.device_watch.unanswered(flight.decision_id, flight.sends)
+            self._mark(flight.decision_id, "unanswered")
+
+    def _mark(self, decision_id: int, reject_command: str) -> None:
+        """Record on a decision's row what became of its REJECT after it was written.  Taken under the
+        decider's lock, so that the row, written after the REJECT, is there to be marked."""
+        with self._finish_lock:
+            self.log.set_reject_command(decision_id, reject_command)
 
     def _pace_lines(self, msg: Hello) -> None:
         """Plan the reader's sleeps for the line rate and width the device's HELLO gives (not the bundle's),
@@ -442,7 +456,9 @@ class Runtime:
                     sent = "sent" if self._send(*commands) else "not_written"
                 self.counts[f"rejects_{sent}"] += len(commands)
                 if sent == "sent":
-                    self._await_answers(first_seq, [decision_id for decision_id, command, _ in numbered if command])
+                    now = time.monotonic()
+                    self.rejects_in_flight.sent(first_seq, [InFlight(decision_id, command, now)
+                                                            for decision_id, command, _ in numbered if command])
             latency_ms = (time.monotonic() - unit.arrived) * 1e3
             rows = [self._row(unit, lane, verdict, decision_id, command, held or (sent if command else None),
                               latency_ms, wait_ms, inference_ms)

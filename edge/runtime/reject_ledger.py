@@ -1,0 +1,70 @@
+"""REJECTs in flight: each awaits the device's ACK or NAK; one left unanswered is sent again, then given up.
+
+A REJECT corrupted on the wire is dropped by the device, which cannot answer what it
+could not read; without an answer the gateway cannot tell it from one that will fire.
+So every REJECT written is remembered under its frame's sequence number until the
+device answers.  One unanswered for ``ANSWER_TIMEOUT_S`` is due: it is sent again (same
+decision id, a new sequence number; a device that already holds that decision answers
+ACK and fires once), up to ``SENDS`` sends in all, then given up, and its decision
+logged as ``unanswered``.  The timeout is far above a device's answer (a millisecond or
+two over USB or a UART) and far below a belt's travel from scanner to actuator (hundreds
+of milliseconds), so a lost REJECT is usually sent again in time for its part.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from firmware_bridge.codec import SEQ_MOD
+from firmware_bridge.protocol import Reject
+
+#: Seconds without an answer after which a REJECT is sent again (or given up).
+ANSWER_TIMEOUT_S = 0.1
+#: Sends of one REJECT in all, the first included.
+SENDS = 3
+
+
+@dataclass
+class InFlight:
+    """One REJECT written to the device, not yet answered."""
+
+    decision_id: int
+    command: Reject
+    sent_at: float   # time.monotonic() of its latest send
+    sends: int = 1
+
+
+class RejectLedger:
+    """REJECTs in flight by sequence number, oldest first; safe to use from the decider and the reader."""
+
+    def __init__(self, timeout_s: float = ANSWER_TIMEOUT_S, sends: int = SENDS):
+        self.timeout_s, self.sends = timeout_s, sends
+        self._lock = threading.Lock()
+        self._by_seq: dict[int, InFlight] = {}  # insertion order is send order: the oldest first
+
+    def sent(self, first_seq: int, flights: list[InFlight]) -> None:
+        """``flights`` were just written in one write, numbered on from ``first_seq``."""
+        with self._lock:
+            for k, flight in enumerate(flights):
+                self._by_seq[(first_seq + k) % SEQ_MOD] = flight
+
+    def answered(self, seq: int) -> InFlight | None:
+        """The REJECT the device answered (ACK or NAK) under ``seq``; None for one no longer in flight (sent
+        again meanwhile, or given up)."""
+        with self._lock:
+            return self._by_seq.pop(seq, None)
+
+    def due(self, now: float) -> tuple[list[InFlight], list[InFlight]]:
+        """REJECTs unanswered for the timeout, taken out of the ledger: (to send again, to give up)."""
+        with self._lock:
+            expired = []
+            for seq, flight in self._by_seq.items():
+                if now - flight.sent_at < self.timeout_s:
+                    break
+                expired.append(seq)
+            flights = [self._by_seq.pop(seq) for seq in expired]
+        return [f for f in flights if f.sends < self.sends], [f for f in flights if f.sends >= self.sends]
+
+    def __len__(self) -> int:
+        return len(self._by_seq)
