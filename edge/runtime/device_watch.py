@@ -57,7 +57,8 @@ class DeviceWatch:
     def unanswered(self, decision_id: int, sends: int) -> None:
         """A REJECT the device answered neither with ACK nor NAK, however often it was sent."""
         self.counts["rejects_unanswered"] += 1
-        self._say_now_and_then("unanswered", f"answered no REJECT of decision {decision_id}, sent {sends} times: "
+        times = f"{sends} time{'s' if sends > 1 else ''}"
+        self._say_now_and_then("unanswered", f"answered no REJECT of decision {decision_id}, sent {times}: "
                                              "its part may have passed unrejected (counted as rejects_unanswered, "
                                              "logged as reject_command 'unanswered')")
 
