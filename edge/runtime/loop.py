@@ -351,17 +351,24 @@ class Runtime:
         """Send again the REJECTs the device has not answered in time; give up those sent often enough."""
         again, given_up = self.rejects_in_flight.due(now)
         if again:
-            with self._write_lock:
-                first_seq = self._seq
-                written = self._send(*[flight.command for flight in again])
-            if written:
+            if self._send_rejects([replace(f, sent_at=now, sends=f.sends + 1) for f in again]):
                 self.counts["reject_resends"] += len(again)
-                self.rejects_in_flight.sent(first_seq, [replace(f, sent_at=now, sends=f.sends + 1) for f in again])
             else:  # the device is gone: they cannot be sent again
                 given_up += again
         for flight in given_up:
             self.device_watch.unanswered(flight.decision_id, flight.sends)
             self._mark(flight.decision_id, "unanswered")
+
+    def _send_rejects(self, flights: list[InFlight]) -> bool:
+        """Write the flights' REJECTs in one port write, in the ledger before the write (an answer can come
+        before the write call returns); False, and out of the ledger again, when the device is gone."""
+        with self._write_lock:
+            first_seq = self._seq
+            self.rejects_in_flight.sent(first_seq, flights)
+            if self._send(*[flight.command for flight in flights]):
+                return True
+            self.rejects_in_flight.forget(first_seq, len(flights))
+            return False
 
     def _mark(self, decision_id: int, reject_command: str) -> None:
         """Record on a decision's row what became of its REJECT after it was written.  Taken under the
@@ -448,17 +455,12 @@ class Runtime:
             t0 = time.perf_counter() if decided_from is None else decided_from
             lanes = range(unit.lanes)  # a vibration window is lane 0
             numbered = [self._number(unit, lane, verdict) for lane, verdict in zip(lanes, verdicts)]
-            commands = [command for _, command, _ in numbered if command is not None]
+            now = time.monotonic()
+            flights = [InFlight(decision_id, command, now) for decision_id, command, _ in numbered if command]
             sent = "sent"
-            if commands:
-                with self._write_lock:
-                    first_seq = self._seq
-                    sent = "sent" if self._send(*commands) else "not_written"
-                self.counts[f"rejects_{sent}"] += len(commands)
-                if sent == "sent":
-                    now = time.monotonic()
-                    self.rejects_in_flight.sent(first_seq, [InFlight(decision_id, command, now)
-                                                            for decision_id, command, _ in numbered if command])
+            if flights:
+                sent = "sent" if self._send_rejects(flights) else "not_written"
+                self.counts[f"rejects_{sent}"] += len(flights)
             latency_ms = (time.monotonic() - unit.arrived) * 1e3
             rows = [self._row(unit, lane, verdict, decision_id, command, held or (sent if command else None),
                               latency_ms, wait_ms, inference_ms)

@@ -44,10 +44,16 @@ class RejectLedger:
         self._by_seq: dict[int, InFlight] = {}  # insertion order is send order: the oldest first
 
     def sent(self, first_seq: int, flights: list[InFlight]) -> None:
-        """``flights`` were just written in one write, numbered on from ``first_seq``."""
+        """``flights`` are written in one write, numbered on from ``first_seq``."""
         with self._lock:
             for k, flight in enumerate(flights):
                 self._by_seq[(first_seq + k) % SEQ_MOD] = flight
+
+    def forget(self, first_seq: int, count: int) -> None:
+        """The ``count`` flights numbered on from ``first_seq`` were not written after all."""
+        with self._lock:
+            for k in range(count):
+                self._by_seq.pop((first_seq + k) % SEQ_MOD, None)
 
     def answered(self, seq: int) -> InFlight | None:
         """The REJECT the device answered (ACK or NAK) under ``seq``; None for one no longer in flight (sent
