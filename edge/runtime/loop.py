@@ -152,7 +152,8 @@ class Runtime:
         self._stop = threading.Event()
         self._infer_times = InferenceTimeEstimate()
         self._last_inference = 0.0  # perf_counter() at the end of the latest inference
-        self.device_hello: Hello | None = None
+        self.device_hello: Hello | None = None  # the device's latest HELLO; None until one comes after (re)connecting
+        self._hello_asked = 0.0                 # when the runtime last asked for it
         self._started = False
         self.thread_cpu_s: dict[str, float] = {}  # CPU time of the reader and decider threads, once they end
         self.thread_failures: list[str] = []      # the threads that died of an error (tracebacks on stderr)
@@ -168,7 +169,7 @@ class Runtime:
                        "keepalives": 0, "estimate_probes": 0, "rejects_sent": 0, "rejects_not_written": 0,
                        "rejects_untimed": 0, "reject_resends": 0, "acks": 0, "answers_late": 0,
                        "naks": 0, "naks_too_late": 0, "lockouts": 0, "reconnects": 0, "hello_mismatch": 0,
-                       "samples_without_channel": 0, "frames_of_other_kind": 0,
+                       "samples_without_channel": 0, "frames_of_other_kind": 0, "hello_requests": 0,
                        "paced_sleeps": 0}
         self.server = None
         if s.http:
@@ -210,7 +211,19 @@ class Runtime:
         self.decoder.reset_sequence()
         self.counts["reconnects"] += 1
         print(f"runtime: port {self.settings.port} is there again", file=sys.stderr, flush=True)
+        self.device_hello = None  # another device may be there now: it is checked anew
+        self._ask_hello()
+
+    def _ask_hello(self) -> None:
+        self._hello_asked = time.monotonic()
         self._send(Hello(request=True))
+
+    def _ask_hello_until_answered(self, now: float) -> None:
+        """Ask for the device's HELLO again each heartbeat interval until one comes: a HELLO lost on the
+        wire would otherwise leave a device at another rate, or without the model's axis, unchecked."""
+        if self.device_hello is None and now - self._hello_asked >= self.settings.heartbeat_s:
+            self.counts["hello_requests"] += 1
+            self._ask_hello()
 
     def _device_restarted(self) -> None:
         """Say in the journal that the device restarted on a link that stayed open (a watchdog reset, a
@@ -238,8 +251,10 @@ class Runtime:
         last_rx = time.monotonic()
         self.device_watch.started()
         while not self._stop.is_set():
-            self.device_watch.watch(self.decoder.stats.frames, self.port.connected, time.monotonic())
-            self._send_unanswered_again(time.monotonic())
+            now = time.monotonic()
+            self.device_watch.watch(self.decoder.stats.frames, self.port.connected, now)
+            self._send_unanswered_again(now)
+            self._ask_hello_until_answered(now)
             slept_from = None
             pause = self.pacer.pause(time.monotonic(), self.assembler.samples_needed()) if self.pacer else 0.0
             if pause:
@@ -624,7 +639,7 @@ class Runtime:
             self._timed_infer(self._idle_input())
         gc.collect()
         gc.freeze()  # what start-up allocated is never scanned again: shorter collector pauses
-        self._send(Hello(request=True))
+        self._ask_hello()
         self._started = True
         sd_notify("READY=1")
 
