@@ -659,28 +659,50 @@ def test_a_detector_that_changes_its_width_or_sends_lines_too_narrow_is_counted_
     assert "lines of 16 px, too narrow" in capsys.readouterr().err and c["hello_mismatch"] == 1
 
 
-def _decide_belt(bundle, tmp_path, frames: list[bytes], **settings):
+def _decide_belt(bundle, tmp_path, frames: list[bytes], answer=None, **settings):
     """Hand ``frames`` to a runtime on a real pty in one read, before its decider starts (so every tile they
     complete waits for it), decide them all; returns its counters, the REJECTs it wrote to the device, and
-    its log rows (span_start, lane, reject, reject_command, fire_at) in order.  Nothing answers its REJECTs, so
-    they are not sent again within the test."""
+    its log rows (span_start, lane, reject, reject_command, fire_at) in order.  ``answer(frame)`` plays the
+    device: the ACK or NAK to send for each REJECT frame; without it nothing answers (and the runtime is
+    told not to send REJECTs again within the test)."""
+    import select
+    import threading
+
     from edge.runtime.loop import Runtime, RuntimeSettings
     from edge.runtime.reject_ledger import RejectLedger
-    from firmware_bridge.codec import FrameDecoder
+    from firmware_bridge.codec import FrameDecoder, encode_frame
     from firmware_bridge.protocol import Reject
     from firmware_bridge.transport import PtyPair
 
     pty = PtyPair()
     runtime = Runtime(bundle, RuntimeSettings(port=pty.name, log_path=str(tmp_path / "log.db"), http=None,
                                               budget_ms=1000, paced_reads=False, **settings))
-    runtime.rejects_in_flight = RejectLedger(timeout_s=60.0)
+    rejects, done = [], threading.Event()
+
+    def device():
+        decoder, seq = FrameDecoder(), 1000
+        while not done.is_set():
+            if not select.select([pty.master_fd], [], [], 0.05)[0]:
+                continue
+            for frame in decoder.feed(os.read(pty.master_fd, 65536)):
+                if isinstance(frame.message, Reject):
+                    rejects.append(frame.message)
+                    if answer:
+                        os.write(pty.master_fd, encode_frame(answer(frame), seq))
+                        seq += 1
+
+    if answer is None:
+        runtime.rejects_in_flight = RejectLedger(timeout_s=60.0)
+    listening = threading.Thread(target=device, daemon=True)
     try:
         runtime.start()
+        listening.start()
         runtime._ingest(b"".join(frames), time.monotonic(), True)
         runtime.run(1.0)
     finally:
         runtime.close()
-    rejects = [f.message for f in FrameDecoder().feed(os.read(pty.master_fd, 65536)) if isinstance(f.message, Reject)]
+        done.set()
+        listening.join(timeout=1.0)
     pty.close()
     rows = sqlite3.connect(tmp_path / "log.db").execute(
         "SELECT span_start, lane, reject, reject_command, fire_at FROM decisions ORDER BY decision_id").fetchall()
@@ -714,6 +736,27 @@ def test_a_tile_scanned_before_the_device_restarted_sends_no_reject_on_the_new_e
     assert rows == [(70_000, lane, 1, "untimed", None) for lane in range(20)] + \
         [(0, lane, 1, "sent", 31 + 5000) for lane in range(20)]
     assert capsys.readouterr().err.count("scanned before the device restarted") == 1
+
+
+def test_a_reject_the_device_is_too_busy_to_take_is_sent_again(castings_bundle, tmp_path):
+    """A device whose REJECT queue is full answers NAK BUSY: a wide defect sends one REJECT per lane at once.
+    The runtime used to log those as refused, and their parts passed; it now sends each again once the answer
+    timeout has passed, and logs it as sent when the device takes it."""
+    from firmware_bridge.protocol import Ack, Nak, NakReason, Reject
+
+    refused_once: set[int] = set()
+
+    def busy_first(frame):
+        if frame.message.decision_id in refused_once:
+            return Ack(int(Reject.TYPE), frame.seq)
+        refused_once.add(frame.message.decision_id)
+        return Nak(int(Reject.TYPE), frame.seq, int(NakReason.BUSY))
+
+    c, rejects, rows = _decide_belt(castings_bundle, tmp_path, _belt_frames([0]), answer=busy_first, distance=5000,
+                                    threshold=1e-6)
+    assert c["decisions"] == 20 and c["naks"] == 20 and c["reject_resends"] == 20 and c["acks"] == 20
+    assert sorted(r.decision_id for r in rejects) == sorted(2 * list(refused_once)) and len(refused_once) == 20
+    assert rows == [(0, lane, 1, "sent", 31 + 5000) for lane in range(20)]
 
 
 def test_the_reject_lockout_counts_each_lane_s_rejects_in_a_row_and_logs_what_it_held(castings_bundle, tmp_path,

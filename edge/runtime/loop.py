@@ -345,7 +345,10 @@ class Runtime:
             self.counts["naks"] += 1
             if msg.code == NakReason.TOO_LATE:
                 self.counts["naks_too_late"] += 1
-            if flight := self._answered(msg):
+            if (flight := self._answered(msg)) and msg.code == NakReason.BUSY and \
+                    flight.sends < self.rejects_in_flight.sends:  # its queue is full: sent again once due
+                self.rejects_in_flight.sent(msg.acked_seq, [replace(flight, sent_at=time.monotonic())])
+            elif flight:
                 self._mark(flight.decision_id, "too_late" if msg.code == NakReason.TOO_LATE else "refused")
         elif isinstance(msg, Ack) and self._answered(msg):
             self.counts["acks"] += 1

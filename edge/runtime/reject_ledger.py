@@ -6,7 +6,8 @@ So every REJECT written is remembered under its frame's sequence number until th
 device answers.  One unanswered for ``ANSWER_TIMEOUT_S`` is due: it is sent again (same
 decision id, a new sequence number; a device that already holds that decision answers
 ACK and fires once), up to ``SENDS`` sends in all, then given up, and its decision
-logged as ``unanswered``.  The timeout is far above a device's answer (a millisecond or
+logged as ``unanswered``.  A REJECT the device answers BUSY (its queue is full) is due
+again after the timeout too, within the same number of sends.  The timeout is far above a device's answer (a millisecond or
 two over USB or a UART) and far below a belt's travel from scanner to actuator (hundreds
 of milliseconds), so a lost REJECT is usually sent again in time for its part.
 """
