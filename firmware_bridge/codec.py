@@ -109,11 +109,12 @@ class FrameDecoder:
         self._buffer = bytearray()
         self._discarding = False     # inside an oversize run: drop until the next delimiter
         self._last_seq: int | None = None
-        self._behind: list[int] = []  # numbers in a row below the tracked one, each on from the one before
+        self._behind: tuple[int, int] | None = None  # (the last, how many) numbers in a row below the tracked
+                                                      # one, each on from the one before
 
     def reset_sequence(self) -> None:
         """Forget the last sequence number (after a reconnect the device may start over)."""
-        self._last_seq, self._behind = None, []
+        self._last_seq, self._behind = None, None
 
     def feed(self, data: bytes) -> list[Frame]:
         self.stats.bytes_in += len(data)
@@ -192,15 +193,15 @@ class FrameDecoder:
     def _track(self, seq: int, announces: bool) -> None:
         """Count gaps and duplicates; follow a sender that restarted (power-up, watchdog) on a link that
         stayed open, as a UART does.  Its numbering starts over: it announces itself with a HELLO
-        (``announces``), or, if that HELLO was lost, two frames in a row number on from each other
-        below the tracked number.  Without this every later frame would count as a duplicate, and
+        (``announces``), or, if that HELLO was lost, ``RESTART_RUN`` frames in a row number on from
+        each other below the tracked number.  Without this every later frame would count as a duplicate, and
         frames lost after the restart would go uncounted until the numbers caught up."""
         if self._last_seq is not None:
             step = (seq - self._last_seq) % SEQ_MOD
             if step == 0 or step >= SEQ_MOD // 2:
-                on_from = bool(self._behind) and (seq - self._behind[-1]) % SEQ_MOD == 1
-                self._behind = [*self._behind, seq] if on_from else [seq]
-                if not announces and len(self._behind) < RESTART_RUN:
+                on_from = self._behind is not None and (seq - self._behind[0]) % SEQ_MOD == 1
+                self._behind = (seq, self._behind[1] + 1 if on_from else 1)
+                if not announces and self._behind[1] < RESTART_RUN:
                     self.stats.duplicates += 1
                     return
                 if not announces:  # the frames before this one were the restart's first, not duplicates
@@ -209,4 +210,4 @@ class FrameDecoder:
             elif step > 1:
                 self.stats.seq_gaps += 1
                 self.stats.lost_frames += step - 1
-        self._last_seq, self._behind = seq, []
+        self._last_seq, self._behind = seq, None
