@@ -162,12 +162,12 @@ def _print_summary(summary: dict) -> None:
     fail_safe += "".join(f", {why} {n}" for why, n in rare.items() if n)  # named when they happened
     print(f"decisions {c['decisions']} in {summary['seconds']:.0f} s; {latency}; fail-safe: {fail_safe}; "
           f"late {c['late_decisions']}")
-    not_fired = {NOT_FIRED_WHY["lockout"]: c["lockouts"], NOT_FIRED_WHY["not_written"]: c["rejects_not_written"],
-                 NOT_FIRED_WHY["untimed"]: c["rejects_untimed"], NOT_FIRED_WHY["unanswered"]: c["rejects_unanswered"],
-                 "sent again": c["reject_resends"]}
+    reject_troubles = {NOT_FIRED_WHY["lockout"]: c["lockouts"], NOT_FIRED_WHY["not_written"]: c["rejects_not_written"],
+                       NOT_FIRED_WHY["untimed"]: c["rejects_untimed"],
+                       NOT_FIRED_WHY["unanswered"]: c["rejects_unanswered"], "sent again": c["reject_resends"]}
     print(f"frames {c['decoder_frames']}, rejected {c['decoder_rejected']}, lost {c['decoder_lost_frames']}; "
           f"outages {c['link_outages']}; rejects sent {c['rejects_sent']}, acked {c['acks']}, naks {c['naks']}"
-          + "".join(f", {why} {n}" for why, n in not_fired.items() if n))
+          + "".join(f", {why} {n}" for why, n in reject_troubles.items() if n))
     print(f"log: {c['log_written']} rows written, {c['log_retired']} oldest retired to keep it within "
           f"--log-max-mb, {c['log_failed']} not written")
 

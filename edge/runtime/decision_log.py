@@ -65,7 +65,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     bundle_sha256 TEXT NOT NULL,
     wait_ms       REAL,               -- last sample arrival -> the decider took the unit
     inference_ms  REAL,               -- the backend's call; NULL for fail-safe decisions
-    reject_command TEXT               -- a reject's REJECT: sent, or why it did not fire (REJECT_COMMANDS); NULL: pass
+    reject_command TEXT               -- a reject's REJECT: sent, or why it did not fire (NOT_FIRED_WHY); NULL: pass
 );
 """
 
@@ -76,14 +76,15 @@ ADDED_COLUMNS = {"wait_ms": "REAL", "inference_ms": "REAL", "reject_command": "T
 COLUMNS = ("decision_id", "wall_time", "kind", "span_start", "span_end", "device_time_us", "lane", "class", "scores",
            "reject", "fail_safe", "latency_ms", "fire_at", "bundle_sha256", "wait_ms", "inference_ms", "reject_command")
 INSERT = f"INSERT INTO decisions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-#: What became of a reject decision's REJECT: written to the port, or, why the actuator did not fire for it, as a
-#: person is told: the device was gone; the lockout held it; the device's encoder count began again since its
-#: tile was scanned; the device answered that its part had passed (a TOO_LATE NAK), or refused it otherwise, or
-#: never answered it, however often it was sent (reject_ledger.py).
+RETIRE = "DELETE FROM decisions WHERE decision_id IN (SELECT decision_id FROM decisions ORDER BY decision_id LIMIT ?)"
+
+#: A reject decision's ``reject_command`` is ``sent`` (written to the port), or one of these: why the actuator
+#: did not fire for it, and how a person is told.  The device was gone; the lockout held it; the device's
+#: encoder count began again since its tile was scanned; the device answered that its part had passed (a
+#: TOO_LATE NAK), or refused it otherwise, or never answered it, however often it was sent (reject_ledger.py).
 NOT_FIRED_WHY = {"not_written": "not written (no device)", "lockout": "held by the lockout",
                  "untimed": "untimed after a device restart", "too_late": "too late for the device",
                  "refused": "refused by the device", "unanswered": "unanswered by the device"}
-REJECT_COMMANDS = ("sent", *NOT_FIRED_WHY)
 
 
 def reject_word(reject: bool, reject_command: str | None) -> str:
@@ -92,7 +93,6 @@ def reject_word(reject: bool, reject_command: str | None) -> str:
     if not reject:
         return "no"
     return "yes" if reject_command in (None, "sent") else reject_command
-RETIRE = "DELETE FROM decisions WHERE decision_id IN (SELECT decision_id FROM decisions ORDER BY decision_id LIMIT ?)"
 
 
 @dataclass
@@ -113,7 +113,7 @@ class DecisionRow:
     bundle_sha256: str
     wait_ms: float | None = None       # where a late decision's time went: waiting for the decider,
     inference_ms: float | None = None  # the backend, or (latency_ms minus both) preprocessing and writing
-    reject_command: str | None = None  # what became of a reject's REJECT (REJECT_COMMANDS); None for a pass
+    reject_command: str | None = None  # 'sent', or why the REJECT did not fire (NOT_FIRED_WHY); None: a pass
 
     def values(self) -> tuple:
         return (self.decision_id, self.wall_time, self.kind, self.span_start, self.span_end, self.device_time_us,
@@ -307,7 +307,7 @@ class DecisionLog:
                 self._complete_checkpoint()
 
     def set_reject_command(self, decision_id: int, reject_command: str) -> None:
-        """Record what became of a decision's REJECT once its row is written: the device's refusal."""
+        """Record what became of a decision's REJECT after its row was written: refused or never answered."""
         with self._lock:
             try:
                 self._db.execute("UPDATE decisions SET reject_command = ? WHERE decision_id = ?",

@@ -620,7 +620,7 @@ class Runtime:
     def _row(self, unit: Unit, lane: int, verdict: Verdict, decision_id: int, command: Reject | None,
              reject_command: str | None, latency_ms: float, wait_ms: float | None,
              inference_ms: float | None) -> DecisionRow:
-        """One decision's log row; ``reject_command`` says what became of a reject's REJECT (REJECT_COMMANDS)."""
+        """One decision's log row; ``reject_command`` says what became of a reject's REJECT (NOT_FIRED_WHY)."""
         return DecisionRow(decision_id, time.time(), self.kind, unit.start, unit.end, unit.device_time_us, lane,
                            verdict.label, verdict.scores, verdict.reject, verdict.fail_safe, latency_ms,
                            command.at if command is not None and self.kind == "linescan" else None, self.sha256,
