@@ -296,7 +296,8 @@ class DeviceSimulator:
                 ts += lap * lap_us
                 enc += lap * lap_counts
                 if next_restart is not None and time.monotonic() >= next_restart:
-                    since_us, since_counts = self._restart(ts, enc)
+                    self._restart()
+                    since_us, since_counts = ts, enc  # the new zero of its clock and encoder count
                     next_restart = time.monotonic() + self.faults.restart_every
                 if self._halt.is_set() or (max_frames is not None and self.stats.frames_generated >= max_frames):
                     break
@@ -325,16 +326,15 @@ class DeviceSimulator:
             time.sleep(0.02)
         return self.stats
 
-    def _restart(self, timestamp_us: int, encoder: int) -> tuple[int, int]:
-        """Restart as firmware does after a watchdog reset, the link staying open: frame numbers, clock and
-        encoder count begin again from 0, and the device says HELLO unprompted.  Returns where the
-        stream's clock and encoder count stood, the new zero."""
+    def _restart(self) -> None:
+        """Restart as firmware does after a watchdog reset, the link staying open: frame numbers begin again
+        from 0 (clock and encoder count too, which the caller counts from here), and the device says HELLO
+        unprompted."""
         with self._lock:
             self._seq = 0
             self.stats.restarts += 1
             self._held.clear()  # REJECTs not yet fired go with the device's memory
         self._send(self.source.hello, 0, 0, inject=False)
-        return timestamp_us, encoder
 
     def _disconnect(self) -> None:
         with self._lock:
