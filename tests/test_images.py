@@ -659,25 +659,25 @@ def test_a_detector_that_changes_its_width_or_sends_lines_too_narrow_is_counted_
     assert "lines of 16 px, too narrow" in capsys.readouterr().err and c["hello_mismatch"] == 1
 
 
-def _decide_belt(bundle, tmp_path, frames: list[bytes], answer=None, **settings):
+def _decide_belt(bundle, tmp_path, frames: list[bytes], answer=None, seconds: float = 1.0, **settings):
     """Hand ``frames`` to a runtime on a real pty in one read, before its decider starts (so every tile they
-    complete waits for it), decide them all; returns its counters, the REJECTs it wrote to the device, and
-    its log rows (span_start, lane, reject, reject_command, fire_at) in order.  ``answer(frame)`` plays the
-    device: the ACK or NAK to send for each REJECT frame; without it nothing answers (and the runtime is
-    told not to send REJECTs again within the test)."""
+    complete waits for it), run it for ``seconds``; returns its counters, the REJECTs it wrote to the device,
+    and its log rows (span_start, lane, reject, reject_command, fire_at) in order.  ``answer(frame)`` plays
+    the device: the ACK or NAK to send for each REJECT frame, or None to drop that frame unanswered; by
+    default the device acknowledges every REJECT."""
     import select
     import threading
 
     from edge.runtime.loop import Runtime, RuntimeSettings
-    from edge.runtime.reject_ledger import RejectLedger
     from firmware_bridge.codec import FrameDecoder, encode_frame
-    from firmware_bridge.protocol import Reject
+    from firmware_bridge.protocol import Ack, Reject
     from firmware_bridge.transport import PtyPair
 
     pty = PtyPair()
     runtime = Runtime(bundle, RuntimeSettings(port=pty.name, log_path=str(tmp_path / "log.db"), http=None,
                                               budget_ms=1000, paced_reads=False, **settings))
     rejects, done = [], threading.Event()
+    answer = answer or (lambda frame: Ack(int(Reject.TYPE), frame.seq))
 
     def device():
         decoder, seq = FrameDecoder(), 1000
@@ -687,18 +687,16 @@ def _decide_belt(bundle, tmp_path, frames: list[bytes], answer=None, **settings)
             for frame in decoder.feed(os.read(pty.master_fd, 65536)):
                 if isinstance(frame.message, Reject):
                     rejects.append(frame.message)
-                    if answer:
-                        os.write(pty.master_fd, encode_frame(answer(frame), seq))
+                    if (reply := answer(frame)) is not None:
+                        os.write(pty.master_fd, encode_frame(reply, seq))
                         seq += 1
 
-    if answer is None:
-        runtime.rejects_in_flight = RejectLedger(timeout_s=60.0)
     listening = threading.Thread(target=device, daemon=True)
     try:
         runtime.start()
         listening.start()
         runtime._ingest(b"".join(frames), time.monotonic(), True)
-        runtime.run(1.0)
+        runtime.run(seconds)
     finally:
         runtime.close()
         done.set()
@@ -757,6 +755,36 @@ def test_a_reject_the_device_is_too_busy_to_take_is_sent_again(castings_bundle, 
     assert c["decisions"] == 20 and c["naks"] == 20 and c["reject_resends"] == 20 and c["acks"] == 20
     assert sorted(r.decision_id for r in rejects) == sorted(2 * list(refused_once)) and len(refused_once) == 20
     assert rows == [(0, lane, 1, "sent", 31 + 5000) for lane in range(20)]
+
+
+@pytest.mark.parametrize("device_answers", [True, False], ids=["answers_the_second_send", "never_answers"])
+def test_rejects_written_as_the_runtime_stops_are_followed_until_the_device_answers(castings_bundle, tmp_path,
+                                                                                     device_answers):
+    """A SIGTERM stopped the reader with the decider: the last REJECTs (those of the tiles decided as it stopped,
+    and the fail-safe ones of the tiles still queued) were logged as sent though no answer was heard, and one
+    lost on the wire was never sent again.  Now the runtime hears the device out, as long as the ledger allows
+    (3 sends 100 ms apart), before it stops; one never answered is logged so."""
+    from firmware_bridge.protocol import Ack, Reject
+
+    seen: set[int] = set()
+
+    def second_send_only(frame):  # the first send of each REJECT is lost on the wire
+        if frame.message.decision_id in seen:
+            return Ack(int(Reject.TYPE), frame.seq) if device_answers else None
+        seen.add(frame.message.decision_id)
+        return None
+
+    began = time.monotonic()
+    c, rejects, rows = _decide_belt(castings_bundle, tmp_path, _belt_frames([0, 32, 64]), answer=second_send_only,
+                                    seconds=0.0, distance=5000, threshold=1e-6, on_miss="reject")
+    assert time.monotonic() - began < 5.0
+    assert c["decisions"] == 60 == len(seen) and c["rejects_sent"] == 60
+    if device_answers:
+        assert c["reject_resends"] == 60 == c["acks"] and len(rejects) == 120 and c["rejects_unanswered"] == 0
+        assert {row[3] for row in rows} == {"sent"}
+    else:
+        assert c["reject_resends"] == 120 and len(rejects) == 180 and c["rejects_unanswered"] == 60
+        assert {row[3] for row in rows} == {"unanswered"}
 
 
 def test_the_reject_lockout_counts_each_lane_s_rejects_in_a_row_and_logs_what_it_held(castings_bundle, tmp_path,

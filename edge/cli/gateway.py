@@ -165,7 +165,9 @@ def _print_summary(summary: dict) -> None:
     reject_troubles = {NOT_FIRED_WHY["lockout"]: c["lockouts"], NOT_FIRED_WHY["not_written"]: c["rejects_not_written"],
                        NOT_FIRED_WHY["untimed"]: c["rejects_untimed"],
                        NOT_FIRED_WHY["unanswered"]: c["rejects_unanswered"], "sent again": c["reject_resends"]}
-    print(f"frames {c['decoder_frames']}, rejected {c['decoder_rejected']}, lost {c['decoder_lost_frames']}; "
+    after_stop = f" ({c['frames_after_stop']} after the stop, not decided)" if c["frames_after_stop"] else ""
+    print(f"frames {c['decoder_frames']}{after_stop}, rejected {c['decoder_rejected']}, "
+          f"lost {c['decoder_lost_frames']}; "
           f"outages {c['link_outages']}; rejects sent {c['rejects_sent']}, acked {c['acks']}, naks {c['naks']}"
           + "".join(f", {why} {n}" for why, n in reject_troubles.items() if n))
     print(f"log: {c['log_written']} rows written, {c['log_retired']} oldest retired to keep it within "

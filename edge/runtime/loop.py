@@ -149,7 +149,9 @@ class Runtime:
         self._write_lock = threading.RLock()  # a reconnect inside a write sends HELLO
         self._finish_lock = threading.Lock()  # decision ids are unique across both threads
         self._seq = 0
-        self._stop = threading.Event()
+        self._stop = threading.Event()           # the decider ends; the reader only hears answers from then
+        self._stop_reading = threading.Event()   # the reader ends too
+        self._reader_closing = threading.Event()  # the reader has seen _stop: it queues no unit any more
         self._infer_times = InferenceTimeEstimate()
         self._last_inference = 0.0  # perf_counter() at the end of the latest inference
         self.device_hello: Hello | None = None  # the device's latest HELLO; None until one comes after (re)connecting
@@ -170,7 +172,7 @@ class Runtime:
                        "rejects_untimed": 0, "reject_resends": 0, "acks": 0, "answers_late": 0,
                        "naks": 0, "naks_too_late": 0, "lockouts": 0, "reconnects": 0, "hello_mismatch": 0,
                        "samples_without_channel": 0, "frames_of_other_kind": 0, "hello_requests": 0,
-                       "paced_sleeps": 0}
+                       "paced_sleeps": 0, "frames_after_stop": 0}
         self.server = None
         if s.http:
             try:
@@ -250,18 +252,23 @@ class Runtime:
     def _read_loop(self) -> None:
         last_rx = time.monotonic()
         self.device_watch.started()
-        while not self._stop.is_set():
+        while not self._stop_reading.is_set():
+            if self._stop.is_set():
+                self._reader_closing.set()
             now = time.monotonic()
-            self.device_watch.watch(self.decoder.stats.frames, self.port.connected, now)
+            if not self._reader_closing.is_set():
+                self.device_watch.watch(self.decoder.stats.frames, self.port.connected, now)
+                self._ask_hello_until_answered(now)
             self._send_unanswered_again(now)
-            self._ask_hello_until_answered(now)
             slept_from = None
-            pause = self.pacer.pause(time.monotonic(), self.assembler.samples_needed()) if self.pacer else 0.0
+            pause = 0.0
+            if self.pacer and not self._reader_closing.is_set():
+                pause = self.pacer.pause(time.monotonic(), self.assembler.samples_needed())
             if pause:
                 self.counts["paced_sleeps"] += 1
                 slept_from = time.monotonic()
                 if self._stop.wait(pause):
-                    break
+                    continue  # stopping: the next pass hears the device's answers, unpaced
                 self.pacer.woke(pause, time.monotonic() - slept_from)
                 data = self.port.read_waiting()  # arrived while asleep: stamped with the start of the sleep
                 self.pacer.woke_to(time.monotonic(), len(data))
@@ -291,8 +298,12 @@ class Runtime:
         blocks = []
         lines, last_line_us = 0, 0
         restarts = self.decoder.stats.device_restarts
+        closing = self._reader_closing.is_set()
         for frame in self.decoder.feed(data):
             msg = frame.message
+            if closing and isinstance(msg, (Samples, Line)):  # stopping: only the device's answers matter now
+                self.counts["frames_after_stop"] += 1
+                continue
             if isinstance(msg, Samples) and self.kind == "vibration":
                 if msg.data.shape[1] > self.settings.channel_index:
                     blocks.append((msg.data, msg.scale, frame.timestamp_us))
@@ -661,16 +672,31 @@ class Runtime:
                 self._stop.wait(0.1)
         finally:
             self._stop.set()
-            reader.join(timeout=2)
             decider.join(timeout=2)
+            if reader.is_alive():
+                self._reader_closing.wait(timeout=2)
             while True:  # units already assembled are decided (fail-safe), not dropped
                 try:
                     unit = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 self._finish_tile(unit, [self.policy.fail_safe("shutdown")] * unit.lanes)
+            self._await_answers(reader)
             sd_notify("STOPPING=1")
         return self.summary(time.monotonic() - started)
+
+    def _await_answers(self, reader: threading.Thread) -> None:
+        """Let the reader hear the device's answers to the last REJECTs (sending again those unanswered) for
+        as long as the ledger gives them, then stop it; one still unanswered is logged so.  Stopping at once
+        left the last REJECTs logged as sent, whether or not the device ever took them."""
+        settled_by = time.monotonic() + self.rejects_in_flight.settle_s() + 0.05
+        while reader.is_alive() and len(self.rejects_in_flight) and time.monotonic() < settled_by:
+            self._stop_reading.wait(0.01)
+        self._stop_reading.set()
+        reader.join(timeout=2)
+        for flight in self.rejects_in_flight.give_up_all():
+            self.device_watch.unanswered(flight.decision_id, flight.sends)
+            self._mark(flight.decision_id, "unanswered")
 
     def _timed_thread(self, name: str, loop) -> None:
         """Run one of the runtime's threads and keep its CPU time (where the runtime's CPU goes).

@@ -73,5 +73,16 @@ class RejectLedger:
             flights = [self._by_seq.pop(seq) for seq in expired]
         return [f for f in flights if f.sends < self.sends], [f for f in flights if f.sends >= self.sends]
 
+    def settle_s(self) -> float:
+        """Seconds after its first send by which every REJECT is answered or given up."""
+        return self.timeout_s * self.sends
+
+    def give_up_all(self) -> list[InFlight]:
+        """Every REJECT still in flight, taken out of the ledger (the runtime stops hearing the device)."""
+        with self._lock:
+            flights = list(self._by_seq.values())
+            self._by_seq.clear()
+        return flights
+
     def __len__(self) -> int:
         return len(self._by_seq)
