@@ -9,6 +9,7 @@ import json
 import sqlite3
 import threading
 import time
+from dataclasses import replace
 from datetime import datetime
 
 import pytest
@@ -113,6 +114,31 @@ def test_csv_holds_every_matching_decision_with_every_column(shift_log, tmp_path
     assert main(["decisions", "--log", str(shift_log), "--csv", str(unwritable)]) == 2
     err = capsys.readouterr().err
     assert f"cannot write {unwritable}" in err and "Traceback" not in err
+
+
+def test_follow_lists_a_reject_with_what_became_of_it(tmp_path):
+    """The runtime marks a REJECT unanswered (or too late, or refused) on its row after logging it.  A follower
+    listed each row at once: "sent" of a REJECT that never fired, and `--not-fired --follow` never listed it."""
+    path = tmp_path / "decisions.db"
+    log = DecisionLog(path)
+    db = open_read_only(path)
+    now = time.time()
+    rows = [replace(row, wall_time=now) for row in shift_rows(1, 3)]   # two REJECTs sent, one held
+    rows = [replace(row, reject=True, reject_command="lockout" if row.decision_id == 3 else "sent") for row in rows]
+    log.append(rows)
+    threading.Timer(0.3, log.set_reject_command, args=(1, "unanswered")).start()  # its third send went unanswered
+    try:
+        for flt, expected in ((LogFilter(not_fired=True), {1: "unanswered", 3: "lockout"}),
+                              (LogFilter(), {1: "unanswered", 2: "sent", 3: "lockout"})):
+            give_up = time.monotonic() + 10
+            listed = {}
+            for row in follow(db, flt, poll_s=0.05, stop=lambda: len(listed) == len(expected) or
+                              time.monotonic() > give_up):
+                listed[row["decision_id"]] = row["reject_command"]
+            assert listed == expected
+    finally:
+        db.close()
+        log.close()
 
 
 def test_follow_lists_each_new_decision_once_while_the_runtime_writes(shift_log):

@@ -661,7 +661,7 @@ def test_a_detector_that_changes_its_width_or_sends_lines_too_narrow_is_counted_
 
 def _decide_belt(bundle, tmp_path, frames: list[bytes], answer=None, seconds: float = 1.0, **settings):
     """Hand ``frames`` to a runtime on a real pty in one read, before its decider starts (so every tile they
-    complete waits for it), run it for ``seconds``; returns its counters, the REJECTs it wrote to the device,
+    complete waits for it), run it for ``seconds``; returns the runtime, the REJECTs it wrote to the device,
     and its log rows (span_start, lane, reject, reject_command, fire_at) in order.  ``answer(frame)`` plays
     the device: the ACK or NAK to send for each REJECT frame, or None to drop that frame unanswered; by
     default the device acknowledges every REJECT."""
@@ -704,7 +704,7 @@ def _decide_belt(bundle, tmp_path, frames: list[bytes], answer=None, seconds: fl
     pty.close()
     rows = sqlite3.connect(tmp_path / "log.db").execute(
         "SELECT span_start, lane, reject, reject_command, fire_at FROM decisions ORDER BY decision_id").fetchall()
-    return runtime.counters(), rejects, rows
+    return runtime, rejects, rows
 
 
 def _belt_frames(tiles: list[int], first_seq: int = 0) -> list[bytes]:
@@ -727,7 +727,8 @@ def test_a_tile_scanned_before_the_device_restarted_sends_no_reject_on_the_new_e
     decider, used to send its REJECTs at its old encoder count: the device fired them at whatever part stood
     there on the new count, much later.  They cannot be timed any more: they are logged, counted and said."""
     before, after = _belt_frames([70_000]), _belt_frames([0])   # the device restarted: HELLO and numbers from 0
-    c, rejects, rows = _decide_belt(castings_bundle, tmp_path, before + after, distance=5000, threshold=1e-6)
+    runtime, rejects, rows = _decide_belt(castings_bundle, tmp_path, before + after, distance=5000, threshold=1e-6)
+    c = runtime.counters()
     assert c["decoder_device_restarts"] == c["assembler_encoder_restarts"] == 1 and c["decisions"] == 40
     assert sorted({r.at for r in rejects}) == [31 + 5000] and len(rejects) == 20 == c["rejects_sent"]
     assert c["rejects_untimed"] == 20
@@ -750,8 +751,9 @@ def test_a_reject_the_device_is_too_busy_to_take_is_sent_again(castings_bundle, 
         refused_once.add(frame.message.decision_id)
         return Nak(int(Reject.TYPE), frame.seq, int(NakReason.BUSY))
 
-    c, rejects, rows = _decide_belt(castings_bundle, tmp_path, _belt_frames([0]), answer=busy_first, distance=5000,
-                                    threshold=1e-6)
+    runtime, rejects, rows = _decide_belt(castings_bundle, tmp_path, _belt_frames([0]), answer=busy_first,
+                                          distance=5000, threshold=1e-6)
+    c = runtime.counters()
     assert c["decisions"] == 20 and c["naks"] == 20 and c["reject_resends"] == 20 and c["acks"] == 20
     assert sorted(r.decision_id for r in rejects) == sorted(2 * list(refused_once)) and len(refused_once) == 20
     assert rows == [(0, lane, 1, "sent", 31 + 5000) for lane in range(20)]
@@ -764,6 +766,7 @@ def test_rejects_written_as_the_runtime_stops_are_followed_until_the_device_answ
     and the fail-safe ones of the tiles still queued) were logged as sent though no answer was heard, and one
     lost on the wire was never sent again.  Now the runtime hears the device out, as long as the ledger allows
     (3 sends 100 ms apart), before it stops; one never answered is logged so."""
+    from edge.runtime.metrics import render_page
     from firmware_bridge.protocol import Ack, Reject
 
     seen: set[int] = set()
@@ -775,8 +778,10 @@ def test_rejects_written_as_the_runtime_stops_are_followed_until_the_device_answ
         return None
 
     began = time.monotonic()
-    c, rejects, rows = _decide_belt(castings_bundle, tmp_path, _belt_frames([0, 32, 64]), answer=second_send_only,
-                                    seconds=0.0, distance=5000, threshold=1e-6, on_miss="reject")
+    runtime, rejects, rows = _decide_belt(castings_bundle, tmp_path, _belt_frames([0, 32, 64]),
+                                          answer=second_send_only, seconds=0.0, distance=5000, threshold=1e-6,
+                                          on_miss="reject")
+    c = runtime.counters()
     assert time.monotonic() - began < 5.0
     assert c["decisions"] == 60 == len(seen) and c["rejects_sent"] == 60
     if device_answers:
@@ -785,6 +790,8 @@ def test_rejects_written_as_the_runtime_stops_are_followed_until_the_device_answ
     else:
         assert c["reject_resends"] == 120 and len(rejects) == 180 and c["rejects_unanswered"] == 60
         assert {row[3] for row in rows} == {"unanswered"}
+        page = render_page(runtime.metrics.status({}))  # the status page says so of the rows it shows too
+        assert page.count("<td>unanswered</td>") == 50 and "<td>yes</td>" not in page
 
 
 def test_the_reject_lockout_counts_each_lane_s_rejects_in_a_row_and_logs_what_it_held(castings_bundle, tmp_path,
@@ -792,8 +799,9 @@ def test_the_reject_lockout_counts_each_lane_s_rejects_in_a_row_and_logs_what_it
     """Lane k feeds actuator k.  The lockout used to count rejects in a row across the lanes of a tile: a wide
     defect over three patches held the third patch's REJECT under `--max-consecutive 2`, and the log showed it
     as rejected like any other.  Now each lane counts its own parts; what was held is logged, counted, said."""
-    c, rejects, rows = _decide_belt(castings_bundle, tmp_path, _belt_frames([0, 32, 64]), distance=5000,
-                                    threshold=1e-6, max_consecutive=2)
+    runtime, rejects, rows = _decide_belt(castings_bundle, tmp_path, _belt_frames([0, 32, 64]), distance=5000,
+                                          threshold=1e-6, max_consecutive=2)
+    c = runtime.counters()
     assert c["decisions"] == 60 and len(rejects) == 40 == c["rejects_sent"] and c["lockouts"] == 20
     assert sorted({(r.at, r.lane) for r in rejects}) == [(end + 5000, lane) for end in (31, 63) for lane in range(20)]
     assert rows == [(start, lane, 1, "sent" if start < 64 else "lockout", start + 31 + 5000 if start < 64 else None)

@@ -17,6 +17,7 @@ import sqlite3
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
+from itertools import takewhile
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -25,6 +26,7 @@ import numpy as np
 from edge.bundle.install import SERVICE_LOG
 from edge.runtime.decision_log import COLUMNS, DecisionLogError
 from edge.runtime.metrics import latency_percentiles
+from edge.runtime.reject_ledger import FATE_KNOWN_WITHIN_S
 
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
@@ -178,15 +180,24 @@ def logged_classes(db: sqlite3.Connection) -> list[str]:
     return [label for (label,) in _query(db, "SELECT DISTINCT class FROM decisions ORDER BY class", [])]
 
 
-def follow(db: sqlite3.Connection, flt: LogFilter, poll_s: float = 0.5, stop=lambda: False) -> Iterator[dict]:
-    """Matching decisions numbered above ``flt.after_id``, as the runtime logs them, until ``stop()``."""
+def follow(db: sqlite3.Connection, flt: LogFilter, poll_s: float = 0.5, stop=lambda: False,
+           settle_s: float = FATE_KNOWN_WITHIN_S) -> Iterator[dict]:
+    """Matching decisions numbered above ``flt.after_id``, as the runtime logs them, until ``stop()``.
+
+    Each is listed ``settle_s`` after it was logged, once what became of its REJECT is known:
+    the runtime marks a REJECT too late, refused or unanswered on its row after writing it, so
+    a row listed at once could say "sent" of a REJECT that never fired, and a follower of
+    ``--not-fired`` would never list it at all.
+    """
     after = flt.after_id
     while not stop():
-        rows = _batch(db, replace(flt, after_id=after), 10_000)
+        batch = _batch(db, replace(flt, after_id=after), 10_000)
+        settled_before = time.time() - settle_s
+        rows = list(takewhile(lambda row: row["wall_time"] <= settled_before, batch))
         yield from rows
         if rows:
             after = rows[-1]["decision_id"]
-        else:
+        if len(rows) < len(batch) or not batch:
             time.sleep(poll_s)
 
 

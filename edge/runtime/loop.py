@@ -404,6 +404,7 @@ class Runtime:
         decider's lock, so that the row, written after the REJECT, is there to be marked."""
         with self._finish_lock:
             self.log.set_reject_command(decision_id, reject_command)
+        self.metrics.mark(decision_id, reject_command)
 
     def _pace_lines(self, msg: Hello) -> None:
         """Plan the reader's sleeps for the line rate and width the device's HELLO gives (not the bundle's),

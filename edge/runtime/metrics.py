@@ -76,6 +76,14 @@ class RuntimeMetrics:
         for _ in rows:
             self.latency.observe(latency_ms)
 
+    def mark(self, decision_id: int, reject_command: str) -> None:
+        """What became of a decision's REJECT after its row was shown (the device's answer, or none)."""
+        with self._lock:
+            for row in self.recent:
+                if row["decision_id"] == decision_id:
+                    row["reject_command"] = reject_command
+                    return
+
     def latency_summary(self) -> dict:
         """Percentiles over the window of latest decisions; ``window`` is its length once full, else None."""
         with self._lock:

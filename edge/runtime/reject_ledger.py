@@ -7,9 +7,10 @@ device answers.  One unanswered for ``ANSWER_TIMEOUT_S`` is due: it is sent agai
 decision id, a new sequence number; a device that already holds that decision answers
 ACK and fires once), up to ``SENDS`` sends in all, then given up, and its decision
 logged as ``unanswered``.  A REJECT the device answers BUSY (its queue is full) is due
-again after the timeout too, within the same number of sends.  The timeout is far above a device's answer (a millisecond or
-two over USB or a UART) and far below a belt's travel from scanner to actuator (hundreds
-of milliseconds), so a lost REJECT is usually sent again in time for its part.
+again after the timeout too, within the same number of sends.  The timeout is far above
+a device's answer (a millisecond or two over USB or a UART) and far below a belt's travel
+from scanner to actuator (hundreds of milliseconds), so a lost REJECT is usually sent
+again in time for its part.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from firmware_bridge.protocol import Reject
 ANSWER_TIMEOUT_S = 0.1
 #: Sends of one REJECT in all, the first included.
 SENDS = 3
+#: Seconds after a decision is logged by which what became of its REJECT is known (its row marked too late,
+#: refused or unanswered): the sends above, and the reader's passes between them, with room to spare.
+FATE_KNOWN_WITHIN_S = 1.0
 
 
 @dataclass
