@@ -659,12 +659,14 @@ def test_a_detector_that_changes_its_width_or_sends_lines_too_narrow_is_counted_
     assert "lines of 16 px, too narrow" in capsys.readouterr().err and c["hello_mismatch"] == 1
 
 
-def _decide_belt(bundle, tmp_path, frames: list[bytes], answer=None, seconds: float = 1.0, **settings):
+def _decide_belt(bundle, tmp_path, frames: list[bytes], answer=None, seconds: float = 1.0,
+                 after_first_reject: list[bytes] = (), **settings):
     """Hand ``frames`` to a runtime on a real pty in one read, before its decider starts (so every tile they
     complete waits for it), run it for ``seconds``; returns the runtime, the REJECTs it wrote to the device,
     and its log rows (span_start, lane, reject, reject_command, fire_at) in order.  ``answer(frame)`` plays
     the device: the ACK or NAK to send for each REJECT frame, or None to drop that frame unanswered; by
-    default the device acknowledges every REJECT."""
+    default the device acknowledges every REJECT.  The device sends ``after_first_reject`` once it has
+    read its first REJECT."""
     import select
     import threading
 
@@ -690,6 +692,8 @@ def _decide_belt(bundle, tmp_path, frames: list[bytes], answer=None, seconds: fl
                     if (reply := answer(frame)) is not None:
                         os.write(pty.master_fd, encode_frame(reply, seq))
                         seq += 1
+                    if len(rejects) == 1 and after_first_reject:
+                        os.write(pty.master_fd, b"".join(after_first_reject))
 
     listening = threading.Thread(target=device, daemon=True)
     try:
@@ -733,6 +737,27 @@ def test_a_tile_scanned_before_the_device_restarted_sends_no_reject_on_the_new_e
     assert sorted({r.at for r in rejects}) == [31 + 5000] and len(rejects) == 20 == c["rejects_sent"]
     assert c["rejects_untimed"] == 20
     assert rows == [(70_000, lane, 1, "untimed", None) for lane in range(20)] + \
+        [(0, lane, 1, "sent", 31 + 5000) for lane in range(20)]
+    assert capsys.readouterr().err.count("scanned before the device restarted") == 1
+
+
+def test_a_reject_unanswered_when_the_device_restarted_is_not_sent_again_on_the_new_encoder_count(castings_bundle,
+                                                                                                   tmp_path, capsys):
+    """A device that restarts loses the REJECTs it was given; those it had not answered were sent again at
+    their old encoder count, which the device, counting from 0 again, fired at whatever part stood there.
+    Now they are not sent again: logged as untimed, counted and said, as for a tile decided after the restart."""
+    from firmware_bridge.protocol import Ack, Reject
+
+    def restarting(frame):   # the REJECTs of the tile before the restart go unanswered: it restarts meanwhile
+        return None if frame.message.at == 70_031 + 5000 else Ack(int(Reject.TYPE), frame.seq)
+
+    runtime, rejects, rows = _decide_belt(castings_bundle, tmp_path, _belt_frames([70_000]), answer=restarting,
+                                          after_first_reject=_belt_frames([0]), distance=5000, threshold=1e-6)
+    c = runtime.counters()
+    assert c["decoder_device_restarts"] == c["assembler_encoder_restarts"] == 1 and c["decisions"] == 40
+    assert [r.at for r in rejects] == [70_031 + 5000] * 20 + [31 + 5000] * 20   # none sent again at 75,031
+    assert c["rejects_sent"] == 40 and c["reject_resends"] == 0 and c["rejects_untimed"] == 20 and c["acks"] == 20
+    assert rows == [(70_000, lane, 1, "untimed", 70_031 + 5000) for lane in range(20)] + \
         [(0, lane, 1, "sent", 31 + 5000) for lane in range(20)]
     assert capsys.readouterr().err.count("scanned before the device restarted") == 1
 

@@ -377,8 +377,12 @@ class Runtime:
         return flight
 
     def _send_unanswered_again(self, now: float) -> None:
-        """Send again the REJECTs the device has not answered in time; give up those sent often enough."""
+        """Send again the REJECTs the device has not answered in time, but for those whose firing count is of
+        an encoder count the device has since begun again; give up those sent often enough."""
         again, given_up = self.rejects_in_flight.due(now)
+        for flight in [f for f in again if self._untimed(f.encoder_epoch)]:
+            again.remove(flight)
+            self._mark(flight.decision_id, "untimed")
         if again:
             if self._send_rejects([replace(f, sent_at=now, sends=f.sends + 1) for f in again]):
                 self.counts["reject_resends"] += len(again)
@@ -486,7 +490,8 @@ class Runtime:
             lanes = range(unit.lanes)  # a vibration window is lane 0
             numbered = [self._number(unit, lane, verdict) for lane, verdict in zip(lanes, verdicts)]
             now = time.monotonic()
-            flights = [InFlight(decision_id, command, now) for decision_id, command, _ in numbered if command]
+            flights = [InFlight(decision_id, command, now, encoder_epoch=unit.encoder_epoch)
+                       for decision_id, command, _ in numbered if command]
             sent = "sent"
             if flights:
                 sent = "sent" if self._send_rejects(flights) else "not_written"
@@ -580,8 +585,7 @@ class Runtime:
         if verdict.reject and command is None:
             self.counts["lockouts"] += 1
             return decision_id, None, "lockout"
-        if command is not None and self._untimed(unit):
-            self.counts["rejects_untimed"] += 1
+        if command is not None and self._untimed(unit.encoder_epoch):
             return decision_id, None, "untimed"
         return decision_id, command, None
 
@@ -598,18 +602,20 @@ class Runtime:
               f"REJECTs until a pass (counted as lockouts, logged as reject_command 'lockout'); check the sensor "
               f"and the model", file=sys.stderr, flush=True)
 
-    def _untimed(self, unit: Unit) -> bool:
-        """True for a tile scanned before the device's encoder count began again (a restart): its span names
-        counts of the old numbering, so a REJECT at it would fire at whatever part reaches that count on the
-        new one.  Its decision is logged without one, counted as ``rejects_untimed``, and said once a restart."""
+    def _untimed(self, encoder_epoch: int) -> bool:
+        """True for a REJECT of a tile scanned before the device's encoder count began again (a restart),
+        whether still to be sent or to be sent again: it names a count of the old numbering, so it would fire
+        at whatever part reaches that count on the new one.  Not sent, counted as ``rejects_untimed`` (the
+        caller logs it so), and said once a restart."""
         epoch = self.assembler.encoder_epoch if self.kind == "linescan" else 0
-        if unit.encoder_epoch == epoch:
+        if encoder_epoch == epoch:
             return False
+        self.counts["rejects_untimed"] += 1
         if self._untimed_said != epoch:
             self._untimed_said = epoch
-            print("runtime: a tile scanned before the device restarted was decided after its encoder count began "
-                  "again: its REJECTs cannot be timed on the new count and are not sent (counted as "
-                  "rejects_untimed); its parts pass unchecked", file=sys.stderr, flush=True)
+            print("runtime: REJECTs of tiles scanned before the device restarted cannot be timed on its new encoder "
+                  "count: they are not sent, nor sent again (counted as rejects_untimed, logged as 'untimed'); "
+                  "their parts pass unchecked", file=sys.stderr, flush=True)
         return True
 
     def _count(self, verdicts: list[Verdict], latency_ms: float) -> None:

@@ -38,6 +38,7 @@ class InFlight:
     command: Reject
     sent_at: float   # time.monotonic() of its latest send
     sends: int = 1
+    encoder_epoch: int = 0  # the run of the device's encoder count its firing count belongs to (line-scan)
 
 
 class RejectLedger:
