@@ -198,6 +198,12 @@ class _TcpLink:
         self.server.close()
 
 
+#: The decision ids a device remembers: those of its latest REJECTs, a ring as firmware keeps it.  So many
+#: cover seconds of a 640 px line-scan's patches every one rejected, far beyond the gateway's three sends
+#: of one REJECT in 0.3 s, so a REJECT sent again fires once; and the device's memory stays flat.
+HELD_DECISION_IDS = 4096
+
+
 @dataclass
 class DeviceSimulator:
     """Streams ``source`` over a pty or TCP link; see the module docstring."""
@@ -212,6 +218,8 @@ class DeviceSimulator:
     loop: bool = False
     start_on_hello: bool = False        # wait for the gateway's HELLO before streaming
     stats: SimStats = field(default_factory=SimStats)
+    keep_rejects: bool = True           # keep every REJECT received in ``rejects`` (off for a device left running)
+    held_ids: int = HELD_DECISION_IDS   # decision ids remembered, the latest, so a REJECT sent again fires once
     rejects: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -226,7 +234,7 @@ class DeviceSimulator:
         self._greeted = threading.Event()
         self._rng = np.random.default_rng(self.faults.seed)
         self._command_rng = np.random.default_rng(self.faults.seed + 1)  # the gateway's side: its own draw
-        self._held: dict[int, dict] = {}  # decision id -> the REJECT received for it
+        self._held: dict[int, dict] = {}  # decision id -> the REJECT received for it, the latest held_ids, oldest first
         self._decoder = FrameDecoder()
         if self.link == "pty":
             self._link: _PtyLink | _TcpLink = _PtyLink(self.link_path)
@@ -380,6 +388,8 @@ class DeviceSimulator:
             row = self._held.get(message.decision_id)
             if row is None:
                 row = self._held[message.decision_id] = self._record_reject(frame.seq, message)
+                if len(self._held) > self.held_ids:
+                    del self._held[next(iter(self._held))]
             else:  # sent again, its answer lost or late: answered again, fired once
                 self.stats.reject_repeats += 1
             reply = Nak(int(Reject.TYPE), frame.seq, int(NakReason.TOO_LATE)) if row["late"] \
@@ -398,7 +408,8 @@ class DeviceSimulator:
                "lane": reject.lane, "reason": reject.reason, "at": reject.at, "received_us": now_us,
                "encoder_at_receipt": encoder, "fire_encoder": fire_encoder, "fire_us": fire_us,
                "late": fire_encoder < encoder if reject.mode == RejectMode.AT_ENCODER else False}
-        self.rejects.append(row)
+        if self.keep_rejects:
+            self.rejects.append(row)
         self.stats.rejects += 1
         if self.rejects_path:
             with open(self.rejects_path, "a") as fh:

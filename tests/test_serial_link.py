@@ -171,6 +171,25 @@ def test_tcp_link_and_line_scan_belt(xray_dir):
     assert (tile["encoder_start"], tile["pixel_start"]) == (32, 32)
 
 
+def test_a_device_remembers_its_latest_rejects_not_every_one(cwru_stream):
+    """The simulated device kept every REJECT it ever received, in a list and by decision id, so a device left
+    streaming for days grew without bound.  Like firmware, it now remembers the latest decision ids (enough
+    for a REJECT sent again to fire once) and, for a device left running, keeps no list."""
+    with DeviceSimulator(cwru_stream, link="pty", speed=None, keep_rejects=False, held_ids=8) as sim:
+        port = open_port(sim.port)
+        again = [20, 1]   # the latest decision, still remembered; the first, long forgotten
+        port.write(b"".join(encode_frame(Reject(k, RejectMode.AFTER_US, 0, 1, 8_000), k) for k in range(1, 21))
+                   + b"".join(encode_frame(Reject(k, RejectMode.AFTER_US, 0, 1, 8_000), 20 + n)
+                              for n, k in enumerate(again, 1)))
+        decoder, answers, give_up = FrameDecoder(), [], time.monotonic() + 5
+        while len(answers) < 22 and time.monotonic() < give_up:
+            answers += [f.message for f in decoder.feed(port.read(4096)) if isinstance(f.message, Ack)]
+        port.close()
+    assert [a.acked_seq for a in answers] == list(range(1, 23))   # every send answered
+    assert sim.stats.rejects == 21 and sim.stats.reject_repeats == 1 and sim.rejects == []
+    assert list(sim._held) == [14, 15, 16, 17, 18, 19, 20, 1]
+
+
 def test_loop_url_and_usb_lookup_errors():
     port = open_port("loop://")
     port.write(encode_frame(Heartbeat(3), 1))

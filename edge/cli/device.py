@@ -149,7 +149,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                     args.restart_every, args.lose_rejects)
     sim = DeviceSimulator(source, link=args.link, speed=args.rate, faults=faults, link_path=args.link_path,
                           tcp_port=args.tcp_port, rejects_path=str(args.rejects) if args.rejects else None,
-                          loop=args.loop, start_on_hello=args.start_on_hello)
+                          loop=args.loop, start_on_hello=args.start_on_hello, keep_rejects=False)
     signal.signal(signal.SIGTERM, lambda *_: sim.stop())
     print(f"simulate: {args.source} device on {sim.port}", flush=True)
     try:
