@@ -243,6 +243,32 @@ def test_a_reject_lost_on_its_way_to_the_device_is_sent_again_and_fires_once(cas
     assert sum(why == "unanswered" for why in rows.values()) == c["rejects_unanswered"]
 
 
+def test_a_runtime_stopped_mid_stream_decides_the_tiles_it_has_read_and_counts_the_lines_it_reads_after(
+        castings_bundle, data_root, tmp_path):
+    """Stopping mid-stream: every tile read is decided (by the model, or the fail-safe if still queued), and the
+    lines read while the runtime hears the device's last answers are counted, not decided.  The decider used to
+    wait out a keep-alive (0.5 s) after the reader stopped queueing: a stop cost half a second of lines."""
+    import threading
+
+    from edge.runtime.loop import Runtime, RuntimeSettings
+    from firmware_bridge.simulator import DeviceSimulator
+    from firmware_bridge.sources import belt_source
+
+    belt = belt_source(data_root / "xray", "xray", "castings", "test", bands=12, seed=1)
+    with DeviceSimulator(belt, link="pty", speed=1.0, loop=True) as sim:
+        runtime = Runtime(str(castings_bundle), RuntimeSettings(port=sim.port, log_path=str(tmp_path / "log.db"),
+                                                                http=None, distance=625))
+        runtime.start()
+        threading.Thread(target=sim.run, kwargs={"duration": 3.0}, daemon=True).start()
+        try:
+            summary = runtime.run(1.5)   # the belt streams on after the stop
+        finally:
+            runtime.close()
+    c = summary["counters"]
+    assert c["decisions"] == 20 * c["assembler_units"] > 20 * 30 and c["shutdown_fail_safe"] <= 20
+    assert 0 < c["frames_after_stop"] < 150   # the lines of the last 0.1 s at most (1,250 a second)
+
+
 def test_a_paced_line_scan_reader_survives_corruption_and_a_disconnect(castings_bundle, data_root, tmp_path):
     """Corrupted lines and an unplugged detector: every line counted, tiles resume, pacing never builds a backlog."""
     from conftest import run_against

@@ -149,9 +149,10 @@ class Runtime:
         self._write_lock = threading.RLock()  # a reconnect inside a write sends HELLO
         self._finish_lock = threading.Lock()  # decision ids are unique across both threads
         self._seq = 0
-        self._stop = threading.Event()           # the decider ends; the reader only hears answers from then
-        self._stop_reading = threading.Event()   # the reader ends too
-        self._reader_closing = threading.Event()  # the reader has seen _stop: it queues no unit any more
+        self._stop = threading.Event()            # the decider ends
+        self._stop_queueing = threading.Event()   # then the reader queues no unit, only hears the device's answers
+        self._reader_closing = threading.Event()  # the reader has seen _stop_queueing
+        self._stop_reading = threading.Event()    # the reader ends too
         self._infer_times = InferenceTimeEstimate()
         self._last_inference = 0.0  # perf_counter() at the end of the latest inference
         self.device_hello: Hello | None = None  # the device's latest HELLO; None until one comes after (re)connecting
@@ -253,10 +254,10 @@ class Runtime:
         last_rx = time.monotonic()
         self.device_watch.started()
         while not self._stop_reading.is_set():
-            if self._stop.is_set():
+            if self._stop_queueing.is_set():
                 self._reader_closing.set()
             now = time.monotonic()
-            if not self._reader_closing.is_set():
+            if not self._stop.is_set():  # stopping: a silence or a missing HELLO no longer matters
                 self.device_watch.watch(self.decoder.stats.frames, self.port.connected, now)
                 self._ask_hello_until_answered(now)
             self._send_unanswered_again(now)
@@ -267,7 +268,7 @@ class Runtime:
             if pause:
                 self.counts["paced_sleeps"] += 1
                 slept_from = time.monotonic()
-                if self._stop.wait(pause):
+                if self._stop_queueing.wait(pause):
                     continue  # stopping: the next pass hears the device's answers, unpaced
                 self.pacer.woke(pause, time.monotonic() - slept_from)
                 data = self.port.read_waiting()  # arrived while asleep: stamped with the start of the sleep
@@ -679,7 +680,8 @@ class Runtime:
                 self._stop.wait(0.1)
         finally:
             self._stop.set()
-            decider.join(timeout=2)
+            decider.join(timeout=2)  # units go on coming until it ends: it ends on the next one, not a keep-alive later
+            self._stop_queueing.set()
             if reader.is_alive():
                 self._reader_closing.wait(timeout=2)
             while True:  # units already assembled are decided (fail-safe), not dropped
