@@ -679,25 +679,29 @@ class Runtime:
             while not self._stop.is_set() and (duration is None or time.monotonic() - started < duration):
                 self._stop.wait(0.1)
         finally:
-            self._stop.set()
-            decider.join(timeout=2)  # units go on coming until it ends: it ends on the next one, not a keep-alive later
-            self._stop_queueing.set()
-            if reader.is_alive():
-                self._reader_closing.wait(timeout=2)
-            while True:  # units already assembled are decided (fail-safe), not dropped
-                try:
-                    unit = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                self._finish_tile(unit, [self.policy.fail_safe("shutdown")] * unit.lanes)
-            self._await_answers(reader)
+            self._wind_down(reader, decider)
             sd_notify("STOPPING=1")
         return self.summary(time.monotonic() - started)
 
-    def _await_answers(self, reader: threading.Thread) -> None:
-        """Let the reader hear the device's answers to the last REJECTs (sending again those unanswered) for
-        as long as the ledger gives them, then stop it; one still unanswered is logged so.  Stopping at once
-        left the last REJECTs logged as sent, whether or not the device ever took them."""
+    def _wind_down(self, reader: threading.Thread, decider: threading.Thread) -> None:
+        """Stop in the order that loses nothing.  The decider ends (on its next unit: the reader goes on
+        queueing until then, so it does not wait out a keep-alive while data comes); then the reader queues
+        no more units (what it reads from then is counted as ``frames_after_stop``); units still queued get
+        the shutdown fail-safe; the reader hears the device's answers to the last REJECTs, sending again
+        those unanswered, for as long as the ledger gives them; then it ends, and a REJECT still unanswered
+        is logged so.  Stopping both threads at once left the last REJECTs logged as sent, whether or not
+        the device ever took them."""
+        self._stop.set()
+        decider.join(timeout=2)
+        self._stop_queueing.set()
+        if reader.is_alive():
+            self._reader_closing.wait(timeout=2)
+        while True:
+            try:
+                unit = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            self._finish_tile(unit, [self.policy.fail_safe("shutdown")] * unit.lanes)
         settled_by = time.monotonic() + self.rejects_in_flight.settle_s() + 0.05
         while reader.is_alive() and len(self.rejects_in_flight) and time.monotonic() < settled_by:
             self._stop_reading.wait(0.01)
