@@ -832,7 +832,7 @@ def test_the_watchdog_hears_from_a_runtime_whose_line_has_stopped(held_out, bund
             break
     server.close()
     assert summary["counters"]["decisions"] == 0 and summary["counters"]["keepalives"] >= 10
-    assert messages[0] == b"READY=1" and messages.count(b"WATCHDOG=1") >= 3
+    assert messages[0] == b"READY=1" and messages.count(b"WATCHDOG=1") >= 3 and messages.count(b"STOPPING=1") == 1
 
 
 def test_run_command_stops_cleanly_on_sigterm(held_out, bundle, tmp_path):

@@ -679,8 +679,8 @@ class Runtime:
             while not self._stop.is_set() and (duration is None or time.monotonic() - started < duration):
                 self._stop.wait(0.1)
         finally:
+            sd_notify("STOPPING=1")  # systemd hears that the shutdown begins, not only once it is over
             self._wind_down(reader, decider)
-            sd_notify("STOPPING=1")
         return self.summary(time.monotonic() - started)
 
     def _wind_down(self, reader: threading.Thread, decider: threading.Thread) -> None:
