@@ -376,6 +376,8 @@ class DeviceSimulator:
         message = frame.message
         if isinstance(message, Hello) and message.request:
             self.stats.hello_answered += 1
+            with self._lock:  # a gateway (re)starting: its decision ids may begin again (a new log)
+                self._held.clear()
             self._greeted.set()
             self._send(self.source.hello, self._now_us, self._encoder, inject=False)
         elif isinstance(message, Heartbeat):

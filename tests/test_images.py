@@ -269,6 +269,39 @@ def test_a_runtime_stopped_mid_stream_decides_the_tiles_it_has_read_and_counts_t
     assert 0 < c["frames_after_stop"] < 150   # the lines of the last 0.1 s at most (1,250 a second)
 
 
+def test_a_gateway_started_again_with_a_new_log_has_its_rejects_fired_by_a_device_that_stayed_on(
+        castings_bundle, data_root, tmp_path):
+    """A gateway started again with a new decision log (the commissioning log cleared before production)
+    numbers its decisions from 1 again.  The device, still on, remembered those ids from the first session,
+    took the new REJECTs for ones sent again, answered them and fired none.  The gateway's HELLO now begins a
+    session on the device: it forgets the ids, and every REJECT of either session fires once.  (Every patch
+    is rejected: the gateway joins the belt mid-stream, where the tiny model's tiles straddle two images.)"""
+    import threading
+
+    from edge.runtime.loop import Runtime, RuntimeSettings
+    from firmware_bridge.simulator import DeviceSimulator
+    from firmware_bridge.sources import belt_source
+
+    belt = belt_source(data_root / "xray", "xray", "castings", "test", bands=12, seed=1)
+    sent = []
+    with DeviceSimulator(belt, link="pty", speed=1.0, loop=True) as sim:
+        threading.Thread(target=sim.run, kwargs={"duration": 4.0}, daemon=True).start()
+        for session in ("commissioning", "production"):
+            runtime = Runtime(str(castings_bundle), RuntimeSettings(
+                port=sim.port, log_path=str(tmp_path / f"{session}.db"), http=None, distance=625, threshold=1e-6))
+            try:
+                counters = runtime.run(1.0)["counters"]
+            finally:
+                runtime.close()
+            rows = sqlite3.connect(tmp_path / f"{session}.db").execute(
+                "SELECT decision_id FROM decisions WHERE reject_command = 'sent'").fetchall()
+            assert len(rows) == counters["rejects_sent"] == counters["acks"] > 10
+            sent.append({k for k, in rows})
+        sim.stop()
+    assert sent[0] & sent[1]   # the production session's first ids were the commissioning session's
+    assert sim.stats.reject_repeats == 0 and len(sim.rejects) == len(sent[0]) + len(sent[1])
+
+
 def test_a_paced_line_scan_reader_survives_corruption_and_a_disconnect(castings_bundle, data_root, tmp_path):
     """Corrupted lines and an unplugged detector: every line counted, tiles resume, pacing never builds a backlog."""
     from conftest import run_against
