@@ -58,8 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     out.add_argument("--csv", default=None, metavar="FILE",
                      help="write every matching decision, every column, to FILE ('-': standard output)")
     out.add_argument("--json", action="store_true", help="print the summary as JSON")
-    out.add_argument("--follow", action="store_true", help="then list matching decisions as they are logged, each a second later, once what "
-                          "became of its REJECT is known (answered, sent again, or unanswered)")
+    out.add_argument("--follow", action="store_true",
+                     help="then list matching decisions as they are logged, each a second later, once what became "
+                          "of its REJECT is known (answered, sent again, or unanswered)")
     p.set_defaults(func=_cmd_decisions)
 
 
