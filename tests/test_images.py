@@ -440,6 +440,13 @@ def test_a_line_scan_bundle_is_run_or_installed_only_with_its_actuator_distance(
     assert main(["run", "--bundle", str(castings_bundle), "--port", "loop://", "--log", str(tmp_path / "l.db"),
                  "--http", "off", "--duration", "1"]) == 2
     assert "needs --distance" in capsys.readouterr().err and not (tmp_path / "l.db").exists()  # refused first
+    # a program that runs the runtime itself is refused as the command is (it used to get a warning and run)
+    from edge.runtime.decisions import PolicyError
+    from edge.runtime.loop import Runtime, RuntimeSettings
+
+    with pytest.raises(PolicyError, match="needs --distance"):
+        Runtime(castings_bundle, RuntimeSettings(port="loop://", log_path=str(tmp_path / "l.db"), http=None))
+    assert not (tmp_path / "l.db").exists()
     root = tmp_path / "root"
     assert main(["install", "--bundle", str(castings_bundle), "--root", str(root)]) == 2
     assert "nothing was installed" in capsys.readouterr().err and not (root / "opt").exists()

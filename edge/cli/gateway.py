@@ -176,13 +176,10 @@ def _print_summary(summary: dict) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from edge.bundle import open_bundle
-    from edge.runtime.decisions import settings_problem
     from edge.runtime.loop import Runtime
 
     bundle = open_bundle(args.bundle, trusted_keys=args.trust)
-    if problem := settings_problem(bundle.kind, args.distance, args.channel):
-        raise DrsnEdgeError(f"{problem}; nothing was run")
-    runtime = Runtime(bundle, _runtime_settings(args, args.port))
+    runtime = Runtime(bundle, _runtime_settings(args, args.port))  # settings that cannot work are refused here
     signal.signal(signal.SIGTERM, lambda *_: runtime.stop())
     if runtime.server:
         print(f"run: status page {runtime.server.address}/ , metrics {runtime.server.address}/metrics", flush=True)

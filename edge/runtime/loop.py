@@ -30,7 +30,8 @@ from edge.bundle import Bundle, BundleError, open_bundle
 from edge.data.preprocess import model_input, normalize
 from edge.runtime.assembler import LineAssembler, Unit, VibrationAssembler
 from edge.runtime.decision_log import DecisionLog, DecisionRow, next_decision_id
-from edge.runtime.decisions import REASON_FAIL_SAFE, DecisionPolicy, RejectScheduler, Verdict, settings_problem
+from edge.runtime.decisions import (REASON_FAIL_SAFE, DecisionPolicy, PolicyError, RejectScheduler, Verdict,
+                                    settings_problem)
 from edge.runtime.device_watch import DeviceWatch
 from edge.runtime.metrics import STAGES, RuntimeMetrics, StatusServer, StatusServerError, listen_address
 from edge.runtime.pacing import ReadPacer, line_pacer
@@ -119,6 +120,8 @@ class Runtime:
             raise BundleError(f"bundle {bundle.path} was opened without checking its signature against the trusted "
                               "keys; open it with them")
         self.bundle = bundle
+        if problem := settings_problem(bundle.kind, s.distance, s.channel_index):
+            raise PolicyError(f"{problem}; nothing was run")
         m = self.bundle.manifest
         self.manifest = m
         self.sha256 = self.bundle.manifest_sha256
@@ -654,8 +657,6 @@ class Runtime:
         """
         if self._started:
             return
-        if problem := settings_problem(self.kind, self.settings.distance, self.settings.channel_index):
-            print(f"runtime: warning: {problem}", file=sys.stderr, flush=True)
         self.backend.warm_up(self.settings.warmup, batch=self._batch_size())
         for _ in range(16):  # seed the inference-time estimate
             self._timed_infer(self._idle_input())
