@@ -20,6 +20,11 @@ from serial.tools import list_ports
 
 DEFAULT_BAUD = 921600
 USB_PREFIX = "usb:"
+#: A read woken with nothing to read is taken for a device that is gone only when such wake-ups go on, with
+#: nothing read between them, for this long.  Now and then the kernel's tty layer wakes a reader before the
+#: bytes can be read (a race), and another program reading the same port (ModemManager probing a ttyACM
+#: device) takes bytes from under it; a device that is gone wakes every read at once, for good.
+EMPTY_WAKEUPS_GONE_S = 0.1
 
 
 class PortError(OSError):
@@ -114,6 +119,7 @@ class LinkStats:
     outages: int = 0             # times the device went away
     outage_seconds: float = 0.0  # total time without a device
     write_timeouts: int = 0      # writes the device did not take in time (it is there, but not reading)
+    empty_wakeups: int = 0       # reads woken with nothing to read, not taken for a device gone (see above)
     last_error: str = ""
 
     def to_dict(self) -> dict:
@@ -146,6 +152,7 @@ class ReconnectingPort:
         self._down_since: float | None = None
         self._lock = threading.Lock()
         self._users: dict[serial.SerialBase, int] = {}  # calls in progress on each open port
+        self._empty_since: float | None = None  # the first of the latest reads woken with nothing to read
 
     @property
     def connected(self) -> bool:
@@ -222,17 +229,39 @@ class ReconnectingPort:
     def read(self, size: int = 65536) -> bytes:
         """Wait (up to the timeout) for bytes, then return what has arrived; b"" while the device is gone."""
         def blocking(port) -> bytes:
-            data = port.read(max(1, min(size, port.in_waiting or 1)))
+            data = self._read(port, max(1, min(size, port.in_waiting or 1)))
             # A blocking read wakes on the first byte of a frame; the rest is usually there by now.
             # Taking it in the same call halves the reads (and decoder passes) per frame.
             if len(data) == 1 and size > 1 and (waiting := port.in_waiting):
-                data += port.read(min(size - 1, waiting))
+                data += self._read(port, min(size - 1, waiting))
             return data
         return self._use(blocking, b"")
 
     def read_waiting(self, size: int = 65536) -> bytes:
         """What has already arrived, without waiting; b"" when nothing has (or the device is gone)."""
-        return self._use(lambda port: port.read(min(size, waiting)) if (waiting := port.in_waiting) else b"", b"")
+        return self._use(lambda port: self._read(port, min(size, waiting)) if (waiting := port.in_waiting) else b"",
+                         b"")
+
+    def _read(self, port: serial.SerialBase, size: int) -> bytes:
+        """``port.read(size)``, where a read woken with nothing to read is an empty read (counted as
+        ``empty_wakeups``) unless such reads have gone on for ``EMPTY_WAKEUPS_GONE_S``: pyserial takes every
+        one for a device gone, and a reopen would cost the bytes in the kernel's buffer (pyserial flushes
+        them on open) and a reconnect."""
+        try:
+            data = port.read(size)
+        except serial.SerialException as exc:
+            if "returned no data" not in str(exc):
+                raise
+            now = time.monotonic()
+            self._empty_since = self._empty_since or now
+            if now - self._empty_since >= EMPTY_WAKEUPS_GONE_S:
+                self._empty_since = None
+                raise
+            self.stats.empty_wakeups += 1
+            time.sleep(0.001)  # a device that is gone wakes the next read at once: no need to spin on it
+            return b""
+        self._empty_since = None
+        return data
 
     def write(self, data: bytes) -> bool:
         """Write all of ``data``; False when the device is gone (an outage) or does not take it in time."""

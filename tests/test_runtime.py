@@ -793,6 +793,41 @@ def test_vibration_assembler_cuts_a_reads_blocks_as_block_by_block_even_across_a
     assert all(np.array_equal(a.data, b.data) for a, b in zip(got, expected))
     assert together.stats.to_dict() == one_by_one.stats.to_dict() and together.stats.gaps == 1
 
+def test_another_program_reading_the_device_s_port_costs_frames_not_outages_and_is_said(held_out, bundle, tmp_path,
+                                                                                           capfd):
+    """A second reader of the port (ModemManager probing a ttyACM device, an engineer's `cat`) takes bytes from
+    under the runtime, whose reads then wake with nothing to read.  Each such read used to count as an unplug:
+    an outage, a reopen, a reconnect.  Now the frames taken are counted as lost, the port stays open, and the
+    journal says what the wake-ups may mean."""
+    import select
+
+    with DeviceSimulator(held_out, link="pty", speed=1.0) as sim:
+        thief = os.open(sim.port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        stealing = threading.Event()
+        stealing.set()
+
+        def steal():
+            while stealing.is_set():
+                if select.select([thief], [], [], 0.05)[0]:
+                    try:
+                        os.read(thief, 65536)
+                    except BlockingIOError:
+                        pass
+
+        taker = threading.Thread(target=steal)
+        taker.start()
+        try:
+            runtime, summary = run_against(sim, bundle, tmp_path, 3.0, paced_reads=False)
+        finally:
+            stealing.clear()
+            taker.join()
+            os.close(thief)
+    c = summary["counters"]
+    assert c["link_empty_wakeups"] > 0 and c["link_outages"] == 0 and c["reconnects"] == 0
+    assert c["decoder_lost_frames"] > 0 and c["data_frames"] + c["decoder_lost_frames"] <= sim.stats.frames_sent
+    assert capfd.readouterr().err.count("woke the gateway's read with nothing to read") == 1
+
+
 def test_systemd_notifications_reach_the_notify_socket(tmp_path, monkeypatch):
     import socket
 

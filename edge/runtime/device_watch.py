@@ -33,6 +33,7 @@ class DeviceWatch:
         self._said: dict[object, tuple[float, int]] = {}  # kind of trouble -> (when last said, times since)
         self._frames_seen, self._last_frame_at = 0, time.monotonic()  # valid frames decoded; when the last came
         self._silent_since: float | None = None  # the last valid frame's time, while the device is silent
+        self._empty_wakeups = 0  # the link's reads woken with nothing to read, as last seen
 
     def _say(self, text: str) -> None:
         print(f"runtime: the device on {self.port} {text}", file=sys.stderr, flush=True)
@@ -61,6 +62,17 @@ class DeviceWatch:
         self._say_now_and_then("unanswered", f"answered no REJECT of decision {decision_id}, sent {times}: "
                                              "its part may have passed unrejected (counted as rejects_unanswered, "
                                              "logged as reject_command 'unanswered')")
+
+    def woke_empty(self, count: int) -> None:
+        """The link's count of reads woken with nothing to read (``link_empty_wakeups``), said when it grows:
+        once in a while it is the kernel's race; often, with frames lost, another program reading the port."""
+        if count > self._empty_wakeups:
+            self._empty_wakeups = count
+            self._say_now_and_then("woke empty", f"woke the gateway's read with nothing to read ({count} times so "
+                                                 "far; not taken for an unplug, counted as link_empty_wakeups): if "
+                                                 "decoder_lost_frames grows with it, another program reads the "
+                                                 "port too (ModemManager probes ttyACM devices: tell it to leave "
+                                                 "this one alone)")
 
     def status(self, status: int) -> None:
         """The status bits of a heartbeat from the device (0: all well): said when they change."""

@@ -262,6 +262,7 @@ class Runtime:
             now = time.monotonic()
             if not self._stop.is_set():  # stopping: a silence or a missing HELLO no longer matters
                 self.device_watch.watch(self.decoder.stats.frames, self.port.connected, now)
+                self.device_watch.woke_empty(self.port.stats.empty_wakeups)
                 self._ask_hello_until_answered(now)
             self._send_unanswered_again(now)
             slept_from = None
