@@ -21,9 +21,9 @@ from serial.tools import list_ports
 DEFAULT_BAUD = 921600
 USB_PREFIX = "usb:"
 #: A read woken with nothing to read is taken for a device that is gone only when such wake-ups go on, with
-#: nothing read between them, for this long.  Now and then the kernel's tty layer wakes a reader before the
-#: bytes can be read (a race), and another program reading the same port (ModemManager probing a ttyACM
-#: device) takes bytes from under it; a device that is gone wakes every read at once, for good.
+#: nothing read between them, for this long.  Another program reading the same port (ModemManager probing a
+#: ttyACM device, an engineer's `cat`) takes bytes from under the gateway's read, which then wakes to find
+#: nothing; a device that is gone wakes every read at once, for good.
 EMPTY_WAKEUPS_GONE_S = 0.1
 
 

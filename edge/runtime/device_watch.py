@@ -65,7 +65,7 @@ class DeviceWatch:
 
     def woke_empty(self, count: int) -> None:
         """The link's count of reads woken with nothing to read (``link_empty_wakeups``), said when it grows:
-        once in a while it is the kernel's race; often, with frames lost, another program reading the port."""
+        with frames lost, it is another program reading the port."""
         if count > self._empty_wakeups:
             self._empty_wakeups = count
             self._say_now_and_then("woke empty", f"woke the gateway's read with nothing to read ({count} times so "
