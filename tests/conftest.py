@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,32 @@ def run_against(sim, bundle, tmp_path: Path, seconds: float, prepare=None, **set
         runtime.close()
     stream.join(timeout=5)
     return runtime, summary
+
+
+@contextmanager
+def second_reader(port: str):
+    """Another program reading ``port`` meanwhile, as ModemManager probing a ttyACM device does: it takes
+    whatever bytes it can from under the gateway's reads."""
+    import select
+    import threading
+
+    fd = os.open(port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    reading = threading.Event()
+    reading.set()
+
+    def take():
+        while reading.is_set():
+            if select.select([fd], [], [], 0.05)[0]:
+                try:
+                    os.read(fd, 65536)
+                except BlockingIOError:
+                    pass
+
+    taker = threading.Thread(target=take, daemon=True)
+    taker.start()
+    try:
+        yield
+    finally:
+        reading.clear()
+        taker.join()
+        os.close(fd)

@@ -18,7 +18,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from conftest import REAL_RATE_BUDGET_MS, missed_decisions, run_against
+from conftest import REAL_RATE_BUDGET_MS, missed_decisions, run_against, second_reader
 
 from edge.bundle import BundleError, generate_keypair
 from edge.bundle.install import install, rollback
@@ -799,29 +799,8 @@ def test_another_program_reading_the_device_s_port_costs_frames_not_outages_and_
     under the runtime, whose reads then wake with nothing to read.  Each such read used to count as an unplug:
     an outage, a reopen, a reconnect.  Now the frames taken are counted as lost, the port stays open, and the
     journal says what the wake-ups may mean."""
-    import select
-
-    with DeviceSimulator(held_out, link="pty", speed=1.0) as sim:
-        thief = os.open(sim.port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
-        stealing = threading.Event()
-        stealing.set()
-
-        def steal():
-            while stealing.is_set():
-                if select.select([thief], [], [], 0.05)[0]:
-                    try:
-                        os.read(thief, 65536)
-                    except BlockingIOError:
-                        pass
-
-        taker = threading.Thread(target=steal)
-        taker.start()
-        try:
-            runtime, summary = run_against(sim, bundle, tmp_path, 3.0, paced_reads=False)
-        finally:
-            stealing.clear()
-            taker.join()
-            os.close(thief)
+    with DeviceSimulator(held_out, link="pty", speed=1.0) as sim, second_reader(sim.port):
+        runtime, summary = run_against(sim, bundle, tmp_path, 3.0, paced_reads=False)
     c = summary["counters"]
     assert c["link_empty_wakeups"] > 0 and c["link_outages"] == 0 and c["reconnects"] == 0
     assert c["decoder_lost_frames"] > 0 and c["data_frames"] + c["decoder_lost_frames"] <= sim.stats.frames_sent

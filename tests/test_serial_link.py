@@ -196,39 +196,28 @@ def test_a_read_woken_with_nothing_to_read_is_not_taken_for_an_unplugged_device(
     here), with a reopen that flushed the bytes waiting in the kernel.  Here a second reader of the port takes
     bytes from under the gateway's: no outage, the wake-ups counted, and the bytes sent after it has gone all
     arrive."""
-    import select
+    from conftest import second_reader
 
     pty = PtyPair()
     port = ReconnectingPort(pty.name)
-    thief = os.open(pty.name, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
-    stealing = threading.Event()
-    stealing.set()
+    streaming = threading.Event()
+    streaming.set()
 
     def device():
-        while stealing.is_set():
+        while streaming.is_set():
             os.write(pty.master_fd, b"x" * 50)
             time.sleep(0.001)
 
-    def steal():
-        while stealing.is_set():
-            if select.select([thief], [], [], 0.05)[0]:
-                try:
-                    os.read(thief, 65536)
-                except BlockingIOError:
-                    pass
-
-    threads = [threading.Thread(target=device), threading.Thread(target=steal)]
-    for thread in threads:
-        thread.start()
+    sending = threading.Thread(target=device)
+    sending.start()
     give_up = time.monotonic() + 20
     try:
-        while port.stats.empty_wakeups < 5 and time.monotonic() < give_up:
-            port.read()
+        with second_reader(pty.name):
+            while port.stats.empty_wakeups < 5 and time.monotonic() < give_up:
+                port.read()
     finally:
-        stealing.clear()
-        for thread in threads:
-            thread.join()
-        os.close(thief)
+        streaming.clear()
+        sending.join()
     assert port.stats.empty_wakeups >= 5 and port.stats.outages == 0 and port.stats.opens == 1
     os.write(pty.master_fd, b"after the second reader")
     got = b""
