@@ -793,6 +793,7 @@ def test_vibration_assembler_cuts_a_reads_blocks_as_block_by_block_even_across_a
     assert all(np.array_equal(a.data, b.data) for a, b in zip(got, expected))
     assert together.stats.to_dict() == one_by_one.stats.to_dict() and together.stats.gaps == 1
 
+
 def test_another_program_reading_the_device_s_port_costs_frames_not_outages_and_is_said(held_out, bundle, tmp_path,
                                                                                            capfd):
     """A second reader of the port (ModemManager probing a ttyACM device, an engineer's `cat`) takes bytes from
