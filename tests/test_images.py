@@ -885,6 +885,51 @@ def test_rejects_written_as_the_runtime_stops_are_followed_until_the_device_answ
         assert page.count("<td>unanswered</td>") == 50 and "<td>yes</td>" not in page
 
 
+def test_a_reader_held_up_does_not_send_again_what_the_device_answered_meanwhile(castings_bundle, tmp_path):
+    """The reader used to look for REJECTs due again before reading the device's answers: held up longer than
+    the answer timeout (a stall of the host), it sent again every REJECT whose ACK was already waiting."""
+    import select
+    import threading
+
+    from edge.runtime.loop import Runtime, RuntimeSettings
+    from firmware_bridge.codec import FrameDecoder, encode_frame
+    from firmware_bridge.protocol import Ack, Reject
+    from firmware_bridge.transport import PtyPair
+
+    pty = PtyPair()
+    runtime = Runtime(castings_bundle, RuntimeSettings(port=pty.name, log_path=str(tmp_path / "log.db"), http=None,
+                                                       distance=5000, on_miss="reject", paced_reads=False))
+    received, done = [], threading.Event()
+
+    def device():
+        decoder, seq = FrameDecoder(), 1000
+        while not done.is_set():
+            if select.select([pty.master_fd], [], [], 0.05)[0]:
+                for frame in decoder.feed(os.read(pty.master_fd, 65536)):
+                    if isinstance(frame.message, Reject):
+                        received.append(frame.message.decision_id)
+                        os.write(pty.master_fd, encode_frame(Ack(int(Reject.TYPE), frame.seq), seq))
+                        seq += 1
+
+    listening = threading.Thread(target=device, daemon=True)
+    try:
+        runtime.start()
+        listening.start()
+        runtime._ingest(b"".join(_belt_frames([0])), time.monotonic(), True)
+        unit = runtime._queue.get_nowait()
+        runtime._finish_tile(unit, [runtime.policy.fail_safe("deadline")] * unit.lanes)  # 20 REJECTs written
+        time.sleep(0.3)   # the reader is held up; the device answers all 20 meanwhile
+        runtime.run(0.3)
+    finally:
+        runtime.close()
+        done.set()
+        listening.join(timeout=1.0)
+    pty.close()
+    c = runtime.counters()
+    assert c["rejects_sent"] == 20 == c["acks"] and sorted(received) == list(range(1, 21))
+    assert c["reject_resends"] == 0 and c["answers_late"] == 0
+
+
 def test_the_reject_lockout_counts_each_lane_s_rejects_in_a_row_and_logs_what_it_held(castings_bundle, tmp_path,
                                                                                        capsys):
     """Lane k feeds actuator k.  The lockout used to count rejects in a row across the lanes of a tile: a wide

@@ -264,7 +264,6 @@ class Runtime:
                 self.device_watch.watch(self.decoder.stats.frames, self.port.connected, now)
                 self.device_watch.woke_empty(self.port.stats.empty_wakeups)
                 self._ask_hello_until_answered(now)
-            self._send_unanswered_again(now)
             slept_from = None
             pause = 0.0
             if self.pacer and not self._reader_closing.is_set():
@@ -280,17 +279,19 @@ class Runtime:
             else:
                 data = self.port.read(65536)
             now = time.monotonic()
-            if not data:
-                if now - last_rx > self.settings.heartbeat_s:
-                    self._send(Heartbeat(0))
-                    last_rx = now
-                continue
-            last_rx = now
-            t0 = time.perf_counter()
-            exact = slept_from is None
-            if self._ingest(data, now if exact else slept_from, exact) and not exact:
-                self.pacer.overrun(now)
-            self.metrics.stages["decode_assemble"].observe((time.perf_counter() - t0) * 1e3)
+            if data:
+                last_rx = now
+                t0 = time.perf_counter()
+                exact = slept_from is None
+                if self._ingest(data, now if exact else slept_from, exact) and not exact:
+                    self.pacer.overrun(now)
+                self.metrics.stages["decode_assemble"].observe((time.perf_counter() - t0) * 1e3)
+            elif now - last_rx > self.settings.heartbeat_s:
+                self._send(Heartbeat(0))
+                last_rx = now
+            # After the answers this pass read: a reader held up (a stall of the host) does not send again
+            # what the device answered meanwhile.
+            self._send_unanswered_again(time.monotonic())
 
     def _ingest(self, data: bytes, arrived: float, exact: bool) -> int:
         """Decode, assemble and queue; returns the number of units completed.
