@@ -374,7 +374,7 @@ class Runtime:
         elif isinstance(msg, Heartbeat):
             self.device_watch.status(msg.status)
 
-    def _answered(self, answer: Ack) -> InFlight | None:
+    def _answered(self, answer: Ack | Nak) -> InFlight | None:
         """The REJECT an ACK or NAK answers; None (counted as ``answers_late``) for one that is no longer in
         flight: sent again meanwhile, or given up, or not a REJECT at all."""
         flight = self.rejects_in_flight.answered(answer.acked_seq) if answer.acked_type == MessageType.REJECT else None
@@ -385,16 +385,23 @@ class Runtime:
     def _send_unanswered_again(self, now: float) -> None:
         """Send again the REJECTs the device has not answered in time, but for those whose firing count is of
         an encoder count the device has since begun again; give up those sent often enough."""
-        again, given_up = self.rejects_in_flight.due(now)
-        for flight in [f for f in again if self._untimed(f.encoder_epoch)]:
-            again.remove(flight)
-            self._mark(flight.decision_id, "untimed")
+        due, given_up = self.rejects_in_flight.due(now)
+        again = []
+        for flight in due:
+            if self._untimed(flight.encoder_epoch):
+                self._mark(flight.decision_id, "untimed")
+            else:
+                again.append(flight)
         if again:
             if self._send_rejects([replace(f, sent_at=now, sends=f.sends + 1) for f in again]):
                 self.counts["reject_resends"] += len(again)
             else:  # the device is gone: they cannot be sent again
                 given_up += again
-        for flight in given_up:
+        self._give_up(given_up)
+
+    def _give_up(self, flights: list[InFlight]) -> None:
+        """REJECTs the device never answered: said, counted, and their rows marked ``unanswered``."""
+        for flight in flights:
             self.device_watch.unanswered(flight.decision_id, flight.sends)
             self._mark(flight.decision_id, "unanswered")
 
@@ -710,9 +717,7 @@ class Runtime:
             self._stop_reading.wait(0.01)
         self._stop_reading.set()
         reader.join(timeout=2)
-        for flight in self.rejects_in_flight.give_up_all():
-            self.device_watch.unanswered(flight.decision_id, flight.sends)
-            self._mark(flight.decision_id, "unanswered")
+        self._give_up(self.rejects_in_flight.give_up_all())
 
     def _timed_thread(self, name: str, loop) -> None:
         """Run one of the runtime's threads and keep its CPU time (where the runtime's CPU goes).
