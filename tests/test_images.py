@@ -726,13 +726,14 @@ def test_a_detector_that_changes_its_width_or_sends_lines_too_narrow_is_counted_
 
 
 def _decide_belt(bundle, tmp_path, frames: list[bytes], answer=None, seconds: float = 1.0,
-                 after_first_reject: list[bytes] = (), **settings):
+                 after_first_reject: list[bytes] = (), before_run=None, **settings):
     """Hand ``frames`` to a runtime on a real pty in one read, before its decider starts (so every tile they
     complete waits for it), run it for ``seconds``; returns the runtime, the REJECTs it wrote to the device,
     and its log rows (span_start, lane, reject, reject_command, fire_at) in order.  ``answer(frame)`` plays
     the device: the ACK or NAK to send for each REJECT frame, or None to drop that frame unanswered; by
     default the device acknowledges every REJECT.  The device sends ``after_first_reject`` once it has
-    read its first REJECT."""
+    read its first REJECT.  ``before_run(runtime)`` runs after the frames are handed over, before the
+    runtime's threads start."""
     import select
     import threading
 
@@ -766,6 +767,8 @@ def _decide_belt(bundle, tmp_path, frames: list[bytes], answer=None, seconds: fl
         runtime.start()
         listening.start()
         runtime._ingest(b"".join(frames), time.monotonic(), True)
+        if before_run is not None:
+            before_run(runtime)
         runtime.run(seconds)
     finally:
         runtime.close()
@@ -887,45 +890,15 @@ def test_rejects_written_as_the_runtime_stops_are_followed_until_the_device_answ
 def test_a_reader_held_up_does_not_send_again_what_the_device_answered_meanwhile(castings_bundle, tmp_path):
     """The reader used to look for REJECTs due again before reading the device's answers: held up longer than
     the answer timeout (a stall of the host), it sent again every REJECT whose ACK was already waiting."""
-    import select
-    import threading
-
-    from edge.runtime.loop import Runtime, RuntimeSettings
-    from firmware_bridge.codec import FrameDecoder, encode_frame
-    from firmware_bridge.protocol import Ack, Reject
-    from firmware_bridge.transport import PtyPair
-
-    pty = PtyPair()
-    runtime = Runtime(castings_bundle, RuntimeSettings(port=pty.name, log_path=str(tmp_path / "log.db"), http=None,
-                                                       distance=5000, on_miss="reject", paced_reads=False))
-    received, done = [], threading.Event()
-
-    def device():
-        decoder, seq = FrameDecoder(), 1000
-        while not done.is_set():
-            if select.select([pty.master_fd], [], [], 0.05)[0]:
-                for frame in decoder.feed(os.read(pty.master_fd, 65536)):
-                    if isinstance(frame.message, Reject):
-                        received.append(frame.message.decision_id)
-                        os.write(pty.master_fd, encode_frame(Ack(int(Reject.TYPE), frame.seq), seq))
-                        seq += 1
-
-    listening = threading.Thread(target=device, daemon=True)
-    try:
-        runtime.start()
-        listening.start()
-        runtime._ingest(b"".join(_belt_frames([0])), time.monotonic(), True)
+    def hold_up_the_reader(runtime):
         unit = runtime._queue.get_nowait()
         runtime._finish_tile(unit, [runtime.policy.fail_safe("deadline")] * unit.lanes)  # 20 REJECTs written
         time.sleep(0.3)   # the reader is held up; the device answers all 20 meanwhile
-        runtime.run(0.3)
-    finally:
-        runtime.close()
-        done.set()
-        listening.join(timeout=1.0)
-    pty.close()
+
+    runtime, rejects, rows = _decide_belt(castings_bundle, tmp_path, _belt_frames([0]), seconds=0.3,
+                                          before_run=hold_up_the_reader, distance=5000, on_miss="reject")
     c = runtime.counters()
-    assert c["rejects_sent"] == 20 == c["acks"] and sorted(received) == list(range(1, 21))
+    assert c["rejects_sent"] == 20 == c["acks"] and sorted(r.decision_id for r in rejects) == list(range(1, 21))
     assert c["reject_resends"] == 0 and c["answers_late"] == 0
 
 
