@@ -158,3 +158,29 @@ int drsn_rx_push(drsn_rx_t *rx, uint8_t byte)
     rx->buf[rx->len++] = byte;
     return 0;
 }
+
+void drsn_rejects_clear(drsn_rejects_t *r)
+{
+    r->next = 0;
+    r->count = 0;
+}
+
+int drsn_rejects_find(const drsn_rejects_t *r, uint32_t decision_id, uint8_t *answer)
+{
+    for (uint32_t i = 0; i < r->count; i++) {
+        if (r->decision_id[i] == decision_id) {
+            *answer = r->answer[i];
+            return 1;
+        }
+    }
+    return 0;
+}
+
+void drsn_rejects_remember(drsn_rejects_t *r, uint32_t decision_id, uint8_t answer)
+{
+    r->decision_id[r->next] = decision_id;
+    r->answer[r->next] = answer;
+    r->next = (r->next + 1u) % DRSN_REMEMBERED_REJECTS;
+    if (r->count < DRSN_REMEMBERED_REJECTS)
+        r->count++;
+}

@@ -76,4 +76,32 @@ typedef struct {
 void drsn_rx_init(drsn_rx_t *rx);
 int drsn_rx_push(drsn_rx_t *rx, uint8_t byte);
 
+/* The decision ids of the latest REJECTs a device took, with the answer it gave each (docs/protocol.md,
+ * REJECT): the gateway sends a REJECT again, with the same decision id, when it hears no answer within
+ * 100 ms, so a REJECT whose answer was lost comes twice. Look every REJECT up first: a repeat is answered
+ * as before and not fired again; a new one is scheduled, answered, then remembered. Remember only REJECTs
+ * taken (ACK, or NAK too late); one refused as busy was not taken, and its next send is new.
+ * Clear it at start and when the gateway asks for a HELLO: a gateway's session may number its decisions
+ * from 1 again (a new decision log), and an old id must not swallow a new REJECT. Only the latest
+ * DRSN_REMEMBERED_REJECTS are kept (16 KB and 4 KB at the default 4,096): seconds of a line-scan belt
+ * with every patch rejected, far beyond the 0.3 s of a REJECT's three sends. */
+#ifndef DRSN_REMEMBERED_REJECTS
+#define DRSN_REMEMBERED_REJECTS 4096u
+#endif
+
+typedef struct {
+    uint32_t decision_id[DRSN_REMEMBERED_REJECTS];
+    uint8_t answer[DRSN_REMEMBERED_REJECTS];  /* 0: ACK; otherwise the NAK reason given */
+    uint32_t next;                             /* the slot the next REJECT takes (the oldest when full) */
+    uint32_t count;                            /* slots in use, up to DRSN_REMEMBERED_REJECTS */
+} drsn_rejects_t;
+
+void drsn_rejects_clear(drsn_rejects_t *r);
+
+/* 1 when `decision_id` is remembered, with the answer it was given in *answer; 0 when it is new. */
+int drsn_rejects_find(const drsn_rejects_t *r, uint32_t decision_id, uint8_t *answer);
+
+/* Remember a REJECT just taken and the answer it was given; the oldest remembered is forgotten when full. */
+void drsn_rejects_remember(drsn_rejects_t *r, uint32_t decision_id, uint8_t answer);
+
 #endif /* DRSN_FRAME_H */

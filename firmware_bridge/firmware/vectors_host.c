@@ -5,6 +5,9 @@
  *   P <wire hex>                                                 -> "<type> <seq> <ts> <enc> <payload hex or ->" or "ERR <code>"
  *   R <wire hex>                                                 -> frames the byte receiver completed, as "F <len>" lines, then "END <dropped>"
  *   C <hex>                                                      -> CRC-32C in hex
+ *   J <decision id> <answer>                                     -> a REJECT, as a device takes it: "new" (now
+ *                                                                   remembered with <answer>) or "repeat <answer>"
+ *   H                                                            -> a gateway's HELLO request: "cleared"
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -18,6 +21,7 @@ static uint8_t scratch[DRSN_MAX_FRAME + 8];
 static uint8_t wire[4 * DRSN_MAX_WIRE];
 static char line[16 * DRSN_MAX_WIRE];
 static drsn_rx_t rx;
+static drsn_rejects_t rejects;
 
 static size_t from_hex(const char *hex, uint8_t *out, size_t cap)
 {
@@ -44,6 +48,7 @@ static void print_hex(const uint8_t *p, size_t n)
 
 int main(void)
 {
+    drsn_rejects_clear(&rejects);
     while (fgets(line, sizeof line, stdin)) {
         char cmd = line[0];
         char *arg = line + 2;
@@ -85,6 +90,21 @@ int main(void)
         } else if (cmd == 'C') {
             size_t n = from_hex(arg, payload, sizeof payload);
             printf("%08" PRIx32 "\n", drsn_crc32c(payload, n));
+        } else if (cmd == 'J') {
+            uint32_t id;
+            unsigned answer;
+            uint8_t before;
+            if (sscanf(arg, "%" SCNu32 " %u", &id, &answer) != 2) {
+                puts("ERR input");
+            } else if (drsn_rejects_find(&rejects, id, &before)) {
+                printf("repeat %u\n", before);
+            } else {
+                drsn_rejects_remember(&rejects, id, (uint8_t)answer);
+                puts("new");
+            }
+        } else if (cmd == 'H') {
+            drsn_rejects_clear(&rejects);
+            puts("cleared");
         }
         fflush(stdout);
     }
