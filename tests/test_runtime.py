@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.request
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ import torch
 from conftest import REAL_RATE_BUDGET_MS, missed_decisions, run_against, second_reader
 
 from edge.bundle import BundleError, generate_keypair
-from edge.bundle.install import install, rollback
+from edge.bundle.install import install, rollback, unit_copy
 from edge.cli import build_parser, main
 from edge.data.preprocess import model_input
 from edge.export.build import BuildOptions, build_bundle
@@ -628,6 +629,36 @@ def test_an_install_the_disk_refuses_is_a_clear_error_and_switches_nothing(bundl
     assert main(["install", "--bundle", archive, "--root", str(root), "--budget-ms", "9"]) == 2
     assert "nothing was switched" in capsys.readouterr().err
     assert (root / "opt/drsn-edge/current").resolve() == first and unit.read_text() == before
+
+def test_an_install_reaches_the_disk_before_the_service_is_switched_to_it(bundle, tiny_run, tmp_path, monkeypatch):
+    """Nothing an install wrote was flushed: a power cut soon after (a gateway loses power when its line does)
+    could leave ``current`` naming a bundle whose files, or a unit whose text, never reached the disk, and a
+    service that no longer starts.  Each flush is watched here (the real ``os.fsync``, called through): every
+    file and directory of the bundle before ``current`` names it, then the switches and the unit."""
+    root = tmp_path / "root"
+    home = root / "opt/drsn-edge"
+    flushed: list[tuple[Path, bool]] = []  # (what, whether `current` named the new bundle yet)
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        current = home / "current"
+        flushed.append((Path(os.readlink(f"/proc/self/fd/{fd}")),
+                        current.is_symlink() and current.resolve().name.startswith(bundle.name)))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    target = install(bundle.with_name(bundle.name + ".tar.gz"), root)
+    staged = target.with_name(target.name + ".partial")
+    before_switch = {path for path, switched in flushed if not switched}
+    bundle_files = {staged / path.relative_to(target) for path in target.rglob("*")} | {staged}
+    assert bundle_files <= before_switch
+    assert target.parent in before_switch                    # the bundle's rename into place
+    assert unit_copy(target).with_name(unit_copy(target).name + ".new") in before_switch
+    unit = root / "etc/systemd/system/drsn-edge.service"
+    assert unit.with_name(unit.name + ".new") in before_switch
+    # then `current` names it, the switch flushed, and the unit is renamed into place, flushed too
+    assert [path for path, switched in flushed if switched] == [home, unit.parent]
+
 
 def test_install_writes_the_operator_s_decision_settings_and_refuses_ones_the_bundle_cannot_take(bundle, tmp_path,
                                                                                                   capsys):

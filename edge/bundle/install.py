@@ -24,6 +24,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from edge import durable
 from edge.bundle.package import BundleError, open_bundle
 from edge.runtime.decisions import DecisionPolicy, PolicyError, settings_problem
 from edge.runtime.realtime import DEFAULT_SERVICE_PRIORITY
@@ -65,20 +66,7 @@ def _switch(link: Path, target: Path) -> None:
     tmp = link.with_name(link.name + ".new")
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(os.path.relpath(target, link.parent))
-    tmp.replace(link)
-
-
-def _stage(path: Path, data: bytes) -> Path:
-    """Write ``data`` beside ``path`` (``path.new``), ready to be renamed over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(path.name + ".new")
-    staging.write_bytes(data)
-    return staging
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write ``path`` whole or not at all: a new file renamed over the old one."""
-    _stage(path, data).replace(path)
+    durable.replace(tmp, link)
 
 
 @contextmanager
@@ -118,7 +106,7 @@ def _keep_keys(keys: list[str | Path], root: Path) -> list[Path]:
             continue
         data = Path(key).read_bytes()
         name = f"{Path(key).stem}-{hashlib.sha256(data).hexdigest()[:8]}.pub"
-        _write_atomically(root / KEYS / name, data)
+        durable.write_atomically(root / KEYS / name, data)
         kept.append(Path("/") / KEYS / name)
     return kept
 
@@ -196,7 +184,8 @@ def install(bundle: str | Path, root: str | Path = "/", trusted_keys: list[str] 
             shutil.rmtree(staging, ignore_errors=True)
             shutil.copytree(verified.path, staging)
             open_bundle(staging, trusted_keys=trusted_keys)  # the copy is what runs: verify it too
-            staging.rename(target)
+            durable.sync_tree(staging)
+            durable.replace(staging, target)
         keys = _keep_keys(trusted_keys or [], Path(root))
         (Path(root) / STATE).mkdir(parents=True, exist_ok=True)  # systemd's StateDirectory= creates it too
     command = [python, "-m", "edge.cli", "run", "--bundle", str(Path("/") / HOME / "current"), "--port", port,
@@ -222,13 +211,13 @@ def install(bundle: str | Path, root: str | Path = "/", trusted_keys: list[str] 
     unit_text = UNIT_TEMPLATE.format(family=m["model"]["family"], precision=m["precision"],
                                      backend=m["backend"]["name"], command=shlex.join(command)).encode()
     with _disk_errors(root):
-        _write_atomically(unit_copy(target), unit_text)
-        unit = _stage(Path(root) / UNIT, unit_text)
+        durable.write_atomically(unit_copy(target), unit_text)
+        unit = durable.stage(Path(root) / UNIT, unit_text)
     current = home / "current"
     if current.is_symlink() and current.resolve() != target.resolve():
         _switch(home / "previous", current.resolve())
     _switch(current, target)
-    unit.replace(Path(root) / UNIT)
+    durable.replace(unit, Path(root) / UNIT)
     return target
 
 
@@ -265,10 +254,10 @@ def rollback(root: str | Path = "/") -> Path:
         raise BundleError(f"nothing to roll back to: {previous} does not exist")
     saved = unit_copy(previous.resolve())
     with _disk_errors(root):
-        unit = _stage(Path(root) / UNIT, saved.read_bytes()) if saved.is_file() else None
+        unit = durable.stage(Path(root) / UNIT, saved.read_bytes()) if saved.is_file() else None
     old_current = current.resolve()
     _switch(current, previous.resolve())
     _switch(previous, old_current)
     if unit:
-        unit.replace(Path(root) / UNIT)
+        durable.replace(unit, Path(root) / UNIT)
     return current.resolve()

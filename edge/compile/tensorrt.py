@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from edge import durable
 from edge.errors import DrsnEdgeError
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -176,8 +177,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, settings: TrtBu
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise TensorRtBuildError("TensorRT failed to build the engine; see the messages above")
-    Path(engine_path).write_bytes(bytes(serialized))
+    durable.write_atomically(engine_path, bytes(serialized))  # an interrupted build leaves no torn engine
     if cache is not None:
-        Path(settings.timing_cache).write_bytes(bytes(config.get_timing_cache().serialize()))
+        durable.write_atomically(settings.timing_cache, bytes(config.get_timing_cache().serialize()))
     return {"tensorrt": trt.__version__, "plan": asdict(plan), "settings": settings.to_dict(),
             "engine": str(engine_path)}
