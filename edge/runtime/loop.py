@@ -15,6 +15,7 @@ import gc
 import os
 import queue
 import socket
+import statistics
 import sys
 import threading
 import time
@@ -91,7 +92,9 @@ class InferenceTimeEstimate:
         self._values.append(value)
 
     def expected(self) -> float:
-        return float(np.median(self._values)) if self._values else 0.0
+        # statistics.median sorts the 64 floats in C: the same number as numpy's median, asked of
+        # every unit, for a tenth of its cost (2 us against 20 us on a warm core).
+        return statistics.median(self._values) if self._values else 0.0
 
 
 def sd_notify(message: str) -> None:
