@@ -366,6 +366,54 @@ def test_the_write_ahead_log_starts_over_however_fast_the_windows_come(tmp_path)
     assert sqlite3.connect(path).execute("SELECT COUNT(*), MAX(decision_id) FROM decisions").fetchone() == (6000, 6000)
 
 
+def _window_row(decision_id: int) -> DecisionRow:
+    return DecisionRow(decision_id, time.time(), "vibration", decision_id, decision_id + 1023, decision_id, 0, "IR007",
+                       [0.9, 0.1], True, None, 1.0, None, "0" * 64, 0.1, 0.5)
+
+
+def _wait_for(condition, seconds: float = 5.0) -> None:
+    give_up = time.monotonic() + seconds
+    while not condition() and time.monotonic() < give_up:
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("how", ["deleted", "moved"])
+def test_a_log_deleted_or_moved_while_written_starts_again_in_its_place_keeping_the_rows_since(tmp_path, how,
+                                                                                                 capsys):
+    """An operator clearing a full disk deletes the log (or moves it away) under a running service.  SQLite
+    went on writing the file it had open: every later row went where no one could read it, counted as
+    written, with no word.  Now a new log starts in its place, with the rows written since the old file was
+    last seen there; the ones before stay in the moved file."""
+    path = tmp_path / "log.db"
+    log = DecisionLog(path, checkpoint_s=0.05)
+    for k in range(1, 11):
+        log.append([_window_row(k)])
+    _wait_for(lambda: log._in_place_up_to == 10)  # the checkpointer has seen rows 1-10 in the file at the path
+    for name in ("log.db", "log.db-wal", "log.db-shm", "log.db.lock"):
+        if how == "deleted":
+            (tmp_path / name).unlink()
+        else:
+            (tmp_path / name).rename(tmp_path / f"old-{name}")
+    for k in range(11, 16):   # written into the old file, before the checkpointer looks again
+        log.append([_window_row(k)])
+    _wait_for(lambda: log._gone.is_set())
+    for k in range(16, 21):
+        log.append([_window_row(k)])
+    with pytest.raises(DecisionLogError, match="being written by another runtime"):
+        DecisionLog(path)  # the lock went with the log; the writer holds a new one
+    log.close()
+    assert log.reopened == 1 and log.written == 20 and log.failed == 0
+    ids = [row[0] for row in sqlite3.connect(path).execute("SELECT decision_id FROM decisions ORDER BY decision_id")]
+    assert ids == list(range(11, 21))
+    if how == "moved":
+        old = sqlite3.connect(tmp_path / "old-log.db").execute("SELECT MIN(decision_id), MAX(decision_id) "
+                                                                "FROM decisions").fetchone()
+        assert old == (1, 15)
+    err = capsys.readouterr().err
+    assert f"decision log {path} was deleted or moved while this runtime wrote it" in err
+    assert "with the 5 decisions written since" in err
+
+
 def test_a_full_disk_costs_the_log_its_rows_not_the_decisions(held_out, bundle, tmp_path, capfd):
     """SQLite's own "database or disk is full" (its page limit reached): every window is still decided and its
     REJECT sent; the rows that could not be written are counted, and stderr says so."""

@@ -170,8 +170,9 @@ def _print_summary(summary: dict) -> None:
           f"lost {c['decoder_lost_frames']}; "
           f"outages {c['link_outages']}; rejects sent {c['rejects_sent']}, acked {c['acks']}, naks {c['naks']}"
           + "".join(f", {why} {n}" for why, n in reject_troubles.items() if n))
+    reopened = f", started again {c['log_reopened']} times where it was deleted or moved" if c["log_reopened"] else ""
     print(f"log: {c['log_written']} rows written, {c['log_retired']} oldest retired to keep it within "
-          f"--log-max-mb, {c['log_failed']} not written")
+          f"--log-max-mb, {c['log_failed']} not written{reopened}")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -26,6 +26,13 @@ starts over and grows by a page per commit (270 MB in five minutes of a vibratio
 stream at 50 times its rate).  So when it passes ``wal_limit_bytes`` the writer itself
 copies the few pages the last checkpoint left, once, between two commits; nothing can
 arrive meanwhile, so the log starts over and is cut back to the limit (``wal_catch_ups``).
+
+A log deleted or moved while the runtime writes it (an operator clearing a full disk)
+would take every later row with it: SQLite goes on writing to the file it opened, which
+no one can read any more.  The checkpoint thread looks every few seconds whether the
+file at the log's path is still the one open; when it is not, the writer starts a new
+log there, carrying over the rows written since the file was last seen in place, and
+says so (``reopened``).
 """
 
 from __future__ import annotations
@@ -76,6 +83,7 @@ ADDED_COLUMNS = {"wait_ms": "REAL", "inference_ms": "REAL", "reject_command": "T
 COLUMNS = ("decision_id", "wall_time", "kind", "span_start", "span_end", "device_time_us", "lane", "class", "scores",
            "reject", "fail_safe", "latency_ms", "fire_at", "bundle_sha256", "wait_ms", "inference_ms", "reject_command")
 INSERT = f"INSERT INTO decisions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+INSERT_NEW = INSERT.replace("INSERT", "INSERT OR IGNORE", 1)  # rows not there already
 RETIRE = "DELETE FROM decisions WHERE decision_id IN (SELECT decision_id FROM decisions ORDER BY decision_id LIMIT ?)"
 
 #: A reject decision's ``reject_command`` is ``sent`` (written to the port), or one of these: why the actuator
@@ -154,6 +162,15 @@ def writer_lock_path(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
 
 
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``; None when there is none."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def lock_for_writing(path: Path):
     """Hold ``LOG.lock`` while this process writes the log at ``path``; returns the open lock file.
 
@@ -221,15 +238,14 @@ class DecisionLog:
         lock_path = writer_lock_path(self.path)
         lock_existed = lock_path.exists()
         self._writer_lock = lock_for_writing(self.path)
+        self._wal_limit_bytes = wal_limit_bytes
         try:
-            self._db = connect(self.path)
+            self._db = self._open()
         except DecisionLogError:  # not a log: leave the folder as it was
             self._writer_lock.close()
             if not lock_existed:
                 lock_path.unlink(missing_ok=True)
             raise
-        self._db.execute("PRAGMA wal_autocheckpoint=0")
-        self._db.execute(f"PRAGMA journal_size_limit={int(wal_limit_bytes)}")  # the file shrinks as it starts over
         page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
         self._wal_limit_frames = wal_limit_bytes // (page_size + WAL_FRAME_HEADER)
         self._lock = threading.Lock()
@@ -237,6 +253,12 @@ class DecisionLog:
         self.retired = 0   # oldest rows deleted to keep the log within max_bytes
         self.failed = 0    # rows that could not be written (disk full, I/O error)
         self.wal_catch_ups = 0          # checkpoints the writer completed itself (see the module's docstring)
+        self.reopened = 0               # new logs started because the file was deleted or moved away
+        self._identity = file_identity(self.path)  # the file open, to tell when another takes its place
+        self._last_id = 0               # the latest decision id appended
+        self._in_place_up_to = 0        # the latest id appended while the file was seen at its path
+        self._gone = threading.Event()  # set by the checkpointer: the file at the path is not the one open
+        self._generation = 0            # new logs started; the checkpointer reconnects when it changes
         self._catch_up = threading.Event()  # set by the checkpointer: the write-ahead log is past its limit
         self._reported = float("-inf")
         self._commits = 0
@@ -246,10 +268,24 @@ class DecisionLog:
                                               name="log-checkpoint", daemon=True)
         self._checkpointer.start()
 
+    def _open(self) -> sqlite3.Connection:
+        """A connection for the writer: checkpoints left to the checkpointer, the write-ahead log bounded."""
+        db = connect(self.path)
+        db.execute("PRAGMA wal_autocheckpoint=0")
+        db.execute(f"PRAGMA journal_size_limit={int(self._wal_limit_bytes)}")  # the file shrinks as it starts over
+        return db
+
     def _checkpoint_loop(self, every: float) -> None:
+        generation = self._generation
         db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         try:
             while not self._closed.wait(every):
+                if generation != self._generation:  # the writer started a new log: checkpoint that one
+                    db.close()
+                    generation = self._generation
+                    db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+                if not self._still_in_place():
+                    continue
                 try:
                     _, frames, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 except sqlite3.Error as exc:  # a full disk: the appends count their own failures
@@ -284,6 +320,8 @@ class DecisionLog:
         counted and reported, not raised: the decisions stand without their rows.
         """
         with self._lock:
+            if self._gone.is_set():
+                self._start_over()
             retire = max(RETIRE_PER_COMMIT, 2 * len(rows)) if self._trimming else 0
             retired = 0
             try:
@@ -303,6 +341,7 @@ class DecisionLog:
                 return
             self.written += len(rows)
             self.retired += retired
+            self._last_id = rows[-1].decision_id
             if self._catch_up.is_set():
                 self._complete_checkpoint()
 
@@ -314,6 +353,52 @@ class DecisionLog:
                                  (reject_command, decision_id))
             except sqlite3.Error as exc:
                 self._report(f"decision log {self.path}: decision {decision_id} not marked {reject_command} ({exc})")
+
+    def _still_in_place(self) -> bool:
+        """Whether the file at the log's path is the one being written (checkpointer's thread); when not, the
+        writer is told to start a new log there.  Every row appended before the look is in the file seen."""
+        if self._gone.is_set():
+            return False
+        appended = self._last_id
+        if file_identity(self.path) == self._identity:
+            self._in_place_up_to = appended
+            return True
+        self._gone.set()
+        return False
+
+    def _start_over(self) -> None:
+        """Start a new log at the path, with the rows written since the old file was last seen there, and say
+        so.  A log that cannot be created there (its directory gone) keeps writing the old file, said too;
+        the next look tries again."""
+        self._gone.clear()
+        old = self._db
+        carried = old.execute(f"SELECT {', '.join(COLUMNS)} FROM decisions WHERE decision_id > ?",
+                              (self._in_place_up_to,)).fetchall()
+        try:
+            held = os.fstat(self._writer_lock.fileno())
+            if file_identity(writer_lock_path(self.path)) != (held.st_dev, held.st_ino):
+                self._writer_lock.close()  # the lock file went too: hold a new one, or a second writer could start
+                self._writer_lock = lock_for_writing(self.path)
+            self._db = self._open()
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany(INSERT_NEW, carried)  # a file put back in its place may hold some already
+        except (DecisionLogError, sqlite3.Error) as exc:
+            if self._db is not old:
+                self._db.close()
+                self._db = old
+            self._report(f"decision log {self.path} was deleted or moved while this runtime wrote it, and no new "
+                         f"log can be started there ({exc}): rows go on into the old file, which no one can read if "
+                         "it was deleted; give the log its place back")
+            return
+        old.close()
+        self._identity = file_identity(self.path)
+        self._generation += 1
+        self.reopened += 1
+        print(f"runtime: decision log {self.path} was deleted or moved while this runtime wrote it: a new log is "
+              f"started there, with the {len(carried)} decisions written since the old file was last seen; the "
+              "ones before are only in the old file, if it was moved (counted as log_reopened)",
+              file=sys.stderr, flush=True)
 
     def _complete_checkpoint(self) -> None:
         """Copy what the last checkpoint left, between two commits, so that the write-ahead log starts over.

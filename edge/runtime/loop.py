@@ -208,6 +208,7 @@ class Runtime:
         out |= {"decisions": self._next_id - self._first_id, "log_written": self.log.written,
                 "log_retired": self.log.retired, "log_failed": self.log.failed,
                 "log_wal_catch_ups": self.log.wal_catch_ups,
+                "log_reopened": self.log.reopened,
                 "queue_depth": self._queue.qsize(),
                 "realtime_priority": min(self.thread_priority.values(), default=0),
                 "pacing_overruns": self.pacer.overruns if self.pacer else 0,
