@@ -141,6 +141,38 @@ def test_follow_lists_a_reject_with_what_became_of_it(tmp_path):
         log.close()
 
 
+def test_follow_goes_on_in_the_new_log_when_the_one_followed_is_deleted_or_moved(tmp_path, capsys):
+    """The runtime starts a new log in place of one deleted or moved away; a follower kept reading the old
+    file and waited there for good.  Now it lists the rest of the old file, then the new log's rows, each
+    once."""
+    path = tmp_path / "decisions.db"
+    log = DecisionLog(path, checkpoint_s=0.05)
+    log.append(shift_rows(1, 10))
+    listed, done = [], threading.Event()
+    give_up = time.monotonic() + 20
+
+    def read():
+        for row in follow(open_read_only(path), LogFilter(), poll_s=0.02, settle_s=0.0, path=path,
+                          stop=lambda: len(listed) >= 40 or time.monotonic() > give_up):
+            listed.append(row["decision_id"])
+        done.set()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    while len(listed) < 10 and time.monotonic() < give_up:
+        time.sleep(0.01)
+    for name in ("decisions.db", "decisions.db-wal", "decisions.db-shm"):
+        (tmp_path / name).rename(tmp_path / f"old-{name}")
+    for first in range(11, 41, 5):  # some into the old file, the rest into the new log once it is started
+        log.append(shift_rows(first, 5))
+        time.sleep(0.03)
+    done.wait(25)
+    reader.join()
+    log.close()
+    assert log.reopened == 1 and listed == list(range(1, 41))
+    assert f"the log at {path} was started again" in capsys.readouterr().err
+
+
 def test_follow_lists_each_new_decision_once_while_the_runtime_writes(shift_log):
     """A reader following the log while the runtime's writer appends to it misses none and repeats none."""
     db = open_read_only(shift_log)

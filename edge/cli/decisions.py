@@ -185,7 +185,7 @@ def _cmd_decisions(args: argparse.Namespace) -> int:
             print("(following the log; Ctrl-C ends)", file=sys.stderr, flush=True)
             try:
                 shown = max(summary["log_last_id"] or 0, rows[-1]["decision_id"] if rows else 0)
-                for row in follow(db, replace(flt, after_id=shown)):
+                for row in follow(db, replace(flt, after_id=shown), path=args.log):
                     print(_format_row(row), flush=True)
             except KeyboardInterrupt:
                 pass

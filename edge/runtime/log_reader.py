@@ -14,6 +14,7 @@ import json
 import os
 import re
 import sqlite3
+import sys
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -24,7 +25,7 @@ from typing import IO, Iterator
 import numpy as np
 
 from edge.bundle.install import SERVICE_LOG
-from edge.runtime.decision_log import COLUMNS, DecisionLogError
+from edge.runtime.decision_log import COLUMNS, DecisionLogError, file_identity
 from edge.runtime.metrics import latency_percentiles
 from edge.runtime.reject_ledger import FATE_KNOWN_WITHIN_S
 
@@ -181,24 +182,56 @@ def logged_classes(db: sqlite3.Connection) -> list[str]:
 
 
 def follow(db: sqlite3.Connection, flt: LogFilter, poll_s: float = 0.5, stop=lambda: False,
-           settle_s: float = FATE_KNOWN_WITHIN_S) -> Iterator[dict]:
+           settle_s: float = FATE_KNOWN_WITHIN_S, path: str | Path | None = None) -> Iterator[dict]:
     """Matching decisions numbered above ``flt.after_id``, as the runtime logs them, until ``stop()``.
 
     Each is listed ``settle_s`` after it was logged, once what became of its REJECT is known:
     the runtime marks a REJECT too late, refused or unanswered on its row after writing it, so
     a row listed at once could say "sent" of a REJECT that never fired, and a follower of
-    ``--not-fired`` would never list it at all.
+    ``--not-fired`` would never list it at all.  Given the log's ``path``, the follower goes on
+    in the new log a runtime starts there when the one it writes is deleted or moved away
+    (said on stderr); without it, it would wait on the old file for rows that never come.
     """
     after = flt.after_id
-    while not stop():
-        batch = _batch(db, replace(flt, after_id=after), 10_000)
-        settled_before = time.time() - settle_s
-        rows = list(takewhile(lambda row: row["wall_time"] <= settled_before, batch))
-        yield from rows
-        if rows:
-            after = rows[-1]["decision_id"]
-        if len(rows) < len(batch) or not batch:
-            time.sleep(poll_s)
+    identity = file_identity(Path(path)) if path is not None else None
+    first = db
+    try:
+        while not stop():
+            if path is not None and (now := file_identity(Path(path))) not in (identity, None) \
+                    and (new := _new_log(Path(path))) is not None:
+                # What the old file holds below the new log's first row is in no other file that is followed.
+                (first_new,) = new.execute("SELECT MIN(decision_id) FROM decisions").fetchone()
+                for row in _batch(db, replace(flt, after_id=after), 10_000):
+                    if first_new is not None and row["decision_id"] >= first_new:
+                        break
+                    yield row
+                    after = row["decision_id"]
+                if db is not first:
+                    db.close()
+                db, identity = new, now
+            batch = _batch(db, replace(flt, after_id=after), 10_000)
+            settled_before = time.time() - settle_s
+            rows = list(takewhile(lambda row: row["wall_time"] <= settled_before, batch))
+            yield from rows
+            if rows:
+                after = rows[-1]["decision_id"]
+            if len(rows) < len(batch) or not batch:
+                time.sleep(poll_s)
+    finally:
+        if db is not first:
+            db.close()
+
+
+def _new_log(path: Path) -> sqlite3.Connection | None:
+    """The new log a runtime started at ``path`` (the one followed was deleted or moved), said on stderr;
+    None while it cannot be read yet (still being created: the next poll tries again)."""
+    try:
+        new = open_read_only(path)
+    except DecisionLogError:
+        return None
+    print(f"decisions: the log at {path} was started again (the one followed was deleted or moved); following "
+          "the new one", file=sys.stderr, flush=True)
+    return new
 
 
 def write_csv(rows: Iterator[dict], out: IO[str]) -> int:
