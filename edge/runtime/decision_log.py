@@ -372,13 +372,20 @@ class DecisionLog:
         the next look tries again."""
         self._gone.clear()
         old = self._db
-        carried = old.execute(f"SELECT {', '.join(COLUMNS)} FROM decisions WHERE decision_id > ?",
-                              (self._in_place_up_to,)).fetchall()
+        try:
+            carried = old.execute(f"SELECT {', '.join(COLUMNS)} FROM decisions WHERE decision_id > ?",
+                                  (self._in_place_up_to,)).fetchall()
+        except sqlite3.Error as exc:
+            carried = []
+            self._report(f"decision log {self.path}: the rows written since it was last seen cannot be read back "
+                         f"({exc}); the new log starts without them")
         try:
             held = os.fstat(self._writer_lock.fileno())
             if file_identity(writer_lock_path(self.path)) != (held.st_dev, held.st_ino):
-                self._writer_lock.close()  # the lock file went too: hold a new one, or a second writer could start
-                self._writer_lock = lock_for_writing(self.path)
+                # The lock file went too: hold a new one, or a second writer could start on the new log.
+                lock = lock_for_writing(self.path)
+                self._writer_lock.close()
+                self._writer_lock = lock
             self._db = self._open()
             with self._db:
                 self._db.execute("BEGIN")
