@@ -414,6 +414,30 @@ def test_a_log_deleted_or_moved_while_written_starts_again_in_its_place_keeping_
     assert "with the 5 decisions written since" in err
 
 
+def test_a_log_whose_folder_is_removed_says_so_and_starts_again_with_every_row_once_the_folder_is_back(tmp_path,
+                                                                                                       capsys):
+    """No new log can be started where the folder is gone: the writer goes on, says why, and tries again at
+    each look; once the folder is back, the new log holds every row written since the old one was seen."""
+    folder = tmp_path / "state"
+    folder.mkdir()
+    path = folder / "log.db"
+    log = DecisionLog(path, checkpoint_s=0.05)
+    log.append([_window_row(1)])
+    _wait_for(lambda: log._in_place_up_to == 1)
+    shutil.rmtree(folder)
+    for k in range(2, 31):
+        log.append([_window_row(k)])
+        time.sleep(0.01)
+    assert "no new log can be started there" in capsys.readouterr().err and log.reopened == 0
+    folder.mkdir()
+    _wait_for(lambda: log._gone.is_set())
+    log.append([_window_row(31)])
+    log.close()
+    assert log.reopened == 1 and log.failed == 0
+    ids = [row[0] for row in sqlite3.connect(path).execute("SELECT decision_id FROM decisions ORDER BY decision_id")]
+    assert ids == list(range(2, 32))
+
+
 def test_a_full_disk_costs_the_log_its_rows_not_the_decisions(held_out, bundle, tmp_path, capfd):
     """SQLite's own "database or disk is full" (its page limit reached): every window is still decided and its
     REJECT sent; the rows that could not be written are counted, and stderr says so."""
