@@ -173,6 +173,27 @@ def test_follow_goes_on_in_the_new_log_when_the_one_followed_is_deleted_or_moved
     assert f"the log at {path} was started again" in capsys.readouterr().err
 
 
+def test_follow_lists_rows_logged_before_the_gateway_s_clock_was_set_back(tmp_path):
+    """A gateway that boots with its clock an hour fast logs its first decisions an hour ahead; once the network
+    sets the clock right, a follower held each row back until the clock had caught up with the row's time: an
+    hour with nothing listed.  Now a row waits for its REJECT's fate from when the follower first saw it."""
+    path = tmp_path / "decisions.db"
+    log = DecisionLog(path)
+    ahead = time.time() + 3600
+    log.append([replace(row, wall_time=ahead + k) for k, row in enumerate(shift_rows(1, 5))])
+    log.append([replace(row, wall_time=time.time()) for row in shift_rows(6, 5)])  # after the clock was set right
+    listed, began = {}, time.monotonic()
+    give_up = began + 10
+    try:
+        for row in follow(open_read_only(path), LogFilter(), poll_s=0.02, settle_s=0.3,
+                          stop=lambda: len(listed) == 10 or time.monotonic() > give_up):
+            listed[row["decision_id"]] = time.monotonic() - began
+    finally:
+        log.close()
+    assert list(listed) == list(range(1, 11))
+    assert 0.3 <= min(listed.values()) and max(listed.values()) < 5   # each after its fate was known, none an hour
+
+
 def test_follow_lists_each_new_decision_once_while_the_runtime_writes(shift_log):
     """A reader following the log while the runtime's writer appends to it misses none and repeats none."""
     db = open_read_only(shift_log)

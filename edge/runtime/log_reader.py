@@ -188,11 +188,16 @@ def follow(db: sqlite3.Connection, flt: LogFilter, poll_s: float = 0.5, stop=lam
     Each is listed ``settle_s`` after it was logged, once what became of its REJECT is known:
     the runtime marks a REJECT too late, refused or unanswered on its row after writing it, so
     a row listed at once could say "sent" of a REJECT that never fired, and a follower of
-    ``--not-fired`` would never list it at all.  Given the log's ``path``, the follower goes on
-    in the new log a runtime starts there when the one it writes is deleted or moved away
-    (said on stderr); without it, it would wait on the old file for rows that never come.
+    ``--not-fired`` would never list it at all.  The second is counted from the row's time or
+    from when the follower first saw it, whichever is earlier: a gateway's clock set back (a
+    clock an hour fast, put right once the network is up) would otherwise hold every row back
+    until the clock had caught up with the rows' times.  Given the log's ``path``, the
+    follower goes on in the new log a runtime starts there when the one it writes is deleted
+    or moved away (said on stderr); without it, it would wait on the old file for rows that
+    never come.
     """
     after = flt.after_id
+    first_seen: dict[int, float] = {}  # decision id -> time.monotonic() the follower first saw it, for those held
     identity = file_identity(Path(path)) if path is not None else None
     first = db
     try:
@@ -210,11 +215,15 @@ def follow(db: sqlite3.Connection, flt: LogFilter, poll_s: float = 0.5, stop=lam
                     db.close()
                 db, identity = new, now
             batch = _batch(db, replace(flt, after_id=after), 10_000)
-            settled_before = time.time() - settle_s
-            rows = list(takewhile(lambda row: row["wall_time"] <= settled_before, batch))
+            settled_before, now = time.time() - settle_s, time.monotonic()
+            for row in batch:
+                first_seen.setdefault(row["decision_id"], now)
+            rows = list(takewhile(lambda row: row["wall_time"] <= settled_before
+                                  or now - first_seen[row["decision_id"]] >= settle_s, batch))
             yield from rows
             if rows:
                 after = rows[-1]["decision_id"]
+                first_seen = {k: seen for k, seen in first_seen.items() if k > after}
             if len(rows) < len(batch) or not batch:
                 time.sleep(poll_s)
     finally:
