@@ -202,18 +202,14 @@ def follow(db: sqlite3.Connection, flt: LogFilter, poll_s: float = 0.5, stop=lam
     first = db
     try:
         while not stop():
-            if path is not None and (now := file_identity(Path(path))) not in (identity, None) \
+            if path is not None and (at_path := file_identity(Path(path))) not in (identity, None) \
                     and (new := _new_log(Path(path))) is not None:
-                # What the old file holds below the new log's first row is in no other file that is followed.
-                (first_new,) = new.execute("SELECT MIN(decision_id) FROM decisions").fetchone()
-                for row in _batch(db, replace(flt, after_id=after), 10_000):
-                    if first_new is not None and row["decision_id"] >= first_new:
-                        break
+                for row in _left_behind(db, replace(flt, after_id=after), new):
                     yield row
                     after = row["decision_id"]
                 if db is not first:
                     db.close()
-                db, identity = new, now
+                db, identity = new, at_path
             batch = _batch(db, replace(flt, after_id=after), 10_000)
             settled_before, now = time.time() - settle_s, time.monotonic()
             for row in batch:
@@ -229,6 +225,12 @@ def follow(db: sqlite3.Connection, flt: LogFilter, poll_s: float = 0.5, stop=lam
     finally:
         if db is not first:
             db.close()
+
+
+def _left_behind(old: sqlite3.Connection, flt: LogFilter, new: sqlite3.Connection) -> list[dict]:
+    """The matching rows the old file holds below the new log's first row: in no other file that is followed."""
+    (first_new,) = new.execute("SELECT MIN(decision_id) FROM decisions").fetchone()
+    return [row for row in _batch(old, flt, 10_000) if first_new is None or row["decision_id"] < first_new]
 
 
 def _new_log(path: Path) -> sqlite3.Connection | None:
