@@ -414,6 +414,21 @@ def test_a_log_deleted_or_moved_while_written_starts_again_in_its_place_keeping_
     assert "with the 5 decisions written since" in err
 
 
+def test_a_log_deleted_just_before_the_runtime_stops_leaves_its_latest_rows_where_the_next_run_looks(tmp_path):
+    """`rm decisions.db; systemctl restart drsn-edge`: the rows written between the two went with the deleted
+    file; the stop now starts the new log with them, and the next run numbers on from them."""
+    path = tmp_path / "log.db"
+    log = DecisionLog(path, checkpoint_s=60)  # no look before the stop
+    log.append([_window_row(1)])
+    for name in ("log.db", "log.db-wal", "log.db-shm"):
+        (tmp_path / name).unlink()
+    log.append([_window_row(2)])
+    log.append([_window_row(3)])
+    log.close()
+    assert log.reopened == 1 and next_decision_id(path) == 4
+    assert [row[0] for row in sqlite3.connect(path).execute("SELECT decision_id FROM decisions")] == [1, 2, 3]
+
+
 def test_a_log_whose_folder_is_removed_says_so_and_starts_again_with_every_row_once_the_folder_is_back(tmp_path,
                                                                                                        capsys):
     """No new log can be started where the folder is gone: the writer goes on, says why, and tries again at

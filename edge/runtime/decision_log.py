@@ -432,6 +432,8 @@ class DecisionLog:
         self._closed.set()
         self._checkpointer.join(timeout=5)
         with self._lock:
+            if self._gone.is_set() or file_identity(self.path) != self._identity:
+                self._start_over()  # deleted, then the service stopped: the latest rows go where the next run looks
             try:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error as exc:  # the WAL keeps the rows; the next open checkpoints it
