@@ -817,6 +817,34 @@ def test_a_second_runtime_on_the_same_status_address_says_so_and_closes_its_log(
     assert not [t for t in threading.enumerate() if t.name == "log-checkpoint"]  # both logs closed
 
 
+@pytest.mark.parametrize("kept", [0.5, 0.995])
+def test_a_log_found_damaged_at_the_start_is_kept_aside_and_a_new_one_started(bundle, tmp_path, kept, capsys):
+    """A log cut short (a power cut on an SD card that lost what it had promised to keep): SQLite finds it
+    "malformed", and the runtime refused to start, calling it "not a decision log"; under systemd it
+    restarted and failed again and again, the line unprotected.  Now the damaged file is kept under another
+    name, untouched, and a new log is started."""
+    path = tmp_path / "log.db"
+    log = DecisionLog(path)
+    for first in range(1, 4001, 20):
+        log.append(_tile_rows(first))
+    log.close()
+    size = path.stat().st_size
+    with open(path, "r+b") as fh:
+        fh.truncate(int(size * kept) // 4096 * 4096)
+    damaged = path.read_bytes()
+    runtime = Runtime(bundle, RuntimeSettings(port="loop://", log_path=str(path), http=None))
+    try:
+        aside = runtime.log.damaged_set_aside
+        assert aside is not None and aside.read_bytes() == damaged and aside.name.startswith("log.db.damaged-")
+        runtime.log.append([_window_row(runtime._next_id)])
+        assert runtime.log.written == 1 and runtime.log.failed == 0
+        assert runtime._first_id == 1  # a new log; the device forgets the ids it remembers at the runtime's HELLO
+    finally:
+        runtime.close()
+    err = capsys.readouterr().err
+    assert f"decision log {path} is damaged (database disk image is malformed" in err and str(aside) in err
+
+
 def test_a_decision_log_that_cannot_be_opened_says_why_and_changes_nothing(tmp_path):
     with pytest.raises(DecisionLogError, match="its directory .* does not exist"):
         DecisionLog(tmp_path / "missing" / "log.db")

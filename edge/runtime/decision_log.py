@@ -33,6 +33,13 @@ no one can read any more.  The checkpoint thread looks every few seconds whether
 file at the log's path is still the one open; when it is not, the writer starts a new
 log there, carrying over the rows written since the file was last seen in place, and
 says so (``reopened``).
+
+A log SQLite finds damaged when the runtime starts (a power cut on storage that does not
+keep its promises, a failing disk) is kept under another name and a new log is started,
+as journald does with a damaged journal: a runtime that refused to start would leave the
+line unprotected until someone came.  Decision ids begin again at 1 in the new log (a damaged
+log's last id cannot be trusted); the device forgets the ids it remembers at the runtime's
+HELLO, so its REJECTs still fire.
 """
 
 from __future__ import annotations
@@ -171,6 +178,36 @@ def file_identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+#: The first bytes of every SQLite database: a file that has them and that SQLite finds damaged is a
+#: damaged log, not someone else's file given as --log by mistake.
+SQLITE_HEADER = b"SQLite format 3\x00"
+#: SQLite's result code for a damaged database (``sqlite3.SQLITE_CORRUPT`` from Python 3.11 on).
+SQLITE_CORRUPT = 11
+
+
+def is_damaged(path: Path, exc: BaseException | None) -> bool:
+    """Whether ``exc`` (raised opening ``path``) says the file is an SQLite database that is damaged."""
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    corrupt = getattr(exc, "sqlite_errorcode", None) == SQLITE_CORRUPT or "malformed" in str(exc)
+    try:
+        with open(path, "rb") as fh:
+            return corrupt and fh.read(len(SQLITE_HEADER)) == SQLITE_HEADER
+    except OSError:
+        return False
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged log (and its write-ahead log and index) to ``NAME.damaged-<UTC time>``; returns the new
+    name."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = path.with_name(f"{path.name}.damaged-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        if (part := Path(f"{path}{suffix}")).exists():
+            part.rename(Path(f"{aside}{suffix}"))
+    return aside
+
+
 def lock_for_writing(path: Path):
     """Hold ``LOG.lock`` while this process writes the log at ``path``; returns the open lock file.
 
@@ -239,8 +276,9 @@ class DecisionLog:
         lock_existed = lock_path.exists()
         self._writer_lock = lock_for_writing(self.path)
         self._wal_limit_bytes = wal_limit_bytes
+        self.damaged_set_aside: Path | None = None  # where a log found damaged at the start was kept
         try:
-            self._db = self._open()
+            self._db = self._open_or_set_aside()
         except DecisionLogError:  # not a log: leave the folder as it was
             self._writer_lock.close()
             if not lock_existed:
@@ -267,6 +305,24 @@ class DecisionLog:
         self._checkpointer = threading.Thread(target=self._checkpoint_loop, args=(checkpoint_s,),
                                               name="log-checkpoint", daemon=True)
         self._checkpointer.start()
+
+    def _open_or_set_aside(self) -> sqlite3.Connection:
+        """The writer's connection; a log SQLite finds damaged is kept under another name and a new one started."""
+        try:
+            return self._open()
+        except DecisionLogError as exc:
+            if not is_damaged(self.path, exc.__cause__):
+                raise
+            try:
+                self.damaged_set_aside = set_aside(self.path)
+            except OSError as moving:
+                raise DecisionLogError(f"decision log {self.path} is damaged ({exc.__cause__}) and cannot be set "
+                                       f"aside ({moving.strerror or moving}): move it away, or give --log another "
+                                       "path") from moving
+            print(f"runtime: decision log {self.path} is damaged ({exc.__cause__}: a power cut on storage that lost "
+                  f"what it had promised to keep, or a failing disk); it is kept as {self.damaged_set_aside} for "
+                  "inspection, and a new log is started: decisions go on being logged", file=sys.stderr, flush=True)
+            return self._open()
 
     def _open(self) -> sqlite3.Connection:
         """A connection for the writer: checkpoints left to the checkpointer, the write-ahead log bounded."""
