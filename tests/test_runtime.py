@@ -845,6 +845,34 @@ def test_a_log_found_damaged_at_the_start_is_kept_aside_and_a_new_one_started(bu
     assert f"decision log {path} is damaged (database disk image is malformed" in err and str(aside) in err
 
 
+@pytest.fixture
+def full_disk(tmp_path):
+    """A real file system with no room left: a small tmpfs, filled (needs the right to mount, as root has)."""
+    mount = tmp_path / "full"
+    mount.mkdir()
+    if not shutil.which("mount") or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+                                                   capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root): a full disk cannot be made")
+    try:
+        with open(mount / "filler", "wb", buffering=0) as fh:
+            try:
+                while fh.write(b"\0" * 4096):
+                    pass
+            except OSError:  # no space left
+                pass
+        yield mount
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount)], check=True)
+
+
+def test_a_new_log_on_a_full_disk_is_refused_with_why_and_leaves_nothing_behind(full_disk):
+    """The lock's process number could not be written, and the error came out as a traceback; then SQLite's
+    "disk is full" was called "not a decision log", with an empty file left behind."""
+    with pytest.raises(DecisionLogError, match="the disk is full: free some space on it, or give --log a path"):
+        DecisionLog(full_disk / "decisions.db")
+    assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]
+
+
 def test_a_decision_log_that_cannot_be_opened_says_why_and_changes_nothing(tmp_path):
     with pytest.raises(DecisionLogError, match="its directory .* does not exist"):
         DecisionLog(tmp_path / "missing" / "log.db")

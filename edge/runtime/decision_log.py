@@ -44,6 +44,7 @@ HELLO, so its REJECTs still fire.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -139,6 +140,7 @@ class DecisionRow:
 
 def connect(path: str | Path) -> sqlite3.Connection:
     """Open (or create) a decision log in WAL mode; a log that cannot be opened says why."""
+    db = None
     try:
         db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
@@ -149,12 +151,21 @@ def connect(path: str | Path) -> sqlite3.Connection:
             if name not in present:
                 db.execute(f"ALTER TABLE decisions ADD COLUMN {name} {kind}")
     except sqlite3.Error as exc:
-        raise DecisionLogError(f"decision log {path}: {exc}; {_why_not(Path(path))}") from exc
+        if db is not None:
+            db.close()  # the file is not held open (nor kept from being renamed aside, or its disk unmounted)
+        raise DecisionLogError(f"decision log {path}: {exc}; {_why_not(Path(path), exc)}") from exc
     return db
 
 
-def _why_not(path: Path) -> str:
-    """What to do about a log that would not open, from what is at its place."""
+#: SQLite's result code for a full disk (``sqlite3.SQLITE_FULL`` from Python 3.11 on).
+SQLITE_FULL = 13
+
+
+def _why_not(path: Path, exc: BaseException | None = None) -> str:
+    """What to do about a log that would not open, from the error and what is at its place."""
+    if getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL or "disk is full" in str(exc) \
+            or getattr(exc, "errno", None) == errno.ENOSPC:
+        return "the disk is full: free some space on it, or give --log a path on another disk"
     if not path.parent.is_dir():
         return f"its directory {path.parent} does not exist (create it, or give --log another path)"
     if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
@@ -218,7 +229,7 @@ def lock_for_writing(path: Path):
     try:
         lock = open(writer_lock_path(path), "a+")
     except OSError as exc:
-        raise DecisionLogError(f"decision log {path}: {exc.strerror}; {_why_not(path)}") from exc
+        raise DecisionLogError(f"decision log {path}: {exc.strerror}; {_why_not(path, exc)}") from exc
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -229,9 +240,11 @@ def lock_for_writing(path: Path):
                                + (f" (process {holder})" if holder else "")
                                + "; give this one another --log, or stop the other (the installed service: "
                                  "systemctl stop drsn-edge)") from None
-    lock.truncate(0)
-    lock.write(f"{os.getpid()}\n")
-    lock.flush()
+    try:  # unbuffered: on a full disk nothing is left to fail again when the lock is closed
+        os.ftruncate(lock.fileno(), 0)
+        os.pwrite(lock.fileno(), f"{os.getpid()}\n".encode(), 0)
+    except OSError:  # a full disk: the lock holds without the process named in it
+        pass
     return lock
 
 
@@ -273,16 +286,19 @@ class DecisionLog:
         self.path = Path(path)
         self.max_bytes = max_bytes or None  # None or 0: unbounded
         lock_path = writer_lock_path(self.path)
-        lock_existed = lock_path.exists()
+        lock_existed, log_existed = lock_path.exists(), self.path.exists()
         self._writer_lock = lock_for_writing(self.path)
         self._wal_limit_bytes = wal_limit_bytes
         self.damaged_set_aside: Path | None = None  # where a log found damaged at the start was kept
         try:
             self._db = self._open_or_set_aside()
-        except DecisionLogError:  # not a log: leave the folder as it was
+        except DecisionLogError:  # not a log, or no room for one: leave the folder as it was
             self._writer_lock.close()
             if not lock_existed:
                 lock_path.unlink(missing_ok=True)
+            if not log_existed:
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{self.path}{suffix}").unlink(missing_ok=True)
             raise
         page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
         self._wal_limit_frames = wal_limit_bytes // (page_size + WAL_FRAME_HEADER)
