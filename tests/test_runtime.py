@@ -832,6 +832,8 @@ def test_a_log_found_damaged_at_the_start_is_kept_aside_and_a_new_one_started(bu
     with open(path, "r+b") as fh:
         fh.truncate(int(size * kept) // 4096 * 4096)
     damaged = path.read_bytes()
+    assert main(["decisions", "--log", str(path)]) == 2
+    assert "the file is damaged" in capsys.readouterr().err  # a reader is told what the runtime will do
     runtime = Runtime(bundle, RuntimeSettings(port="loop://", log_path=str(path), http=None))
     try:
         aside = runtime.log.damaged_set_aside

@@ -25,7 +25,7 @@ from typing import IO, Iterator
 import numpy as np
 
 from edge.bundle.install import SERVICE_LOG
-from edge.runtime.decision_log import COLUMNS, DecisionLogError, file_identity
+from edge.runtime.decision_log import COLUMNS, DecisionLogError, file_identity, is_damaged
 from edge.runtime.metrics import latency_percentiles
 from edge.runtime.reject_ledger import FATE_KNOWN_WITHIN_S
 
@@ -98,7 +98,10 @@ def open_read_only(path: str | Path) -> sqlite3.Connection:
         shm = path.with_name(path.name + "-shm")
         hint = ("; a reader needs SQLite's index file beside the log, and this user may not create "
                 f"{shm}: run it as the log's owner (sudo), or while the runtime runs"
-                if not shm.exists() and not os.access(path.parent, os.W_OK) else "")
+                if not shm.exists() and not os.access(path.parent, os.W_OK) else
+                "; the file is damaged (a power cut, a failing disk): the runtime keeps such a log aside at its next "
+                "start and begins a new one; sqlite3's .recover command saves what can still be read"
+                if is_damaged(path, exc) else "")
         raise DecisionLogError(f"decision log {path} cannot be read: {exc}{hint}") from exc
     if not {"decision_id", "wall_time", "class", "latency_ms"} <= present:
         db.close()
