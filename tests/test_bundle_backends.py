@@ -400,12 +400,15 @@ def test_install_keeps_the_newest_bundles_and_removes_older_ones_with_their_engi
     first = install(archives[0], root)
     engine = home / "bundles" / f"{first.name}.0123456789ab.model.int8.engine"
     engine.write_bytes(b"an engine built on this device for the first bundle")
+    half_built = engine.with_name(engine.name + ".new")  # where `compile-trt` writes before the rename
+    half_built.write_bytes(b"the part of an engine written before the power went")
     (home / "bundles" / "interrupted-1234abcd.partial").mkdir()
     for archive in archives[1:]:
         time.sleep(0.02)  # installs minutes apart on a gateway; here the directories' times must still differ
         assert main(["install", "--bundle", str(archive), "--root", str(root), "--keep", "3"]) == 0
     left = {d.name for d in (home / "bundles").iterdir() if d.is_dir()}
-    assert first.name not in left and not engine.exists() and "interrupted-1234abcd.partial" not in left
+    assert first.name not in left and not engine.exists() and not half_built.exists()
+    assert "interrupted-1234abcd.partial" not in left
     assert len(left) == 3 and {(home / n).resolve().name for n in ("current", "previous")} <= left
     units = {f.name for f in (home / "bundles").iterdir() if f.is_file()}  # each kept with its unit, the first not
     assert units == {f"{name}.service" for name in left}

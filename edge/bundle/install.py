@@ -239,8 +239,8 @@ def prune(root: str | Path = "/", keep: int = 3) -> list[Path]:
     stale += [d for d in bundles.iterdir() if d.is_dir() and d.name.endswith(".partial")]
     for directory in stale:
         shutil.rmtree(directory)
-        for engine in bundles.glob(f"{directory.name}.*.engine"):
-            engine.unlink()
+        for engine in [*bundles.glob(f"{directory.name}.*.engine"), *bundles.glob(f"{directory.name}.*.engine.new")]:
+            engine.unlink()  # and one an interrupted `compile-trt` was writing
         unit_copy(directory).unlink(missing_ok=True)
     return stale
 
