@@ -429,6 +429,34 @@ def test_a_log_deleted_just_before_the_runtime_stops_leaves_its_latest_rows_wher
     assert [row[0] for row in sqlite3.connect(path).execute("SELECT decision_id FROM decisions")] == [1, 2, 3]
 
 
+def test_a_log_found_damaged_as_it_is_written_is_kept_aside_and_the_rows_go_into_a_new_one(tmp_path, capsys):
+    """A failing disk damages the log under a running runtime: every later row failed ("database disk image is
+    malformed"), counted, for the rest of the run.  Now the damaged file is kept aside and the rows go into a
+    new log, the one that failed included."""
+    path = tmp_path / "log.db"
+    log = DecisionLog(path, checkpoint_s=60)
+    for k in range(1, 2001):
+        log.append([_window_row(k)])
+    log._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # every row in the file itself
+    (root,) = log._db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'decisions'").fetchone()
+    with open(path, "r+b") as fh:  # the table's first page, as a failing disk returns it
+        fh.seek((root - 1) * 4096)
+        fh.write(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    other = sqlite3.connect(path, isolation_level=None)  # a commit by another connection: the writer reads anew
+    other.execute("PRAGMA user_version = 1")
+    other.close()
+    for k in range(2001, 2011):
+        log.append([_window_row(k)])
+    log.close()
+    assert log.failed == 0 and log.written == 2010 and log.reopened == 1
+    aside = log.damaged_set_aside
+    assert aside is not None and aside.name.startswith("log.db.damaged-")
+    ids = [row[0] for row in sqlite3.connect(path).execute("SELECT decision_id FROM decisions ORDER BY decision_id")]
+    assert ids[-10:] == list(range(2001, 2011))
+    err = capsys.readouterr().err
+    assert f"decision log {path} was found damaged as it was written" in err and str(aside) in err
+
+
 def test_a_log_whose_folder_is_removed_says_so_and_starts_again_with_every_row_once_the_folder_is_back(tmp_path,
                                                                                                        capsys):
     """No new log can be started where the folder is gone: the writer goes on, says why, and tries again at

@@ -189,6 +189,9 @@ def file_identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+#: Why a log is started anew in place of the one written, as the journal says it.
+GONE = "was deleted or moved while this runtime wrote it"
+
 #: The first bytes of every SQLite database: a file that has them and that SQLite finds damaged is a
 #: damaged log, not someone else's file given as --log by mistake.
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -312,6 +315,7 @@ class DecisionLog:
         self._last_id = 0               # the latest decision id appended
         self._in_place_up_to = 0        # the latest id appended while the file was seen at its path
         self._gone = threading.Event()  # set by the checkpointer: the file at the path is not the one open
+        self._gone_why = GONE           # or that the writer found it damaged
         self._generation = 0            # new logs started; the checkpointer reconnects when it changes
         self._catch_up = threading.Event()  # set by the checkpointer: the write-ahead log is past its limit
         self._reported = float("-inf")
@@ -389,33 +393,54 @@ class DecisionLog:
         """Commit the decisions of one unit (a window, or every patch of a tile) in one transaction.
 
         Over the bound, the same transaction retires the oldest rows.  A failed write is
-        counted and reported, not raised: the decisions stand without their rows.
+        counted and reported, not raised: the decisions stand without their rows.  A log that
+        SQLite finds damaged as it writes is kept aside, and the rows go into a new one.
         """
         with self._lock:
-            if self._gone.is_set():
-                self._start_over()
-            retire = max(RETIRE_PER_COMMIT, 2 * len(rows)) if self._trimming else 0
-            retired = 0
-            try:
-                if len(rows) == 1 and not retire:
-                    self._db.execute(INSERT, rows[0].values())
-                else:
-                    with self._db:  # BEGIN ... COMMIT; a tile's rows land together or not at all
-                        self._db.execute("BEGIN")
-                        self._db.executemany(INSERT, [row.values() for row in rows])
-                        if retire:
-                            retired = self._db.execute(RETIRE, (retire,)).rowcount
-                self._measure()
-            except sqlite3.Error as exc:
-                self.failed += len(rows)
-                self._report(f"decision log {self.path}: {len(rows)} row(s) not written ({exc}); "
-                             f"{self.failed} so far; decisions go on")
+            self._append(rows, damage_seen=False)
+
+    def _append(self, rows: list[DecisionRow], damage_seen: bool) -> None:
+        if self._gone.is_set():
+            self._start_over()
+        retire = max(RETIRE_PER_COMMIT, 2 * len(rows)) if self._trimming else 0
+        retired = 0
+        try:
+            if len(rows) == 1 and not retire:
+                self._db.execute(INSERT, rows[0].values())
+            else:
+                with self._db:  # BEGIN ... COMMIT; a tile's rows land together or not at all
+                    self._db.execute("BEGIN")
+                    self._db.executemany(INSERT, [row.values() for row in rows])
+                    if retire:
+                        retired = self._db.execute(RETIRE, (retire,)).rowcount
+            self._measure()
+        except sqlite3.Error as exc:
+            if not damage_seen and is_damaged(self.path, exc) and self._set_aside_while_written(exc):
+                self._append(rows, damage_seen=True)  # into the new log
                 return
-            self.written += len(rows)
-            self.retired += retired
-            self._last_id = rows[-1].decision_id
-            if self._catch_up.is_set():
-                self._complete_checkpoint()
+            self.failed += len(rows)
+            self._report(f"decision log {self.path}: {len(rows)} row(s) not written ({exc}); "
+                         f"{self.failed} so far; decisions go on")
+            return
+        self.written += len(rows)
+        self.retired += retired
+        self._last_id = rows[-1].decision_id
+        if self._catch_up.is_set():
+            self._complete_checkpoint()
+
+    def _set_aside_while_written(self, exc: sqlite3.Error) -> bool:
+        """Keep a log SQLite found damaged as it wrote under another name, and have a new one started (False
+        when it cannot be renamed: the rows are then counted as not written)."""
+        try:
+            aside = set_aside(self.path)
+        except OSError as moving:
+            self._report(f"decision log {self.path} is damaged ({exc}) and cannot be set aside "
+                         f"({moving.strerror or moving}); rows are not written until it is moved away")
+            return False
+        self.damaged_set_aside = aside
+        self._gone_why = f"was found damaged as it was written ({exc}; kept as {aside})"
+        self._gone.set()
+        return True
 
     def set_reject_command(self, decision_id: int, reject_command: str) -> None:
         """Record what became of a decision's REJECT after its row was written: refused or never answered."""
@@ -466,18 +491,18 @@ class DecisionLog:
             if self._db is not old:
                 self._db.close()
                 self._db = old
-            self._report(f"decision log {self.path} was deleted or moved while this runtime wrote it, and no new "
-                         f"log can be started there ({exc}): rows go on into the old file, which no one can read if "
-                         "it was deleted; give the log its place back")
+            self._report(f"decision log {self.path} {self._gone_why}, and no new log can be started there ({exc}): "
+                         "rows go on into the old file, which no one can read if it was deleted; give the log its "
+                         "place back")
             return
         old.close()
         self._identity = file_identity(self.path)
         self._generation += 1
         self.reopened += 1
-        print(f"runtime: decision log {self.path} was deleted or moved while this runtime wrote it: a new log is "
-              f"started there, with the {len(carried)} decisions written since the old file was last seen; the "
-              "ones before are only in the old file, if it was moved (counted as log_reopened)",
-              file=sys.stderr, flush=True)
+        print(f"runtime: decision log {self.path} {self._gone_why}: a new log is started there, with the "
+              f"{len(carried)} decisions written since the old file was last seen; the ones before are only in the "
+              "old file, if it was kept (counted as log_reopened)", file=sys.stderr, flush=True)
+        self._gone_why = GONE
 
     def _complete_checkpoint(self) -> None:
         """Copy what the last checkpoint left, between two commits, so that the write-ahead log starts over.
