@@ -292,7 +292,7 @@ class DecisionLog:
         lock_existed, log_existed = lock_path.exists(), self.path.exists()
         self._writer_lock = lock_for_writing(self.path)
         self._wal_limit_bytes = wal_limit_bytes
-        self.damaged_set_aside: Path | None = None  # where a log found damaged at the start was kept
+        self.damaged_set_aside: Path | None = None  # where the latest log found damaged was kept
         try:
             self._db = self._open_or_set_aside()
         except DecisionLogError:  # not a log, or no room for one: leave the folder as it was
@@ -310,12 +310,12 @@ class DecisionLog:
         self.retired = 0   # oldest rows deleted to keep the log within max_bytes
         self.failed = 0    # rows that could not be written (disk full, I/O error)
         self.wal_catch_ups = 0          # checkpoints the writer completed itself (see the module's docstring)
-        self.reopened = 0               # new logs started because the file was deleted or moved away
+        self.reopened = 0               # new logs started: the file was deleted, moved away or damaged as written
         self._identity = file_identity(self.path)  # the file open, to tell when another takes its place
         self._last_id = 0               # the latest decision id appended
         self._in_place_up_to = 0        # the latest id appended while the file was seen at its path
-        self._gone = threading.Event()  # set by the checkpointer: the file at the path is not the one open
-        self._gone_why = GONE           # or that the writer found it damaged
+        self._gone = threading.Event()  # the file at the path is not the one open (checkpointer), or is damaged
+        self._gone_why = GONE           # which of the two, as the journal says it
         self._generation = 0            # new logs started; the checkpointer reconnects when it changes
         self._catch_up = threading.Event()  # set by the checkpointer: the write-ahead log is past its limit
         self._reported = float("-inf")
