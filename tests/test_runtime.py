@@ -457,6 +457,23 @@ def test_a_log_found_damaged_as_it_is_written_is_kept_aside_and_the_rows_go_into
     assert f"decision log {path} was found damaged as it was written" in err and str(aside) in err
 
 
+def test_a_lock_file_deleted_under_a_running_runtime_is_held_again(tmp_path):
+    """Someone removes a "stale" ``decisions.db.lock`` while the service runs: a second runtime then found no
+    lock held and wrote the same log, numbering its decisions from the same ids.  The writer now holds a new
+    lock at the next look, and the second is refused as before."""
+    path = tmp_path / "log.db"
+    log = DecisionLog(path, checkpoint_s=0.05)
+    log.append([_window_row(1)])
+    (tmp_path / "log.db.lock").unlink()
+    _wait_for(lambda: (tmp_path / "log.db.lock").exists())
+    try:
+        with pytest.raises(DecisionLogError, match="being written by another runtime"):
+            DecisionLog(path)
+    finally:
+        log.close()
+    DecisionLog(path).close()  # free once the first has closed
+
+
 def test_a_log_whose_folder_is_removed_says_so_and_starts_again_with_every_row_once_the_folder_is_back(tmp_path,
                                                                                                        capsys):
     """No new log can be started where the folder is gone: the writer goes on, says why, and tries again at

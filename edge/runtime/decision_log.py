@@ -459,9 +459,25 @@ class DecisionLog:
         appended = self._last_id
         if file_identity(self.path) == self._identity:
             self._in_place_up_to = appended
+            with self._lock:
+                try:
+                    self._hold_lock_at_its_path()
+                except DecisionLogError as exc:
+                    self._report(f"{exc}: its lock file was deleted while this runtime wrote it, and another took "
+                                 "a new one; two runtimes now write one log (stop one)")
             return True
         self._gone.set()
         return False
+
+    def _hold_lock_at_its_path(self) -> None:
+        """Hold the lock file at ``LOG.lock`` again if the one held was deleted or replaced: a second runtime
+        would otherwise find no lock held and write the same log.  The new lock is taken before the old one is
+        let go; ``DecisionLogError`` when another process holds it."""
+        held = os.fstat(self._writer_lock.fileno())
+        if file_identity(writer_lock_path(self.path)) != (held.st_dev, held.st_ino):
+            lock = lock_for_writing(self.path)
+            self._writer_lock.close()
+            self._writer_lock = lock
 
     def _start_over(self) -> None:
         """Start a new log at the path, with the rows written since the old file was last seen there, and say
@@ -477,12 +493,7 @@ class DecisionLog:
             self._report(f"decision log {self.path}: the rows written since it was last seen cannot be read back "
                          f"({exc}); the new log starts without them")
         try:
-            held = os.fstat(self._writer_lock.fileno())
-            if file_identity(writer_lock_path(self.path)) != (held.st_dev, held.st_ino):
-                # The lock file went too: hold a new one, or a second writer could start on the new log.
-                lock = lock_for_writing(self.path)
-                self._writer_lock.close()
-                self._writer_lock = lock
+            self._hold_lock_at_its_path()  # the lock file may have gone with the log
             self._db = self._open()
             with self._db:
                 self._db.execute("BEGIN")
