@@ -200,13 +200,14 @@ SQLITE_CORRUPT = 11
 
 
 def is_damaged(path: Path, exc: BaseException | None) -> bool:
-    """Whether ``exc`` (raised opening ``path``) says the file is an SQLite database that is damaged."""
-    if not isinstance(exc, sqlite3.DatabaseError):
+    """Whether ``exc`` (raised opening, reading or writing the log at ``path``) says the file is an SQLite
+    database that is damaged.  The file is read only for an error that says so."""
+    if not isinstance(exc, sqlite3.DatabaseError) or not (
+            getattr(exc, "sqlite_errorcode", None) == SQLITE_CORRUPT or "malformed" in str(exc)):
         return False
-    corrupt = getattr(exc, "sqlite_errorcode", None) == SQLITE_CORRUPT or "malformed" in str(exc)
     try:
         with open(path, "rb") as fh:
-            return corrupt and fh.read(len(SQLITE_HEADER)) == SQLITE_HEADER
+            return fh.read(len(SQLITE_HEADER)) == SQLITE_HEADER
     except OSError:
         return False
 
