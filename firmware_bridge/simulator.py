@@ -387,11 +387,14 @@ class DeviceSimulator:
             if self.faults.lose_rejects and self._command_rng.random() < self.faults.lose_rejects:
                 self.stats.rejects_lost += 1
                 return
-            row = self._held.get(message.decision_id)
+            with self._lock:  # a restart, in the streaming thread, clears what the device remembers
+                row = self._held.get(message.decision_id)
             if row is None:
-                row = self._held[message.decision_id] = self._record_reject(frame.seq, message)
-                if len(self._held) > self.held_ids:
-                    del self._held[next(iter(self._held))]
+                row = self._record_reject(frame.seq, message)
+                with self._lock:
+                    self._held[message.decision_id] = row
+                    if len(self._held) > self.held_ids:
+                        del self._held[next(iter(self._held))]
             else:  # sent again, its answer lost or late: answered again, fired once
                 self.stats.reject_repeats += 1
             reply = Nak(int(Reject.TYPE), frame.seq, int(NakReason.TOO_LATE)) if row["late"] \
