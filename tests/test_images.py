@@ -158,24 +158,22 @@ def test_line_scan_end_to_end_one_decision_per_patch_and_rejects_at_the_actuator
     """The X-ray belt on a real pty: every patch decided once, as offline; each REJECT at the right encoder count."""
     import sqlite3
 
-    from conftest import run_against
+    from conftest import stream_at_real_rate
     from edge.backends import load_backend
     from edge.bundle import open_bundle
     from edge.data.preprocess import normalize
-    from firmware_bridge.simulator import DeviceSimulator
     from firmware_bridge.sources import belt_source
 
     bundle = castings_bundle
     belt = belt_source(data_root / "xray", "xray", "castings", "test", bands=12, seed=1)
     lanes, distance = 20, 300
-    with DeviceSimulator(belt, link="pty", speed=1.0) as sim:
-        runtime, summary = run_against(sim, str(bundle), tmp_path, 1.0, distance=distance)
-        time.sleep(0.2)
+    sim, runtime, summary, log = stream_at_real_rate(belt, str(bundle), tmp_path, 1.0, overruns_tolerated=0,
+                                                     linger_s=0.2, distance=distance)
     c = summary["counters"]
     assert c["decoder_lost_frames"] == 0 and c["deadline_fail_safe"] == 0 and c["late_decisions"] == 0
     assert c["decisions"] == 12 * lanes == c["assembler_units"] * lanes
     assert c["paced_sleeps"] >= 6 and c["pacing_overruns"] == 0   # slept through most tiles, stamped no line late
-    rows = sqlite3.connect(tmp_path / "log.db").execute(
+    rows = sqlite3.connect(log).execute(
         "SELECT span_start, span_end, lane, class, reject, fire_at FROM decisions ORDER BY decision_id").fetchall()
     by_patch = {(t["encoder_start"], t["lane"]): t for t in belt.truth}
     assert {(r[0], r[2]) for r in rows} == set(by_patch)                 # every patch exactly once
@@ -193,7 +191,7 @@ def test_line_scan_end_to_end_one_decision_per_patch_and_rejects_at_the_actuator
     fired = sorted((r["fire_encoder"], r["lane"]) for r in sim.rejects)
     assert fired == sorted((r[1] + distance, r[2]) for r in rejects) and not any(r["late"] for r in sim.rejects)
     # The quality engineer's export of the rejects says what the actuator was told, lane by lane.
-    exported = subprocess.run([sys.executable, "-m", "edge.cli", "decisions", "--log", str(tmp_path / "log.db"),
+    exported = subprocess.run([sys.executable, "-m", "edge.cli", "decisions", "--log", str(log),
                                "--rejects", "--csv", "-"], capture_output=True, text=True, check=True).stdout
     assert sorted((int(r["fire_at"]), int(r["lane"])) for r in csv.DictReader(io.StringIO(exported))) == fired
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REAL_RATE_BUDGET_MS, missed_decisions, run_against, second_reader
+from conftest import (REAL_RATE_BUDGET_MS, STALLS_TOLERATED, missed_decisions, run_against, second_reader,
+                      stream_at_real_rate)
 
 from edge.bundle import BundleError, generate_keypair
 from edge.bundle.install import install, rollback, unit_copy
@@ -73,12 +74,6 @@ LIVE_RUNS = {"tiny_run": ("bundle", "zscore", 0.8), "tiny_spectrum_run": ("spect
              "tiny_two_channel_run": ("two_channel_bundle", "raw+envelope", 0.5)}
 
 
-#: Overruns of the reader's sleep a real-rate test accepts: one stall of a shared host can
-#: wake the reader after a window's last frame (its latency is then stamped from the start of
-#: the sleep, so nothing is hidden, and the budget assertions still hold).
-STALLS_TOLERATED = 1
-
-
 def brief_pacing_backoff(runtime) -> None:
     """Resume pacing 0.2 s after an overrun instead of 5 s, so that a pacer that plans wrong
     overruns again and again within a test's few seconds rather than once."""
@@ -91,23 +86,22 @@ def test_live_decisions_match_offline_evaluation_at_real_rate(run_name, cwru_dir
     bundle_name, expected_normalization, least_accuracy = LIVE_RUNS[run_name]
     bundle = request.getfixturevalue(bundle_name)
     held_out = cwru_source(cwru_dir, loads=(0,), spans=held_out_spans(read_run_files(tiny_run)["split.json"]))
-    with DeviceSimulator(held_out, link="pty", speed=1.0) as sim:
-        runtime, summary = run_against(sim, bundle, tmp_path, 6.0, prepare=brief_pacing_backoff,
-                                       budget_ms=REAL_RATE_BUDGET_MS)
+    sim, runtime, summary, log = stream_at_real_rate(held_out, bundle, tmp_path, 6.0, prepare=brief_pacing_backoff,
+                                                     budget_ms=REAL_RATE_BUDGET_MS)
     c = summary["counters"]
     assert c["data_frames"] == sim.stats.frames_generated and c["decoder_lost_frames"] == 0
     assert c["decoder_rejected"] == 0
-    assert c["deadline_fail_safe"] == 0 and c["late_decisions"] == 0, missed_decisions(summary, tmp_path / "log.db")
+    assert c["deadline_fail_safe"] == 0 and c["late_decisions"] == 0, missed_decisions(summary, log)
     assert c["decisions"] == c["assembler_units"] >= 60
     assert c["paced_sleeps"] > 0 and c["pacing_overruns"] <= STALLS_TOLERATED, \
-        missed_decisions(summary, tmp_path / "log.db")  # the reader slept between windows; late wake-ups say why not
+        missed_decisions(summary, log)  # the reader slept between windows; late wake-ups say why not
     assert set(summary["thread_cpu_s"]) == {"reader", "decider"} and 0 < summary["thread_cpu_s"]["reader"] < 6.0
     # Offline: the same windows, cut from the same int16 stream, through the PyTorch model.
     sent = [signal[:t["samples"], 0] for signal, t in zip(held_out.signals, held_out.truth)]  # whole blocks only
     stream = np.concatenate(sent).astype(np.float32) * np.float32(held_out.hello.scale)
     run = load_run(tiny_run)
     model = run.load_model()
-    db = sqlite3.connect(tmp_path / "log.db")
+    db = sqlite3.connect(log)
     rows = db.execute("SELECT span_start, span_end, class FROM decisions ORDER BY decision_id").fetchall()
     windows = np.stack([stream[a:b + 1] for a, b, _ in rows])
     normalization = run.config["preprocessing"]["normalization"]
@@ -120,20 +114,19 @@ def test_live_decisions_match_offline_evaluation_at_real_rate(run_name, cwru_dir
     parts = np.array(db.execute("SELECT latency_ms, wait_ms, inference_ms FROM decisions").fetchall(), dtype=float)
     assert not np.isnan(parts).any() and (parts[:, 1] >= 0).all() and (parts[:, 2] > 0).all()
     assert (parts[:, 1] + parts[:, 2] < parts[:, 0]).all()
-    score = score_vibration(tmp_path / "log.db", held_out.truth)
+    score = score_vibration(log, held_out.truth)
     assert score["scored"] > 40 and score["accuracy"] > least_accuracy
 
 
 def test_frames_sent_late_in_bursts_cost_no_window(held_out, bundle, tmp_path):
     """A device that holds a frame back 30 ms and then catches up: the reader must not sleep through the burst."""
-    with DeviceSimulator(held_out, link="pty", speed=1.0, faults=Faults(late=0.08, late_ms=30.0, seed=4)) as sim:
-        runtime, summary = run_against(sim, bundle, tmp_path, 5.0, prepare=brief_pacing_backoff,
-                                       budget_ms=REAL_RATE_BUDGET_MS)
+    sim, runtime, summary, log = stream_at_real_rate(held_out, bundle, tmp_path, 5.0,
+                                                     faults=Faults(late=0.08, late_ms=30.0, seed=4),
+                                                     prepare=brief_pacing_backoff, budget_ms=REAL_RATE_BUDGET_MS)
     c = summary["counters"]
     assert sim.stats.frames_late >= 8 and c["data_frames"] == sim.stats.frames_generated
-    assert c["paced_sleeps"] > 0 and c["pacing_overruns"] <= STALLS_TOLERATED, \
-        missed_decisions(summary, tmp_path / "log.db")
-    assert c["deadline_fail_safe"] == 0 and c["late_decisions"] == 0, missed_decisions(summary, tmp_path / "log.db")
+    assert c["paced_sleeps"] > 0 and c["pacing_overruns"] <= STALLS_TOLERATED, missed_decisions(summary, log)
+    assert c["deadline_fail_safe"] == 0 and c["late_decisions"] == 0, missed_decisions(summary, log)
     assert c["decisions"] == c["assembler_units"]
 
 
@@ -157,16 +150,15 @@ def test_a_device_that_restarts_on_an_open_link_is_followed_and_said_not_counted
     without the port closing.  Every frame after it used to count as a duplicate, and frames lost after it
     went uncounted.  Now each restart is followed, counted and said; the window across it is dropped as a
     gap, and the runtime decides on at the real rate."""
-    faults = Faults(restart_every=1.5)
-    with DeviceSimulator(held_out, link="pty", speed=1.0, faults=faults) as sim:
-        runtime, summary = run_against(sim, bundle, tmp_path, 5.0, prepare=brief_pacing_backoff,
-                                       budget_ms=REAL_RATE_BUDGET_MS)
+    sim, runtime, summary, log = stream_at_real_rate(held_out, bundle, tmp_path, 5.0, faults=Faults(restart_every=1.5),
+                                                     capfd=capfd, prepare=brief_pacing_backoff,
+                                                     budget_ms=REAL_RATE_BUDGET_MS)
     c = summary["counters"]
     assert sim.stats.restarts >= 2 and c["decoder_device_restarts"] == sim.stats.restarts
     assert c["decoder_duplicates"] == 0 and c["decoder_lost_frames"] == 0
     assert c["data_frames"] == sim.stats.frames_generated and c["assembler_gaps"] == sim.stats.restarts
     assert c["decisions"] == c["assembler_units"] >= 40
-    assert c["deadline_fail_safe"] == 0 and c["late_decisions"] == 0, missed_decisions(summary, tmp_path / "log.db")
+    assert c["deadline_fail_safe"] == 0 and c["late_decisions"] == 0, missed_decisions(summary, log)
     assert capfd.readouterr().err.count("restarted: its frame numbers, clock") == sim.stats.restarts
 
 
@@ -700,9 +692,8 @@ def _realtime_permitted(priority: int) -> bool:
 
 
 def test_reader_and_decider_run_at_the_realtime_priority_and_nothing_else_does(held_out, bundle, tmp_path, capfd):
-    with DeviceSimulator(held_out, link="pty", speed=1.0) as sim:
-        runtime, summary = run_against(sim, bundle, tmp_path, 2.0, realtime_priority=7,
-                                       budget_ms=REAL_RATE_BUDGET_MS)
+    sim, runtime, summary, log = stream_at_real_rate(held_out, bundle, tmp_path, 2.0, capfd=capfd,
+                                                     realtime_priority=7, budget_ms=REAL_RATE_BUDGET_MS)
     c = summary["counters"]
     assert c["decisions"] >= 15 and c["deadline_fail_safe"] == 0 and c["data_frames"] == sim.stats.frames_generated
     assert current_priority() == 0  # the caller's thread (here: the main one) stays ordinary
