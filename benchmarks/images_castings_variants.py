@@ -50,16 +50,21 @@ DEFAULT_CANDIDATES = ["default:", "rotations:rotations=true",
                       "rotations-none:rotations=true,normalization=none"]
 
 
-def softmax_scores(run_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities of one run on one split, with the run's own input normalisation."""
+def softmax_scores(run_dir: Path, split: str, views=(lambda x: x,)) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities of one run on one split, with the run's own input normalisation; averaged over
+    ``views`` (functions of the raw images, such as flips) when given more than one."""
     from edge.train.images import image_logits, run_images
     from edge.train.runs import load_run
 
     run = load_run(run_dir)
+    model = run.load_model()
     x, y = run_images(run, split)
-    logits = image_logits(run.load_model(), x, run.config["preprocessing"]["normalization"])
-    e = np.exp(logits - logits.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True), y
+    scores = []
+    for view in views:
+        logits = image_logits(model, np.ascontiguousarray(view(x)), run.config["preprocessing"]["normalization"])
+        e = np.exp(logits - logits.max(1, keepdims=True))
+        scores.append(e / e.sum(1, keepdims=True))
+    return np.mean(scores, axis=0), y
 
 
 def run_mflops(run_dir: Path) -> float:
