@@ -207,19 +207,22 @@ def print_memory(rss: dict) -> None:
 
 
 def session(bundle: Path, run: Path, seconds: float, rate: str, budget_ms: float | None, queue: int,
-            log: Path, cores: list[int], realtime_priority: int = 0, faults: tuple[str, ...] = ()
-            ) -> tuple[dict, dict, int]:
+            log: Path, cores: list[int], realtime_priority: int = 0, faults: tuple[str, ...] = (),
+            http: str | None = None, prepare: Callable[[Runtime], None] | None = None) -> tuple[dict, dict, int]:
     """The simulator in its own process (its own core, as a device would be); the runtime here.
 
-    ``faults`` are the simulator's fault options (``--late 0.01`` ...)."""
+    ``faults`` are the simulator's fault options (``--late 0.01`` ...); ``http`` the status page's
+    address (None: none); ``prepare(runtime)`` runs before the stream starts."""
     sim = subprocess.Popen([sys.executable, "-m", "edge.cli", "simulate", "--source", "cwru", "--held-out", str(run),
                             "--rate", rate, "--loop",
                             "--start-on-hello", "--duration", str(seconds), *faults],
                            stdout=subprocess.PIPE, text=True,
                            preexec_fn=(lambda: os.sched_setaffinity(0, {cores[-1]})) if len(cores) > 1 else None)
     port = sim.stdout.readline().rsplit(" ", 1)[1].strip()
-    runtime = Runtime(bundle, RuntimeSettings(port=port, log_path=str(log), http=None, budget_ms=budget_ms,
+    runtime = Runtime(bundle, RuntimeSettings(port=port, log_path=str(log), http=http, budget_ms=budget_ms,
                                               queue_size=queue, realtime_priority=realtime_priority))
+    if prepare is not None:
+        prepare(runtime)
     first = runtime._next_id
     cpu0 = _cpu_seconds()
     try:

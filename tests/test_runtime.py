@@ -682,6 +682,25 @@ def test_the_status_page_says_which_decisions_its_latency_covers():
     assert "over the last 5 decisions" in page
     assert "<td>20</td><td>class_1</td><td>yes</td>" in page and "<td>21</td><td>class_1</td><td>lockout</td>" in page
 
+
+def test_the_status_page_s_percentiles_are_those_of_the_latest_decisions_as_the_window_wraps():
+    """The window is a ring the page copies: units of one to a tile's twenty decisions (and one longer than
+    the window) wrap around it, and the percentiles are always those of the latest ``window`` latencies."""
+    from edge.runtime.metrics import RuntimeMetrics, latency_percentiles
+
+    rng = np.random.default_rng(7)
+    metrics = RuntimeMetrics({"family": "resnet18", "precision": "int8", "backend": "openvino", "sha256": "0" * 64},
+                             window=50)
+    every = []
+    for count in [*rng.integers(1, 21, size=40), 73, *rng.integers(1, 21, size=10)]:
+        latency = float(rng.gamma(2.0, 1.0))
+        metrics.observe([{}] * int(count), latency)
+        every += [latency] * int(count)
+        latest = latency_percentiles(every[-50:])
+        summary = metrics.latency_summary()
+        assert {k: summary[k] for k in latest} == latest
+        assert summary["window"] == (50 if len(every) >= 50 else None)
+
 def _realtime_permitted(priority: int) -> bool:
     """Whether this process may raise a thread to ``priority`` (tried in a thread that then ends)."""
     refused = []

@@ -30,8 +30,9 @@ def latency_percentiles(ms: list[float] | np.ndarray) -> dict:
     a = np.asarray(ms, dtype=np.float64)
     if a.size == 0:
         return {"n": 0}
-    return {"n": int(a.size), "p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
-            "p99_9_ms": float(np.percentile(a, 99.9)), "max_ms": float(a.max())}
+    p50, p99, p99_9 = np.percentile(a, (50, 99, 99.9))  # one pass over the data for the three
+    return {"n": int(a.size), "p50_ms": float(p50), "p99_ms": float(p99), "p99_9_ms": float(p99_9),
+            "max_ms": float(a.max())}
 
 
 def latency_scope(latency: dict) -> str:
@@ -40,10 +41,14 @@ def latency_scope(latency: dict) -> str:
     return f"the last {window:,} decisions" if window else "every decision since the start"
 
 
+#: Decisions the status page's latency percentiles cover: the latest, once so many were made.
+LATENCY_WINDOW = 100_000
+
+
 class RuntimeMetrics:
     """Everything the runtime counts; one registry per runtime so tests can run several."""
 
-    def __init__(self, bundle_info: dict, counters=None, recent: int = 50, window: int = 100_000,
+    def __init__(self, bundle_info: dict, counters=None, recent: int = 50, window: int = LATENCY_WINDOW,
                  settings: dict | None = None):
         self.registry = CollectorRegistry()
         r = self.registry
@@ -65,14 +70,17 @@ class RuntimeMetrics:
         self.bundle_info = bundle_info
         self.settings = settings or {}  # the decision settings in effect, shown beside the bundle
         self.recent: deque[dict] = deque(maxlen=recent)
-        self._latencies: deque[float] = deque(maxlen=window)
+        # The latest ``window`` latencies in a ring, so that the page copies an array under the lock
+        # rather than turning 100,000 Python floats into one, which holds the interpreter from the decider.
+        self._latencies = np.zeros(window)
+        self._observed = 0  # latencies ever observed; the next goes at this count modulo the window
         self._lock = threading.Lock()
 
     def observe(self, rows: list[dict], latency_ms: float) -> None:
         """The decisions of one unit (one row each for the status page), all written at ``latency_ms``."""
         with self._lock:
             self.recent.extendleft(rows)
-            self._latencies.extend([latency_ms] * len(rows))
+            self._into_the_window(len(rows), latency_ms)
         for _ in rows:
             self.latency.observe(latency_ms)
 
@@ -84,12 +92,20 @@ class RuntimeMetrics:
                     row["reject_command"] = reject_command
                     return
 
+    def _into_the_window(self, count: int, latency_ms: float) -> None:
+        window = self._latencies.size
+        start, stored = self._observed % window, min(count, window)
+        self._latencies[start:start + stored] = latency_ms
+        self._latencies[:max(start + stored - window, 0)] = latency_ms  # the part that wraps around
+        self._observed += count
+
     def latency_summary(self) -> dict:
         """Percentiles over the window of latest decisions; ``window`` is its length once full, else None."""
+        window = self._latencies.size
         with self._lock:
-            latencies = list(self._latencies)
-            full = len(self._latencies) == self._latencies.maxlen
-        return latency_percentiles(latencies) | {"window": self._latencies.maxlen if full else None}
+            latencies = self._latencies[:min(self._observed, window)].copy()
+        full = latencies.size == window
+        return latency_percentiles(latencies) | {"window": window if full else None}
 
     def status(self, counters: dict) -> dict:
         with self._lock:
