@@ -93,6 +93,7 @@ class RuntimeMetrics:
                     return
 
     def _into_the_window(self, count: int, latency_ms: float) -> None:
+        """``count`` decisions at ``latency_ms`` into the ring, over its oldest (under the lock)."""
         window = self._latencies.size
         start, stored = self._observed % window, min(count, window)
         self._latencies[start:start + stored] = latency_ms
