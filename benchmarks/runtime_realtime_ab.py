@@ -56,12 +56,33 @@ def _tails(latencies: np.ndarray, budget_ms: float) -> dict:
     return percentiles(latencies / 1e3) | {"over_budget": int((latencies > budget_ms).sum())}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def session_row(arm: str, round_: int, summary: dict, sim: dict, latencies: np.ndarray, budget_ms: float) -> dict:
+    """One session's misses, frames and latency tails, as an A/B benchmark reports each."""
+    c = summary["counters"]
+    return {"arm": arm, "round": round_, "deadline_fail_safe": c["deadline_fail_safe"],
+            "late_decisions": c["late_decisions"], "frames_streamed": sim["frames_generated"],
+            "frames_received": c["data_frames"], **_tails(latencies, budget_ms)}
+
+
+def arm_row(sessions: list[dict], latencies: list[np.ndarray], budget_ms: float) -> dict:
+    """An arm's tails over its sessions' pooled latencies, and its misses summed over them."""
+    row = {**_tails(np.concatenate(latencies), budget_ms),
+           "deadline_fail_safe": sum(s["deadline_fail_safe"] for s in sessions),
+           "late_decisions": sum(s["late_decisions"] for s in sessions)}
+    return row | {"misses": row["deadline_fail_safe"] + row["late_decisions"]}
+
+
+def add_session_arguments(parser: argparse.ArgumentParser, seconds: float, rounds: int) -> None:
+    """The options every A/B benchmark at the real rate shares: the bundle, its run, and the sessions."""
     parser.add_argument("--bundle", type=Path, default=Path("dist/drsn-openvino-int8"))
     parser.add_argument("--run", type=Path, default=Path("runs/drsn"))
-    parser.add_argument("--seconds", type=float, default=120.0, help="length of each session (default 120)")
-    parser.add_argument("--rounds", type=positive_int, default=3, help="sessions per arm (default 3)")
+    parser.add_argument("--seconds", type=float, default=seconds, help=f"length of each session (default {seconds:g})")
+    parser.add_argument("--rounds", type=positive_int, default=rounds, help=f"sessions per arm (default {rounds})")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_session_arguments(parser, seconds=120.0, rounds=3)
     parser.add_argument("--priority", type=priority_arg, default=DEFAULT_SERVICE_PRIORITY,
                         help=f"SCHED_FIFO priority of the real-time arm (default {DEFAULT_SERVICE_PRIORITY})")
     parser.add_argument("--competing-load", type=int, default=0, metavar="N",
@@ -90,12 +111,9 @@ def main() -> int:
             budget_ms = summary["budget_ms"]
             latencies = _latencies(log, first)
             pooled[name].append(latencies)
-            c = summary["counters"]
-            row = {"arm": name, "round": k, "thread_priority": summary["thread_priority"],
-                   "deadline_fail_safe": c["deadline_fail_safe"], "late_decisions": c["late_decisions"],
-                   "frames_streamed": sim["frames_generated"], "frames_received": c["data_frames"],
-                   "cpu_ms_per_decision": 1e3 * summary["cpu_s"] / max(c["decisions"], 1),
-                   **_tails(latencies, budget_ms)}
+            row = session_row(name, k, summary, sim, latencies, budget_ms) | {
+                "thread_priority": summary["thread_priority"],
+                "cpu_ms_per_decision": 1e3 * summary["cpu_s"] / max(summary["counters"]["decisions"], 1)}
             sessions.append(row)
             print(f"round {k} {name:8s} priority {row['thread_priority']}: {row['n']} decisions, p99 "
                   f"{row['p99_ms']:.2f} ms, p99.9 {row['p99_9_ms']:.2f} ms, max {row['max_ms']:.2f} ms; misses "
@@ -103,11 +121,8 @@ def main() -> int:
     arm_rows = {}
     for name in arms:
         rows = [s for s in sessions if s["arm"] == name]
-        arm_rows[name] = {**_tails(np.concatenate(pooled[name]), budget_ms),
-                          "deadline_fail_safe": sum(r["deadline_fail_safe"] for r in rows),
-                          "late_decisions": sum(r["late_decisions"] for r in rows),
-                          "cpu_ms_per_decision": float(np.mean([r["cpu_ms_per_decision"] for r in rows]))}
-        arm_rows[name]["misses"] = arm_rows[name]["deadline_fail_safe"] + arm_rows[name]["late_decisions"]
+        arm_rows[name] = arm_row(rows, pooled[name], budget_ms) | {
+            "cpu_ms_per_decision": float(np.mean([r["cpu_ms_per_decision"] for r in rows]))}
     o, r = arm_rows["ordinary"], arm_rows["realtime"]
     doc = {"benchmark": "runtime_realtime_ab", "bundle": str(args.bundle), "date": time.strftime("%Y-%m-%d"),
            "cores": 1, "competing_load": args.competing_load, "seconds_per_session": args.seconds, "rounds": args.rounds, "priority": args.priority,

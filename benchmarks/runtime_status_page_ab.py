@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runtime_realtime_ab import _latencies, _tails  # noqa: E402 - pooled latencies and their tails, shared
+from runtime_realtime_ab import _latencies, add_session_arguments, arm_row, session_row  # noqa: E402 - shared
 from runtime_soak import session  # noqa: E402 - the soak's session, shared
 
-from edge.cli.common import positive_float, positive_int  # noqa: E402
+from edge.cli.common import positive_float  # noqa: E402
 from edge.runtime.metrics import LATENCY_WINDOW  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -55,10 +55,7 @@ def _fill_the_window(runtime) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bundle", type=Path, default=Path("dist/drsn-openvino-int8"))
-    parser.add_argument("--run", type=Path, default=Path("runs/drsn"))
-    parser.add_argument("--seconds", type=float, default=60.0, help="length of each session (default 60)")
-    parser.add_argument("--rounds", type=positive_int, default=2, help="sessions per arm (default 2)")
+    add_session_arguments(parser, seconds=60.0, rounds=2)
     parser.add_argument("--every", type=positive_float, default=0.5,
                         help="seconds between the reader's fetches of the page (default 0.5)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "runtime_status_page_ab.json")
@@ -85,21 +82,12 @@ def main() -> int:
             budget_ms = summary["budget_ms"]
             latencies = _latencies(log, first)
             pooled[name].append(latencies)
-            c = summary["counters"]
-            row = {"arm": name, "round": k, "deadline_fail_safe": c["deadline_fail_safe"],
-                   "late_decisions": c["late_decisions"], "frames_streamed": sim["frames_generated"],
-                   "frames_received": c["data_frames"], **_tails(latencies, budget_ms)}
+            row = session_row(name, k, summary, sim, latencies, budget_ms)
             sessions.append(row)
             print(f"round {k} {name:7s}: {row['n']} decisions, p99 {row['p99_ms']:.2f} ms, p99.9 "
                   f"{row['p99_9_ms']:.2f} ms, max {row['max_ms']:.2f} ms; over the budget {row['over_budget']}; "
                   f"misses {row['deadline_fail_safe']} fail-safe + {row['late_decisions']} late", flush=True)
-    arm_rows = {}
-    for name in arms:
-        rows = [s for s in sessions if s["arm"] == name]
-        arm_rows[name] = {**_tails(np.concatenate(pooled[name]), budget_ms),
-                          "deadline_fail_safe": sum(r["deadline_fail_safe"] for r in rows),
-                          "late_decisions": sum(r["late_decisions"] for r in rows)}
-        arm_rows[name]["misses"] = arm_rows[name]["deadline_fail_safe"] + arm_rows[name]["late_decisions"]
+    arm_rows = {name: arm_row([s for s in sessions if s["arm"] == name], pooled[name], budget_ms) for name in arms}
     u, r = arm_rows["unread"], arm_rows["read"]
     doc = {"benchmark": "runtime_status_page_ab", "bundle": args.bundle.name, "date": time.strftime("%Y-%m-%d"),
            "cores": 1, "seconds_per_session": args.seconds, "rounds": args.rounds, "fetch_every_s": args.every,
