@@ -861,6 +861,32 @@ def test_the_installed_service_runs_as_written_with_keys_kept_beside_its_bundles
     assert db.execute("SELECT COUNT(*) FROM decisions WHERE fail_safe IS NULL").fetchone()[0] > 10
 
 
+def test_the_status_page_closes_connections_that_send_nothing():
+    """A client that connects and never sends its request (a tablet gone from the Wi-Fi mid-request, a port
+    scanner) held a thread and a file descriptor of the runtime for good; enough of them would leave none for
+    reopening the serial port.  Each is now closed after the client timeout, and the page answers meanwhile."""
+    import socket
+
+    from edge.runtime.metrics import RuntimeMetrics, StatusServer
+
+    metrics = RuntimeMetrics({"family": "drsn1d-cw", "precision": "int8", "backend": "openvino", "sha256": "0" * 64})
+    server = StatusServer(metrics, lambda: {}, host="127.0.0.1", port=0, client_timeout_s=0.5)
+    try:
+        threads = threading.active_count()
+        idle = [socket.create_connection(server.server.server_address, timeout=5) for _ in range(20)]
+        with urllib.request.urlopen(f"{server.address}/status.json", timeout=5) as answer:
+            assert answer.status == 200
+        started = time.monotonic()
+        assert all(client.recv(1) == b"" for client in idle)  # closed by the server, not timed out here
+        assert time.monotonic() - started < 3.0
+        _wait_for(lambda: threading.active_count() <= threads, 3.0)
+        assert threading.active_count() <= threads  # their threads ended
+        for client in idle:
+            client.close()
+    finally:
+        server.close()
+
+
 def test_a_second_runtime_on_the_same_status_address_says_so_and_closes_its_log(bundle, tmp_path):
     from edge.runtime.metrics import StatusServerError
 

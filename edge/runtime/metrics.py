@@ -177,13 +177,22 @@ def listen_address(value: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
+#: Seconds a client may take to send its request or read the answer.  A tablet that leaves the plant's
+#: Wi-Fi mid-request never closes its connection; each such connection would hold a thread and a file
+#: descriptor of the runtime for good, and enough of them would leave none for reopening the port.
+CLIENT_TIMEOUT_S = 10.0
+
+
 class StatusServer:
     """HTTP on ``host:port`` (port 0: any free port) serving /metrics, /status.json and /."""
 
-    def __init__(self, metrics: RuntimeMetrics, counters, host: str = "127.0.0.1", port: int = 9108):
+    def __init__(self, metrics: RuntimeMetrics, counters, host: str = "127.0.0.1", port: int = 9108,
+                 client_timeout_s: float = CLIENT_TIMEOUT_S):
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = client_timeout_s  # then the connection is closed
+
             def do_GET(self):  # noqa: N802 - the http.server API
                 if self.path == "/metrics":
                     body, kind = generate_latest(metrics.registry), CONTENT_TYPE_LATEST
