@@ -212,14 +212,19 @@ def is_damaged(path: Path, exc: BaseException | None) -> bool:
         return False
 
 
+def log_files(path: Path) -> list[Path]:
+    """The log at ``path`` and the two files SQLite keeps beside it in WAL mode (write-ahead log, index)."""
+    return [path.with_name(path.name + suffix) for suffix in ("", "-wal", "-shm")]
+
+
 def set_aside(path: Path) -> Path:
     """Rename a damaged log (and its write-ahead log and index) to ``NAME.damaged-<UTC time>``; returns the new
     name."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     aside = path.with_name(f"{path.name}.damaged-{stamp}")
-    for suffix in ("", "-wal", "-shm"):
-        if (part := Path(f"{path}{suffix}")).exists():
-            part.rename(Path(f"{aside}{suffix}"))
+    for part, renamed in zip(log_files(path), log_files(aside)):
+        if part.exists():
+            part.rename(renamed)
     return aside
 
 
@@ -301,8 +306,8 @@ class DecisionLog:
             if not lock_existed:
                 lock_path.unlink(missing_ok=True)
             if not log_existed:
-                for suffix in ("", "-wal", "-shm"):
-                    Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+                for part in log_files(self.path):
+                    part.unlink(missing_ok=True)
             raise
         page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
         self._wal_limit_frames = wal_limit_bytes // (page_size + WAL_FRAME_HEADER)
