@@ -150,3 +150,24 @@ def test_gain_jitter_scales_whole_windows_within_its_bound_and_is_seeded(cwru_lo
     assert 1 / 1.25 - 1e-6 <= gains.min() < 0.9 and 1.1 < gains.max() <= 1.25 + 1e-6
     assert np.array_equal(y, augment(x, settings, np.random.default_rng(5)))
     assert augment(x, TrainSettings(snr_train=None), np.random.default_rng(5)) is x
+
+
+def test_band_jitter_filters_each_window_by_its_own_smooth_gain_curve_within_its_bound(cwru_load0):
+    from edge.train.settings import TrainSettings
+    from edge.train.trainer import BAND_KNOTS, augment
+
+    signal = cwru_load0.records[3].signal
+    x = np.stack([signal[i * 2048:(i + 1) * 2048] for i in range(16)]).astype(np.float32)
+    settings = TrainSettings(band_jitter=6.0, snr_train=None)
+    y = augment(x, settings, np.random.default_rng(5))
+    assert y.dtype == np.float32 and y.shape == x.shape
+    spectrum_x, spectrum_y = np.fft.rfft(x.astype(np.float64)), np.fft.rfft(y.astype(np.float64))
+    strong = np.abs(spectrum_x) > 1e-2 * np.abs(spectrum_x).max(axis=1, keepdims=True)
+    gain_db = np.where(strong, 20 * np.log10(np.abs(spectrum_y) / np.maximum(np.abs(spectrum_x), 1e-30)), np.nan)
+    assert -6.0 - 0.05 < np.nanmin(gain_db) < -3.0 and 3.0 < np.nanmax(gain_db) < 6.0 + 0.05
+    shared = strong.sum(axis=0) >= 4
+    assert np.nanstd(gain_db[:, shared], axis=0).mean() > 1.0  # each window its own curve
+    # Smooth: from one bin to the next at most 12 dB per knot spacing (from -6 to +6 dB).
+    per_bin = 12.0 / ((x.shape[1] // 2) / (BAND_KNOTS - 1))
+    assert np.nanmax(np.abs(np.diff(gain_db, axis=1))) <= per_bin + 0.02
+    assert np.array_equal(y, augment(x, settings, np.random.default_rng(5)))

@@ -103,6 +103,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gain-jitter", type=float, default=defaults.gain_jitter,
                    help="scale each training window by a random gain up to 1 +/- this (log-uniform); useful with "
                         f"--normalization none (default {defaults.gain_jitter}, 0 = off)")
+    p.add_argument("--band-jitter", type=float, default=defaults.band_jitter, metavar="DB",
+                   help="filter each training window by a random smooth gain curve across frequency, within "
+                        "+/- DB dB: the load changes how strongly each resonance band carries a fault "
+                        f"(default {defaults.band_jitter}, 0 = off)")
     p.add_argument("--normalization", choices=NORMALIZATIONS, default=None,
                    help="vibration: zscore (zero mean, unit std per window, the default), spectrum (the window's "
                         "amplitude spectrum, half as many bins as samples, z-scored), envelope (the window's "
@@ -177,7 +181,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 #: refused rather than silently ignored: a user who asks for quarter turns on a vibration run,
 #: or for noise augmentation on images, would otherwise believe the run had them.
 VIBRATION_OPTIONS = ("loads", "channel", "rate", "window", "snr_train", "clean_fraction", "noise", "speed_jitter",
-                     "gain_jitter", "mixup", "val_snr", "steps")
+                     "gain_jitter", "band_jitter", "mixup", "val_snr", "steps")
 IMAGE_OPTIONS = ("size", "class_weights", "rotations", "simulated_voids", "split_seed", "init_state")
 
 
@@ -247,10 +251,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise DataError(f"--clean-fraction must be a share in [0, 1], got {args.clean_fraction}")
     if not 0.0 <= args.gain_jitter < 1.0:
         raise DataError(f"--gain-jitter must be in [0, 1), got {args.gain_jitter}")
+    if not 0.0 <= args.band_jitter <= 40.0:
+        raise DataError(f"--band-jitter must be between 0 (off) and 40 dB, got {args.band_jitter}")
     settings = TrainSettings(epochs=epochs, steps_per_epoch=args.steps, batch_size=args.batch_size,
                              lr=args.lr or 3e-3, snr_train=snr_train, clean_fraction=args.clean_fraction,
                              noise_kind=args.noise, seed=args.seed, speed_jitter=args.speed_jitter,
-                             normalization=normalization, gain_jitter=args.gain_jitter, mixup=args.mixup,
+                             normalization=normalization, gain_jitter=args.gain_jitter,
+                             band_jitter=args.band_jitter, mixup=args.mixup,
                              average_epochs=args.average_epochs,
                              weight_decay=(TrainSettings.weight_decay if args.weight_decay is None
                                            else args.weight_decay),

@@ -33,6 +33,7 @@ class TrainSettings:
     noise_kind: str = "gaussian"
     speed_jitter: float = 0.0                            # +/- fraction of shaft speed (window stretch)
     gain_jitter: float = 0.0                             # windows scaled by up to 1 +/- this (log-uniform)
+    band_jitter: float = 0.0                             # dB: windows filtered by a random smooth gain curve
     val_snrs: list = field(default_factory=lambda: [None, -4.0, -8.0])  # model selection: mean val accuracy
     normalization: str = "zscore"
     mixup: float = 0.0                                   # Beta(a, a) mixing of window pairs and labels; 0 = off

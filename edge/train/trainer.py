@@ -31,17 +31,41 @@ def seed_everything(seed: int, threads: int | None = None) -> np.random.Generato
     return np.random.default_rng(seed)
 
 
+#: Frequencies (0 to Nyquist, evenly spaced) where ``band_jitter`` draws its random gains.
+BAND_KNOTS = 8
+
+
+def band_gains(batch: np.ndarray, db: float, rng: np.random.Generator, knots: int = BAND_KNOTS) -> np.ndarray:
+    """Filter each window by its own random smooth gain curve: gains drawn uniformly within +/- ``db``
+    dB at ``knots`` frequencies from 0 to Nyquist, linear in dB between them.
+
+    The load changes how strongly each resonance band of the machine carries the impacts of a
+    fault; this teaches a model not to rely on the bands' relative heights.
+    """
+    length = batch.shape[-1]
+    curve = rng.uniform(-db, db, size=batch.shape[:-1] + (knots,))
+    at = np.linspace(0.0, knots - 1, length // 2 + 1)
+    below = np.minimum(at.astype(int), knots - 2)
+    share = at - below
+    gain_db = curve[..., below] * (1.0 - share) + curve[..., below + 1] * share
+    spectrum = np.fft.rfft(batch, axis=-1) * 10.0 ** (gain_db / 20.0)
+    return np.fft.irfft(spectrum, n=length, axis=-1).astype(np.float32)
+
+
 def augment(batch: np.ndarray, settings: TrainSettings, rng: np.random.Generator) -> np.ndarray:
-    """Scale windows by a random gain (``gain_jitter``), then add noise at a random SNR to all but
-    ``clean_fraction`` of them.
+    """Scale windows by a random gain (``gain_jitter``), filter them by random band gains
+    (``band_jitter``), then add noise at a random SNR to all but ``clean_fraction`` of them.
 
     The gain matters only without per-window normalisation: the vibration's level then
     reaches the model, and the level changes with the load and the sensor's mounting.
+    Noise comes last: it is the sensor's, and does not pass through the machine.
     """
     if settings.gain_jitter:
         bound = np.log1p(settings.gain_jitter)
         batch = batch * np.exp(rng.uniform(-bound, bound, size=(batch.shape[0],) + (1,) * (batch.ndim - 1)))
         batch = batch.astype(np.float32, copy=False)
+    if settings.band_jitter:
+        batch = band_gains(batch, settings.band_jitter, rng)
     if settings.snr_train is None:
         return batch
     lo, hi = settings.snr_train
