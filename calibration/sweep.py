@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from calibration.candidates import CalibrationError, Candidate, expand_grid
 from calibration.pareto import choose_for_budget, pareto_front
+from edge import durable
 from edge.run_files import read_run_files
 
 LATENCY_INPUTS = 200   # validation windows the latency probe cycles through
@@ -83,9 +84,8 @@ class ResultsLog:
                 except json.JSONDecodeError:
                     pass   # the last line of an interrupted sweep: measured again
             if len(self.records) != len(text.splitlines()) or (text and not text.endswith("\n")):
-                tmp = path.with_suffix(".tmp")   # drop the cut record so that new ones start on a line of their own
-                tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records))
-                tmp.replace(path)
+                # Drop the cut record, so that new ones start on a line of their own.
+                durable.write_atomically(path, "".join(json.dumps(r) + "\n" for r in self.records).encode())
 
     def find(self, kind: str, key: str) -> dict | None:
         return next((r for r in self.records if r["kind"] == kind and r["key"] == key), None)

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from edge import durable
 from edge.errors import RunError
 from edge.models import ImageModelConfig, ModelConfig, build_model, config_from_dict
 from edge.run_files import RUN_FILES, read_run_files
@@ -103,7 +104,9 @@ def save_run(path: Path, model: nn.Module, config: dict, split: dict, metrics: d
             tmp.unlink(missing_ok=True)
         raise
     for name, tmp in staged.items():
-        tmp.replace(path / name)
+        durable.sync(tmp)
+    for name, tmp in staged.items():
+        durable.replace(tmp, path / name)
 
 
 def load_run(path: str | Path) -> Run:
