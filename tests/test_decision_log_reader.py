@@ -173,6 +173,32 @@ def test_follow_goes_on_in_the_new_log_when_the_one_followed_is_deleted_or_moved
     assert f"the log at {path} was started again" in capsys.readouterr().err
 
 
+def test_a_follower_far_behind_when_the_log_is_moved_lists_every_row_left_in_the_old_file(tmp_path):
+    """A follower whose output is consumed slowly can be many rows behind when the log is moved away.  It
+    listed at most 10,000 of the old file's rows it had not yet listed, then went on in the new log: the
+    rest were never listed.  Now it lists them all, in order, each once."""
+    path = tmp_path / "decisions.db"
+    log = DecisionLog(path, checkpoint_s=0.05)
+    log.append(shift_rows(1, 10))
+    behind, total = 25_000, 10 + 25_000 + 30
+    listed = []
+    give_up = time.monotonic() + 30
+    rows = follow(open_read_only(path), LogFilter(), poll_s=0.02, settle_s=0.0, path=path,
+                  stop=lambda: len(listed) >= total or time.monotonic() > give_up)
+    listed += [next(rows)["decision_id"] for _ in range(10)]  # then its consumer stalls
+    log.append(shift_rows(11, behind))
+    time.sleep(0.1)
+    for name in ("decisions.db", "decisions.db-wal", "decisions.db-shm"):
+        (tmp_path / name).rename(tmp_path / f"old-{name}")
+    for first in range(11 + behind, 11 + behind + 30, 5):
+        log.append(shift_rows(first, 5))
+        time.sleep(0.03)
+    for row in rows:
+        listed.append(row["decision_id"])
+    log.close()
+    assert log.reopened == 1 and listed == list(range(1, total + 1))
+
+
 def test_follow_lists_rows_logged_before_the_gateway_s_clock_was_set_back(tmp_path):
     """A gateway that boots with its clock an hour fast logs its first decisions an hour ahead; once the network
     sets the clock right, a follower held each row back until the clock had caught up with the row's time: an

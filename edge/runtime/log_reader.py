@@ -230,10 +230,11 @@ def follow(db: sqlite3.Connection, flt: LogFilter, poll_s: float = 0.5, stop=lam
             db.close()
 
 
-def _left_behind(old: sqlite3.Connection, flt: LogFilter, new: sqlite3.Connection) -> list[dict]:
-    """The matching rows the old file holds below the new log's first row: in no other file that is followed."""
+def _left_behind(old: sqlite3.Connection, flt: LogFilter, new: sqlite3.Connection) -> Iterator[dict]:
+    """The matching rows the old file holds below the new log's first row: in no other file that is followed.
+    All of them, in batches: a follower far behind (a slow consumer of its output) has more than one."""
     (first_new,) = new.execute("SELECT MIN(decision_id) FROM decisions").fetchone()
-    return [row for row in _batch(old, flt, 10_000) if first_new is None or row["decision_id"] < first_new]
+    return takewhile(lambda row: first_new is None or row["decision_id"] < first_new, iter_rows(old, flt))
 
 
 def _new_log(path: Path) -> sqlite3.Connection | None:
