@@ -162,6 +162,10 @@ def _print_summary(summary: dict) -> None:
     fail_safe += "".join(f", {why} {n}" for why, n in rare.items() if n)  # named when they happened
     print(f"decisions {c['decisions']} in {summary['seconds']:.0f} s; {latency}; fail-safe: {fail_safe}; "
           f"late {c['late_decisions']}")
+    if c["pacing_late_wakeups"]:  # tells a miss the machine caused from one of the model or the settings
+        print(f"the gateway held the runtime up {c['pacing_late_wakeups']} times (its reader woke late from a timed "
+              "sleep): windows that arrive meanwhile can miss the budget whatever the model; give the runtime a core "
+              "of its own or --realtime-priority")
     reject_troubles = {NOT_FIRED_WHY["lockout"]: c["lockouts"], NOT_FIRED_WHY["not_written"]: c["rejects_not_written"],
                        NOT_FIRED_WHY["untimed"]: c["rejects_untimed"],
                        NOT_FIRED_WHY["unanswered"]: c["rejects_unanswered"], "sent again": c["reject_resends"]}
