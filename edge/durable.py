@@ -1,8 +1,9 @@
 """Files written so that a power cut leaves the old version or the new one, never a torn one.
 
-A gateway loses power when its line does, a workstation during a night's training.  A rename can reach the disk before the data it
-names unless that data is flushed first; a bundle, service unit or TensorRT engine left
-empty that way keeps the service from starting at all.  So each is written beside its
+A gateway loses power when its line does, a workstation during a night's training.  A
+rename can reach the disk before the data it names unless that data is flushed first; a
+bundle, service unit or TensorRT engine left empty that way keeps the service from
+starting at all, a run left so has lost its model.  So each is written beside its
 place, flushed, renamed over it, and the rename flushed too (its directory).
 """
 

@@ -105,7 +105,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         f"--normalization none (default {defaults.gain_jitter}, 0 = off)")
     p.add_argument("--band-jitter", type=float, default=defaults.band_jitter, metavar="DB",
                    help="filter each training window by a random smooth gain curve across frequency, within "
-                        "+/- DB dB: the load changes how strongly each resonance band carries a fault "
+                        "+/- DB dB: the load changes how strongly each resonance band carries a fault; across "
+                        "CWRU's loads it did not help (docs/robustness-experiments.md) "
                         f"(default {defaults.band_jitter}, 0 = off)")
     p.add_argument("--normalization", choices=NORMALIZATIONS, default=None,
                    help="vibration: zscore (zero mean, unit std per window, the default), spectrum (the window's "

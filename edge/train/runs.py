@@ -103,7 +103,7 @@ def save_run(path: Path, model: nn.Module, config: dict, split: dict, metrics: d
         for tmp in staged.values():
             tmp.unlink(missing_ok=True)
         raise
-    for name, tmp in staged.items():
+    for tmp in staged.values():
         durable.sync(tmp)
     for name, tmp in staged.items():
         durable.replace(tmp, path / name)
