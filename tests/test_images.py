@@ -672,6 +672,11 @@ def test_options_of_the_other_kind_of_task_are_refused_not_ignored(tmp_path, cap
                 "it") in capsys.readouterr().err
     assert main(["train", "--task", "neu", "--weight-decay", "-0.1", "--out", str(tmp_path)]) == 2
     assert "--weight-decay must be 0 or more" in capsys.readouterr().err
+    assert main(["train", "--task", "neu", "--band-jitter", "6", "--out", str(tmp_path)]) == 2
+    assert "--band-jitter: vibration training only" in capsys.readouterr().err
+    for beyond in ("-1", "nan", "41"):
+        assert main(["train", "--band-jitter", beyond, "--out", str(tmp_path)]) == 2
+        assert "--band-jitter must be between 0 (off) and 40 dB" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())                                            # refused before anything is written
 
 
