@@ -91,6 +91,43 @@ def test_mixup_trains_on_convex_pairs_and_is_recorded(cwru_dir, tmp_path, capsys
     assert "--mixup must be" in capsys.readouterr().err
 
 
+def test_mixstyle_mixes_early_feature_statistics_in_training_only_and_leaves_the_network_plain(cwru_dir, tmp_path,
+                                                                                               capsys):
+    from edge.models import build_model, model_config
+    from edge.train.mixstyle import MixStyle
+
+    torch.manual_seed(0)
+    model = build_model(model_config("drsn1d-cw", width=4, depth=1))
+    x = torch.randn(8, 1, 512) * torch.linspace(0.5, 4.0, 8).reshape(8, 1, 1)  # windows of different levels
+    model.eval()
+    plain = model(x)
+    styles = MixStyle(model, p=1.0)
+    assert len(styles.handles) == 1 + len(model.units) - model.config.depth  # stem and every stage but the last
+    assert torch.equal(model(x), plain)                                       # eval: untouched
+    model.train()
+    styled = []
+    model.stem.register_forward_hook(lambda m, i, out: styled.append(out))  # runs after MixStyle's hook
+    model(x)
+    own = model.stem[2](model.stem[1](model.stem[0](x)))  # the stem's output without hooks, same batch statistics
+    own_mu, mixed_mu = own.mean(dim=-1), styled[0].mean(dim=-1)
+    assert not torch.allclose(mixed_mu, own_mu, atol=1e-4)                  # styles were swapped
+    # Each window's mean is a mix of two windows' means: within the batch's range, channel by channel.
+    assert (mixed_mu >= own_mu.min(dim=0).values - 1e-4).all() and (mixed_mu <= own_mu.max(dim=0).values + 1e-4).all()
+    styles.remove()
+    model.eval()
+    fresh = build_model(model.config)  # the same weights and statistics, never hooked
+    fresh.load_state_dict(model.state_dict())
+    fresh.eval()
+    assert torch.equal(model(x), fresh(x)) and not styles.handles
+    run = train_tiny_cli(cwru_dir, tmp_path / "mixstyle", "--mixstyle", "0.5")
+    assert run.config["training"]["mixstyle"] == 0.5
+    for bad in ("-0.1", "1.5", "nan"):
+        assert main(["train", "--out", str(tmp_path / "r"), "--mixstyle", bad, "-q"]) == 2
+        assert "--mixstyle must be a share of batches in [0, 1]" in capsys.readouterr().err
+    assert main(["train", "--model", "dca-cnn", "--mixstyle", "0.5", "--out", str(tmp_path / "r"), "-q"]) == 2
+    assert "dca-cnn has none" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
 def test_label_smoothing_reaches_the_loss_and_is_recorded(cwru_dir, tmp_path, capsys):
     plain = train_tiny_cli(cwru_dir, tmp_path / "plain")
     smoothed = train_tiny_cli(cwru_dir, tmp_path / "smooth", "--label-smoothing", "0.3")

@@ -120,6 +120,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mixup", type=float, default=defaults.mixup,
                    help="vibration: mix pairs of training windows and their labels with a weight drawn from "
                         f"Beta(a, a) per batch; a = 0.2 is usual (default {defaults.mixup}, 0 = off)")
+    p.add_argument("--mixstyle", type=float, default=defaults.mixstyle, metavar="P",
+                   help="vibration: in this share of training batches, the early layers' per-channel mean and "
+                        "spread of each window are mixed with another window's (MixStyle), so the model sees the "
+                        f"machine's ringing between the styles it was given (default {defaults.mixstyle}, 0 = off; "
+                        "0.5 is usual; residual models only)")
     p.add_argument("--average-epochs", type=int, default=defaults.average_epochs, metavar="N",
                    help="keep the average of the weights at the end of the last N epochs (stochastic weight "
                         "averaging, BatchNorm statistics measured again) instead of the best validation epoch "
@@ -182,7 +187,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 #: refused rather than silently ignored: a user who asks for quarter turns on a vibration run,
 #: or for noise augmentation on images, would otherwise believe the run had them.
 VIBRATION_OPTIONS = ("loads", "channel", "rate", "window", "snr_train", "clean_fraction", "noise", "speed_jitter",
-                     "gain_jitter", "band_jitter", "mixup", "val_snr", "steps")
+                     "gain_jitter", "band_jitter", "mixup", "mixstyle", "val_snr", "steps")
 IMAGE_OPTIONS = ("size", "class_weights", "rotations", "simulated_voids", "split_seed", "init_state")
 
 
@@ -252,13 +257,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise DataError(f"--clean-fraction must be a share in [0, 1], got {args.clean_fraction}")
     if not 0.0 <= args.gain_jitter < 1.0:
         raise DataError(f"--gain-jitter must be in [0, 1), got {args.gain_jitter}")
+    if not 0.0 <= args.mixstyle <= 1.0:
+        raise DataError(f"--mixstyle must be a share of batches in [0, 1], got {args.mixstyle}")
+    if args.mixstyle and model == "dca-cnn":
+        raise DataError("--mixstyle mixes the features of a residual network's early units; dca-cnn has none")
     if not 0.0 <= args.band_jitter <= 40.0:
         raise DataError(f"--band-jitter must be between 0 (off) and 40 dB, got {args.band_jitter}")
     settings = TrainSettings(epochs=epochs, steps_per_epoch=args.steps, batch_size=args.batch_size,
                              lr=args.lr or 3e-3, snr_train=snr_train, clean_fraction=args.clean_fraction,
                              noise_kind=args.noise, seed=args.seed, speed_jitter=args.speed_jitter,
                              normalization=normalization, gain_jitter=args.gain_jitter,
-                             band_jitter=args.band_jitter, mixup=args.mixup,
+                             band_jitter=args.band_jitter, mixup=args.mixup, mixstyle=args.mixstyle,
                              average_epochs=args.average_epochs,
                              weight_decay=(TrainSettings.weight_decay if args.weight_decay is None
                                            else args.weight_decay),

@@ -37,6 +37,7 @@ class TrainSettings:
     val_snrs: list = field(default_factory=lambda: [None, -4.0, -8.0])  # model selection: mean val accuracy
     normalization: str = "zscore"
     mixup: float = 0.0                                   # Beta(a, a) mixing of window pairs and labels; 0 = off
+    mixstyle: float = 0.0                                # share of batches whose early features swap styles
     label_smoothing: float = 0.0                         # share of each target spread over the other classes
     average_epochs: int = 0                              # keep the weight average of the last N epochs; 0 = best epoch
     teachers: list = field(default_factory=list)         # run directories to distil from (edge.train.teachers)

@@ -18,6 +18,7 @@ from edge.data.preprocess import model_input
 from edge.data.splits import RandomWindowSampler
 from edge.train.evaluate import accuracy_under_noise
 from edge.train.loop import KeptWeights, one_cycle, step
+from edge.train.mixstyle import MixStyle
 from edge.train.settings import TrainSettings
 from edge.train.teachers import TeacherEnsemble, with_teachers
 
@@ -100,6 +101,7 @@ def fit(model: nn.Module, sampler: RandomWindowSampler, val_x: np.ndarray, val_y
     history: list[dict] = []
     keeper = KeptWeights(model, settings.epochs, settings.average_epochs)
     started = time.monotonic()
+    styles = MixStyle(model, settings.mixstyle) if settings.mixstyle else None
     bar = tqdm(total=total, desc="train", unit="step", disable=not progress, leave=False)
     for epoch in range(1, settings.epochs + 1):
         model.train()
@@ -130,6 +132,8 @@ def fit(model: nn.Module, sampler: RandomWindowSampler, val_x: np.ndarray, val_y
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", val=f"{score:.4f}")
         keeper.offer(model, epoch, score)
     bar.close()
+    if styles:
+        styles.remove()  # before BatchNorm statistics are measured again on plain training batches
     kept = keeper.finish(model, lambda: training_batches(sampler, settings, rng))
     if kept == "average":
         val, score = validate(model, val_x, val_y, settings)
