@@ -123,8 +123,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mixstyle", type=float, default=defaults.mixstyle, metavar="P",
                    help="vibration: in this share of training batches, the early layers' per-channel mean and "
                         "spread of each window are mixed with another window's (MixStyle), so the model sees the "
-                        f"machine's ringing between the styles it was given (default {defaults.mixstyle}, 0 = off; "
-                        "0.5 is usual; residual models only)")
+                        f"machine's ringing between the styles it was given; across CWRU's loads it cost 9-17 "
+                        "points (docs/robustness-experiments.md) "
+                        f"(default {defaults.mixstyle}, 0 = off; residual models only)")
     p.add_argument("--average-epochs", type=int, default=defaults.average_epochs, metavar="N",
                    help="keep the average of the weights at the end of the last N epochs (stochastic weight "
                         "averaging, BatchNorm statistics measured again) instead of the best validation epoch "
