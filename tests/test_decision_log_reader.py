@@ -110,6 +110,12 @@ def test_csv_holds_every_matching_decision_with_every_column(shift_log, tmp_path
     b007 = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert len(b007) == sum(r.label == "B007" for r in shift_rows(1, 300))
     assert json.loads(b007[0]["scores"]) == [0.03333, 0.9, 0.03333, 0.03333]
+    # --last was ignored by --csv: every matching row came.  Now the latest N, oldest first.
+    assert main(["decisions", "--log", str(shift_log), "--csv", "-", "--fail-safe", "--last", "3"]) == 0
+    assert [int(r["decision_id"]) for r in csv.DictReader(io.StringIO(capsys.readouterr().out))] == [
+        r.decision_id for r in expected[-3:]]
+    assert main(["decisions", "--log", str(shift_log), "--csv", str(out), "--last", "5"]) == 0
+    assert "wrote 5 decisions" in capsys.readouterr().out and len(list(csv.DictReader(out.open()))) == 5
     unwritable = tmp_path / "no-such-folder" / "shift.csv"
     assert main(["decisions", "--log", str(shift_log), "--csv", str(unwritable)]) == 2
     err = capsys.readouterr().err

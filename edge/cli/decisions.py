@@ -17,6 +17,9 @@ from edge.cli.common import non_negative_float, non_negative_int
 from edge.errors import DrsnEdgeError
 
 
+#: Decisions listed after the summary unless --last says otherwise.
+LISTED = 20
+
 EPILOG_DECISIONS = """examples:
   drsn-edge decisions --log /var/lib/drsn-edge/decisions.db      # summary and the last 20 decisions
   drsn-edge decisions --rejects --since 2h --last 100            # what was rejected in the last two hours
@@ -52,11 +55,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--late", type=non_negative_float, default=None, metavar="MS", help="only decisions slower than MS ms")
     p.add_argument("--class", dest="label", default=None, metavar="NAME", help="only decisions of this class")
     p.add_argument("--lane", type=non_negative_int, default=None, help="only this line-scan lane (patch column)")
-    p.add_argument("--last", type=non_negative_int, default=20, metavar="N",
-                   help="list the latest N matching decisions (default 20; 0: the summary alone)")
+    p.add_argument("--last", type=non_negative_int, default=None, metavar="N",
+                   help=f"list the latest N matching decisions (default {LISTED}; 0: the summary alone); with "
+                        "--csv, write only the latest N")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--csv", default=None, metavar="FILE",
-                     help="write every matching decision, every column, to FILE ('-': standard output)")
+                     help="write every matching decision (the latest N with --last), every column, to FILE "
+                          "('-': standard output)")
     out.add_argument("--json", action="store_true", help="print the summary as JSON")
     out.add_argument("--follow", action="store_true",
                      help="then list matching decisions as they are logged, each a second later, once what became "
@@ -158,9 +163,12 @@ def _cmd_decisions(args: argparse.Namespace) -> int:
                     late_ms=args.late, label=args.label, lane=args.lane)
     db = open_read_only(args.log)
     try:
+        def exported():
+            return iter_rows(db, flt) if args.last is None else iter(read_last(db, flt, args.last))
+
         if args.csv == "-":
             try:
-                write_csv(iter_rows(db, flt), sys.stdout)
+                write_csv(exported(), sys.stdout)
             except BrokenPipeError:  # `| head`: the reader has what it wanted
                 sys.stdout = open(os.devnull, "w")
             return 0
@@ -174,9 +182,10 @@ def _cmd_decisions(args: argparse.Namespace) -> int:
             _print_class_hint(args.label, logged_classes(db))
         if out:
             with out:
-                print(f"wrote {write_csv(iter_rows(db, flt), out):,} decisions to {args.csv}")
+                print(f"wrote {write_csv(exported(), out):,} decisions to {args.csv}")
             return 0
-        rows = read_last(db, flt, args.last) if args.last else []
+        listed = LISTED if args.last is None else args.last
+        rows = read_last(db, flt, listed) if listed else []
         if rows or args.follow:
             print(ROW_HEADER)
         for row in rows:
