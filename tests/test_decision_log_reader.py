@@ -64,6 +64,12 @@ def test_the_summary_counts_what_the_log_holds_and_filters_narrow_it(shift_log, 
     assert main(["decisions", "--log", str(shift_log), "--json", "--rejects", "--since", since, "--until", until]) == 0
     hour = [r for r in rows if START + 3600 <= r.wall_time < START + 7200 and r.reject]
     assert json.loads(capsys.readouterr().out)["decisions"] == len(hour) > 0
+    # --last was ignored by --json: the decisions asked for were not there.  Now they are, with every column.
+    assert main(["decisions", "--log", str(shift_log), "--json", "--fail-safe", "--last", "2"]) == 0
+    latest = json.loads(capsys.readouterr().out)["latest"]
+    assert [(r["decision_id"], r["fail_safe"]) for r in latest] == [(r.decision_id, r.fail_safe)
+                                                                    for r in rows if r.fail_safe][-2:]
+    assert "latest" not in s
     assert main(["decisions", "--log", str(shift_log), "--late", "8", "--class", "IR007", "--last", "3"]) == 0
     out = capsys.readouterr().out
     slow = [r for r in rows if r.latency_ms > 8 and r.label == "IR007"]

@@ -62,7 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     out.add_argument("--csv", default=None, metavar="FILE",
                      help="write every matching decision (the latest N with --last), every column, to FILE "
                           "('-': standard output)")
-    out.add_argument("--json", action="store_true", help="print the summary as JSON")
+    out.add_argument("--json", action="store_true",
+                     help="print the summary as JSON (with --last N, the latest N decisions too, as 'latest')")
     out.add_argument("--follow", action="store_true",
                      help="then list matching decisions as they are logged, each a second later, once what became "
                           "of its REJECT is known (answered, sent again, or unanswered)")
@@ -174,6 +175,8 @@ def _cmd_decisions(args: argparse.Namespace) -> int:
             return 0
         summary = summarize(db, flt)
         if args.json:
+            if args.last is not None:  # asked for: the latest N as well, each with every column
+                summary["latest"] = read_last(db, flt, args.last)
             print(json.dumps(summary, indent=2))
             return 0
         out = _open_csv(args.csv) if args.csv else None  # refused before anything is printed
