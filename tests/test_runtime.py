@@ -1161,6 +1161,23 @@ def test_a_port_no_device_could_have_is_refused_before_anything_starts(port, sai
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_port_or_log_path_that_is_a_directory_or_a_file_is_refused_with_what_to_do(bundle, tmp_path, capsys):
+    """A directory given as --port, or a regular file left at the device's path (written there while the device
+    was away), was waited for as a device that never came.  A directory given as --log was called "not a decision
+    log"."""
+    stale = tmp_path / "ttyACM0"
+    stale.write_bytes(b"REJECT\n")
+    for port, said in ((tmp_path, "is a directory, not a serial device"),
+                       (stale, "is a regular file, not a serial device: something wrote to that path")):
+        with pytest.raises(SystemExit):
+            main(["run", "--bundle", str(bundle), "--port", str(port), "--duration", "1"])
+        assert f"{port} {said}" in capsys.readouterr().err
+    assert main(["run", "--bundle", str(bundle), "--port", "loop://", "--duration", "1", "--http", "off", "--log",
+                 str(tmp_path)]) == 2
+    assert f"it is a directory: give --log a file in it ({tmp_path / 'decisions.db'})" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ttyACM0"]
+
+
 def test_a_run_that_decided_nothing_says_so_instead_of_zero_latencies(bundle, tmp_path, capsys):
     assert main(["run", "--bundle", str(bundle), "--port", str(tmp_path / "ttyACM9"), "--duration", "1",
                  "--http", "off", "--log", str(tmp_path / "log.db")]) == 0

@@ -108,6 +108,13 @@ def port_spec(value: str) -> str:
             raise argparse.ArgumentTypeError(f"{value!r}: give {scheme}://HOST:PORT, the port a number")
     elif not value:
         raise argparse.ArgumentTypeError("give a device path, usb:VID:PID or a URL")
+    elif Path(value).is_dir():
+        raise argparse.ArgumentTypeError(f"{value} is a directory, not a serial device: give the device's path, "
+                                         "as `drsn-edge ports` lists them (/dev/ttyACM0)")
+    elif Path(value).is_file():
+        raise argparse.ArgumentTypeError(
+            f"{value} is a regular file, not a serial device: something wrote to that path while no device was "
+            "there, and the device cannot take its name back; remove the file, then plug the device in again")
     return value
 
 

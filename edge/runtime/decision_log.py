@@ -170,6 +170,8 @@ def _why_not(path: Path, exc: BaseException | None = None) -> str:
         return f"its directory {path.parent} does not exist (create it, or give --log another path)"
     if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         return f"this user may not write {path if path.exists() else path.parent}"
+    if path.is_dir():
+        return f"it is a directory: give --log a file in it ({path / 'decisions.db'})"
     if path.exists():
         return "the file is not a decision log (give --log another path; nothing was changed in it)"
     return "give --log another path"
