@@ -33,6 +33,10 @@ def keys(tmp_path_factory):
     return generate_keypair(root / "line3"), generate_keypair(root / "other")
 
 
+#: What each bundle of the ``bundles`` fixture's build printed, by (target, precision).
+BUILD_LOGS: dict[tuple[str, str], list[str]] = {}
+
+
 @pytest.fixture(scope="module")
 def bundles(tiny_run, keys, tmp_path_factory):
     (private, _), _ = keys
@@ -41,7 +45,7 @@ def bundles(tiny_run, keys, tmp_path_factory):
     for target, precision in (("onnxruntime", "fp32"), ("openvino", "int8"), ("tensorrt", "int8")):
         out = root / f"{target}-{precision}"
         build_bundle(tiny_run, out, BuildOptions(target=target, precision=precision, calib_size=64),
-                     key=private, log=lambda *_: None)
+                     key=private, log=BUILD_LOGS.setdefault((target, precision), []).append)
         built[(target, precision)] = out
     return built
 
@@ -108,6 +112,11 @@ def test_a_vibration_bundle_refuses_an_actuator_distance_it_would_ignore(bundles
 
 def test_tensorrt_bundle_carries_qdq_onnx_settings_and_trtexec_line(bundles):
     m = open_bundle(bundles[("tensorrt", "int8")]).manifest
+    # Its accuracy is its ONNX's on ONNX Runtime here, and the build says so: it used to print "int8 tensorrt".
+    scored = [line for line in BUILD_LOGS[("tensorrt", "int8")] if "accuracy:" in line]
+    assert len(scored) == 2 and all("int8 tensorrt (its ONNX on onnxruntime " in line and "CPU; the engine is "
+                                    "built on the gateway)" in line for line in scored)
+    assert m["backend"]["accuracy_measured_with"].startswith("onnxruntime ")
     assert m["tensorrt"]["onnx_file"] == "model.qdq.onnx" and "model.qdq.onnx" in m["files"]
     assert m["tensorrt"]["trtexec"].startswith("trtexec --onnx=model.qdq.onnx")
     assert "--stronglyTyped" in m["tensorrt"]["trtexec"] and m["quantization"]["threshold_subnetwork"] == "float"

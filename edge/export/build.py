@@ -268,8 +268,12 @@ def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, ke
                 "set": "validation split and training inputs not used for calibration; no test inputs"}}
             log(f"int8 changes {100 * (1.0 - agreed):.2f}% of FP32's decisions on {agree_x.shape[0]} validation "
                 f"and training {noun} (no test {noun})")
-        log(f"validation accuracy: fp32 {100 * fp32_val:.2f}%, {options.precision} {options.target} "
-            f"{100 * deployed_val:.2f}% ({val.shape[0]} {noun})")
+        # What scored the deployed model: a TensorRT engine is built on the gateway, so its ONNX ran here.
+        scored_as = (f"{options.precision} tensorrt (its ONNX on {backend['accuracy_measured_with']}; the engine "
+                     "is built on the gateway)" if options.target == "tensorrt" else
+                     f"{options.precision} {options.target}")
+        log(f"validation accuracy: fp32 {100 * fp32_val:.2f}%, {scored_as} {100 * deployed_val:.2f}% "
+            f"({val.shape[0]} {noun})")
         # The bundle is accepted or refused on validation; the test split only measures what was accepted
         # (a refused candidate's test figure would invite choosing settings on it).
         allowed = options.max_drop if options.max_drop is not None else options.guard_drop
@@ -280,8 +284,8 @@ def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, ke
                 "no bundle written. Try --max-drop (layers return to float), another --calib-method, "
                 "or --precision fp32")
         fp32_test, deployed_test = accuracy(fp32_predict, test, test_y), accuracy(predict, test, test_y)
-        log(f"held-out test accuracy: fp32 {100 * fp32_test:.2f}%, {options.precision} {options.target} "
-            f"{100 * deployed_test:.2f}% ({test.shape[0]} {noun})")
+        log(f"held-out test accuracy: fp32 {100 * fp32_test:.2f}%, {scored_as} {100 * deployed_test:.2f}% "
+            f"({test.shape[0]} {noun})")
         manifest = {
             "drsn_edge_version": edge.__version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
