@@ -222,4 +222,6 @@ def _on_device(args: argparse.Namespace) -> int:
           + ", ".join(f"{k} {v:.2f}" for k, v in summary["stages_s"].items()))
     rec = recommend(summary, args.margin)
     print(f"recommended: --budget-ms {rec['budget_ms']:g} --on-miss {rec['on_miss']}\n  why: {rec['why']}")
+    if rec["caution"]:
+        print(f"  caution: {rec['caution']}")
     return 0

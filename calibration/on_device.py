@@ -86,13 +86,26 @@ def _simulator_source(name: str | Path, bundle: Bundle, data: Path | None, run_d
     return cwru_source(folder, loads=(0,))
 
 
+#: Decisions a measurement needs before its p99.9 rests on ten decisions beyond it rather than on one or two.
+TAIL_DECISIONS = 10_000
+
+
 def recommend(summary: dict, margin: float = 0.2) -> dict:
-    """A budget that leaves ``margin`` above the measured p99.9, and the fail-safe to pair with it."""
+    """A budget that leaves ``margin`` above the measured p99.9, and the fail-safe to pair with it; with a
+    ``caution`` when the measurement was too short for its p99.9 to be more than its slowest few decisions."""
     lat = summary["latency"]
     if not lat.get("n"):
         raise DrsnEdgeError("no decision was made during the measurement: is the device streaming?")
     tail = max(lat["p99_9_ms"], lat["p99_ms"])
     budget = math.ceil(tail * (1.0 + margin) * 10.0) / 10.0
+    caution = None
+    if lat["n"] < TAIL_DECISIONS:
+        per_second = lat["n"] / summary["seconds"] if summary.get("seconds") else None
+        longer = (f" (--seconds {math.ceil(TAIL_DECISIONS / per_second / 60.0) * 60} at this stream's "
+                  f"{per_second:.0f} decisions a second)" if per_second else "")
+        caution = (f"the p99.9 of {lat['n']} decisions is their slowest {max(1, round(lat['n'] / 1000))}: measure "
+                   f"{TAIL_DECISIONS:,} decisions or more{longer}, while the gateway does its usual other work, "
+                   "before trusting this budget on the line")
     return {
         "budget_ms": budget,
         "on_miss": "reject",
@@ -100,4 +113,5 @@ def recommend(summary: dict, margin: float = 0.2) -> dict:
                 f"{100 * margin:.0f} % margin, rounded up to 0.1 ms; on a miss, reject: a window the gateway could "
                 "not decide in time never passes a defect unseen, and every fail-safe is counted and logged"),
         "max_in_measurement_fits": lat["max_ms"] <= budget,
+        "caution": caution,
     }

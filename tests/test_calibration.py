@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -164,3 +165,6 @@ def test_on_device_measures_a_bundle_under_the_runtime_and_recommends_a_budget(t
     assert main(["calibrate", "--bundle", bundle, "--on-device", "--seconds", "3", "--data", str(cwru_dir)]) == 0
     text = capsys.readouterr().out
     assert "simulator on a pty" in text and "recommended: --budget-ms" in text and "--on-miss reject" in text
+    # Three seconds are a few dozen decisions: their p99.9 is their slowest one, and the output says so.
+    assert re.search(r"caution: the p99\.9 of \d+ decisions is their slowest 1: measure 10,000 decisions or more "
+                     r"\(--seconds \d+ at this stream's \d+ decisions a second\)", text), text
