@@ -72,6 +72,13 @@ def arm_row(sessions: list[dict], latencies: list[np.ndarray], budget_ms: float)
     return row | {"misses": row["deadline_fail_safe"] + row["late_decisions"]}
 
 
+def arm_line(name: str, arm: dict) -> str:
+    """An arm's pooled tails and misses, as each A/B benchmark prints them at the end."""
+    return (f"{name:8s}: {arm['n']} decisions, p50 {arm['p50_ms']:.2f} / p99 {arm['p99_ms']:.2f} / p99.9 "
+            f"{arm['p99_9_ms']:.2f} / max {arm['max_ms']:.2f} ms, misses {arm['misses']} "
+            f"({arm['deadline_fail_safe']} fail-safe, {arm['late_decisions']} late)")
+
+
 def add_session_arguments(parser: argparse.ArgumentParser, seconds: float, rounds: int) -> None:
     """The options every A/B benchmark at the real rate shares: the bundle, its run, and the sessions."""
     parser.add_argument("--bundle", type=Path, default=Path("dist/drsn-openvino-int8"))
@@ -131,9 +138,7 @@ def main() -> int:
     out = HERE / "results" / ("runtime_realtime_ab_load.json" if args.competing_load else "runtime_realtime_ab.json")
     out.write_text(json.dumps(doc, indent=2) + "\n")
     for name, a in arm_rows.items():
-        print(f"{name:8s}: {a['n']} decisions, p50 {a['p50_ms']:.2f} / p99 {a['p99_ms']:.2f} / p99.9 "
-              f"{a['p99_9_ms']:.2f} / max {a['max_ms']:.2f} ms, misses {a['misses']} "
-              f"({a['deadline_fail_safe']} fail-safe, {a['late_decisions']} late)")
+        print(arm_line(name, a))
     print(f"wrote {out}")
     return 0
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runtime_realtime_ab import _latencies, add_session_arguments, arm_row, session_row  # noqa: E402 - shared
+from runtime_realtime_ab import _latencies, add_session_arguments, arm_line, arm_row, session_row  # noqa: E402 - shared
 from runtime_soak import session  # noqa: E402 - the soak's session, shared
 
 from edge.cli.common import positive_float  # noqa: E402
@@ -96,8 +96,7 @@ def main() -> int:
            "ratio_read_to_unread": {k: r[k] / u[k] for k in ("p50_ms", "p99_ms", "p99_9_ms", "max_ms")}}
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
     for name, a in arm_rows.items():
-        print(f"{name:7s}: {a['n']} decisions, p50 {a['p50_ms']:.2f} / p99 {a['p99_ms']:.2f} / p99.9 "
-              f"{a['p99_9_ms']:.2f} / max {a['max_ms']:.2f} ms, misses {a['misses']}")
+        print(arm_line(name, a))
     print(f"wrote {args.out}")
     return 0
 
