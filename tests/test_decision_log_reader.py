@@ -11,11 +11,12 @@ import threading
 import time
 from dataclasses import replace
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
 from edge.cli import main
-from edge.runtime.decision_log import DecisionLog, DecisionRow
+from edge.runtime.decision_log import DecisionLog, DecisionRow, log_files
 from edge.runtime.log_reader import LogFilter, follow, open_read_only, parse_when
 
 CLASSES = ["normal", "B007", "IR007", "OR007@6"]
@@ -153,6 +154,12 @@ def test_follow_lists_a_reject_with_what_became_of_it(tmp_path):
         log.close()
 
 
+def move_away(path: Path) -> None:
+    """Move a log and its write-ahead log and index away, as an operator clearing a disk would: ``old-NAME``."""
+    for part in log_files(path):
+        part.rename(part.with_name(f"old-{part.name}"))
+
+
 def test_follow_goes_on_in_the_new_log_when_the_one_followed_is_deleted_or_moved(tmp_path, capsys):
     """The runtime starts a new log in place of one deleted or moved away; a follower kept reading the old
     file and waited there for good.  Now it lists the rest of the old file, then the new log's rows, each
@@ -173,8 +180,7 @@ def test_follow_goes_on_in_the_new_log_when_the_one_followed_is_deleted_or_moved
     reader.start()
     while len(listed) < 10 and time.monotonic() < give_up:
         time.sleep(0.01)
-    for name in ("decisions.db", "decisions.db-wal", "decisions.db-shm"):
-        (tmp_path / name).rename(tmp_path / f"old-{name}")
+    move_away(path)
     for first in range(11, 41, 5):  # some into the old file, the rest into the new log once it is started
         log.append(shift_rows(first, 5))
         time.sleep(0.03)
@@ -200,8 +206,7 @@ def test_a_follower_far_behind_when_the_log_is_moved_lists_every_row_left_in_the
     listed += [next(rows)["decision_id"] for _ in range(10)]  # then its consumer stalls
     log.append(shift_rows(11, behind))
     time.sleep(0.1)
-    for name in ("decisions.db", "decisions.db-wal", "decisions.db-shm"):
-        (tmp_path / name).rename(tmp_path / f"old-{name}")
+    move_away(path)
     for first in range(11 + behind, 11 + behind + 30, 5):
         log.append(shift_rows(first, 5))
         time.sleep(0.03)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -29,7 +29,7 @@ from edge.cli import build_parser, main
 from edge.data.preprocess import model_input
 from edge.export.build import BuildOptions, build_bundle
 from edge.run_files import read_run_files
-from edge.runtime.decision_log import DecisionLog, DecisionLogError, DecisionRow, next_decision_id
+from edge.runtime.decision_log import DecisionLog, DecisionLogError, DecisionRow, log_files, next_decision_id
 from edge.runtime.loop import Runtime, RuntimeSettings
 from edge.runtime.realtime import DEFAULT_SERVICE_PRIORITY, current_priority, enter_realtime
 from edge.runtime.scoring import score_vibration
@@ -364,6 +364,10 @@ def _window_row(decision_id: int) -> DecisionRow:
                        [0.9, 0.1], True, None, 1.0, None, "0" * 64, 0.1, 0.5)
 
 
+#: The bundle a status page names in tests of the page alone.
+PAGE_BUNDLE = {"family": "drsn1d-cw", "precision": "int8", "backend": "openvino", "sha256": "0" * 64}
+
+
 def _wait_for(condition, seconds: float = 5.0) -> None:
     give_up = time.monotonic() + seconds
     while not condition() and time.monotonic() < give_up:
@@ -413,8 +417,8 @@ def test_a_log_deleted_just_before_the_runtime_stops_leaves_its_latest_rows_wher
     path = tmp_path / "log.db"
     log = DecisionLog(path, checkpoint_s=60)  # no look before the stop
     log.append([_window_row(1)])
-    for name in ("log.db", "log.db-wal", "log.db-shm"):
-        (tmp_path / name).unlink()
+    for part in log_files(path):
+        part.unlink()
     log.append([_window_row(2)])
     log.append([_window_row(3)])
     log.close()
@@ -669,8 +673,7 @@ def test_the_status_page_says_which_decisions_its_latency_covers():
     accelerometer): the page says whether that is every decision since the start or the last N."""
     from edge.runtime.metrics import RuntimeMetrics, render_page
 
-    metrics = RuntimeMetrics({"family": "drsn1d-cw", "precision": "int8", "backend": "openvino", "sha256": "0" * 64},
-                             window=5)
+    metrics = RuntimeMetrics(PAGE_BUNDLE, window=5)
     metrics.observe([{"decision_id": 1, "span": "0-1023", "lane": 0, "class": "normal", "reject": False,
                       "latency_ms": 1.5}], 1.5)
     assert "over every decision since the start" in render_page(metrics.status({}))
@@ -690,8 +693,7 @@ def test_the_status_page_s_percentiles_are_those_of_the_latest_decisions_as_the_
     from edge.runtime.metrics import RuntimeMetrics, latency_percentiles
 
     rng = np.random.default_rng(7)
-    metrics = RuntimeMetrics({"family": "resnet18", "precision": "int8", "backend": "openvino", "sha256": "0" * 64},
-                             window=50)
+    metrics = RuntimeMetrics(PAGE_BUNDLE, window=50)
     every = []
     for count in [*rng.integers(1, 21, size=40), 73, *rng.integers(1, 21, size=10)]:
         latency = float(rng.gamma(2.0, 1.0))
@@ -701,6 +703,7 @@ def test_the_status_page_s_percentiles_are_those_of_the_latest_decisions_as_the_
         summary = metrics.latency_summary()
         assert {k: summary[k] for k in latest} == latest
         assert summary["window"] == (50 if len(every) >= 50 else None)
+
 
 def _realtime_permitted(priority: int) -> bool:
     """Whether this process may raise a thread to ``priority`` (tried in a thread that then ends)."""
@@ -870,7 +873,7 @@ def test_the_status_page_closes_connections_that_send_nothing():
 
     from edge.runtime.metrics import RuntimeMetrics, StatusServer
 
-    metrics = RuntimeMetrics({"family": "drsn1d-cw", "precision": "int8", "backend": "openvino", "sha256": "0" * 64})
+    metrics = RuntimeMetrics(PAGE_BUNDLE)
     server = StatusServer(metrics, lambda: {}, host="127.0.0.1", port=0, client_timeout_s=0.5)
     try:
         threads = threading.active_count()
@@ -1131,9 +1134,7 @@ def test_run_command_stops_cleanly_on_sigterm_and_says_when_the_gateway_held_it_
         threading.Thread(target=sim.run, kwargs={"duration": 30}, daemon=True).start()
         proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--bundle", str(bundle), "--port", sim.port,
                                  "--log", str(tmp_path / "log.db"), "--http", "off"], stdout=subprocess.PIPE, text=True)
-        deciding_by = time.monotonic() + 20
-        while decided_rows(tmp_path / "log.db") < 5 and time.monotonic() < deciding_by:
-            time.sleep(0.2)  # paced reads under way: the stop then falls on a timed sleep
+        _wait_for(lambda: decided_rows(tmp_path / "log.db") >= 5, 20.0)  # paced: the stop falls on a timed sleep
         proc.send_signal(signal.SIGSTOP)
         time.sleep(0.5)
         proc.send_signal(signal.SIGCONT)
