@@ -307,6 +307,12 @@ def test_cli_build_verify_keygen(tiny_run, tmp_path, capsys):
     capsys.readouterr()
     assert main(["verify", str(out) + ".tar.gz", "--trust", str(tmp_path / "k.pub")]) == 0
     assert "signed by a trusted key" in capsys.readouterr().out
+    # spelt as for install and run: --bundle and --trusted-key
+    assert main(["verify", "--bundle", str(out), "--trusted-key", str(tmp_path / "k.pub")]) == 0
+    assert capsys.readouterr().out.startswith(f"{out}: ok")
+    for twice_or_never in (["verify", str(out), "--bundle", str(out)], ["verify"]):
+        assert main(twice_or_never) == 2
+        assert "give the bundle to verify once" in capsys.readouterr().err
     (out / "model.onnx").write_bytes(b"garbage")
     assert main(["verify", str(out)]) == 2
     assert "refused" in capsys.readouterr().err
@@ -320,6 +326,9 @@ def test_tensorrt_missing_is_a_clear_error_with_the_trtexec_line(bundles, tmp_pa
         build_engine(bundle.path / "model.qdq.onnx", tmp_path / "e.engine", TrtBuildSettings(precision="int8"))
     assert main(["compile-trt", "--bundle", str(bundle.path)]) == 2
     assert "TensorRT is not installed here" in capsys.readouterr().err
+    assert main(["compile-trt", "--bundle", str(bundles[("openvino", "int8")])]) == 2
+    assert "is a bundle for openvino, not tensorrt: build one with `drsn-edge build --target tensorrt`" \
+        in capsys.readouterr().err
 
 
 def test_a_tensorrt_engine_belongs_to_its_installed_bundle_not_to_the_current_link(bundles, tiny_run, tmp_path,

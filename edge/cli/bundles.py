@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edge.cli.common import class_names, non_negative_float, output_path, positive_float, positive_int
+from edge.cli.common import (add_trusted_keys, class_names, non_negative_float, output_path, positive_float,
+                             positive_int)
+from edge.errors import DrsnEdgeError
 
 
 EPILOG_BUILD = """\
@@ -77,9 +79,13 @@ def _add_keys(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_keygen)
     p = sub.add_parser("verify", help="check a bundle's hashes and signature",
                        description="Verify a bundle directory or .tar.gz: every file against its sha256 and, "
-                                   "with --trust, the signature.")
-    p.add_argument("bundle", type=Path, help="bundle directory or .tar.gz")
-    p.add_argument("--trust", type=Path, action="append", default=[], help="trusted public key (repeatable)")
+                                   "with --trusted-key, the signature.",
+                       epilog="example: drsn-edge verify --bundle dist/drsn-openvino-int8.tar.gz "
+                              "--trusted-key keys/line3.pub")
+    p.add_argument("bundle", type=Path, nargs="?", help="bundle directory or .tar.gz (or give it as --bundle)")
+    p.add_argument("--bundle", dest="bundle_option", type=Path, metavar="BUNDLE",
+                   help="the same, spelt as for install and run")
+    add_trusted_keys(p, "public key file (from `drsn-edge keygen`) the bundle must be signed with; repeatable")
     p.set_defaults(func=_cmd_verify)
 
 
@@ -95,12 +101,15 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from edge.bundle import open_bundle
     from edge.bundle.package import SIGNATURE
 
-    bundle = open_bundle(args.bundle, trusted_keys=args.trust)
+    if (args.bundle is None) == (args.bundle_option is None):
+        raise DrsnEdgeError("give the bundle to verify once: `drsn-edge verify BUNDLE` or `--bundle BUNDLE`")
+    path = args.bundle or args.bundle_option
+    bundle = open_bundle(path, trusted_keys=args.trusted_keys)
     m = bundle.manifest
     signature = ("signed by a trusted key" if bundle.signed_by_trusted_key else
-                 "signed, but the signature was not checked (give --trust PUB)" if (bundle.path / SIGNATURE).is_file()
+                 "signed, but the signature was not checked (give --trusted-key PUB)" if (bundle.path / SIGNATURE).is_file()
                  else "not signed")
-    print(f"{args.bundle}: ok, every listed file matches its sha256 ({len(m['files'])}); {signature}")
+    print(f"{path}: ok, every listed file matches its sha256 ({len(m['files'])}); {signature}")
     print(f"  {m['model']['family']} {m['precision']} for {m['backend']['name']}; classes {', '.join(m['classes'])}")
     acc = m["accuracy"]
     deployed = f", deployed {m['precision']} {100 * acc[m['precision']]:.2f}%" if m["precision"] != "fp32" else ""

@@ -50,6 +50,16 @@ def output_path(value: str) -> Path:
     return path
 
 
+def add_trusted_keys(p: argparse.ArgumentParser, help: str) -> None:
+    """``--trusted-key PUB`` (also spelt ``--trust``), repeatable, as ``args.trusted_keys``.
+
+    The same option on every command that opens a bundle, so a key given to ``install`` is
+    given the same way to ``verify`` and ``run``.
+    """
+    p.add_argument("--trusted-key", "--trust", dest="trusted_keys", type=Path, action="append", default=[],
+                   metavar="PUB", help=help)
+
+
 def remember_defaults(p: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
     """Keep the defaults of ``names`` (argparse names) on the parsed arguments, for :func:`given_options`."""
     p.set_defaults(option_defaults={name: p.get_default(name) for name in names})

@@ -8,8 +8,8 @@ import signal
 import sys
 from pathlib import Path
 
-from edge.cli.common import (class_names, http_address, log_size_mb, non_negative_int, port_spec, positive_float,
-                             realtime_priority, stream_rate, thread_count)
+from edge.cli.common import (add_trusted_keys, class_names, http_address, log_size_mb, non_negative_int, port_spec,
+                             positive_float, realtime_priority, stream_rate, thread_count)
 from edge.errors import DrsnEdgeError
 from edge.runtime.decision_log import NOT_FIRED_WHY, WAL_LIMIT_BYTES
 from edge.runtime.realtime import DEFAULT_SERVICE_PRIORITY
@@ -41,7 +41,8 @@ def _cmd_compile_trt(args: argparse.Namespace) -> int:
     bundle = open_bundle(args.bundle)
     trt = bundle.manifest.get("tensorrt")
     if not trt:
-        raise DrsnEdgeError(f"{args.bundle} is a {bundle.manifest['backend']['name']} bundle, not tensorrt")
+        raise DrsnEdgeError(f"{args.bundle} is a bundle for {bundle.manifest['backend']['name']}, not tensorrt: build one with "
+                             "`drsn-edge build --target tensorrt`")
     settings = TrtBuildSettings(**(trt["build_settings"] | {
         "workspace_mb": args.workspace_mb, "dla_core": args.dla_core, "gpu_fallback": not args.no_gpu_fallback,
         "timing_cache": args.timing_cache or str(bundle.path.parent / "timing.cache")}))
@@ -90,7 +91,8 @@ def _runtime_arguments(p: argparse.ArgumentParser) -> None:
                         "line-scan bundle (demo: the simulated belt's 625, half a metre)")
     p.add_argument("--max-consecutive", type=non_negative_int, default=0, metavar="N",
                    help=LOCKOUT_HELP)
-    p.add_argument("--trust", action="append", default=[], help="trusted public key; requires a signed bundle")
+    add_trusted_keys(p, "public key file (from `drsn-edge keygen`); repeatable; the bundle must be signed with "
+                        "one of them")
     p.add_argument("--realtime-priority", type=realtime_priority, default=0, metavar="P",
                    help="run the reader and decider threads under SCHED_FIFO at priority P (1-99), so no "
                         "ordinary process delays a decision; needs root or CAP_SYS_NICE (default 0: off)")
@@ -142,7 +144,7 @@ def _runtime_settings(args: argparse.Namespace, port: str):
                            reject_classes=args.reject_classes,
                            threshold=args.threshold, log_path=args.log, log_max_mb=args.log_max_mb,
                            http=None if args.http == "off" else args.http, distance=args.distance,
-                           max_consecutive=args.max_consecutive, threads=args.threads, trusted_keys=args.trust,
+                           max_consecutive=args.max_consecutive, threads=args.threads, trusted_keys=args.trusted_keys,
                            paced_reads=not args.read_every_frame, realtime_priority=args.realtime_priority,
                            channel_index=args.channel)
 
@@ -183,7 +185,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from edge.bundle import open_bundle
     from edge.runtime.loop import Runtime
 
-    bundle = open_bundle(args.bundle, trusted_keys=args.trust)
+    bundle = open_bundle(args.bundle, trusted_keys=args.trusted_keys)
     runtime = Runtime(bundle, _runtime_settings(args, args.port))  # settings that cannot work are refused here
     signal.signal(signal.SIGTERM, lambda *_: runtime.stop())
     if runtime.server:
@@ -228,7 +230,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     run = read_run_files(args.run)  # what the run held out; the gateway has no torch to load its network
     config = run["config.json"]
     data = args.data or Path(config["data"]["path"])
-    bundle = open_bundle(args.bundle, trusted_keys=args.trust)
+    bundle = open_bundle(args.bundle, trusted_keys=args.trusted_keys)
     linescan = bundle.kind == "linescan"
     check_run_fits_bundle(args.bundle, bundle, args.run, run)
     settings = simulator_settings(_runtime_settings(args, ""), linescan)
@@ -318,8 +320,7 @@ def _add_install(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", type=Path, required=True, help="bundle .tar.gz or directory")
     p.add_argument("--root", type=Path, default=Path("/"), help="file system root (default /)")
-    p.add_argument("--trusted-key", action="append", default=[], metavar="PUB",
-                   help="public key file (from `drsn-edge keygen`) the bundle must be signed with; repeatable; "
+    add_trusted_keys(p, "public key file (from `drsn-edge keygen`) the bundle must be signed with; repeatable; "
                         "copied to ROOT/opt/drsn-edge/keys, where the service reads it (default: the keys the "
                         "installed service trusts, if any)")
     p.add_argument("--port", type=port_spec, default="usb:0483:5740",
@@ -353,14 +354,14 @@ def _cmd_install(args: argparse.Namespace) -> int:
     from edge.bundle.install import HOME, install, prune, service_keys
     from edge.bundle.package import MANIFEST
 
-    target = install(args.bundle, args.root, args.trusted_key, args.port, args.budget_ms, args.python,
+    target = install(args.bundle, args.root, args.trusted_keys, args.port, args.budget_ms, args.python,
                      realtime_priority=args.realtime_priority, log_max_mb=args.log_max_mb, distance=args.distance,
                      max_consecutive=args.max_consecutive, on_miss=args.on_miss,
                      reject_classes=args.reject_classes,
                      threshold=args.threshold, channel=args.channel, run_options=_service_options(args))
     print(f"installed {target}; current -> {target.name}.")
     trusted = service_keys(args.root)  # what the new unit verifies with: given, or kept from the one before
-    if trusted and not args.trusted_key:
+    if trusted and not args.trusted_keys:
         print(f"signed by a key the service already trusted ({', '.join(k.name for k in trusted)}); it still does")
     elif not trusted:
         print("warning: not signed by a trusted key: its files were checked against its manifest, not who built "
