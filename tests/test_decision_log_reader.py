@@ -103,6 +103,22 @@ def test_a_class_the_log_never_holds_names_the_classes_it_does(shift_log, capsys
         assert f"argument {option}" in capsys.readouterr().err
 
 
+def test_when_nothing_matches_the_log_says_what_it_holds_and_a_time_range_that_cannot_match_is_refused(
+        shift_log, capsys):
+    def local(t: float) -> str:
+        return datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+    holds = f"the log holds ids 1-300, logged {local(START + 60)} to {local(START + 60 * 300)}"
+    assert main(["decisions", "--log", str(shift_log), "--since", "2030-01-01 06:00"]) == 0
+    assert f"no decision matches; {holds}" in capsys.readouterr().out
+    assert main(["decisions", "--log", str(shift_log), "--lane", "3"]) == 0
+    assert "no decision in the log is on lane 3; its lanes: 0" in capsys.readouterr().out
+    assert main(["decisions", "--log", str(shift_log), "--lane", "0", "--late", "100"]) == 0
+    assert "its lanes" not in capsys.readouterr().out  # lane 0 is logged; --late left its decisions out
+    assert main(["decisions", "--log", str(shift_log), "--since", "2h", "--until", "1d"]) == 2
+    assert "--since (" in (err := capsys.readouterr().err) and "is not before --until" in err
+
+
 def test_csv_holds_every_matching_decision_with_every_column(shift_log, tmp_path, capsys):
     out = tmp_path / "fail-safe.csv"
     assert main(["decisions", "--log", str(shift_log), "--fail-safe", "--csv", str(out)]) == 0

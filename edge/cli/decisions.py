@@ -114,7 +114,8 @@ def _print_log_summary(log: Path, s: dict) -> None:
     from edge.runtime.decision_log import NOT_FIRED_WHY
 
     if not s["decisions"]:
-        print(f"{log}: no decision matches; the log holds ids {s['log_first_id']}-{s['log_last_id']}"
+        print(f"{log}: no decision matches; the log holds ids {s['log_first_id']}-{s['log_last_id']}, logged "
+              f"{_local(s['log_first_time'])} to {_local(s['log_last_time'])}"
               if s["log_last_id"] is not None else f"{log}: no decision logged yet")
         return
     print(f"{log}: {s['decisions']:,} decision{'s' if s['decisions'] != 1 else ''} (ids {s['first_id']}-"
@@ -144,6 +145,13 @@ def _print_class_hint(label: str, classes: list[str]) -> None:
           + "; its classes: " + (", ".join(classes) or "none yet"))
 
 
+def _print_lane_hint(lane: int, lanes: list[int]) -> None:
+    """A --lane no decision has: the lanes the log does hold (a vibration log has lane 0 alone)."""
+    if lane not in lanes:
+        print(f"  no decision in the log is on lane {lane}; its lanes: "
+              + (", ".join(map(str, lanes)) if len(lanes) <= 12 else f"{lanes[0]}-{lanes[-1]}"))
+
+
 def _open_csv(path: str):
     """The --csv file, opened for writing; one that cannot be is a clear error."""
     try:
@@ -156,12 +164,15 @@ def _open_csv(path: str):
 def _cmd_decisions(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from edge.runtime.log_reader import (LogFilter, follow, iter_rows, logged_classes, open_read_only, read_last,
-                                         summarize, write_csv)
+    from edge.runtime.log_reader import (LogFilter, follow, iter_rows, logged_classes, logged_lanes, open_read_only,
+                                         read_last, summarize, write_csv)
 
+    if args.since is not None and args.until is not None and args.since >= args.until:
+        raise DrsnEdgeError(f"--since ({_local(args.since)}) is not before --until ({_local(args.until)}): no "
+                            "decision can be in between; an age counts back from now, so --since 2h --until 1h is "
+                            "the hour before the last")
     flt = LogFilter(since=args.since, until=args.until, rejects=args.rejects, not_fired=args.not_fired,
-                    fail_safe=args.fail_safe,
-                    late_ms=args.late, label=args.label, lane=args.lane)
+                    fail_safe=args.fail_safe, late_ms=args.late, label=args.label, lane=args.lane)
     db = open_read_only(args.log)
     try:
         def exported():
@@ -183,6 +194,8 @@ def _cmd_decisions(args: argparse.Namespace) -> int:
         _print_log_summary(args.log, summary)
         if args.label and not summary["decisions"]:
             _print_class_hint(args.label, logged_classes(db))
+        if args.lane is not None and not summary["decisions"] and summary["log_last_id"] is not None:
+            _print_lane_hint(args.lane, logged_lanes(db))
         if out:
             with out:
                 print(f"wrote {write_csv(exported(), out):,} decisions to {args.csv}")

@@ -169,6 +169,8 @@ def summarize(db: sqlite3.Connection, flt: LogFilter) -> dict:
     except sqlite3.Error as exc:
         raise DecisionLogError(f"the decision log cannot be read: {exc}") from exc
     (oldest, newest), = _query(db, "SELECT MIN(decision_id), MAX(decision_id) FROM decisions", [])
+    ends = dict(_query(db, "SELECT decision_id, wall_time FROM decisions WHERE decision_id IN (?, ?)",
+                       [oldest, newest]))  # by key: two rows, not a scan
     not_fired = {}  # rejects the actuator did not fire for, by why (a log of an older runtime does not say)
     if "reject_command" in columns:
         not_fired = {k: v for k, v in grouped("reject_command").items() if k not in (None, "sent")}
@@ -176,12 +178,18 @@ def summarize(db: sqlite3.Connection, flt: LogFilter) -> dict:
             "rejects": sum(v for k, v in grouped("reject").items() if k), "rejects_not_fired": not_fired,
             "fail_safe": {k: v for k, v in grouped("fail_safe").items() if k is not None},
             "classes": grouped("class"), "bundles": grouped("bundle_sha256"),
-            "latency_decided": latency_percentiles(latencies), "log_first_id": oldest, "log_last_id": newest}
+            "latency_decided": latency_percentiles(latencies), "log_first_id": oldest, "log_last_id": newest,
+            "log_first_time": ends.get(oldest), "log_last_time": ends.get(newest)}
 
 
 def logged_classes(db: sqlite3.Connection) -> list[str]:
     """Every class the log holds a decision of, fail-safe verdicts included, in name order."""
     return [label for (label,) in _query(db, "SELECT DISTINCT class FROM decisions ORDER BY class", [])]
+
+
+def logged_lanes(db: sqlite3.Connection) -> list[int]:
+    """Every lane (line-scan patch column; 0 for vibration) the log holds a decision of, in order."""
+    return [lane for (lane,) in _query(db, "SELECT DISTINCT lane FROM decisions ORDER BY lane", [])]
 
 
 def follow(db: sqlite3.Connection, flt: LogFilter, poll_s: float = 0.5, stop=lambda: False,
