@@ -126,6 +126,51 @@ def test_image_run_trains_evaluates_and_leaves_test_images_alone(castings_run, t
     assert "not an image model" in capsys.readouterr().err
 
 
+def test_an_image_run_is_scored_on_another_folder_without_the_images_it_learnt_from(castings_run, data_root,
+                                                                                    tmp_path, capsys):
+    """`evaluate --data` on a folder of new images used to refuse it unless it held the run's own split."""
+    import shutil
+
+    from edge.cli import main
+    from edge.data.cwru import file_sha256
+
+    source = data_root / "xray" / "castings"
+    split = json.loads((castings_run / "split.json").read_text())
+    assert [file_sha256(source / f) for f in split["files"]["val"]] == split["sha256"]["val"]
+    test = {label: [f for f in split["files"]["test"] if f"/{label}/" in f] for label in ("class_0", "class_1")}
+    line3 = tmp_path / "line3"
+    for label, files in (("class_0", test["class_0"][:4]), ("class_1", test["class_1"][:7])):
+        (line3 / label).mkdir(parents=True)
+        for k, f in enumerate(files):
+            shutil.copy(source / f, line3 / label / f"part{k}.jpg")
+    shutil.copy(source / test["class_1"][0], line3 / "class_1" / "again.jpg")  # a copy: scored once
+    for k, f in enumerate(split["files"]["train"][:5] + split["files"]["val"][:2]):  # learnt from, renamed
+        label = "class_1" if "/class_1/" in f else "class_0"
+        shutil.copy(source / f, line3 / label / f"seen{k}.jpg")
+    assert main(["evaluate", "--run", str(castings_run), "--data", str(line3), "--json", "--threads", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["images"] == 11 and result["split"] is None and result["source"] == str(line3)
+    assert result["report"]["support"] == {"class_0": 4, "class_1": 7}
+    assert "7 images the run trained or validated on left out (by content)" in result["notes"]
+    # a run from before the hashes were recorded reads them back from the folder it trained on
+    older = tmp_path / "older"
+    shutil.copytree(castings_run, older)
+    del split["sha256"]
+    (older / "split.json").write_text(json.dumps(split))
+    assert main(["evaluate", "--run", str(older), "--data", str(line3), "--json", "--threads", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["report"] == result["report"]
+    # one class is enough to score; a class the run does not know, or a split of another folder, is refused
+    shutil.rmtree(line3 / "class_0")
+    assert main(["evaluate", "--run", str(castings_run), "--data", str(line3), "--json", "--threads", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 7
+    assert main(["evaluate", "--run", str(castings_run), "--data", str(line3), "--split", "val"]) == 2
+    assert "is not the folder" in capsys.readouterr().err
+    (line3 / "scratch").mkdir()
+    shutil.copy(source / test["class_0"][5], line3 / "scratch" / "x.jpg")
+    assert main(["evaluate", "--run", str(castings_run), "--data", str(line3)]) == 2
+    assert "class folders or names scratch are not classes of the run" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("target", ["openvino", "onnxruntime"])
 def test_image_run_builds_an_int8_bundle_the_gateway_can_run(castings_run, target, tmp_path):
     from edge.backends import load_backend

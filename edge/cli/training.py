@@ -46,11 +46,15 @@ examples:
   drsn-edge evaluate --run runs/drsn --snr -4,0,none --json
   drsn-edge evaluate --run runs/drsn --data /data/CWRU --loads 3
   drsn-edge evaluate --run runs/castings --json           # an image run: accuracy, recall, confusion
+  drsn-edge evaluate --run runs/castings --data /data/line3-patches   # images it never saw
 
 Records the run trained on (recognised by content hash) contribute only their
 held-out test segment; records it never saw (another load, another copy) contribute
 all their windows.  Noise is white Gaussian at each SNR, seeded, so every model is
-scored on the same noisy windows.
+scored on the same noisy windows.  An image run scores the test split of the folder
+it trained on, or every image of another folder (class folders, or <class>_<n>
+names, in the run's classes; one class is enough) that it did not train or validate
+on, recognised by content.
 """
 
 
@@ -310,12 +314,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                        description="Accuracy, macro-F1, per-class recall and confusion matrix of a trained run.",
                        epilog=EPILOG_EVALUATE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", type=Path, required=True, help="run directory written by `drsn-edge train`")
-    p.add_argument("--data", type=Path, default=None, help="folder of CWRU .mat files (default: the run's)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="folder of CWRU .mat files, or of images for an image run (default: the run's)")
     p.add_argument("--loads", default=None, help="motor loads to score, e.g. 3 (default: the run's)")
     p.add_argument("--snr", default="none,-4,0,4,8",
                    help="SNRs in dB, comma-separated; 'none' is clean (default none,-4,0,4,8)")
     p.add_argument("--split", default="test", choices=["test", "val"],
-                   help="segment of trained records to score (default test)")
+                   help="segment of trained records (or split of the run's image folder) to score (default test)")
     p.add_argument("--hop", type=positive_int, default=None, help="hop between windows (default: window/8)")
     p.add_argument("--noise", default="gaussian", choices=["gaussian", "pink", "laplacian"],
                    help="noise kind (default gaussian)")

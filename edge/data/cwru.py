@@ -197,7 +197,7 @@ def resample(samples: np.ndarray, source_rate_hz: int, rate_hz: int) -> np.ndarr
 
 
 def file_sha256(path: Path) -> str:
-    """Content hash of a file: how a run recognises a record it was trained on, whatever its path."""
+    """Content hash of a file: how a run recognises a record or image it was trained on, whatever its path."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 

@@ -17,13 +17,13 @@ share a group too, by the name's series index, so they also stay on one side.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from edge.data.cwru import file_sha256
 from edge.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -59,10 +59,6 @@ class ImageSet:
 
     def counts(self) -> dict[str, int]:
         return {c: sum(1 for i in self.items if i.label == c) for c in self.classes}
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -102,18 +98,22 @@ def _find_layout(root: Path) -> list[tuple[Path, str, str | None]]:
     return found
 
 
-def load_image_set(root: str | Path, name: str | None = None) -> ImageSet:
-    """Every image of a set, deduplicated by content; classes sorted by name (``class_0`` < ``class_1``)."""
+def load_image_set(root: str | Path, name: str | None = None, min_classes: int = 2) -> ImageSet:
+    """Every image of a set, deduplicated by content; classes sorted by name (``class_0`` < ``class_1``).
+
+    A set to train on needs two classes; one to score a run on may hold a single one
+    (``min_classes=1``: a folder of defective parts alone).
+    """
     root = Path(root)
     found = _find_layout(root)
     if not found:
         raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
     classes = tuple(sorted({label for _, label, _ in found}))
-    if len(classes) < 2:
+    if len(classes) < min_classes:
         raise DataError(f"{root}: {len(classes)} class found ({', '.join(classes)}); a classifier needs two or more")
     by_hash: dict[str, list[tuple[Path, str, str | None]]] = {}
     for entry in found:
-        by_hash.setdefault(_sha256(entry[0]), []).append(entry)
+        by_hash.setdefault(file_sha256(entry[0]), []).append(entry)
     items: list[ImageItem] = []
     conflicts = 0
     notes: list[str] = []
@@ -135,7 +135,8 @@ def load_image_set(root: str | Path, name: str | None = None) -> ImageSet:
     removed = sum(len(c) - 1 for c in consistent)
     crossing = sum(1 for c in consistent if len({x[2] for x in c}) > 1)
     if removed:
-        notes.append(f"{removed} duplicate files folded into {sum(1 for c in consistent if len(c) > 1)} images"
+        folded = sum(1 for c in consistent if len(c) > 1)
+        notes.append(f"{removed} duplicate files folded into {folded} image{'s' if folded != 1 else ''}"
                      + (f"; {crossing} of them had copies on both sides of the published split: kept in test only"
                         if crossing else ""))
     return ImageSet(name or root.name, root, classes, items, notes, removed, conflicts)
@@ -162,7 +163,9 @@ class ImageSplit:
                 "counts": {s: {c: sum(1 for i in self.indices(s) if images.items[i].label == c)
                                for c in images.classes} for s in SPLITS},
                 "files": {s: [str(images.items[i].path.relative_to(images.root)) for i in self.indices(s)]
-                          for s in SPLITS}}
+                          for s in SPLITS},
+                # by content, so the run can be scored on another folder without the images it learnt from
+                "sha256": {s: [images.items[i].sha256 for i in self.indices(s)] for s in SPLITS}}
 
 
 def _grouped_draw(items: list[ImageItem], pool: list[int], fraction: float, rng: np.random.Generator) -> list[int]:

@@ -21,6 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 import edge
+from edge.data.cwru import file_sha256
 from edge.data.images import IMAGE_TASKS, ImageSet, ImageSplit, load_image_set, read_images, split_images
 from edge.data.preprocess import normalize
 from edge.errors import DataError
@@ -350,6 +351,11 @@ def validate_images(model: nn.Module, val_x: np.ndarray, val_y: np.ndarray, norm
 def run_images(run, split_name: str, data: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Raw images (N, 1, S, S) in [0, 1] and labels of one split of an image run, as the run recorded it."""
     images = load_image_set(Path(data) if data else Path(run.config["data"]["path"]), name=run.config["task"])
+    return split_of_run(run, images, split_name)
+
+
+def split_of_run(run, images: ImageSet, split_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`run_images` of a set already loaded."""
     by_file = {str(item.path.relative_to(images.root)): item for item in images.items}
     files = run.split["files"][split_name]
     missing = [f for f in files if f not in by_file]
@@ -362,26 +368,88 @@ def run_images(run, split_name: str, data: str | Path | None = None) -> tuple[np
             np.array([classes.index(item.label) for item in items], dtype=np.int64))
 
 
+def holds_run_split(run, images: ImageSet) -> bool:
+    """Whether ``images`` is the folder the run was split from (or a copy of it): every file of its split there."""
+    held = {str(item.path.relative_to(images.root)) for item in images.items}
+    return all(f in held for files in run.split["files"].values() for f in files)
+
+
+def learnt_hashes(run) -> set[str]:
+    """Content hashes of the images a run trained and validated on.
+
+    Recorded in its split; a run from before they were is read back from the folder it trained on.
+    """
+    recorded = run.split.get("sha256")
+    if recorded:
+        return set(recorded["train"]) | set(recorded["val"])
+    root = Path(run.config["data"]["path"])
+    files = run.split["files"]["train"] + run.split["files"]["val"]
+    if not all((root / f).is_file() for f in files):
+        raise DataError(f"cannot tell which images {run.path} learnt from: its split names files in {root}, which "
+                        "is not here as it trained; score it where that folder is, or train it again (a run "
+                        "records its images' hashes)")
+    return {file_sha256(root / f) for f in files}
+
+
+def unseen_images(run, images: ImageSet) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Every image of a set the run never learnt from (by content), its labels, and what was left out.
+
+    Copies in the set are folded; an image the run trained or validated on, under whatever
+    name, is left out, so the score is one of images new to the model.
+    """
+    classes = run.config["classes"]
+    unknown = [c for c in images.classes if c not in classes]
+    if unknown:
+        raise DataError(f"{images.root}: class folders or names {', '.join(unknown)} are not classes of the run "
+                        f"({', '.join(classes)})")
+    learnt = learnt_hashes(run)
+    items = [item for item in images.items if item.sha256 not in learnt]
+    notes = images.notes + [f"{len(images.items) - len(items)} images the run trained or validated on left out "
+                            "(by content)"]
+    if not items:
+        raise DataError(f"every image in {images.root} is one the run trained or validated on; nothing new to "
+                        "score it on")
+    return (read_images(items, run.config["preprocessing"]["size"]),
+            np.array([classes.index(item.label) for item in items], dtype=np.int64), notes)
+
+
 def evaluate_images(run_dir: str | Path, data: str | Path | None = None, split_name: str = "test",
                     threads: int | None = None) -> dict:
-    """Accuracy, balanced accuracy, per-class recall and confusion matrix on a split of an image run."""
+    """Accuracy, balanced accuracy, per-class recall and confusion matrix of an image run.
+
+    On the folder it trained on, one split of it (test by default).  On any other folder of
+    images in the run's classes, every image of it the run did not learn from.
+    """
     run = load_run(run_dir)
     if threads:
         torch.set_num_threads(threads)
     started = time.monotonic()
-    x, y = run_images(run, split_name, data)
+    images = load_image_set(data or run.config["data"]["path"], name=run.config["task"], min_classes=1)
+    own = holds_run_split(run, images)
+    if own:
+        x, y = split_of_run(run, images, split_name)
+        source, notes = split_name, run.config["data"]["notes"]
+    elif split_name != "test":
+        raise DataError(f"--split {split_name}: {data} is not the folder {run.path} was split from; on another "
+                        "folder every image it did not learn from is scored")
+    else:
+        x, y, notes = unseen_images(run, images)
+        source = str(data)
     pred = predict_images(run.load_model(), x, run.config["preprocessing"]["normalization"])
     report = classification_report(y, pred, tuple(run.config["classes"]))
     return {"run": str(run.path), "model": run.config["model"]["name"], "task": run.config["task"],
-            "split": split_name, "images": int(y.shape[0]), "accuracy": report["accuracy"],
-            "balanced_accuracy": balanced_accuracy(y, pred), "classes": run.config["classes"],
-            "report": report, "notes": run.config["data"]["notes"], "seconds": round(time.monotonic() - started, 2)}
+            "split": split_name if own else None, "source": source, "images": int(y.shape[0]),
+            "accuracy": report["accuracy"], "balanced_accuracy": balanced_accuracy(y, pred),
+            "classes": run.config["classes"], "report": report, "notes": notes,
+            "seconds": round(time.monotonic() - started, 2)}
 
 
 def format_image_evaluation(result: dict) -> str:
     r = result["report"]
     lines = [f"run {result['run']}  model {result['model']}  task {result['task']}",
-             f"{result['images']} {result['split']} images (copies folded, none shared with training)"]
+             f"{result['images']} {result['split']} images (copies folded, none shared with training)"
+             if result["split"] else f"{result['images']} images in {result['source']} the run never learnt from "
+                                     "(copies folded)"]
     lines += [f"note: {n}" for n in result["notes"]]
     lines += ["", f"accuracy {100 * result['accuracy']:.2f}%   balanced accuracy "
                   f"{100 * result['balanced_accuracy']:.2f}%   macro-F1 {100 * r['macro_f1']:.2f}", "",
