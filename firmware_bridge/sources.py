@@ -120,28 +120,24 @@ class BeltSource(StreamSource):
         return int(round(lines * 1e6 / self.hello.rate_hz)), lines
 
 
-def _image_label(path: Path) -> str:
-    """An image's class from where it lies: ``class_N/`` folders (X-ray), or its name's prefix (NEU:
-    ``crazing_12.jpg``)."""
-    return path.parent.name if path.parent.name.startswith("class_") else path.stem.rsplit("_", 1)[0]
-
-
 def _image_files(root: Path, source: str, subset: str, split: str) -> list[tuple[Path, str]]:
-    if source in ("xray", "gdxray"):
-        folder = root / subset / split
-        files = [p for p in sorted(folder.glob("class_*/*")) if p.suffix.lower() in (".jpg", ".png")]
-    else:
-        folder = root / "images" if (root / "images").is_dir() else root
-        files = sorted(folder.glob("*.jpg"))
+    """``(path, label)`` of the images to lay on the belt: the data set's ``subset`` (X-ray) or any folder
+    of images in class folders or with ``<class>_<n>`` names; of a published split, its ``split`` side."""
+    from edge.data.images import find_images  # build-side reader, as the CWRU one
+
+    folder = root / subset if source in ("xray", "gdxray") and (root / subset).is_dir() else root
+    files = [(path, label) for path, label, published in find_images(folder) if published in (None, split)]
     if not files:
-        raise FileNotFoundError(f"no images under {folder}")
-    return [(p, _image_label(p)) for p in files]
+        raise FileNotFoundError(f"no images under {folder}" + (f" for --split {split}" if split else ""))
+    return files
 
 
 def held_out_images(split_doc: dict, data_dir: str | Path, split: str = "test") -> list[tuple[Path, str]]:
     """``(path, label)`` of one split of an image run (its ``split.json``, copies folded): for ``test``,
     images the model never saw."""
-    return [(Path(data_dir) / name, _image_label(Path(name))) for name in split_doc["files"][split]]
+    from edge.data.images import label_of
+
+    return [(Path(data_dir) / name, label_of(Path(name))) for name in split_doc["files"][split]]
 
 
 def belt_source(data_dir: str | Path, source: str = "gdxray", subset: str = "castings", split: str = "test",

@@ -454,6 +454,30 @@ def test_a_belt_of_resized_images_shows_the_model_what_training_showed_it(data_r
         assert np.array_equal(patch, np.rint(trained * 255).astype(np.uint8))
 
 
+def test_a_belt_is_laid_from_any_folder_of_images_with_each_patch_s_class_from_its_folder(data_root, tmp_path):
+    """The simulator read only the shipped X-ray and NEU layouts, and named a held-out image's class by a
+    ``class_`` folder or its name: ``good/part_a.png`` was of class ``part``."""
+    from PIL import Image
+
+    from firmware_bridge.sources import belt_source, held_out_images
+
+    source = sorted((data_root / "xray" / "castings" / "test" / "class_1").glob("*.jpg"))[:6]
+    for label, files in (("good", source[:2]), ("bad", source[2:])):
+        (tmp_path / "parts" / label).mkdir(parents=True)
+        for k, f in enumerate(files):
+            Image.open(f).save(tmp_path / "parts" / label / f"part_{chr(97 + k)}.png")
+    belt = belt_source(tmp_path / "parts", "xray", bands=3, seed=0)
+    assert {t["label"] for t in belt.truth} == {"good", "bad"} and len(belt.truth) == 3 * 20
+    assert all(t["image"].startswith(t["label"] + "/") for t in belt.truth)
+    doc = {"files": {"test": ["bad/part_a.png", "test/class_1/C21_0001.jpg", "images/crazing_12.jpg", "Sc_3.bmp"]}}
+    assert [label for _, label in held_out_images(doc, tmp_path)] == ["bad", "class_1", "crazing", "Sc"]
+    with pytest.raises(DataError, match="part_a.png: cannot tell its class"):
+        belt_source(tmp_path / "parts" / "good", "xray")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no images under"):
+        belt_source(tmp_path / "empty", "xray")
+
+
 def test_an_actuator_closer_than_the_budget_s_travel_is_named_when_the_device_says_its_line_rate(
         castings_bundle, data_root, tmp_path, capfd):
     from conftest import run_against

@@ -34,7 +34,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", required=True, choices=["cwru", "xray", "gdxray", "neu"],
                    help="what the device streams: cwru vibration, xray (alias gdxray) patches on a belt, neu images")
     p.add_argument("--data", type=Path, default=None,
-                   help="data folder (default: cwru/, xray/ or neu/ under $DRSN_EDGE_DATA or ../shared/data)")
+                   help="data folder (default: cwru/, xray/ or neu/ under $DRSN_EDGE_DATA or ../shared/data); "
+                        "images: also any folder of them in class folders or named <class>_<n>")
     p.add_argument("--link", default="pty", choices=["pty", "tcp"], help="pty pair (default) or TCP loopback")
     p.add_argument("--rate", type=stream_rate, default=1.0, help="realtime (default), xN (N times faster) or max")
     p.add_argument("--corrupt", type=probability, default=0.0, help="probability of a bit flip per byte")
@@ -70,7 +71,7 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
                    help="stream only what this training run held out: its records' test segments (cwru), or "
                         "its test images at the model's size (xray, neu)")
     p.add_argument("--subset", default="castings", choices=["castings", "fishbones"], help="xray set (default castings)")
-    p.add_argument("--split", default="test", choices=["train", "test"], help="xray split (default test)")
+    p.add_argument("--split", default="test", choices=["train", "test"], help="images: the side of a published split (train/ and test/ folders) laid on the belt (default test)")
     p.add_argument("--lanes", type=positive_int, default=None, help="images: patches across the belt")
     p.add_argument("--bands", type=positive_int, default=20, help="images: rows of patches along the belt")
     p.add_argument("--bit-depth", type=int, default=8, choices=[8, 12, 16], help="images: line bit depth")

@@ -72,7 +72,16 @@ def series_group(path: Path, label: str, digest: str) -> str:
     return f"{label}/{match.group(1)}_{match.group(2)}" if match else digest
 
 
-def _find_layout(root: Path) -> list[tuple[Path, str, str | None]]:
+def label_of(relative: Path) -> str:
+    """The class of an image from its path under a set's root, by the layouts :func:`find_images` reads:
+    its class folder, else its name's prefix (``crazing_12.jpg``)."""
+    if relative.parent.name not in ("", "images"):
+        return relative.parent.name
+    match = re.fullmatch(r"(.+)_(\d+)", relative.stem)
+    return match.group(1) if match else relative.stem
+
+
+def find_images(root: Path) -> list[tuple[Path, str, str | None]]:
     """(file, class, published split) for every image under ``root``, whatever the layout."""
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist; point --data at the data root (which holds xray/ "
@@ -105,7 +114,7 @@ def load_image_set(root: str | Path, name: str | None = None, min_classes: int =
     (``min_classes=1``: a folder of defective parts alone).
     """
     root = Path(root)
-    found = _find_layout(root)
+    found = find_images(root)
     if not found:
         raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
     classes = tuple(sorted({label for _, label, _ in found}))
