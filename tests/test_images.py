@@ -83,6 +83,12 @@ def test_any_folder_of_the_same_layouts_is_read(tmp_path):
     assert flat.classes == dirs.classes == ("bad", "ok") and len(flat.items) == len(dirs.items) == 12
     split = split_images(dirs, 0.2, 0.2, seed=3)
     assert sorted(split.train + split.val + split.test) == list(range(12))
+    # what `train --data` takes: a data root, or any such folder (class folders alone were refused)
+    from edge.train.images import load_task
+
+    for folder in ("flat", "dirs"):
+        images, _ = load_task("xray-castings", tmp_path / folder)
+        assert images.root == tmp_path / folder and len(images.items) == 12
 
 
 def test_bad_image_sets_are_clear_errors(tmp_path):

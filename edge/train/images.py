@@ -197,9 +197,10 @@ def task_folder(task: str, data_root: str | Path) -> Path:
 
 
 def load_task(task: str, data: str | Path, seed: int = 0) -> tuple[ImageSet, ImageSplit]:
-    """The task's images (``data`` is the data root, or the task's own folder) and its split."""
+    """The task's images and their split: ``data`` is the data root (the task's folder is under it), or any
+    folder of images in a layout :func:`edge.data.images.find_images` reads."""
     data = Path(data)
-    folder = data if (data / "train").is_dir() or (data / "images").is_dir() else task_folder(task, data)
+    folder = task_folder(task, data) if task_folder(task, data).is_dir() else data
     images = load_image_set(folder, name=task)
     return images, split_images(images, seed=seed)
 
