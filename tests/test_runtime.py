@@ -1142,7 +1142,7 @@ def test_run_command_stops_cleanly_on_sigterm_and_says_when_the_gateway_held_it_
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=20)
         sim.stop()
-    assert proc.returncode == 0 and "decisions" in out and "latency p50" in out
+    assert proc.returncode == 0 and "decisions" in out and "latency p50" in out and "no device was heard" not in out
     held_up = re.search(r"the gateway held the runtime up (\d+) times", out)
     assert held_up and int(held_up.group(1)) >= 1, out
     db = sqlite3.connect(tmp_path / "log.db")
@@ -1186,6 +1186,8 @@ def test_a_run_that_decided_nothing_says_so_instead_of_zero_latencies(bundle, tm
     assert "waiting for the device" in captured.err
     assert "decisions 0 in " in captured.out and "no latency: nothing was decided" in captured.out
     assert "p50" not in captured.out
+    assert "no device was heard on the port: not one frame in all that time; check --port against " \
+           "`drsn-edge ports`" in captured.out
 
 
 def test_a_run_with_another_split_than_the_bundles_is_refused_before_anything_streams(bundle, tiny_run, tmp_path,

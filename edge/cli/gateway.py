@@ -164,6 +164,9 @@ def _print_summary(summary: dict) -> None:
     fail_safe += "".join(f", {why} {n}" for why, n in rare.items() if n)  # named when they happened
     print(f"decisions {c['decisions']} in {summary['seconds']:.0f} s; {latency}; fail-safe: {fail_safe}; "
           f"late {c['late_decisions']}")
+    if summary["device"] is None and not c["decoder_frames"]:  # a wrong port, cable or power
+        print("no device was heard on the port: not one frame in all that time; check --port against "
+              "`drsn-edge ports`, the cable, and that the device is powered and streaming")
     if c["pacing_late_wakeups"]:  # tells a miss the machine caused from one of the model or the settings
         print(f"the gateway held the runtime up {c['pacing_late_wakeups']} times (its reader woke late from a timed "
               "sleep): windows that arrive meanwhile can miss the budget whatever the model; give the runtime a core "
