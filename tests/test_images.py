@@ -858,6 +858,14 @@ def _decide_belt(bundle, tmp_path, frames: list[bytes], answer=None, seconds: fl
     return runtime, rejects, rows
 
 
+def _until(condition, seconds: float) -> None:
+    """Wait for ``condition`` (a runtime's threads at work), failing the test if it never holds."""
+    give_up = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < give_up, "waited in vain"
+        time.sleep(0.01)
+
+
 def _belt_frames(tiles: list[int], first_seq: int = 0) -> list[bytes]:
     """A 640 px detector's HELLO, then 32 random lines (one tile) from each encoder count in ``tiles``."""
     from firmware_bridge.codec import encode_frame
@@ -907,6 +915,104 @@ def test_a_reject_unanswered_when_the_device_restarted_is_not_sent_again_on_the_
     assert rows == [(70_000, lane, 1, "untimed", 70_031 + 5000) for lane in range(20)] + \
         [(0, lane, 1, "sent", 31 + 5000) for lane in range(20)]
     assert capsys.readouterr().err.count("scanned before the device restarted") == 1
+
+
+def test_rejects_decided_while_the_device_was_gone_are_written_once_it_is_back_unless_it_restarted(
+        castings_bundle, tmp_path, capsys):
+    """A line-scan REJECT names the encoder count where its part meets the actuator.  Those decided while the
+    USB link was down were logged as not written and never sent: their parts passed.  Now they are written once
+    the same device is back and streaming on the same count (the device fires them, or answers TOO_LATE), and
+    not if its count began again."""
+    import select
+    import threading
+
+    from edge.runtime.loop import Runtime, RuntimeSettings
+    from firmware_bridge.codec import FrameDecoder, encode_frame
+    from firmware_bridge.protocol import Ack, Hello, Reject
+    from firmware_bridge.transport import PtyPair
+
+    link = tmp_path / "sensor"
+    device = {"pty": PtyPair(link), "next_line": None}
+    rejects, done = [], threading.Event()
+
+    def play_device():
+        decoder, seq, fd = FrameDecoder(), 10_000, None
+        while not done.is_set():
+            if device["pty"].master_fd != fd:
+                decoder, fd = FrameDecoder(), device["pty"].master_fd
+            if fd < 0 or not select.select([fd], [], [], 0.02)[0]:
+                time.sleep(0.01)
+                continue
+            try:
+                data = os.read(fd, 65536)
+            except OSError:
+                continue
+            for frame in decoder.feed(data):
+                reply = []
+                if isinstance(frame.message, Reject):
+                    rejects.append(frame.message)
+                    reply = [Ack(int(Reject.TYPE), frame.seq)]
+                elif isinstance(frame.message, Hello) and frame.message.request and device["next_line"] is not None:
+                    hello_and_line = _belt_frames([device["next_line"]], seq)[:2]  # its HELLO, then a line
+                    os.write(fd, b"".join(hello_and_line))
+                    seq += 2
+                for message in reply:
+                    os.write(fd, encode_frame(message, seq))
+                    seq += 1
+
+    runtime = Runtime(castings_bundle, RuntimeSettings(
+        port=str(link), log_path=str(tmp_path / "log.db"), http=None, budget_ms=1000, paced_reads=False,
+        distance=5000, threshold=1e-6))
+    listening = threading.Thread(target=play_device, daemon=True)
+    running = threading.Thread(target=runtime.run, args=(60.0,), daemon=True)
+
+    def sent() -> set[tuple[int, int]]:  # (decision id, encoder count) of the REJECTs the device read, once each
+        return {(r.decision_id, r.at) for r in rejects}  # a busy machine may delay an ACK: sent again, same id
+
+    def rows_of(first_line: int) -> list[str]:
+        db = sqlite3.connect(tmp_path / "log.db")
+        try:
+            return [r[0] for r in db.execute("SELECT reject_command FROM decisions WHERE span_start = ?",
+                                             (first_line,))]
+        finally:
+            db.close()
+
+    def unplug_and_decide(first_line: int) -> None:
+        device["pty"].close()
+        _until(lambda: not runtime.port.connected, 5.0)
+        runtime._ingest(b"".join(_belt_frames([first_line])[1:]), time.monotonic(), True)  # lines read before
+        _until(lambda: rows_of(first_line) == ["not_written"] * 20, 10.0)
+
+    try:
+        runtime.start()
+        listening.start()
+        running.start()
+        os.write(device["pty"].master_fd, b"".join(_belt_frames([1000])))
+        _until(lambda: len(sent()) == 20, 10.0)
+        # the link drops as a tile is decided; the device comes back on the same count
+        unplug_and_decide(2000)
+        device["next_line"] = 2100
+        device["pty"] = PtyPair(link)
+        _until(lambda: rows_of(2000) == ["sent"] * 20, 10.0)
+        assert sent() == {(k, 1031 + 5000) for k in range(1, 21)} | {(k, 2031 + 5000) for k in range(21, 41)}
+        # again, but the device restarted meanwhile: its count begins at 0, where those counts name other parts
+        unplug_and_decide(3000)
+        device["next_line"] = 0
+        device["pty"] = PtyPair(link)
+        _until(lambda: rows_of(3000) == ["untimed"] * 20, 10.0)
+        time.sleep(0.3)
+        assert len(sent()) == 40  # none of the tile scanned before the restart
+        c = runtime.counters()
+    finally:
+        runtime.stop()
+        running.join(timeout=10.0)
+        runtime.close()
+        done.set()
+        listening.join(timeout=1.0)
+        device["pty"].close()
+    assert c["rejects_sent_after_outage"] == 20 and c["rejects_not_written"] == 0 and c["rejects_untimed"] == 20
+    assert c["rejects_sent"] == 40 and c["acks"] == 40 and c["reconnects"] == 2
+    assert "scanned before the device restarted" in capsys.readouterr().err
 
 
 def test_a_reject_the_device_is_too_busy_to_take_is_sent_again(castings_bundle, tmp_path):

@@ -107,8 +107,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     bundle = open_bundle(path, trusted_keys=args.trusted_keys)
     m = bundle.manifest
     signature = ("signed by a trusted key" if bundle.signed_by_trusted_key else
-                 "signed, but the signature was not checked (give --trusted-key PUB)" if (bundle.path / SIGNATURE).is_file()
-                 else "not signed")
+                 "signed, but the signature was not checked (give --trusted-key PUB)"
+                 if (bundle.path / SIGNATURE).is_file() else "not signed")
     print(f"{path}: ok, every listed file matches its sha256 ({len(m['files'])}); {signature}")
     print(f"  {m['model']['family']} {m['precision']} for {m['backend']['name']}; classes {', '.join(m['classes'])}")
     acc = m["accuracy"]

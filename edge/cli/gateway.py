@@ -173,7 +173,8 @@ def _print_summary(summary: dict) -> None:
               "of its own or --realtime-priority")
     reject_troubles = {NOT_FIRED_WHY["lockout"]: c["lockouts"], NOT_FIRED_WHY["not_written"]: c["rejects_not_written"],
                        NOT_FIRED_WHY["untimed"]: c["rejects_untimed"],
-                       NOT_FIRED_WHY["unanswered"]: c["rejects_unanswered"], "sent again": c["reject_resends"]}
+                       NOT_FIRED_WHY["unanswered"]: c["rejects_unanswered"], "sent again": c["reject_resends"],
+                       "sent once the device was back": c["rejects_sent_after_outage"]}
     after_stop = f" ({c['frames_after_stop']} after the stop, not decided)" if c["frames_after_stop"] else ""
     print(f"frames {c['decoder_frames']}{after_stop}, rejected {c['decoder_rejected']}, "
           f"lost {c['decoder_lost_frames']}; "

@@ -37,7 +37,7 @@ from edge.runtime.device_watch import DeviceWatch
 from edge.runtime.metrics import STAGES, RuntimeMetrics, StatusServer, StatusServerError, listen_address
 from edge.runtime.pacing import ReadPacer, line_pacer
 from edge.runtime.realtime import check_priority, current_priority, enter_realtime
-from edge.runtime.reject_ledger import InFlight, RejectLedger
+from edge.runtime.reject_ledger import AwaitingDevice, InFlight, RejectLedger
 from firmware_bridge.codec import FrameDecoder, encode_frame, line_frame_bytes
 from firmware_bridge.protocol import (Ack, Error, Heartbeat, Hello, Line, MessageType, Nak, NakReason, Reject, Samples,
                                       SensorKind)
@@ -172,6 +172,9 @@ class Runtime:
         self._signal_lost = False  # the latest vibration window held one constant value (said once per spell)
         self._untimed_said = 0     # the latest encoder epoch whose untimed REJECTs were said
         self.rejects_in_flight = RejectLedger()
+        self.awaiting_device = AwaitingDevice()
+        self._device_before_outage: Hello | None = None  # whom the REJECTs awaiting the device were decided for
+        self._frames_at_reconnect = 0                    # data frames heard before the latest reconnect
         self.device_watch = DeviceWatch(s.port, s.heartbeat_s)
         self.counts = {"data_frames": 0, "deadline_fail_safe": 0, "late_decisions": 0, "overload_fail_safe": 0,
                        "no_signal_fail_safe": 0, "non_finite_fail_safe": 0, "shutdown_fail_safe": 0,
@@ -179,7 +182,7 @@ class Runtime:
                        "rejects_untimed": 0, "reject_resends": 0, "acks": 0, "answers_late": 0,
                        "naks": 0, "naks_too_late": 0, "lockouts": 0, "reconnects": 0, "hello_mismatch": 0,
                        "samples_without_channel": 0, "frames_of_other_kind": 0, "hello_requests": 0,
-                       "paced_sleeps": 0, "frames_after_stop": 0}
+                       "paced_sleeps": 0, "frames_after_stop": 0, "rejects_sent_after_outage": 0}
         self.server = None
         if s.http:
             try:
@@ -218,10 +221,13 @@ class Runtime:
         return out
 
     def _reconnected(self) -> None:
-        self.decoder.reset_sequence()
-        self.counts["reconnects"] += 1
-        print(f"runtime: port {self.settings.port} is there again", file=sys.stderr, flush=True)
+        if self.device_hello is not None:
+            self._device_before_outage = self.device_hello
         self.device_hello = None  # another device may be there now: it is checked anew
+        self._frames_at_reconnect = self.counts["data_frames"]
+        self.decoder.reset_sequence()
+        self.counts["reconnects"] += 1  # last: REJECTs awaiting the device wait for its HELLO from here on
+        print(f"runtime: port {self.settings.port} is there again", file=sys.stderr, flush=True)
         self._ask_hello()
 
     def _ask_hello(self) -> None:
@@ -296,6 +302,8 @@ class Runtime:
             # After the answers this pass read: a reader held up (a stall of the host) does not send again
             # what the device answered meanwhile.
             self._send_unanswered_again(time.monotonic())
+            if self.awaiting_device:
+                self._send_awaiting_device(time.monotonic())
 
     def _ingest(self, data: bytes, arrived: float, exact: bool) -> int:
         """Decode, assemble and queue; returns the number of units completed.
@@ -402,6 +410,42 @@ class Runtime:
             else:  # the device is gone: they cannot be sent again
                 given_up += again
         self._give_up(given_up)
+
+    def _send_awaiting_device(self, now: float) -> None:
+        """Write the line-scan REJECTs decided while the device was gone, once the same device is back and
+        streaming (so its encoder count is known to go on, or to have begun again: those are untimed).  The
+        device answers each as any REJECT: ACK and fire at its count, or TOO_LATE for a part already past."""
+        back, before = self.device_hello, self._device_before_outage
+        if back is None or self.counts["data_frames"] <= self._frames_at_reconnect or not self.port.connected:
+            return
+        flights = self.awaiting_device.take(now, self.counts["reconnects"])
+        if before is not None and (back.device_id, back.pixels) != (before.device_id, before.pixels):
+            return  # another device, or another detector width: they name parts of a belt this one never saw
+        timed = []
+        for flight in flights:
+            if self._untimed(flight.encoder_epoch):
+                with self._finish_lock:
+                    self.counts["rejects_not_written"] -= 1
+                self._mark(flight.decision_id, "untimed")
+            else:
+                timed.append(flight)
+        if not timed:
+            return
+        outages = self.port.stats.outages
+        if not self._send_rejects([replace(flight, sent_at=now) for flight in timed]):
+            if self._gone(outages):  # gone again: kept from when they were decided, for the next return
+                self.awaiting_device.add(timed, self.counts["reconnects"])
+            return
+        with self._finish_lock:  # the decider counts REJECTs not written under it
+            for key, change in (("rejects_sent", 1), ("rejects_not_written", -1), ("rejects_sent_after_outage", 1)):
+                self.counts[key] += change * len(timed)
+        for flight in timed:
+            self._mark(flight.decision_id, "sent")
+
+    def _gone(self, outages_before: int) -> bool:
+        """Whether a write that failed did so because the device is gone (not because it was too slow to take it:
+        writing to a device that does not read would only hold the reader up)."""
+        return not self.port.connected or self.port.stats.outages != outages_before
 
     def _give_up(self, flights: list[InFlight]) -> None:
         """REJECTs the device never answered: said, counted, and their rows marked ``unanswered``."""
@@ -511,8 +555,11 @@ class Runtime:
                        for decision_id, command, _ in numbered if command]
             sent = "sent"
             if flights:
+                outages = self.port.stats.outages
                 sent = "sent" if self._send_rejects(flights) else "not_written"
                 self.counts[f"rejects_{sent}"] += len(flights)
+                if sent == "not_written" and self.kind == "linescan" and self._gone(outages):
+                    self.awaiting_device.add(flights, self.counts["reconnects"])  # timed by encoder count
             latency_ms = (time.monotonic() - unit.arrived) * 1e3
             rows = [self._row(unit, lane, verdict, decision_id, command, held or (sent if command else None),
                               latency_ms, wait_ms, inference_ms)

@@ -16,6 +16,7 @@ again in time for its part.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from dataclasses import dataclass
 
 from firmware_bridge.codec import SEQ_MOD
@@ -28,6 +29,10 @@ SENDS = 3
 #: Seconds after a decision is logged by which what became of its REJECT is known (its row marked too late,
 #: refused or unanswered): the sends above, and the reader's passes between them, with room to spare.
 FATE_KNOWN_WITHIN_S = 1.0
+#: Seconds a line-scan REJECT decided while the device was gone is kept, to be written once it is back; and how
+#: many at most.  A belt's scanner-to-actuator travel is a second or two: one kept longer has passed its part.
+AWAIT_DEVICE_S = 30.0
+AWAIT_DEVICE_MAX = 10_000
 
 
 @dataclass
@@ -91,3 +96,38 @@ class RejectLedger:
 
     def __len__(self) -> int:
         return len(self._by_seq)
+
+
+class AwaitingDevice:
+    """Line-scan REJECTs decided while the device was gone (a USB link that dropped), to write once it is back.
+
+    A line-scan REJECT names the encoder count at which its part reaches the actuator, and the
+    device answers TOO_LATE for a part already past, so one decided during a short outage can
+    still fire for its own part.  Each is kept ``AWAIT_DEVICE_S`` at most, and the latest
+    ``AWAIT_DEVICE_MAX``: memory stays flat through a long outage, and a REJECT from long ago
+    is never written to a device that may have counted its encoder anew meanwhile.  One
+    dropped here stays logged as ``not_written``.  Safe to use from the decider and the reader.
+    """
+
+    def __init__(self, keep_s: float = AWAIT_DEVICE_S, most: int = AWAIT_DEVICE_MAX):
+        self.keep_s = keep_s
+        self._lock = threading.Lock()
+        self._kept: deque[tuple[int, InFlight]] = deque(maxlen=most)  # (reconnects when kept, REJECT)
+
+    def add(self, flights: list[InFlight], reconnects: int) -> None:
+        """REJECTs whose write failed, the device gone; ``sent_at`` is when they were decided, ``reconnects``
+        how many times the port had come back by then."""
+        with self._lock:
+            self._kept.extend((reconnects, flight) for flight in flights)
+
+    def take(self, now: float, reconnects: int) -> list[InFlight]:
+        """The REJECTs kept before the port's latest return (``reconnects``) and young enough to write, oldest
+        first; those too old are dropped, those kept since stay."""
+        with self._lock:
+            kept = list(self._kept)
+            self._kept.clear()
+            self._kept.extend((n, f) for n, f in kept if n >= reconnects and now - f.sent_at <= self.keep_s)
+        return [f for n, f in kept if n < reconnects and now - f.sent_at <= self.keep_s]
+
+    def __len__(self) -> int:
+        return len(self._kept)
