@@ -55,7 +55,7 @@ def train_and_score(data: str, work: str, model: str, seed: int, test_load: int,
 
     ``train_loads`` defaults to every load but ``test_load``; ``overrides`` replace
     training defaults (a candidate of the nested selection; ``window`` is the window
-    length in samples) and ``tag`` names them.
+    length in samples, ``width`` and ``depth`` the model's) and ``tag`` names them.
     """
     import dataclasses
 
@@ -66,13 +66,14 @@ def train_and_score(data: str, work: str, model: str, seed: int, test_load: int,
     run = run_path(work, model, tag, train_loads, test_load, seed)
     training = dict(overrides or {})
     windows = WindowSettings(length=int(training.pop("window", WindowSettings.length)))
+    width, depth = training.pop("width", None), training.pop("depth", None)  # the model's, not the training's
     settings = dataclasses.replace(TrainSettings(seed=seed), **training)
     if epochs:
         settings = dataclasses.replace(settings, epochs=epochs)
     if steps:
         settings = dataclasses.replace(settings, steps_per_epoch=steps)
-    metrics = train_cwru(data, run, model_name=model, loads=train_loads, windows=windows, settings=settings, threads=1,
-                         quiet=True)
+    metrics = train_cwru(data, run, model_name=model, loads=train_loads, windows=windows, settings=settings,
+                         width=width, depth=depth, threads=1, quiet=True)
     gaussian = evaluate_cwru(run, loads=(test_load,), snrs=snrs, threads=1)
     pink = evaluate_cwru(run, loads=(test_load,), snrs=pink_snrs, noise_kind="pink", threads=1) if pink_snrs else None
     return {

@@ -143,6 +143,9 @@ def test_an_image_run_is_scored_on_another_folder_without_the_images_it_learnt_f
     source = data_root / "xray" / "castings"
     split = json.loads((castings_run / "split.json").read_text())
     assert [file_sha256(source / f) for f in split["files"]["val"]] == split["sha256"]["val"]
+    for where in (data_root, data_root / "xray"):  # as `train --data` takes it: the task's folder is found
+        assert main(["evaluate", "--run", str(castings_run), "--data", str(where), "--json", "--threads", "1"]) == 0
+        assert json.loads(capsys.readouterr().out)["split"] == "test"
     test = {label: [f for f in split["files"]["test"] if f"/{label}/" in f] for label in ("class_0", "class_1")}
     line3 = tmp_path / "line3"
     for label, files in (("class_0", test["class_0"][:4]), ("class_1", test["class_1"][:7])):

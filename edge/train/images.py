@@ -196,12 +196,18 @@ def task_folder(task: str, data_root: str | Path) -> Path:
     return Path(data_root) / IMAGE_TASKS[task][0]
 
 
-def load_task(task: str, data: str | Path, seed: int = 0) -> tuple[ImageSet, ImageSplit]:
-    """The task's images and their split: ``data`` is the data root (the task's folder is under it), or any
-    folder of images in a layout :func:`edge.data.images.find_images` reads."""
+def image_folder(task: str, data: str | Path) -> Path:
+    """Where a task's images are: under ``data`` when it is a data root (``xray/castings``) or the folder
+    above the task's (``castings``), else ``data`` itself, any folder of images in a layout
+    :func:`edge.data.images.find_images` reads."""
     data = Path(data)
-    folder = task_folder(task, data) if task_folder(task, data).is_dir() else data
-    images = load_image_set(folder, name=task)
+    below = task_folder(task, data)
+    return next((d for d in (below, data / below.name) if d.is_dir()), data)
+
+
+def load_task(task: str, data: str | Path, seed: int = 0) -> tuple[ImageSet, ImageSplit]:
+    """The task's images (``data``: see :func:`image_folder`) and their split."""
+    images = load_image_set(image_folder(task, data), name=task)
     return images, split_images(images, seed=seed)
 
 
@@ -351,7 +357,8 @@ def validate_images(model: nn.Module, val_x: np.ndarray, val_y: np.ndarray, norm
 
 def run_images(run, split_name: str, data: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Raw images (N, 1, S, S) in [0, 1] and labels of one split of an image run, as the run recorded it."""
-    images = load_image_set(Path(data) if data else Path(run.config["data"]["path"]), name=run.config["task"])
+    task = run.config["task"]
+    images = load_image_set(image_folder(task, data) if data else Path(run.config["data"]["path"]), name=task)
     return split_of_run(run, images, split_name)
 
 
@@ -425,7 +432,9 @@ def evaluate_images(run_dir: str | Path, data: str | Path | None = None, split_n
     if threads:
         torch.set_num_threads(threads)
     started = time.monotonic()
-    images = load_image_set(data or run.config["data"]["path"], name=run.config["task"], min_classes=1)
+    task = run.config["task"]
+    images = load_image_set(image_folder(task, data) if data else run.config["data"]["path"], name=task,
+                            min_classes=1)
     own = holds_run_split(run, images)
     if own:
         x, y = split_of_run(run, images, split_name)
@@ -435,7 +444,7 @@ def evaluate_images(run_dir: str | Path, data: str | Path | None = None, split_n
                         "folder every image it did not learn from is scored")
     else:
         x, y, notes = unseen_images(run, images)
-        source = str(data)
+        source = str(images.root)
     pred = predict_images(run.load_model(), x, run.config["preprocessing"]["normalization"])
     report = classification_report(y, pred, tuple(run.config["classes"]))
     return {"run": str(run.path), "model": run.config["model"]["name"], "task": run.config["task"],
