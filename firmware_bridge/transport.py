@@ -158,8 +158,9 @@ class ReconnectingPort:
     def connected(self) -> bool:
         return self._port is not None
 
-    def _acquire(self) -> serial.SerialBase | None:
-        """The open port (reopened if need be), counted as in use by the caller; None while the device is gone.
+    def _acquire(self, wait: bool = True) -> serial.SerialBase | None:
+        """The open port (reopened if need be), counted as in use by the caller; None while the device is gone,
+        after ``retry_s`` when ``wait`` (a reader's loop must not spin; a writer must not be held up).
 
         Counting happens under the same lock as the lookup, so no other thread can close the
         port between the two.
@@ -186,7 +187,8 @@ class ReconnectingPort:
         if missing and self.on_lost:
             self.on_lost(self.stats.last_error)
         if port is None:
-            time.sleep(self.retry_s)
+            if wait:
+                time.sleep(self.retry_s)
         elif came_back and self.on_reconnect:
             self.on_reconnect()
         return port
@@ -204,9 +206,9 @@ class ReconnectingPort:
         if self.on_lost:
             self.on_lost(self.stats.last_error)
 
-    def _use(self, action, default):
+    def _use(self, action, default, wait: bool = True):
         """``action(port)``, or ``default`` while the device is gone (a failure counts as an outage)."""
-        port = self._acquire()
+        port = self._acquire(wait)
         if port is None:
             return default
         try:
@@ -268,7 +270,7 @@ class ReconnectingPort:
         def write_all(port) -> bool:
             port.write(data)
             return True
-        return self._use(write_all, False)
+        return self._use(write_all, False, wait=False)  # the decider's REJECT must not wait for the device
 
     def close(self) -> None:
         """Close the port; a call still using it in another thread is woken and closes it as it leaves."""

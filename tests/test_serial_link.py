@@ -433,6 +433,26 @@ def test_closing_the_link_does_not_close_the_port_under_a_call_in_another_thread
         pty.close()
 
 
+def test_a_write_while_the_device_is_gone_fails_at_once_and_a_read_waits_before_trying_again(tmp_path):
+    """A REJECT written while the device was away held the decider up for the port's retry interval (0.2 s):
+    every tile queued behind it missed its budget once the device was back.  A reader's loop must still
+    wait, so that it does not spin while the device is gone."""
+    link = tmp_path / "sensor"
+    pty = PtyPair(link)
+    port = ReconnectingPort(str(link), retry_s=0.5)
+    try:
+        assert port.write(b"\x00x\x00")
+        pty.close()                                    # unplugged
+        link.unlink()
+        started = time.monotonic()
+        writes = [port.write(b"\x00x\x00") for _ in range(5)]
+        assert writes == [False] * 5 and time.monotonic() - started < 0.4
+        started = time.monotonic()
+        assert port.read() == b"" and time.monotonic() - started >= 0.5
+    finally:
+        port.close()
+
+
 def test_a_device_one_thread_finds_gone_is_not_closed_under_the_other():
     """The decider's write finds the device gone while the reader is inside a call on the same port."""
     pty = PtyPair()
