@@ -65,7 +65,7 @@ def resolve_port(spec: str) -> str:
 
 
 def open_port(spec: str, baudrate: int = DEFAULT_BAUD, timeout: float = 0.05,
-              write_timeout: float | None = 1.0) -> serial.SerialBase:
+              write_timeout: float | None = 0.1) -> serial.SerialBase:
     """Open a device path, ``usb:VID:PID``, ``loop://``, ``socket://HOST:PORT`` or a pty by name.
 
     A device is opened exclusively: two readers would each get part of its frames, so a

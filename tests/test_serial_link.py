@@ -241,11 +241,14 @@ def test_loop_url_and_usb_lookup_errors():
         open_port("/nonexistent/tty")
 
 
-def test_a_write_nobody_takes_is_counted_not_raised():
+def test_a_write_nobody_takes_is_counted_not_raised_and_gives_up_within_a_tenth_of_a_second():
+    """The decider writes the REJECTs: a device that stops reading held it (and every tile behind it) for 1 s."""
     port = ReconnectingPort("loop://")  # loop:// holds 4,096 bytes; nobody reads them here
     frame = encode_frame(Heartbeat(1), 0)
-    written = [port.write(frame) for _ in range(4096 // len(frame) + 1)]
-    assert all(written[:-1]) and not written[-1]
+    written = [port.write(frame) for _ in range(4096 // len(frame))]
+    started = time.monotonic()
+    assert all(written) and not port.write(frame)
+    assert 0.05 <= time.monotonic() - started < 0.5
     assert port.stats.write_timeouts == 1 and port.stats.outages == 0
     port.close()
 
