@@ -102,6 +102,16 @@ GATEWAY_CLI = BLOCK_TORCH + "from edge.cli import main\nsys.exit(main(sys.argv[1
 REAL_RATE_BUDGET_MS = 60.0
 
 
+def wait_until(condition, seconds: float = 5.0) -> None:
+    """Wait for ``condition`` (another thread at work), failing the test if it never holds."""
+    import time
+
+    give_up = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < give_up, f"waited {seconds:g} s in vain"
+        time.sleep(0.01)
+
+
 def missed_decisions(summary: dict, log: Path) -> dict:
     """What a real-rate test shows when it fails on a miss: each missed decision with where its
     time went, and whether the reader's sleeps overran or woke late (a stall of the host)."""

@@ -861,14 +861,6 @@ def _decide_belt(bundle, tmp_path, frames: list[bytes], answer=None, seconds: fl
     return runtime, rejects, rows
 
 
-def _until(condition, seconds: float) -> None:
-    """Wait for ``condition`` (a runtime's threads at work), failing the test if it never holds."""
-    give_up = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < give_up, "waited in vain"
-        time.sleep(0.01)
-
-
 def _belt_frames(tiles: list[int], first_seq: int = 0) -> list[bytes]:
     """A 640 px detector's HELLO, then 32 random lines (one tile) from each encoder count in ``tiles``."""
     from firmware_bridge.codec import encode_frame
@@ -929,6 +921,7 @@ def test_rejects_decided_while_the_device_was_gone_are_written_once_it_is_back_u
     import select
     import threading
 
+    from conftest import wait_until
     from edge.runtime.loop import Runtime, RuntimeSettings
     from firmware_bridge.codec import FrameDecoder, encode_frame
     from firmware_bridge.protocol import Ack, Hello, Reject
@@ -982,27 +975,27 @@ def test_rejects_decided_while_the_device_was_gone_are_written_once_it_is_back_u
 
     def unplug_and_decide(first_line: int) -> None:
         device["pty"].close()
-        _until(lambda: not runtime.port.connected, 5.0)
+        wait_until(lambda: not runtime.port.connected, 5.0)
         runtime._ingest(b"".join(_belt_frames([first_line])[1:]), time.monotonic(), True)  # lines read before
-        _until(lambda: rows_of(first_line) == ["not_written"] * 20, 10.0)
+        wait_until(lambda: rows_of(first_line) == ["not_written"] * 20, 10.0)
 
     try:
         runtime.start()
         listening.start()
         running.start()
         os.write(device["pty"].master_fd, b"".join(_belt_frames([1000])))
-        _until(lambda: len(sent()) == 20, 10.0)
+        wait_until(lambda: len(sent()) == 20, 10.0)
         # the link drops as a tile is decided; the device comes back on the same count
         unplug_and_decide(2000)
         device["next_line"] = 2100
         device["pty"] = PtyPair(link)
-        _until(lambda: rows_of(2000) == ["sent"] * 20, 10.0)
+        wait_until(lambda: rows_of(2000) == ["sent"] * 20, 10.0)
         assert sent() == {(k, 1031 + 5000) for k in range(1, 21)} | {(k, 2031 + 5000) for k in range(21, 41)}
         # again, but the device restarted meanwhile: its count begins at 0, where those counts name other parts
         unplug_and_decide(3000)
         device["next_line"] = 0
         device["pty"] = PtyPair(link)
-        _until(lambda: rows_of(3000) == ["untimed"] * 20, 10.0)
+        wait_until(lambda: rows_of(3000) == ["untimed"] * 20, 10.0)
         time.sleep(0.3)
         assert len(sent()) == 40  # none of the tile scanned before the restart
         c = runtime.counters()

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import (REAL_RATE_BUDGET_MS, STALLS_TOLERATED, missed_decisions, run_against, second_reader,
-                      stream_at_real_rate)
+                      stream_at_real_rate, wait_until)
 
 from edge.bundle import BundleError, generate_keypair
 from edge.bundle.install import install, rollback, unit_copy
@@ -368,12 +368,6 @@ def _window_row(decision_id: int) -> DecisionRow:
 PAGE_BUNDLE = {"family": "drsn1d-cw", "precision": "int8", "backend": "openvino", "sha256": "0" * 64}
 
 
-def _wait_for(condition, seconds: float = 5.0) -> None:
-    give_up = time.monotonic() + seconds
-    while not condition() and time.monotonic() < give_up:
-        time.sleep(0.01)
-
-
 @pytest.mark.parametrize("how", ["deleted", "moved"])
 def test_a_log_deleted_or_moved_while_written_starts_again_in_its_place_keeping_the_rows_since(tmp_path, how,
                                                                                                  capsys):
@@ -385,7 +379,7 @@ def test_a_log_deleted_or_moved_while_written_starts_again_in_its_place_keeping_
     log = DecisionLog(path, checkpoint_s=0.05)
     for k in range(1, 11):
         log.append([_window_row(k)])
-    _wait_for(lambda: log._in_place_up_to == 10)  # the checkpointer has seen rows 1-10 in the file at the path
+    wait_until(lambda: log._in_place_up_to == 10)  # the checkpointer has seen rows 1-10 in the file at the path
     for name in ("log.db", "log.db-wal", "log.db-shm", "log.db.lock"):
         if how == "deleted":
             (tmp_path / name).unlink()
@@ -393,7 +387,7 @@ def test_a_log_deleted_or_moved_while_written_starts_again_in_its_place_keeping_
             (tmp_path / name).rename(tmp_path / f"old-{name}")
     for k in range(11, 16):   # written into the old file, before the checkpointer looks again
         log.append([_window_row(k)])
-    _wait_for(lambda: log._gone.is_set())
+    wait_until(lambda: log._gone.is_set())
     for k in range(16, 21):
         log.append([_window_row(k)])
     with pytest.raises(DecisionLogError, match="being written by another runtime"):
@@ -462,7 +456,7 @@ def test_a_lock_file_deleted_under_a_running_runtime_is_held_again(tmp_path):
     log = DecisionLog(path, checkpoint_s=0.05)
     log.append([_window_row(1)])
     (tmp_path / "log.db.lock").unlink()
-    _wait_for(lambda: (tmp_path / "log.db.lock").exists())
+    wait_until(lambda: (tmp_path / "log.db.lock").exists())
     try:
         with pytest.raises(DecisionLogError, match="being written by another runtime"):
             DecisionLog(path)
@@ -480,14 +474,14 @@ def test_a_log_whose_folder_is_removed_says_so_and_starts_again_with_every_row_o
     path = folder / "log.db"
     log = DecisionLog(path, checkpoint_s=0.05)
     log.append([_window_row(1)])
-    _wait_for(lambda: log._in_place_up_to == 1)
+    wait_until(lambda: log._in_place_up_to == 1)
     shutil.rmtree(folder)
     for k in range(2, 31):
         log.append([_window_row(k)])
         time.sleep(0.01)
     assert "no new log can be started there" in capsys.readouterr().err and log.reopened == 0
     folder.mkdir()
-    _wait_for(lambda: log._gone.is_set())
+    wait_until(lambda: log._gone.is_set())
     log.append([_window_row(31)])
     log.close()
     assert log.reopened == 1 and log.failed == 0
@@ -883,7 +877,7 @@ def test_the_status_page_closes_connections_that_send_nothing():
         started = time.monotonic()
         assert all(client.recv(1) == b"" for client in idle)  # closed by the server, not timed out here
         assert time.monotonic() - started < 3.0
-        _wait_for(lambda: threading.active_count() <= threads, 3.0)
+        wait_until(lambda: threading.active_count() <= threads, 3.0)
         assert threading.active_count() <= threads  # their threads ended
         for client in idle:
             client.close()
@@ -1134,7 +1128,7 @@ def test_run_command_stops_cleanly_on_sigterm_and_says_when_the_gateway_held_it_
         threading.Thread(target=sim.run, kwargs={"duration": 30}, daemon=True).start()
         proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--bundle", str(bundle), "--port", sim.port,
                                  "--log", str(tmp_path / "log.db"), "--http", "off"], stdout=subprocess.PIPE, text=True)
-        _wait_for(lambda: decided_rows(tmp_path / "log.db") >= 5, 20.0)  # paced: the stop falls on a timed sleep
+        wait_until(lambda: decided_rows(tmp_path / "log.db") >= 5, 20.0)  # paced: the stop falls on a timed sleep
         proc.send_signal(signal.SIGSTOP)
         time.sleep(0.5)
         proc.send_signal(signal.SIGCONT)

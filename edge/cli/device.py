@@ -71,7 +71,9 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
                    help="stream only what this training run held out: its records' test segments (cwru), or "
                         "its test images at the model's size (xray, neu)")
     p.add_argument("--subset", default="castings", choices=["castings", "fishbones"], help="xray set (default castings)")
-    p.add_argument("--split", default="test", choices=["train", "test"], help="images: the side of a published split (train/ and test/ folders) laid on the belt (default test)")
+    p.add_argument("--split", default="test", choices=["train", "test"],
+                   help="images: the side of a published split (train/ and test/ folders) laid on the belt "
+                        "(default test)")
     p.add_argument("--lanes", type=positive_int, default=None, help="images: patches across the belt")
     p.add_argument("--bands", type=positive_int, default=20, help="images: rows of patches along the belt")
     p.add_argument("--bit-depth", type=int, default=8, choices=[8, 12, 16], help="images: line bit depth")

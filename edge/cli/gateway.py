@@ -41,8 +41,8 @@ def _cmd_compile_trt(args: argparse.Namespace) -> int:
     bundle = open_bundle(args.bundle)
     trt = bundle.manifest.get("tensorrt")
     if not trt:
-        raise DrsnEdgeError(f"{args.bundle} is a bundle for {bundle.manifest['backend']['name']}, not tensorrt: build one with "
-                             "`drsn-edge build --target tensorrt`")
+        raise DrsnEdgeError(f"{args.bundle} is a bundle for {bundle.manifest['backend']['name']}, not tensorrt: "
+                            "build one with `drsn-edge build --target tensorrt`")
     settings = TrtBuildSettings(**(trt["build_settings"] | {
         "workspace_mb": args.workspace_mb, "dla_core": args.dla_core, "gpu_fallback": not args.no_gpu_fallback,
         "timing_cache": args.timing_cache or str(bundle.path.parent / "timing.cache")}))

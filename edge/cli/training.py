@@ -88,8 +88,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "images: resnet18 (default), drsn2d, sarsn")
     p.add_argument("--data", type=Path, default=None,
                    help="CWRU: folder of .mat files (default: $DRSN_EDGE_DATA/cwru or ../shared/data/cwru); "
-                        "images: the data root, or any folder of images in class folders or named <class>_<n> (default: "
-                        "$DRSN_EDGE_DATA or ../shared/data)")
+                        "images: the data root, or any folder of images in class folders or named <class>_<n> "
+                        "(default: $DRSN_EDGE_DATA or ../shared/data)")
     add_run_output(p, "runs/drsn")
     p.add_argument("--loads", default="0,1,2", help="motor loads in hp, comma-separated (default 0,1,2)")
     p.add_argument("--channel", default="DE", choices=["DE", "FE", "BA"], help="accelerometer (default DE)")

@@ -139,8 +139,9 @@ def format_survey(root: Path, found: dict, checked: bool = False) -> str:
             lines.append(f"{name}: {sum(images.values())} images in {found[name]['path']}")
             lines += [f"  {folder:<28}{n:>6}" for folder, n in images.items()]
             for task, t in found[name].get("tasks", {}).items():
-                lines.append(f"  task {task}: {t['distinct_images']} distinct images ({t['copies_folded']} "
-                             f"{'copy' if t['copies_folded'] == 1 else 'copies'} folded); split train {t['train']} / validation {t['val']} / test {t['test']}")
+                copies = f"{t['copies_folded']} {'copy' if t['copies_folded'] == 1 else 'copies'} folded"
+                lines.append(f"  task {task}: {t['distinct_images']} distinct images ({copies}); split train "
+                             f"{t['train']} / validation {t['val']} / test {t['test']}")
     for name, report in found.items():
         for problem in report["problems"]:
             lines.append(f"PROBLEM {name}: {problem}")

@@ -34,6 +34,8 @@ IMAGE_TASKS: dict[str, tuple[str, int]] = {
     "neu": ("neu", 64),
 }
 SPLITS = ("train", "val", "test")
+#: An image named for its class, ``<class>_<n>`` (NEU: ``crazing_12.jpg``).
+NAMED_FOR_CLASS = re.compile(r"(.+)_(\d+)")
 
 
 @dataclass
@@ -77,7 +79,7 @@ def label_of(relative: Path) -> str:
     its class folder, else its name's prefix (``crazing_12.jpg``)."""
     if relative.parent.name not in ("", "images"):
         return relative.parent.name
-    match = re.fullmatch(r"(.+)_(\d+)", relative.stem)
+    match = NAMED_FOR_CLASS.fullmatch(relative.stem)
     return match.group(1) if match else relative.stem
 
 
@@ -100,7 +102,7 @@ def find_images(root: Path) -> list[tuple[Path, str, str | None]]:
             found += [(p, class_dir.name, None) for p in _images_in(class_dir)]
         return found
     for p in _images_in(pool):
-        match = re.fullmatch(r"(.+)_(\d+)", p.stem)
+        match = NAMED_FOR_CLASS.fullmatch(p.stem)
         if not match:
             raise DataError(f"{p.name}: cannot tell its class (expected <class>_<n>{p.suffix} or a class folder)")
         found.append((p, match.group(1), None))
