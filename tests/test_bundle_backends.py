@@ -21,7 +21,7 @@ from edge.bundle.install import install, rollback
 from edge.cli import main
 from edge.compile.tensorrt import (TensorRtBuildError, TrtBuildSettings, build_engine, engine_path_for, plan_build,
                                    trtexec_command)
-from edge.export.build import BuildError, BuildOptions, build_bundle
+from edge.export.build import BuildError, BuildOptions, build_bundle, default_reject_classes
 from edge.quantize.calibration import model_inputs
 from edge.train.runs import load_run
 from edge.train.vibration import run_split_windows
@@ -71,6 +71,14 @@ def test_manifest_says_everything_the_gateway_needs(bundles, keys):
     assert set(m["files"]) == {"model.xml", "model.bin"}
     changed = m["quantization"]["decisions_changed"]
     assert 0.0 <= changed["share"] <= 0.05 and changed["inputs"] > m["calibration"]["size"]
+
+
+def test_a_good_class_passes_by_default_however_its_folder_spells_it():
+    assert default_reject_classes(["Good", "Porosity", "crack"]) == ["Porosity", "crack"]
+    assert default_reject_classes(["no-defect", "defect"]) == ["defect"]
+    assert default_reject_classes(["OK ", "NG"]) == ["NG"]
+    # a set of defect classes alone (NEU) rejects every one of them
+    assert default_reject_classes(["crazing", "scratches"]) == ["crazing", "scratches"]
 
 
 def test_the_int8_guard_decides_on_validation_windows_not_on_the_test_split(tiny_run, bundles):

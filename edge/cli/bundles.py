@@ -46,8 +46,9 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
                         "Without it, a build more than 1 pt below FP32 on the validation split is refused")
     p.add_argument("--budget-ms", type=positive_float, default=None,
                    help="latency budget written into the manifest (default 5 ms a vibration window, 20 ms an image tile)")
-    p.add_argument("--reject-classes", type=class_names, default=None, help="comma-separated classes that trigger a reject "
-                                                          "(default: every class but normal)")
+    p.add_argument("--reject-classes", type=class_names, default=None,
+                   help="comma-separated classes that trigger a reject (default: every class but one named "
+                        "normal, good, ok, healthy, flawless, no_defect, pass or class_0, in any case)")
     p.add_argument("--data", type=Path, default=None, help="the run's data folder, if it moved")
     p.add_argument("--key", type=Path, default=None, help="Ed25519 private key to sign with (drsn-edge keygen)")
     p.add_argument("--out", type=output_path, required=True, help="bundle directory to write, e.g. dist/NAME")

@@ -31,8 +31,9 @@ from edge.train.runs import load_run
 from edge.train.vibration import run_splits
 
 TARGETS = ("openvino", "onnxruntime", "tensorrt")
-#: Class names that mean "nothing wrong": every other class rejects unless told otherwise.
-GOOD_CLASSES = ("normal", "class_0", "ok", "good")
+#: Class names that mean "nothing wrong" (in any case, with "-" or " " for "_"): every other
+#: class rejects unless told otherwise.
+GOOD_CLASSES = ("normal", "class_0", "ok", "good", "healthy", "flawless", "no_defect", "pass")
 PRECISIONS = ("fp32", "fp16", "int8")
 #: Q/DQ calibration: one method, or "auto": each is tried and the one changing fewest of FP32's decisions kept.
 CALIBRATION_CHOICES = ("auto", "minmax", "percentile", "entropy")
@@ -125,6 +126,12 @@ def quantization_inputs(splits: dict[str, tuple[np.ndarray, np.ndarray]],
     return train_x[picks], agreement_inputs(train_x, picks, splits["val"][0], options.agreement_size, rng)
 
 
+def default_reject_classes(classes: list[str]) -> list[str]:
+    """The classes that reject when the user names none: all but those ``GOOD_CLASSES`` names, so that
+    a folder called ``Good`` or ``no-defect`` passes as ``good`` does."""
+    return [c for c in classes if c.strip().lower().replace("-", "_").replace(" ", "_") not in GOOD_CLASSES]
+
+
 def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, key: str | Path | None = None,
                  log=print) -> dict:
     """Build the bundle ``out`` (a directory and ``out.tar.gz``); returns its manifest.
@@ -138,7 +145,7 @@ def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, ke
     cfg = run.config
     pre = cfg["preprocessing"]
     classes = cfg["classes"]
-    reject = list(options.reject_classes) if options.reject_classes else [c for c in classes if c not in GOOD_CLASSES]
+    reject = list(options.reject_classes) if options.reject_classes else default_reject_classes(classes)
     unknown = sorted(set(reject) - set(classes))
     if unknown:
         raise BuildError(f"reject classes {unknown} are not classes of this run ({', '.join(classes)})")
