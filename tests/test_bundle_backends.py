@@ -388,7 +388,11 @@ def test_an_install_without_trusted_key_keeps_to_the_keys_the_service_trusts(bun
     assert "it is not signed" in err and f"the installed service trusts {public.stem}-" in err
     assert unit.read_text() == trusting and (root / "opt/drsn-edge/current").resolve() == current
     assert main(["install", "--bundle", str(signed), "--root", str(root), "--port", "/dev/ttyACM1"]) == 0
-    assert "signed by a key the service already trusted" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "signed by a key the service already trusted" in out
+    assert f"{current.name} was already current: its service unit was written again" in out
+    assert f"previous -> {(root / 'opt/drsn-edge/previous').resolve().name}" in out
+    assert (root / "opt/drsn-edge/current").resolve() == current
     assert "--port /dev/ttyACM1" in unit.read_text() and "--trust /opt/drsn-edge/keys/" in unit.read_text()
     assert len(list((root / "opt/drsn-edge/keys").iterdir())) == 1
     assert main(["install", "--bundle", str(signed), "--root", str(root), "--trusted-key", str(other_public)]) == 2
