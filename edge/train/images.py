@@ -59,6 +59,8 @@ class ImageTrainSettings:
     flips: bool = True
     rotations: bool = False           # quarter turns (with flips: all 8 symmetries of the square)
     max_shift: float = 0.1            # fraction of the image size
+    zoom: float = 0.0                 # magnification jitter: each image scaled by up to 1 +/- this (0 = off)
+    blur: float = 0.0                 # unsharpness jitter: Gaussian blur of sigma up to this many px (0 = off)
     gain: float = 0.2                 # intensity gain jitter, +/- fraction
     noise: float = 0.03               # std of added Gaussian noise, as a fraction of full scale
     normalization: str | None = None  # one of IMAGE_NORMALIZATIONS (edge.data.preprocess); None: the task's
@@ -81,8 +83,8 @@ class ImageTrainSettings:
 
 
 def augment_images(x: np.ndarray, settings: ImageTrainSettings, rng: np.random.Generator) -> np.ndarray:
-    """Flips, quarter turns, small shifts (edge-padded), gain and offset jitter and noise, per image;
-    (N, 1, S, S) in [0, 1]."""
+    """Flips, quarter turns, magnification, small shifts (edge-padded), unsharpness, gain and offset
+    jitter and noise, per image; (N, 1, S, S) in [0, 1]."""
     n, _, h, w = x.shape
     out = x.copy()
     if settings.flips:
@@ -94,12 +96,19 @@ def augment_images(x: np.ndarray, settings: ImageTrainSettings, rng: np.random.G
         turns = rng.integers(0, 4, size=n)
         for k in (1, 2, 3):
             out[turns == k] = np.rot90(out[turns == k], k, axes=(2, 3))
+    if settings.zoom > 0:
+        most = np.log1p(settings.zoom)
+        out = resample_images(out, np.exp(rng.uniform(-most, most, size=n)), lambda m: _zoom_matrices(m, h),
+                              lambda m: _zoom_matrices(m, w))
     if settings.max_shift > 0:
         pad = max(1, int(round(settings.max_shift * h)))
         padded = np.pad(out, ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode="edge")
         dy = rng.integers(0, 2 * pad + 1, size=n)
         dx = rng.integers(0, 2 * pad + 1, size=n)
         out = np.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    if settings.blur > 0:
+        sigma = rng.uniform(0, settings.blur, size=n)
+        out = resample_images(out, sigma, lambda m: _blur_matrices(m, h), lambda m: _blur_matrices(m, w))
     if settings.gain > 0:
         gain = rng.uniform(1 - settings.gain, 1 + settings.gain, size=(n, 1, 1, 1))
         offset = rng.uniform(-settings.gain / 2, settings.gain / 2, size=(n, 1, 1, 1))
@@ -107,6 +116,35 @@ def augment_images(x: np.ndarray, settings: ImageTrainSettings, rng: np.random.G
     if settings.noise > 0:
         out = out + rng.normal(0, 1, size=out.shape) * rng.uniform(0, settings.noise, size=(n, 1, 1, 1))
     return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def resample_images(x: np.ndarray, amounts: np.ndarray, rows, cols) -> np.ndarray:
+    """Each image i as ``R_i @ image @ C_i.T``, with ``rows(amounts)`` and ``cols(amounts)`` giving the
+    (n, size, size) matrices that act on its rows and columns: a separable resampling, batched."""
+    return rows(amounts)[:, None] @ x @ np.swapaxes(cols(amounts), 1, 2)[:, None]
+
+
+def _zoom_matrices(factors: np.ndarray, size: int) -> np.ndarray:
+    """Linear interpolation that magnifies by each factor about the centre (edges held): as the
+    geometric magnification of an X-ray set-up differs from one line to the next."""
+    centre = (size - 1) / 2
+    at = np.clip(centre + (np.arange(size)[None, :] - centre) / factors[:, None], 0, size - 1)
+    below = np.floor(at).astype(int)
+    above = np.minimum(below + 1, size - 1)
+    share = at - below
+    matrices = np.zeros((len(factors), size, size))
+    images, rows = np.indices(at.shape)
+    np.add.at(matrices, (images, rows, below), 1 - share)
+    np.add.at(matrices, (images, rows, above), share)
+    return matrices.astype(np.float32)
+
+
+def _blur_matrices(sigmas: np.ndarray, size: int) -> np.ndarray:
+    """Gaussian blur of each sigma (px) along one axis, renormalised at the edges: a detector or focal
+    spot less sharp than the training lines'.  A sigma near 0 leaves the image as it is."""
+    offsets = np.arange(size)[None, :, None] - np.arange(size)[None, None, :]
+    weights = np.exp(-0.5 * (offsets / np.maximum(sigmas, 1e-3)[:, None, None]) ** 2)
+    return (weights / weights.sum(axis=2, keepdims=True)).astype(np.float32)
 
 
 #: Simulated voids: semi-axes and peak brightening, drawn uniformly.  Blow holes in the
