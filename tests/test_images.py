@@ -917,7 +917,8 @@ def test_rejects_decided_while_the_device_was_gone_are_written_once_it_is_back_u
     """A line-scan REJECT names the encoder count where its part meets the actuator.  Those decided while the
     USB link was down were logged as not written and never sent: their parts passed.  Now they are written once
     the same device is back and streaming on the same count (the device fires them, or answers TOO_LATE), and
-    not if its count began again."""
+    not if its count began again.  So are those written just before the link dropped whose answer never came:
+    they were given up as unanswered when sending them again failed."""
     import select
     import threading
 
@@ -928,7 +929,7 @@ def test_rejects_decided_while_the_device_was_gone_are_written_once_it_is_back_u
     from firmware_bridge.transport import PtyPair
 
     link = tmp_path / "sensor"
-    device = {"pty": PtyPair(link), "next_line": None}
+    device = {"pty": PtyPair(link), "next_line": None, "mute": False}
     rejects, done = [], threading.Event()
 
     def play_device():
@@ -947,7 +948,7 @@ def test_rejects_decided_while_the_device_was_gone_are_written_once_it_is_back_u
                 reply = []
                 if isinstance(frame.message, Reject):
                     rejects.append(frame.message)
-                    reply = [Ack(int(Reject.TYPE), frame.seq)]
+                    reply = [] if device["mute"] else [Ack(int(Reject.TYPE), frame.seq)]
                 elif isinstance(frame.message, Hello) and frame.message.request and device["next_line"] is not None:
                     hello_and_line = _belt_frames([device["next_line"]], seq)[:2]  # its HELLO, then a line
                     os.write(fd, b"".join(hello_and_line))
@@ -991,13 +992,25 @@ def test_rejects_decided_while_the_device_was_gone_are_written_once_it_is_back_u
         device["pty"] = PtyPair(link)
         wait_until(lambda: rows_of(2000) == ["sent"] * 20, 10.0)
         assert sent() == {(k, 1031 + 5000) for k in range(1, 21)} | {(k, 2031 + 5000) for k in range(21, 41)}
+        # REJECTs written, read, not yet answered when the link drops; a second to unplug in, however busy the host
+        runtime.rejects_in_flight.timeout_s = 1.0
+        device["mute"] = True
+        runtime._ingest(b"".join(_belt_frames([2500])[1:]), time.monotonic(), True)
+        wait_until(lambda: len(sent()) == 60, 10.0)
+        device["pty"].close()
+        wait_until(lambda: len(runtime.awaiting_device) == 20, 10.0)  # sending them again failed
+        device["next_line"], device["mute"] = 2600, False
+        device["pty"] = PtyPair(link)
+        wait_until(lambda: not runtime.awaiting_device and not len(runtime.rejects_in_flight), 10.0)
+        assert rows_of(2500) == ["sent"] * 20
+        assert sorted(r.decision_id for r in rejects if r.at == 2531 + 5000) == sorted([*range(41, 61)] * 2)
         # again, but the device restarted meanwhile: its count begins at 0, where those counts name other parts
         unplug_and_decide(3000)
         device["next_line"] = 0
         device["pty"] = PtyPair(link)
         wait_until(lambda: rows_of(3000) == ["untimed"] * 20, 10.0)
         time.sleep(0.3)
-        assert len(sent()) == 40  # none of the tile scanned before the restart
+        assert len(sent()) == 60  # none of the tile scanned before the restart
         c = runtime.counters()
     finally:
         runtime.stop()
@@ -1006,8 +1019,9 @@ def test_rejects_decided_while_the_device_was_gone_are_written_once_it_is_back_u
         done.set()
         listening.join(timeout=1.0)
         device["pty"].close()
-    assert c["rejects_sent_after_outage"] == 20 and c["rejects_not_written"] == 0 and c["rejects_untimed"] == 20
-    assert c["rejects_sent"] == 40 and c["acks"] == 40 and c["reconnects"] == 2
+    assert c["rejects_sent_after_outage"] == 40 and c["rejects_not_written"] == 0 and c["rejects_untimed"] == 20
+    assert c["rejects_sent"] == 60 and c["acks"] == 60 and c["reconnects"] == 3
+    assert c["reject_resends"] == 20 and c["rejects_unanswered"] == 0
     assert "scanned before the device restarted" in capsys.readouterr().err
 
 

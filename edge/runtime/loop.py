@@ -405,41 +405,53 @@ class Runtime:
             else:
                 again.append(flight)
         if again:
+            outages = self.port.stats.outages
             if self._send_rejects([replace(f, sent_at=now, sends=f.sends + 1) for f in again]):
                 self.counts["reject_resends"] += len(again)
-            else:  # the device is gone: they cannot be sent again
+            elif self.kind == "linescan" and self._gone(outages):  # timed by encoder count: sent once it is back
+                given_up += self.awaiting_device.add(again, self.counts["reconnects"])
+            else:  # a vibration REJECT is timed from when it arrives; or the device does not read
                 given_up += again
         self._give_up(given_up)
 
     def _send_awaiting_device(self, now: float) -> None:
-        """Write the line-scan REJECTs decided while the device was gone, once the same device is back and
-        streaming (so its encoder count is known to go on, or to have begun again: those are untimed).  The
-        device answers each as any REJECT: ACK and fire at its count, or TOO_LATE for a part already past."""
+        """Write the line-scan REJECTs the device could not be given while it was gone, once the same device
+        is back and streaming (so its encoder count is known to go on, or to have begun again: those are
+        untimed).  The device answers each as any REJECT: ACK and fire at its count (once, for one it already
+        held), or TOO_LATE for a part already past."""
         back, before = self.device_hello, self._device_before_outage
         if back is None or self.counts["data_frames"] <= self._frames_at_reconnect or not self.port.connected:
             return
-        flights = self.awaiting_device.take(now, self.counts["reconnects"])
+        flights, too_old = self.awaiting_device.take(now, self.counts["reconnects"])
+        self._give_up(too_old)
         if before is not None and (back.device_id, back.pixels) != (before.device_id, before.pixels):
-            return  # another device, or another detector width: they name parts of a belt this one never saw
+            self._give_up(flights)  # another device, or another detector width: a belt it never saw
+            return
         timed = []
         for flight in flights:
             if self._untimed(flight.encoder_epoch):
-                with self._finish_lock:
-                    self.counts["rejects_not_written"] -= 1
+                if not flight.written:
+                    with self._finish_lock:
+                        self.counts["rejects_not_written"] -= 1
                 self._mark(flight.decision_id, "untimed")
             else:
                 timed.append(flight)
         if not timed:
             return
         outages = self.port.stats.outages
-        if not self._send_rejects([replace(flight, sent_at=now) for flight in timed]):
-            if self._gone(outages):  # gone again: kept from when they were decided, for the next return
-                self.awaiting_device.add(timed, self.counts["reconnects"])
+        if not self._send_rejects([replace(f, sent_at=now, sends=f.sends + 1 if f.written else 1, written=True)
+                                   for f in timed]):
+            # gone again: kept from when they were decided or last sent, for the next return
+            self._give_up(self.awaiting_device.add(timed, self.counts["reconnects"]) if self._gone(outages)
+                          else timed)
             return
+        first = [f for f in timed if not f.written]
         with self._finish_lock:  # the decider counts REJECTs not written under it
-            for key, change in (("rejects_sent", 1), ("rejects_not_written", -1), ("rejects_sent_after_outage", 1)):
-                self.counts[key] += change * len(timed)
-        for flight in timed:
+            for key, change in (("rejects_sent", len(first)), ("rejects_not_written", -len(first)),
+                                ("reject_resends", len(timed) - len(first)),
+                                ("rejects_sent_after_outage", len(timed))):
+                self.counts[key] += change
+        for flight in first:
             self._mark(flight.decision_id, "sent")
 
     def _gone(self, outages_before: int) -> bool:
@@ -448,8 +460,11 @@ class Runtime:
         return not self.port.connected or self.port.stats.outages != outages_before
 
     def _give_up(self, flights: list[InFlight]) -> None:
-        """REJECTs the device never answered: said, counted, and their rows marked ``unanswered``."""
+        """REJECTs the device never answered: said, counted, and their rows marked ``unanswered``.  One never
+        written (decided while the device was gone) stays ``not_written``, as its row already says."""
         for flight in flights:
+            if not flight.written:
+                continue
             self.device_watch.unanswered(flight.decision_id, flight.sends)
             self._mark(flight.decision_id, "unanswered")
 
@@ -553,13 +568,14 @@ class Runtime:
             now = time.monotonic()
             flights = [InFlight(decision_id, command, now, encoder_epoch=unit.encoder_epoch)
                        for decision_id, command, _ in numbered if command]
-            sent = "sent"
+            sent, dropped = "sent", []
             if flights:
                 outages = self.port.stats.outages
                 sent = "sent" if self._send_rejects(flights) else "not_written"
                 self.counts[f"rejects_{sent}"] += len(flights)
-                if sent == "not_written" and self.kind == "linescan" and self._gone(outages):
-                    self.awaiting_device.add(flights, self.counts["reconnects"])  # timed by encoder count
+                if sent == "not_written" and self.kind == "linescan" and self._gone(outages):  # timed by count
+                    dropped = self.awaiting_device.add([replace(f, written=False) for f in flights],
+                                                       self.counts["reconnects"])
             latency_ms = (time.monotonic() - unit.arrived) * 1e3
             rows = [self._row(unit, lane, verdict, decision_id, command, held or (sent if command else None),
                               latency_ms, wait_ms, inference_ms)
@@ -573,6 +589,7 @@ class Runtime:
                                   for row in rows], latency_ms)
             self.metrics.stages["decide_write_log"].observe((time.perf_counter() - t0) * 1e3)
             self._say_lockouts(numbered)
+        self._give_up(dropped)  # marks rows: outside the lock
 
     def _decide_loop(self) -> None:
         last_beat = float("-inf")
@@ -769,6 +786,7 @@ class Runtime:
         self._stop_reading.set()
         reader.join(timeout=2)
         self._give_up(self.rejects_in_flight.give_up_all())
+        self._give_up(self.awaiting_device.take_all())
 
     def _timed_thread(self, name: str, loop) -> None:
         """Run one of the runtime's threads and keep its CPU time (where the runtime's CPU goes).

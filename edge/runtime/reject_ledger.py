@@ -44,6 +44,7 @@ class InFlight:
     sent_at: float   # time.monotonic() of its latest send
     sends: int = 1
     encoder_epoch: int = 0  # the run of the device's encoder count its firing count belongs to (line-scan)
+    written: bool = True    # False: decided while the device was gone, and not yet written
 
 
 class RejectLedger:
@@ -99,35 +100,48 @@ class RejectLedger:
 
 
 class AwaitingDevice:
-    """Line-scan REJECTs decided while the device was gone (a USB link that dropped), to write once it is back.
+    """Line-scan REJECTs the device could not be given because it was gone (a USB link that dropped), to
+    write once it is back: those decided during the outage, and those written before it whose answer
+    never came and could not be sent again.
 
     A line-scan REJECT names the encoder count at which its part reaches the actuator, and the
     device answers TOO_LATE for a part already past, so one decided during a short outage can
-    still fire for its own part.  Each is kept ``AWAIT_DEVICE_S`` at most, and the latest
-    ``AWAIT_DEVICE_MAX``: memory stays flat through a long outage, and a REJECT from long ago
-    is never written to a device that may have counted its encoder anew meanwhile.  One
-    dropped here stays logged as ``not_written``.  Safe to use from the decider and the reader.
+    still fire for its own part; a device that already holds one sent before answers ACK and
+    fires it once.  Each is kept ``AWAIT_DEVICE_S`` at most, and the latest ``AWAIT_DEVICE_MAX``:
+    memory stays flat through a long outage, and a REJECT from long ago is never written to a
+    device that may have counted its encoder anew meanwhile.  Those dropped are handed back to
+    the caller, who logs what became of them.  Safe to use from the decider and the reader.
     """
 
     def __init__(self, keep_s: float = AWAIT_DEVICE_S, most: int = AWAIT_DEVICE_MAX):
-        self.keep_s = keep_s
+        self.keep_s, self.most = keep_s, most
         self._lock = threading.Lock()
-        self._kept: deque[tuple[int, InFlight]] = deque(maxlen=most)  # (reconnects when kept, REJECT)
+        self._kept: deque[tuple[int, InFlight]] = deque()  # (reconnects when kept, REJECT), oldest first
 
-    def add(self, flights: list[InFlight], reconnects: int) -> None:
-        """REJECTs whose write failed, the device gone; ``sent_at`` is when they were decided, ``reconnects``
-        how many times the port had come back by then."""
+    def add(self, flights: list[InFlight], reconnects: int) -> list[InFlight]:
+        """REJECTs whose write failed, the device gone; ``sent_at`` is when they were decided or last sent,
+        ``reconnects`` how many times the port had come back by then.  Returns the oldest ones pushed out by
+        the limit."""
         with self._lock:
             self._kept.extend((reconnects, flight) for flight in flights)
+            return [self._kept.popleft()[1] for _ in range(len(self._kept) - self.most)]
 
-    def take(self, now: float, reconnects: int) -> list[InFlight]:
-        """The REJECTs kept before the port's latest return (``reconnects``) and young enough to write, oldest
-        first; those too old are dropped, those kept since stay."""
+    def take(self, now: float, reconnects: int) -> tuple[list[InFlight], list[InFlight]]:
+        """(REJECTs kept before the port's latest return, ``reconnects``, and young enough to write; those too
+        old to write), both oldest first, taken out; those kept since the return stay."""
         with self._lock:
             kept = list(self._kept)
             self._kept.clear()
             self._kept.extend((n, f) for n, f in kept if n >= reconnects and now - f.sent_at <= self.keep_s)
-        return [f for n, f in kept if n < reconnects and now - f.sent_at <= self.keep_s]
+        due = [f for n, f in kept if n < reconnects or now - f.sent_at > self.keep_s]
+        return [f for f in due if now - f.sent_at <= self.keep_s], [f for f in due if now - f.sent_at > self.keep_s]
+
+    def take_all(self) -> list[InFlight]:
+        """Every REJECT still kept, taken out (the runtime stops)."""
+        with self._lock:
+            flights = [f for _, f in self._kept]
+            self._kept.clear()
+        return flights
 
     def __len__(self) -> int:
         return len(self._kept)
