@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -223,7 +224,11 @@ class DeviceSimulator:
     rejects: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()      # the link's transmitter and the frame numbers
+        self._held_lock = threading.Lock()  # the REJECTs held, which the reader and a restart change
+        self._replies: deque[Message] = deque()  # answers the reader has for the streaming thread to send
+        self._replies_waiting = threading.Event()
+        self._streaming = False
         self._seq = 0
         self._now_us = 0
         self._encoder = 0
@@ -253,6 +258,7 @@ class DeviceSimulator:
     # -- sending ---------------------------------------------------------------------------
     def _send(self, message: Message, timestamp_us: int, encoder: int, inject: bool) -> bool:
         with self._lock:
+            self._send_replies()
             seq = self._seq
             self._seq += 1
             self._now_us, self._encoder = timestamp_us, encoder
@@ -267,6 +273,37 @@ class DeviceSimulator:
                 return False
             self.stats.frames_sent += 1
             return True
+
+    def _reply(self, message: Message) -> None:
+        """An answer to the gateway.  While the device streams, its streaming thread sends it, between frames
+        (at once when it is waiting for the next one); the reader never waits for the transmitter, so it goes
+        on reading the gateway's REJECTs while a frame waits for a gateway that is behind, as a UART's receiver
+        does.  Otherwise the reader sends it itself."""
+        self._replies.append(message)
+        if self._streaming:
+            self._replies_waiting.set()
+        else:
+            with self._lock:
+                self._send_replies()
+
+    def _send_replies(self) -> None:
+        """Send the answers waiting, numbered on with the stream (the caller holds the transmitter)."""
+        while self._replies:
+            frame = encode_frame(self._replies.popleft(), self._seq, self._now_us, self._encoder)
+            self._seq += 1
+            if self._online.is_set() and self._link.write(frame):
+                self.stats.frames_sent += 1
+            else:
+                self.stats.frames_lost_offline += 1
+
+    def _sleep_answering(self, seconds: float) -> None:
+        """Wait for the next frame's time, sending the gateway's answers as they come."""
+        until = time.monotonic() + seconds
+        while (left := until - time.monotonic()) > 0:
+            if self._replies_waiting.wait(left):
+                self._replies_waiting.clear()
+                with self._lock:
+                    self._send_replies()
 
     def _corrupt(self, frame: bytes) -> bytes:
         if not self.faults.corrupt:
@@ -292,7 +329,19 @@ class DeviceSimulator:
             pass  # a TCP device streams once a gateway is connected
         while self.start_on_hello and not self._greeted.wait(0.05) and not self._halt.is_set():
             pass
-        started = time.monotonic()
+        self._streaming = True
+        try:
+            self._stream(time.monotonic(), duration, max_frames)
+        finally:
+            self._streaming = False
+            with self._lock:  # an answer the reader queued as the stream ended
+                self._send_replies()
+        for _ in range(final_heartbeats):
+            self._send(Heartbeat(0), self._now_us, self._encoder, inject=False)
+            time.sleep(0.02)
+        return self.stats
+
+    def _stream(self, started: float, duration: float | None, max_frames: int | None) -> None:
         next_disconnect = started + self.faults.disconnect_every if self.faults.disconnect_every else None
         next_restart = started + self.faults.restart_every if self.faults.restart_every else None
         lap = 0
@@ -315,7 +364,7 @@ class DeviceSimulator:
                 if self.speed:
                     delay = started + ts / 1e6 / self.speed - now
                     if delay > 0:
-                        time.sleep(delay)
+                        self._sleep_answering(delay)
                 if self.faults.late and self._rng.random() < self.faults.late:
                     self.stats.frames_late += 1
                     time.sleep(self.faults.late_ms / 1e3)   # the schedule is kept: the next frames catch up
@@ -329,10 +378,6 @@ class DeviceSimulator:
                     lap += 1
                     continue
             break
-        for _ in range(final_heartbeats):
-            self._send(Heartbeat(0), self._now_us, self._encoder, inject=False)
-            time.sleep(0.02)
-        return self.stats
 
     def _restart(self) -> None:
         """Restart as firmware does after a watchdog reset, the link staying open: frame numbers begin again
@@ -341,12 +386,14 @@ class DeviceSimulator:
         with self._lock:
             self._seq = 0
             self.stats.restarts += 1
+        with self._held_lock:
             self._held.clear()  # REJECTs not yet fired go with the device's memory
         self._send(self.source.hello, 0, 0, inject=False)
 
     def _disconnect(self) -> None:
         with self._lock:
             self._online.clear()
+            self._send_replies()  # lost with the link, counted
             self._link.disconnect()
             self.stats.disconnects += 1
         time.sleep(self.faults.outage_s)
@@ -376,22 +423,22 @@ class DeviceSimulator:
         message = frame.message
         if isinstance(message, Hello) and message.request:
             self.stats.hello_answered += 1
-            with self._lock:  # a gateway (re)starting: its decision ids may begin again (a new log)
+            with self._held_lock:  # a gateway (re)starting: its decision ids may begin again (a new log)
                 self._held.clear()
             self._greeted.set()
-            self._send(self.source.hello, self._now_us, self._encoder, inject=False)
+            self._reply(self.source.hello)
         elif isinstance(message, Heartbeat):
             self.stats.heartbeats_answered += 1
-            self._send(Heartbeat(0), self._now_us, self._encoder, inject=False)
+            self._reply(Heartbeat(0))
         elif isinstance(message, Reject):
             if self.faults.lose_rejects and self._command_rng.random() < self.faults.lose_rejects:
                 self.stats.rejects_lost += 1
                 return
-            with self._lock:  # a restart, in the streaming thread, clears what the device remembers
+            with self._held_lock:  # a restart, in the streaming thread, clears what the device remembers
                 row = self._held.get(message.decision_id)
             if row is None:
                 row = self._record_reject(frame.seq, message)
-                with self._lock:
+                with self._held_lock:
                     self._held[message.decision_id] = row
                     if len(self._held) > self.held_ids:
                         del self._held[next(iter(self._held))]
@@ -399,7 +446,7 @@ class DeviceSimulator:
                 self.stats.reject_repeats += 1
             reply = Nak(int(Reject.TYPE), frame.seq, int(NakReason.TOO_LATE)) if row["late"] \
                 else Ack(int(Reject.TYPE), frame.seq)
-            self._send(reply, self._now_us, self._encoder, inject=False)
+            self._reply(reply)
 
     def _record_reject(self, seq: int, reject: Reject) -> dict:
         now_us, encoder = self._now_us, self._encoder

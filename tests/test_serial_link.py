@@ -190,6 +190,31 @@ def test_a_device_remembers_its_latest_rejects_not_every_one(cwru_stream):
     assert list(sim._held) == [14, 15, 16, 17, 18, 19, 20, 1]
 
 
+def test_the_device_reads_rejects_while_its_stream_waits_for_a_gateway_that_is_behind(cwru_stream):
+    """The simulated device sent its stream and its answers under one lock, which its reader also took to look a
+    REJECT up: while a frame waited for a gateway that had fallen behind (up to 2 s), the device read nothing,
+    and the gateway's REJECT writes waited in turn, each side for the other.  A UART receives while it
+    transmits: the reader now goes on reading, and the answer follows the stream once the gateway reads."""
+    from conftest import wait_until
+
+    with DeviceSimulator(cwru_stream, link="pty", speed=None) as sim:
+        port = open_port(sim.port)
+        thread = start(sim, max_frames=3000)
+        sent = -1
+        while sent != sim.stats.frames_sent:  # the gateway reads nothing: the kernel's buffer fills, a write waits
+            sent = sim.stats.frames_sent
+            time.sleep(0.05)
+        assert sim.stats.frames_lost_offline == 0  # the first write to wait: the device waits up to 2 s
+        port.write(encode_frame(Reject(5, RejectMode.AFTER_US, 0, 1, 8_000), 0))
+        wait_until(lambda: sim.stats.rejects == 1, 1.0)
+        frames = receive(port, thread, FrameDecoder(), until=lambda got: any(isinstance(f.message, Ack)
+                                                                            for f in got))
+        sim.stop()
+        thread.join(timeout=5.0)
+        port.close()
+    assert [f.message.acked_seq for f in frames if isinstance(f.message, Ack)] == [0]
+
+
 def test_a_read_woken_with_nothing_to_read_is_not_taken_for_an_unplugged_device():
     """pyserial calls a read that select() woke and that then finds nothing "device disconnected".  Another
     program reading the same port causes exactly that; each such read used to count as an outage (110 in 2 s
