@@ -347,6 +347,7 @@ class DeviceSimulator:
         lap = 0
         lap_us, lap_counts = self.source.extent()
         since_us = since_counts = 0  # the device clock and encoder count of the last restart
+        away = (0.0, 0.0)  # when the link last went, and when it was back (time.monotonic())
         while not self._halt.is_set():
             for message, ts, enc in self.source.messages():
                 # Laps follow each other seamlessly: time and encoder counts keep increasing.
@@ -369,9 +370,12 @@ class DeviceSimulator:
                     self.stats.frames_late += 1
                     time.sleep(self.faults.late_ms / 1e3)   # the schedule is kept: the next frames catch up
                 if next_disconnect is not None and time.monotonic() >= next_disconnect:
-                    self._disconnect()
+                    away = (time.monotonic(), self._disconnect())
                     next_disconnect = time.monotonic() + self.faults.disconnect_every
                 self.stats.frames_generated += 1
+                if self.speed and away[0] < started + ts / 1e6 / self.speed < away[1]:
+                    self._lost_offline(ts - since_us, enc - since_counts)  # the sensor went on meanwhile
+                    continue
                 self._send(message, ts - since_us, enc - since_counts, inject=True)
             else:
                 if self.loop:
@@ -390,7 +394,17 @@ class DeviceSimulator:
             self._held.clear()  # REJECTs not yet fired go with the device's memory
         self._send(self.source.hello, 0, 0, inject=False)
 
-    def _disconnect(self) -> None:
+    def _lost_offline(self, timestamp_us: int, encoder: int) -> None:
+        """A frame whose time came while the link was down: gone, not sent late in a burst, as a device's
+        scanning goes on whether or not its USB link is up.  Its number goes with it, so the gateway counts
+        the gap."""
+        with self._lock:
+            self._seq += 1
+            self._now_us, self._encoder = timestamp_us, encoder
+            self.stats.frames_lost_offline += 1
+
+    def _disconnect(self) -> float:
+        """Drop the link for the outage, then make it again; returns when it is back (time.monotonic())."""
         with self._lock:
             self._online.clear()
             self._send_replies()  # lost with the link, counted
@@ -401,6 +415,7 @@ class DeviceSimulator:
             self._link.reconnect()
             self._decoder.reset_sequence()
             self._online.set()
+        return time.monotonic()
 
     # -- receiving -------------------------------------------------------------------------
     def _serve_gateway(self) -> None:

@@ -42,7 +42,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--drop", type=probability, default=0.0, help="probability of dropping a frame")
     p.add_argument("--disconnect-every", type=positive_float, default=None, metavar="S",
                    help="disconnect every S seconds of streaming (USB unplug); --outage sets how long")
-    p.add_argument("--outage", type=non_negative_float, default=0.5, metavar="S", help="seconds away per disconnect (0.5)")
+    p.add_argument("--outage", type=non_negative_float, default=0.5, metavar="S",
+                   help="seconds away per disconnect (0.5); frames due meanwhile are lost, as the sensor scans on")
     p.add_argument("--restart-every", type=positive_float, default=None, metavar="S",
                    help="restart the device every S seconds of streaming (a watchdog reset on a UART that stays "
                         "open): frame numbers, clock and encoder count begin again at 0, after an unprompted HELLO")
