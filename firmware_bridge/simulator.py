@@ -390,6 +390,7 @@ class DeviceSimulator:
         with self._lock:
             self._seq = 0
             self.stats.restarts += 1
+            self._replies.clear()  # answers not yet sent go with the device's memory
         with self._held_lock:
             self._held.clear()  # REJECTs not yet fired go with the device's memory
         self._send(self.source.hello, 0, 0, inject=False)
