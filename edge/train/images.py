@@ -61,6 +61,7 @@ class ImageTrainSettings:
     max_shift: float = 0.1            # fraction of the image size
     zoom: float = 0.0                 # magnification jitter: each image scaled by up to 1 +/- this (0 = off)
     blur: float = 0.0                 # unsharpness jitter: Gaussian blur of sigma up to this many px (0 = off)
+    gamma: float = 0.0                # grey-level curve jitter: each image to the power exp(+/- this) (0 = off)
     gain: float = 0.2                 # intensity gain jitter, +/- fraction
     noise: float = 0.03               # std of added Gaussian noise, as a fraction of full scale
     normalization: str | None = None  # one of IMAGE_NORMALIZATIONS (edge.data.preprocess); None: the task's
@@ -83,8 +84,8 @@ class ImageTrainSettings:
 
 
 def augment_images(x: np.ndarray, settings: ImageTrainSettings, rng: np.random.Generator) -> np.ndarray:
-    """Flips, quarter turns, magnification, small shifts (edge-padded), unsharpness, gain and offset
-    jitter and noise, per image; (N, 1, S, S) in [0, 1]."""
+    """Flips, quarter turns, magnification, small shifts (edge-padded), unsharpness, grey-level curve, gain
+    and offset jitter and noise, per image; (N, 1, S, S) in [0, 1]."""
     n, _, h, w = x.shape
     out = x.copy()
     if settings.flips:
@@ -109,6 +110,8 @@ def augment_images(x: np.ndarray, settings: ImageTrainSettings, rng: np.random.G
     if settings.blur > 0:
         sigma = rng.uniform(0, settings.blur, size=n)
         out = resample_images(out, sigma, lambda m: _blur_matrices(m, h), lambda m: _blur_matrices(m, w))
+    if settings.gamma > 0:  # a detector's response, or a tube voltage, that bends the grey levels
+        out = np.clip(out, 0, 1) ** np.exp(rng.uniform(-settings.gamma, settings.gamma, size=(n, 1, 1, 1)))
     if settings.gain > 0:
         gain = rng.uniform(1 - settings.gain, 1 + settings.gain, size=(n, 1, 1, 1))
         offset = rng.uniform(-settings.gain / 2, settings.gain / 2, size=(n, 1, 1, 1))
