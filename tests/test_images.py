@@ -588,6 +588,31 @@ def test_quarter_turns_give_the_square_s_symmetries_and_nothing_else():
     assert len({o.tobytes() for o in out}) == 8                            # with flips: all 8 symmetries
 
 
+def test_magnification_unsharpness_and_grey_curve_jitter_change_what_they_say_and_nothing_else():
+    from edge.train.images import ImageTrainSettings, augment_images
+
+    only = dict(flips=False, max_shift=0, gain=0, noise=0)
+    spot = np.zeros((1, 1, 32, 32), dtype=np.float32)
+    spot[0, 0, 12:20, 12:20] = 1.0                                            # a flaw of 8 x 8 px at the centre
+    many = np.repeat(spot, 64, axis=0)
+    zoomed = augment_images(many, ImageTrainSettings(zoom=0.5, **only), np.random.default_rng(0))
+    sizes = (zoomed > 0.5).sum(axis=(1, 2, 3))
+    assert 25 <= sizes.min() < 64 < sizes.max() <= 144                      # shrunk and grown, by 1.5 at most
+    assert all(o[0, 15:17, 15:17].min() > 0.5 for o in zoomed)              # about the centre
+    blurred = augment_images(many, ImageTrainSettings(blur=1.5, **only), np.random.default_rng(0))
+    assert np.allclose(blurred.sum(axis=(1, 2, 3)), 64.0, atol=1e-2)         # spread, none lost
+    edges = blurred[:, 0, 12, 16]                                            # on the flaw's edge
+    assert edges.min() < 0.9 and edges.max() > 0.99                          # some blurred, some sharp
+    grey = np.linspace(0, 1, 64, dtype=np.float32).reshape(1, 1, 8, 8)
+    curved = augment_images(np.repeat(grey, 32, axis=0), ImageTrainSettings(gamma=0.3, **only),
+                            np.random.default_rng(0))
+    assert np.all(np.diff(curved.reshape(32, -1), axis=1) >= 0)              # grey levels keep their order
+    assert curved[:, 0, 0, 0].max() == 0 and np.allclose(curved[:, 0, -1, -1], 1)  # black and white stay
+    assert curved[:, 0, 4, 0].min() < grey[0, 0, 4, 0] < curved[:, 0, 4, 0].max()
+    plain = augment_images(many, ImageTrainSettings(**only), np.random.default_rng(0))
+    assert np.array_equal(plain, many)                                       # all off by default
+
+
 def test_center_image_keeps_a_flaw_s_contrast_and_follows_the_run_everywhere(data_root, tmp_path, capsys):
     from edge.cli import main
     from edge.data.preprocess import normalize
