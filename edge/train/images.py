@@ -99,8 +99,8 @@ def augment_images(x: np.ndarray, settings: ImageTrainSettings, rng: np.random.G
             out[turns == k] = np.rot90(out[turns == k], k, axes=(2, 3))
     if settings.zoom > 0:
         most = np.log1p(settings.zoom)
-        out = resample_images(out, np.exp(rng.uniform(-most, most, size=n)), lambda m: _zoom_matrices(m, h),
-                              lambda m: _zoom_matrices(m, w))
+        factors = np.exp(rng.uniform(-most, most, size=n))
+        out = resample_images(out, _zoom_matrices(factors, h), _zoom_matrices(factors, w))
     if settings.max_shift > 0:
         pad = max(1, int(round(settings.max_shift * h)))
         padded = np.pad(out, ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode="edge")
@@ -109,7 +109,7 @@ def augment_images(x: np.ndarray, settings: ImageTrainSettings, rng: np.random.G
         out = np.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
     if settings.blur > 0:
         sigma = rng.uniform(0, settings.blur, size=n)
-        out = resample_images(out, sigma, lambda m: _blur_matrices(m, h), lambda m: _blur_matrices(m, w))
+        out = resample_images(out, _blur_matrices(sigma, h), _blur_matrices(sigma, w))
     if settings.gamma > 0:  # a detector's response, or a tube voltage, that bends the grey levels
         out = np.clip(out, 0, 1) ** np.exp(rng.uniform(-settings.gamma, settings.gamma, size=(n, 1, 1, 1)))
     if settings.gain > 0:
@@ -121,10 +121,10 @@ def augment_images(x: np.ndarray, settings: ImageTrainSettings, rng: np.random.G
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def resample_images(x: np.ndarray, amounts: np.ndarray, rows, cols) -> np.ndarray:
-    """Each image i as ``R_i @ image @ C_i.T``, with ``rows(amounts)`` and ``cols(amounts)`` giving the
-    (n, size, size) matrices that act on its rows and columns: a separable resampling, batched."""
-    return rows(amounts)[:, None] @ x @ np.swapaxes(cols(amounts), 1, 2)[:, None]
+def resample_images(x: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Each image i of (N, 1, H, W) as ``rows[i] @ image @ cols[i].T``: a separable resampling, batched, with
+    (N, H, H) matrices acting on the rows and (N, W, W) on the columns."""
+    return rows[:, None] @ x @ np.swapaxes(cols, 1, 2)[:, None]
 
 
 def _zoom_matrices(factors: np.ndarray, size: int) -> np.ndarray:
