@@ -398,21 +398,39 @@ class Runtime:
         """Send again the REJECTs the device has not answered in time, but for those whose firing count is of
         an encoder count the device has since begun again; give up those sent often enough."""
         due, given_up = self.rejects_in_flight.due(now)
-        again = []
-        for flight in due:
-            if self._untimed(flight.encoder_epoch):
-                self._mark(flight.decision_id, "untimed")
-            else:
-                again.append(flight)
+        again = self._still_timed(due)
         if again:
-            outages = self.port.stats.outages
-            if self._send_rejects([replace(f, sent_at=now, sends=f.sends + 1) for f in again]):
+            written, let_go = self._write_or_keep([replace(f, sent_at=now, sends=f.sends + 1) for f in again], again)
+            if written:
                 self.counts["reject_resends"] += len(again)
-            elif self.kind == "linescan" and self._gone(outages):  # timed by encoder count: sent once it is back
-                given_up += self.awaiting_device.add(again, self.counts["reconnects"])
-            else:  # a vibration REJECT is timed from when it arrives; or the device does not read
-                given_up += again
+            given_up += let_go
         self._give_up(given_up)
+
+    def _still_timed(self, flights: list[InFlight]) -> list[InFlight]:
+        """The flights whose firing count is on the device's current encoder count; the others are marked
+        ``untimed`` (and one never written is no longer counted as not written: its row says why)."""
+        timed = []
+        for flight in flights:
+            if not self._untimed(flight.encoder_epoch):
+                timed.append(flight)
+                continue
+            if not flight.written:
+                with self._finish_lock:
+                    self.counts["rejects_not_written"] -= 1
+            self._mark(flight.decision_id, "untimed")
+        return timed
+
+    def _write_or_keep(self, flights: list[InFlight], to_keep: list[InFlight]) -> tuple[bool, list[InFlight]]:
+        """Write ``flights``; when that fails because the device is gone, keep ``to_keep`` (the same REJECTs, as
+        they are to be remembered) for its return if they are line-scan ones, timed by encoder count.  A
+        vibration REJECT is timed from when it arrives, and a device that is there but does not read would
+        only hold the writer up again.  Returns (written, those neither written nor kept)."""
+        outages = self.port.stats.outages
+        if self._send_rejects(flights):
+            return True, []
+        if self.kind == "linescan" and self._gone(outages):
+            return False, self.awaiting_device.add(to_keep, self.counts["reconnects"])  # the oldest, pushed out
+        return False, to_keep
 
     def _send_awaiting_device(self, now: float) -> None:
         """Write the line-scan REJECTs the device could not be given while it was gone, once the same device
@@ -427,23 +445,13 @@ class Runtime:
         if before is not None and (back.device_id, back.pixels) != (before.device_id, before.pixels):
             self._give_up(flights)  # another device, or another detector width: a belt it never saw
             return
-        timed = []
-        for flight in flights:
-            if self._untimed(flight.encoder_epoch):
-                if not flight.written:
-                    with self._finish_lock:
-                        self.counts["rejects_not_written"] -= 1
-                self._mark(flight.decision_id, "untimed")
-            else:
-                timed.append(flight)
+        timed = self._still_timed(flights)
         if not timed:
             return
-        outages = self.port.stats.outages
-        if not self._send_rejects([replace(f, sent_at=now, sends=f.sends + 1 if f.written else 1, written=True)
-                                   for f in timed]):
-            # gone again: kept from when they were decided or last sent, for the next return
-            self._give_up(self.awaiting_device.add(timed, self.counts["reconnects"]) if self._gone(outages)
-                          else timed)
+        written, let_go = self._write_or_keep(
+            [replace(f, sent_at=now, sends=f.sends + 1 if f.written else 1, written=True) for f in timed], timed)
+        if not written:  # gone again: kept as they were, from when they were decided or last sent
+            self._give_up(let_go)
             return
         first = [f for f in timed if not f.written]
         with self._finish_lock:  # the decider counts REJECTs not written under it
@@ -570,12 +578,9 @@ class Runtime:
                        for decision_id, command, _ in numbered if command]
             sent, dropped = "sent", []
             if flights:
-                outages = self.port.stats.outages
-                sent = "sent" if self._send_rejects(flights) else "not_written"
+                written, dropped = self._write_or_keep(flights, [replace(f, written=False) for f in flights])
+                sent = "sent" if written else "not_written"
                 self.counts[f"rejects_{sent}"] += len(flights)
-                if sent == "not_written" and self.kind == "linescan" and self._gone(outages):  # timed by count
-                    dropped = self.awaiting_device.add([replace(f, written=False) for f in flights],
-                                                       self.counts["reconnects"])
             latency_ms = (time.monotonic() - unit.arrived) * 1e3
             rows = [self._row(unit, lane, verdict, decision_id, command, held or (sent if command else None),
                               latency_ms, wait_ms, inference_ms)

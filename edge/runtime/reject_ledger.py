@@ -132,9 +132,9 @@ class AwaitingDevice:
         with self._lock:
             kept = list(self._kept)
             self._kept.clear()
-            self._kept.extend((n, f) for n, f in kept if n >= reconnects and now - f.sent_at <= self.keep_s)
-        due = [f for n, f in kept if n < reconnects or now - f.sent_at > self.keep_s]
-        return [f for f in due if now - f.sent_at <= self.keep_s], [f for f in due if now - f.sent_at > self.keep_s]
+            young = [(n, f) for n, f in kept if now - f.sent_at <= self.keep_s]
+            self._kept.extend((n, f) for n, f in young if n >= reconnects)
+        return [f for n, f in young if n < reconnects], [f for n, f in kept if now - f.sent_at > self.keep_s]
 
     def take_all(self) -> list[InFlight]:
         """Every REJECT still kept, taken out (the runtime stops)."""
