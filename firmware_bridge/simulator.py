@@ -268,11 +268,15 @@ class DeviceSimulator:
                     self.stats.frames_dropped += 1
                     return False
                 frame = self._corrupt(frame)
-            if not self._online.is_set() or not self._link.write(frame):
-                self.stats.frames_lost_offline += 1
-                return False
+            return self._transmit(frame)
+
+    def _transmit(self, frame: bytes) -> bool:
+        """Write one frame if the link is up, counted as sent or lost (the caller holds the transmitter)."""
+        if self._online.is_set() and self._link.write(frame):
             self.stats.frames_sent += 1
             return True
+        self.stats.frames_lost_offline += 1
+        return False
 
     def _reply(self, message: Message) -> None:
         """An answer to the gateway.  While the device streams, its streaming thread sends it, between frames
@@ -289,12 +293,8 @@ class DeviceSimulator:
     def _send_replies(self) -> None:
         """Send the answers waiting, numbered on with the stream (the caller holds the transmitter)."""
         while self._replies:
-            frame = encode_frame(self._replies.popleft(), self._seq, self._now_us, self._encoder)
+            self._transmit(encode_frame(self._replies.popleft(), self._seq, self._now_us, self._encoder))
             self._seq += 1
-            if self._online.is_set() and self._link.write(frame):
-                self.stats.frames_sent += 1
-            else:
-                self.stats.frames_lost_offline += 1
 
     def _sleep_answering(self, seconds: float) -> None:
         """Wait for the next frame's time, sending the gateway's answers as they come."""
