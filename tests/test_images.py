@@ -613,6 +613,53 @@ def test_magnification_unsharpness_and_grey_curve_jitter_change_what_they_say_an
     assert np.array_equal(plain, many)                                       # all off by default
 
 
+def test_mixup_and_the_line_jitters_train_images_from_the_command_line(data_root, tmp_path, capsys):
+    from edge.cli import main
+    from edge.models import build_model, model_config
+    from edge.train.images import ImageTrainSettings, fit_images
+    from edge.train.loop import Mixup
+
+    import torch
+
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 1, 16, 16)).astype(np.float32)
+    y = np.repeat([0, 1], 32)
+    seen = []
+
+    def trained(mixup: float) -> dict:
+        torch.manual_seed(0)
+        model = build_model(model_config("resnet18", width=4, depth=1, num_classes=2, input_size=16))
+        model.register_forward_pre_hook(lambda m, inputs: seen.append(inputs[0].detach().clone()) if m.training
+                                        else None)
+        settings = ImageTrainSettings(epochs=1, batch_size=64, mixup=mixup, flips=False, max_shift=0, gain=0,
+                                      noise=0).for_task("neu")
+        fit_images(model, x, y, x, y, settings, np.random.default_rng(1), num_classes=2, progress=False)
+        return model.state_dict()
+
+    plain, mixed = trained(0.0), trained(0.4)
+    assert len(seen) == 2 and not all(torch.equal(a, b) for a, b in zip(plain.values(), mixed.values()))
+    drawn = np.random.default_rng(1)
+    drawn.permutation(64)                                        # the batch's order, then the mix of it
+    mix = Mixup(64, 0.4, drawn)
+    assert 0 < mix.lam < 1 and torch.allclose(seen[1], mix.mix(seen[0]))  # the plain batch, mixed with itself
+
+    run = tmp_path / "jitters"
+    assert main(["train", "--task", "xray-castings", "--mixup", "0.2", "--zoom-jitter", "0.2", "--blur-jitter", "1",
+                 "--gamma-jitter", "0.3", "--width", "4", "--depth", "1", "--epochs", "1", "--threads", "1",
+                 "--data", str(data_root), "--out", str(run), "-q"]) == 0
+    training = json.loads((run / "config.json").read_text())["training"]
+    assert (training["mixup"], training["zoom"], training["blur"], training["gamma"]) == (0.2, 0.2, 1.0, 0.3)
+    for option, value, said in (("--zoom-jitter", "1", "--zoom-jitter must be in [0, 1)"),
+                                ("--blur-jitter", "nan", "--blur-jitter must be between 0 (off) and 8 px"),
+                                ("--gamma-jitter", "-0.1", "--gamma-jitter must be between 0 (off) and 2"),
+                                ("--mixup", "-1", "--mixup must be")):
+        assert main(["train", "--task", "xray-castings", option, value, "--out", str(tmp_path / "bad")]) == 2
+        assert said in capsys.readouterr().err
+    assert main(["train", "--zoom-jitter", "0.2", "--out", str(tmp_path / "bad")]) == 2
+    assert "--zoom-jitter: image training only" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_center_image_keeps_a_flaw_s_contrast_and_follows_the_run_everywhere(data_root, tmp_path, capsys):
     from edge.cli import main
     from edge.data.preprocess import normalize
@@ -765,8 +812,8 @@ def test_an_image_student_learns_from_teachers_that_never_saw_its_validation_ima
 def test_options_of_the_other_kind_of_task_are_refused_not_ignored(tmp_path, capsys):
     from edge.cli import main
 
-    assert main(["train", "--task", "xray-castings", "--mixup", "0.2", "--loads", "1", "--out", str(tmp_path)]) == 2
-    assert ("--loads, --mixup: vibration training only; the xray-castings task trains an image model and would "
+    assert main(["train", "--task", "xray-castings", "--mixstyle", "0.5", "--loads", "1", "--out", str(tmp_path)]) == 2
+    assert ("--loads, --mixstyle: vibration training only; the xray-castings task trains an image model and would "
             "ignore them") in capsys.readouterr().err
     for image_only in (["--rotations"], ["--simulated-voids", "0.25"], ["--class-weights", "gmean"], ["--size", "64"],
                        ["--split-seed", "0"]):

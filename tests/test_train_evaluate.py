@@ -81,11 +81,22 @@ def test_cli_train_writes_a_run(cwru_dir, tmp_path, capsys):
 
 
 def test_mixup_trains_on_convex_pairs_and_is_recorded(cwru_dir, tmp_path, capsys):
-    from edge.train.trainer import mixup_pairs
+    from edge.train.loop import Mixup
 
-    lam, partner = mixup_pairs(64, 0.2, np.random.default_rng(3))
-    assert 0.0 <= lam <= 1.0 and sorted(partner) == list(range(64))
-    assert (lam, list(partner)) == (lambda p: (p[0], list(p[1])))(mixup_pairs(64, 0.2, np.random.default_rng(3)))
+    mix = Mixup(64, 0.2, np.random.default_rng(3))
+    assert 0.0 <= mix.lam <= 1.0 and sorted(mix.partner.tolist()) == list(range(64))
+    again = Mixup(64, 0.2, np.random.default_rng(3))
+    assert (mix.lam, mix.partner.tolist()) == (again.lam, again.partner.tolist())
+    x = torch.arange(64.0)
+    assert torch.allclose(mix.mix(x), mix.lam * x + (1 - mix.lam) * x[mix.partner])
+    logits, target = torch.randn(64, 3), torch.randint(0, 3, (64,))
+    ce = torch.nn.CrossEntropyLoss()
+    assert torch.isclose(mix.loss(ce, logits, target),
+                         mix.lam * ce(logits, target) + (1 - mix.lam) * ce(logits, target[mix.partner]))
+    rng = np.random.default_rng(3)
+    off = Mixup(64, 0.0, rng)  # off: the batch and the loss as they are, and the random stream untouched
+    assert off.mix(x) is x and torch.equal(off.loss(ce, logits, target), ce(logits, target))
+    assert rng.random() == np.random.default_rng(3).random()
     assert train_tiny_cli(cwru_dir, tmp_path / "mixup", "--mixup", "0.2").config["training"]["mixup"] == 0.2
     assert main(["train", "--out", str(tmp_path / "r"), "--mixup", "-1", "-q"]) == 2
     assert "--mixup must be" in capsys.readouterr().err

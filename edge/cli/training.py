@@ -123,7 +123,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "removed, contrast kept), highpass-image (smooth background removed, then z-scored; the "
                         "xray-castings default) or none (grey levels 0-1)")
     p.add_argument("--mixup", type=float, default=defaults.mixup,
-                   help="vibration: mix pairs of training windows and their labels with a weight drawn from "
+                   help="mix pairs of training windows or images and their labels with a weight drawn from "
                         f"Beta(a, a) per batch; a = 0.2 is usual (default {defaults.mixup}, 0 = off)")
     p.add_argument("--mixstyle", type=float, default=defaults.mixstyle, metavar="P",
                    help="vibration: in this share of training batches, the early layers' per-channel mean and "
@@ -174,6 +174,18 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "recall, for imbalanced sets; default none)")
     p.add_argument("--rotations", action="store_true",
                    help="images: also turn training images by quarter turns (for flaws with no orientation)")
+    p.add_argument("--zoom-jitter", type=float, default=0.0, metavar="F",
+                   help="images: magnify each training image about its centre by up to 1 +/- F, as another "
+                        "X-ray set-up's geometry would, e.g. 0.2 (default 0: off)")
+    p.add_argument("--blur-jitter", type=float, default=0.0, metavar="PX",
+                   help="images: blur each training image by a Gaussian of sigma up to PX pixels, as a less "
+                        "sharp detector or focal spot would, e.g. 1 (default 0: off)")
+    p.add_argument("--gamma-jitter", type=float, default=0.0, metavar="F",
+                   help="images: raise each training image's grey levels to a power between exp(-F) and "
+                        "exp(F), as another detector response or tube voltage would, e.g. 0.3 (default 0: off). "
+                        "On the castings none of the three jitters was chosen on validation "
+                        "(docs/image-experiments.md); try them when your line differs from the training line "
+                        "in that way")
     p.add_argument("--simulated-voids", type=probability, default=0.0, metavar="SHARE",
                    help="X-ray flaw tasks: give this share of the flawless training images a simulated void "
                         "(a blow hole: an ellipsoid brightening the image, as by Beer-Lambert) and train them "
@@ -193,8 +205,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 #: refused rather than silently ignored: a user who asks for quarter turns on a vibration run,
 #: or for noise augmentation on images, would otherwise believe the run had them.
 VIBRATION_OPTIONS = ("loads", "channel", "rate", "window", "snr_train", "clean_fraction", "noise", "speed_jitter",
-                     "gain_jitter", "band_jitter", "mixup", "mixstyle", "val_snr", "steps")
-IMAGE_OPTIONS = ("size", "class_weights", "rotations", "simulated_voids", "split_seed", "init_state")
+                     "gain_jitter", "band_jitter", "mixstyle", "val_snr", "steps")
+IMAGE_OPTIONS = ("size", "class_weights", "rotations", "zoom_jitter", "blur_jitter", "gamma_jitter",
+                 "simulated_voids", "split_seed", "init_state")
 
 
 def _refuse_options_of_the_other_task(args: argparse.Namespace) -> None:
@@ -232,6 +245,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise DataError(f"--lr must be a positive learning rate, got {args.lr}")
     if not 0.0 <= args.distill_weight <= 1.0 or not 0.0 < args.distill_temperature < math.inf:
         raise DataError("--distill-weight must be in [0, 1] and --distill-temperature above 0")
+    if not 0.0 <= args.mixup < math.inf:
+        raise DataError(f"--mixup must be 0 (off) or a positive Beta parameter, got {args.mixup}")
     if args.task != "cwru":
         return _train_images(args)
     from edge.model_names import MODELS
@@ -257,8 +272,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
                         "dca-cnn reads one (its wavelet branch splits a single signal)")
     if not 0.0 <= args.speed_jitter < 0.5:
         raise DataError(f"--speed-jitter must be in [0, 0.5), got {args.speed_jitter}")
-    if not 0.0 <= args.mixup < math.inf:
-        raise DataError(f"--mixup must be 0 (off) or a positive Beta parameter, got {args.mixup}")
     if not 0.0 <= args.clean_fraction <= 1.0:
         raise DataError(f"--clean-fraction must be a share in [0, 1], got {args.clean_fraction}")
     if not 0.0 <= args.gain_jitter < 1.0:
@@ -295,9 +308,16 @@ def _train_images(args: argparse.Namespace) -> int:
     if args.normalization and args.normalization not in IMAGE_NORMALIZATIONS:
         raise DataError(f"--normalization {args.normalization} is for vibration windows; images take "
                         f"{', '.join(IMAGE_NORMALIZATIONS)}")
+    if not 0.0 <= args.zoom_jitter < 1.0:
+        raise DataError(f"--zoom-jitter must be in [0, 1), got {args.zoom_jitter}")
+    if not 0.0 <= args.blur_jitter <= 8.0:
+        raise DataError(f"--blur-jitter must be between 0 (off) and 8 px, got {args.blur_jitter}")
+    if not 0.0 <= args.gamma_jitter <= 2.0:
+        raise DataError(f"--gamma-jitter must be between 0 (off) and 2, got {args.gamma_jitter}")
     settings = ImageTrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr or 2e-3,
                                   class_weights=args.class_weights or "none", seed=args.seed,
-                                  rotations=args.rotations, simulated_voids=args.simulated_voids,
+                                  rotations=args.rotations, zoom=args.zoom_jitter, blur=args.blur_jitter,
+                                  gamma=args.gamma_jitter, mixup=args.mixup, simulated_voids=args.simulated_voids,
                                   normalization=args.normalization, weight_decay=args.weight_decay,
                                   average_epochs=args.average_epochs, split_seed=args.split_seed,
                                   teachers=[str(t) for t in args.teacher], distill_weight=args.distill_weight,

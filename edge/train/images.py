@@ -26,7 +26,7 @@ from edge.data.images import IMAGE_TASKS, ImageSet, ImageSplit, load_image_set, 
 from edge.data.preprocess import normalize
 from edge.errors import DataError
 from edge.models import IMAGE_MODELS, build_model, model_config
-from edge.train.loop import KeptWeights, kept_description, one_cycle, step
+from edge.train.loop import KeptWeights, Mixup, kept_description, one_cycle, step
 from edge.train.metrics import classification_report
 from edge.train.runs import load_run, load_state, save_run
 from edge.train.settings import IMAGE_LABEL_SMOOTHING
@@ -55,6 +55,7 @@ class ImageTrainSettings:
     lr: float = 2e-3
     weight_decay: float | None = None   # None: the task's default (for_task)
     label_smoothing: float = IMAGE_LABEL_SMOOTHING
+    mixup: float = 0.0                # Beta(a, a) mixing of image pairs and their labels (0 = off)
     class_weights: str = "none"       # none | balanced (inverse class frequency) | gmean (per-class accuracy)
     flips: bool = True
     rotations: bool = False           # quarter turns (with flips: all 8 symmetries of the square)
@@ -325,6 +326,7 @@ def fit_images(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x
     validation only reports.  ``extra_loss(x, logits)`` adds a term (relational distillation)
     to the cross-entropy; with ``teachers``, ``distill_weight`` of the loss is the distance to
     their softened mean output on the same augmented images, the rest the loss on the labels.
+    With ``mixup``, each batch is mixed with itself in a new order (``Mixup``), labels and soft targets alike.
     ``on_epoch_end(epoch)`` runs after each epoch's steps, before validation (soft pruning,
     which an average of weights would undo, so the two do not mix).
     """
@@ -356,13 +358,16 @@ def fit_images(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x
         model.train()
         losses = []
         for xb, yb in shuffled_batches():
+            soft = teachers.soft_targets(xb, settings.distill_temperature) if teachers is not None else None
+            mix = Mixup(len(yb), settings.mixup, rng)
+            xb = mix.mix(xb)
             logits = model(xb)
-            loss = loss_fn(logits, torch.from_numpy(yb))
+            loss = mix.loss(loss_fn, logits, torch.from_numpy(yb))
             if extra_loss is not None:
                 loss = loss + extra_loss(xb, logits)
-            if teachers is not None:
-                soft = teachers.soft_targets(xb, settings.distill_temperature)
-                loss = with_teachers(loss, logits, soft, settings.distill_weight, settings.distill_temperature)
+            if soft is not None:
+                loss = with_teachers(loss, logits, mix.mix(soft), settings.distill_weight,
+                                     settings.distill_temperature)
             losses.append(step(optimizer, schedule, loss))
             bar.update(1)
         if on_epoch_end is not None:

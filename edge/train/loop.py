@@ -1,11 +1,12 @@
-"""Pieces every training loop here shares: the optimiser and schedule, one step, the best epoch kept,
-or the average of the last epochs' weights."""
+"""Pieces every training loop here shares: the optimiser and schedule, mixup, one step, the best epoch
+kept, or the average of the last epochs' weights."""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -17,6 +18,24 @@ def one_cycle(model: nn.Module, lr: float, weight_decay: float, total_steps: int
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(total_steps, 1),
                                                    pct_start=0.15)
     return optimizer, schedule
+
+
+class Mixup:
+    """Mixup (Zhang et al. 2018) of one batch: one weight ``lam`` from Beta(alpha, alpha) and a partner for
+    every example; the inputs become ``lam * x + (1 - lam) * x[partner]``, and so do the soft targets and
+    the loss on the labels.  With ``alpha`` 0 it mixes nothing and draws nothing from ``rng``."""
+
+    def __init__(self, n: int, alpha: float, rng: np.random.Generator):
+        self.lam, self.partner = (float(rng.beta(alpha, alpha)), torch.from_numpy(rng.permutation(n))) if alpha \
+            else (1.0, None)
+
+    def mix(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch if self.partner is None else self.lam * batch + (1 - self.lam) * batch[self.partner]
+
+    def loss(self, loss_fn: Callable, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.partner is None:
+            return loss_fn(logits, target)
+        return self.lam * loss_fn(logits, target) + (1 - self.lam) * loss_fn(logits, target[self.partner])
 
 
 def step(optimizer, schedule, loss: torch.Tensor) -> float:

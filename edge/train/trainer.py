@@ -17,7 +17,7 @@ from edge.data.noise import add_noise
 from edge.data.preprocess import model_input
 from edge.data.splits import RandomWindowSampler
 from edge.train.evaluate import accuracy_under_noise
-from edge.train.loop import KeptWeights, one_cycle, step
+from edge.train.loop import KeptWeights, Mixup, one_cycle, step
 from edge.train.mixstyle import MixStyle
 from edge.train.settings import TrainSettings
 from edge.train.teachers import TeacherEnsemble, with_teachers
@@ -78,12 +78,6 @@ def augment(batch: np.ndarray, settings: TrainSettings, rng: np.random.Generator
     return batch
 
 
-def mixup_pairs(n: int, alpha: float, rng: np.random.Generator) -> tuple[float, np.ndarray]:
-    """Mixup (Zhang et al. 2018): one weight from Beta(alpha, alpha) per batch and a partner for every
-    window; the batch becomes ``lam * x + (1 - lam) * x[partner]`` and so do the targets."""
-    return float(rng.beta(alpha, alpha)), rng.permutation(n)
-
-
 def fit(model: nn.Module, sampler: RandomWindowSampler, val_x: np.ndarray, val_y: np.ndarray,
         settings: TrainSettings, rng: np.random.Generator, progress: bool = True,
         teachers: TeacherEnsemble | None = None) -> dict:
@@ -109,21 +103,14 @@ def fit(model: nn.Module, sampler: RandomWindowSampler, val_x: np.ndarray, val_y
         for _ in range(settings.steps_per_epoch):
             x, y = sampler.draw(settings.batch_size)
             raw = augment(x, settings, rng)
-            x = model_input(raw, settings.normalization)
+            x = torch.from_numpy(model_input(raw, settings.normalization))
             target = torch.from_numpy(y)
-            soft = teachers.soft_targets(raw, temperature) if teachers else None
-            if settings.mixup:
-                lam, partner = mixup_pairs(x.shape[0], settings.mixup, rng)
-                x = (lam * x + (1 - lam) * x[partner]).astype(np.float32)
-                logits = model(torch.from_numpy(x))
-                loss = lam * loss_fn(logits, target) + (1 - lam) * loss_fn(logits, target[partner])
-                if soft is not None:
-                    soft = lam * soft + (1 - lam) * soft[partner]
-            else:
-                logits = model(torch.from_numpy(x))
-                loss = loss_fn(logits, target)
-            if soft is not None:
-                loss = with_teachers(loss, logits, soft, weight, temperature)
+            mix = Mixup(len(y), settings.mixup, rng)
+            logits = model(mix.mix(x))
+            loss = mix.loss(loss_fn, logits, target)
+            if teachers:
+                loss = with_teachers(loss, logits, mix.mix(teachers.soft_targets(raw, temperature)), weight,
+                                     temperature)
             losses.append(step(optimizer, schedule, loss))
             bar.update(1)
         val, score = validate(model, val_x, val_y, settings)
