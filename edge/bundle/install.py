@@ -213,12 +213,18 @@ def install(bundle: str | Path, root: str | Path = "/", trusted_keys: list[str] 
     with _disk_errors(root):
         durable.write_atomically(unit_copy(target), unit_text)
         unit = durable.stage(Path(root) / UNIT, unit_text)
-    current = home / "current"
-    if current.is_symlink() and current.resolve() != target.resolve():
-        _switch(home / "previous", current.resolve())
-    _switch(current, target)
+    replaced = linked(root, "current")
+    if replaced and replaced != target.resolve():
+        _switch(home / "previous", replaced)
+    _switch(home / "current", target)
     durable.replace(unit, Path(root) / UNIT)
     return target
+
+
+def linked(root: str | Path, name: str) -> Path | None:
+    """The installed bundle ``current`` or ``previous`` points at, or None where that link is not there."""
+    link = Path(root) / HOME / name
+    return link.resolve() if link.is_symlink() else None
 
 
 def prune(root: str | Path = "/", keep: int = 3) -> list[Path]:
@@ -232,10 +238,10 @@ def prune(root: str | Path = "/", keep: int = 3) -> list[Path]:
     bundles = home / "bundles"
     if not keep or not bundles.is_dir():
         return []
-    linked = {(home / name).resolve() for name in ("current", "previous") if (home / name).is_symlink()}
+    kept = {linked(root, "current"), linked(root, "previous")} - {None}
     installed = sorted((d for d in bundles.iterdir() if d.is_dir() and not d.name.endswith(".partial")),
                        key=lambda d: d.stat().st_mtime, reverse=True)
-    stale = [d for d in installed if d.resolve() not in linked][max(0, keep - len(linked)):]
+    stale = [d for d in installed if d.resolve() not in kept][max(0, keep - len(kept)):]
     stale += [d for d in bundles.iterdir() if d.is_dir() and d.name.endswith(".partial")]
     for directory in stale:
         shutil.rmtree(directory)

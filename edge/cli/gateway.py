@@ -355,19 +355,19 @@ def _add_install(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_install(args: argparse.Namespace) -> int:
-    from edge.bundle.install import HOME, install, prune, service_keys
+    from edge.bundle.install import HOME, install, linked, prune, service_keys
     from edge.bundle.package import MANIFEST
 
-    current = Path(args.root) / HOME / "current"
-    was_current = current.resolve() if current.is_symlink() else None
+    was_current = linked(args.root, "current")
     target = install(args.bundle, args.root, args.trusted_keys, args.port, args.budget_ms, args.python,
                      realtime_priority=args.realtime_priority, log_max_mb=args.log_max_mb, distance=args.distance,
                      max_consecutive=args.max_consecutive, on_miss=args.on_miss,
                      reject_classes=args.reject_classes,
                      threshold=args.threshold, channel=args.channel, run_options=_service_options(args))
     if target.resolve() == was_current:  # a reinstall, e.g. for another port: no switch, previous kept
+        previous = linked(args.root, "previous")
         print(f"{target.name} was already current: its service unit was written again with these settings; "
-              f"previous -> {_previous_name(args.root)}.")
+              f"previous -> {previous.name if previous else '(none)'}.")
     else:
         print(f"installed {target}; current -> {target.name}.")
     trusted = service_keys(args.root)  # what the new unit verifies with: given, or kept from the one before
@@ -385,13 +385,6 @@ def _cmd_install(args: argparse.Namespace) -> int:
               f"drsn-edge compile-trt --bundle {Path('/') / HOME / 'current'}")
     print("Restart the service: systemctl daemon-reload && systemctl restart drsn-edge")
     return 0
-
-
-def _previous_name(root: Path) -> str:
-    from edge.bundle.install import HOME
-
-    previous = Path(root) / HOME / "previous"
-    return previous.resolve().name if previous.is_symlink() else "(none)"
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
