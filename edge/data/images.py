@@ -62,6 +62,10 @@ class ImageSet:
     def counts(self) -> dict[str, int]:
         return {c: sum(1 for i in self.items if i.label == c) for c in self.classes}
 
+    def by_name(self) -> dict[str, ImageItem]:
+        """The images by their path below ``root``: the names a run's split records."""
+        return {str(item.path.relative_to(self.root)): item for item in self.items}
+
 
 def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -169,12 +173,12 @@ class ImageSplit:
         return getattr(self, split)
 
     def describe(self, images: ImageSet) -> dict:
+        names = list(images.by_name())  # in the order of images.items
         return {"method": self.method, "seed": self.seed, "duplicates_removed": images.duplicates_removed,
                 "notes": images.notes,
                 "counts": {s: {c: sum(1 for i in self.indices(s) if images.items[i].label == c)
                                for c in images.classes} for s in SPLITS},
-                "files": {s: [str(images.items[i].path.relative_to(images.root)) for i in self.indices(s)]
-                          for s in SPLITS},
+                "files": {s: [names[i] for i in self.indices(s)] for s in SPLITS},
                 # by content, so the run can be scored on another folder without the images it learnt from
                 "sha256": {s: [images.items[i].sha256 for i in self.indices(s)] for s in SPLITS}}
 

@@ -410,7 +410,7 @@ def run_images(run, split_name: str, data: str | Path | None = None) -> tuple[np
 
 def split_of_run(run, images: ImageSet, split_name: str) -> tuple[np.ndarray, np.ndarray]:
     """:func:`run_images` of a set already loaded."""
-    by_file = {str(item.path.relative_to(images.root)): item for item in images.items}
+    by_file = images.by_name()
     files = run.split["files"][split_name]
     missing = [f for f in files if f not in by_file]
     if missing:
@@ -424,7 +424,7 @@ def split_of_run(run, images: ImageSet, split_name: str) -> tuple[np.ndarray, np
 
 def holds_run_split(run, images: ImageSet) -> bool:
     """Whether ``images`` is the folder the run was split from (or a copy of it): every file of its split there."""
-    held = {str(item.path.relative_to(images.root)) for item in images.items}
+    held = images.by_name()
     return all(f in held for files in run.split["files"].values() for f in files)
 
 
