@@ -77,19 +77,33 @@ class SimStats:
 class _PtyLink:
     """Device end of a pty.  Like a UART with nobody listening, it does not wait for a reader:
     after one write has stalled for WRITE_STALL_S, frames are dropped (and counted) at once
-    until the reader catches up."""
+    until the reader catches up.
+
+    Nor does it write while nobody has the port open.  A pty would keep those bytes and hand
+    them over when the gateway opens it, a burst of stale lines no USB device sends: its data
+    goes nowhere until the host opens the port.  The link lets go of its own hold on the pty's
+    port, so that the kernel can say (POLLHUP) whether anyone else holds it."""
 
     def __init__(self, link_path: str | None):
         self.link_path = link_path
-        self.stalled = False
-        self.pty = PtyPair(link_path)
+        self._open()
+
+    def _open(self) -> None:
+        self.pty = PtyPair(self.link_path)
+        os.close(self.pty.slave_fd)  # raw mode stays with the pty for whoever opens it
+        self.pty.slave_fd = -1
         os.set_blocking(self.pty.master_fd, False)
+        self._listener = select.poll()
+        self._listener.register(self.pty.master_fd, select.POLLHUP)
+        self.stalled = False
 
     @property
     def port(self) -> str:
         return self.pty.port
 
     def write(self, data: bytes) -> bool:
+        if self._listener.poll(0):  # POLLHUP: nobody has the port open
+            return False
         view = memoryview(data)
         deadline = time.monotonic() + (0.0 if self.stalled else WRITE_STALL_S)
         while view:
@@ -124,9 +138,7 @@ class _PtyLink:
             Path(self.link_path).unlink(missing_ok=True)
 
     def reconnect(self) -> None:
-        self.pty = PtyPair(self.link_path)
-        os.set_blocking(self.pty.master_fd, False)
-        self.stalled = False
+        self._open()
 
     def close(self) -> None:
         self.disconnect()

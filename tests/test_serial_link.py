@@ -413,6 +413,22 @@ def test_looped_stream_keeps_time_and_encoder_increasing(xray_dir):
     assert all(b.timestamp_us - a.timestamp_us == 800 for a, b in zip(lines, lines[1:]))
 
 
+def test_the_device_sends_nothing_while_nobody_has_its_port_open(cwru_stream):
+    """A pty keeps what is written to it until its port is opened, then hands it over at once: a burst of
+    stale frames no USB device sends, as its data goes nowhere while the host has the port closed."""
+    with DeviceSimulator(cwru_stream, link="pty", speed=1.0) as sim:
+        thread = start(sim, max_frames=60)
+        time.sleep(0.3)                                          # 30 frames due, and nobody listening
+        assert sim.stats.frames_sent == 0 and sim.stats.frames_lost_offline >= 20
+        port = open_port(sim.port)
+        frames = receive(port, thread, FrameDecoder())
+        port.close()
+    samples = [f for f in frames if isinstance(f.message, Samples)]
+    assert samples and samples[0].seq >= 20                      # the stream from the moment the port opened
+    assert [f.seq for f in samples] == list(range(samples[0].seq, 60))  # then every one of the 60
+    assert sim.stats.frames_lost_offline == samples[0].seq       # those before: lost, and counted
+
+
 def test_device_can_wait_for_the_gateways_hello(cwru_stream):
     with DeviceSimulator(cwru_stream, link="pty", speed=None, start_on_hello=True) as sim:
         port = open_port(sim.port)
