@@ -372,6 +372,13 @@ def test_a_paced_line_scan_reader_survives_corruption_and_a_disconnect(castings_
     assert c["data_frames"] > 0.7 * sim.stats.frames_generated
     assert c["decisions"] == 20 * c["assembler_units"] > 0                   # every tile that completed, decided
     assert c["paced_sleeps"] > 50 and c["pacing_backlogs"] == 0
+    # the belt in those gaps: fail-safe REJECTs, every lane, where it reaches the actuator
+    assert c["gap_fail_safe"] == 20 * c["assembler_unseen_tiles"] > 0
+    db = sqlite3.connect(tmp_path / "log.db")
+    gap_rows = db.execute("SELECT span_end, fire_at, reject, lane FROM decisions WHERE fail_safe = 'gap'").fetchall()
+    db.close()
+    assert len(gap_rows) == c["gap_fail_safe"] and all(r and at == end + 300 for end, at, r, _ in gap_rows)
+    assert {lane for *_, lane in gap_rows} == set(range(20))
 
 
 def test_a_line_scan_device_back_at_another_rate_or_width_is_paced_for_it(castings_bundle, tmp_path):
@@ -1029,22 +1036,27 @@ def test_rejects_decided_while_the_device_was_gone_are_written_once_it_is_back_u
                     os.write(fd, encode_frame(message, seq))
                     seq += 1
 
+    # Every patch a reject; the belt between the tiles this device plays (lost in its outages) gets the
+    # fail-safe, here a pass, so that the REJECTs the device reads are those of the tiles it was sent.
     runtime = Runtime(castings_bundle, RuntimeSettings(
         port=str(link), log_path=str(tmp_path / "log.db"), http=None, budget_ms=1000, paced_reads=False,
-        distance=5000, threshold=1e-6))
+        distance=5000, threshold=1e-6, on_miss="pass"))
     listening = threading.Thread(target=play_device, daemon=True)
     running = threading.Thread(target=runtime.run, args=(60.0,), daemon=True)
 
     def sent() -> set[tuple[int, int]]:  # (decision id, encoder count) of the REJECTs the device read, once each
         return {(r.decision_id, r.at) for r in rejects}  # a busy machine may delay an ACK: sent again, same id
 
-    def rows_of(first_line: int) -> list[str]:
+    def rows_of(first_line: int, column: str = "reject_command") -> list:
         db = sqlite3.connect(tmp_path / "log.db")
         try:
-            return [r[0] for r in db.execute("SELECT reject_command FROM decisions WHERE span_start = ?",
-                                             (first_line,))]
+            return [r[0] for r in db.execute(f"SELECT {column} FROM decisions WHERE span_start = ? AND "
+                                             "fail_safe IS NULL", (first_line,))]
         finally:
             db.close()
+
+    def fired_at(first_line: int) -> set[tuple[int, int]]:  # what the device should read of the tile there
+        return {(k, first_line + 31 + 5000) for k in rows_of(first_line, "decision_id")}
 
     def unplug_and_decide(first_line: int) -> None:
         device["pty"].close()
@@ -1063,7 +1075,7 @@ def test_rejects_decided_while_the_device_was_gone_are_written_once_it_is_back_u
         device["next_line"] = 2100
         device["pty"] = PtyPair(link)
         wait_until(lambda: rows_of(2000) == ["sent"] * 20, 10.0)
-        assert sent() == {(k, 1031 + 5000) for k in range(1, 21)} | {(k, 2031 + 5000) for k in range(21, 41)}
+        assert sent() == fired_at(1000) | fired_at(2000)
         # REJECTs written, read, not yet answered when the link drops; a second to unplug in, however busy the host
         runtime.rejects_in_flight.timeout_s = 1.0
         device["mute"] = True
@@ -1075,7 +1087,7 @@ def test_rejects_decided_while_the_device_was_gone_are_written_once_it_is_back_u
         device["pty"] = PtyPair(link)
         wait_until(lambda: not runtime.awaiting_device and not len(runtime.rejects_in_flight), 10.0)
         assert rows_of(2500) == ["sent"] * 20
-        assert sorted(r.decision_id for r in rejects if r.at == 2531 + 5000) == sorted([*range(41, 61)] * 2)
+        assert sorted(r.decision_id for r in rejects if r.at == 2531 + 5000) == sorted(rows_of(2500, "decision_id") * 2)
         # again, but the device restarted meanwhile: its count begins at 0, where those counts name other parts
         unplug_and_decide(3000)
         device["next_line"] = 0

@@ -1009,6 +1009,31 @@ def test_line_assembler_cuts_overlapping_tiles_per_lane_with_their_encoder_span(
     assert assembler.stats.gaps == 1
 
 
+def test_line_assembler_gives_belt_lost_in_a_gap_to_the_fail_safe_as_far_back_as_the_actuator():
+    from edge.runtime.assembler import LineAssembler
+
+    line = np.zeros(16, np.uint16)
+    assembler = LineAssembler(tile_lines=8, lanes=2, actuator_distance=20)
+    seen = [t for enc in range(100, 110) for t in assembler.push(line, enc, enc, 0.0)]
+    assert [(t.start, t.end, t.seen) for t in seen] == [(100, 107, True)]
+    # 110-149 lost: 108-149 is in no tile.  The scanner is at 150 and the actuator 20 lines on, so the tiles
+    # ending before 130 have passed it; the others are given, every lane, as unseen tiles.
+    unseen = assembler.push(line, 150, 150 * 800, 7.0)
+    assert [(t.start, t.end, t.lanes, t.seen) for t in unseen] == [(124, 131, 2, False), (132, 139, 2, False),
+                                                                  (140, 147, 2, False), (148, 149, 2, False)]
+    assert all(t.data.shape == (2, 0, 8) and t.arrived == 7.0 and t.device_time_us == 120_000 for t in unseen)
+    s = assembler.stats
+    assert (s.gaps, s.lines_unseen, s.unseen_tiles, s.lines_unseen_passed) == (1, 42, 4, 16)
+    after = [t for enc in range(151, 158) for t in assembler.push(line, enc, enc, 0.0)]
+    assert [(t.start, t.end, t.seen) for t in after] == [(150, 157, True)]      # the grid starts again at 150
+    far = assembler.push(line, 10**9, 0, 0.0)                                   # an hour away: only what is left
+    assert [(t.start, t.end) for t in far] == [(10**9 - 26, 10**9 - 19), (10**9 - 18, 10**9 - 11),
+                                               (10**9 - 10, 10**9 - 3), (10**9 - 2, 10**9 - 1)]  # 158 + 8k
+    assert assembler.push(line, 5, 0, 0.0) == [] and assembler.encoder_epoch == 1  # a restart: no span to name
+    assert assembler.push(np.zeros(24, np.uint16), 6, 0, 0.0) == []              # a new width: nothing lost
+    assert assembler.stats.gaps == 4 and assembler.stats.unseen_tiles == 8
+
+
 def test_line_assembler_cuts_model_sized_patches_across_the_detector():
     from edge.runtime.assembler import LineAssembler
 

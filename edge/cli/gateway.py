@@ -159,7 +159,7 @@ def _print_summary(summary: dict) -> None:
                f"against a {summary['budget_ms']:g} ms budget" if lat.get("n") else
                f"no latency: nothing was decided ({summary['budget_ms']:g} ms budget)")
     rare = {"no signal": c["no_signal_fail_safe"], "non-finite output": c["non_finite_fail_safe"],
-            "shutdown": c["shutdown_fail_safe"]}
+            "belt lost on the link": c["gap_fail_safe"], "shutdown": c["shutdown_fail_safe"]}
     fail_safe = f"deadline {c['deadline_fail_safe']}, overload {c['overload_fail_safe']}"
     fail_safe += "".join(f", {why} {n}" for why, n in rare.items() if n)  # named when they happened
     print(f"decisions {c['decisions']} in {summary['seconds']:.0f} s; {latency}; fail-safe: {fail_safe}; "

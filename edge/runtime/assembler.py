@@ -25,6 +25,8 @@ class Unit:
     arrived: float            # time.monotonic() when the last sample or line arrived
     lanes: int = 1            # line-scan: patches side by side in ``data`` (lane k feeds actuator k), one batch
     encoder_epoch: int = 0    # line-scan: which run of the device's encoder count ``start`` and ``end`` belong to
+    seen: bool = True         # line-scan: False for belt lost in a gap of the stream (``data`` holds no line):
+                              # its parts were never inspected, and get the fail-safe
 
 
 @dataclass
@@ -41,6 +43,9 @@ class AssemblerStats:
 class LineAssemblerStats(AssemblerStats):
     lines_unusable: int = 0   # too narrow for one patch: discarded, nothing on them is inspected
     encoder_restarts: int = 0  # the encoder count went back (a device that restarted counts from 0 again)
+    lines_unseen: int = 0     # belt in a gap of the encoder count (lines lost on the way), no tile inspected
+    unseen_tiles: int = 0     # tiles of it still upstream of the actuator when the stream went on: fail-safe
+    lines_unseen_passed: int = 0  # of lines_unseen, those already past the actuator then: unchecked
 
 
 class VibrationAssembler:
@@ -122,20 +127,28 @@ class LineAssembler:
     one batch.  An encoder count that goes back starts a new ``encoder_epoch``: a device
     that restarted counts from 0 again, so a span counted before names no part on the belt
     any more, and a REJECT at it would fire at another part.
+
+    An encoder count that jumps ahead means lines were lost (a corrupted frame, an
+    unplugged link): the belt from the first line no tile holds up to the line that came
+    is cut into unseen tiles (``Unit.seen`` False) for the fail-safe, as far back as the
+    actuator, ``actuator_distance`` lines downstream: belt further back has passed it.
     """
 
-    def __init__(self, tile_lines: int, overlap: int = 0, lanes: int | None = None, patch_width: int | None = None):
+    def __init__(self, tile_lines: int, overlap: int = 0, lanes: int | None = None, patch_width: int | None = None,
+                 actuator_distance: int = 0):
         if not 0 <= overlap < tile_lines:
             raise ValueError("overlap must be in [0, tile_lines)")
         if lanes is None and patch_width is None:
             raise ValueError("give the number of lanes or the patch width")
         self.tile_lines, self.step, self.lanes, self.patch_width = tile_lines, tile_lines - overlap, lanes, patch_width
+        self.actuator_distance = actuator_distance
         self.uninspected_pixels = 0
         self.stats = LineAssemblerStats()
         self._lines: list[np.ndarray] = []
         self._first: int | None = None      # encoder count of _lines[0]
         self._next_start: int | None = None
         self._last_encoder: int | None = None
+        self._width = 0                     # pixels of the latest line
         self.encoder_epoch = 0
 
     def push(self, pixels: np.ndarray, encoder: int, timestamp_us: int, arrived: float) -> list[Unit]:
@@ -147,15 +160,18 @@ class LineAssembler:
         if (width_changed or not self._lines) and not self.fits(pixels.shape[0]):  # not for every line of a tile
             self.stats.lines_unusable += 1
             return []
+        units = []
         if self._first is not None and (encoder != self._first + len(self._lines) or width_changed):
             # A gap in the encoder counts, or a detector that changed its width: no tile mixes either.
             self.stats.gaps += 1
             self.stats.samples_discarded += len(self._lines)
+            if encoder > self._first + len(self._lines) and not width_changed:
+                units = self._unseen(encoder, timestamp_us, arrived)
             self._lines, self._first = [], None
         if self._first is None:
             self._first, self._next_start = encoder, encoder
         self._lines.append(pixels)
-        units = []
+        self._width = pixels.shape[0]
         while self._next_start + self.tile_lines <= self._first + len(self._lines):
             a = self._next_start - self._first
             tile = np.stack(self._lines[a:a + self.tile_lines]).astype(np.float32)
@@ -171,6 +187,22 @@ class LineAssembler:
             self._first += drop
         self.stats.units += len(units)
         return units
+
+    def _unseen(self, resumed_at: int, timestamp_us: int, arrived: float) -> list[Unit]:
+        """Tiles of the belt no tile holds, from ``_next_start`` to the line before ``resumed_at`` (where the
+        scanner is now), a tile's length each, every lane; only those whose last line has not yet reached the
+        actuator.  They carry the time the stream went on."""
+        lanes, width = self.geometry(self._width)
+        first, n = self._next_start, self.tile_lines
+        reachable = resumed_at - self.actuator_distance  # a tile that ends before this line has passed the actuator
+        skip = max(0, (reachable - first) // n) * n      # whole tiles that have, not counted one by one
+        spans = [(start, min(start + n, resumed_at) - 1) for start in range(first + skip, resumed_at, n)]
+        spans = [(start, end) for start, end in spans if end >= reachable]
+        self.stats.lines_unseen += resumed_at - first
+        self.stats.lines_unseen_passed += resumed_at - first - sum(end - start + 1 for start, end in spans)
+        self.stats.unseen_tiles += len(spans)
+        return [Unit(np.zeros((lanes, 0, width), np.float32), start, end, timestamp_us, arrived, lanes,
+                     self.encoder_epoch, seen=False) for start, end in spans]
 
     def samples_needed(self) -> int | None:
         """Lines still to come before the next tile completes; None until the stream has started."""

@@ -141,7 +141,7 @@ class Runtime:
         else:
             width = pre.get("patch_width")
             self.assembler = LineAssembler(s.tile_lines or pre["tile_lines"], s.tile_overlap,
-                                           s.lanes or (None if width else 1), width)
+                                           s.lanes or (None if width else 1), width, actuator_distance=s.distance)
         self.scheduler = RejectScheduler(self.kind, s.distance, s.max_consecutive)
         self.backend = load_backend(self.bundle, threads=s.threads)
         self.metrics = RuntimeMetrics({"family": m["model"]["family"], "precision": m["precision"],
@@ -171,6 +171,7 @@ class Runtime:
         self.thread_priority: dict[str, int] = {}  # SCHED_FIFO priority each runtime thread got (0: ordinary)
         self._signal_lost = False  # the latest vibration window held one constant value (said once per spell)
         self._untimed_said = 0     # the latest encoder epoch whose untimed REJECTs were said
+        self._unseen_said = (0.0, 0, 0, 0)  # when belt lost in gaps was last said, and its counts until then
         self.rejects_in_flight = RejectLedger()
         self.awaiting_device = AwaitingDevice()
         self._device_before_outage: Hello | None = None  # whom the REJECTs awaiting the device were decided for
@@ -178,6 +179,7 @@ class Runtime:
         self.device_watch = DeviceWatch(s.port, s.heartbeat_s)
         self.counts = {"data_frames": 0, "deadline_fail_safe": 0, "late_decisions": 0, "overload_fail_safe": 0,
                        "no_signal_fail_safe": 0, "non_finite_fail_safe": 0, "shutdown_fail_safe": 0,
+                       "gap_fail_safe": 0,
                        "keepalives": 0, "estimate_probes": 0, "rejects_sent": 0, "rejects_not_written": 0,
                        "rejects_untimed": 0, "reject_resends": 0, "acks": 0, "answers_late": 0,
                        "naks": 0, "naks_too_late": 0, "lockouts": 0, "reconnects": 0, "hello_mismatch": 0,
@@ -345,12 +347,37 @@ class Runtime:
             completed += self._enqueue_all(self.assembler.push_blocks(blocks, arrived))
         if lines and self.pacer:  # the read's lines arrived together: the latest one says most of the device clock
             self.pacer.received(arrived, lines, last_line_us, exact)
+        if lines and self.assembler.stats.lines_unseen != self._unseen_said[1]:
+            self._say_unseen()
         return completed
 
     def _enqueue_all(self, units: list[Unit]) -> int:
+        """Queue units for the decider; returns how many.  Belt lost in a gap of the stream (a unit not seen)
+        gets the fail-safe at once: nothing on it was inspected."""
+        queued = 0
         for unit in units:
-            self._enqueue(unit)
-        return len(units)
+            if unit.seen:
+                self._enqueue(unit)
+                queued += 1
+            else:
+                self._finish_tile(unit, [self.policy.fail_safe("gap")] * unit.lanes)
+        return queued
+
+    def _say_unseen(self) -> None:
+        """Tell the journal of belt lost in gaps of the line-scan stream, at most every 10 s (a noisy cable
+        loses lines often): how many lines, how many tiles of it got the fail-safe, how many lines had passed
+        the actuator before the stream went on."""
+        said_at, *before = self._unseen_said
+        stats = self.assembler.stats
+        now_counts = (stats.lines_unseen, stats.unseen_tiles, stats.lines_unseen_passed)
+        if time.monotonic() - said_at < 10.0:
+            return
+        lines, tiles, passed = (a - b for a, b in zip(now_counts, before))
+        self._unseen_said = (time.monotonic(), *now_counts)
+        print(f"runtime: {lines} lines of belt never reached the gateway intact (lost or corrupted on the link): {tiles} tiles of it, "
+              f"every lane, got the fail-safe ({self.policy.on_miss}; counted as gap_fail_safe)"
+              + (f"; {passed} lines had already passed the actuator, their parts unchecked "
+                 "(assembler_lines_unseen_passed)" if passed else ""), file=sys.stderr, flush=True)
 
     def _enqueue(self, unit: Unit) -> None:
         while True:
