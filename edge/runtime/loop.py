@@ -374,8 +374,8 @@ class Runtime:
             return
         lines, tiles, passed = (a - b for a, b in zip(now_counts, before))
         self._unseen_said = (time.monotonic(), *now_counts)
-        print(f"runtime: {lines} lines of belt never reached the gateway intact (lost or corrupted on the link): {tiles} tiles of it, "
-              f"every lane, got the fail-safe ({self.policy.on_miss}; counted as gap_fail_safe)"
+        print(f"runtime: {lines} lines of belt never reached the gateway intact (lost or corrupted on the link): "
+              f"{tiles} tiles of it, every lane, got the fail-safe ({self.policy.on_miss}; counted as gap_fail_safe)"
               + (f"; {passed} lines had already passed the actuator, their parts unchecked "
                  "(assembler_lines_unseen_passed)" if passed else ""), file=sys.stderr, flush=True)
 
