@@ -354,7 +354,7 @@ def test_a_gateway_started_again_with_a_new_log_has_its_rejects_fired_by_a_devic
     assert sim.stats.reject_repeats == 0 and len(sim.rejects) == len(sent[0]) + len(sent[1])
 
 
-def test_a_paced_line_scan_reader_survives_corruption_and_a_disconnect(castings_bundle, data_root, tmp_path):
+def test_a_paced_line_scan_reader_survives_corruption_and_a_disconnect(castings_bundle, data_root, tmp_path, capsys):
     """Corrupted lines and an unplugged detector: every line counted, tiles resume, pacing never builds a backlog."""
     from conftest import run_against
     from firmware_bridge.simulator import DeviceSimulator, Faults
@@ -379,6 +379,7 @@ def test_a_paced_line_scan_reader_survives_corruption_and_a_disconnect(castings_
     db.close()
     assert len(gap_rows) == c["gap_fail_safe"] and all(r and at == end + 300 for end, at, r, _ in gap_rows)
     assert {lane for *_, lane in gap_rows} == set(range(20))
+    assert "lines of belt never reached the gateway intact" in capsys.readouterr().err
 
 
 def test_a_line_scan_device_back_at_another_rate_or_width_is_paced_for_it(castings_bundle, tmp_path):
