@@ -941,18 +941,38 @@ def _decide_belt(bundle, tmp_path, frames: list[bytes], answer=None, seconds: fl
     return runtime, rejects, rows
 
 
-def _belt_frames(tiles: list[int], first_seq: int = 0) -> list[bytes]:
+def _belt_frames(tiles: list[int], first_seq: int = 0, device_id: str = "det") -> list[bytes]:
     """A 640 px detector's HELLO, then 32 random lines (one tile) from each encoder count in ``tiles``."""
     from firmware_bridge.codec import encode_frame
     from firmware_bridge.protocol import Hello, Line, SampleFormat, SensorKind
 
     rng = np.random.default_rng(0)
-    frames = [encode_frame(Hello("det", (1, 0, 0), SensorKind.LINESCAN, SampleFormat.UINT8, 1, 8, 1250.0, 1.0, 640),
+    frames = [encode_frame(Hello(device_id, (1, 0, 0), SensorKind.LINESCAN, SampleFormat.UINT8, 1, 8, 1250.0, 1.0, 640),
                            first_seq)]
     for first in tiles:
         frames += [encode_frame(Line(rng.integers(0, 255, 640, dtype=np.uint8), 8), first_seq + len(frames),
                                 (first + k) * 800, first + k) for k in range(32)]
     return frames
+
+
+def test_belt_lost_between_two_tiles_gets_the_fail_safe_unless_another_detector_came(castings_bundle, tmp_path):
+    """Lines 1032-1099 never arrive: that belt was never inspected, so it gets the fail-safe (a REJECT on every
+    lane, timed at the actuator) where it used to pass unchecked.  The same jump after another detector's
+    HELLO is another encoder count, not lost belt."""
+    from edge.runtime.decisions import REASON_FAIL_SAFE
+
+    results = {}
+    for name, second in (("same", "det"), ("other", "det-2")):
+        (tmp_path / name).mkdir()
+        frames = _belt_frames([1000]) + _belt_frames([1100], first_seq=33, device_id=second)
+        runtime, rejects, _ = _decide_belt(castings_bundle, tmp_path / name, frames, distance=5000)
+        results[name] = (runtime.counters(), {(r.at, r.lane) for r in rejects if r.reason == REASON_FAIL_SAFE})
+    c, fail_safe = results["same"]
+    assert c["assembler_lines_unseen"] == 68 and c["assembler_unseen_tiles"] == 3 and c["decisions"] == 100
+    assert c["gap_fail_safe"] == 60 and fail_safe == {(end + 5000, lane) for end in (1063, 1095, 1099)
+                                                      for lane in range(20)}
+    c, fail_safe = results["other"]
+    assert c["gap_fail_safe"] == 0 and not fail_safe and c["decisions"] == 40 and c["assembler_lines_unseen"] == 0
 
 
 def test_a_tile_scanned_before_the_device_restarted_sends_no_reject_on_the_new_encoder_count(castings_bundle,

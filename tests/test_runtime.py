@@ -1032,6 +1032,9 @@ def test_line_assembler_gives_belt_lost_in_a_gap_to_the_fail_safe_as_far_back_as
     assert assembler.push(line, 5, 0, 0.0) == [] and assembler.encoder_epoch == 1  # a restart: no span to name
     assert assembler.push(np.zeros(24, np.uint16), 6, 0, 0.0) == []              # a new width: nothing lost
     assert assembler.stats.gaps == 4 and assembler.stats.unseen_tiles == 8
+    assembler.start_afresh()                                                    # another device's count
+    assert assembler.push(np.zeros(24, np.uint16), 900, 0, 0.0) == [] and assembler.encoder_epoch == 2
+    assert assembler.stats.gaps == 4 and assembler.stats.unseen_tiles == 8
 
 
 def test_line_assembler_cuts_model_sized_patches_across_the_detector():

@@ -188,6 +188,14 @@ class LineAssembler:
         self.stats.units += len(units)
         return units
 
+    def start_afresh(self) -> None:
+        """Another device on the port: its encoder count has nothing to do with the last one's, so its first
+        line starts a new tile grid (no gap, no belt taken for lost) in a new encoder epoch (the last device's
+        REJECTs name no part on this belt)."""
+        self.stats.samples_discarded += len(self._lines)
+        self._lines, self._first, self._last_encoder = [], None, None
+        self.encoder_epoch += 1
+
     def _unseen(self, resumed_at: int, timestamp_us: int, arrived: float) -> list[Unit]:
         """Tiles of the belt no tile holds, from ``_next_start`` to the line before ``resumed_at`` (where the
         scanner is now), a tile's length each, every lane; only those whose last line has not yet reached the

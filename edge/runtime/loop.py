@@ -393,7 +393,10 @@ class Runtime:
 
     def _control(self, msg) -> None:
         if isinstance(msg, Hello) and not msg.request:
+            before = self.device_hello or self._device_before_outage
             self.device_hello = msg
+            if self.kind == "linescan" and before and (msg.device_id, msg.pixels) != (before.device_id, before.pixels):
+                self.assembler.start_afresh()  # another detector: the jump in encoder counts is no belt lost
             self._check_hello(msg)
             if self.kind == "linescan" and self.settings.paced_reads and msg.rate_hz > 0:
                 self._pace_lines(msg)
