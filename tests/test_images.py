@@ -975,6 +975,37 @@ def test_belt_lost_between_two_tiles_gets_the_fail_safe_unless_another_detector_
     assert c["gap_fail_safe"] == 0 and not fail_safe and c["decisions"] == 40 and c["assembler_lines_unseen"] == 0
 
 
+def test_the_fail_safe_of_lost_belt_waits_for_the_deciders_spare_time_and_keeps_out_of_the_latency(
+        castings_bundle, tmp_path):
+    """A long outage leaves a tile of lost belt for every tile that fits between scanner and actuator.  Given
+    the fail-safe all at once, they held up the tiles scanned after the outage past their budget; the decider
+    now takes them only when no tile waits, soonest at the actuator first.  Nothing of theirs arrived, so their
+    latency stays out of the percentiles held against the budget."""
+    from edge.runtime.assembler import Unit
+    from edge.runtime.loop import Runtime, RuntimeSettings
+    from firmware_bridge.transport import PtyPair
+
+    pty = PtyPair()
+    runtime = Runtime(castings_bundle, RuntimeSettings(port=pty.name, log_path=str(tmp_path / "log.db"), http=None,
+                                                       distance=5000, keepalive_s=0.05))
+    try:
+        lost = [Unit(np.zeros((20, 0, 32), np.float32), start, start + 31, 0, time.monotonic() - 1.0, 20, 0,
+                     seen=False) for start in (100, 132, 164)]
+        scanned = Unit(np.zeros((20, 32, 32), np.float32), 200, 231, 0, time.monotonic(), 20, 0)
+        assert runtime._enqueue_all([*lost, scanned]) == 1                 # the first lost tile wakes the decider
+        assert list(runtime._unseen) == lost[1:] and runtime._queue.qsize() == 2
+        order = [runtime._next_unit() for _ in range(4)]
+        assert order == [lost[0], scanned, lost[1], lost[2]]               # queued first, then the spare time
+        assert runtime._next_unit() is None                                # a keep-alive's wait, then nothing
+        for unit in lost:
+            runtime._finish_tile(unit, [runtime.policy.fail_safe("gap")] * 20)
+        assert runtime.counters()["gap_fail_safe"] == 60 and runtime.metrics.latency_summary()["n"] == 0
+        assert runtime.metrics.recent[0]["span"] == "164-195"              # shown on the status page all the same
+    finally:
+        runtime.close()
+        pty.close()
+
+
 def test_a_tile_scanned_before_the_device_restarted_sends_no_reject_on_the_new_encoder_count(castings_bundle,
                                                                                              tmp_path, capsys):
     """A device that restarts counts its encoder from 0 again.  A tile scanned before, still waiting for the

@@ -172,6 +172,7 @@ class Runtime:
         self._signal_lost = False  # the latest vibration window held one constant value (said once per spell)
         self._untimed_said = 0     # the latest encoder epoch whose untimed REJECTs were said
         self._unseen_said = (0.0, 0, 0, 0)  # when belt lost in gaps was last said, and its counts until then
+        self._unseen: deque[Unit] = deque()  # tiles of belt lost in a gap, for the decider's spare time
         self.rejects_in_flight = RejectLedger()
         self.awaiting_device = AwaitingDevice()
         self._device_before_outage: Hello | None = None  # whom the REJECTs awaiting the device were decided for
@@ -352,16 +353,17 @@ class Runtime:
         return completed
 
     def _enqueue_all(self, units: list[Unit]) -> int:
-        """Queue units for the decider; returns how many.  Belt lost in a gap of the stream (a unit not seen)
-        gets the fail-safe at once: nothing on it was inspected."""
-        queued = 0
-        for unit in units:
-            if unit.seen:
-                self._enqueue(unit)
-                queued += 1
-            else:
-                self._finish_tile(unit, [self.policy.fail_safe("gap")] * unit.lanes)
-        return queued
+        """Queue units for the decider; returns how many were seen.  Belt lost in a gap of the stream (units
+        not seen) gets the fail-safe from the decider: the first of its tiles, the soonest at the actuator, is
+        queued (it wakes the decider), the others wait for the decider's spare time (:meth:`_next_unit`)."""
+        seen = [unit for unit in units if unit.seen]
+        unseen = [unit for unit in units if not unit.seen]
+        if unseen:
+            self._unseen.extend(unseen[1:])
+            self._enqueue(unseen[0])
+        for unit in seen:
+            self._enqueue(unit)
+        return len(seen)
 
     def _say_unseen(self) -> None:
         """Tell the journal of belt lost in gaps of the line-scan stream, at most every 10 s (a noisy cable
@@ -389,7 +391,7 @@ class Runtime:
                     oldest = self._queue.get_nowait()
                 except queue.Empty:
                     continue
-                self._finish_tile(oldest, [self.policy.fail_safe("overload")] * oldest.lanes)
+                self._finish_tile(oldest, [self.policy.fail_safe("overload" if oldest.seen else "gap")] * oldest.lanes)
 
     def _control(self, msg) -> None:
         if isinstance(msg, Hello) and not msg.request:
@@ -621,7 +623,7 @@ class Runtime:
             self.metrics.observe([{"decision_id": row.decision_id, "span": span, "lane": row.lane,
                                    "class": row.label, "reject": row.reject,
                                    "reject_command": row.reject_command, "latency_ms": latency_ms}
-                                  for row in rows], latency_ms)
+                                  for row in rows], latency_ms, timed=unit.seen)
             self.metrics.stages["decide_write_log"].observe((time.perf_counter() - t0) * 1e3)
             self._say_lockouts(numbered)
         self._give_up(dropped)  # marks rows: outside the lock
@@ -634,14 +636,16 @@ class Runtime:
             if time.monotonic() - last_beat >= 1.0:
                 sd_notify("WATCHDOG=1")
                 last_beat = time.monotonic()
-            try:
-                unit = self._queue.get(timeout=self.settings.keepalive_s)
-            except queue.Empty:
+            unit = self._next_unit()
+            if unit is None:
                 self._timed_infer(self._idle_input())
                 self.counts["keepalives"] += 1
                 continue
             self.metrics.queue_depth.set(self._queue.qsize())
             age = time.monotonic() - unit.arrived
+            if not unit.seen:  # belt lost in a gap: nothing to infer
+                self._finish_tile(unit, [self.policy.fail_safe("gap")] * unit.lanes, age * 1e3)
+                continue
             if self.kind == "vibration" and self._without_signal(unit):
                 self._finish_tile(unit, [self.policy.fail_safe("no_signal")], age * 1e3)
                 continue
@@ -655,6 +659,17 @@ class Runtime:
             logits, inference_ms = self._timed_infer(x)
             t0 = time.perf_counter()
             self._finish_tile(unit, self.policy.decide(logits), age * 1e3, inference_ms, decided_from=t0)
+
+    def _next_unit(self) -> Unit | None:
+        """The next unit to decide: one the reader queued, else a tile of belt lost in a gap.  A long outage
+        leaves hundreds of those (as many as fit between scanner and actuator); given the fail-safe all at
+        once, they held up the tiles that followed it past their budget.  Each waits instead until no tile
+        does, soonest at the actuator first: one is about a millisecond, a tile's lines take tens.  None
+        after a keep-alive interval with neither."""
+        try:
+            return self._queue.get_nowait() if self._unseen else self._queue.get(timeout=self.settings.keepalive_s)
+        except queue.Empty:
+            return self._unseen.popleft() if self._unseen else None
 
     def _without_signal(self, unit: Unit) -> bool:
         """True for a window of one constant value: no running machine gives one, a dead accelerometer, a
@@ -800,7 +815,7 @@ class Runtime:
         """Stop in the order that loses nothing.  The decider ends (on its next unit: the reader goes on
         queueing until then, so it does not wait out a keep-alive while data comes); then the reader queues
         no more units (what it reads from then is counted as ``frames_after_stop``); units still queued get
-        the shutdown fail-safe; the reader hears the device's answers to the last REJECTs, sending again
+        the shutdown fail-safe (tiles of belt lost in a gap, their own); the reader hears the device's answers to the last REJECTs, sending again
         those unanswered, for as long as the ledger gives them; then it ends, and a REJECT still unanswered
         is logged so.  Stopping both threads at once left the last REJECTs logged as sent, whether or not
         the device ever took them."""
@@ -814,7 +829,10 @@ class Runtime:
                 unit = self._queue.get_nowait()
             except queue.Empty:
                 break
-            self._finish_tile(unit, [self.policy.fail_safe("shutdown")] * unit.lanes)
+            self._finish_tile(unit, [self.policy.fail_safe("shutdown" if unit.seen else "gap")] * unit.lanes)
+        while self._unseen:
+            unit = self._unseen.popleft()
+            self._finish_tile(unit, [self.policy.fail_safe("gap")] * unit.lanes)
         settled_by = time.monotonic() + self.rejects_in_flight.settle_s() + 0.05
         while reader.is_alive() and len(self.rejects_in_flight) and time.monotonic() < settled_by:
             self._stop_reading.wait(0.01)

@@ -76,13 +76,16 @@ class RuntimeMetrics:
         self._observed = 0  # latencies ever observed; the next goes at this count modulo the window
         self._lock = threading.Lock()
 
-    def observe(self, rows: list[dict], latency_ms: float) -> None:
-        """The decisions of one unit (one row each for the status page), all written at ``latency_ms``."""
+    def observe(self, rows: list[dict], latency_ms: float, timed: bool = True) -> None:
+        """The decisions of one unit (one row each for the status page), all written at ``latency_ms``.  Those of
+        belt lost in a gap are not ``timed``: no line of theirs arrived, so they have no latency to the budget."""
         with self._lock:
             self.recent.extendleft(rows)
-            self._into_the_window(len(rows), latency_ms)
-        for _ in rows:
-            self.latency.observe(latency_ms)
+            if timed:
+                self._into_the_window(len(rows), latency_ms)
+        if timed:
+            for _ in rows:
+                self.latency.observe(latency_ms)
 
     def mark(self, decision_id: int, reject_command: str) -> None:
         """What became of a decision's REJECT after its row was shown (the device's answer, or none)."""
