@@ -23,8 +23,9 @@ then streams: CWRU at 12 kHz in SAMPLES blocks of 10 ms; X-ray or NEU images as 
 conveyor belt of patches side by side, one LINE per row at 1,250 lines/s with an
 increasing encoder count.  Like a USB device, it sends nothing while no gateway
 has its pty open: what falls due then is lost and counted (give --start-on-hello to
-wait for the gateway, or --link-path and start the gateway on that path first).  It answers HELLO and HEARTBEAT, acknowledges every
-REJECT and appends it to --rejects with the encoder position it would fire at.
+wait for the gateway, or --link-path and start the gateway on that path first).  It
+answers HELLO and HEARTBEAT, acknowledges every REJECT and appends it to --rejects
+with the encoder position it would fire at.
 --truth writes the ground truth (label of every record span or tile).
 """
 

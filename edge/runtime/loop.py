@@ -391,7 +391,7 @@ class Runtime:
                     oldest = self._queue.get_nowait()
                 except queue.Empty:
                     continue
-                self._finish_tile(oldest, [self.policy.fail_safe("overload" if oldest.seen else "gap")] * oldest.lanes)
+                self._finish_tile(oldest, self._fail_safe(oldest, "overload"))
 
     def _control(self, msg) -> None:
         if isinstance(msg, Hello) and not msg.request:
@@ -644,13 +644,13 @@ class Runtime:
             self.metrics.queue_depth.set(self._queue.qsize())
             age = time.monotonic() - unit.arrived
             if not unit.seen:  # belt lost in a gap: nothing to infer
-                self._finish_tile(unit, [self.policy.fail_safe("gap")] * unit.lanes, age * 1e3)
+                self._finish_tile(unit, self._fail_safe(unit, "gap"), age * 1e3)
                 continue
             if self.kind == "vibration" and self._without_signal(unit):
-                self._finish_tile(unit, [self.policy.fail_safe("no_signal")], age * 1e3)
+                self._finish_tile(unit, self._fail_safe(unit, "no_signal"), age * 1e3)
                 continue
             if age + self._infer_times.expected() > self.budget_s:
-                self._finish_tile(unit, [self.policy.fail_safe("deadline")] * unit.lanes, age * 1e3)
+                self._finish_tile(unit, self._fail_safe(unit, "deadline"), age * 1e3)
                 self._probe_if_stale()
                 continue
             t0 = time.perf_counter()
@@ -659,6 +659,11 @@ class Runtime:
             logits, inference_ms = self._timed_infer(x)
             t0 = time.perf_counter()
             self._finish_tile(unit, self.policy.decide(logits), age * 1e3, inference_ms, decided_from=t0)
+
+    def _fail_safe(self, unit: Unit, why: str) -> list[Verdict]:
+        """The fail-safe verdict for each of a unit's lanes (one for a vibration window), given for ``why``;
+        belt lost in a gap gets it as ``gap`` whichever way it comes (the decider, shedding, the stop)."""
+        return [self.policy.fail_safe(why if unit.seen else "gap")] * unit.lanes
 
     def _next_unit(self) -> Unit | None:
         """The next unit to decide: one the reader queued, else a tile of belt lost in a gap.  A long outage
@@ -815,24 +820,25 @@ class Runtime:
         """Stop in the order that loses nothing.  The decider ends (on its next unit: the reader goes on
         queueing until then, so it does not wait out a keep-alive while data comes); then the reader queues
         no more units (what it reads from then is counted as ``frames_after_stop``); units still queued get
-        the shutdown fail-safe (tiles of belt lost in a gap, their own); the reader hears the device's answers to the last REJECTs, sending again
-        those unanswered, for as long as the ledger gives them; then it ends, and a REJECT still unanswered
-        is logged so.  Stopping both threads at once left the last REJECTs logged as sent, whether or not
-        the device ever took them."""
+        the shutdown fail-safe (tiles of belt lost in a gap, their own); the reader hears the device's answers
+        to the last REJECTs, sending again those unanswered, for as long as the ledger gives them; then it
+        ends, and a REJECT still unanswered is logged so.  Stopping both threads at once left the last REJECTs
+        logged as sent, whether or not the device ever took them."""
         self._stop.set()
         decider.join(timeout=2)
         self._stop_queueing.set()
         if reader.is_alive():
             self._reader_closing.wait(timeout=2)
+        left = []
         while True:
             try:
-                unit = self._queue.get_nowait()
+                left.append(self._queue.get_nowait())
             except queue.Empty:
                 break
-            self._finish_tile(unit, [self.policy.fail_safe("shutdown" if unit.seen else "gap")] * unit.lanes)
-        while self._unseen:
-            unit = self._unseen.popleft()
-            self._finish_tile(unit, [self.policy.fail_safe("gap")] * unit.lanes)
+        left += self._unseen  # the reader queues no more: nothing is added to either meanwhile
+        self._unseen.clear()
+        for unit in left:
+            self._finish_tile(unit, self._fail_safe(unit, "shutdown"))
         settled_by = time.monotonic() + self.rejects_in_flight.settle_s() + 0.05
         while reader.is_alive() and len(self.rejects_in_flight) and time.monotonic() < settled_by:
             self._stop_reading.wait(0.01)
