@@ -1006,6 +1006,51 @@ def test_the_fail_safe_of_lost_belt_waits_for_the_deciders_spare_time_and_keeps_
         pty.close()
 
 
+def test_the_fail_safe_of_lost_belt_waits_while_the_device_is_behind_with_rejects_unless_its_part_is_near(
+        castings_bundle, tmp_path):
+    """After a long outage, the thousands of fail-safe REJECTs of the lost belt filled the link's buffer, and
+    the REJECTs of the tiles scanned meanwhile waited behind them.  A tile of lost belt now waits while 32
+    REJECTs await the device's answer, unless its part is within 0.6 s of the actuator (or its REJECTs name an
+    encoder count from before the device restarted: none is sent)."""
+    from edge.runtime.assembler import Unit
+    from edge.runtime.loop import UNSEEN_DUE_S, UNSEEN_REJECTS_IN_FLIGHT, Runtime, RuntimeSettings
+    from edge.runtime.reject_ledger import InFlight
+    from firmware_bridge.protocol import Hello, Reject, SensorKind
+    from firmware_bridge.transport import PtyPair
+
+    pty = PtyPair()
+    runtime = Runtime(castings_bundle, RuntimeSettings(port=pty.name, log_path=str(tmp_path / "log.db"), http=None,
+                                                       distance=5000, keepalive_s=0.05))
+    try:
+        runtime.device_hello = Hello("belt", sensor=SensorKind.LINESCAN, rate_hz=1250.0, pixels=640)
+        runtime.assembler.push(np.zeros(640, np.uint16), 3000, 0, time.monotonic())   # the scanner is at 3,000
+        lost = [Unit(np.zeros((20, 0, 32), np.float32), start, start + 31, 0, time.monotonic(), 20, 0, seen=False)
+                for start in (100, 132)]   # their parts reach the actuator at 5,131 and 5,163: 1.7 s away
+        runtime._unseen.extend(lost)
+        behind = [InFlight(k, Reject(k, lane=k % 20, at=9000), time.monotonic())
+                  for k in range(UNSEEN_REJECTS_IN_FLIGHT)]
+        runtime.rejects_in_flight.sent(1, behind)
+        assert runtime._next_unit() is None and list(runtime._unseen) == lost   # held back for a keep-alive
+        scanned = Unit(np.zeros((20, 32, 32), np.float32), 3000, 3031, 0, time.monotonic(), 20, 0)
+        runtime._queue.put(scanned)
+        assert runtime._next_unit() is scanned                                  # a scanned tile goes first
+        runtime.rejects_in_flight.answered(1)                                   # the device reads on
+        assert runtime._next_unit() is lost[0]
+        runtime.rejects_in_flight.sent(100, behind[:1])                         # behind again
+        assert runtime._next_unit() is None
+        due = 5163 - int(UNSEEN_DUE_S * 1250) + 1                              # the scanner nears the last part
+        runtime.assembler.push(np.zeros(640, np.uint16), due, 0, time.monotonic())
+        assert runtime._next_unit() is lost[1] and not runtime._unseen          # it goes, backlog or not
+        before_restart = Unit(np.zeros((20, 0, 32), np.float32), 7000, 7031, 0, time.monotonic(), 20, 0, seen=False)
+        runtime._unseen.append(before_restart)
+        runtime.assembler.push(np.zeros(640, np.uint16), 10, 0, time.monotonic())     # the device counts anew
+        assert runtime.assembler.encoder_epoch == 1 and len(runtime.rejects_in_flight) == UNSEEN_REJECTS_IN_FLIGHT
+        assert runtime._next_unit() is before_restart                           # it sends no REJECT: no wait
+    finally:
+        runtime.close()
+        pty.close()
+
+
 def test_a_tile_scanned_before_the_device_restarted_sends_no_reject_on_the_new_encoder_count(castings_bundle,
                                                                                              tmp_path, capsys):
     """A device that restarts counts its encoder from 0 again.  A tile scanned before, still waiting for the

@@ -188,6 +188,11 @@ class LineAssembler:
         self.stats.units += len(units)
         return units
 
+    @property
+    def latest_encoder(self) -> int | None:
+        """The encoder count of the latest line: where the scanner is on the belt; None before the first."""
+        return self._last_encoder
+
     def start_afresh(self) -> None:
         """Another device on the port: its encoder count has nothing to do with the last one's, so its first
         line starts a new tile grid (no gap, no belt taken for lost) in a new encoder epoch (the last device's

@@ -37,7 +37,7 @@ from edge.runtime.device_watch import DeviceWatch
 from edge.runtime.metrics import STAGES, RuntimeMetrics, StatusServer, StatusServerError, listen_address
 from edge.runtime.pacing import ReadPacer, line_pacer
 from edge.runtime.realtime import check_priority, current_priority, enter_realtime
-from edge.runtime.reject_ledger import AwaitingDevice, InFlight, RejectLedger
+from edge.runtime.reject_ledger import ANSWER_TIMEOUT_S, SENDS, AwaitingDevice, InFlight, RejectLedger
 from firmware_bridge.codec import FrameDecoder, encode_frame, line_frame_bytes
 from firmware_bridge.protocol import (Ack, Error, Heartbeat, Hello, Line, MessageType, Nak, NakReason, Reject, Samples,
                                       SensorKind)
@@ -75,6 +75,18 @@ class RuntimeSettings:
     paced_reads: bool = True                # sleep until a window or tile can (nearly) complete (see pacing.py)
     realtime_priority: int = 0              # SCHED_FIFO priority of the reader and decider; 0: ordinary (realtime.py)
     trusted_keys: list[str] = field(default_factory=list)
+
+
+#: REJECTs awaiting the device's answer beyond which the fail-safe of belt lost in a gap waits (see
+#: ``Runtime._unseen_may_go``): a tile's worth on 32 lanes, 1.5 kB on the wire, well within the 4 kB a pty
+#: or a USB serial driver buffers, so a scanned tile's REJECTs never wait behind them.
+UNSEEN_REJECTS_IN_FLIGHT = 32
+#: Seconds before its part reaches the actuator from which a tile of lost belt gets its fail-safe whatever
+#: the device's backlog: time for every send of its REJECTs (``reject_ledger.SENDS`` of ``ANSWER_TIMEOUT_S``
+#: each) and as much again.
+UNSEEN_DUE_S = 2 * ANSWER_TIMEOUT_S * SENDS
+#: How often a decider holding such tiles back looks again.
+UNSEEN_POLL_S = 0.002
 
 
 class InferenceTimeEstimate:
@@ -669,12 +681,41 @@ class Runtime:
         """The next unit to decide: one the reader queued, else a tile of belt lost in a gap.  A long outage
         leaves hundreds of those (as many as fit between scanner and actuator); given the fail-safe all at
         once, they held up the tiles that followed it past their budget.  Each waits instead until no tile
-        does, soonest at the actuator first: one is about a millisecond, a tile's lines take tens.  None
-        after a keep-alive interval with neither."""
+        does, soonest at the actuator first: one is about a millisecond, a tile's lines take tens.  It also
+        waits while the device is behind with REJECTs (:meth:`_unseen_may_go`).  None after a keep-alive
+        interval with nothing to decide."""
+        until = time.monotonic() + self.settings.keepalive_s
+        while self._unseen and not self._stop.is_set():
+            try:
+                return self._queue.get_nowait()
+            except queue.Empty:
+                pass
+            if self._unseen_may_go(self._unseen[0]):
+                return self._unseen.popleft()
+            if (left := until - time.monotonic()) <= 0:
+                return None
+            try:
+                return self._queue.get(timeout=min(UNSEEN_POLL_S, left))
+            except queue.Empty:
+                continue
         try:
-            return self._queue.get_nowait() if self._unseen else self._queue.get(timeout=self.settings.keepalive_s)
+            return self._queue.get(timeout=max(0.0, until - time.monotonic()))
         except queue.Empty:
-            return self._unseen.popleft() if self._unseen else None
+            return None
+
+    def _unseen_may_go(self, unit: Unit) -> bool:
+        """Whether the fail-safe of a tile of lost belt may be given now.  Each of its REJECTs (every lane) is
+        a frame the device must read; after a long outage there are thousands, and written as fast as the
+        decider gives them they fill the link's buffer, so the REJECTs of a tile scanned meanwhile wait
+        behind them.  So they go while fewer than ``UNSEEN_REJECTS_IN_FLIGHT`` REJECTs await the device's
+        answer, or once the tile's part is within ``UNSEEN_DUE_S`` of the actuator, whatever the backlog (a tile
+        of an encoder count before the device restarted sends none: it goes at once)."""
+        if len(self.rejects_in_flight) < UNSEEN_REJECTS_IN_FLIGHT or unit.encoder_epoch != self.assembler.encoder_epoch:
+            return True
+        scanner, hello = self.assembler.latest_encoder, self.device_hello
+        if scanner is None or hello is None or hello.rate_hz <= 0:
+            return True
+        return (unit.end + self.settings.distance - scanner) / hello.rate_hz < UNSEEN_DUE_S
 
     def _without_signal(self, unit: Unit) -> bool:
         """True for a window of one constant value: no running machine gives one, a dead accelerometer, a
