@@ -1031,6 +1031,8 @@ def test_the_fail_safe_of_lost_belt_waits_while_the_device_is_behind_with_reject
                   for k in range(UNSEEN_REJECTS_IN_FLIGHT)]
         runtime.rejects_in_flight.sent(1, behind)
         assert runtime._next_unit() is None and list(runtime._unseen) == lost   # held back for a keep-alive
+        c = runtime.counters()                                                  # on the status page
+        assert c["unseen_tiles_waiting"] == 2 and c["rejects_in_flight"] == UNSEEN_REJECTS_IN_FLIGHT
         scanned = Unit(np.zeros((20, 32, 32), np.float32), 3000, 3031, 0, time.monotonic(), 20, 0)
         runtime._queue.put(scanned)
         assert runtime._next_unit() is scanned                                  # a scanned tile goes first

@@ -228,6 +228,9 @@ class Runtime:
                 "log_wal_catch_ups": self.log.wal_catch_ups,
                 "log_reopened": self.log.reopened,
                 "queue_depth": self._queue.qsize(),
+                "unseen_tiles_waiting": len(self._unseen),         # belt lost in a gap, its fail-safe still to give
+                "rejects_in_flight": len(self.rejects_in_flight),  # written, the device's answer still to come
+                "rejects_awaiting_device": len(self.awaiting_device),
                 "realtime_priority": min(self.thread_priority.values(), default=0),
                 "pacing_overruns": self.pacer.overruns if self.pacer else 0,
                 "pacing_late_wakeups": self.pacer.late_wakeups if self.pacer else 0,
