@@ -143,6 +143,13 @@ def test_corruption_and_a_disconnect_are_counted_and_survived(held_out, bundle, 
     received_or_lost = c["data_frames"] + c["decoder_lost_frames"]
     assert received_or_lost <= sim.stats.frames_generated + 10  # the rest: before a first frame / during outages
     assert c["assembler_gaps"] > 0 and c["decisions"] == c["assembler_units"]
+    lost_s = c["decoder_lost_frames"] * held_out.block / held_out.hello.rate_hz   # never arrived: undecided
+    assert c["assembler_seconds_undecided"] >= lost_s > 0
+    from edge.cli.gateway import _print_summary
+
+    _print_summary(summary)  # run's closing lines say how long the machine went unwatched
+    said = capfd.readouterr().out
+    assert f"signal never decided: {c['assembler_seconds_undecided']:.2f} s at {c['assembler_gaps']} gaps" in said
 
 
 def test_a_device_that_restarts_on_an_open_link_is_followed_and_said_not_counted_as_duplicates(
@@ -1060,6 +1067,27 @@ def test_vibration_assembler_windows_by_sample_index_and_resets_on_a_gap():
     assembler.push(np.zeros((120, 1), np.int16), 1.0, 10 ** 7, 11.0)
     assert assembler.stats.gaps == 1
 
+
+
+def test_vibration_assembler_counts_the_signal_no_window_holds_across_gaps():
+    """A gap in the stream drops the window across it, and the signal from the last window cut to where the
+    stream went on is never decided: its machine went unwatched.  Frames lost (the stream goes on later) and a
+    device that restarted its clock (it goes on earlier) are both counted, in seconds."""
+    from edge.runtime.assembler import VibrationAssembler
+
+    assembler = VibrationAssembler(window=400, hop=200, rate_hz=12000.0)
+
+    def push(start: int) -> list:
+        return assembler.push(np.ones((120, 1), np.int16), 1.0, int(round(start * 1e6 / 12000)), 0.0)
+
+    units = [u for start in (0, 120, 240, 360, 480) for u in push(start)]     # samples 0-599
+    assert [(u.start, u.end) for u in units] == [(0, 399), (200, 599)] and assembler.stats.seconds_undecided == 0
+    push(840)                                          # 600-839 lost: nothing after 599 decided, on at 840
+    assert assembler.stats.seconds_undecided == pytest.approx(240 / 12000)
+    units = [u for start in (960, 1080, 1200) for u in push(start)]           # 840-1319
+    assert [(u.start, u.end) for u in units] == [(840, 1239)]
+    push(0)                                            # a restart: 1240-1319 came, and no window holds them
+    assert assembler.stats.seconds_undecided == pytest.approx((240 + 80) / 12000) and assembler.stats.gaps == 2
 
 
 def test_vibration_assembler_cuts_a_reads_blocks_as_block_by_block_even_across_a_gap():

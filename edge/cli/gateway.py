@@ -180,6 +180,10 @@ def _print_summary(summary: dict) -> None:
           f"lost {c['decoder_lost_frames']}; "
           f"outages {c['link_outages']}; rejects sent {c['rejects_sent']}, acked {c['acks']}, naks {c['naks']}"
           + "".join(f", {why} {n}" for why, n in reject_troubles.items() if n))
+    if c.get("assembler_seconds_undecided"):  # vibration: the machine went unwatched for that long
+        print(f"signal never decided: {c['assembler_seconds_undecided']:.2f} s at {c['assembler_gaps']} gaps in the "
+              "stream (frames lost or corrupted on the link, or a device that restarted): no window held it, so the "
+              "machine went unwatched then (assembler_seconds_undecided); check the cable and the device's power")
     reopened = f", started again {c['log_reopened']} times where it was deleted or moved" if c["log_reopened"] else ""
     print(f"log: {c['log_written']} rows written, {c['log_retired']} oldest retired to keep it within "
           f"--log-max-mb, {c['log_failed']} not written{reopened}")

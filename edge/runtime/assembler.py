@@ -40,6 +40,12 @@ class AssemblerStats:
 
 
 @dataclass
+class VibrationAssemblerStats(AssemblerStats):
+    seconds_undecided: float = 0.0  # signal no window holds: from the last window cut across each gap in the
+                                    # stream (frames lost or corrupted, a restart) to where it went on
+
+
+@dataclass
 class LineAssemblerStats(AssemblerStats):
     lines_unusable: int = 0   # too narrow for one patch: discarded, nothing on them is inspected
     encoder_restarts: int = 0  # the encoder count went back (a device that restarted counts from 0 again)
@@ -56,10 +62,11 @@ class VibrationAssembler:
             raise ValueError("window and hop must be positive")
         self.window, self.hop, self.channel, self.rate_hz = window, hop, channel, rate_hz
         self.period_us = 1e6 / rate_hz
-        self.stats = AssemblerStats()
+        self.stats = VibrationAssemblerStats()
         self._buffer = np.zeros(0, dtype=np.float32)
         self._first = 0           # sample index of _buffer[0]
         self._next_end = window   # sample index (exclusive) at which the next window completes
+        self._decided_to = 0      # sample index (exclusive) up to which windows cut so far hold the stream
         self._expected_us: int | None = None
 
     def push(self, samples: np.ndarray, scale: float, timestamp_us: int, arrived: float) -> list[Unit]:
@@ -78,9 +85,10 @@ class VibrationAssembler:
             if self._expected_us is not None and abs(timestamp_us - self._expected_us) > self.period_us:
                 units += self._cut(pending, arrived)
                 pending = []
+                self._count_undecided(timestamp_us)
                 self._reset(timestamp_us)
             if self._expected_us is None:
-                self._first = int(round(timestamp_us / self.period_us))
+                self._first = self._decided_to = int(round(timestamp_us / self.period_us))
                 self._next_end = self._first + self.window
             self._expected_us = timestamp_us + int(round(samples.shape[0] * self.period_us))
             pending.append(samples[:, self.channel].astype(np.float32) * np.float32(scale))
@@ -98,6 +106,8 @@ class VibrationAssembler:
             units.append(Unit(self._buffer[a:a + self.window][None, :].copy(), self._next_end - self.window,
                               self._next_end - 1, int(round((self._next_end - 1) * self.period_us)), arrived))
             self._next_end += self.hop
+        if units:
+            self._decided_to = self._next_end - self.hop
         keep_from = self._next_end - self.window - self._first
         if keep_from > 0:
             self._buffer = self._buffer[keep_from:]
@@ -110,6 +120,13 @@ class VibrationAssembler:
         if self._expected_us is None:
             return None
         return self._next_end - (self._first + self._buffer.shape[0])
+
+    def _count_undecided(self, resumed_us: int) -> None:
+        """A gap: the signal from the end of the last window cut to where the stream goes on (or to the last
+        sample that came, for a device that restarted its clock) is never decided, nor is its machine watched."""
+        arrived_to = self._first + self._buffer.shape[0]
+        resumed = int(round(resumed_us / self.period_us))
+        self.stats.seconds_undecided += max(0, max(arrived_to, resumed) - self._decided_to) / self.rate_hz
 
     def _reset(self, timestamp_us: int) -> None:
         self.stats.gaps += 1
