@@ -139,6 +139,7 @@ def test_corruption_and_a_disconnect_are_counted_and_survived(held_out, bundle, 
     assert sim.stats.disconnects >= 2 and c["link_outages"] >= 2 and c["reconnects"] >= 2
     said = capfd.readouterr().err  # the journal hears of every outage and every return
     assert said.count("waiting for the device") == c["link_outages"] and said.count("is there again") == c["reconnects"]
+    assert said.count("s of signal never decided: gaps in the stream") == 1       # at most every 10 s
     assert c["decoder_rejected"] > 100 and c["decoder_lost_frames"] > 100
     received_or_lost = c["data_frames"] + c["decoder_lost_frames"]
     assert received_or_lost <= sim.stats.frames_generated + 10  # the rest: before a first frame / during outages

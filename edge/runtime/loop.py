@@ -87,6 +87,9 @@ UNSEEN_REJECTS_IN_FLIGHT = 32
 UNSEEN_DUE_S = 2 * ANSWER_TIMEOUT_S * SENDS
 #: How often a decider holding such tiles back looks again.
 UNSEEN_POLL_S = 0.002
+#: The journal hears of signal or belt lost in gaps of the stream at most this often (a noisy cable loses
+#: frames often); the counters hold every one.
+JOURNAL_EVERY_S = 10.0
 
 
 class InferenceTimeEstimate:
@@ -184,6 +187,7 @@ class Runtime:
         self._signal_lost = False  # the latest vibration window held one constant value (said once per spell)
         self._untimed_said = 0     # the latest encoder epoch whose untimed REJECTs were said
         self._unseen_said = (0.0, 0, 0, 0)  # when belt lost in gaps was last said, and its counts until then
+        self._undecided_said = (0.0, 0.0, 0)  # when vibration signal lost in gaps was last said: seconds, frames
         self._unseen: deque[Unit] = deque()  # tiles of belt lost in a gap, for the decider's spare time
         self.rejects_in_flight = RejectLedger()
         self.awaiting_device = AwaitingDevice()
@@ -361,6 +365,8 @@ class Runtime:
             self._device_restarted()
         if blocks:
             completed += self._enqueue_all(self.assembler.push_blocks(blocks, arrived))
+            if self.assembler.stats.seconds_undecided != self._undecided_said[1]:
+                self._say_undecided()
         if lines and self.pacer:  # the read's lines arrived together: the latest one says most of the device clock
             self.pacer.received(arrived, lines, last_line_us, exact)
         if lines and self.assembler.stats.lines_unseen != self._unseen_said[1]:
@@ -387,7 +393,7 @@ class Runtime:
         said_at, *before = self._unseen_said
         stats = self.assembler.stats
         now_counts = (stats.lines_unseen, stats.unseen_tiles, stats.lines_unseen_passed)
-        if time.monotonic() - said_at < 10.0:
+        if time.monotonic() - said_at < JOURNAL_EVERY_S:
             return
         lines, tiles, passed = (a - b for a, b in zip(now_counts, before))
         self._unseen_said = (time.monotonic(), *now_counts)
@@ -395,6 +401,19 @@ class Runtime:
               f"{tiles} tiles of it, every lane, got the fail-safe ({self.policy.on_miss}; counted as gap_fail_safe)"
               + (f"; {passed} lines had already passed the actuator, their parts unchecked "
                  "(assembler_lines_unseen_passed)" if passed else ""), file=sys.stderr, flush=True)
+
+    def _say_undecided(self) -> None:
+        """Tell the journal of vibration signal no window held because of gaps in the stream, at most every
+        10 s: how long the machine went unwatched, and how many frames were lost on the link meanwhile."""
+        said_at, seconds_before, lost_before = self._undecided_said
+        seconds, lost = self.assembler.stats.seconds_undecided, self.decoder.stats.lost_frames
+        if time.monotonic() - said_at < JOURNAL_EVERY_S:
+            return
+        self._undecided_said = (time.monotonic(), seconds, lost)
+        print(f"runtime: {seconds - seconds_before:.2f} s of signal never decided: gaps in the stream "
+              f"({lost - lost_before} frames lost or corrupted on the link, or a device that restarted) broke the "
+              "windows across them, so the machine went unwatched then (counted as assembler_seconds_undecided)",
+              file=sys.stderr, flush=True)
 
     def _enqueue(self, unit: Unit) -> None:
         while True:
