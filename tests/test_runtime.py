@@ -1073,8 +1073,9 @@ def test_vibration_assembler_windows_by_sample_index_and_resets_on_a_gap():
 def test_vibration_assembler_counts_the_signal_no_window_holds_across_gaps():
     """A gap in the stream drops the window across it, and the signal from the last window cut to where the
     stream went on is never decided: its machine went unwatched.  Frames lost (the stream goes on later) and a
-    device that restarted its clock (it goes on earlier) are both counted, in seconds."""
-    from edge.runtime.assembler import VibrationAssembler
+    device that restarted its clock (it goes on earlier) are both counted, in seconds; a clock that jumps
+    further than the time that passed (another device) counts that time."""
+    from edge.runtime.assembler import GAP_SLACK_S, VibrationAssembler
 
     assembler = VibrationAssembler(window=400, hop=200, rate_hz=12000.0)
 
@@ -1089,6 +1090,10 @@ def test_vibration_assembler_counts_the_signal_no_window_holds_across_gaps():
     assert [(u.start, u.end) for u in units] == [(840, 1239)]
     push(0)                                            # a restart: 1240-1319 came, and no window holds them
     assert assembler.stats.seconds_undecided == pytest.approx((240 + 80) / 12000) and assembler.stats.gaps == 2
+    swapped = VibrationAssembler(window=400, hop=200, rate_hz=12000.0)   # another device's clock, 2 s later:
+    swapped.push(np.ones((120, 1), np.int16), 1.0, 0, 10.0)              # the time that passed bounds the span
+    swapped.push(np.ones((120, 1), np.int16), 1.0, 3_600_000_000, 12.0)
+    assert swapped.stats.seconds_undecided == pytest.approx(120 / 12000 + 2.0 + GAP_SLACK_S)
 
 
 def test_vibration_assembler_cuts_a_reads_blocks_as_block_by_block_even_across_a_gap():

@@ -54,6 +54,10 @@ class LineAssemblerStats(AssemblerStats):
     lines_unseen_passed: int = 0  # of lines_unseen, those already past the actuator then: unchecked
 
 
+#: Seconds a gap in a vibration stream may skip beyond the time that passed between the reads around it.
+GAP_SLACK_S = 0.5
+
+
 class VibrationAssembler:
     """Sliding windows of ``window`` samples every ``hop`` samples, per channel, from SAMPLES blocks."""
 
@@ -67,6 +71,7 @@ class VibrationAssembler:
         self._first = 0           # sample index of _buffer[0]
         self._next_end = window   # sample index (exclusive) at which the next window completes
         self._decided_to = 0      # sample index (exclusive) up to which windows cut so far hold the stream
+        self._arrived = 0.0       # when the latest read's blocks arrived
         self._expected_us: int | None = None
 
     def push(self, samples: np.ndarray, scale: float, timestamp_us: int, arrived: float) -> list[Unit]:
@@ -85,13 +90,14 @@ class VibrationAssembler:
             if self._expected_us is not None and abs(timestamp_us - self._expected_us) > self.period_us:
                 units += self._cut(pending, arrived)
                 pending = []
-                self._count_undecided(timestamp_us)
+                self._count_undecided(timestamp_us, arrived)
                 self._reset(timestamp_us)
             if self._expected_us is None:
                 self._first = self._decided_to = int(round(timestamp_us / self.period_us))
                 self._next_end = self._first + self.window
             self._expected_us = timestamp_us + int(round(samples.shape[0] * self.period_us))
             pending.append(samples[:, self.channel].astype(np.float32) * np.float32(scale))
+        self._arrived = arrived
         return units + self._cut(pending, arrived)
 
     def _cut(self, blocks: list[np.ndarray], arrived: float) -> list[Unit]:
@@ -121,12 +127,15 @@ class VibrationAssembler:
             return None
         return self._next_end - (self._first + self._buffer.shape[0])
 
-    def _count_undecided(self, resumed_us: int) -> None:
+    def _count_undecided(self, resumed_us: int, arrived: float) -> None:
         """A gap: the signal from the end of the last window cut to where the stream goes on (or to the last
-        sample that came, for a device that restarted its clock) is never decided, nor is its machine watched."""
+        sample that came, for a device that restarted its clock) is never decided, nor is its machine watched.
+        The span the device's clock skipped is taken as no longer than the time that passed meanwhile (and
+        ``GAP_SLACK_S``: blocks of one read share one arrival): another device's clock says nothing of it."""
         arrived_to = self._first + self._buffer.shape[0]
-        resumed = int(round(resumed_us / self.period_us))
-        self.stats.seconds_undecided += max(0, max(arrived_to, resumed) - self._decided_to) / self.rate_hz
+        skipped_s = (int(round(resumed_us / self.period_us)) - arrived_to) / self.rate_hz
+        self.stats.seconds_undecided += max(0, arrived_to - self._decided_to) / self.rate_hz + \
+            min(max(0.0, skipped_s), max(0.0, arrived - self._arrived) + GAP_SLACK_S)
 
     def _reset(self, timestamp_us: int) -> None:
         self.stats.gaps += 1
