@@ -92,6 +92,24 @@ UNSEEN_POLL_S = 0.002
 JOURNAL_EVERY_S = 10.0
 
 
+class JournalGrowth:
+    """What the journal last heard of some counts, so that it hears at most every ``JOURNAL_EVERY_S`` how much
+    they grew since (a noisy cable loses frames often; the counters hold every one)."""
+
+    def __init__(self, size: int):
+        self._said_at = 0.0
+        self._said: tuple = (0,) * size
+
+    def grown(self, counts: tuple) -> tuple | None:
+        """How much each of ``counts`` grew since the journal last heard of them, when the first grew and the
+        journal may hear of it now (it is then taken as heard); None otherwise."""
+        if counts[0] == self._said[0] or time.monotonic() - self._said_at < JOURNAL_EVERY_S:
+            return None
+        grown = tuple(now - before for now, before in zip(counts, self._said))
+        self._said_at, self._said = time.monotonic(), counts
+        return grown
+
+
 class InferenceTimeEstimate:
     """How long the next inference will take: the median of recent ones, seeded by the warm-up.
 
@@ -186,8 +204,8 @@ class Runtime:
         self.thread_priority: dict[str, int] = {}  # SCHED_FIFO priority each runtime thread got (0: ordinary)
         self._signal_lost = False  # the latest vibration window held one constant value (said once per spell)
         self._untimed_said = 0     # the latest encoder epoch whose untimed REJECTs were said
-        self._unseen_said = (0.0, 0, 0, 0)  # when belt lost in gaps was last said, and its counts until then
-        self._undecided_said = (0.0, 0.0, 0)  # when vibration signal lost in gaps was last said: seconds, frames
+        self._unseen_said = JournalGrowth(3)     # belt lost in gaps: lines, tiles given the fail-safe, lines passed
+        self._undecided_said = JournalGrowth(2)  # vibration signal lost in gaps: seconds, frames lost
         self._unseen: deque[Unit] = deque()  # tiles of belt lost in a gap, for the decider's spare time
         self.rejects_in_flight = RejectLedger()
         self.awaiting_device = AwaitingDevice()
@@ -365,12 +383,15 @@ class Runtime:
             self._device_restarted()
         if blocks:
             completed += self._enqueue_all(self.assembler.push_blocks(blocks, arrived))
-            if self.assembler.stats.seconds_undecided != self._undecided_said[1]:
-                self._say_undecided()
+            if grown := self._undecided_said.grown((self.assembler.stats.seconds_undecided,
+                                                    self.decoder.stats.lost_frames)):
+                self._say_undecided(*grown)
         if lines and self.pacer:  # the read's lines arrived together: the latest one says most of the device clock
             self.pacer.received(arrived, lines, last_line_us, exact)
-        if lines and self.assembler.stats.lines_unseen != self._unseen_said[1]:
-            self._say_unseen()
+        if lines:
+            stats = self.assembler.stats
+            if grown := self._unseen_said.grown((stats.lines_unseen, stats.unseen_tiles, stats.lines_unseen_passed)):
+                self._say_unseen(*grown)
         return completed
 
     def _enqueue_all(self, units: list[Unit]) -> int:
@@ -386,32 +407,20 @@ class Runtime:
             self._enqueue(unit)
         return len(seen)
 
-    def _say_unseen(self) -> None:
-        """Tell the journal of belt lost in gaps of the line-scan stream, at most every 10 s (a noisy cable
-        loses lines often): how many lines, how many tiles of it got the fail-safe, how many lines had passed
-        the actuator before the stream went on."""
-        said_at, *before = self._unseen_said
-        stats = self.assembler.stats
-        now_counts = (stats.lines_unseen, stats.unseen_tiles, stats.lines_unseen_passed)
-        if time.monotonic() - said_at < JOURNAL_EVERY_S:
-            return
-        lines, tiles, passed = (a - b for a, b in zip(now_counts, before))
-        self._unseen_said = (time.monotonic(), *now_counts)
+    def _say_unseen(self, lines: int, tiles: int, passed: int) -> None:
+        """Tell the journal of belt lost in gaps of the line-scan stream since it last heard (at most every 10 s):
+        how many lines, how many tiles of it got the fail-safe, how many lines had passed the actuator before
+        the stream went on."""
         print(f"runtime: {lines} lines of belt never reached the gateway intact (lost or corrupted on the link): "
               f"{tiles} tiles of it, every lane, got the fail-safe ({self.policy.on_miss}; counted as gap_fail_safe)"
               + (f"; {passed} lines had already passed the actuator, their parts unchecked "
                  "(assembler_lines_unseen_passed)" if passed else ""), file=sys.stderr, flush=True)
 
-    def _say_undecided(self) -> None:
-        """Tell the journal of vibration signal no window held because of gaps in the stream, at most every
-        10 s: how long the machine went unwatched, and how many frames were lost on the link meanwhile."""
-        said_at, seconds_before, lost_before = self._undecided_said
-        seconds, lost = self.assembler.stats.seconds_undecided, self.decoder.stats.lost_frames
-        if time.monotonic() - said_at < JOURNAL_EVERY_S:
-            return
-        self._undecided_said = (time.monotonic(), seconds, lost)
-        print(f"runtime: {seconds - seconds_before:.2f} s of signal never decided: gaps in the stream "
-              f"({lost - lost_before} frames lost or corrupted on the link, or a device that restarted) broke the "
+    def _say_undecided(self, seconds: float, lost: int) -> None:
+        """Tell the journal of vibration signal no window held because of gaps in the stream since it last heard
+        (at most every 10 s): how long the machine went unwatched, and how many frames were lost meanwhile."""
+        print(f"runtime: {seconds:.2f} s of signal never decided: gaps in the stream "
+              f"({lost} frames lost or corrupted on the link, or a device that restarted) broke the "
               "windows across them, so the machine went unwatched then (counted as assembler_seconds_undecided)",
               file=sys.stderr, flush=True)
 
