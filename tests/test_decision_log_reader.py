@@ -306,3 +306,69 @@ def test_times_are_read_as_local_clock_times_or_ages():
     assert parse_when("2026-12-02 06:00") == START
     assert parse_when("90s", now=1000.0) == 910.0 and parse_when("2h", now=10_000.0) == 2800.0
     assert parse_when("1.5d", now=200_000.0) == 200_000.0 - 129_600
+
+
+def windows_with_breaks() -> list[DecisionRow]:
+    """Vibration windows of 2,048 samples every 1,024 at 12 kHz, with: 3,000 samples lost after window 5; the
+    device restarting its clock after window 9; the runtime stopped for an hour after window 12 while the
+    device streamed on.  Each decision is made as its last sample arrives."""
+    rows, start, wall = [], 0, START
+    for k in range(1, 16):
+        if k > 1:
+            start, wall = start + 1024, wall + 1024 / 12000
+        if k == 6:  # 3,000 samples after window 5's last
+            start, wall = start + 1024 + 3000, wall + (1024 + 3000) / 12000
+        if k == 10:
+            start, wall = 0, wall + 5.0
+        if k == 13:
+            start, wall = start + 3600 * 12000, wall + 3600
+        end = start + 2047
+        rows.append(DecisionRow(k, wall, "vibration", start, end, round(end * 1e6 / 12000), 0, "normal",
+                                [0.9, 0.1], False, None, 1.2, None, "ab" * 32, 0.3, 0.8, None))
+    return rows
+
+
+def test_the_signal_no_window_decided_is_read_from_the_windows_of_a_vibration_log(tmp_path, capsys):
+    """The runtime counts undecided signal as it happens; only the log keeps it across restarts of the runtime,
+    and says when.  Before, `decisions` showed decisions alone: an hour unwatched left no trace in its output."""
+    path = tmp_path / "decisions.db"
+    log = DecisionLog(path)
+    log.append(windows_with_breaks())
+    log.close()
+    assert main(["decisions", "--log", str(path), "--json"]) == 0
+    u = json.loads(capsys.readouterr().out)["unwatched"]
+    assert (u["holes"], u["clock_restarts"]) == (2, 1)
+    assert u["seconds"] == pytest.approx((3000 + 3600 * 12000 - 1024) / 12000, abs=1e-6)
+    assert (u["longest"]["before_id"], u["longest"]["after_id"]) == (12, 13)
+    assert u["longest"]["after_time"] - u["longest"]["before_time"] == pytest.approx(3600 + 1024 / 12000)
+
+    assert main(["decisions", "--log", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "signal no window decided: 1 h 0 min in 2 holes between windows" in out
+    assert "the device restarted its clock 1 time" in out
+
+    # within a time range, only its holes; --unwatched lists them (the latest N), and none is a decision row
+    assert main(["decisions", "--log", str(path), "--until", datetime.fromtimestamp(START + 60).isoformat(),
+                 "--unwatched"]) == 0
+    out = capsys.readouterr().out
+    listed = [line for line in out.splitlines() if line.startswith("2026-")]
+    assert len(listed) == 1 and listed[0].split()[-2:] == ["s", "5-6"] and "0.25 s" in listed[0]
+    assert main(["decisions", "--log", str(path), "--unwatched", "--last", "1", "--json"]) == 0
+    assert [(h["before_id"], h["samples"]) for h in json.loads(capsys.readouterr().out)["unwatched_holes"]] == \
+        [(12, 3600 * 12000 - 1024)]
+    assert main(["decisions", "--log", str(path), "--unwatched", "--follow"]) == 2
+    assert "choose one" in capsys.readouterr().err
+
+    # a log without breaks says nothing of them; one of line-scan tiles says where its lost belt is instead
+    assert main(["decisions", "--log", str(path), "--since", datetime.fromtimestamp(START + 3700).isoformat(),
+                 "--unwatched"]) == 0
+    assert "no hole: every sample" in (out := capsys.readouterr().out) and "signal no window" not in out
+    tiles = tmp_path / "tiles.db"
+    log = DecisionLog(tiles)
+    log.append([replace(row, kind="linescan", span_start=8 * k, span_end=8 * k + 31)
+                for k, row in enumerate(windows_with_breaks()[:3])])
+    log.close()
+    assert main(["decisions", "--log", str(tiles), "--unwatched", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["unwatched"] is None
+    assert main(["decisions", "--log", str(tiles), "--unwatched"]) == 0
+    assert "holds no vibration decision" in capsys.readouterr().out

@@ -28,10 +28,14 @@ EPILOG_DECISIONS = """examples:
   drsn-edge decisions --late 5                                   # decisions that took longer than 5 ms
   drsn-edge decisions --since 1d --csv shift.csv                 # every decision of a day, for a spreadsheet
   drsn-edge decisions --rejects --follow                         # rejects as they happen (Ctrl-C ends)
+  drsn-edge decisions --unwatched --since 1d                     # vibration signal no window decided, and when
 
 The log is opened read-only: reading it while the runtime writes it is safe. Latency
 is from the arrival of a window's last sample (or a tile's last line) to its decision
 written to the port; fail-safe decisions are counted apart and left out of it.
+In a vibration log, signal that no window decided (frames lost on the link, a
+device that restarted, the runtime stopped while the machine ran) is a hole
+between windows: the summary says how long they were in all, --unwatched lists them.
 """
 
 
@@ -58,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--last", type=non_negative_int, default=None, metavar="N",
                    help=f"list the latest N matching decisions (default {LISTED}; 0: the summary alone); with "
                         "--csv, write only the latest N")
+    p.add_argument("--unwatched", action="store_true",
+                   help="list the holes in a vibration log's signal that no window decided (the latest N with "
+                        "--last), each with when it began and ended and how long, instead of decisions")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--csv", default=None, metavar="FILE",
                      help="write every matching decision (the latest N with --last), every column, to FILE "
@@ -132,8 +139,36 @@ def _print_log_summary(log: Path, s: dict) -> None:
         print(f"  latency of the {lat['n']:,} decided: p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms, "
               f"p99.9 {lat['p99_9_ms']:.2f} ms, max {lat['max_ms']:.2f} ms")
     print("  bundles: " + ", ".join(f"{k[:16]} ({v:,})" for k, v in s["bundles"].items()))
+    if s["unwatched"] and (s["unwatched"]["holes"] or s["unwatched"]["clock_restarts"]):
+        print("  " + _unwatched_line(s["unwatched"]))
     if s["log_first_id"] > 1:
         print(f"  (decisions before id {s['log_first_id']} were retired to keep the log within --log-max-mb)")
+
+
+def _unwatched_line(u: dict) -> str:
+    """The summary's line on the signal no window decided."""
+    restarts = u["clock_restarts"]
+    restarted = f"the device restarted its clock {restarts:,} time{'s' if restarts != 1 else ''}"
+    if not u["holes"]:
+        return restarted + " (what was lost then is not in the log)"
+    longest = u["longest"]
+    line = (f"signal no window decided: {_seconds(u['seconds'])} in {u['holes']:,} hole"
+            f"{'s' if u['holes'] != 1 else ''} between windows (the longest {_seconds(longest['seconds'])}, ended "
+            f"{_local(longest['after_time'])}); --unwatched lists them")
+    return line + (f"; {restarted}" if restarts else "")
+
+
+def _seconds(s: float) -> str:
+    """``0.085 s``, ``1.88 s``, ``12 min 5 s``: to the millisecond while it is short."""
+    return f"{s:.3g} s" if s < 60 else _duration(s)
+
+
+HOLE_HEADER = f"{'began':23} {'ended':23} {'signal':>12} {'decisions':>21}"
+
+
+def _format_hole(hole) -> str:
+    ids = f"{hole.before_id}-{hole.after_id}"
+    return f"{_local(hole.before_time):23} {_local(hole.after_time):23} {_seconds(hole.seconds):>12} {ids:>21}"
 
 
 def _print_class_hint(label: str, classes: list[str]) -> None:
@@ -152,6 +187,19 @@ def _print_lane_hint(lane: int, lanes: list[int]) -> None:
               + (", ".join(map(str, lanes)) if len(lanes) <= 12 else f"{lanes[0]}-{lanes[-1]}"))
 
 
+def _print_holes(holes, summary: dict | None) -> None:
+    """The --unwatched listing: the latest holes, or why there are none."""
+    if summary is None:
+        print("  --unwatched: this log holds no vibration decision (a line-scan runtime logs lost belt as "
+              "fail-safe decisions: see --fail-safe)")
+    elif not summary["holes"]:
+        print("  no hole: every sample between the first and the last window matched was in a window")
+    if holes:
+        print(HOLE_HEADER)
+        for hole in holes:
+            print(_format_hole(hole))
+
+
 def _open_csv(path: str):
     """The --csv file, opened for writing; one that cannot be is a clear error."""
     try:
@@ -162,11 +210,15 @@ def _open_csv(path: str):
 
 
 def _cmd_decisions(args: argparse.Namespace) -> int:
-    from dataclasses import replace
+    from collections import deque
+    from dataclasses import asdict, replace
 
     from edge.runtime.log_reader import (LogFilter, follow, iter_rows, logged_classes, logged_lanes, open_read_only,
-                                         read_last, summarize, write_csv)
+                                         read_last, summarize, unwatched, write_csv)
 
+    if args.unwatched and (args.csv or args.follow):
+        raise DrsnEdgeError("--unwatched lists holes in the signal; --csv and --follow are for decisions: "
+                            "choose one")
     if args.since is not None and args.until is not None and args.since >= args.until:
         raise DrsnEdgeError(f"--since ({_local(args.since)}) is not before --until ({_local(args.until)}): no "
                             "decision can be in between; an age counts back from now, so --since 2h --until 1h is "
@@ -185,8 +237,12 @@ def _cmd_decisions(args: argparse.Namespace) -> int:
                 sys.stdout = open(os.devnull, "w")
             return 0
         summary = summarize(db, flt)
+        listed = LISTED if args.last is None else args.last
+        holes = deque(unwatched(db, flt), maxlen=listed) if args.unwatched else None  # the latest N
         if args.json:
-            if args.last is not None:  # asked for: the latest N as well, each with every column
+            if holes is not None:
+                summary["unwatched_holes"] = [asdict(hole) for hole in holes]
+            elif args.last is not None:  # asked for: the latest N as well, each with every column
                 summary["latest"] = read_last(db, flt, args.last)
             print(json.dumps(summary, indent=2))
             return 0
@@ -200,7 +256,9 @@ def _cmd_decisions(args: argparse.Namespace) -> int:
             with out:
                 print(f"wrote {write_csv(exported(), out):,} decisions to {args.csv}")
             return 0
-        listed = LISTED if args.last is None else args.last
+        if holes is not None:
+            _print_holes(holes, summary["unwatched"])
+            return 0
         rows = read_last(db, flt, listed) if listed else []
         if rows or args.follow:
             print(ROW_HEADER)

@@ -16,7 +16,7 @@ import re
 import sqlite3
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from itertools import takewhile
 from pathlib import Path
@@ -151,8 +151,8 @@ def _query(db: sqlite3.Connection, sql: str, params: list) -> list[tuple]:
 
 
 def summarize(db: sqlite3.Connection, flt: LogFilter) -> dict:
-    """Counts by outcome, fail-safe reason, class and bundle, rejects the actuator did not fire for, and latency
-    percentiles of the decided ones."""
+    """Counts by outcome, fail-safe reason, class and bundle, rejects the actuator did not fire for, latency
+    percentiles of the decided ones, and, in a vibration log, the signal no window decided (``unwatched``)."""
     columns = _columns(db)
     where, params = flt.where(columns)
     (n, first, last, t0, t1), = _query(db, f"SELECT COUNT(*), MIN(decision_id), MAX(decision_id), MIN(wall_time), "
@@ -174,12 +174,85 @@ def summarize(db: sqlite3.Connection, flt: LogFilter) -> dict:
     not_fired = {}  # rejects the actuator did not fire for, by why (a log of an older runtime does not say)
     if "reject_command" in columns:
         not_fired = {k: v for k, v in grouped("reject_command").items() if k not in (None, "sent")}
+    vibration = _query(db, "SELECT 1 FROM decisions WHERE kind = 'vibration' LIMIT 1", [])
     return {"decisions": n, "first_id": first, "last_id": last, "first_time": t0, "last_time": t1,
             "rejects": sum(v for k, v in grouped("reject").items() if k), "rejects_not_fired": not_fired,
             "fail_safe": {k: v for k, v in grouped("fail_safe").items() if k is not None},
             "classes": grouped("class"), "bundles": grouped("bundle_sha256"),
             "latency_decided": latency_percentiles(latencies), "log_first_id": oldest, "log_last_id": newest,
-            "log_first_time": ends.get(oldest), "log_last_time": ends.get(newest)}
+            "log_first_time": ends.get(oldest), "log_last_time": ends.get(newest),
+            "unwatched": unwatched_summary(db, flt) if vibration else None}
+
+
+@dataclass
+class Hole:
+    """Vibration signal between two windows that no window held: frames lost on the link, a device clock that
+    jumped, or time the runtime was not running while the device streamed on."""
+
+    before_id: int          # the last decision before the hole
+    before_time: float      # when it was made: about when the hole began
+    after_id: int           # the first decision after it
+    after_time: float       # when that one was made
+    samples: int            # samples of signal in the hole
+    seconds: float          # the same in the device's time
+
+
+#: Each vibration decision beside the one numbered before it, where that one's window starts after this one's
+#: ended (a hole) or no earlier than this one's (a clock that went back): by primary key, no scan of a sort.
+_NEIGHBOURS = """SELECT b.decision_id, b.wall_time, b.span_start, b.span_end, b.device_time_us,
+    a.decision_id, a.wall_time, a.span_start, a.span_end, a.device_time_us
+    FROM decisions AS a JOIN decisions AS b ON b.decision_id = a.decision_id - 1
+    WHERE a.kind = 'vibration' AND b.kind = 'vibration' AND {where}
+    AND (a.span_start > b.span_end + 1 OR a.span_start <= b.span_start) ORDER BY a.decision_id"""
+
+
+def _breaks(db: sqlite3.Connection, flt: LogFilter) -> Iterator[tuple]:
+    """Pairs of consecutive vibration decisions in ``flt``'s time range between which the windows broke off."""
+    terms, params = ["1"], []
+    for clause, value in (("a.wall_time >= ?", flt.since), ("a.wall_time < ?", flt.until)):
+        if value is not None:
+            terms.append(clause)
+            params.append(value)
+    try:
+        yield from db.execute(_NEIGHBOURS.format(where=" AND ".join(terms)), params)
+    except sqlite3.Error as exc:
+        raise DecisionLogError(f"the decision log cannot be read: {exc}") from exc
+
+
+def unwatched(db: sqlite3.Connection, flt: LogFilter) -> Iterator[Hole]:
+    """The holes in a vibration log's windows within ``flt``'s time range (its other conditions are about
+    decisions, not the signal), oldest first.
+
+    Consecutive windows overlap, so a window that starts after the one before it ended leaves signal that
+    no window decided.  The runtime counts it as it happens (``assembler_seconds_undecided``, which also
+    holds what was lost before the first window and after the last); the log keeps it across restarts
+    of the runtime, and that time is unwatched too.  A clock that went back (a device that restarted) is
+    no hole here: how much it lost is not in the log (``clock_restarts``).  Rows the log failed to write
+    leave their neighbours uncompared.
+    """
+    for before_id, before_time, before_start, before_end, before_us, after_id, after_time, start, end, after_us \
+            in _breaks(db, flt):
+        if start > before_start:
+            samples = start - before_end - 1
+            period_us = (after_us - before_us) / (end - before_end)  # both spans are on one device clock
+            yield Hole(before_id, before_time, after_id, after_time, samples, samples * period_us / 1e6)
+
+
+def clock_restarts(db: sqlite3.Connection, flt: LogFilter) -> int:
+    """How often a vibration log's windows begin again at an earlier sample: the device restarted its clock."""
+    return sum(1 for pair in _breaks(db, flt) if pair[7] <= pair[2])
+
+
+def unwatched_summary(db: sqlite3.Connection, flt: LogFilter) -> dict:
+    """The holes in a vibration log's signal: how many, how long in all, the longest; and the clock restarts."""
+    n, seconds, longest = 0, 0.0, None
+    for hole in unwatched(db, flt):
+        n += 1
+        seconds += hole.seconds
+        if longest is None or hole.seconds > longest.seconds:
+            longest = hole
+    return {"holes": n, "seconds": seconds, "longest": None if longest is None else asdict(longest),
+            "clock_restarts": clock_restarts(db, flt)}
 
 
 def logged_classes(db: sqlite3.Connection) -> list[str]:
