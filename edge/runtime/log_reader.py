@@ -197,8 +197,8 @@ class Hole:
     seconds: float          # the same in the device's time
 
 
-#: Each vibration decision beside the one numbered before it, where that one's window starts after this one's
-#: ended (a hole) or no earlier than this one's (a clock that went back): by primary key, no scan of a sort.
+#: Each vibration decision (a) beside the one numbered before it (b), where a's window starts after b's ended
+#: (a hole) or no later than b's started (a clock that went back): joined on the primary key, so nothing is sorted.
 _NEIGHBOURS = """SELECT b.decision_id, b.wall_time, b.span_start, b.span_end, b.device_time_us,
     a.decision_id, a.wall_time, a.span_start, a.span_end, a.device_time_us
     FROM decisions AS a JOIN decisions AS b ON b.decision_id = a.decision_id - 1
@@ -227,32 +227,37 @@ def unwatched(db: sqlite3.Connection, flt: LogFilter) -> Iterator[Hole]:
     no window decided.  The runtime counts it as it happens (``assembler_seconds_undecided``, which also
     holds what was lost before the first window and after the last); the log keeps it across restarts
     of the runtime, and that time is unwatched too.  A clock that went back (a device that restarted) is
-    no hole here: how much it lost is not in the log (``clock_restarts``).  Rows the log failed to write
-    leave their neighbours uncompared.
+    no hole here: how much it lost is not in the log (``unwatched_summary`` counts them).  Rows the log
+    failed to write leave their neighbours uncompared.
     """
-    for before_id, before_time, before_start, before_end, before_us, after_id, after_time, start, end, after_us \
-            in _breaks(db, flt):
-        if start > before_start:
-            samples = start - before_end - 1
-            period_us = (after_us - before_us) / (end - before_end)  # both spans are on one device clock
-            yield Hole(before_id, before_time, after_id, after_time, samples, samples * period_us / 1e6)
+    return (hole for pair in _breaks(db, flt) if (hole := _hole(pair)) is not None)
 
 
-def clock_restarts(db: sqlite3.Connection, flt: LogFilter) -> int:
-    """How often a vibration log's windows begin again at an earlier sample: the device restarted its clock."""
-    return sum(1 for pair in _breaks(db, flt) if pair[7] <= pair[2])
+def _hole(pair: tuple) -> Hole | None:
+    """The hole between a pair of ``_breaks``, or None where the clock went back."""
+    before_id, before_time, before_start, before_end, before_us, after_id, after_time, start, end, after_us = pair
+    if start <= before_start:
+        return None
+    samples = start - before_end - 1
+    period_us = (after_us - before_us) / (end - before_end)  # both spans are on one device clock
+    return Hole(before_id, before_time, after_id, after_time, samples, samples * period_us / 1e6)
 
 
 def unwatched_summary(db: sqlite3.Connection, flt: LogFilter) -> dict:
-    """The holes in a vibration log's signal: how many, how long in all, the longest; and the clock restarts."""
-    n, seconds, longest = 0, 0.0, None
-    for hole in unwatched(db, flt):
-        n += 1
+    """The holes in a vibration log's signal (how many, how long in all, the longest), and how often the
+    device restarted its clock: its windows began again at an earlier sample."""
+    holes, restarts, seconds, longest = 0, 0, 0.0, None
+    for pair in _breaks(db, flt):
+        hole = _hole(pair)
+        if hole is None:
+            restarts += 1
+            continue
+        holes += 1
         seconds += hole.seconds
         if longest is None or hole.seconds > longest.seconds:
             longest = hole
-    return {"holes": n, "seconds": seconds, "longest": None if longest is None else asdict(longest),
-            "clock_restarts": clock_restarts(db, flt)}
+    return {"holes": holes, "seconds": seconds, "longest": None if longest is None else asdict(longest),
+            "clock_restarts": restarts}
 
 
 def logged_classes(db: sqlite3.Connection) -> list[str]:
