@@ -372,13 +372,18 @@ def test_a_paced_line_scan_reader_survives_corruption_and_a_disconnect(castings_
     assert c["data_frames"] > 0.7 * sim.stats.frames_generated
     assert c["decisions"] == 20 * c["assembler_units"] > 0                   # every tile that completed, decided
     assert c["paced_sleeps"] > 50 and c["pacing_backlogs"] == 0
-    # the belt in those gaps: fail-safe REJECTs, every lane, where it reaches the actuator
-    assert c["gap_fail_safe"] == 20 * c["assembler_unseen_tiles"] > 0
+    # the belt in those gaps: fail-safe REJECTs, every lane, where it reaches the actuator; belt that had passed
+    # it when the stream went on, a row on every lane with no REJECT
+    assert c["gap_fail_safe"] == 20 * (c["assembler_unseen_tiles"] + c["assembler_passed_spans"]) > 0
     db = sqlite3.connect(tmp_path / "log.db")
-    gap_rows = db.execute("SELECT span_end, fire_at, reject, lane FROM decisions WHERE fail_safe = 'gap'").fetchall()
+    gap_rows = db.execute("SELECT span_end, fire_at, reject, lane, reject_command FROM decisions "
+                          "WHERE fail_safe = 'gap'").fetchall()
     db.close()
-    assert len(gap_rows) == c["gap_fail_safe"] and all(r and at == end + 300 for end, at, r, _ in gap_rows)
-    assert {lane for *_, lane in gap_rows} == set(range(20))
+    passed = [row for row in gap_rows if row[4] == "passed"]
+    assert len(gap_rows) == c["gap_fail_safe"] and len(passed) == 20 * c["assembler_passed_spans"]
+    assert all(r and at == end + 300 for end, at, r, _, why in gap_rows if why != "passed")
+    assert all(r and at is None for end, at, r, _, why in passed)
+    assert {lane for *_, lane, _ in gap_rows} == set(range(20))
     assert "lines of belt never reached the gateway intact" in capsys.readouterr().err
 
 
@@ -973,6 +978,29 @@ def test_belt_lost_between_two_tiles_gets_the_fail_safe_unless_another_detector_
                                                       for lane in range(20)}
     c, fail_safe = results["other"]
     assert c["gap_fail_safe"] == 0 and not fail_safe and c["decisions"] == 40 and c["assembler_lines_unseen"] == 0
+
+
+def test_belt_lost_in_a_gap_that_passed_the_actuator_is_logged_where_it_was_only_counted(castings_bundle, tmp_path,
+                                                                                        capsys):
+    """Lines 1032-1099 never arrive and the actuator is 10 lines on: by the time the stream goes on at 1100, the
+    tile 1032-1063 has passed it.  Its parts went unchecked; the log said nothing of them, only a counter did.
+    Now it holds a fail-safe row on every lane for that belt, whose REJECT did not fire (``passed``), and sends
+    the device nothing for it."""
+    from edge.cli import main
+    from edge.runtime.decisions import REASON_FAIL_SAFE
+
+    runtime, rejects, rows = _decide_belt(castings_bundle, tmp_path, _belt_frames([1000, 1100]), distance=10)
+    c = runtime.counters()
+    assert c["assembler_lines_unseen"] == 68 and c["assembler_lines_unseen_passed"] == 32
+    assert c["assembler_passed_spans"] == 1 and c["assembler_unseen_tiles"] == 2
+    passed = [row for row in rows if row[3] == "passed"]
+    assert sorted(lane for _, lane, *_ in passed) == list(range(20))
+    assert all(start == 1032 and reject == 1 and fire_at is None for start, _, reject, _, fire_at in passed)
+    assert c["rejects_passed"] == 20 and c["gap_fail_safe"] == 60 and c["decisions"] == 100
+    assert {(r.at, r.lane) for r in rejects if r.reason == REASON_FAIL_SAFE} == {
+        (end + 10, lane) for end in (1095, 1099) for lane in range(20)}                # nothing sent for 1032-1063
+    assert main(["decisions", "--log", str(tmp_path / "log.db"), "--not-fired", "--last", "0"]) == 0
+    assert "not fired: passed the actuator unchecked 20" in capsys.readouterr().out
 
 
 def test_the_fail_safe_of_lost_belt_waits_for_the_deciders_spare_time_and_keeps_out_of_the_latency(

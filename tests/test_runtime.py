@@ -1025,18 +1025,22 @@ def test_line_assembler_gives_belt_lost_in_a_gap_to_the_fail_safe_as_far_back_as
     seen = [t for enc in range(100, 110) for t in assembler.push(line, enc, enc, 0.0)]
     assert [(t.start, t.end, t.seen) for t in seen] == [(100, 107, True)]
     # 110-149 lost: 108-149 is in no tile.  The scanner is at 150 and the actuator 20 lines on, so the tiles
-    # ending before 130 have passed it; the others are given, every lane, as unseen tiles.
+    # ending before 130 have passed it; the others are given, every lane, as unseen tiles.  What passed comes
+    # last, as one unit, to be logged: before, only its lines were counted.
     unseen = assembler.push(line, 150, 150 * 800, 7.0)
-    assert [(t.start, t.end, t.lanes, t.seen) for t in unseen] == [(124, 131, 2, False), (132, 139, 2, False),
-                                                                  (140, 147, 2, False), (148, 149, 2, False)]
+    assert [(t.start, t.end, t.lanes, t.seen, t.passed) for t in unseen] == [
+        (124, 131, 2, False, False), (132, 139, 2, False, False), (140, 147, 2, False, False),
+        (148, 149, 2, False, False), (108, 123, 2, False, True)]
     assert all(t.data.shape == (2, 0, 8) and t.arrived == 7.0 and t.device_time_us == 120_000 for t in unseen)
     s = assembler.stats
-    assert (s.gaps, s.lines_unseen, s.unseen_tiles, s.lines_unseen_passed) == (1, 42, 4, 16)
+    assert (s.gaps, s.lines_unseen, s.unseen_tiles, s.lines_unseen_passed, s.passed_spans) == (1, 42, 4, 16, 1)
     after = [t for enc in range(151, 158) for t in assembler.push(line, enc, enc, 0.0)]
     assert [(t.start, t.end, t.seen) for t in after] == [(150, 157, True)]      # the grid starts again at 150
     far = assembler.push(line, 10**9, 0, 0.0)                                   # an hour away: only what is left
-    assert [(t.start, t.end) for t in far] == [(10**9 - 26, 10**9 - 19), (10**9 - 18, 10**9 - 11),
-                                               (10**9 - 10, 10**9 - 3), (10**9 - 2, 10**9 - 1)]  # 158 + 8k
+    assert [(t.start, t.end, t.passed) for t in far] == [
+        (10**9 - 26, 10**9 - 19, False), (10**9 - 18, 10**9 - 11, False), (10**9 - 10, 10**9 - 3, False),
+        (10**9 - 2, 10**9 - 1, False), (158, 10**9 - 27, True)]                 # 158 + 8k; the hour, one unit
+    assert assembler.stats.lines_unseen_passed == 16 + 10**9 - 27 - 158 + 1 and assembler.stats.passed_spans == 2
     assert assembler.push(line, 5, 0, 0.0) == [] and assembler.encoder_epoch == 1  # a restart: no span to name
     assert assembler.push(np.zeros(24, np.uint16), 6, 0, 0.0) == []              # a new width: nothing lost
     assert assembler.stats.gaps == 4 and assembler.stats.unseen_tiles == 8

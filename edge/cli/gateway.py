@@ -172,7 +172,7 @@ def _print_summary(summary: dict) -> None:
               "sleep): windows that arrive meanwhile can miss the budget whatever the model; give the runtime a core "
               "of its own or --realtime-priority")
     reject_troubles = {NOT_FIRED_WHY["lockout"]: c["lockouts"], NOT_FIRED_WHY["not_written"]: c["rejects_not_written"],
-                       NOT_FIRED_WHY["untimed"]: c["rejects_untimed"],
+                       NOT_FIRED_WHY["untimed"]: c["rejects_untimed"], NOT_FIRED_WHY["passed"]: c["rejects_passed"],
                        NOT_FIRED_WHY["unanswered"]: c["rejects_unanswered"], "sent again": c["reject_resends"],
                        "sent once the device was back": c["rejects_sent_after_outage"]}
     after_stop = f" ({c['frames_after_stop']} after the stop, not decided)" if c["frames_after_stop"] else ""

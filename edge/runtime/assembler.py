@@ -27,6 +27,8 @@ class Unit:
     encoder_epoch: int = 0    # line-scan: which run of the device's encoder count ``start`` and ``end`` belong to
     seen: bool = True         # line-scan: False for belt lost in a gap of the stream (``data`` holds no line):
                               # its parts were never inspected, and get the fail-safe
+    passed: bool = False      # line-scan: belt lost in a gap that had passed the actuator when the stream went
+                              # on (one unit for the whole stretch): logged, every lane, with no REJECT to send
 
 
 @dataclass
@@ -52,6 +54,7 @@ class LineAssemblerStats(AssemblerStats):
     lines_unseen: int = 0     # belt in a gap of the encoder count (lines lost on the way), no tile inspected
     unseen_tiles: int = 0     # tiles of it still upstream of the actuator when the stream went on: fail-safe
     lines_unseen_passed: int = 0  # of lines_unseen, those already past the actuator then: unchecked
+    passed_spans: int = 0     # stretches of those lines, one per gap: each logged as one unit (``Unit.passed``)
 
 
 #: Seconds a gap in a vibration stream may skip beyond the time that passed between the reads around it.
@@ -157,7 +160,8 @@ class LineAssembler:
     An encoder count that jumps ahead means lines were lost (a corrupted frame, an
     unplugged link): the belt from the first line no tile holds up to the line that came
     is cut into unseen tiles (``Unit.seen`` False) for the fail-safe, as far back as the
-    actuator, ``actuator_distance`` lines downstream: belt further back has passed it.
+    actuator, ``actuator_distance`` lines downstream.  Belt further back has passed it
+    unchecked: it comes as one more unit (``Unit.passed``), so the log says which belt.
     """
 
     def __init__(self, tile_lines: int, overlap: int = 0, lanes: int | None = None, patch_width: int | None = None,
@@ -230,18 +234,25 @@ class LineAssembler:
     def _unseen(self, resumed_at: int, timestamp_us: int, arrived: float) -> list[Unit]:
         """Tiles of the belt no tile holds, from ``_next_start`` to the line before ``resumed_at`` (where the
         scanner is now), a tile's length each, every lane; only those whose last line has not yet reached the
-        actuator.  They carry the time the stream went on."""
+        actuator.  Then the stretch before them, which has, as one unit (``passed``).  They carry the time the
+        stream went on."""
         lanes, width = self.geometry(self._width)
         first, n = self._next_start, self.tile_lines
         reachable = resumed_at - self.actuator_distance  # a tile that ends before this line has passed the actuator
         skip = max(0, (reachable - first) // n) * n      # whole tiles that have, not counted one by one
         spans = [(start, min(start + n, resumed_at) - 1) for start in range(first + skip, resumed_at, n)]
         spans = [(start, end) for start, end in spans if end >= reachable]
+        passed_to = spans[0][0] if spans else resumed_at  # the first line still upstream of the actuator
         self.stats.lines_unseen += resumed_at - first
-        self.stats.lines_unseen_passed += resumed_at - first - sum(end - start + 1 for start, end in spans)
+        self.stats.lines_unseen_passed += passed_to - first
         self.stats.unseen_tiles += len(spans)
-        return [Unit(np.zeros((lanes, 0, width), np.float32), start, end, timestamp_us, arrived, lanes,
-                     self.encoder_epoch, seen=False) for start, end in spans]
+        units = [Unit(np.zeros((lanes, 0, width), np.float32), start, end, timestamp_us, arrived, lanes,
+                      self.encoder_epoch, seen=False) for start, end in spans]
+        if passed_to > first:
+            self.stats.passed_spans += 1
+            units.append(Unit(np.zeros((lanes, 0, width), np.float32), first, passed_to - 1, timestamp_us, arrived,
+                              lanes, self.encoder_epoch, seen=False, passed=True))
+        return units
 
     def samples_needed(self) -> int | None:
         """Lines still to come before the next tile completes; None until the stream has started."""

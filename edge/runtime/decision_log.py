@@ -97,10 +97,12 @@ RETIRE = "DELETE FROM decisions WHERE decision_id IN (SELECT decision_id FROM de
 #: A reject decision's ``reject_command`` is ``sent`` (written to the port), or one of these: why the actuator
 #: did not fire for it, and how a person is told.  The device was gone; the lockout held it; the device's
 #: encoder count began again since its tile was scanned; the device answered that its part had passed (a
-#: TOO_LATE NAK), or refused it otherwise, or never answered it, however often it was sent (reject_ledger.py).
+#: TOO_LATE NAK), or refused it otherwise, or never answered it, however often it was sent (reject_ledger.py);
+#: its belt was lost in a gap of the stream and had passed the actuator before the stream went on.
 NOT_FIRED_WHY = {"not_written": "not written (no device)", "lockout": "held by the lockout",
                  "untimed": "untimed after a device restart", "too_late": "too late for the device",
-                 "refused": "refused by the device", "unanswered": "unanswered by the device"}
+                 "refused": "refused by the device", "unanswered": "unanswered by the device",
+                 "passed": "passed the actuator unchecked"}
 
 
 def reject_word(reject: bool, reject_command: str | None) -> str:

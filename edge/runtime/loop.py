@@ -216,7 +216,7 @@ class Runtime:
                        "no_signal_fail_safe": 0, "non_finite_fail_safe": 0, "shutdown_fail_safe": 0,
                        "gap_fail_safe": 0,
                        "keepalives": 0, "estimate_probes": 0, "rejects_sent": 0, "rejects_not_written": 0,
-                       "rejects_untimed": 0, "reject_resends": 0, "acks": 0, "answers_late": 0,
+                       "rejects_untimed": 0, "rejects_passed": 0, "reject_resends": 0, "acks": 0, "answers_late": 0,
                        "naks": 0, "naks_too_late": 0, "lockouts": 0, "reconnects": 0, "hello_mismatch": 0,
                        "samples_without_channel": 0, "frames_of_other_kind": 0, "hello_requests": 0,
                        "paced_sleeps": 0, "frames_after_stop": 0, "rejects_sent_after_outage": 0}
@@ -414,7 +414,8 @@ class Runtime:
         print(f"runtime: {lines} lines of belt never reached the gateway intact (lost or corrupted on the link): "
               f"{tiles} tiles of it, every lane, got the fail-safe ({self.policy.on_miss}; counted as gap_fail_safe)"
               + (f"; {passed} lines had already passed the actuator, their parts unchecked "
-                 "(assembler_lines_unseen_passed)" if passed else ""), file=sys.stderr, flush=True)
+                 "(assembler_lines_unseen_passed; `drsn-edge decisions --fail-safe` lists which)" if passed else ""),
+              file=sys.stderr, flush=True)
 
     def _say_undecided(self, seconds: float, lost: int) -> None:
         """Tell the journal of vibration signal no window held because of gaps in the stream since it last heard
@@ -785,9 +786,12 @@ class Runtime:
 
     def _number(self, unit: Unit, lane: int, verdict: Verdict) -> tuple[int, Reject | None, str | None]:
         """Number one decision and schedule its REJECT: (decision id, the REJECT to send or None, why a reject
-        sends none: ``lockout`` or ``untimed``)."""
+        sends none: ``lockout``, ``untimed``, or ``passed`` for belt lost in a gap that is past the actuator)."""
         decision_id = self._next_id
         self._next_id += 1
+        if unit.passed:  # nothing can fire for it, and it must not count toward a lane's lockout
+            self.counts["rejects_passed"] += verdict.reject
+            return decision_id, None, "passed" if verdict.reject else None
         reason = REASON_FAIL_SAFE if verdict.fail_safe else self.policy.classes.index(verdict.label)
         command = self.scheduler.command(decision_id, verdict, unit.end, lane, reason)
         if verdict.reject and command is None:
