@@ -1038,10 +1038,14 @@ def test_the_fail_safe_of_lost_belt_waits_while_the_device_is_behind_with_reject
         castings_bundle, tmp_path):
     """After a long outage, the thousands of fail-safe REJECTs of the lost belt filled the link's buffer, and
     the REJECTs of the tiles scanned meanwhile waited behind them.  A tile of lost belt now waits while 32
-    REJECTs await the device's answer, unless its part is within 0.6 s of the actuator (or its REJECTs name an
-    encoder count from before the device restarted: none is sent)."""
+    REJECTs await the device's answer; within 0.6 s of the actuator, while 64 do; within 0.1 s it goes whatever
+    the backlog (as does one whose REJECTs name an encoder count from before the device restarted: none is
+    sent).  Just after a reconnect, before the device's HELLO, the one before the outage gives the line rate:
+    without it every tile went at once, and after a 3 s outage with the actuator 0.5 s on, the write of the
+    last one's REJECTs held a tile scanned meanwhile past its budget."""
     from edge.runtime.assembler import Unit
-    from edge.runtime.loop import UNSEEN_DUE_S, UNSEEN_REJECTS_IN_FLIGHT, Runtime, RuntimeSettings
+    from edge.runtime.loop import (UNSEEN_DUE_S, UNSEEN_LAST_S, UNSEEN_NEAR_REJECTS_IN_FLIGHT,
+                                   UNSEEN_REJECTS_IN_FLIGHT, Runtime, RuntimeSettings)
     from edge.runtime.reject_ledger import InFlight
     from firmware_bridge.protocol import Hello, Reject, SensorKind
     from firmware_bridge.transport import PtyPair
@@ -1070,11 +1074,20 @@ def test_the_fail_safe_of_lost_belt_waits_while_the_device_is_behind_with_reject
         assert runtime._next_unit() is None
         due = 5163 - int(UNSEEN_DUE_S * 1250) + 1                              # the scanner nears the last part
         runtime.assembler.push(np.zeros(640, np.uint16), due, 0, time.monotonic())
-        assert runtime._next_unit() is lost[1] and not runtime._unseen          # it goes, backlog or not
+        assert runtime._next_unit() is lost[1] and not runtime._unseen          # it goes: fewer than 64 behind
+        runtime.rejects_in_flight.sent(200, behind[:UNSEEN_NEAR_REJECTS_IN_FLIGHT - UNSEEN_REJECTS_IN_FLIGHT])
+        runtime._device_before_outage, runtime.device_hello = runtime.device_hello, None  # a reconnect, no HELLO yet
+        near = Unit(np.zeros((20, 0, 32), np.float32), 100, 131, 0, time.monotonic(), 20, 0, seen=False)
+        runtime._unseen.append(near)                                            # its part: 0.57 s from the actuator
+        assert runtime._next_unit() is None                                     # 64 behind: it waits
+        last = 5131 - int(UNSEEN_LAST_S * 1250) + 1
+        runtime.assembler.push(np.zeros(640, np.uint16), last, 0, time.monotonic())
+        assert runtime._next_unit() is near                                     # its last moment: it goes
         before_restart = Unit(np.zeros((20, 0, 32), np.float32), 7000, 7031, 0, time.monotonic(), 20, 0, seen=False)
         runtime._unseen.append(before_restart)
         runtime.assembler.push(np.zeros(640, np.uint16), 10, 0, time.monotonic())     # the device counts anew
-        assert runtime.assembler.encoder_epoch == 1 and len(runtime.rejects_in_flight) == UNSEEN_REJECTS_IN_FLIGHT
+        assert runtime.assembler.encoder_epoch == 1
+        assert len(runtime.rejects_in_flight) == UNSEEN_NEAR_REJECTS_IN_FLIGHT
         assert runtime._next_unit() is before_restart                           # it sends no REJECT: no wait
     finally:
         runtime.close()

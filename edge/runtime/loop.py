@@ -81,10 +81,18 @@ class RuntimeSettings:
 #: ``Runtime._unseen_may_go``): a tile's worth on 32 lanes, 1.5 kB on the wire, well within the 4 kB a pty
 #: or a USB serial driver buffers, so a scanned tile's REJECTs never wait behind them.
 UNSEEN_REJECTS_IN_FLIGHT = 32
-#: Seconds before its part reaches the actuator from which a tile of lost belt gets its fail-safe whatever
-#: the device's backlog: time for every send of its REJECTs (``reject_ledger.SENDS`` of ``ANSWER_TIMEOUT_S``
-#: each) and as much again.
+#: Seconds before its part reaches the actuator from which a tile of lost belt waits only for a larger
+#: backlog (``UNSEEN_NEAR_REJECTS_IN_FLIGHT``): time for every send of its REJECTs (``reject_ledger.SENDS`` of
+#: ``ANSWER_TIMEOUT_S`` each) and as much again.
 UNSEEN_DUE_S = 2 * ANSWER_TIMEOUT_S * SENDS
+#: The backlog a tile that near waits for: 64 REJECTs, 3 kB on the wire, still within what a pty or a USB
+#: serial driver buffers, so the decider's write never waits for the device to read.  With the actuator
+#: 0.5 s on, every tile of lost belt is that near; all of them at once, after a 3 s outage, were 380 REJECTs,
+#: and the write of the last waited 43 ms, past the budget of the tile scanned meanwhile.
+UNSEEN_NEAR_REJECTS_IN_FLIGHT = 64
+#: Seconds before its part reaches the actuator from which a tile of lost belt goes whatever the backlog:
+#: one send and the time to answer it.
+UNSEEN_LAST_S = ANSWER_TIMEOUT_S
 #: How often a decider holding such tiles back looks again.
 UNSEEN_POLL_S = 0.002
 #: The journal hears of signal or belt lost in gaps of the stream at most this often (a noisy cable loses
@@ -740,14 +748,18 @@ class Runtime:
         a frame the device must read; after a long outage there are thousands, and written as fast as the
         decider gives them they fill the link's buffer, so the REJECTs of a tile scanned meanwhile wait
         behind them.  So they go while fewer than ``UNSEEN_REJECTS_IN_FLIGHT`` REJECTs await the device's
-        answer, or once the tile's part is within ``UNSEEN_DUE_S`` of the actuator, whatever the backlog (a tile
-        of an encoder count before the device restarted sends none: it goes at once)."""
-        if len(self.rejects_in_flight) < UNSEEN_REJECTS_IN_FLIGHT or unit.encoder_epoch != self.assembler.encoder_epoch:
+        answer; once the tile's part is within ``UNSEEN_DUE_S`` of the actuator, while fewer than
+        ``UNSEEN_NEAR_REJECTS_IN_FLIGHT`` do; within ``UNSEEN_LAST_S``, whatever the backlog (a tile of an
+        encoder count before the device restarted sends none: it goes at once)."""
+        in_flight = len(self.rejects_in_flight)
+        if in_flight < UNSEEN_REJECTS_IN_FLIGHT or unit.encoder_epoch != self.assembler.encoder_epoch:
             return True
-        scanner, hello = self.assembler.latest_encoder, self.device_hello
+        # Just after a reconnect the device's lines come before its HELLO: the one before the outage has the rate.
+        scanner, hello = self.assembler.latest_encoder, self.device_hello or self._device_before_outage
         if scanner is None or hello is None or hello.rate_hz <= 0:
             return True
-        return (unit.end + self.settings.distance - scanner) / hello.rate_hz < UNSEEN_DUE_S
+        to_actuator = (unit.end + self.settings.distance - scanner) / hello.rate_hz
+        return to_actuator < UNSEEN_LAST_S or (to_actuator < UNSEEN_DUE_S and in_flight < UNSEEN_NEAR_REJECTS_IN_FLIGHT)
 
     def _without_signal(self, unit: Unit) -> bool:
         """True for a window of one constant value: no running machine gives one, a dead accelerometer, a
