@@ -201,22 +201,16 @@ class Hole:
 #: (a hole) or no later than b's started (a clock that went back): joined on the primary key, so nothing is sorted.
 _NEIGHBOURS = """SELECT b.decision_id, b.wall_time, b.span_start, b.span_end, b.device_time_us,
     a.decision_id, a.wall_time, a.span_start, a.span_end, a.device_time_us
-    FROM decisions AS a JOIN decisions AS b ON b.decision_id = a.decision_id - 1
-    WHERE a.kind = 'vibration' AND b.kind = 'vibration' AND {where}
-    AND (a.span_start > b.span_end + 1 OR a.span_start <= b.span_start) ORDER BY a.decision_id"""
+    FROM (SELECT * FROM decisions WHERE kind = 'vibration' AND {where}) AS a
+    JOIN decisions AS b ON b.decision_id = a.decision_id - 1
+    WHERE b.kind = 'vibration' AND (a.span_start > b.span_end + 1 OR a.span_start <= b.span_start)
+    ORDER BY a.decision_id"""
 
 
-def _breaks(db: sqlite3.Connection, flt: LogFilter) -> Iterator[tuple]:
+def _breaks(db: sqlite3.Connection, flt: LogFilter) -> list[tuple]:
     """Pairs of consecutive vibration decisions in ``flt``'s time range between which the windows broke off."""
-    terms, params = ["1"], []
-    for clause, value in (("a.wall_time >= ?", flt.since), ("a.wall_time < ?", flt.until)):
-        if value is not None:
-            terms.append(clause)
-            params.append(value)
-    try:
-        yield from db.execute(_NEIGHBOURS.format(where=" AND ".join(terms)), params)
-    except sqlite3.Error as exc:
-        raise DecisionLogError(f"the decision log cannot be read: {exc}") from exc
+    where, params = LogFilter(since=flt.since, until=flt.until).where(_columns(db))
+    return _query(db, _NEIGHBOURS.format(where=where), params)
 
 
 def unwatched(db: sqlite3.Connection, flt: LogFilter) -> Iterator[Hole]:
