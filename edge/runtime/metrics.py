@@ -81,11 +81,11 @@ class RuntimeMetrics:
         belt lost in a gap are not ``timed``: no line of theirs arrived, so they have no latency to the budget."""
         with self._lock:
             self.recent.extendleft(rows)
-            if timed:
-                self._into_the_window(len(rows), latency_ms)
-        if timed:
-            for _ in rows:
-                self.latency.observe(latency_ms)
+            if not timed:
+                return
+            self._into_the_window(len(rows), latency_ms)
+        for _ in rows:
+            self.latency.observe(latency_ms)
 
     def mark(self, decision_id: int, reject_command: str) -> None:
         """What became of a decision's REJECT after its row was shown (the device's answer, or none)."""
