@@ -266,6 +266,22 @@ def test_cli_errors_are_one_clear_line(tmp_path, capsys):
     assert "LO above HI" in capsys.readouterr().err
 
 
+def test_a_run_says_where_it_trained_and_a_gpu_that_is_not_there_is_refused_before_anything_is_written(
+        tiny_run, cwru_dir, tmp_path, capsys):
+    assert load_run(tiny_run).config["training"]["device"] == "cpu"
+    missing = f"cuda:{torch.cuda.device_count()}"  # one past the last GPU, on any host
+    out = tmp_path / "r"
+    for command in (["train", "--data", str(cwru_dir)], ["prune", "--run", str(tiny_run)],
+                    ["distill", "--teacher", str(tiny_run)]):
+        assert main([*command, "--device", missing, "--out", str(out), "-q"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"drsn-edge {command[0]}: error: --device {missing}: this ") and "GPU" in err
+        assert len(err.strip().splitlines()) == 1 and not out.exists()
+    assert main(["train", "--device", "gpu", "--out", str(out), "-q"]) == 2
+    assert "--device gpu: not a device; use cpu, cuda, cuda:N or auto" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_incomplete_run_is_reported(tiny_run, tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()

@@ -173,7 +173,11 @@ def stream_rate(value: str) -> float | None:
 
 
 def add_training_options(p, seed_help: str = "seed for weights, sampling and noise (default 0)") -> None:
-    """--seed, --threads and --quiet, as every training-like subcommand takes them."""
+    """--seed, --threads, --device and --quiet, as every training-like subcommand takes them."""
     p.add_argument("--seed", type=int, default=0, help=seed_help)
     p.add_argument("--threads", type=thread_count, default=None, help="CPU threads for torch (default: all)")
+    p.add_argument("--device", default="cpu", metavar="cpu|cuda[:N]|auto",
+                   help="where the network trains: cpu (default), cuda or cuda:N (an NVIDIA GPU, with a CUDA "
+                        "build of PyTorch), or auto (a GPU if there is one). Data and augmentation stay on "
+                        "the CPU; a GPU's run is alike, not bit for bit the same as the CPU's")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or messages")

@@ -56,7 +56,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
                             "leave --rounds out, or use --method l1")
     refuse_existing_run(args.out, args.overwrite)
     prune_run(args.run, args.out, args.method, args.rounds or 3, args.rate, args.epochs, args.data, args.threads,
-              args.seed, args.quiet)
+              args.seed, args.quiet, args.device)
     return 0
 
 
@@ -84,7 +84,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
 
     refuse_existing_run(args.out, args.overwrite)
     distill_run(args.teacher, args.out, args.student, args.width, args.depth, args.epochs, args.distance_weight,
-                args.angle_weight, args.data, args.threads, args.seed, args.quiet)
+                args.angle_weight, args.data, args.threads, args.seed, args.quiet, args.device)
     return 0
 
 

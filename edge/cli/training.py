@@ -296,7 +296,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                              val_snrs=parse_snr_list(args.val_snr) if snr_train else [None])
     train_cwru(args.data or default_cwru_dir(), args.out, model_name=model, loads=parse_loads(args.loads),
                channel=args.channel, rate_hz=args.rate, windows=WindowSettings(length=args.window),
-               settings=settings, width=args.width, depth=args.depth, threads=args.threads, quiet=args.quiet)
+               settings=settings, width=args.width, depth=args.depth, threads=args.threads, quiet=args.quiet,
+               device=args.device)
     return 0
 
 
@@ -326,7 +327,7 @@ def _train_images(args: argparse.Namespace) -> int:
                                       args.label_smoothing, IMAGE_LABEL_SMOOTHING))
     train_images(args.task, args.data or default_data_root(), args.out, args.model or "resnet18", size=args.size,
                  settings=settings, width=args.width, depth=args.depth, threads=args.threads, quiet=args.quiet,
-                 init_state=args.init_state)
+                 init_state=args.init_state, device=args.device)
     return 0
 
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from edge.errors import RunError
 from edge.models import build_model, model_config
 from edge.models.complexity import image_model_cost, parameter_count
+from edge.train.device import describe, training_device
 from edge.train.images import ImageTrainSettings, balanced_accuracy, fit_images, predict_images, run_images
 from edge.train.pruning import asfp_rate, prune_resnet2d, soft_prune
 from edge.train.runs import Run, load_run, save_run
@@ -51,8 +52,9 @@ def _log(quiet: bool, text: str) -> None:
 
 def prune_run(run_dir: str | Path, out: str | Path, method: str = "l1", rounds: int = 3, rate: float = 0.3,
               epochs: int = 10, data: str | Path | None = None, threads: int | None = None, seed: int = 0,
-              quiet: bool = False) -> dict:
-    """Prune a trained image run and fine-tune it; writes a new run whose history has every round.
+              quiet: bool = False, device: str = "cpu") -> dict:
+    """Prune a trained image run and fine-tune it (on ``device``); writes a new run whose history has every
+    round.
 
     ``l1``: ``rounds`` times, remove ``rate`` of the filters by L1 norm, then fine-tune ``epochs``.
     ``asfp``: fine-tune ``epochs`` while soft-pruning toward ``rate`` (rising asymptotically), hard-prune
@@ -62,8 +64,9 @@ def prune_run(run_dir: str | Path, out: str | Path, method: str = "l1", rounds: 
         raise RunError(f"--method must be l1 or asfp, got {method!r}")
     if not 0 < rate < 1 or rounds < 1:
         raise RunError(f"--rate must be in (0, 1) and --rounds at least 1 (got {rate}, {rounds})")
+    on = training_device(device)
     run = _image_run(run_dir)
-    rng = seed_everything(seed, threads)
+    rng = seed_everything(seed, threads, on)
     size = run.config["preprocessing"]["size"]
     arrays = _arrays(run, data)
     (tx, ty), (vx, vy) = arrays["train"], arrays["val"]
@@ -82,7 +85,7 @@ def prune_run(run_dir: str | Path, out: str | Path, method: str = "l1", rounds: 
         for r in range(1, rounds + 1):
             model = prune_resnet2d(model, rate)
             before = balanced_accuracy(vy, predict_images(model, vx, settings.normalization))
-            fit = fit_images(model, tx, ty, vx, vy, settings, rng, classes, progress=not quiet)
+            fit = fit_images(model, tx, ty, vx, vy, settings, rng, classes, progress=not quiet, device=on)
             history.append(image_model_cost(model, size) | {
                 "round": r, "val_balanced_accuracy_before_finetune": before,
                 "val_balanced_accuracy": fit["best_val_score"], "finetune_seconds": fit["train_seconds"]})
@@ -91,12 +94,12 @@ def prune_run(run_dir: str | Path, out: str | Path, method: str = "l1", rounds: 
                         f"{100 * before:.2f}% -> {100 * fit['best_val_score']:.2f}% after fine-tuning")
     else:
         fit = fit_images(model, tx, ty, vx, vy, settings, rng, classes, progress=not quiet,
-                         on_epoch_end=lambda e: soft_prune(model, asfp_rate(e, epochs, rate)))
+                         on_epoch_end=lambda e: soft_prune(model, asfp_rate(e, epochs, rate)), device=on)
         soft_prune(model, rate)
         model = prune_resnet2d(model, rate)
         before = balanced_accuracy(vy, predict_images(model, vx, settings.normalization))
         tail = dataclasses.replace(settings, epochs=max(1, epochs // 4))
-        fit2 = fit_images(model, tx, ty, vx, vy, tail, rng, classes, progress=not quiet)
+        fit2 = fit_images(model, tx, ty, vx, vy, tail, rng, classes, progress=not quiet, device=on)
         history.append(image_model_cost(model, size) | {
             "round": 1, "rate": rate, "val_balanced_accuracy_soft": fit["best_val_score"],
             "val_balanced_accuracy_before_finetune": before, "val_balanced_accuracy": fit2["best_val_score"],
@@ -106,7 +109,7 @@ def prune_run(run_dir: str | Path, out: str | Path, method: str = "l1", rounds: 
     config = json.loads(json.dumps(run.config))
     config["model"] = model.config.to_dict()
     config["compression"] = {"kind": "pruning", "method": method, "rate": rate, "rounds": rounds if method == "l1" else 1,
-                             "finetune_epochs": epochs, "source_run": str(run.path)}
+                             "finetune_epochs": epochs, "source_run": str(run.path), "device": describe(on)}
     metrics = {"parameters": parameter_count(model), "pruning": history,
                "best_val_score": history[-1]["val_balanced_accuracy"]}
     save_run(Path(out), model, config, run.split, metrics)
@@ -142,14 +145,15 @@ def rkd_angle(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
 def distill_run(teacher_dir: str | Path, out: str | Path, student: str = "resnet18", width: int | None = None,
                 depth: int | None = None, epochs: int = 30, distance_weight: float = 25.0,
                 angle_weight: float = 50.0, data: str | Path | None = None, threads: int | None = None,
-                seed: int = 0, quiet: bool = False) -> dict:
-    """Train ``student`` on the teacher run's split with cross-entropy plus RKD distance and angle losses
-    on the pooled features (weights 25 and 50 as in the RKD paper)."""
+                seed: int = 0, quiet: bool = False, device: str = "cpu") -> dict:
+    """Train ``student`` (on ``device``) on the teacher run's split with cross-entropy plus RKD distance and
+    angle losses on the pooled features (weights 25 and 50 as in the RKD paper)."""
+    on = training_device(device)
     teacher_run = _image_run(teacher_dir)
-    rng = seed_everything(seed, threads)
+    rng = seed_everything(seed, threads, on)
     size = teacher_run.config["preprocessing"]["size"]
     classes = len(teacher_run.config["classes"])
-    teacher = teacher_run.load_model().eval()
+    teacher = teacher_run.load_model().eval().to(on)
     arrays = _arrays(teacher_run, data)
     (tx, ty), (vx, vy) = arrays["train"], arrays["val"]
     config = model_config(student, num_classes=classes, input_size=size, width=width, depth=depth)
@@ -166,10 +170,11 @@ def distill_run(teacher_dir: str | Path, out: str | Path, student: str = "resnet
     settings = _settings_of(teacher_run, epochs=epochs, seed=seed)
     _log(quiet, f"distilling {teacher_run.config['model']['name']} ({parameter_count(teacher):,} parameters) into "
                 f"{student} ({parameter_count(model):,}), {epochs} epochs")
-    fit = fit_images(model, tx, ty, vx, vy, settings, rng, classes, progress=not quiet, extra_loss=relational_loss)
+    fit = fit_images(model, tx, ty, vx, vy, settings, rng, classes, progress=not quiet, extra_loss=relational_loss,
+                     device=on)
     run_config = json.loads(json.dumps(teacher_run.config))
     run_config["model"] = config.to_dict()
-    run_config["training"] = settings.to_dict() | {"threads": torch.get_num_threads()}
+    run_config["training"] = settings.to_dict() | {"threads": torch.get_num_threads(), "device": describe(on)}
     run_config["compression"] = {"kind": "distillation", "method": "rkd", "teacher_run": str(teacher_run.path),
                                  "distance_weight": distance_weight, "angle_weight": angle_weight}
     metrics = {"parameters": parameter_count(model)} | {k: fit[k] for k in ("train_seconds", "best_epoch",

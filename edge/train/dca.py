@@ -19,6 +19,7 @@ import torch
 from edge.data.preprocess import normalize
 from edge.data.splits import RandomWindowSampler
 from edge.models.dcacnn import DcaCnn, dca_projection
+from edge.train.device import CPU
 from edge.train.trainer import TrainSettings, augment, fit
 
 DCA_WINDOWS = 2048   # training windows whose features fit the DCA projection
@@ -46,16 +47,20 @@ def fit_dca_fusion(model: DcaCnn, sampler: RandomWindowSampler, settings: TrainS
 
 
 def fit_dca_cnn(model: DcaCnn, sampler: RandomWindowSampler, val_x: np.ndarray, val_y: np.ndarray,
-                settings: TrainSettings, rng: np.random.Generator, progress: bool = True) -> dict:
-    """Both phases; returns ``fit``'s summary with the history of both phases concatenated."""
+                settings: TrainSettings, rng: np.random.Generator, progress: bool = True,
+                device: torch.device = CPU) -> dict:
+    """Both phases (each on ``device``; the DCA fit between them on the CPU); returns ``fit``'s summary with
+    the history of both phases concatenated."""
     branch_epochs = max(settings.epochs // 2, 1)
     fused_epochs = max(settings.epochs - branch_epochs, 1)
     model.phase = "branches"
-    first = fit(model, sampler, val_x, val_y, dataclasses.replace(settings, epochs=branch_epochs), rng, progress)
+    first = fit(model, sampler, val_x, val_y, dataclasses.replace(settings, epochs=branch_epochs), rng, progress,
+                device=device)
     dca = fit_dca_fusion(model, sampler, settings, rng)
     model.phase = "fused"
     model.freeze_branches()
-    second = fit(model, sampler, val_x, val_y, dataclasses.replace(settings, epochs=fused_epochs), rng, progress)
+    second = fit(model, sampler, val_x, val_y, dataclasses.replace(settings, epochs=fused_epochs), rng, progress,
+                 device=device)
     history = [dict(h, phase="branches") for h in first["history"]]
     history += [dict(copy.deepcopy(h), phase="fused", epoch=h["epoch"] + branch_epochs) for h in second["history"]]
     return {"history": history, "best_epoch": second["best_epoch"] + branch_epochs,

@@ -8,6 +8,7 @@ from torch import nn
 
 from edge.data.noise import add_noise
 from edge.data.preprocess import model_input
+from edge.train.device import device_of, to_device, to_numpy
 from edge.train.metrics import classification_report
 
 
@@ -20,10 +21,10 @@ def snr_key(snr: float | None) -> str:
 def logits(model: nn.Module, windows: np.ndarray, normalization: str = "zscore", batch_size: int = 512) -> np.ndarray:
     """The model's outputs (N, classes) for windows (N, L) or (N, C, L), preprocessed in batches."""
     model.eval()
-    out = []
+    device, out = device_of(model), []
     for start in range(0, windows.shape[0], batch_size):
         x = model_input(windows[start:start + batch_size], normalization)
-        out.append(model(torch.from_numpy(x)).numpy())
+        out.append(to_numpy(model(to_device(x, device))))
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 

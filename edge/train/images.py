@@ -31,6 +31,7 @@ from edge.train.metrics import classification_report
 from edge.train.runs import load_run, load_state, save_run
 from edge.train.settings import IMAGE_LABEL_SMOOTHING
 from edge.train.teachers import ImageTeacherEnsemble, with_teachers
+from edge.train.device import CPU, describe, device_of, to_device, to_numpy, training_device
 from edge.train.trainer import seed_everything
 
 #: How an image becomes the network's input unless a run says otherwise (runs before
@@ -202,7 +203,8 @@ def image_logits(model: nn.Module, x: np.ndarray, normalization: str = NORMALIZA
                  batch: int = 256) -> np.ndarray:
     """The model's logits for raw images (N, 1, S, S) in [0, 1], normalised as the run was trained."""
     model.eval()
-    return np.concatenate([model(torch.from_numpy(model_inputs_images(x[i:i + batch], normalization))).numpy()
+    device = device_of(model)
+    return np.concatenate([to_numpy(model(to_device(model_inputs_images(x[i:i + batch], normalization), device)))
                            for i in range(0, x.shape[0], batch)])
 
 
@@ -256,13 +258,14 @@ def load_task(task: str, data: str | Path, seed: int = 0) -> tuple[ImageSet, Ima
 def train_images(task: str, data: str | Path, out: str | Path, model_name: str = "resnet18",
                  size: int | None = None, settings: ImageTrainSettings | None = None, width: int | None = None,
                  depth: int | None = None, threads: int | None = None, quiet: bool = False,
-                 init_state: str | Path | None = None) -> dict:
-    """Train one image model and write the run directory; returns its metrics."""
+                 init_state: str | Path | None = None, device: str = "cpu") -> dict:
+    """Train one image model on ``device`` (``--device``) and write the run directory; returns its metrics."""
     if model_name not in IMAGE_MODELS:
         raise DataError(f"--model {model_name} is not an image model; choose one of {', '.join(IMAGE_MODELS)}")
     settings = (settings or ImageTrainSettings()).for_task(task)
     size = size or IMAGE_TASKS.get(task, (None, 64))[1]
-    rng = seed_everything(settings.seed, threads)
+    on = training_device(device)
+    rng = seed_everything(settings.seed, threads, on)
     images, split = load_task(task, data, settings.seed if settings.split_seed is None else settings.split_seed)
     described = split.describe(images)
     teachers = (ImageTeacherEnsemble.from_runs(settings.teachers, list(images.classes), size, settings.normalization,
@@ -290,7 +293,7 @@ def train_images(task: str, data: str | Path, out: str | Path, model_name: str =
             print(f"distilling from {len(settings.teachers)} teacher(s): {', '.join(map(str, settings.teachers))}",
                   flush=True)
     result = fit_images(model, x["train"], y["train"], x["val"], y["val"], settings, rng, len(images.classes),
-                        progress=not quiet, teachers=teachers)
+                        progress=not quiet, teachers=teachers, device=on)
     run_config = {
         "drsn_edge_version": edge.__version__,
         "task": task,
@@ -300,7 +303,7 @@ def train_images(task: str, data: str | Path, out: str | Path, model_name: str =
                  "duplicates_removed": images.duplicates_removed, "notes": images.notes},
         "preprocessing": {"input": "image", "size": size, "normalization": settings.normalization,
                           "input_layout": "N,C,H,W", "grey": True},
-        "training": settings.to_dict() | {"threads": torch.get_num_threads(),
+        "training": settings.to_dict() | {"threads": torch.get_num_threads(), "device": describe(on),
                                           "init_state": str(init_state) if init_state else None},
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
                         "machine": platform.machine(), "cpus": os.cpu_count()},
@@ -318,7 +321,7 @@ def train_images(task: str, data: str | Path, out: str | Path, model_name: str =
 def fit_images(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
                settings: ImageTrainSettings, rng: np.random.Generator, num_classes: int,
                progress: bool = True, extra_loss=None, on_epoch_end=None,
-               teachers: ImageTeacherEnsemble | None = None) -> dict:
+               teachers: ImageTeacherEnsemble | None = None, device: torch.device = CPU) -> dict:
     """Train in place, keep the best validation epoch (balanced accuracy).
 
     With ``average_epochs`` N, the model is instead the average of its weights at the end of
@@ -328,10 +331,14 @@ def fit_images(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x
     their softened mean output on the same augmented images, the rest the loss on the labels.
     With ``mixup``, each batch is mixed with itself in a new order (``Mixup``), labels and soft targets alike.
     ``on_epoch_end(epoch)`` runs after each epoch's steps, before validation (soft pruning,
-    which an average of weights would undo, so the two do not mix).
+    which an average of weights would undo, so the two do not mix).  The network trains on ``device``
+    and is handed back on the CPU.
     """
     if settings.average_epochs and on_epoch_end is not None:
         raise ValueError("an average of weights would undo what on_epoch_end does to them; use one or the other")
+    model.to(device)
+    if teachers is not None:
+        teachers.to(device)
     steps = max(1, int(np.ceil(train_x.shape[0] / settings.batch_size)))
     optimizer, schedule = one_cycle(model, settings.lr, settings.weight_decay, settings.epochs * steps)
 
@@ -346,7 +353,7 @@ def fit_images(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x
             xb, yb = train_x[idx], train_y[idx]
             if settings.simulated_voids:
                 xb, yb = simulate_voids(xb, yb, settings.simulated_voids, rng)
-            yield torch.from_numpy(model_inputs_images(augment_images(xb, settings, rng), settings.normalization)), yb
+            yield to_device(model_inputs_images(augment_images(xb, settings, rng), settings.normalization), device), yb
 
     recall = None
     history, keeper = [], KeptWeights(model, settings.epochs, settings.average_epochs)
@@ -354,6 +361,7 @@ def fit_images(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x
     bar = tqdm(total=settings.epochs * steps, desc="train", unit="step", disable=not progress, leave=False)
     for epoch in range(1, settings.epochs + 1):
         weights = class_weights(train_y, settings.class_weights, num_classes, recall)
+        weights = None if weights is None else weights.to(device)
         loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=settings.label_smoothing)
         model.train()
         losses = []
@@ -362,7 +370,7 @@ def fit_images(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x
             mix = Mixup(len(yb), settings.mixup, rng)
             xb = mix.mix(xb)
             logits = model(xb)
-            loss = mix.loss(loss_fn, logits, torch.from_numpy(yb))
+            loss = mix.loss(loss_fn, logits, to_device(yb, device))
             if extra_loss is not None:
                 loss = loss + extra_loss(xb, logits)
             if soft is not None:
@@ -386,6 +394,7 @@ def fit_images(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x
                         "val_balanced_accuracy": score})
     else:
         score = keeper.best.score
+    model.cpu()
     return {"history": history, "best_epoch": kept, "best_val_score": score,
             "train_seconds": round(time.monotonic() - started, 1)}
 

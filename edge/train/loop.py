@@ -30,12 +30,15 @@ class Mixup:
             else (1.0, None)
 
     def mix(self, batch: torch.Tensor) -> torch.Tensor:
-        return batch if self.partner is None else self.lam * batch + (1 - self.lam) * batch[self.partner]
+        return batch if self.partner is None else self.lam * batch + (1 - self.lam) * self._partners(batch)
 
     def loss(self, loss_fn: Callable, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.partner is None:
             return loss_fn(logits, target)
-        return self.lam * loss_fn(logits, target) + (1 - self.lam) * loss_fn(logits, target[self.partner])
+        return self.lam * loss_fn(logits, target) + (1 - self.lam) * loss_fn(logits, self._partners(target))
+
+    def _partners(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch[self.partner.to(batch.device)]
 
 
 def step(optimizer, schedule, loss: torch.Tensor) -> float:
@@ -82,7 +85,7 @@ class WeightAverage:
     def finish(self, model: nn.Module, batches) -> None:
         """Put the averaged weights into ``model`` and re-measure its BatchNorm statistics on ``batches``."""
         model.load_state_dict(self.average.module.state_dict())
-        torch.optim.swa_utils.update_bn(batches, model)
+        torch.optim.swa_utils.update_bn(batches, model, device=next(model.parameters()).device)
         model.eval()
 
 

@@ -31,8 +31,8 @@ class MixStyle:
             return out
         mu = out.mean(dim=-1, keepdim=True).detach()
         sigma = (out.var(dim=-1, keepdim=True) + self.eps).sqrt().detach()
-        lam = self.beta.sample((out.shape[0], 1, 1))
-        partner = torch.randperm(out.shape[0])
+        lam = self.beta.sample((out.shape[0], 1, 1)).to(out.device)
+        partner = torch.randperm(out.shape[0]).to(out.device)
         mixed_mu = lam * mu + (1 - lam) * mu[partner]
         mixed_sigma = lam * sigma + (1 - lam) * sigma[partner]
         return (out - mu) / sigma * mixed_sigma + mixed_mu

@@ -39,7 +39,7 @@ def _keep(scores: torch.Tensor, rate: float) -> torch.Tensor:
     """Indices of the strongest ``1 - rate`` channels (at least one), in their original order."""
     n = scores.numel()
     keep = max(1, n - int(math.floor(rate * n + 1e-9)))
-    return torch.sort(torch.topk(scores, keep).indices).values
+    return torch.sort(torch.topk(scores, keep).indices).values.cpu()
 
 
 def _copy_conv(src: nn.Conv2d, dst: nn.Conv2d, out_idx: torch.Tensor | None, in_idx: torch.Tensor | None) -> None:

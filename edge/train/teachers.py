@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge.errors import DataError
+from edge.train.device import device_of, to_device
 from edge.train.evaluate import logits
 
 
@@ -36,8 +37,20 @@ def _teacher_run(path: str | Path, classes: list[str], image: bool):
     return run
 
 
+class Teachers:
+    """What both ensembles share: their networks, moved with the student's."""
+
+    models: list[nn.Module]
+
+    def to(self, device: torch.device) -> "Teachers":
+        """The teachers on the student's device."""
+        for model in self.models:
+            model.to(device)
+        return self
+
+
 @dataclass
-class TeacherEnsemble:
+class TeacherEnsemble(Teachers):
     models: list[nn.Module]
     normalizations: list[str]
 
@@ -55,8 +68,8 @@ class TeacherEnsemble:
         return cls(models, normalizations)
 
     def soft_targets(self, raw: np.ndarray, temperature: float) -> torch.Tensor:
-        """Mean over teachers of softmax(logits / T) on windows in raw units (N, L)."""
-        return mean_softmax([torch.from_numpy(logits(model, raw, norm))
+        """Mean over teachers of softmax(logits / T) on windows in raw units (N, L), on the teachers' device."""
+        return mean_softmax([to_device(logits(model, raw, norm), device_of(model))
                              for model, norm in zip(self.models, self.normalizations)], temperature)
 
 
@@ -64,7 +77,7 @@ SPLIT_NAMES = {"val": "validation"}
 
 
 @dataclass
-class ImageTeacherEnsemble:
+class ImageTeacherEnsemble(Teachers):
     models: list[nn.Module]
 
     @classmethod

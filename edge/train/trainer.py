@@ -16,6 +16,7 @@ from tqdm import tqdm
 from edge.data.noise import add_noise
 from edge.data.preprocess import model_input
 from edge.data.splits import RandomWindowSampler
+from edge.train.device import CPU, to_device
 from edge.train.evaluate import accuracy_under_noise
 from edge.train.loop import KeptWeights, Mixup, one_cycle, step
 from edge.train.mixstyle import MixStyle
@@ -23,10 +24,14 @@ from edge.train.settings import TrainSettings
 from edge.train.teachers import TeacherEnsemble, with_teachers
 
 
-def seed_everything(seed: int, threads: int | None = None) -> np.random.Generator:
-    """Seed torch and return the numpy generator all data randomness comes from."""
+def seed_everything(seed: int, threads: int | None = None, device: torch.device | None = None) -> np.random.Generator:
+    """Seed torch and return the numpy generator all data randomness comes from.
+
+    On a GPU, kernels with no deterministic form (the backward pass of adaptive pooling) warn
+    instead of stopping the training.
+    """
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(True, warn_only=device is not None and device.type == "cuda")
     if threads:
         torch.set_num_threads(threads)
     return np.random.default_rng(seed)
@@ -80,14 +85,18 @@ def augment(batch: np.ndarray, settings: TrainSettings, rng: np.random.Generator
 
 def fit(model: nn.Module, sampler: RandomWindowSampler, val_x: np.ndarray, val_y: np.ndarray,
         settings: TrainSettings, rng: np.random.Generator, progress: bool = True,
-        teachers: TeacherEnsemble | None = None) -> dict:
+        teachers: TeacherEnsemble | None = None, device: torch.device = CPU) -> dict:
     """Train ``model`` in place, leave it at its best validation epoch, return the history.
 
     With ``average_epochs`` N, the model is instead the average of its weights at the end of
     the last N epochs (``WeightAverage``), and validation only reports.  With ``teachers``,
     ``distill_weight`` of the loss is the distance to their softened mean output on the same
-    augmented windows, the rest the usual loss on the labels.
+    augmented windows, the rest the usual loss on the labels.  The network trains on ``device``
+    and is handed back on the CPU.
     """
+    model.to(device)
+    if teachers:
+        teachers.to(device)
     weight, temperature = settings.distill_weight, settings.distill_temperature
     total = settings.epochs * settings.steps_per_epoch
     optimizer, schedule = one_cycle(model, settings.lr, settings.weight_decay, total)
@@ -103,8 +112,8 @@ def fit(model: nn.Module, sampler: RandomWindowSampler, val_x: np.ndarray, val_y
         for _ in range(settings.steps_per_epoch):
             x, y = sampler.draw(settings.batch_size)
             raw = augment(x, settings, rng)
-            x = torch.from_numpy(model_input(raw, settings.normalization))
-            target = torch.from_numpy(y)
+            x = to_device(model_input(raw, settings.normalization), device)
+            target = to_device(y, device)
             mix = Mixup(len(y), settings.mixup, rng)
             logits = model(mix.mix(x))
             loss = mix.loss(loss_fn, logits, target)
@@ -127,6 +136,7 @@ def fit(model: nn.Module, sampler: RandomWindowSampler, val_x: np.ndarray, val_y
         history.append({"epoch": "average", "epochs": keeper.average.epochs, "val_accuracy": val, "val_score": score})
     else:
         score = keeper.best.score
+    model.cpu()
     return {"history": history, "best_epoch": kept, "best_val_score": score,
             "train_seconds": round(time.monotonic() - started, 1)}
 

@@ -29,6 +29,7 @@ from edge.train.evaluate import evaluate_under_noise
 from edge.train.loop import kept_description
 from edge.train.runs import load_run, save_run
 from edge.train.teachers import TeacherEnsemble
+from edge.train.device import describe, training_device
 from edge.train.trainer import TrainSettings, fit, seed_everything
 
 
@@ -53,13 +54,14 @@ def train_cwru(data_dir: str | Path, out: str | Path, model_name: str = "drsn1d-
                loads: tuple[int, ...] = (0, 1, 2), channel: str = "DE", rate_hz: int = 12000,
                windows: WindowSettings | None = None, split: SplitSpec | None = None,
                settings: TrainSettings | None = None, width: int | None = None, depth: int | None = None,
-               threads: int | None = None, quiet: bool = False) -> dict:
-    """Train one model on CWRU and write the run directory; returns its metrics."""
+               threads: int | None = None, quiet: bool = False, device: str = "cpu") -> dict:
+    """Train one model on CWRU on ``device`` (``--device``) and write the run directory; returns its metrics."""
     windows = windows or WindowSettings()
     split = split or SplitSpec()
     settings = settings or TrainSettings()
     out = Path(out)
-    rng = seed_everything(settings.seed, threads)
+    on = training_device(device)
+    rng = seed_everything(settings.seed, threads, on)
 
     dataset = load_cwru(data_dir, loads=loads, channel=channel, rate_hz=rate_hz)
     for note in dataset.notes:
@@ -75,18 +77,18 @@ def train_cwru(data_dir: str | Path, out: str | Path, model_name: str = "drsn1d-
     _log(quiet, f"training {model_name} ({n_params:,} parameters) on {len(dataset.records)} records, "
                 f"loads {','.join(map(str, dataset.loads))}, {channel} channel at {rate_hz} Hz, "
                 f"window {windows.length}; {settings.epochs} epochs x {settings.steps_per_epoch} steps "
-                f"x {settings.batch_size}; {torch.get_num_threads()} threads")
+                f"x {settings.batch_size}; {torch.get_num_threads()} threads, on {describe(on)}")
     if isinstance(model, DcaCnn):
         if settings.teachers or settings.average_epochs:
             raise DataError("distillation (--teacher) and weight averaging (--average-epochs) train the residual "
                             "families, not dca-cnn")
-        result = fit_dca_cnn(model, sampler, val_x, val_y, settings, rng, progress=not quiet)
+        result = fit_dca_cnn(model, sampler, val_x, val_y, settings, rng, progress=not quiet, device=on)
     else:
         teachers = (TeacherEnsemble.from_runs(settings.teachers, list(dataset.classes), windows.length)
                     if settings.teachers else None)
         if teachers:
             _log(quiet, f"distilling from {len(settings.teachers)} teacher(s): {', '.join(map(str, settings.teachers))}")
-        result = fit(model, sampler, val_x, val_y, settings, rng, progress=not quiet, teachers=teachers)
+        result = fit(model, sampler, val_x, val_y, settings, rng, progress=not quiet, teachers=teachers, device=on)
     kept = kept_description(result["best_epoch"], settings.average_epochs)
     _log(quiet, f"{kept} (score {result['best_val_score']:.4f}) after {result['train_seconds']:.0f} s")
 
@@ -102,7 +104,7 @@ def train_cwru(data_dir: str | Path, out: str | Path, model_name: str = "drsn1d-
         "preprocessing": {"window": windows.length, "hops": hops, "normalization": settings.normalization,
                           "input_layout": "N,C,L", "rate_hz": rate_hz, "channel": channel},
         "split": split.to_dict(),
-        "training": settings.to_dict() | {"threads": torch.get_num_threads()},
+        "training": settings.to_dict() | {"threads": torch.get_num_threads(), "device": describe(on)},
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
                         "machine": platform.machine(), "cpus": os.cpu_count()},
     }
