@@ -445,9 +445,15 @@ class Runtime:
                     continue
                 self._finish_tile(oldest, self._fail_safe(oldest, "overload"))
 
+    @property
+    def _latest_device(self) -> Hello | None:
+        """The latest HELLO heard: this connection's, else the one before the outage (after a reconnect the
+        device's lines come before its HELLO)."""
+        return self.device_hello or self._device_before_outage
+
     def _control(self, msg) -> None:
         if isinstance(msg, Hello) and not msg.request:
-            before = self.device_hello or self._device_before_outage
+            before = self._latest_device
             self.device_hello = msg
             if self.kind == "linescan" and before and (msg.device_id, msg.pixels) != (before.device_id, before.pixels):
                 self.assembler.start_afresh()  # another detector: the jump in encoder counts is no belt lost
@@ -754,8 +760,7 @@ class Runtime:
         in_flight = len(self.rejects_in_flight)
         if in_flight < UNSEEN_REJECTS_IN_FLIGHT or unit.encoder_epoch != self.assembler.encoder_epoch:
             return True
-        # Just after a reconnect the device's lines come before its HELLO: the one before the outage has the rate.
-        scanner, hello = self.assembler.latest_encoder, self.device_hello or self._device_before_outage
+        scanner, hello = self.assembler.latest_encoder, self._latest_device  # the line rate
         if scanner is None or hello is None or hello.rate_hz <= 0:
             return True
         to_actuator = (unit.end + self.settings.distance - scanner) / hello.rate_hz
