@@ -26,12 +26,12 @@ from edge.data.images import IMAGE_TASKS, ImageSet, ImageSplit, load_image_set, 
 from edge.data.preprocess import normalize
 from edge.errors import DataError
 from edge.models import IMAGE_MODELS, build_model, model_config
+from edge.train.device import CPU, describe, device_of, to_device, to_numpy, training_device
 from edge.train.loop import KeptWeights, Mixup, kept_description, one_cycle, step
 from edge.train.metrics import classification_report
 from edge.train.runs import load_run, load_state, save_run
 from edge.train.settings import IMAGE_LABEL_SMOOTHING
 from edge.train.teachers import ImageTeacherEnsemble, with_teachers
-from edge.train.device import CPU, describe, device_of, to_device, to_numpy, training_device
 from edge.train.trainer import seed_everything
 
 #: How an image becomes the network's input unless a run says otherwise (runs before
@@ -286,7 +286,8 @@ def train_images(task: str, data: str | Path, out: str | Path, model_name: str =
     n_params = sum(p.numel() for p in model.parameters())
     if not quiet:
         print(f"training {model_name} ({n_params:,} parameters) on {task}: {len(split.train)} train / "
-              f"{len(split.val)} validation images at {size}x{size}; {settings.epochs} epochs", flush=True)
+              f"{len(split.val)} validation images at {size}x{size}; {settings.epochs} epochs on {describe(on)}",
+              flush=True)
         for note in images.notes:
             print(f"note: {note}", flush=True)
         if teachers:
