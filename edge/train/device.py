@@ -49,10 +49,9 @@ def device_of(model: nn.Module) -> torch.device:
     return next(model.parameters(), torch.empty(0)).device
 
 
-def to_device(x: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A numpy batch (or a tensor) as a tensor on ``device``."""
-    tensor = torch.from_numpy(x) if isinstance(x, np.ndarray) else x
-    return tensor.to(device, non_blocking=True)
+def to_device(x: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A numpy batch as a tensor on ``device``."""
+    return torch.from_numpy(x).to(device, non_blocking=True)
 
 
 def to_numpy(x: torch.Tensor) -> np.ndarray:

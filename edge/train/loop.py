@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from edge.train.device import device_of
+
 
 def one_cycle(model: nn.Module, lr: float, weight_decay: float, total_steps: int):
     """AdamW with a one-cycle schedule peaking at ``lr`` after 15 % of the steps."""
@@ -85,7 +87,7 @@ class WeightAverage:
     def finish(self, model: nn.Module, batches) -> None:
         """Put the averaged weights into ``model`` and re-measure its BatchNorm statistics on ``batches``."""
         model.load_state_dict(self.average.module.state_dict())
-        torch.optim.swa_utils.update_bn(batches, model, device=next(model.parameters()).device)
+        torch.optim.swa_utils.update_bn(batches, model, device=device_of(model))
         model.eval()
 
 
