@@ -26,11 +26,14 @@ TARGETS = {"xray-castings": 0.98, "xray-fishbones": 0.95, "neu": 0.98}
 
 
 def add_training_arguments(parser: argparse.ArgumentParser, width: int, work: str, out: str) -> None:
-    """The options every image benchmark shares: data, width, epochs, threads, where runs and results go."""
+    """The options every image benchmark shares: data, width, epochs, threads, device, where runs and results go."""
+    from edge.cli.common import add_device_option
+
     parser.add_argument("--data", type=Path, default=None, help="data root (default ../shared/data)")
     parser.add_argument("--width", type=int, default=width, help="first-stage width (64 is the full ResNet-18)")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
+    add_device_option(parser)
     parser.add_argument("--work", type=Path, default=Path(work), help=f"run directories (default {work})")
     parser.add_argument("--out", type=Path, default=HERE / "results" / out)
 
@@ -64,11 +67,13 @@ def main() -> int:
 
     from calibration.latency import time_interleaved
     from edge.backends import load_backend
+    from edge.cli.common import checked_device
     from edge.bundle import open_bundle
     from edge.data.catalog import default_data_root
     from edge.export.build import BuildOptions, build_bundle
     from edge.train.images import ImageTrainSettings, evaluate_images, train_images
 
+    where = checked_device(parser, args.device)
     data = args.data or default_data_root()
     rows = []
     for task in [t for t in args.tasks.split(",") if t]:
@@ -76,7 +81,7 @@ def main() -> int:
         print(f"== {task}: training {args.model} width {args.width}", flush=True)
         settings = ImageTrainSettings(**({"epochs": args.epochs, "seed": args.seed} | overrides))
         metrics = train_images(task, data, run, args.model, settings=settings, width=args.width,
-                               threads=args.threads, quiet=True)
+                               threads=args.threads, quiet=True, device=args.device)
         result = evaluate_images(run, threads=args.threads)
         row = {"task": task, "model": args.model, "width": args.width, "run": str(run),
                "parameters": metrics["parameters"], "train_seconds": metrics["train_seconds"],
@@ -101,7 +106,7 @@ def main() -> int:
               f"tile of {lanes} patches p99 {lat['p99_ms']:.2f} ms", flush=True)
     doc = {"benchmark": "images_accuracy", "date": time.strftime("%Y-%m-%d"),
            "machine": {"cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
-                       "torch": torch.__version__, "threads": args.threads},
+                       "torch": torch.__version__, "threads": args.threads, "trained_on": where},
            "protocol": "copies folded by content hash, published test split kept (castings, fishbones), NEU split "
                        "stratified and seeded; epoch chosen on validation images by balanced accuracy; the test "
                        "images scored once per figure",

@@ -28,6 +28,7 @@ benchmarks/results/images_castings_variants.json.
     python benchmarks/images_castings_variants.py --candidate e90:epochs=90 --candidate e90-l1x1:from=e90,l1_rounds=1
     python benchmarks/images_castings_variants.py --candidate split0:epochs=90,split_seed=0 \\
         --candidate split0-ens:epochs=90,split_seed=0,teachers=split0
+    python benchmarks/images_castings_variants.py --device cuda --candidate e90:epochs=90 --seeds 0,1,2,3,4,5,6,7
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ def make_run(run: Path, overrides: dict, seed: int, args: argparse.Namespace, da
         print(f"== {run.name}: pruning", flush=True)
         prune_run(candidate_run(args, overrides["from"], seed), run, method="l1",
                   rounds=int(overrides["l1_rounds"]), rate=0.3, epochs=10, data=task_folder("xray-castings", data),
-                  threads=args.threads, seed=seed, quiet=True)
+                  threads=args.threads, seed=seed, quiet=True, device=args.device)
         return
     print(f"== {run.name}: training", flush=True)
     fields = dict(overrides)
@@ -137,7 +138,7 @@ def make_run(run: Path, overrides: dict, seed: int, args: argparse.Namespace, da
         fields["teachers"] = [str(candidate_run(args, fields["teachers"], s)) for s in parse_seeds(args.seeds)]
     settings = ImageTrainSettings(**({"epochs": args.epochs, "seed": seed} | fields))
     train_images("xray-castings", data, run, "resnet18", size=size, width=args.width, settings=settings,
-                 threads=args.threads, quiet=True)
+                 threads=args.threads, quiet=True, device=args.device)
 
 
 def main() -> int:
@@ -149,9 +150,11 @@ def main() -> int:
     parser.add_argument("--seeds", default="0,1")
     args = parser.parse_args()
 
+    from edge.cli.common import checked_device
     from edge.data.catalog import default_data_root
     from edge.train.images import evaluate_images
 
+    where = checked_device(parser, args.device)
     data = args.data or default_data_root()
     seeds = parse_seeds(args.seeds)
     rows, candidates = [], []
@@ -184,7 +187,7 @@ def main() -> int:
     chosen = max(candidates, key=lambda c: c["val_mean"])
     runs = [Path(r["run"]) for r in rows]
     doc = {"benchmark": "images_castings_variants", "date": time.strftime("%Y-%m-%d"), "width": args.width,
-           "epochs": args.epochs, "seeds": seeds,
+           "epochs": args.epochs, "seeds": seeds, "trained_on": where,
            "protocol": "candidates compared by mean validation balanced accuracy over the seeds (validation drawn "
                        "from the training series); test images (the deduplicated published test series) scored "
                        "once per run, for the record",

@@ -25,6 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from images_accuracy import add_settings_argument, settings_overrides  # noqa: E402
+from edge.cli.common import add_device_option  # noqa: E402
 
 
 def _row(run: Path, label: str, work: Path, threads: int) -> dict:
@@ -66,12 +67,14 @@ def _time_tiles(rows: list[dict], threads: int) -> None:
         r["openvino_int8_tile"] = {"lanes": lanes, "threads": threads, **stats[r["label"]]}
 
 
-def _pruned(baseline: Path, out: Path, method: str, rounds: int, rate: float, epochs: int, threads: int) -> Path:
-    """Prune and fine-tune once; a run already there is reused, so the table can be re-timed alone."""
+def _pruned(baseline: Path, out: Path, method: str, rounds: int, rate: float, epochs: int, threads: int,
+            device: str) -> Path:
+    """Prune and fine-tune once (on ``device``); a run already there is reused, so the table can be re-timed
+    alone."""
     from edge.train.compression import prune_run
 
     if not (out / "model.pt").exists():
-        prune_run(baseline, out, method, rounds, rate, epochs, threads=threads, quiet=True)
+        prune_run(baseline, out, method, rounds, rate, epochs, threads=threads, quiet=True, device=device)
     return out
 
 
@@ -87,6 +90,7 @@ def main() -> int:
     parser.add_argument("--skip-distillation", action="store_true", help="only the pruning table")
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=2, help="training and evaluation threads")
+    add_device_option(parser)
     parser.add_argument("--inference-threads", type=int, default=1, help="OpenVINO threads for the tile latency")
     parser.add_argument("--asfp-rates", default="0.1,0.2,0.3", help="ASFP rows of the pruning table ('' for none)")
     parser.add_argument("--work", type=Path, default=Path("runs/images"))
@@ -96,21 +100,23 @@ def main() -> int:
     add_settings_argument(parser)
     args = parser.parse_args()
 
+    from edge.cli.common import checked_device
     from edge.data.catalog import default_data_root
     from edge.train.compression import distill_run
     from edge.train.images import ImageTrainSettings, evaluate_images, train_images
 
+    where = checked_device(parser, args.device)
     if not args.skip_pruning:
         if args.baseline is None:
             parser.error("--baseline is needed for the pruning table (or give --skip-pruning)")
         rows = [_row(args.baseline, "baseline", args.work, args.threads)]
         l1 = _pruned(args.baseline, args.work / f"{args.baseline.name}-l1x3", "l1", 3, 0.3, args.finetune_epochs,
-                     args.threads)
+                     args.threads, args.device)
         history = json.loads((l1 / "metrics.json").read_text())["pruning"]
         rows.append(_row(l1, "L1 3 x 30 %", args.work, args.threads) | {"rounds": history})
         for rate in (float(r) for r in args.asfp_rates.split(",") if r):
             out = _pruned(args.baseline, args.work / f"{args.baseline.name}-asfp{int(rate * 100)}", "asfp", 1, rate,
-                          args.finetune_epochs, args.threads)
+                          args.finetune_epochs, args.threads, args.device)
             rows.append(_row(out, f"ASFP {rate:g}", args.work, args.threads))
         _time_tiles(rows, args.inference_threads)
         base = rows[0]
@@ -119,7 +125,7 @@ def main() -> int:
             r["accuracy_drop_pt"] = 100 * (base["accuracy"] - r["accuracy"])
         args.pruning_out.write_text(json.dumps(
             {"benchmark": "images_pruning", "date": time.strftime("%Y-%m-%d"), "baseline": str(args.baseline),
-             "finetune_epochs": args.finetune_epochs, "rows": rows}, indent=2) + "\n")
+             "finetune_epochs": args.finetune_epochs, "trained_on": where, "rows": rows}, indent=2) + "\n")
         print(f"{'model':<14}{'accuracy':>10}{'int8':>8}{'params':>11}{'MFLOPs':>9}{'FLOPs':>7}{'tile p99':>10}")
         for r in rows:
             print(f"{r['label']:<14}{100 * r['accuracy']:>9.2f}%{100 * r['accuracy_openvino_int8']:>7.2f}%"
@@ -133,13 +139,13 @@ def main() -> int:
         overrides = settings_overrides(args.set)
         settings = ImageTrainSettings(**({"epochs": args.epochs} | overrides))
         train_images(task, data, teacher, "sarsn", settings=settings, width=args.teacher_width, threads=args.threads,
-                     quiet=True)
+                     quiet=True, device=args.device)
         alone = args.work / f"{task}-resnet18-w{args.student_width}-alone"
         train_images(task, data, alone, "resnet18", settings=settings, width=args.student_width,
-                     threads=args.threads, quiet=True)
+                     threads=args.threads, quiet=True, device=args.device)
         student = args.work / f"{task}-resnet18-w{args.student_width}-rkd"
         distill_run(teacher, student, "resnet18", width=args.student_width, epochs=args.epochs, threads=args.threads,
-                    quiet=True)
+                    quiet=True, device=args.device)
         drows = []
         for label, run in (("teacher SARSN", teacher), ("student alone", alone), ("student distilled", student)):
             r = evaluate_images(run, threads=args.threads)
@@ -148,7 +154,7 @@ def main() -> int:
             print(f"{label:<20}{100 * r['accuracy']:>8.2f}%  ({drows[-1]['parameters']:,} parameters)")
         args.distillation_out.write_text(json.dumps(
             {"benchmark": "images_distillation", "date": time.strftime("%Y-%m-%d"), "task": task,
-             "epochs": args.epochs, "seed": 0, "settings_over_task_defaults": overrides,
+             "epochs": args.epochs, "seed": 0, "settings_over_task_defaults": overrides, "trained_on": where,
              "rows": drows}, indent=2) + "\n")
     return 0
 

@@ -19,6 +19,7 @@ resumes where it stopped; the summary goes to benchmarks/results/robustness_cwru
 
     python benchmarks/robustness_cwru.py                    # 5 families x 3 folds x 3 seeds (~70 min, 2 cores)
     python benchmarks/robustness_cwru.py --models drsn1d-cw --seeds 0 --folds 2
+    python benchmarks/robustness_cwru.py --device cuda --jobs 8          # networks on a GPU, 8 runs at once
 """
 
 from __future__ import annotations
@@ -50,12 +51,13 @@ def run_path(work: str | Path, model: str, tag: str, train_loads: tuple[int, ...
 
 def train_and_score(data: str, work: str, model: str, seed: int, test_load: int, snrs: list, pink_snrs: list,
                     epochs: int | None, steps: int | None, train_loads: tuple[int, ...] | None = None,
-                    overrides: dict | None = None, tag: str = "") -> dict:
-    """One fold of one seed of one family (runs in a worker process on one thread).
+                    overrides: dict | None = None, tag: str = "", device: str = "cpu") -> dict:
+    """One fold of one seed of one family (runs in a worker process on one CPU thread).
 
     ``train_loads`` defaults to every load but ``test_load``; ``overrides`` replace
     training defaults (a candidate of the nested selection; ``window`` is the window
     length in samples, ``width`` and ``depth`` the model's) and ``tag`` names them.
+    The network trains on ``device``; the scoring runs on the CPU.
     """
     import dataclasses
 
@@ -73,12 +75,12 @@ def train_and_score(data: str, work: str, model: str, seed: int, test_load: int,
     if steps:
         settings = dataclasses.replace(settings, steps_per_epoch=steps)
     metrics = train_cwru(data, run, model_name=model, loads=train_loads, windows=windows, settings=settings,
-                         width=width, depth=depth, threads=1, quiet=True)
+                         width=width, depth=depth, threads=1, quiet=True, device=device)
     gaussian = evaluate_cwru(run, loads=(test_load,), snrs=snrs, threads=1)
     pink = evaluate_cwru(run, loads=(test_load,), snrs=pink_snrs, noise_kind="pink", threads=1) if pink_snrs else None
     return {
         "model": model, "variant": tag, "overrides": overrides or {}, "seed": seed, "train_loads": list(train_loads),
-        "test_load": test_load, "run": str(run),
+        "test_load": test_load, "run": str(run), "device": device,
         "parameters": metrics["parameters"], "train_seconds": metrics["train_seconds"],
         "best_epoch": metrics["best_epoch"], "best_val_score": metrics["best_val_score"],
         "test_windows": gaussian["windows"],
@@ -101,13 +103,14 @@ def read_done(path: Path) -> list[dict]:
     return rows
 
 
-def train_all(tasks: list[tuple], log: Path, jobs: int) -> list[dict]:
-    """Run ``train_and_score(*task)`` for every task, ``jobs`` at a time; each row is appended to ``log`` at once."""
+def train_all(tasks: list[tuple], log: Path, jobs: int, device: str = "cpu") -> list[dict]:
+    """Run ``train_and_score(*task)`` on ``device`` for every task, ``jobs`` at a time; each row is appended to
+    ``log`` at once."""
     rows = []
     started = time.monotonic()
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        futures = [pool.submit(train_and_score, *task) for task in tasks]
+        futures = [pool.submit(train_and_score, *task, device=device) for task in tasks]
         for n, future in enumerate(as_completed(futures), 1):
             row = future.result()
             rows.append(row)
@@ -190,11 +193,15 @@ def print_table(summary: dict, snrs: list[str]) -> None:
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options every leave-one-load-out benchmark shares: the data, training overrides, parallel runs."""
+    """Options every leave-one-load-out benchmark shares: the data, training overrides, parallel runs, device."""
+    from edge.cli.common import add_device_option
+
     parser.add_argument("--data", type=Path, default=None, help="CWRU folder (default ../shared/data/cwru)")
     parser.add_argument("--epochs", type=int, default=None, help="override the training default (for a quick look)")
     parser.add_argument("--steps", type=int, default=None, help="override the training default (for a quick look)")
-    parser.add_argument("--jobs", type=int, default=2, help="runs trained at once, one thread each")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="runs trained at once, one CPU thread each (with a GPU, as many as its host's cores)")
+    add_device_option(parser)
 
 
 def main() -> int:
@@ -211,9 +218,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "robustness_cwru.json")
     args = parser.parse_args()
 
+    from edge.cli.common import checked_device
     from edge.data.catalog import default_cwru_dir
     from edge.data.noise import parse_snr_list
 
+    where = checked_device(parser, args.device)
     data = str(args.data or default_cwru_dir())
     snrs, pink_snrs = parse_snr_list(args.snr), parse_snr_list(args.pink_snr)
     models = [m for m in args.models.split(",") if m]
@@ -226,7 +235,7 @@ def main() -> int:
     todo = [(m, s, f) for m in models for s in seeds for f in folds if (m, s, f) not in done]
     print(f"{len(done)} runs already in {log}, {len(todo)} to train ({args.jobs} at a time)", flush=True)
     rows += train_all([(data, str(args.work), m, s, f, snrs, pink_snrs, args.epochs, args.steps) for m, s, f in todo],
-                      log, args.jobs)
+                      log, args.jobs, args.device)
 
     print("measuring cost: OpenVINO INT8 bundles, batch-1 latency on one thread", flush=True)
     costs = cost_table(rows, models, args.work, args.rounds, args.per_round)
@@ -248,7 +257,7 @@ def main() -> int:
         },
         "training_settings": rows[0]["settings"] if rows else None,
         "machine": {"cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
-                    "torch": torch.__version__},
+                    "torch": torch.__version__, "trained_on": where},
         "date": time.strftime("%Y-%m-%d"),
         "summary": summary,
         "runs": rows,

@@ -23,6 +23,7 @@ benchmarks/results/robustness_nested.json.
     python benchmarks/robustness_nested.py --candidate default: --candidate raw:normalization=none
     python benchmarks/robustness_nested.py --candidate speed:speed_jitter=0.03 \
         --candidate rawls:normalization=none,label_smoothing=0.1 --candidate distil:teachers=speed;rawls
+    python benchmarks/robustness_nested.py --device cuda --jobs 8 --candidate ...   # on a GPU host
 """
 
 from __future__ import annotations
@@ -157,9 +158,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "robustness_nested.json")
     args = parser.parse_args()
 
+    from edge.cli.common import checked_device
     from edge.data.catalog import default_cwru_dir
     from edge.data.noise import parse_snr_list
 
+    where = checked_device(parser, args.device)
     data = str(args.data or default_cwru_dir())
     candidates = dict(parse_candidate(c) for c in args.candidate)
     for name, overrides in candidates.items():
@@ -189,10 +192,10 @@ def main() -> int:
             if (inner_tag(name), (a,), b) not in done]
     print(f"inner: {len(done)} runs done, {len(todo)} to train", flush=True)
     # Teachers train before their students, in a round of their own.
-    inner += train_all([t for t in todo if not t[OVERRIDES].get("teachers")], inner_log, args.jobs)
+    inner += train_all([t for t in todo if not t[OVERRIDES].get("teachers")], inner_log, args.jobs, args.device)
     students = [t for t in todo if t[OVERRIDES].get("teachers")]
     check_teachers(students)
-    inner += train_all(students, inner_log, args.jobs)
+    inner += train_all(students, inner_log, args.jobs, args.device)
 
     def inner_of(name: str, fold: int) -> list[dict]:
         train = [x for x in LOADS if x != fold]
@@ -229,7 +232,7 @@ def main() -> int:
         todo = [outer_task(*job) for job in dict.fromkeys(round_) if (tag(job[0]), job[2], job[1]) not in have]
         check_teachers(todo)
         print(f"outer: {len(todo)} runs to train", flush=True)
-        new = train_all(todo, outer_log, args.jobs)
+        new = train_all(todo, outer_log, args.jobs, args.device)
         outer += new
         have |= {(r["variant"], r["seed"], r["test_load"]) for r in new}
     chosen = [r for r in outer if r["seed"] in seeds and r["test_load"] in folds
@@ -259,6 +262,7 @@ def main() -> int:
         # Candidates trained on every outer fold (chosen in an earlier round, say): for comparison only.
         "every_fold": {name: table(rows) for name in candidates if (rows := complete(tag(name)))},
         "date": time.strftime("%Y-%m-%d"),
+        "trained_on": where,  # this invocation's; each run row says where it trained
         "runs": chosen,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -176,8 +176,28 @@ def add_training_options(p, seed_help: str = "seed for weights, sampling and noi
     """--seed, --threads, --device and --quiet, as every training-like subcommand takes them."""
     p.add_argument("--seed", type=int, default=0, help=seed_help)
     p.add_argument("--threads", type=thread_count, default=None, help="CPU threads for torch (default: all)")
+    add_device_option(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or messages")
+
+
+def add_device_option(p) -> None:
+    """--device, for the subcommands and the benchmark scripts that train."""
     p.add_argument("--device", default="cpu", metavar="cpu|cuda[:N]|auto",
                    help="where the network trains: cpu (default), cuda or cuda:N (an NVIDIA GPU, with a CUDA "
                         "build of PyTorch), or auto (a GPU if there is one). Data and augmentation stay on "
                         "the CPU; a GPU's run is alike, not bit for bit the same as the CPU's")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or messages")
+
+
+def checked_device(parser: argparse.ArgumentParser, name: str) -> str:
+    """``--device`` as this host has it (``cpu`` or the GPU's name), or the parser's usage error.
+
+    A script that trains many runs asks once, before the first: a GPU that is not there
+    would otherwise fail every run, each in its own worker.
+    """
+    from edge.errors import DrsnEdgeError
+    from edge.train.device import describe, training_device
+
+    try:
+        return describe(training_device(name))
+    except DrsnEdgeError as exc:
+        parser.error(str(exc))
