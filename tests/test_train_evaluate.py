@@ -282,6 +282,27 @@ def test_a_run_says_where_it_trained_and_a_gpu_that_is_not_there_is_refused_befo
     assert not out.exists()
 
 
+@pytest.mark.parametrize("script, extra", [
+    ("robustness_cwru.py", ["--out"]), ("robustness_nested.py", ["--candidate", "default:", "--out"]),
+    ("images_accuracy.py", ["--out"]), ("images_castings_variants.py", ["--out"]),
+    ("images_compression.py", ["--skip-pruning", "--distillation-out"])])
+def test_a_benchmark_that_trains_refuses_a_gpu_that_is_not_there_before_its_first_run(script, extra, tmp_path):
+    """Each of its runs would fail alike, in a worker each: it is said once, as a usage error."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    missing = f"cuda:{torch.cuda.device_count()}"
+    work = tmp_path / "work"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *extra, str(tmp_path / "out.json"),
+                           "--device", missing, "--work", str(work)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert f"{script}: error: --device {missing}: this " in done.stderr and "Traceback" not in done.stderr
+    assert not work.exists() and not (tmp_path / "out.json").exists()
+
+
 def test_incomplete_run_is_reported(tiny_run, tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
