@@ -20,23 +20,28 @@ run of the same seed (30 % of the filters per round, 10 epochs of fine-tuning ea
 ``drsn-edge prune``), so a narrow network can be compared with the shipped wide-then-pruned
 one at the same FLOPs.  ``teachers=OTHER`` distils the runs of every seed of OTHER (named
 before it) into each run; give both ``split_seed=K``, so that they share validation images.
-Resumable: a run directory that already holds metrics.json is reused.  Writes
-benchmarks/results/images_castings_variants.json.
+Resumable: a run directory that already holds metrics.json is reused.  ``--jobs N``
+trains N seeds of a candidate at once, each in a process of its own with ``--threads``
+threads (on a GPU host, several small trainings share the GPU better than one uses it).
+Writes benchmarks/results/images_castings_variants.json.
 
     python benchmarks/images_castings_variants.py
     python benchmarks/images_castings_variants.py --candidate rot:rotations=true --seeds 0,1,2
     python benchmarks/images_castings_variants.py --candidate e90:epochs=90 --candidate e90-l1x1:from=e90,l1_rounds=1
     python benchmarks/images_castings_variants.py --candidate split0:epochs=90,split_seed=0 \\
         --candidate split0-ens:epochs=90,split_seed=0,teachers=split0
-    python benchmarks/images_castings_variants.py --device cuda --candidate e90:epochs=90 --seeds 0,1,2,3,4,5,6,7
+    python benchmarks/images_castings_variants.py --device cuda --jobs 8 --threads 2 --candidate e90:epochs=90 \
+        --seeds 0,1,2,3,4,5,6,7
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +50,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from images_accuracy import add_training_arguments  # noqa: E402
 from robustness_nested import parse_candidate  # noqa: E402
+from edge.cli.common import positive_int  # noqa: E402
 
 DEFAULT_CANDIDATES = ["default:", "rotations:rotations=true",
                       "rotations-center:rotations=true,normalization=center-image",
@@ -141,6 +147,17 @@ def make_run(run: Path, overrides: dict, seed: int, args: argparse.Namespace, da
                  threads=args.threads, quiet=True, device=args.device)
 
 
+def make_runs(todo: list[tuple[Path, dict, int]], args: argparse.Namespace, data: Path) -> None:
+    """``make_run`` for every (run, overrides, seed) of ``todo``, ``--jobs`` at a time."""
+    if args.jobs == 1 or len(todo) <= 1:
+        for run, overrides, seed in todo:
+            make_run(run, overrides, seed, args, data)
+        return
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for future in [pool.submit(make_run, run, overrides, seed, args, data) for run, overrides, seed in todo]:
+            future.result()  # a failed training stops the benchmark with its own error
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_training_arguments(parser, 16, "runs/castings-variants", "images_castings_variants.json")
@@ -148,6 +165,8 @@ def main() -> int:
                         help="NAME:FIELD=VALUE,... (repeat; default: plain, quarter turns, quarter turns with "
                              "center-image and with no normalisation)")
     parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--jobs", type=positive_int, default=1,
+                        help="seeds of a candidate trained at once, in a process each (default 1)")
     args = parser.parse_args()
 
     from edge.cli.common import checked_device
@@ -165,11 +184,11 @@ def main() -> int:
         if overrides.get("teachers") not in (None, *(c["candidate"] for c in candidates)):
             raise SystemExit(f"candidate {name}: its teachers, {overrides['teachers']}, must be a candidate "
                              "named before it")
+        make_runs([(run, overrides, seed) for seed in seeds
+                   if not ((run := candidate_run(args, name, seed)) / "metrics.json").exists()], args, data)
         scores = []
         for seed in seeds:
             run = candidate_run(args, name, seed)
-            if not (run / "metrics.json").exists():
-                make_run(run, overrides, seed, args, data)
             metrics = json.loads((run / "metrics.json").read_text())
             test = evaluate_images(run, threads=args.threads)
             rows.append({"candidate": name, "seed": seed, "run": str(run),
