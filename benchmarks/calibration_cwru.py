@@ -11,7 +11,7 @@
 Writes benchmarks/results/calibration_cwru.json and calibration_sizes.json; the sweep's
 own report (calibration.json, pareto.png, report.html) stays in --work.
 
-    python benchmarks/calibration_cwru.py --runs runs/calib/drsn1d-cw runs/calib/drsn1d-cs \
+    python benchmarks/calibration_cwru.py --runs runs/calib/drsn1d-cw runs/calib/drsn1d-cs \\
         runs/calib/resnet1d runs/calib/drsn1d-cw-w8
     python benchmarks/calibration_cwru.py --runs runs/drsn --sizes-only     # only 3., FP32 measured with it
 """

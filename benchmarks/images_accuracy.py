@@ -67,8 +67,8 @@ def main() -> int:
 
     from calibration.latency import time_interleaved
     from edge.backends import load_backend
-    from edge.cli.common import checked_device
     from edge.bundle import open_bundle
+    from edge.cli.common import checked_device
     from edge.data.catalog import default_data_root
     from edge.export.build import BuildOptions, build_bundle
     from edge.train.images import ImageTrainSettings, evaluate_images, train_images

@@ -30,7 +30,7 @@ Writes benchmarks/results/images_castings_variants.json.
     python benchmarks/images_castings_variants.py --candidate e90:epochs=90 --candidate e90-l1x1:from=e90,l1_rounds=1
     python benchmarks/images_castings_variants.py --candidate split0:epochs=90,split_seed=0 \\
         --candidate split0-ens:epochs=90,split_seed=0,teachers=split0
-    python benchmarks/images_castings_variants.py --device cuda --jobs 8 --threads 2 --candidate e90:epochs=90 \
+    python benchmarks/images_castings_variants.py --device cuda --jobs 8 --threads 2 --candidate e90:epochs=90 \\
         --seeds 0,1,2,3,4,5,6,7
 """
 

@@ -9,7 +9,7 @@ same student trained alone with the same data, seed and epochs.
 Writes benchmarks/results/images_pruning.json and images_distillation.json (see --pruning-out).
 
     python benchmarks/images_compression.py --baseline runs/images/xray-castings-resnet18-w32-s0 --skip-distillation
-    python benchmarks/images_compression.py --baseline runs/images/xray-fishbones-resnet18-w32-s0 --skip-distillation \
+    python benchmarks/images_compression.py --baseline runs/images/xray-fishbones-resnet18-w32-s0 --skip-distillation \\
         --pruning-out benchmarks/results/images_pruning_fishbones.json
     python benchmarks/images_compression.py --skip-pruning --teacher-task xray-castings
 """

@@ -21,7 +21,7 @@ a new candidate is chosen against all of them for the cost of its own runs.  Wri
 benchmarks/results/robustness_nested.json.
 
     python benchmarks/robustness_nested.py --candidate default: --candidate raw:normalization=none
-    python benchmarks/robustness_nested.py --candidate speed:speed_jitter=0.03 \
+    python benchmarks/robustness_nested.py --candidate speed:speed_jitter=0.03 \\
         --candidate rawls:normalization=none,label_smoothing=0.1 --candidate distil:teachers=speed;rawls
     python benchmarks/robustness_nested.py --device cuda --jobs 8 --candidate ...   # on a GPU host
 """
