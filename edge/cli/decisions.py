@@ -214,7 +214,7 @@ def _cmd_decisions(args: argparse.Namespace) -> int:
     from dataclasses import asdict, replace
 
     from edge.runtime.log_reader import (LogFilter, follow, iter_rows, logged_classes, logged_lanes, open_read_only,
-                                         read_last, summarize, unwatched, write_csv)
+                                         read_last, read_unwatched, summarize, write_csv)
 
     if args.unwatched and (args.csv or args.follow):
         raise DrsnEdgeError("--unwatched lists holes in the signal; --csv and --follow are for decisions: "
@@ -236,9 +236,10 @@ def _cmd_decisions(args: argparse.Namespace) -> int:
             except BrokenPipeError:  # `| head`: the reader has what it wanted
                 sys.stdout = open(os.devnull, "w")
             return 0
-        summary = summarize(db, flt)
+        unwatched = read_unwatched(db, flt) if args.unwatched else None
+        summary = summarize(db, flt, unwatched)
         listed = LISTED if args.last is None else args.last
-        holes = deque(unwatched(db, flt), maxlen=listed) if args.unwatched else None  # the latest N
+        holes = deque(unwatched.holes if unwatched else (), maxlen=listed) if args.unwatched else None  # the latest N
         if args.json:
             if holes is not None:
                 summary["unwatched_holes"] = [asdict(hole) for hole in holes]

@@ -150,9 +150,10 @@ def _query(db: sqlite3.Connection, sql: str, params: list) -> list[tuple]:
         raise DecisionLogError(f"the decision log cannot be read: {exc}") from exc
 
 
-def summarize(db: sqlite3.Connection, flt: LogFilter) -> dict:
+def summarize(db: sqlite3.Connection, flt: LogFilter, unwatched: Unwatched | None = None) -> dict:
     """Counts by outcome, fail-safe reason, class and bundle, rejects the actuator did not fire for, latency
-    percentiles of the decided ones, and, in a vibration log, the signal no window decided (``unwatched``)."""
+    percentiles of the decided ones, and, in a vibration log, the signal no window decided (``unwatched``:
+    the holes of ``read_unwatched``, read here unless the caller has them)."""
     columns = _columns(db)
     where, params = flt.where(columns)
     (n, first, last, t0, t1), = _query(db, f"SELECT COUNT(*), MIN(decision_id), MAX(decision_id), MIN(wall_time), "
@@ -174,14 +175,14 @@ def summarize(db: sqlite3.Connection, flt: LogFilter) -> dict:
     not_fired = {}  # rejects the actuator did not fire for, by why (a log of an older runtime does not say)
     if "reject_command" in columns:
         not_fired = {k: v for k, v in grouped("reject_command").items() if k not in (None, "sent")}
-    vibration = _query(db, "SELECT 1 FROM decisions WHERE kind = 'vibration' LIMIT 1", [])
+    unwatched = unwatched or read_unwatched(db, flt)
     return {"decisions": n, "first_id": first, "last_id": last, "first_time": t0, "last_time": t1,
             "rejects": sum(v for k, v in grouped("reject").items() if k), "rejects_not_fired": not_fired,
             "fail_safe": {k: v for k, v in grouped("fail_safe").items() if k is not None},
             "classes": grouped("class"), "bundles": grouped("bundle_sha256"),
             "latency_decided": latency_percentiles(latencies), "log_first_id": oldest, "log_last_id": newest,
             "log_first_time": ends.get(oldest), "log_last_time": ends.get(newest),
-            "unwatched": unwatched_summary(db, flt) if vibration else None}
+            "unwatched": unwatched and unwatched.summary()}
 
 
 @dataclass
@@ -213,18 +214,35 @@ def _breaks(db: sqlite3.Connection, flt: LogFilter) -> list[tuple]:
     return _query(db, _NEIGHBOURS.format(where=where), params)
 
 
-def unwatched(db: sqlite3.Connection, flt: LogFilter) -> Iterator[Hole]:
+@dataclass
+class Unwatched:
+    """The holes in a vibration log's signal, oldest first, and how often the device restarted its clock: its
+    windows began again at an earlier sample (how much it lost then is not in the log)."""
+
+    holes: list[Hole]
+    clock_restarts: int
+
+    def summary(self) -> dict:
+        """How many holes, how long in all, the longest, and the clock restarts."""
+        longest = max(self.holes, key=lambda hole: hole.seconds, default=None)
+        return {"holes": len(self.holes), "seconds": sum(hole.seconds for hole in self.holes),
+                "longest": None if longest is None else asdict(longest), "clock_restarts": self.clock_restarts}
+
+
+def read_unwatched(db: sqlite3.Connection, flt: LogFilter) -> Unwatched | None:
     """The holes in a vibration log's windows within ``flt``'s time range (its other conditions are about
-    decisions, not the signal), oldest first.
+    decisions, not the signal); None for a log without a vibration decision.
 
     Consecutive windows overlap, so a window that starts after the one before it ended leaves signal that
     no window decided.  The runtime counts it as it happens (``assembler_seconds_undecided``, which also
     holds what was lost before the first window and after the last); the log keeps it across restarts
     of the runtime, and that time is unwatched too.  A clock that went back (a device that restarted) is
-    no hole here: how much it lost is not in the log (``unwatched_summary`` counts them).  Rows the log
-    failed to write leave their neighbours uncompared.
+    no hole, but counted.  Rows the log failed to write leave their neighbours uncompared.
     """
-    return (hole for pair in _breaks(db, flt) if (hole := _hole(pair)) is not None)
+    if not _query(db, "SELECT 1 FROM decisions WHERE kind = 'vibration' LIMIT 1", []):
+        return None
+    holes = [_hole(pair) for pair in _breaks(db, flt)]
+    return Unwatched([hole for hole in holes if hole is not None], holes.count(None))
 
 
 def _hole(pair: tuple) -> Hole | None:
@@ -235,23 +253,6 @@ def _hole(pair: tuple) -> Hole | None:
     samples = start - before_end - 1
     period_us = (after_us - before_us) / (end - before_end)  # both spans are on one device clock
     return Hole(before_id, before_time, after_id, after_time, samples, samples * period_us / 1e6)
-
-
-def unwatched_summary(db: sqlite3.Connection, flt: LogFilter) -> dict:
-    """The holes in a vibration log's signal (how many, how long in all, the longest), and how often the
-    device restarted its clock: its windows began again at an earlier sample."""
-    holes, restarts, seconds, longest = 0, 0, 0.0, None
-    for pair in _breaks(db, flt):
-        hole = _hole(pair)
-        if hole is None:
-            restarts += 1
-            continue
-        holes += 1
-        seconds += hole.seconds
-        if longest is None or hole.seconds > longest.seconds:
-            longest = hole
-    return {"holes": holes, "seconds": seconds, "longest": None if longest is None else asdict(longest),
-            "clock_restarts": restarts}
 
 
 def logged_classes(db: sqlite3.Connection) -> list[str]:
