@@ -63,10 +63,12 @@ def main() -> int:
     args = parser.parse_args()
     import torch
 
+    from edge.cli.common import checked_device
+
     devices = args.devices.split(",")
     gpu = next((d for d in devices if d != "cpu"), None)
     result = {"benchmark": "training_devices", "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
-              "cpus": os.cpu_count(), "gpu": torch.cuda.get_device_name(0) if gpu else None,
+              "cpus": os.cpu_count(), "gpu": checked_device(parser, gpu) if gpu else None,
               "three_epochs_s": {}, "whole_recipe_on_gpu": {}, "seeds_at_once_on_gpu": None}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

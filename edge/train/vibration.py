@@ -25,11 +25,11 @@ from edge.data.splits import RandomWindowSampler, Segment, SplitSpec, cut_window
 from edge.errors import DataError
 from edge.models import DcaCnn, build_model, model_config
 from edge.train.dca import fit_dca_cnn
+from edge.train.device import describe, training_device
 from edge.train.evaluate import evaluate_under_noise
 from edge.train.loop import kept_description
 from edge.train.runs import load_run, save_run
 from edge.train.teachers import TeacherEnsemble
-from edge.train.device import describe, training_device
 from edge.train.trainer import TrainSettings, fit, seed_everything
 
 
