@@ -459,3 +459,40 @@ def test_dca_cnn_trains_in_two_phases_and_reloads(cwru_dir, tmp_path):
     assert float(model.fusion.time_weight.abs().sum()) > 0 and model.phase == "fused"
     result = evaluate_cwru(out, snrs=[None], threads=1)
     assert result["accuracy"] > 0.3   # ten classes: chance is 0.1
+
+
+def test_adabn_measures_batchnorm_on_one_half_of_a_recording_and_scores_the_other(tiny_run, cwru_load0):
+    """The AdaBN benchmark: no sample is in both halves, the adapted copy's statistics are those of the
+    adaptation windows, and the stored model is left as trained."""
+    import sys
+
+    from conftest import ROOT
+    from edge.data.preprocess import model_input
+    from edge.data.splits import cut_windows
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from robustness_adabn import adapted, halves
+
+    window, hop = 256, 96
+    rng = np.random.default_rng(0)
+    spans = [int(n) for n in rng.integers(window, 4000, size=20)] + [window, 2 * window]
+    sources = [{"start": 7, "stop": 7 + n, "windows": (n - window) // hop + 1} for n in spans]
+    first, second = halves(sources, hop, window)
+    starts = np.concatenate([np.arange(s["windows"]) * hop for s in sources])
+    middles = np.concatenate([np.full(s["windows"], n // 2) for s, n in zip(sources, spans)])
+    assert first.size and second.size
+    assert np.all(starts[first] + window <= middles[first]) and np.all(starts[second] >= middles[second])
+    across = (starts < middles) & (starts + window > middles)  # only these are in neither half
+    assert sorted([*first, *second]) == list(np.flatnonzero(~across))
+
+    model = load_run(tiny_run).load_model()
+    stored = {k: v.clone() for k, v in model.state_dict().items()}
+    windows = cut_windows(cwru_load0.records[3].signal[:20000], 1024, 512).astype(np.float32)
+    copy = adapted(model, windows, "zscore")
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in stored.items())
+    changed = {k for k, v in copy.state_dict().items() if not torch.equal(v, stored[k])}
+    assert changed and all(k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in changed)
+    with torch.no_grad():
+        stem = copy.stem[0](torch.from_numpy(np.ascontiguousarray(model_input(windows, "zscore"))))
+    torch.testing.assert_close(copy.stem[1].running_mean, stem.mean(dim=(0, 2)), rtol=1e-4, atol=1e-5)
+    assert not copy.training
