@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edge.cli.common import snr_list
 from edge.data.catalog import default_cwru_dir
-from edge.data.noise import parse_snr_list
 from edge.train.trainer import TrainSettings
 from edge.train.vibration import evaluate_cwru, train_cwru
 
@@ -45,7 +45,8 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=None, help="CWRU folder (default ../shared/data/cwru)")
     parser.add_argument("--models", default="drsn1d-cw,drsn1d-cs,sarsn1d,resnet1d")
     parser.add_argument("--seeds", default="0,1")
-    parser.add_argument("--snr", default="none,-8,-6,-4,-2,0,2,4,6,8")
+    parser.add_argument("--snr", type=snr_list, default="none,-8,-6,-4,-2,0,2,4,6,8",
+                        help="SNRs for white Gaussian noise, none for clean")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
@@ -60,7 +61,7 @@ def main() -> int:
     args = parser.parse_args()
 
     data = args.data or default_cwru_dir()
-    snrs = parse_snr_list(args.snr)
+    snrs = args.snr
     results, cross = [], []
     if args.runs:   # score given runs: a run's name tells apart sizes of one family
         for run in args.runs:

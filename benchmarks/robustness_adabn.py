@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.cli.common import snr_list
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from robustness_cwru import HERE, read_done, summarise  # noqa: E402
 
@@ -117,16 +119,14 @@ def score_run(row: dict, snrs: list, pink_snrs: list, seed: int = 1234) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="drsn1d-cw")
-    parser.add_argument("--snr", default="none,-8,-4,0", help="SNRs for white Gaussian noise")
-    parser.add_argument("--pink-snr", default="-4,0", help="SNRs for pink noise")
+    parser.add_argument("--snr", type=snr_list, default="none,-8,-4,0", help="SNRs for white Gaussian noise")
+    parser.add_argument("--pink-snr", type=snr_list, default="-4,0", help="SNRs for pink noise")
     parser.add_argument("--work", type=Path, default=Path("runs/robustness"),
                         help="the work folder of robustness_cwru.py (its runs.jsonl names the runs)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "robustness_adabn.json")
     args = parser.parse_args()
 
-    from edge.data.noise import parse_snr_list
-
-    snrs, pink_snrs = parse_snr_list(args.snr), parse_snr_list(args.pink_snr)
+    snrs, pink_snrs = args.snr, args.pink_snr
     runs = [r for r in read_done(args.work / "runs.jsonl") if r["model"] == args.model and not r.get("variant")]
     if not runs:
         parser.error(f"no {args.model} runs in {args.work / 'runs.jsonl'}; train them first with "

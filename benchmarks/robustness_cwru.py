@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.cli.common import snr_list
+
 HERE = Path(__file__).resolve().parent
 LOADS = (0, 1, 2)
 
@@ -210,8 +212,8 @@ def main() -> int:
     parser.add_argument("--models", default="drsn1d-cs,drsn1d-cw,sarsn1d,resnet1d,dca-cnn")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--folds", default="0,1,2", help="held-out loads, one fold each")
-    parser.add_argument("--snr", default="none,-8,-6,-4,-2,0,4,8", help="SNRs for white Gaussian noise")
-    parser.add_argument("--pink-snr", default="-8,-4,0", help="SNRs for pink noise")
+    parser.add_argument("--snr", type=snr_list, default="none,-8,-6,-4,-2,0,4,8", help="SNRs for white Gaussian noise")
+    parser.add_argument("--pink-snr", type=snr_list, default="-8,-4,0", help="SNRs for pink noise")
     parser.add_argument("--rounds", type=int, default=20, help="latency: interleaved rounds")
     parser.add_argument("--per-round", type=int, default=250, help="latency: calls per model per round")
     parser.add_argument("--work", type=Path, default=Path("runs/robustness"), help="runs, bundles and the log")
@@ -220,11 +222,11 @@ def main() -> int:
 
     from edge.cli.common import checked_device
     from edge.data.catalog import default_cwru_dir
-    from edge.data.noise import parse_snr_list
+    from edge.train.evaluate import snr_key
 
     where = checked_device(parser, args.device)
     data = str(args.data or default_cwru_dir())
-    snrs, pink_snrs = parse_snr_list(args.snr), parse_snr_list(args.pink_snr)
+    snrs, pink_snrs = args.snr, args.pink_snr
     models = [m for m in args.models.split(",") if m]
     seeds = [int(s) for s in args.seeds.split(",") if s]
     folds = [int(s) for s in args.folds.split(",") if s]
@@ -247,8 +249,8 @@ def main() -> int:
         "benchmark": "robustness_cwru",
         "protocol": {
             "folds": [{"train_loads": [x for x in LOADS if x != f], "test_load": f} for f in folds],
-            "seeds": seeds, "snrs_gaussian": [str(s).lower() for s in args.snr.split(",")],
-            "snrs_pink": args.pink_snr.split(","),
+            "seeds": seeds, "snrs_gaussian": [snr_key(s) for s in snrs],
+            "snrs_pink": [snr_key(s) for s in pink_snrs],
             "scored": "every window (hop window/8) of the held-out load's fault records; normal windows from the "
                       "held-out last 15 % of 97.mat (the only normal record in this copy, load 0)",
             "selection": "training settings and the epoch of every run were chosen on validation segments of the "

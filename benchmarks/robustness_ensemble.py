@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.cli.common import snr_list
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from robustness_cwru import HERE, read_done  # noqa: E402
 from robustness_nested import INNER_SNRS  # noqa: E402
@@ -53,8 +55,8 @@ def main() -> int:
     parser.add_argument("--model", default="drsn1d-cw")
     parser.add_argument("--members", default="+default,+raw", help="inner variants to average (nested tags)")
     parser.add_argument("--outer-members", default=",+raw", help="outer variants ('' is the default's runs)")
-    parser.add_argument("--snr", default="none,-8,-4,0", help="outer SNRs, white Gaussian")
-    parser.add_argument("--pink-snr", default="-4,0", help="outer SNRs, pink noise")
+    parser.add_argument("--snr", type=snr_list, default="none,-8,-4,0", help="outer SNRs, white Gaussian")
+    parser.add_argument("--pink-snr", type=snr_list, default="-4,0", help="outer SNRs, pink noise")
     parser.add_argument("--inner-only", action="store_true",
                         help="score the inner pairs only (when the outer runs of the members were not trained)")
     parser.add_argument("--work", type=Path, default=Path("runs/robustness"))
@@ -96,11 +98,9 @@ def main() -> int:
 
 def score_outer(args: argparse.Namespace) -> dict:
     """The ensemble of ``--outer-members`` on the held-out load of every outer fold and seed."""
-    from edge.data.noise import parse_snr_list
-
     outer_rows = [dict(r, variant="") for r in read_done(args.work / "runs.jsonl") if r["model"] == args.model]
     outer_rows += [r for r in read_done(args.work / "nested-outer.jsonl") if r["model"] == args.model]
-    snrs, pink = parse_snr_list(args.snr), parse_snr_list(args.pink_snr)
+    snrs, pink = args.snr, args.pink_snr
     outer = []
     for fold in (0, 1, 2):
         for seed in (0, 1, 2):

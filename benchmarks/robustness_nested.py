@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.cli.common import snr_list
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from robustness_cwru import (HERE, LOADS, add_training_arguments, read_done, run_path, summarise,  # noqa: E402
                              train_all)
@@ -148,8 +150,8 @@ def main() -> int:
                         help="NAME:FIELD=VALUE,... (repeat); 'default:' is the training default")
     parser.add_argument("--seeds", default="0,1,2", help="seeds of the outer runs (the inner runs use the first)")
     parser.add_argument("--folds", default="0,1,2", help="held-out loads, one outer fold each")
-    parser.add_argument("--snr", default="none,-8,-6,-4,-2,0,4,8", help="outer SNRs, white Gaussian")
-    parser.add_argument("--pink-snr", default="-8,-4,0", help="outer SNRs, pink noise")
+    parser.add_argument("--snr", type=snr_list, default="none,-8,-6,-4,-2,0,4,8", help="outer SNRs, white Gaussian")
+    parser.add_argument("--pink-snr", type=snr_list, default="-8,-4,0", help="outer SNRs, pink noise")
     parser.add_argument("--work", type=Path, default=Path("runs/robustness"),
                         help="runs and logs; the default runs of robustness_cwru.py are reused from here")
     parser.add_argument("--inner-from", type=Path, metavar="FILE",
@@ -160,7 +162,6 @@ def main() -> int:
 
     from edge.cli.common import checked_device
     from edge.data.catalog import default_cwru_dir
-    from edge.data.noise import parse_snr_list
 
     where = checked_device(parser, args.device)
     data = str(args.data or default_cwru_dir())
@@ -210,7 +211,7 @@ def main() -> int:
               + f" -> {choice[fold]}", flush=True)
 
     # Outer: the chosen candidate on both training loads, every seed, scored on the held-out load.
-    snrs, pink_snrs = parse_snr_list(args.snr), parse_snr_list(args.pink_snr)
+    snrs, pink_snrs = args.snr, args.pink_snr
     reused = [dict(r, variant="", overrides={}) for r in read_done(args.work / "runs.jsonl")
               if r["model"] == args.model]
     outer = [r for r in read_done(outer_log) if r["model"] == args.model] + reused

@@ -288,19 +288,33 @@ def test_a_run_says_where_it_trained_and_a_gpu_that_is_not_there_is_refused_befo
     ("images_compression.py", ["--skip-pruning", "--distillation-out"])])
 def test_a_benchmark_that_trains_refuses_a_gpu_that_is_not_there_before_its_first_run(script, extra, tmp_path):
     """Each of its runs would fail alike, in a worker each: it is said once, as a usage error."""
+    missing = f"cuda:{torch.cuda.device_count()}"
+    done = _benchmark(script, [*extra, str(tmp_path / "out.json"), "--device", missing], tmp_path)
+    assert f"{script}: error: --device {missing}: this " in done.stderr
+
+
+@pytest.mark.parametrize("script, extra", [
+    ("accuracy_cwru.py", []), ("robustness_cwru.py", []), ("robustness_nested.py", ["--candidate", "default:"]),
+    ("robustness_ensemble.py", []), ("robustness_adabn.py", [])])
+def test_a_benchmark_refuses_an_snr_list_that_cannot_be_before_any_work(script, extra, tmp_path):
+    """The nested choice read its SNR lists only after its inner trainings: a typo cost half an hour."""
+    done = _benchmark(script, [*extra, "--snr=-4,loud", "--out", str(tmp_path / "out.json")], tmp_path)
+    assert f"{script}: error: argument --snr: SNR list expects dB values or 'none', got 'loud'" in done.stderr
+
+
+def _benchmark(script: str, arguments: list[str], tmp_path):
+    """Run a benchmark script that must refuse its arguments: a usage error, nothing written."""
     import subprocess
     import sys
 
     from conftest import ROOT
 
-    missing = f"cuda:{torch.cuda.device_count()}"
     work = tmp_path / "work"
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *extra, str(tmp_path / "out.json"),
-                           "--device", missing, "--work", str(work)],
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *arguments, "--work", str(work)],
                           capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2, done.stderr
-    assert f"{script}: error: --device {missing}: this " in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert not work.exists() and not (tmp_path / "out.json").exists()
+    return done
 
 
 def test_incomplete_run_is_reported(tiny_run, tmp_path):

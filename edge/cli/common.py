@@ -32,6 +32,17 @@ tcp_port = checked(int, lambda n: 0 <= n <= 65535, "a TCP port, 1-65535 (0: any 
 log_size_mb = checked(float, lambda mb: mb == 0 or 1 <= mb < float("inf"), "0 (unbounded) or at least 1 MB")
 
 
+def snr_list(value: str) -> list[float | None]:
+    """SNRs in dB, comma-separated, ``none`` for clean (``none,-8,-4``); what is wrong said as a usage error."""
+    from edge.data.noise import parse_snr_list
+    from edge.errors import DataError
+
+    try:
+        return parse_snr_list(value)
+    except DataError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def output_path(value: str) -> Path:
     """A file or folder the command will write (a run, a bundle, a sweep, a key), checked before any work.
 
