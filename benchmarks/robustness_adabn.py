@@ -126,7 +126,6 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "robustness_adabn.json")
     args = parser.parse_args()
 
-    snrs, pink_snrs = args.snr, args.pink_snr
     runs = [r for r in read_done(args.work / "runs.jsonl") if r["model"] == args.model and not r.get("variant")]
     if not runs:
         parser.error(f"no {args.model} runs in {args.work / 'runs.jsonl'}; train them first with "
@@ -134,7 +133,7 @@ def main() -> int:
     rows = []
     for n, row in enumerate(sorted(runs, key=lambda r: (r["test_load"], r["seed"])), 1):
         started = time.monotonic()
-        rows.append(score_run(row, snrs, pink_snrs))
+        rows.append(score_run(row, args.snr, args.pink_snr))
         print(f"[{n}/{len(runs)}] seed {row['seed']} test load {row['test_load']} "
               f"({time.monotonic() - started:.0f} s): "
               + "  ".join(f"{v} {100 * rows[-1][f'accuracy_{v}_gaussian']['none']:.2f}" for v in VARIANTS),
@@ -168,7 +167,8 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
     levels = list(summary["stored"]["gaussian"])
-    print("\nleave-one-load-out, each half of the held-out recordings adapted on the other (%, mean over folds x seeds)")
+    print("\nleave-one-load-out, each half of the held-out recordings adapted on the other "
+          "(%, mean over folds x seeds)")
     print(f"{'variant':<22}" + "".join(f"{s:>8}" for s in levels) + "".join(f"{'pink ' + s:>9}"
                                                                            for s in summary["stored"]["pink"]))
     for v in VARIANTS:
