@@ -24,8 +24,9 @@ once.  Scored, on the same windows and the same seeded noise:
 Nothing is chosen here: there is no setting, and each variant is reported on every
 fold.  Writes benchmarks/results/robustness_adabn.json.
 
-    python benchmarks/robustness_cwru.py --models drsn1d-cw      # the runs, if not there yet
+    python benchmarks/robustness_cwru.py --models drsn1d-cw,resnet1d      # the runs, if not there yet
     python benchmarks/robustness_adabn.py
+    python benchmarks/robustness_adabn.py --model resnet1d --out benchmarks/results/robustness_adabn_resnet1d.json
 """
 
 from __future__ import annotations
