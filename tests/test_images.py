@@ -559,18 +559,26 @@ def read_images_from_truth(root, truth_rows):
 
 
 def test_prune_and_distill_write_smaller_runs_scored_on_the_same_test_images(castings_run, tmp_path, capsys):
-    from edge.cli import main
+    """...and each says the machine it was trained on, not its source run's (trained elsewhere here)."""
+    import shutil
 
-    pruned, student = tmp_path / "pruned", tmp_path / "student"
-    assert main(["prune", "--run", str(castings_run), "--method", "l1", "--rounds", "2", "--rate", "0.3",
+    from edge.cli import main
+    from edge.train.runs import training_environment
+
+    source, pruned, student = tmp_path / "source", tmp_path / "pruned", tmp_path / "student"
+    shutil.copytree(castings_run, source)
+    config = json.loads((source / "config.json").read_text())
+    (source / "config.json").write_text(json.dumps(config | {"environment": {"processor": "another machine's"}}))
+    assert main(["prune", "--run", str(source), "--method", "l1", "--rounds", "2", "--rate", "0.3",
                  "--epochs", "1", "--threads", "1", "--out", str(pruned), "-q"]) == 0
     history = json.loads((pruned / "metrics.json").read_text())["pruning"]
     assert [h["round"] for h in history] == [0, 1, 2] and history[2]["mflops"] < 0.6 * history[0]["mflops"]
-    assert main(["distill", "--teacher", str(castings_run), "--student", "resnet18", "--width", "4", "--depth", "1",
+    assert main(["distill", "--teacher", str(source), "--student", "resnet18", "--width", "4", "--depth", "1",
                  "--epochs", "1", "--threads", "1", "--out", str(student), "-q"]) == 0
     for run in (pruned, student):
         assert main(["evaluate", "--run", str(run), "--json", "--threads", "1"]) == 0
         assert json.loads(capsys.readouterr().out)["images"] == 519
+        assert json.loads((run / "config.json").read_text())["environment"] == training_environment()
     assert json.loads((student / "config.json").read_text())["compression"]["method"] == "rkd"
 
 

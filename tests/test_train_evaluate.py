@@ -25,6 +25,9 @@ def test_run_directory_holds_plain_tensors_and_descriptions(tiny_run):
     assert run.config["preprocessing"]["window"] == 1024
     assert {row["split"] for row in run.split["segments"]} == {"train", "val", "test"}
     assert len(run.metrics["history"]) == 3 and run.metrics["train_seconds"] > 0
+    machine = run.config["environment"]  # a seeded run's weights are the same on this machine, not on every one
+    assert machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and machine["processor"]
+    assert machine["torch"] == torch.__version__ and machine["numpy"] == np.__version__
 
 
 def test_training_is_deterministic_with_a_seed(cwru_dir, tiny_run, tmp_path):

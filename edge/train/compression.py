@@ -19,7 +19,7 @@ from edge.models.complexity import image_model_cost, parameter_count
 from edge.train.device import describe, training_device
 from edge.train.images import ImageTrainSettings, balanced_accuracy, fit_images, predict_images, run_images
 from edge.train.pruning import asfp_rate, prune_resnet2d, soft_prune
-from edge.train.runs import Run, load_run, save_run
+from edge.train.runs import Run, load_run, save_run, training_environment
 from edge.train.trainer import seed_everything
 
 
@@ -108,6 +108,7 @@ def prune_run(run_dir: str | Path, out: str | Path, method: str = "l1", rounds: 
                     f"validation {100 * fit2['best_val_score']:.2f}%")
     config = json.loads(json.dumps(run.config))
     config["model"] = model.config.to_dict()
+    config["environment"] = training_environment()  # where the fine-tuning ran, not the source run
     config["compression"] = {"kind": "pruning", "method": method, "rate": rate, "rounds": rounds if method == "l1" else 1,
                              "finetune_epochs": epochs, "source_run": str(run.path), "device": describe(on)}
     metrics = {"parameters": parameter_count(model), "pruning": history,
@@ -174,6 +175,7 @@ def distill_run(teacher_dir: str | Path, out: str | Path, student: str = "resnet
                      device=on)
     run_config = json.loads(json.dumps(teacher_run.config))
     run_config["model"] = config.to_dict()
+    run_config["environment"] = training_environment()
     run_config["training"] = settings.to_dict() | {"threads": torch.get_num_threads(), "device": describe(on)}
     run_config["compression"] = {"kind": "distillation", "method": "rkd", "teacher_run": str(teacher_run.path),
                                  "distance_weight": distance_weight, "angle_weight": angle_weight}

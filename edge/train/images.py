@@ -8,8 +8,6 @@ once, by ``evaluate``.
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -29,7 +27,7 @@ from edge.models import IMAGE_MODELS, build_model, model_config
 from edge.train.device import CPU, describe, device_of, to_device, to_numpy, training_device
 from edge.train.loop import KeptWeights, Mixup, kept_description, one_cycle, step
 from edge.train.metrics import classification_report
-from edge.train.runs import load_run, load_state, save_run
+from edge.train.runs import load_run, load_state, save_run, training_environment
 from edge.train.settings import IMAGE_LABEL_SMOOTHING
 from edge.train.teachers import ImageTeacherEnsemble, with_teachers
 from edge.train.trainer import seed_everything
@@ -306,8 +304,7 @@ def train_images(task: str, data: str | Path, out: str | Path, model_name: str =
                           "input_layout": "N,C,H,W", "grey": True},
         "training": settings.to_dict() | {"threads": torch.get_num_threads(), "device": describe(on),
                                           "init_state": str(init_state) if init_state else None},
-        "environment": {"python": platform.python_version(), "torch": torch.__version__,
-                        "machine": platform.machine(), "cpus": os.cpu_count()},
+        "environment": training_environment(),
     }
     metrics = {"parameters": n_params} | {k: result[k] for k in ("train_seconds", "best_epoch", "best_val_score",
                                                                   "history")}

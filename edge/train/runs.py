@@ -12,11 +12,14 @@ runs/NAME/
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import platform
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -88,6 +91,30 @@ _KEY_LIST = re.compile(r'^(?P<label>[^:"]+): (?P<names>"[^"]*"(?:, "[^"]*")+)\.?
 
 def _json_text(data: dict) -> str:
     return json.dumps(data, indent=2, sort_keys=False) + "\n"
+
+
+def training_environment() -> dict:
+    """What a run's weights depend on besides its code, data and seed, recorded in its config.json.
+
+    A seeded run trains to the same weights every time on one machine, but another processor
+    (torch picks its kernels by the CPU's vector instructions) or another library build rounds
+    differently, and the runs drift apart; this says which machine a run's figures belong to.
+    """
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "machine": platform.machine(), "processor": processor_name(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpus": os.cpu_count()}
+
+
+def processor_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what the platform says, else "unknown"."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def save_run(path: Path, model: nn.Module, config: dict, split: dict, metrics: dict) -> None:

@@ -8,8 +8,6 @@ contributes all of its windows.
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +26,7 @@ from edge.train.dca import fit_dca_cnn
 from edge.train.device import describe, training_device
 from edge.train.evaluate import evaluate_under_noise
 from edge.train.loop import kept_description
-from edge.train.runs import load_run, save_run
+from edge.train.runs import load_run, save_run, training_environment
 from edge.train.teachers import TeacherEnsemble
 from edge.train.trainer import TrainSettings, fit, seed_everything
 
@@ -105,8 +103,7 @@ def train_cwru(data_dir: str | Path, out: str | Path, model_name: str = "drsn1d-
                           "input_layout": "N,C,L", "rate_hz": rate_hz, "channel": channel},
         "split": split.to_dict(),
         "training": settings.to_dict() | {"threads": torch.get_num_threads(), "device": describe(on)},
-        "environment": {"python": platform.python_version(), "torch": torch.__version__,
-                        "machine": platform.machine(), "cpus": os.cpu_count()},
+        "environment": training_environment(),
     }
     metrics = {
         "parameters": n_params,
