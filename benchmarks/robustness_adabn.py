@@ -68,7 +68,7 @@ def adapted(model, windows: np.ndarray, normalization: str, batch_size: int = 25
     from edge.data.preprocess import model_input
 
     copied = copy.deepcopy(model)
-    batches = [torch.from_numpy(np.ascontiguousarray(model_input(windows[i:i + batch_size], normalization)))
+    batches = [torch.from_numpy(model_input(windows[i:i + batch_size], normalization))
                for i in range(0, windows.shape[0], batch_size)]
     torch.optim.swa_utils.update_bn(batches, copied)
     return copied.eval()
@@ -109,7 +109,8 @@ def score_run(row: dict, snrs: list, pink_snrs: list, seed: int = 1234) -> dict:
         for snr, noisy in noisy_copies(x, levels, seed, kind):
             key = snr_key(snr)
             out[f"accuracy_stored_{kind}"][key] = accuracy([model, model], noisy)
-            out[f"accuracy_adapted_{kind}"][key] = accuracy([adapted(model, noisy[a], norm) for a, _ in sides], noisy)
+            same = on_clean if snr is None else [adapted(model, noisy[a], norm) for a, _ in sides]
+            out[f"accuracy_adapted_{kind}"][key] = accuracy(same, noisy)
             out[f"accuracy_adapted_training_mix_{kind}"][key] = accuracy(on_mix, noisy)
             out[f"accuracy_adapted_on_clean_{kind}"][key] = accuracy(on_clean, noisy)
     return {"model": row["model"], "seed": row["seed"], "train_loads": row["train_loads"],
