@@ -23,6 +23,7 @@ import numpy as np
 
 from edge.data.catalog import default_data_root
 from edge.data.cwru import read_cwru_mat
+from edge.host import processor_name
 from firmware_bridge.codec import FrameDecoder, encode_frame
 from firmware_bridge.protocol import Line, Samples
 
@@ -86,7 +87,7 @@ def main() -> int:
             "meets_target": real_s / t >= TARGET,
         }
     doc = {"benchmark": "decode_throughput", "cores": 1, "chunk_bytes": 4096,
-           "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+           "machine": {"cpu": processor_name(), "python": platform.python_version()},
            "date": time.strftime("%Y-%m-%d"), "results": results}
     out = HERE / "results" / "decode_throughput.json"
     out.parent.mkdir(exist_ok=True)

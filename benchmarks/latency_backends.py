@@ -24,6 +24,7 @@ import torch
 from calibration.latency import time_interleaved
 from edge.backends import load_backend
 from edge.bundle import open_bundle
+from edge.host import processor_name
 from edge.export.build import BuildOptions, build_bundle
 from edge.quantize.calibration import model_inputs
 from edge.train.runs import load_run
@@ -67,7 +68,7 @@ def main() -> int:
     doc = {"benchmark": "latency_backends", "run": str(args.run), "model": run.config["model"]["name"],
            "window": run.config["preprocessing"]["window"], "batch": 1, "threads": args.threads,
            "rounds": args.rounds, "per_round": args.per_round,
-           "machine": {"cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
+           "machine": {"cpus": os.cpu_count(), "cpu": processor_name(),
                        "python": platform.python_version(), "torch": torch.__version__},
            "date": time.strftime("%Y-%m-%d"), "latency": stats, "accuracy_test_split": accuracy}
     out = args.out

@@ -37,6 +37,7 @@ from tqdm import tqdm
 from calibration.candidates import CalibrationError, Candidate, expand_grid
 from calibration.pareto import choose_for_budget, pareto_front
 from edge import durable
+from edge.host import processor_name
 from edge.run_files import read_run_files
 
 LATENCY_INPUTS = 200   # validation windows the latency probe cycles through
@@ -245,14 +246,6 @@ def measure_runtime_overhead(bundle: str, inference_p99_ms: float, seconds: floa
 # ---------------------------------------------------------------- the table
 
 def device_description() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     versions = {"python": platform.python_version()}
     for module in ("openvino", "onnxruntime", "torch", "nncf"):
         try:
@@ -262,8 +255,8 @@ def device_description() -> dict:
     import edge
 
     versions["drsn_edge"] = edge.__version__
-    return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(), "system": platform.platform(),
-            "versions": versions}
+    return {"cpu": processor_name(), "cores": os.cpu_count(), "machine": platform.machine(),
+            "system": platform.platform(), "versions": versions}
 
 
 def candidate_rows(candidates: list[Candidate], log: ResultsLog) -> list[dict]:

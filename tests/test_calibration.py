@@ -109,6 +109,9 @@ def test_tiny_sweep_measures_every_candidate_through_real_backends(tiny_sweep):
     assert "Pareto front" in page and all(r["bundle_key"].split("-")[0] in page for r in ok)
     saved = json.loads((out / "calibration.json").read_text())
     assert saved["device"]["cores"] and saved["device"]["versions"]["openvino"]
+    from edge.host import processor_name  # the same name a training run records of its machine
+
+    assert saved["device"]["cpu"] == processor_name()
 
 
 def test_an_interrupted_sweep_resumes_without_measuring_again(tiny_sweep):

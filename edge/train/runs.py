@@ -25,6 +25,7 @@ from torch import nn
 
 from edge import durable
 from edge.errors import RunError
+from edge.host import processor_name
 from edge.models import ImageModelConfig, ModelConfig, build_model, config_from_dict
 from edge.run_files import RUN_FILES, read_run_files
 
@@ -103,18 +104,6 @@ def training_environment() -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
             "machine": platform.machine(), "processor": processor_name(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpus": os.cpu_count()}
-
-
-def processor_name() -> str:
-    """The CPU's model name (Linux's /proc/cpuinfo), else what the platform says, else "unknown"."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def save_run(path: Path, model: nn.Module, config: dict, split: dict, metrics: dict) -> None:
