@@ -82,13 +82,13 @@ def score_run(row: dict, snrs: list, pink_snrs: list, seed: int = 1234) -> dict:
     from edge.train.runs import load_run
     from edge.train.settings import TrainSettings
     from edge.train.trainer import augment
-    from edge.train.vibration import _evaluation_windows, load_run_dataset
+    from edge.train.vibration import evaluation_windows, load_run_dataset
 
     torch.set_num_threads(1)
     run = load_run(row["run"])
     cfg, pre = run.config, run.config["preprocessing"]
     norm, hop = pre["normalization"], pre["hops"]["test"]
-    x, y, sources = _evaluation_windows(load_run_dataset(cfg, None, (row["test_load"],)), cfg, "test", hop,
+    x, y, sources = evaluation_windows(load_run_dataset(cfg, None, (row["test_load"],)), cfg, "test", hop,
                                         pre["window"])
     first, second = halves(sources, hop, pre["window"])
     model = run.load_model()

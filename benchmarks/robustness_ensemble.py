@@ -32,11 +32,11 @@ def probabilities(run_dir: str, load: int, snrs: list, kind: str, seed: int = 12
 
     from edge.train.evaluate import logits, noisy_copies, snr_key
     from edge.train.runs import load_run
-    from edge.train.vibration import _evaluation_windows, load_run_dataset
+    from edge.train.vibration import evaluation_windows, load_run_dataset
 
     run = load_run(run_dir)
     cfg, pre = run.config, run.config["preprocessing"]
-    x, y, _ = _evaluation_windows(load_run_dataset(cfg, None, (load,)), cfg, "test", pre["hops"]["test"],
+    x, y, _ = evaluation_windows(load_run_dataset(cfg, None, (load,)), cfg, "test", pre["hops"]["test"],
                                   pre["window"])
     model = run.load_model()
     return {snr_key(snr): softmax(logits(model, noisy, pre["normalization"]), axis=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,6 +29,9 @@ def test_run_directory_holds_plain_tensors_and_descriptions(tiny_run):
     machine = run.config["environment"]  # a seeded run's weights are the same on this machine, not on every one
     assert machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and machine["processor"]
     assert machine["torch"] == torch.__version__ and machine["numpy"] == np.__version__
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists() and "model name" in cpuinfo.read_text():  # the model, not only the architecture
+        assert machine["processor"] in cpuinfo.read_text() and machine["processor"] != machine["machine"]
 
 
 def test_training_is_deterministic_with_a_seed(cwru_dir, tiny_run, tmp_path):

@@ -119,7 +119,7 @@ def train_cwru(data_dir: str | Path, out: str | Path, model_name: str = "drsn1d-
     return metrics
 
 
-def _evaluation_windows(dataset: CwruDataset, run_config: dict, split_name: str, hop: int,
+def evaluation_windows(dataset: CwruDataset, run_config: dict, split_name: str, hop: int,
                         length: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """Held-out segments of records the run saw, and every window of records it never saw."""
     seen = {r["sha256"] for r in run_config["data"]["records"]}
@@ -194,7 +194,7 @@ def evaluate_cwru(run_dir: str | Path, data_dir: str | Path | None = None, loads
     dataset = load_run_dataset(cfg, data_dir, loads)
     length = pre["window"]
     hop = hop or pre["hops"][split_name]
-    x, y, sources = _evaluation_windows(dataset, cfg, split_name, hop, length)
+    x, y, sources = evaluation_windows(dataset, cfg, split_name, hop, length)
     model = run.load_model()
     reports = evaluate_under_noise(model, x, y, tuple(cfg["classes"]), snrs, pre["normalization"], seed, noise_kind)
     by_snr = {k: r["accuracy"] for k, r in reports.items()}
