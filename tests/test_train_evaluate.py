@@ -184,6 +184,71 @@ def test_weight_average_is_the_mean_of_the_offered_weights_with_batchnorm_measur
     torch.testing.assert_close(net[1].running_mean, conv.mean(dim=(0, 2)), rtol=1e-4, atol=1e-5)
 
 
+def test_sam_steps_with_the_gradient_at_the_worst_nearby_weights_and_counts_the_batch_once():
+    """SAM's update is plain SGD's with the gradient taken at w + rho * g / |g|; the weights are put back
+    first, and BatchNorm's running statistics move once per batch, as without SAM."""
+    from edge.train.loop import step
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.Tanh(), torch.nn.Linear(3, 2))
+    x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+
+    def batch_loss() -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(net(x), y)
+
+    def gradients() -> list[torch.Tensor]:
+        net.zero_grad()
+        batch_loss().backward()
+        return [p.grad.clone() for p in net.parameters()]
+
+    rho, lr = 0.5, 0.1
+    g = gradients()
+    norm = torch.linalg.vector_norm(torch.cat([v.flatten() for v in g]))
+    with torch.no_grad():
+        for p, gp in zip(net.parameters(), g):
+            p.add_(rho * gp / norm)
+    worst = gradients()
+    net.load_state_dict(start)
+    plain_statistics = net[1].running_mean.clone()
+    with torch.no_grad():
+        net(x)  # one plain training pass: where BatchNorm's running mean should end up
+    once = net[1].running_mean.clone()
+    assert not torch.equal(once, plain_statistics)
+    net.load_state_dict(start)
+
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    loss = step(net, optimizer, schedule, batch_loss, sam=rho)
+    assert loss == pytest.approx(torch.nn.functional.cross_entropy(
+        torch.func.functional_call(net, start, (x,)), y).item(), rel=1e-6)
+    for (name, value), gw in zip(net.named_parameters(), worst):
+        torch.testing.assert_close(value, start[name] - lr * gw)
+        assert not torch.allclose(gw, g[list(dict(net.named_parameters())).index(name)])
+    torch.testing.assert_close(net[1].running_mean, once)
+    assert int(net[1].num_batches_tracked) == 1
+
+    net.load_state_dict(start)  # rho 0 is the plain step: the gradient where the weights are
+    step(net, optimizer, schedule, batch_loss, sam=0.0)
+    for (name, value), gp in zip(net.named_parameters(), g):
+        torch.testing.assert_close(value, start[name] - lr * gp)
+
+
+def test_cli_sam_is_recorded_and_refused_where_it_cannot_be(cwru_dir, tmp_path, capsys):
+    plain = train_tiny_cli(cwru_dir, tmp_path / "plain")
+    sharp = train_tiny_cli(cwru_dir, tmp_path / "sam", "--sam", "0.05")
+    assert sharp.config["training"]["sam"] == 0.05 and plain.config["training"]["sam"] == 0.0
+    # Same seed, same batches: the weights differ only by where each step's gradient was taken.
+    assert plain.metrics["history"][0]["loss"] == pytest.approx(sharp.metrics["history"][0]["loss"], abs=0.5)
+    weights = [torch.load(run.path / "model.pt", weights_only=True) for run in (plain, sharp)]
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    for bad, said in ((["--sam", "-0.1"], "--sam must be 0 (off) or a positive radius"),
+                      (["--sam", "nan"], "--sam must be 0 (off)"),
+                      (["--sam", "0.05", "--mixstyle", "0.5"], "use one or the other")):
+        assert main(["train", "--out", str(tmp_path / "r"), *bad, "-q"]) == 2
+        assert said in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
 def test_cli_average_epochs_keeps_the_average_and_says_so(cwru_dir, tmp_path, capsys):
     run = train_tiny_cli(cwru_dir, tmp_path / "avg", "--epochs", "2", "--average-epochs", "2",
                          "--weight-decay", "0.001")

@@ -55,6 +55,7 @@ class ImageTrainSettings:
     weight_decay: float | None = None   # None: the task's default (for_task)
     label_smoothing: float = IMAGE_LABEL_SMOOTHING
     mixup: float = 0.0                # Beta(a, a) mixing of image pairs and their labels (0 = off)
+    sam: float = 0.0                  # sharpness-aware minimisation: radius rho of the weights' neighbourhood (0 = off)
     class_weights: str = "none"       # none | balanced (inverse class frequency) | gmean (per-class accuracy)
     flips: bool = True
     rotations: bool = False           # quarter turns (with flips: all 8 symmetries of the square)
@@ -328,6 +329,7 @@ def fit_images(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x
     to the cross-entropy; with ``teachers``, ``distill_weight`` of the loss is the distance to
     their softened mean output on the same augmented images, the rest the loss on the labels.
     With ``mixup``, each batch is mixed with itself in a new order (``Mixup``), labels and soft targets alike.
+    With ``sam`` rho, every step takes its gradient at the worst weights within rho (``step``).
     ``on_epoch_end(epoch)`` runs after each epoch's steps, before validation (soft pruning,
     which an average of weights would undo, so the two do not mix).  The network trains on ``device``
     and is handed back on the CPU.
@@ -366,15 +368,19 @@ def fit_images(model: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x
         for xb, yb in shuffled_batches():
             soft = teachers.soft_targets(xb, settings.distill_temperature) if teachers is not None else None
             mix = Mixup(len(yb), settings.mixup, rng)
-            xb = mix.mix(xb)
-            logits = model(xb)
-            loss = mix.loss(loss_fn, logits, to_device(yb, device))
-            if extra_loss is not None:
-                loss = loss + extra_loss(xb, logits)
-            if soft is not None:
-                loss = with_teachers(loss, logits, mix.mix(soft), settings.distill_weight,
-                                     settings.distill_temperature)
-            losses.append(step(optimizer, schedule, loss))
+            xb, target = mix.mix(xb), to_device(yb, device)
+            soft = None if soft is None else mix.mix(soft)
+
+            def batch_loss(xb=xb, target=target, soft=soft, mix=mix) -> torch.Tensor:
+                logits = model(xb)
+                loss = mix.loss(loss_fn, logits, target)
+                if extra_loss is not None:
+                    loss = loss + extra_loss(xb, logits)
+                if soft is not None:
+                    loss = with_teachers(loss, logits, soft, settings.distill_weight, settings.distill_temperature)
+                return loss
+
+            losses.append(step(model, optimizer, schedule, batch_loss, settings.sam))
             bar.update(1)
         if on_epoch_end is not None:
             on_epoch_end(epoch)

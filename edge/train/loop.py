@@ -1,10 +1,11 @@
-"""Pieces every training loop here shares: the optimiser and schedule, mixup, one step, the best epoch
-kept, or the average of the last epochs' weights."""
+"""Pieces every training loop here shares: the optimiser and schedule, mixup, one step (plain or
+sharpness-aware), the best epoch kept, or the average of the last epochs' weights."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -43,13 +44,64 @@ class Mixup:
         return batch[self.partner.to(batch.device)]
 
 
-def step(optimizer, schedule, loss: torch.Tensor) -> float:
-    """Back-propagate ``loss``, update, advance the schedule; returns the loss value."""
+def step(model: nn.Module, optimizer, schedule, batch_loss: Callable[[], torch.Tensor], sam: float = 0.0) -> float:
+    """One update on one batch; returns the loss value.
+
+    ``batch_loss()`` computes the batch's loss from the current weights and must draw nothing
+    new (no augmentation, no random mixing): with ``sam`` rho > 0 it is called a second time
+    at weights moved by rho along the gradient (``sharpness_aware_gradients``).
+    """
     optimizer.zero_grad(set_to_none=True)
+    loss = batch_loss()
     loss.backward()
+    if sam:
+        sharpness_aware_gradients(model, optimizer, batch_loss, sam)
     optimizer.step()
     schedule.step()
     return loss.item()
+
+
+def sharpness_aware_gradients(model: nn.Module, optimizer, batch_loss: Callable[[], torch.Tensor],
+                              rho: float) -> None:
+    """Replace the gradients with those at the worst nearby weights (SAM, Foret et al. 2021).
+
+    The weights are moved by ``rho`` along the normalised gradient, where the loss rises
+    fastest; the gradient taken there steers towards minima that stay low in a whole
+    neighbourhood, which is what holds up on data a little unlike the training data.  The
+    weights are put back before the optimiser steps.  BatchNorm layers do not count the
+    second pass in their running statistics: they see each batch once, as without SAM.
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+    scale = rho / (norm + 1e-12)
+    with torch.no_grad():
+        weights = [p.detach().clone() for p in params]
+        for p in params:
+            p.add_(p.grad * scale)
+    optimizer.zero_grad(set_to_none=True)
+    with running_statistics_held(model):
+        batch_loss().backward()
+    with torch.no_grad():
+        for p, w in zip(params, weights):
+            p.copy_(w)
+
+
+@contextmanager
+def running_statistics_held(model: nn.Module) -> Iterator[None]:
+    """Within it, the BatchNorm layers of ``model`` normalise by the batch, as in training, but leave
+    their running statistics (and batch count) as they were."""
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m, m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
+             for m in layers]
+    for m in layers:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum, tracked in saved:
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
 
 
 class BestEpoch:

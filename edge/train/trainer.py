@@ -115,12 +115,17 @@ def fit(model: nn.Module, sampler: RandomWindowSampler, val_x: np.ndarray, val_y
             x = to_device(model_input(raw, settings.normalization), device)
             target = to_device(y, device)
             mix = Mixup(len(y), settings.mixup, rng)
-            logits = model(mix.mix(x))
-            loss = mix.loss(loss_fn, logits, target)
-            if teachers:
-                loss = with_teachers(loss, logits, mix.mix(teachers.soft_targets(raw, temperature)), weight,
-                                     temperature)
-            losses.append(step(optimizer, schedule, loss))
+            x = mix.mix(x)
+            soft = mix.mix(teachers.soft_targets(raw, temperature)) if teachers else None
+
+            def batch_loss(x=x, target=target, soft=soft, mix=mix) -> torch.Tensor:
+                logits = model(x)
+                loss = mix.loss(loss_fn, logits, target)
+                if soft is not None:
+                    loss = with_teachers(loss, logits, soft, weight, temperature)
+                return loss
+
+            losses.append(step(model, optimizer, schedule, batch_loss, settings.sam))
             bar.update(1)
         val, score = validate(model, val_x, val_y, settings)
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_accuracy": val,
