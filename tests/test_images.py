@@ -666,10 +666,11 @@ def test_mixup_and_the_line_jitters_train_images_from_the_command_line(data_root
 
     run = tmp_path / "jitters"
     assert main(["train", "--task", "xray-castings", "--mixup", "0.2", "--zoom-jitter", "0.2", "--blur-jitter", "1",
-                 "--gamma-jitter", "0.3", "--width", "4", "--depth", "1", "--epochs", "1", "--threads", "1",
-                 "--data", str(data_root), "--out", str(run), "-q"]) == 0
+                 "--gamma-jitter", "0.3", "--sam", "0.05", "--width", "4", "--depth", "1", "--epochs", "1",
+                 "--threads", "1", "--data", str(data_root), "--out", str(run), "-q"]) == 0
     training = json.loads((run / "config.json").read_text())["training"]
     assert (training["mixup"], training["zoom"], training["blur"], training["gamma"]) == (0.2, 0.2, 1.0, 0.3)
+    assert training["sam"] == 0.05
     for option, value, said in (("--zoom-jitter", "1", "--zoom-jitter must be in [0, 1)"),
                                 ("--blur-jitter", "nan", "--blur-jitter must be between 0 (off) and 8 px"),
                                 ("--gamma-jitter", "-0.1", "--gamma-jitter must be between 0 (off) and 2"),
