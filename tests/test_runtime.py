@@ -1120,13 +1120,23 @@ def test_another_program_reading_the_device_s_port_costs_frames_not_outages_and_
     """A second reader of the port (ModemManager probing a ttyACM device, an engineer's `cat`) takes bytes from
     under the runtime, whose reads then wake with nothing to read.  Each such read used to count as an unplug:
     an outage, a reopen, a reconnect.  Now the frames taken are counted as lost, the port stays open, and the
-    journal says what the wake-ups may mean."""
-    with DeviceSimulator(held_out, link="pty", speed=1.0) as sim, second_reader(sim.port):
-        runtime, summary = run_against(sim, bundle, tmp_path, 3.0, paced_reads=False)
-    c = summary["counters"]
-    assert c["link_empty_wakeups"] > 0 and c["link_outages"] == 0 and c["reconnects"] == 0
-    assert c["decoder_lost_frames"] > 0 and c["data_frames"] + c["decoder_lost_frames"] <= sim.stats.frames_sent
-    assert capfd.readouterr().err.count("woke the gateway's read with nothing to read") == 1
+    journal says what the wake-ups may mean.
+
+    Which of the two readers gets a frame's bytes is up to the scheduler: on a busy host the runtime may win
+    every race of a run, and no read wakes empty.  So the run is repeated (each from a fresh start) until one
+    did, as the transport's own test does; every run must lose no track of the link either way."""
+    for attempt in range(6):
+        (tmp_path / f"attempt{attempt}").mkdir()
+        with DeviceSimulator(held_out, link="pty", speed=1.0) as sim, second_reader(sim.port):
+            runtime, summary = run_against(sim, bundle, tmp_path / f"attempt{attempt}", 3.0, paced_reads=False)
+        c = summary["counters"]
+        assert c["link_outages"] == 0 and c["reconnects"] == 0
+        assert c["data_frames"] + c["decoder_lost_frames"] <= sim.stats.frames_sent
+        said = capfd.readouterr().err.count("woke the gateway's read with nothing to read")
+        assert said == (1 if c["link_empty_wakeups"] else 0)
+        if c["link_empty_wakeups"]:
+            break
+    assert c["link_empty_wakeups"] > 0 and c["decoder_lost_frames"] > 0
 
 
 def test_systemd_notifications_reach_the_notify_socket(tmp_path, monkeypatch):
