@@ -17,7 +17,9 @@ candidates to distil from: each run of this candidate learns from their runs on 
 same training loads and seed (inner and outer alike), which are trained first when
 missing.  ``--inner-from FILE`` takes the candidates of an earlier result file with
 their inner scores (and the outer runs it holds) instead of training them again, so
-a new candidate is chosen against all of them for the cost of its own runs.  Writes
+a new candidate is chosen against all of them for the cost of its own runs.
+``--every-fold NAME`` also trains a candidate on the folds where it was not chosen and
+scores it there, for comparison only (``every_fold`` in the result).  Writes
 benchmarks/results/robustness_nested.json.
 
     python benchmarks/robustness_nested.py --candidate default: --candidate raw:normalization=none
@@ -157,6 +159,9 @@ def main() -> int:
     parser.add_argument("--inner-from", type=Path, metavar="FILE",
                         help="an earlier result file of this script (same model and seeds): its candidates join "
                              "the choice with the inner scores measured there, and its outer runs are reused")
+    parser.add_argument("--every-fold", action="append", default=[], metavar="NAME",
+                        help="also train this candidate on every outer fold, chosen or not, and score it there for "
+                             "comparison only (the result's every_fold); the nested figure is unchanged (repeat)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "robustness_nested.json")
     args = parser.parse_args()
 
@@ -166,6 +171,8 @@ def main() -> int:
     where = checked_device(parser, args.device)
     data = str(args.data or default_cwru_dir())
     candidates = dict(parse_candidate(c) for c in args.candidate)
+    if unknown := [name for name in args.every_fold if name not in candidates]:
+        parser.error(f"--every-fold {', '.join(unknown)}: not a --candidate")
     for name, overrides in candidates.items():
         unknown = [t for t in teacher_names(overrides) if t not in candidates or teacher_names(candidates[t])]
         if unknown:
@@ -225,7 +232,8 @@ def main() -> int:
         return (data, str(args.work), args.model, seed, fold, snrs, pink_snrs, args.epochs, args.steps, None,
                 resolve(candidates[name], args.work, args.model, train, fold, seed, inner=False), tag(name))
 
-    outer_jobs = [(choice[f], f, s) for f in folds for s in seeds]
+    outer_jobs = [(choice[f], f, s) for f in folds for s in seeds] + [
+        (name, f, s) for name in args.every_fold for f in folds for s in seeds if name != choice[f]]
     # Teachers only for the students still to train (a reused or logged student needs none).
     rounds = [[(t, f, s) for name, f, s in outer_jobs if (tag(name), s, f) not in have
                for t in teacher_names(candidates[name])], outer_jobs]

@@ -374,6 +374,12 @@ def test_a_benchmark_refuses_an_snr_list_that_cannot_be_before_any_work(script, 
     assert f"{script}: error: argument --snr: SNR list expects dB values or 'none', got 'loud'" in done.stderr
 
 
+def test_the_nested_choice_refuses_to_score_every_fold_of_a_candidate_it_was_not_given(tmp_path):
+    done = _benchmark("robustness_nested.py", ["--candidate", "default:", "--every-fold", "sam",
+                                               "--out", str(tmp_path / "out.json")], tmp_path)
+    assert "robustness_nested.py: error: --every-fold sam: not a --candidate" in done.stderr
+
+
 def _benchmark(script: str, arguments: list[str], tmp_path):
     """Run a benchmark script that must refuse its arguments: a usage error, nothing written."""
     import subprocess
