@@ -224,7 +224,8 @@ def test_sam_steps_with_the_gradient_at_the_worst_nearby_weights_and_counts_the_
         torch.func.functional_call(net, start, (x,)), y).item(), rel=1e-6)
     for (name, value), gw in zip(net.named_parameters(), worst):
         torch.testing.assert_close(value, start[name] - lr * gw)
-        assert not torch.allclose(gw, g[list(dict(net.named_parameters())).index(name)])
+    # Not the plain gradient (the first layer's bias has none either way: BatchNorm removes its mean).
+    assert any(not torch.allclose(gw, gp) for gw, gp in zip(worst, g))
     torch.testing.assert_close(net[1].running_mean, once)
     assert int(net[1].num_batches_tracked) == 1
 
