@@ -232,8 +232,8 @@ def main() -> int:
         return (data, str(args.work), args.model, seed, fold, snrs, pink_snrs, args.epochs, args.steps, None,
                 resolve(candidates[name], args.work, args.model, train, fold, seed, inner=False), tag(name))
 
-    outer_jobs = [(choice[f], f, s) for f in folds for s in seeds] + [
-        (name, f, s) for name in args.every_fold for f in folds for s in seeds if name != choice[f]]
+    # A candidate both chosen and named by --every-fold is one job: each round keeps a job once.
+    outer_jobs = [(name, f, s) for f in folds for name in [choice[f], *args.every_fold] for s in seeds]
     # Teachers only for the students still to train (a reused or logged student needs none).
     rounds = [[(t, f, s) for name, f, s in outer_jobs if (tag(name), s, f) not in have
                for t in teacher_names(candidates[name])], outer_jobs]
