@@ -29,9 +29,9 @@ def test_run_directory_holds_plain_tensors_and_descriptions(tiny_run):
     machine = run.config["environment"]  # a seeded run's weights are the same on this machine, not on every one
     assert machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and machine["processor"]
     assert machine["torch"] == torch.__version__ and machine["numpy"] == np.__version__
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists() and "model name" in cpuinfo.read_text():  # the model, not only the architecture
-        assert machine["processor"] in cpuinfo.read_text() and machine["processor"] != machine["machine"]
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    if "model name" in cpuinfo:  # the model, not only the architecture
+        assert machine["processor"] in cpuinfo and machine["processor"] != machine["machine"]
 
 
 def test_training_is_deterministic_with_a_seed(cwru_dir, tiny_run, tmp_path):
@@ -239,8 +239,10 @@ def test_cli_sam_is_recorded_and_refused_where_it_cannot_be(cwru_dir, tmp_path, 
     plain = train_tiny_cli(cwru_dir, tmp_path / "plain")
     sharp = train_tiny_cli(cwru_dir, tmp_path / "sam", "--sam", "0.05")
     assert sharp.config["training"]["sam"] == 0.05 and plain.config["training"]["sam"] == 0.0
-    # Same seed, same batches: the weights differ only by where each step's gradient was taken.
-    assert plain.metrics["history"][0]["loss"] == pytest.approx(sharp.metrics["history"][0]["loss"], abs=0.5)
+    # Same seed, same split, same settings but rho: the weights differ only by where each step's gradient was taken.
+    assert plain.split == sharp.split
+    assert {k: v for k, v in plain.config["training"].items() if k != "sam"} == \
+        {k: v for k, v in sharp.config["training"].items() if k != "sam"}
     weights = [torch.load(run.path / "model.pt", weights_only=True) for run in (plain, sharp)]
     assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     for bad, said in ((["--sam", "-0.1"], "--sam must be 0 (off) or a positive radius"),
