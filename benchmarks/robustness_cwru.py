@@ -34,6 +34,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -51,6 +52,53 @@ def run_path(work: str | Path, model: str, tag: str, train_loads: tuple[int, ...
     return Path(work) / f"{model}{tag}-train{''.join(map(str, train_loads))}-test{test_load}-s{seed}"
 
 
+#: Training settings added after runs were first logged here, with the value those runs trained with.
+LOGGED_BEFORE = {"sam": 0.0}
+#: Overrides that shape the model and its window rather than the training (not in TrainSettings).
+MODEL_OVERRIDES = ("window", "width", "depth")
+
+
+def training_settings(seed: int, overrides: dict | None, epochs: int | None, steps: int | None):
+    """The TrainSettings a run of this protocol trains with: the defaults, then a candidate's overrides
+    (less the model's), then ``--epochs`` / ``--steps``."""
+    import dataclasses
+
+    from edge.train.settings import TrainSettings
+
+    training = {k: v for k, v in (overrides or {}).items() if k not in MODEL_OVERRIDES}
+    settings = dataclasses.replace(TrainSettings(seed=seed), **training)
+    if epochs:
+        settings = dataclasses.replace(settings, epochs=epochs)
+    if steps:
+        settings = dataclasses.replace(settings, steps_per_epoch=steps)
+    return settings
+
+
+def trained_as_asked(row: dict, seed: int, overrides: dict | None, epochs: int | None, steps: int | None) -> bool:
+    """Whether a logged run trained with the settings a run asked for now would: a log written before a
+    default changed (or by a quick ``--epochs`` look) must not stand in for the runs asked for."""
+    if not row.get("settings"):
+        return False
+    asked = json.loads(json.dumps(asdict(training_settings(seed, overrides, epochs, steps))))
+    logged = row["settings"]
+    shape = {k: v for k, v in (overrides or {}).items() if k in MODEL_OVERRIDES}
+    return (all(logged.get(k, LOGGED_BEFORE.get(k, v)) == v for k, v in asked.items())
+            and {k: v for k, v in (row.get("overrides") or {}).items() if k in MODEL_OVERRIDES} == shape)
+
+
+def fresh_rows(rows: list[dict], asked: Callable[[dict], dict | None], epochs: int | None,
+               steps: int | None) -> list[dict]:
+    """The logged rows that may stand for the runs asked now; ``asked(row)`` gives the overrides its run is asked
+    with (None: not asked, kept as it is).  Says how many trained otherwise: those are trained again, their run
+    folders overwritten."""
+    kept = [r for r in rows if (overrides := asked(r)) is None
+            or trained_as_asked(r, r["seed"], overrides, epochs, steps)]
+    if len(kept) < len(rows):
+        print(f"{len(rows) - len(kept)} logged runs trained with other settings than asked now (an earlier "
+              f"default, or other --epochs/--steps): trained again", flush=True)
+    return kept
+
+
 def train_and_score(data: str, work: str, model: str, seed: int, test_load: int, snrs: list, pink_snrs: list,
                     epochs: int | None, steps: int | None, train_loads: tuple[int, ...] | None = None,
                     overrides: dict | None = None, tag: str = "", device: str = "cpu") -> dict:
@@ -61,21 +109,14 @@ def train_and_score(data: str, work: str, model: str, seed: int, test_load: int,
     length in samples, ``width`` and ``depth`` the model's) and ``tag`` names them.
     The network trains on ``device``; the scoring runs on the CPU.
     """
-    import dataclasses
-
-    from edge.train.trainer import TrainSettings
     from edge.train.vibration import WindowSettings, evaluate_cwru, train_cwru
 
     train_loads = train_loads or tuple(load for load in LOADS if load != test_load)
     run = run_path(work, model, tag, train_loads, test_load, seed)
-    training = dict(overrides or {})
-    windows = WindowSettings(length=int(training.pop("window", WindowSettings.length)))
-    width, depth = training.pop("width", None), training.pop("depth", None)  # the model's, not the training's
-    settings = dataclasses.replace(TrainSettings(seed=seed), **training)
-    if epochs:
-        settings = dataclasses.replace(settings, epochs=epochs)
-    if steps:
-        settings = dataclasses.replace(settings, steps_per_epoch=steps)
+    shape = overrides or {}
+    windows = WindowSettings(length=int(shape.get("window", WindowSettings.length)))
+    width, depth = shape.get("width"), shape.get("depth")  # the model's, not the training's
+    settings = training_settings(seed, overrides, epochs, steps)
     metrics = train_cwru(data, run, model_name=model, loads=train_loads, windows=windows, settings=settings,
                          width=width, depth=depth, threads=1, quiet=True, device=device)
     gaussian = evaluate_cwru(run, loads=(test_load,), snrs=snrs, threads=1)
@@ -233,6 +274,7 @@ def main() -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     log = args.work / "runs.jsonl"
     rows = [r for r in read_done(log) if r["model"] in models and r["seed"] in seeds and r["test_load"] in folds]
+    rows = fresh_rows(rows, lambda r: {}, args.epochs, args.steps)
     done = {(r["model"], r["seed"], r["test_load"]) for r in rows}
     todo = [(m, s, f) for m in models for s in seeds for f in folds if (m, s, f) not in done]
     print(f"{len(done)} runs already in {log}, {len(todo)} to train ({args.jobs} at a time)", flush=True)

@@ -42,8 +42,8 @@ import numpy as np
 from edge.cli.common import snr_list
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from robustness_cwru import (HERE, LOADS, add_training_arguments, read_done, run_path, summarise,  # noqa: E402
-                             train_all)
+from robustness_cwru import (HERE, LOADS, add_training_arguments, fresh_rows, read_done, run_path,  # noqa: E402
+                             summarise, train_all)
 
 INNER_SNRS = [None, -4.0, -8.0]
 
@@ -173,6 +173,9 @@ def main() -> int:
     candidates = dict(parse_candidate(c) for c in args.candidate)
     if unknown := [name for name in args.every_fold if name not in candidates]:
         parser.error(f"--every-fold {', '.join(unknown)}: not a --candidate")
+    if candidates.get("default"):  # its outer runs are robustness_cwru.py's, trained with the defaults
+        parser.error("--candidate default: is the training defaults and takes no settings; give other settings "
+                     "a name of their own (e.g. nosam:sam=0)")
     for name, overrides in candidates.items():
         unknown = [t for t in teacher_names(overrides) if t not in candidates or teacher_names(candidates[t])]
         if unknown:
@@ -191,8 +194,17 @@ def main() -> int:
 
     # Inner: every candidate, trained on one training load and scored on the other.
     pairs = sorted({pair for fold in folds for pair in permutations([x for x in LOADS if x != fold], 2)})
-    inner = first_of_each([r for r in read_done(inner_log) if r["model"] == args.model]
-                          + (earlier["inner"] if earlier else []))
+    def asked(row: dict, inner: bool) -> dict | None:
+        """The overrides the candidate of a logged run asks for now (resolved teachers), None if none does."""
+        names = {(inner_tag(n) if inner else tag(n)): n for n in candidates}
+        if (name := names.get(row["variant"])) is None:
+            return None
+        return resolve(candidates[name], args.work / "inner" if inner else args.work, args.model,
+                       tuple(row["train_loads"]), row["test_load"], row["seed"], inner)
+
+    logged = fresh_rows([r for r in read_done(inner_log) if r["model"] == args.model],
+                        lambda r: asked(r, inner=True), args.epochs, args.steps)
+    inner = first_of_each(logged + (earlier["inner"] if earlier else []))
     done = {inner_key(r) for r in inner}
     todo = [(data, str(args.work / "inner"), args.model, seeds[0], b, INNER_SNRS, [], args.epochs, args.steps, (a,),
              resolve(candidates[name], args.work / "inner", args.model, (a,), b, seeds[0], inner=True),
@@ -221,7 +233,8 @@ def main() -> int:
     snrs, pink_snrs = args.snr, args.pink_snr
     reused = [dict(r, variant="", overrides={}) for r in read_done(args.work / "runs.jsonl")
               if r["model"] == args.model]
-    outer = [r for r in read_done(outer_log) if r["model"] == args.model] + reused
+    outer = fresh_rows([r for r in read_done(outer_log) if r["model"] == args.model] + reused,
+                       lambda r: asked(r, inner=False), args.epochs, args.steps)
     if earlier:
         logged = {(r["variant"], r["seed"], r["test_load"]) for r in outer}
         outer += [r for r in earlier["outer"] if (r["variant"], r["seed"], r["test_load"]) not in logged]

@@ -701,6 +701,7 @@ def test_center_image_keeps_a_flaw_s_contrast_and_follows_the_run_everywhere(dat
     for path in (run, pruned):
         config = json.loads((path / "config.json").read_text())
         assert config["preprocessing"]["normalization"] == "center-image" and config["training"]["rotations"]
+        assert config["training"]["sam"] == 0.0  # SAM is the vibration default only
         assert main(["evaluate", "--run", str(path), "--json", "--threads", "1"]) == 0
         scored = json.loads(capsys.readouterr().out)["accuracy"]
         images, labels = run_images(load_run(path), "test")

@@ -138,7 +138,7 @@ def test_mixstyle_mixes_early_feature_statistics_in_training_only_and_leaves_the
     fresh.eval()
     assert torch.equal(model(x), fresh(x)) and not styles.handles
     run = train_tiny_cli(cwru_dir, tmp_path / "mixstyle", "--mixstyle", "0.5")
-    assert run.config["training"]["mixstyle"] == 0.5
+    assert run.config["training"]["mixstyle"] == 0.5 and run.config["training"]["sam"] == 0.0  # SAM gives way
     for bad in ("-0.1", "1.5", "nan"):
         assert main(["train", "--out", str(tmp_path / "r"), "--mixstyle", bad, "-q"]) == 2
         assert "--mixstyle must be a share of batches in [0, 1]" in capsys.readouterr().err
@@ -235,9 +235,9 @@ def test_sam_steps_with_the_gradient_at_the_worst_nearby_weights_and_counts_the_
         torch.testing.assert_close(value, start[name] - lr * gp)
 
 
-def test_cli_sam_is_recorded_and_refused_where_it_cannot_be(cwru_dir, tmp_path, capsys):
-    plain = train_tiny_cli(cwru_dir, tmp_path / "plain")
-    sharp = train_tiny_cli(cwru_dir, tmp_path / "sam", "--sam", "0.05")
+def test_cli_sam_is_the_vibration_default_recorded_and_refused_where_it_cannot_be(cwru_dir, tmp_path, capsys):
+    plain = train_tiny_cli(cwru_dir, tmp_path / "plain", "--sam", "0")
+    sharp = train_tiny_cli(cwru_dir, tmp_path / "sam")
     assert sharp.config["training"]["sam"] == 0.05 and plain.config["training"]["sam"] == 0.0
     # Same seed, same split, same settings but rho: the weights differ only by where each step's gradient was taken.
     assert plain.split == sharp.split
@@ -250,6 +250,12 @@ def test_cli_sam_is_recorded_and_refused_where_it_cannot_be(cwru_dir, tmp_path, 
                       (["--sam", "0.05", "--mixstyle", "0.5"], "use one or the other")):
         assert main(["train", "--out", str(tmp_path / "r"), *bad, "-q"]) == 2
         assert said in capsys.readouterr().err and not (tmp_path / "r").exists()
+    # Settings that ask for both, from a script rather than the CLI, are refused before any step.
+    from edge.errors import DataError
+    from edge.train.settings import TrainSettings
+    from edge.train.trainer import fit
+    with pytest.raises(DataError, match="set sam to 0 to train with mixstyle"):
+        fit(torch.nn.Linear(1, 1), None, None, None, TrainSettings(mixstyle=0.5), np.random.default_rng(0))
 
 
 def test_cli_average_epochs_keeps_the_average_and_says_so(cwru_dir, tmp_path, capsys):
@@ -381,6 +387,44 @@ def test_the_nested_choice_refuses_to_score_every_fold_of_a_candidate_it_was_not
     done = _benchmark("robustness_nested.py", ["--candidate", "default:", "--every-fold", "sam",
                                                "--out", str(tmp_path / "out.json")], tmp_path)
     assert "robustness_nested.py: error: --every-fold sam: not a --candidate" in done.stderr
+    # "default" names the defaults, whose outer runs are robustness_cwru.py's: settings there would overwrite them.
+    done = _benchmark("robustness_nested.py", ["--candidate", "default:sam=0", "--out", str(tmp_path / "out.json")],
+                      tmp_path)
+    assert "--candidate default: is the training defaults and takes no settings" in done.stderr
+
+
+def test_a_logged_run_stands_for_a_run_asked_now_only_if_it_trained_with_the_same_settings(capsys):
+    """The robustness logs are keyed by model, seed and fold: a run logged before a default changed (SAM), or by
+    a quick --epochs look, must be trained again rather than reported as the default's."""
+    import dataclasses
+    import sys
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from robustness_cwru import fresh_rows, trained_as_asked, training_settings
+
+    def row(settings, seed=1, overrides=None):
+        return {"seed": seed, "overrides": overrides or {}, "settings": json.loads(json.dumps(
+            dataclasses.asdict(settings)))}
+
+    now = row(training_settings(1, {}, None, None))
+    assert now["settings"]["sam"] == 0.05 and trained_as_asked(now, 1, {}, None, None)
+    before_sam = row(training_settings(1, {"sam": 0.0}, None, None))
+    del before_sam["settings"]["sam"]                    # logged before the setting existed: trained without it
+    assert not trained_as_asked(before_sam, 1, {}, None, None)
+    assert trained_as_asked(before_sam, 1, {"sam": 0.0}, None, None)
+    quick = row(training_settings(1, {}, 2, 5))
+    assert not trained_as_asked(quick, 1, {}, None, None) and trained_as_asked(quick, 1, {}, 2, 5)
+    assert not trained_as_asked(now, 2, {}, None, None)  # another seed
+    long = row(training_settings(1, {}, None, None), overrides={"window": 4096})
+    assert not trained_as_asked(long, 1, {}, None, None) and trained_as_asked(long, 1, {"window": 4096}, None, None)
+    assert not trained_as_asked({"seed": 1, "overrides": {}}, 1, {}, None, None)  # no settings: nothing to trust
+
+    kept = fresh_rows([now, before_sam, quick], lambda r: None if r is quick else {}, None, None)
+    assert kept == [now, quick]                          # a row nobody asks for is left as it is
+    assert "1 logged runs trained with other settings than asked now" in capsys.readouterr().out
+    assert fresh_rows([now], lambda r: {}, None, None) == [now] and capsys.readouterr().out == ""
 
 
 def _benchmark(script: str, arguments: list[str], tmp_path):

@@ -131,12 +131,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         f"machine's ringing between the styles it was given; across CWRU's loads it cost 9-17 "
                         "points (docs/robustness-experiments.md) "
                         f"(default {defaults.mixstyle}, 0 = off; residual models only)")
-    p.add_argument("--sam", type=float, default=defaults.sam, metavar="RHO",
+    p.add_argument("--sam", type=float, default=None, metavar="RHO",
                    help="sharpness-aware minimisation: each step takes its gradient at the worst weights within "
                         "RHO of the current ones, which favours minima that stay low around them; twice the "
-                        "training time. 0.05 is usual; across CWRU's loads it lifted held-out 0 hp from 92.6 to "
-                        "95.4 %%, on the castings it was not chosen (docs/robustness-experiments.md) "
-                        "(default 0 = off; not with --mixstyle)")
+                        "training time, nothing on the gateway. Across CWRU's loads it lifted held-out 0 hp "
+                        "from 92.6 to 95.4 %%; on the castings it was not chosen (docs/robustness-experiments.md) "
+                        f"(default {defaults.sam} for vibration, 0 = off with --mixstyle and for images)")
     p.add_argument("--average-epochs", type=int, default=defaults.average_epochs, metavar="N",
                    help="keep the average of the weights at the end of the last N epochs (stochastic weight "
                         "averaging, BatchNorm statistics measured again) instead of the best validation epoch "
@@ -253,7 +253,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise DataError("--distill-weight must be in [0, 1] and --distill-temperature above 0")
     if not 0.0 <= args.mixup < math.inf:
         raise DataError(f"--mixup must be 0 (off) or a positive Beta parameter, got {args.mixup}")
-    if not 0.0 <= args.sam < math.inf:
+    if args.sam is not None and not 0.0 <= args.sam < math.inf:
         raise DataError(f"--sam must be 0 (off) or a positive radius, got {args.sam}")
     if args.task != "cwru":
         return _train_images(args)
@@ -289,6 +289,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.mixstyle and args.sam:
         raise DataError("--sam takes each step's gradient twice on the same batch; --mixstyle draws new styles at "
                         "every pass, so the two would not see the same batch: use one or the other")
+    sam = args.sam if args.sam is not None else 0.0 if args.mixstyle else TrainSettings.sam
     if args.mixstyle and model == "dca-cnn":
         raise DataError("--mixstyle mixes the features of a residual network's early units; dca-cnn has none")
     if not 0.0 <= args.band_jitter <= 40.0:
@@ -297,7 +298,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                              lr=args.lr or 3e-3, snr_train=snr_train, clean_fraction=args.clean_fraction,
                              noise_kind=args.noise, seed=args.seed, speed_jitter=args.speed_jitter,
                              normalization=normalization, gain_jitter=args.gain_jitter,
-                             band_jitter=args.band_jitter, mixup=args.mixup, mixstyle=args.mixstyle, sam=args.sam,
+                             band_jitter=args.band_jitter, mixup=args.mixup, mixstyle=args.mixstyle, sam=sam,
                              average_epochs=args.average_epochs,
                              weight_decay=(TrainSettings.weight_decay if args.weight_decay is None
                                            else args.weight_decay),
@@ -329,7 +330,8 @@ def _train_images(args: argparse.Namespace) -> int:
     settings = ImageTrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr or 2e-3,
                                   class_weights=args.class_weights or "none", seed=args.seed,
                                   rotations=args.rotations, zoom=args.zoom_jitter, blur=args.blur_jitter,
-                                  gamma=args.gamma_jitter, mixup=args.mixup, sam=args.sam,
+                                  gamma=args.gamma_jitter, mixup=args.mixup,
+                                  sam=ImageTrainSettings.sam if args.sam is None else args.sam,
                                   simulated_voids=args.simulated_voids,
                                   normalization=args.normalization, weight_decay=args.weight_decay,
                                   average_epochs=args.average_epochs, split_seed=args.split_seed,

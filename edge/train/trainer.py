@@ -16,6 +16,7 @@ from tqdm import tqdm
 from edge.data.noise import add_noise
 from edge.data.preprocess import model_input
 from edge.data.splits import RandomWindowSampler
+from edge.errors import DataError
 from edge.train.device import CPU, to_device
 from edge.train.evaluate import accuracy_under_noise
 from edge.train.loop import KeptWeights, Mixup, one_cycle, step
@@ -94,6 +95,9 @@ def fit(model: nn.Module, sampler: RandomWindowSampler, val_x: np.ndarray, val_y
     augmented windows, the rest the usual loss on the labels.  The network trains on ``device``
     and is handed back on the CPU.
     """
+    if settings.mixstyle and settings.sam:
+        raise DataError("sharpness-aware minimisation takes each step's gradient twice on the same batch; "
+                        "MixStyle draws new styles at every pass: set sam to 0 to train with mixstyle")
     model.to(device)
     if teachers:
         teachers.to(device)
