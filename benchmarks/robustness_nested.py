@@ -17,7 +17,9 @@ candidates to distil from: each run of this candidate learns from their runs on 
 same training loads and seed (inner and outer alike), which are trained first when
 missing.  ``--inner-from FILE`` takes the candidates of an earlier result file with
 their inner scores (and the outer runs it holds) instead of training them again, so
-a new candidate is chosen against all of them for the cost of its own runs.
+a new candidate is chosen against all of them for the cost of its own runs; they are
+taken as measured then, with the defaults of their day (a run logged in the work folder
+is trained again when its settings differ from those asked now).
 ``--every-fold NAME`` also trains a candidate on the folds where it was not chosen and
 scores it there, for comparison only (``every_fold`` in the result).  Writes
 benchmarks/results/robustness_nested.json.
@@ -158,7 +160,8 @@ def main() -> int:
                         help="runs and logs; the default runs of robustness_cwru.py are reused from here")
     parser.add_argument("--inner-from", type=Path, metavar="FILE",
                         help="an earlier result file of this script (same model and seeds): its candidates join "
-                             "the choice with the inner scores measured there, and its outer runs are reused")
+                             "the choice with the inner scores measured there, and its outer runs are reused, "
+                             "as measured then (with the defaults of their day)")
     parser.add_argument("--every-fold", action="append", default=[], metavar="NAME",
                         help="also train this candidate on every outer fold, chosen or not, and score it there for "
                              "comparison only (the result's every_fold); the nested figure is unchanged (repeat)")
