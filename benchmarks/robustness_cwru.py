@@ -17,7 +17,7 @@ of the last fold, all families timed in the same interleaved rounds).
 Results are appended per run to a JSON-lines file, so an interrupted benchmark
 resumes where it stopped; the summary goes to benchmarks/results/robustness_cwru.json.
 
-    python benchmarks/robustness_cwru.py                    # 5 families x 3 folds x 3 seeds (~70 min, 2 cores)
+    python benchmarks/robustness_cwru.py                    # 5 families x 3 folds x 3 seeds (~2 h, 2 cores)
     python benchmarks/robustness_cwru.py --models drsn1d-cw --seeds 0 --folds 2
     python benchmarks/robustness_cwru.py --device cuda --jobs 8          # networks on a GPU, 8 runs at once
 """
