@@ -5,7 +5,7 @@ Trains every model with the same data, seed, noise augmentation and step budget
 segments at every SNR with the same seeded noise.  Writes
 benchmarks/results/accuracy_cwru.json and prints the table.
 
-    python benchmarks/accuracy_cwru.py                       # all models, seeds 0 and 1 (~40 min, 2 cores)
+    python benchmarks/accuracy_cwru.py                       # all models, seeds 0 and 1 (~30 min, 2 cores)
     python benchmarks/accuracy_cwru.py --models drsn1d-cw --seeds 0
 """
 
