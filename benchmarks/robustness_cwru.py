@@ -58,6 +58,11 @@ LOGGED_BEFORE = {"sam": 0.0}
 MODEL_OVERRIDES = ("window", "width", "depth")
 
 
+def model_overrides(overrides: dict | None) -> dict:
+    """The overrides that shape the model and its window (``MODEL_OVERRIDES``), not its training."""
+    return {k: v for k, v in (overrides or {}).items() if k in MODEL_OVERRIDES}
+
+
 def training_settings(seed: int, overrides: dict | None, epochs: int | None, steps: int | None):
     """The TrainSettings a run of this protocol trains with: the defaults, then a candidate's overrides
     (less the model's), then ``--epochs`` / ``--steps``."""
@@ -81,9 +86,8 @@ def trained_as_asked(row: dict, seed: int, overrides: dict | None, epochs: int |
         return False
     asked = json.loads(json.dumps(asdict(training_settings(seed, overrides, epochs, steps))))
     logged = row["settings"]
-    shape = {k: v for k, v in (overrides or {}).items() if k in MODEL_OVERRIDES}
     return (all(logged.get(k, LOGGED_BEFORE.get(k, v)) == v for k, v in asked.items())
-            and {k: v for k, v in (row.get("overrides") or {}).items() if k in MODEL_OVERRIDES} == shape)
+            and model_overrides(row.get("overrides")) == model_overrides(overrides))
 
 
 def fresh_rows(rows: list[dict], asked: Callable[[dict], dict | None], epochs: int | None,
@@ -113,7 +117,7 @@ def train_and_score(data: str, work: str, model: str, seed: int, test_load: int,
 
     train_loads = train_loads or tuple(load for load in LOADS if load != test_load)
     run = run_path(work, model, tag, train_loads, test_load, seed)
-    shape = overrides or {}
+    shape = model_overrides(overrides)
     windows = WindowSettings(length=int(shape.get("window", WindowSettings.length)))
     width, depth = shape.get("width"), shape.get("depth")  # the model's, not the training's
     settings = training_settings(seed, overrides, epochs, steps)
