@@ -55,7 +55,7 @@ def run_path(work: str | Path, model: str, tag: str, train_loads: tuple[int, ...
 #: Training settings added after runs were first logged here, with the value those runs trained with.
 LOGGED_BEFORE = {"sam": 0.0}
 #: Overrides that shape the model and its window rather than the training (not in TrainSettings).
-MODEL_OVERRIDES = ("window", "width", "depth")
+MODEL_OVERRIDES = ("window", "width", "depth", "instance_norm")
 
 
 def model_overrides(overrides: dict | None) -> dict:
@@ -110,7 +110,7 @@ def train_and_score(data: str, work: str, model: str, seed: int, test_load: int,
 
     ``train_loads`` defaults to every load but ``test_load``; ``overrides`` replace
     training defaults (a candidate of the nested selection; ``window`` is the window
-    length in samples, ``width`` and ``depth`` the model's) and ``tag`` names them.
+    length in samples, ``width``, ``depth`` and ``instance_norm`` the model's) and ``tag`` names them.
     The network trains on ``device``; the scoring runs on the CPU.
     """
     from edge.train.vibration import WindowSettings, evaluate_cwru, train_cwru
@@ -120,9 +120,11 @@ def train_and_score(data: str, work: str, model: str, seed: int, test_load: int,
     shape = model_overrides(overrides)
     windows = WindowSettings(length=int(shape.get("window", WindowSettings.length)))
     width, depth = shape.get("width"), shape.get("depth")  # the model's, not the training's
+    instance_norm = int(shape.get("instance_norm", 0))
     settings = training_settings(seed, overrides, epochs, steps)
     metrics = train_cwru(data, run, model_name=model, loads=train_loads, windows=windows, settings=settings,
-                         width=width, depth=depth, threads=1, quiet=True, device=device)
+                         width=width, depth=depth, instance_norm=instance_norm, threads=1, quiet=True,
+                         device=device)
     gaussian = evaluate_cwru(run, loads=(test_load,), snrs=snrs, threads=1)
     pink = evaluate_cwru(run, loads=(test_load,), snrs=pink_snrs, noise_kind="pink", threads=1) if pink_snrs else None
     return {

@@ -10,9 +10,9 @@ only then is it trained on A+B with every seed and scored on T.  T is touched on
 per figure, after the choice.
 
 Candidates are ``NAME:FIELD=VALUE,...`` over the training settings
-(``TrainSettings``), ``window`` (samples per window) and the model's ``width`` and ``depth``; ``default:`` is the
-unchanged default, whose outer runs are reused from robustness_cwru.py's log when
-present.  ``teachers=A;B`` names other
+(``TrainSettings``), ``window`` (samples per window) and the model's ``width``,
+``depth`` and ``instance_norm``; ``default:`` is the unchanged default, whose outer
+runs are reused from robustness_cwru.py's log when present.  ``teachers=A;B`` names other
 candidates to distil from: each run of this candidate learns from their runs on the
 same training loads and seed (inner and outer alike), which are trained first when
 missing.  ``--inner-from FILE`` takes the candidates of an earlier result file with

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from edge.export import export_onnx
-from edge.models import MODELS, build_model, model_config
+from edge.models import MODELS, build_model, config_from_dict, model_config
+from edge.models.resnet1d import InstanceBatchNorm1d
 from edge.models.shrinkage import SelfAdaptiveShrinkage, Shrinkage, soft_threshold
 
 
@@ -66,18 +67,49 @@ def test_unknown_model_is_refused():
         model_config("drsn9d")
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_onnx_export_has_dynamic_batch_and_matches_torch(name, tmp_path):
+def test_instance_batch_norm_measures_half_the_channels_on_each_window_alone():
+    """IBN-a: in the instance half a window's own level and offset are taken out, at inference too; the batch
+    half keeps the statistics of training, and no window's output depends on the others in its batch."""
+    torch.manual_seed(0)
+    norm = InstanceBatchNorm1d(6).eval()
+    x = torch.randn(3, 6, 128)
+    out, louder = norm(x), norm(4.0 * x + 2.5)
+    assert torch.allclose(out[:, :3], louder[:, :3], atol=1e-4)
+    assert torch.allclose(out[:, :3].mean(dim=-1), torch.zeros(3, 3), atol=1e-5)
+    assert not torch.allclose(out[:, 3:], louder[:, 3:], atol=1e-2)
+    assert torch.allclose(norm(x[:1]), out[:1], atol=1e-6)
+
+
+def test_instance_norm_makes_the_stem_and_the_first_stages_ibn_with_the_same_parameters():
+    plain = build_model(model_config("drsn1d-cw", width=4, depth=2))
+    ibn = build_model(model_config("drsn1d-cw", width=4, depth=2, instance_norm=2))
+    assert isinstance(ibn.stem[1], InstanceBatchNorm1d)
+    assert [isinstance(unit.bn1, InstanceBatchNorm1d) for unit in ibn.units] == [True] * 4 + [False] * 2
+    assert not any(isinstance(m, InstanceBatchNorm1d) for m in plain.modules())
+    assert sum(p.numel() for p in ibn.parameters()) == sum(p.numel() for p in plain.parameters())
+    # A run written before the setting existed rebuilds as it was trained.
+    stored = model_config("drsn1d-cw").to_dict()
+    del stored["instance_norm"]
+    assert config_from_dict(stored).instance_norm == 0
+    with pytest.raises(ValueError, match="instance_norm must be between 0 and the 3 stages, got 4"):
+        build_model(model_config("drsn1d-cw", instance_norm=4))
+    with pytest.raises(ValueError, match="dca-cnn has no residual stages"):
+        build_model(model_config("dca-cnn", instance_norm=1))
+
+
+@pytest.mark.parametrize("name, instance_norm", [(name, 0) for name in sorted(MODELS)] + [("drsn1d-cw", 2)])
+def test_onnx_export_has_dynamic_batch_and_matches_torch(name, instance_norm, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
-    model = build_model(model_config(name, width=4, depth=1)).eval()
+    model = build_model(model_config(name, width=4, depth=1, instance_norm=instance_norm or None)).eval()
     path = export_onnx(model, tmp_path / f"{name}.onnx", (1, 1024))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(0).standard_normal((5, 1, 1024)).astype(np.float32)
-    with torch.no_grad():
-        expected = model(torch.from_numpy(x)).numpy()
-    got = session.run(["logits"], {"window": x})[0]
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    for batch in (1, 5):
+        x = np.random.default_rng(batch).standard_normal((batch, 1, 1024)).astype(np.float32)
+        with torch.no_grad():
+            expected = model(torch.from_numpy(x)).numpy()
+        got = session.run(["logits"], {"window": x})[0]
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_wavelet_transform_matches_pywavelets():

@@ -87,6 +87,18 @@ def test_cli_train_writes_a_run(cwru_dir, tmp_path, capsys):
     assert "dca-cnn reads one" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
+def test_cli_instance_norm_shapes_the_model_and_is_refused_where_it_cannot_be(cwru_dir, tmp_path, capsys):
+    run = train_tiny_cli(cwru_dir, tmp_path / "ibn", "--instance-norm", "1")
+    assert run.config["model"]["instance_norm"] == 1
+    assert train_tiny_cli(cwru_dir, tmp_path / "plain").config["model"]["instance_norm"] == 0
+    for arguments, said in [(["--instance-norm", "4"], "between 0 (off) and the model's 3, got 4"),
+                            (["--instance-norm", "-1"], "between 0 (off) and the model's 3, got -1"),
+                            (["--model", "dca-cnn", "--instance-norm", "1"], "dca-cnn has none"),
+                            (["--task", "neu", "--instance-norm", "1"], "--instance-norm: vibration training only")]:
+        assert main(["train", "--out", str(tmp_path / "x"), "-q", *arguments]) == 2
+        assert said in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
 def test_mixup_trains_on_convex_pairs_and_is_recorded(cwru_dir, tmp_path, capsys):
     from edge.train.loop import Mixup
 
@@ -419,6 +431,8 @@ def test_a_logged_run_stands_for_a_run_asked_now_only_if_it_trained_with_the_sam
     assert not trained_as_asked(now, 2, {}, None, None)  # another seed
     long = row(training_settings(1, {}, None, None), overrides={"window": 4096})
     assert not trained_as_asked(long, 1, {}, None, None) and trained_as_asked(long, 1, {"window": 4096}, None, None)
+    ibn = row(training_settings(1, {}, None, None), overrides={"instance_norm": 2})  # another model, same training
+    assert not trained_as_asked(ibn, 1, {}, None, None) and trained_as_asked(ibn, 1, {"instance_norm": 2}, None, None)
     assert not trained_as_asked({"seed": 1, "overrides": {}}, 1, {}, None, None)  # no settings: nothing to trust
 
     kept = fresh_rows([now, before_sam, quick], lambda r: None if r is quick else {}, None, None)

@@ -173,6 +173,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="channels of the first stage (default 16 vibration, 64 images)")
     p.add_argument("--depth", type=positive_int, default=None,
                    help="residual units per stage (default 2)")
+    p.add_argument("--instance-norm", type=int, default=0, metavar="STAGES",
+                   help="vibration residual models: in the stem and the first STAGES stages, normalise half the "
+                        "channels of each unit's first normalisation per window (IBN-a), so a new load's feature "
+                        "statistics are measured on the window itself, e.g. 2 (default 0: BatchNorm only; "
+                        "docs/robustness-experiments.md)")
     p.add_argument("--size", type=positive_int, default=None,
                    help="images: input size in px, e.g. 32, 64, 100, 200 (default 32 castings, 64 otherwise)")
     p.add_argument("--class-weights", default=None, choices=["none", "balanced", "gmean"],
@@ -211,7 +216,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 #: refused rather than silently ignored: a user who asks for quarter turns on a vibration run,
 #: or for noise augmentation on images, would otherwise believe the run had them.
 VIBRATION_OPTIONS = ("loads", "channel", "rate", "window", "snr_train", "clean_fraction", "noise", "speed_jitter",
-                     "gain_jitter", "band_jitter", "mixstyle", "val_snr", "steps")
+                     "gain_jitter", "band_jitter", "mixstyle", "val_snr", "steps", "instance_norm")
 IMAGE_OPTIONS = ("size", "class_weights", "rotations", "zoom_jitter", "blur_jitter", "gamma_jitter",
                  "simulated_voids", "split_seed", "init_state")
 
@@ -266,6 +271,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from edge.data.cwru import parse_loads
     from edge.data.noise import parse_snr_list, parse_snr_range
     from edge.data.preprocess import VIBRATION_NORMALIZATIONS, input_channels
+    from edge.models import ModelConfig
     from edge.train.settings import check_label_smoothing
     from edge.train.trainer import TrainSettings
     from edge.train.vibration import WindowSettings, train_cwru
@@ -292,6 +298,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     sam = args.sam if args.sam is not None else 0.0 if args.mixstyle else TrainSettings.sam
     if args.mixstyle and model == "dca-cnn":
         raise DataError("--mixstyle mixes the features of a residual network's early units; dca-cnn has none")
+    stages = ModelConfig.stages
+    if not 0 <= args.instance_norm <= stages:
+        raise DataError(f"--instance-norm counts stages: between 0 (off) and the model's {stages}, "
+                        f"got {args.instance_norm}")
+    if args.instance_norm and model == "dca-cnn":
+        raise DataError("--instance-norm changes a residual network's stages; dca-cnn has none")
     if not 0.0 <= args.band_jitter <= 40.0:
         raise DataError(f"--band-jitter must be between 0 (off) and 40 dB, got {args.band_jitter}")
     settings = TrainSettings(epochs=epochs, steps_per_epoch=args.steps, batch_size=args.batch_size,
@@ -308,8 +320,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                              val_snrs=parse_snr_list(args.val_snr) if snr_train else [None])
     train_cwru(args.data or default_cwru_dir(), args.out, model_name=model, loads=parse_loads(args.loads),
                channel=args.channel, rate_hz=args.rate, windows=WindowSettings(length=args.window),
-               settings=settings, width=args.width, depth=args.depth, threads=args.threads, quiet=args.quiet,
-               device=args.device)
+               settings=settings, width=args.width, depth=args.depth, instance_norm=args.instance_norm,
+               threads=args.threads, quiet=args.quiet, device=args.device)
     return 0
 
 

@@ -37,7 +37,8 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
-    example = (torch.zeros((1, *input_shape), dtype=torch.float32),)
+    # Batch 2: an example of 1 lets the exporter fix the batch axis where a layer reshapes by it (InstanceNorm).
+    example = (torch.zeros((2, *input_shape), dtype=torch.float32),)
     arg = next(iter(inspect.signature(model.forward).parameters))
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" and the like
     with warnings.catch_warnings():

@@ -116,6 +116,8 @@ class DcaCnn(nn.Module):
             raise ValueError("dca-cnn reads one accelerometer channel")
         if min(config.width, config.depth, config.num_classes - 1) < 1:
             raise ValueError(f"dca-cnn needs width, depth >= 1 and at least 2 classes: {config}")
+        if config.instance_norm:
+            raise ValueError("instance_norm is a setting of the residual families; dca-cnn has no residual stages")
         self.config = config
         w = config.width
         features = 4 * w

@@ -4,7 +4,9 @@ One architecture, four variants that differ only in the shrinkage inside each
 residual unit, so the DRSN-versus-ResNet comparison is an honest ablation.
 A wide strided stem (as in WDCNN) turns the raw window into a short feature map
 cheaply; pre-activation residual units (BN-ReLU-Conv x2, shrinkage, + shortcut)
-follow, as in the DRSN paper.
+follow, as in the DRSN paper.  ``instance_norm`` stages may normalise half their
+channels per window instead of over the batch (IBN-a), so that a new operating
+condition's feature statistics are measured on the window itself.
 """
 
 from __future__ import annotations
@@ -45,17 +47,41 @@ class ModelConfig(JsonConfig):
     kernel: int = 3
     stem_kernel: int = 64
     stem_stride: int = 8
+    instance_norm: int = 0     # stages (the stem with the first) whose first BatchNorm is IBN-a; 0: none
     extra: dict = field(default_factory=dict)
 
+
+class InstanceBatchNorm1d(nn.Module):
+    """IBN-a (Pan et al., ECCV 2018): half the channels normalised per window, the other half over the batch.
+
+    Instance normalisation measures each window's own feature statistics, at training and
+    on the gateway alike, so a shift of those statistics (a new load or speed) is taken
+    out where it arises; the batch-normalised half keeps what the statistics tell apart.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.split = (channels // 2, channels - channels // 2)
+        self.instance = nn.InstanceNorm1d(self.split[0], affine=True)
+        self.batch = nn.BatchNorm1d(self.split[1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        per_window, over_batch = torch.split(x, self.split, dim=1)
+        return torch.cat([self.instance(per_window), self.batch(over_batch)], dim=1)
+
+
+def batch_norm_1d(channels: int, instance: bool) -> nn.Module:
+    """The unit's normalisation: BatchNorm, or IBN-a where ``instance``."""
+    return InstanceBatchNorm1d(channels) if instance else nn.BatchNorm1d(channels)
 
 
 class ResidualUnit1d(nn.Module):
     """Pre-activation residual unit; with shrinkage it is the DRSN's RSBU."""
 
-    def __init__(self, cin: int, cout: int, stride: int, kernel: int, shrinkage: str):
+    def __init__(self, cin: int, cout: int, stride: int, kernel: int, shrinkage: str, instance_norm: bool = False):
         super().__init__()
         pad = kernel // 2
-        self.bn1 = nn.BatchNorm1d(cin)
+        self.bn1 = batch_norm_1d(cin, instance_norm)
         self.conv1 = nn.Conv1d(cin, cout, kernel, stride=stride, padding=pad, bias=False)
         self.bn2 = nn.BatchNorm1d(cout)
         self.conv2 = nn.Conv1d(cout, cout, kernel, stride=1, padding=pad, bias=False)
@@ -82,12 +108,15 @@ class ResNet1d(nn.Module):
             raise ValueError(f"unknown shrinkage {config.shrinkage!r}; choose one of {', '.join(SHRINKAGE_KINDS)}")
         if min(config.width, config.depth, config.stages, config.num_classes) < 1:
             raise ValueError(f"width, depth, stages and num_classes must be >= 1: {config}")
+        if not 0 <= config.instance_norm <= config.stages:
+            raise ValueError(f"instance_norm must be between 0 and the {config.stages} stages, "
+                             f"got {config.instance_norm}")
         self.config = config
         w = config.width
         self.stem = nn.Sequential(
             nn.Conv1d(config.in_channels, w, config.stem_kernel, stride=config.stem_stride,
                       padding=(config.stem_kernel - config.stem_stride) // 2, bias=False),
-            nn.BatchNorm1d(w),
+            batch_norm_1d(w, config.instance_norm > 0),
             nn.ReLU(inplace=True),
         )
         units = []
@@ -95,7 +124,8 @@ class ResNet1d(nn.Module):
         for stage in range(config.stages):
             cout = w * 2 ** stage
             for i in range(config.depth):
-                units.append(ResidualUnit1d(cin, cout, 2 if i == 0 else 1, config.kernel, config.shrinkage))
+                units.append(ResidualUnit1d(cin, cout, 2 if i == 0 else 1, config.kernel, config.shrinkage,
+                                            instance_norm=stage < config.instance_norm))
                 cin = cout
         self.units = nn.Sequential(*units)
         self.head_bn = nn.BatchNorm1d(cin)
