@@ -93,13 +93,13 @@ def trained_as_asked(row: dict, seed: int, overrides: dict | None, epochs: int |
 def fresh_rows(rows: list[dict], asked: Callable[[dict], dict | None], epochs: int | None,
                steps: int | None) -> list[dict]:
     """The logged rows that may stand for the runs asked now; ``asked(row)`` gives the overrides its run is asked
-    with (None: not asked, kept as it is).  Says how many trained otherwise: those are trained again, their run
-    folders overwritten."""
+    with (None: not asked, kept as it is).  Says how many trained otherwise: those are trained again (their run
+    folders overwritten) unless the caller has them as measured elsewhere (``--inner-from``)."""
     kept = [r for r in rows if (overrides := asked(r)) is None
             or trained_as_asked(r, r["seed"], overrides, epochs, steps)]
     if len(kept) < len(rows):
         print(f"{len(rows) - len(kept)} logged runs trained with other settings than asked now (an earlier "
-              f"default, or other --epochs/--steps): trained again", flush=True)
+              f"default, or other --epochs/--steps): not taken for them", flush=True)
     return kept
 
 

@@ -437,7 +437,8 @@ def test_a_logged_run_stands_for_a_run_asked_now_only_if_it_trained_with_the_sam
 
     kept = fresh_rows([now, before_sam, quick], lambda r: None if r is quick else {}, None, None)
     assert kept == [now, quick]                          # a row nobody asks for is left as it is
-    assert "1 logged runs trained with other settings than asked now" in capsys.readouterr().out
+    assert "1 logged runs trained with other settings than asked now (an earlier default, or other " \
+           "--epochs/--steps): not taken for them" in capsys.readouterr().out
     assert fresh_rows([now], lambda r: {}, None, None) == [now] and capsys.readouterr().out == ""
 
 
