@@ -250,7 +250,7 @@ def test_sam_steps_with_the_gradient_at_the_worst_nearby_weights_and_counts_the_
 def test_cli_sam_is_the_vibration_default_recorded_and_refused_where_it_cannot_be(cwru_dir, tmp_path, capsys):
     plain = train_tiny_cli(cwru_dir, tmp_path / "plain", "--sam", "0")
     sharp = train_tiny_cli(cwru_dir, tmp_path / "sam")
-    assert sharp.config["training"]["sam"] == 0.05 and plain.config["training"]["sam"] == 0.0
+    assert sharp.config["training"]["sam"] == 0.2 and plain.config["training"]["sam"] == 0.0
     # Same seed, same split, same settings but rho: the weights differ only by where each step's gradient was taken.
     assert plain.split == sharp.split
     assert {k: v for k, v in plain.config["training"].items() if k != "sam"} == \
@@ -421,7 +421,8 @@ def test_a_logged_run_stands_for_a_run_asked_now_only_if_it_trained_with_the_sam
             dataclasses.asdict(settings)))}
 
     now = row(training_settings(1, {}, None, None))
-    assert now["settings"]["sam"] == 0.05 and trained_as_asked(now, 1, {}, None, None)
+    assert now["settings"]["sam"] == 0.2 and trained_as_asked(now, 1, {}, None, None)
+    assert not trained_as_asked(row(training_settings(1, {"sam": 0.05}, None, None)), 1, {}, None, None)
     before_sam = row(training_settings(1, {"sam": 0.0}, None, None))
     del before_sam["settings"]["sam"]                    # logged before the setting existed: trained without it
     assert not trained_as_asked(before_sam, 1, {}, None, None)

@@ -38,7 +38,7 @@ class TrainSettings:
     normalization: str = "zscore"
     mixup: float = 0.0                                   # Beta(a, a) mixing of window pairs and labels; 0 = off
     mixstyle: float = 0.0                                # share of batches whose early features swap styles
-    sam: float = 0.05                                    # sharpness-aware minimisation radius rho; 0 = off
+    sam: float = 0.2                                     # sharpness-aware minimisation radius rho; 0 = off
     label_smoothing: float = 0.0                         # share of each target spread over the other classes
     average_epochs: int = 0                              # keep the weight average of the last N epochs; 0 = best epoch
     teachers: list = field(default_factory=list)         # run directories to distil from (edge.train.teachers)
