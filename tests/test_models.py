@@ -93,6 +93,8 @@ def test_instance_norm_makes_the_stem_and_the_first_stages_ibn_with_the_same_par
     assert config_from_dict(stored).instance_norm == 0
     with pytest.raises(ValueError, match="instance_norm must be between 0 and the 3 stages, got 4"):
         build_model(model_config("drsn1d-cw", instance_norm=4))
+    with pytest.raises(ValueError, match="width must be >= 2"):
+        build_model(model_config("drsn1d-cw", width=1, instance_norm=1))
     with pytest.raises(ValueError, match="dca-cnn has no residual stages"):
         build_model(model_config("dca-cnn", instance_norm=1))
 

@@ -111,6 +111,8 @@ class ResNet1d(nn.Module):
         if not 0 <= config.instance_norm <= config.stages:
             raise ValueError(f"instance_norm must be between 0 and the {config.stages} stages, "
                              f"got {config.instance_norm}")
+        if config.instance_norm and config.width < 2:
+            raise ValueError("instance_norm splits each normalisation's channels in two halves: width must be >= 2")
         self.config = config
         w = config.width
         self.stem = nn.Sequential(
