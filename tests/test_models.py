@@ -103,7 +103,7 @@ def test_instance_norm_makes_the_stem_and_the_first_stages_ibn_with_the_same_par
 def test_onnx_export_has_dynamic_batch_and_matches_torch(name, instance_norm, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
-    model = build_model(model_config(name, width=4, depth=1, instance_norm=instance_norm or None)).eval()
+    model = build_model(model_config(name, width=4, depth=1, instance_norm=instance_norm)).eval()
     path = export_onnx(model, tmp_path / f"{name}.onnx", (1, 1024))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for batch in (1, 5):

@@ -91,9 +91,11 @@ def test_cli_instance_norm_shapes_the_model_and_is_refused_where_it_cannot_be(cw
     run = train_tiny_cli(cwru_dir, tmp_path / "ibn", "--instance-norm", "1")
     assert run.config["model"]["instance_norm"] == 1
     assert train_tiny_cli(cwru_dir, tmp_path / "plain").config["model"]["instance_norm"] == 0
-    for arguments, said in [(["--instance-norm", "4"], "between 0 (off) and the model's 3, got 4"),
-                            (["--instance-norm", "-1"], "between 0 (off) and the model's 3, got -1"),
-                            (["--model", "dca-cnn", "--instance-norm", "1"], "dca-cnn has none"),
+    for arguments, said in [(["--instance-norm", "4"], "--instance-norm 4: instance_norm must be between 0 and the "
+                                                       "3 stages, got 4"),
+                            (["--instance-norm", "-1"], "must be between 0 and the 3 stages, got -1"),
+                            (["--width", "1", "--instance-norm", "1"], "width must be >= 2"),
+                            (["--model", "dca-cnn", "--instance-norm", "1"], "dca-cnn has no residual stages"),
                             (["--task", "neu", "--instance-norm", "1"], "--instance-norm: vibration training only")]:
         assert main(["train", "--out", str(tmp_path / "x"), "-q", *arguments]) == 2
         assert said in capsys.readouterr().err and not (tmp_path / "x").exists()

@@ -273,7 +273,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from edge.data.cwru import parse_loads
     from edge.data.noise import parse_snr_list, parse_snr_range
     from edge.data.preprocess import VIBRATION_NORMALIZATIONS, input_channels
-    from edge.models import ModelConfig
+    from edge.models import build_model, model_config
     from edge.train.settings import check_label_smoothing
     from edge.train.trainer import TrainSettings
     from edge.train.vibration import WindowSettings, train_cwru
@@ -300,12 +300,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     sam = args.sam if args.sam is not None else 0.0 if args.mixstyle else TrainSettings.sam
     if args.mixstyle and model == "dca-cnn":
         raise DataError("--mixstyle mixes the features of a residual network's early units; dca-cnn has none")
-    stages = ModelConfig.stages
-    if not 0 <= args.instance_norm <= stages:
-        raise DataError(f"--instance-norm counts stages: between 0 (off) and the model's {stages}, "
-                        f"got {args.instance_norm}")
-    if args.instance_norm and model == "dca-cnn":
-        raise DataError("--instance-norm changes a residual network's stages; dca-cnn has none")
+    if args.instance_norm:  # the model's own checks, said in one line before any data is read
+        try:
+            build_model(model_config(model, width=args.width, depth=args.depth, instance_norm=args.instance_norm))
+        except ValueError as exc:
+            raise DataError(f"--instance-norm {args.instance_norm}: {exc}") from None
     if not 0.0 <= args.band_jitter <= 40.0:
         raise DataError(f"--band-jitter must be between 0 (off) and 40 dB, got {args.band_jitter}")
     settings = TrainSettings(epochs=epochs, steps_per_epoch=args.steps, batch_size=args.batch_size,

@@ -56,7 +56,8 @@ def train_cwru(data_dir: str | Path, out: str | Path, model_name: str = "drsn1d-
                device: str = "cpu") -> dict:
     """Train one model on CWRU on ``device`` (``--device``) and write the run directory; returns its metrics.
 
-    ``width``, ``depth`` and ``instance_norm`` shape the model (``ModelConfig``); None or 0 keeps its default.
+    ``width``, ``depth`` and ``instance_norm`` shape the model (``ModelConfig``); None keeps the model's width
+    and depth.
     """
     windows = windows or WindowSettings()
     split = split or SplitSpec()
@@ -73,7 +74,7 @@ def train_cwru(data_dir: str | Path, out: str | Path, model_name: str = "drsn1d-
     val_x, val_y = windows_of(segments, "val", windows.length, hops["val"])
     sampler = RandomWindowSampler(segments, windows.length, rng, settings.speed_jitter)
     config = model_config(model_name, num_classes=len(dataset.classes), width=width, depth=depth,
-                          instance_norm=instance_norm or None, in_channels=input_channels(settings.normalization))
+                          instance_norm=instance_norm, in_channels=input_channels(settings.normalization))
     model = build_model(config)
     n_params = sum(p.numel() for p in model.parameters())
     _log(quiet, f"training {model_name} ({n_params:,} parameters) on {len(dataset.records)} records, "
