@@ -44,12 +44,14 @@ HERE = Path(__file__).resolve().parent
 LOADS = (0, 1, 2)
 
 
-def run_path(work: str | Path, model: str, tag: str, train_loads: tuple[int, ...], test_load: int,
+def run_path(work: str | Path, model: str, tag: str, train_loads: tuple[int, ...], test_loads: tuple[int, ...],
              seed: int) -> Path:
-    """Where a run is written: the plain protocol's runs by fold, a tagged candidate's by its training loads too."""
+    """Where a run is written: the plain protocol's runs by fold, a tagged candidate's by its training loads too
+    (and by every load it is scored on: an inner run of the nested choice is scored on two)."""
+    tests = "".join(map(str, test_loads))
     if not tag:
-        return Path(work) / f"{model}-test{test_load}-s{seed}"
-    return Path(work) / f"{model}{tag}-train{''.join(map(str, train_loads))}-test{test_load}-s{seed}"
+        return Path(work) / f"{model}-test{tests}-s{seed}"
+    return Path(work) / f"{model}{tag}-train{''.join(map(str, train_loads))}-test{tests}-s{seed}"
 
 
 #: Training settings added after runs were first logged here, with the value those runs trained with.
@@ -103,20 +105,22 @@ def fresh_rows(rows: list[dict], asked: Callable[[dict], dict | None], epochs: i
     return kept
 
 
-def train_and_score(data: str, work: str, model: str, seed: int, test_load: int, snrs: list, pink_snrs: list,
-                    epochs: int | None, steps: int | None, train_loads: tuple[int, ...] | None = None,
-                    overrides: dict | None = None, tag: str = "", device: str = "cpu") -> dict:
-    """One fold of one seed of one family (runs in a worker process on one CPU thread).
+def train_and_score(data: str, work: str, model: str, seed: int, test_loads: tuple[int, ...], snrs: list,
+                    pink_snrs: list, epochs: int | None, steps: int | None, train_loads: tuple[int, ...] | None = None,
+                    overrides: dict | None = None, tag: str = "", device: str = "cpu") -> list[dict]:
+    """One training of one family on one seed, scored on each of ``test_loads``: one row per test load (runs in a
+    worker process on one CPU thread).  The training does not depend on where it is scored, so a run scored on
+    two loads trains once.
 
-    ``train_loads`` defaults to every load but ``test_load``; ``overrides`` replace
+    ``train_loads`` defaults to every load but the test loads; ``overrides`` replace
     training defaults (a candidate of the nested selection; ``window`` is the window
     length in samples, ``width``, ``depth`` and ``instance_norm`` the model's) and ``tag`` names them.
     The network trains on ``device``; the scoring runs on the CPU.
     """
     from edge.train.vibration import WindowSettings, evaluate_cwru, train_cwru
 
-    train_loads = train_loads or tuple(load for load in LOADS if load != test_load)
-    run = run_path(work, model, tag, train_loads, test_load, seed)
+    train_loads = train_loads or tuple(load for load in LOADS if load not in test_loads)
+    run = run_path(work, model, tag, train_loads, test_loads, seed)
     shape = model_overrides(overrides)
     windows = WindowSettings(length=int(shape.get("window", WindowSettings.length)))
     width, depth = shape.get("width"), shape.get("depth")  # the model's, not the training's
@@ -125,19 +129,23 @@ def train_and_score(data: str, work: str, model: str, seed: int, test_load: int,
     metrics = train_cwru(data, run, model_name=model, loads=train_loads, windows=windows, settings=settings,
                          width=width, depth=depth, instance_norm=instance_norm, threads=1, quiet=True,
                          device=device)
-    gaussian = evaluate_cwru(run, loads=(test_load,), snrs=snrs, threads=1)
-    pink = evaluate_cwru(run, loads=(test_load,), snrs=pink_snrs, noise_kind="pink", threads=1) if pink_snrs else None
-    return {
-        "model": model, "variant": tag, "overrides": overrides or {}, "seed": seed, "train_loads": list(train_loads),
-        "test_load": test_load, "run": str(run), "device": device,
-        "parameters": metrics["parameters"], "train_seconds": metrics["train_seconds"],
-        "best_epoch": metrics["best_epoch"], "best_val_score": metrics["best_val_score"],
-        "test_windows": gaussian["windows"],
-        "test_windows_by_origin": {o: sum(s["windows"] for s in gaussian["sources"] if s["origin"] == o)
-                                   for o in {s["origin"] for s in gaussian["sources"]}},
-        "accuracy_gaussian": gaussian["accuracy_by_snr"], "accuracy_pink": pink and pink["accuracy_by_snr"],
-        "settings": asdict(settings),
-    }
+    rows = []
+    for test_load in test_loads:
+        gaussian = evaluate_cwru(run, loads=(test_load,), snrs=snrs, threads=1)
+        pink = (evaluate_cwru(run, loads=(test_load,), snrs=pink_snrs, noise_kind="pink", threads=1)
+                if pink_snrs else None)
+        rows.append({
+            "model": model, "variant": tag, "overrides": overrides or {}, "seed": seed,
+            "train_loads": list(train_loads), "test_load": test_load, "run": str(run), "device": device,
+            "parameters": metrics["parameters"], "train_seconds": metrics["train_seconds"],
+            "best_epoch": metrics["best_epoch"], "best_val_score": metrics["best_val_score"],
+            "test_windows": gaussian["windows"],
+            "test_windows_by_origin": {o: sum(s["windows"] for s in gaussian["sources"] if s["origin"] == o)
+                                       for o in {s["origin"] for s in gaussian["sources"]}},
+            "accuracy_gaussian": gaussian["accuracy_by_snr"], "accuracy_pink": pink and pink["accuracy_by_snr"],
+            "settings": asdict(settings),
+        })
+    return rows
 
 
 def read_done(path: Path) -> list[dict]:
@@ -154,22 +162,23 @@ def read_done(path: Path) -> list[dict]:
 
 def train_all(tasks: list[tuple], log: Path, jobs: int, device: str = "cpu") -> list[dict]:
     """Run ``train_and_score(*task)`` on ``device`` for every task, ``jobs`` at a time; each row is appended to
-    ``log`` at once."""
+    ``log`` as soon as its run is done."""
     rows = []
     started = time.monotonic()
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
         futures = [pool.submit(train_and_score, *task, device=device) for task in tasks]
         for n, future in enumerate(as_completed(futures), 1):
-            row = future.result()
-            rows.append(row)
+            done = future.result()
+            rows += done
             with log.open("a") as fh:
-                fh.write(json.dumps(row) + "\n")
+                fh.writelines(json.dumps(row) + "\n" for row in done)
             eta = (time.monotonic() - started) / n * (len(tasks) - n)
-            print(f"[{n}/{len(tasks)}] {row['model']}{row.get('variant', '')} seed {row['seed']} "
-                  f"train {''.join(map(str, row['train_loads']))} test load {row['test_load']}: "
-                  + "  ".join(f"{k}:{100 * v:.2f}" for k, v in row["accuracy_gaussian"].items())
-                  + f"  ({row['train_seconds']:.0f} s; eta {eta / 60:.0f} min)", flush=True)
+            for row in done:
+                print(f"[{n}/{len(tasks)}] {row['model']}{row.get('variant', '')} seed {row['seed']} "
+                      f"train {''.join(map(str, row['train_loads']))} test load {row['test_load']}: "
+                      + "  ".join(f"{k}:{100 * v:.2f}" for k, v in row["accuracy_gaussian"].items())
+                      + f"  ({row['train_seconds']:.0f} s; eta {eta / 60:.0f} min)", flush=True)
     return rows
 
 
@@ -284,7 +293,8 @@ def main() -> int:
     done = {(r["model"], r["seed"], r["test_load"]) for r in rows}
     todo = [(m, s, f) for m in models for s in seeds for f in folds if (m, s, f) not in done]
     print(f"{len(done)} runs already in {log}, {len(todo)} to train ({args.jobs} at a time)", flush=True)
-    rows += train_all([(data, str(args.work), m, s, f, snrs, pink_snrs, args.epochs, args.steps) for m, s, f in todo],
+    rows += train_all([(data, str(args.work), m, s, (f,), snrs, pink_snrs, args.epochs, args.steps)
+                       for m, s, f in todo],
                       log, args.jobs, args.device)
 
     print("measuring cost: OpenVINO INT8 bundles, batch-1 latency on one thread", flush=True)

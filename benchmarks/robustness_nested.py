@@ -4,7 +4,8 @@ The plain protocol (robustness_cwru.py) chooses settings on validation segments 
 the training loads, which are the same operating condition as training: a setting
 that helps across loads cannot show there.  Here, for each outer fold (held-out load
 T, training loads A and B), every candidate is trained on A and scored on B, and
-trained on B and scored on A.  The candidate with the best inner score (the mean
+trained on B and scored on A (a load is a training load of two folds, and its run
+trains once and is scored on both other loads).  The candidate with the best inner score (the mean
 accuracy clean, at -4 dB and at -8 dB, the three targets) is chosen for that fold;
 only then is it trained on A+B with every seed and scored on T.  T is touched once
 per figure, after the choice.
@@ -78,13 +79,13 @@ def inner_tag(name: str) -> str:
     return f"+{name}"
 
 
-def resolve(overrides: dict, work: Path, model: str, train_loads: tuple[int, ...], test_load: int, seed: int,
-            inner: bool) -> dict:
+def resolve(overrides: dict, work: Path, model: str, train_loads: tuple[int, ...], test_loads: tuple[int, ...],
+            seed: int, inner: bool) -> dict:
     """``teachers=A;B`` (candidate names) -> those candidates' run directories for the same loads and seed."""
     if not isinstance(overrides.get("teachers"), str):
         return overrides
     return dict(overrides, teachers=[str(run_path(work, model, inner_tag(t) if inner else tag(t), train_loads,
-                                                  test_load, seed)) for t in teacher_names(overrides)])
+                                                  test_loads, seed)) for t in teacher_names(overrides)])
 
 
 def teacher_names(overrides: dict) -> list[str]:
@@ -195,30 +196,37 @@ def main() -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     inner_log, outer_log = args.work / "nested-inner.jsonl", args.work / "nested-outer.jsonl"
 
-    # Inner: every candidate, trained on one training load and scored on the other.
+    # Inner: every candidate, trained on one training load and scored on the other.  A load is the training
+    # load of two folds' inner runs (load 1: train 1 test 2 for fold 0, train 1 test 0 for fold 2), which are
+    # the same training: it is trained once and scored on both other loads, whichever folds are asked now.
     pairs = sorted({pair for fold in folds for pair in permutations([x for x in LOADS if x != fold], 2)})
+    inner_tests = {a: tuple(x for x in LOADS if x != a) for a in LOADS}
+
     def asked(row: dict, inner: bool) -> dict | None:
         """The overrides the candidate of a logged run asks for now (resolved teachers), None if none does."""
         names = {(inner_tag(n) if inner else tag(n)): n for n in candidates}
         if (name := names.get(row["variant"])) is None:
             return None
+        tests = inner_tests[row["train_loads"][0]] if inner else (row["test_load"],)
         return resolve(candidates[name], args.work / "inner" if inner else args.work, args.model,
-                       tuple(row["train_loads"]), row["test_load"], row["seed"], inner)
+                       tuple(row["train_loads"]), tests, row["seed"], inner)
 
     logged = fresh_rows([r for r in read_done(inner_log) if r["model"] == args.model],
                         lambda r: asked(r, inner=True), args.epochs, args.steps)
     inner = first_of_each(logged + (earlier["inner"] if earlier else []))
     done = {inner_key(r) for r in inner}
-    todo = [(data, str(args.work / "inner"), args.model, seeds[0], b, INNER_SNRS, [], args.epochs, args.steps, (a,),
-             resolve(candidates[name], args.work / "inner", args.model, (a,), b, seeds[0], inner=True),
-             inner_tag(name)) for name in candidates for a, b in pairs
-            if (inner_tag(name), (a,), b) not in done]
-    print(f"inner: {len(done)} runs done, {len(todo)} to train", flush=True)
+    todo = [(data, str(args.work / "inner"), args.model, seeds[0], inner_tests[a], INNER_SNRS, [], args.epochs,
+             args.steps, (a,), resolve(candidates[name], args.work / "inner", args.model, (a,), inner_tests[a],
+                                       seeds[0], inner=True), inner_tag(name))
+            for name in candidates for a in sorted({a for a, _ in pairs})
+            if any((inner_tag(name), (a,), b) not in done for b in inner_tests[a])]
+    print(f"inner: {len(done)} scores done, {len(todo)} runs to train ({sum(len(t[4]) for t in todo)} scores)",
+          flush=True)
     # Teachers train before their students, in a round of their own.
     inner += train_all([t for t in todo if not t[OVERRIDES].get("teachers")], inner_log, args.jobs, args.device)
     students = [t for t in todo if t[OVERRIDES].get("teachers")]
     check_teachers(students)
-    inner += train_all(students, inner_log, args.jobs, args.device)
+    inner = first_of_each(inner + train_all(students, inner_log, args.jobs, args.device))
 
     def inner_of(name: str, fold: int) -> list[dict]:
         train = [x for x in LOADS if x != fold]
@@ -245,8 +253,8 @@ def main() -> int:
 
     def outer_task(name: str, fold: int, seed: int) -> tuple:
         train = tuple(x for x in LOADS if x != fold)
-        return (data, str(args.work), args.model, seed, fold, snrs, pink_snrs, args.epochs, args.steps, None,
-                resolve(candidates[name], args.work, args.model, train, fold, seed, inner=False), tag(name))
+        return (data, str(args.work), args.model, seed, (fold,), snrs, pink_snrs, args.epochs, args.steps, None,
+                resolve(candidates[name], args.work, args.model, train, (fold,), seed, inner=False), tag(name))
 
     # A candidate both chosen and named by --every-fold is one job: each round keeps a job once.
     outer_jobs = [(name, f, s) for f in folds for name in [choice[f], *args.every_fold] for s in seeds]
