@@ -4,8 +4,10 @@ The plain protocol (robustness_cwru.py) chooses settings on validation segments 
 the training loads, which are the same operating condition as training: a setting
 that helps across loads cannot show there.  Here, for each outer fold (held-out load
 T, training loads A and B), every candidate is trained on A and scored on B, and
-trained on B and scored on A (a load is a training load of two folds, and its run
-trains once and is scored on both other loads).  The candidate with the best inner score (the mean
+trained on B and scored on A.  A load is a training load of two folds: its run trains
+once and is scored on both other loads, even when ``--folds`` asks for one fold only,
+so that a later run of the other folds finds it; a score on a fold's held-out load
+serves only the other fold's choice.  The candidate with the best inner score (the mean
 accuracy clean, at -4 dB and at -8 dB, the three targets) is chosen for that fold;
 only then is it trained on A+B with every seed and scored on T.  T is touched once
 per figure, after the choice.
