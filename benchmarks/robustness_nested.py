@@ -39,7 +39,6 @@ import argparse
 import json
 import sys
 import time
-from itertools import permutations
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +104,18 @@ def check_teachers(tasks: list[tuple]) -> None:
     if gone:
         raise SystemExit("teacher runs are in the logs but not on disk: " + ", ".join(gone)
                          + "; remove their rows from nested-inner.jsonl / nested-outer.jsonl to train them again")
+
+
+def inner_plan(folds: list[int]) -> dict[int, tuple[int, ...]]:
+    """The inner runs these outer folds need: training load -> the loads its run is scored on.  Each load trains
+    once, scored on every other load (both are inner pairs when every fold is asked)."""
+    needed = sorted({a for fold in folds for a in LOADS if a != fold})
+    return {a: inner_tests(a) for a in needed}
+
+
+def inner_tests(train_load: int) -> tuple[int, ...]:
+    """The loads an inner run trained on ``train_load`` is scored on: every other one."""
+    return tuple(x for x in LOADS if x != train_load)
 
 
 def inner_score(row: dict) -> float:
@@ -201,15 +212,14 @@ def main() -> int:
     # Inner: every candidate, trained on one training load and scored on the other.  A load is the training
     # load of two folds' inner runs (load 1: train 1 test 2 for fold 0, train 1 test 0 for fold 2), which are
     # the same training: it is trained once and scored on both other loads, whichever folds are asked now.
-    pairs = sorted({pair for fold in folds for pair in permutations([x for x in LOADS if x != fold], 2)})
-    inner_tests = {a: tuple(x for x in LOADS if x != a) for a in LOADS}
+    plan = inner_plan(folds)
 
     def asked(row: dict, inner: bool) -> dict | None:
         """The overrides the candidate of a logged run asks for now (resolved teachers), None if none does."""
         names = {(inner_tag(n) if inner else tag(n)): n for n in candidates}
         if (name := names.get(row["variant"])) is None:
             return None
-        tests = inner_tests[row["train_loads"][0]] if inner else (row["test_load"],)
+        tests = inner_tests(row["train_loads"][0]) if inner else (row["test_load"],)
         return resolve(candidates[name], args.work / "inner" if inner else args.work, args.model,
                        tuple(row["train_loads"]), tests, row["seed"], inner)
 
@@ -217,11 +227,11 @@ def main() -> int:
                         lambda r: asked(r, inner=True), args.epochs, args.steps)
     inner = first_of_each(logged + (earlier["inner"] if earlier else []))
     done = {inner_key(r) for r in inner}
-    todo = [(data, str(args.work / "inner"), args.model, seeds[0], inner_tests[a], INNER_SNRS, [], args.epochs,
-             args.steps, (a,), resolve(candidates[name], args.work / "inner", args.model, (a,), inner_tests[a],
-                                       seeds[0], inner=True), inner_tag(name))
-            for name in candidates for a in sorted({a for a, _ in pairs})
-            if any((inner_tag(name), (a,), b) not in done for b in inner_tests[a])]
+    todo = [(data, str(args.work / "inner"), args.model, seeds[0], tests, INNER_SNRS, [], args.epochs, args.steps,
+             (a,), resolve(candidates[name], args.work / "inner", args.model, (a,), tests, seeds[0], inner=True),
+             inner_tag(name))
+            for name in candidates for a, tests in plan.items()
+            if any((inner_tag(name), (a,), b) not in done for b in tests)]
     print(f"inner: {len(done)} scores done, {len(todo)} runs to train ({sum(len(t[4]) for t in todo)} scores)",
           flush=True)
     # Teachers train before their students, in a round of their own.

@@ -407,6 +407,28 @@ def test_the_nested_choice_refuses_to_score_every_fold_of_a_candidate_it_was_not
     assert "--candidate default: is the training defaults and takes no settings" in done.stderr
 
 
+def test_the_nested_choice_trains_each_inner_load_once_and_scores_it_on_every_inner_pair():
+    """Load 1 is a training load of folds 0 and 2: its run trains once and serves both, where the same seeded
+    training ran twice."""
+    import sys
+    from itertools import permutations
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from robustness_nested import inner_plan
+
+    every = inner_plan([0, 1, 2])
+    assert every == {0: (1, 2), 1: (0, 2), 2: (0, 1)}
+    for fold in (0, 1, 2):                               # every inner pair of every fold is scored
+        for a, b in permutations([x for x in (0, 1, 2) if x != fold], 2):
+            assert b in every[a]
+    # One fold asked: only its training loads train, scored on every other load too, so that the run a later
+    # call for the other folds needs is the same one, in the same folder.
+    assert inner_plan([0]) == {1: (0, 2), 2: (0, 1)}
+    assert inner_plan([2, 0]) == every
+
+
 def test_a_logged_run_stands_for_a_run_asked_now_only_if_it_trained_with_the_same_settings(capsys):
     """The robustness logs are keyed by model, seed and fold: a run logged before a default changed (SAM), or by
     a quick --epochs look, must be trained again rather than reported as the default's."""
