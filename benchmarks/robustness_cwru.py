@@ -199,18 +199,33 @@ def summarise(rows: list[dict], model: str, key: str) -> dict:
     return out
 
 
+def int8_backend(run_dir: Path, bundle: Path):
+    """Build an OpenVINO INT8 bundle of a run and load it on one thread, warmed up: (backend, manifest, inputs),
+    where inputs are about 200 windows of the run's test segments, normalised as the bundle expects."""
+    from edge.backends import load_backend
+    from edge.bundle import open_bundle
+    from edge.export.build import BuildOptions, build_bundle
+    from edge.quantize.calibration import model_inputs
+    from edge.train.runs import load_run
+    from edge.train.vibration import run_split_windows
+
+    print(f"   building {bundle} from {run_dir}", flush=True)
+    manifest = build_bundle(run_dir, bundle, BuildOptions(target="openvino", precision="int8"), log=lambda *_: None)
+    backend = load_backend(open_bundle(bundle), threads=1)
+    backend.warm_up()
+    config = load_run(run_dir).config
+    test_x, _ = run_split_windows(config, "test")
+    inputs = model_inputs(test_x[:: max(1, test_x.shape[0] // 200)], config["preprocessing"]["normalization"])
+    return backend, manifest, inputs
+
+
 def cost_table(rows: list[dict], models: list[str], work: Path, rounds: int, per_round: int) -> dict:
     """Parameters, MFLOPs and OpenVINO INT8 batch-1 latency (1 thread) of each family."""
     import torch
 
     from calibration.latency import time_interleaved
-    from edge.backends import load_backend
-    from edge.bundle import open_bundle
-    from edge.export.build import BuildOptions, build_bundle
     from edge.models.complexity import mflops, parameter_count
-    from edge.quantize.calibration import model_inputs
     from edge.train.runs import load_run
-    from edge.train.vibration import run_split_windows
 
     torch.set_num_threads(1)
     costs, runners, inputs = {}, {}, None
@@ -220,15 +235,9 @@ def cost_table(rows: list[dict], models: list[str], work: Path, rounds: int, per
         run = load_run(run_dir)
         net = run.load_model()
         window = run.config["preprocessing"]["window"]
-        bundle = work / "bundles" / f"{model}-openvino-int8"
-        print(f"   building {bundle} from {run_dir}", flush=True)
-        manifest = build_bundle(run_dir, bundle, BuildOptions(target="openvino", precision="int8"), log=lambda *_: None)
-        backend = load_backend(open_bundle(bundle), threads=1)
-        backend.warm_up()
+        backend, manifest, run_inputs = int8_backend(run_dir, work / "bundles" / f"{model}-openvino-int8")
         runners[model] = backend.infer
-        if inputs is None:
-            test_x, _ = run_split_windows(run.config, "test")
-            inputs = model_inputs(test_x[:: max(1, test_x.shape[0] // 200)], run.config["preprocessing"]["normalization"])
+        inputs = run_inputs if inputs is None else inputs   # every family timed on the same windows
         costs[model] = {"parameters": parameter_count(net), "mflops": mflops(net, (1, window)),
                         "bundle_from": str(run_dir),
                         "int8_accuracy_on_run_test_split": manifest["accuracy"]}

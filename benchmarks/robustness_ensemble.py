@@ -4,9 +4,13 @@ robustness_nested.py trained both candidates on every inner pair (seed 0) and ev
 outer fold (3 seeds).  This scores their two-model ensemble (mean of the softmax
 outputs, the same noisy windows for both) on the same inner pairs, so it can be
 chosen exactly as the single candidates were, and on the held-out load of each
-outer fold.  No training.  Writes benchmarks/results/robustness_ensemble.json.
+outer fold.  No training.  ``--latency`` also builds an OpenVINO INT8 bundle of each
+outer member (seed 0, held-out load 0) and times one member against all of them called
+in turn on one thread, interleaved in the same rounds: what the ensemble costs a gateway
+per window.  Writes benchmarks/results/robustness_ensemble.json.
 
     python benchmarks/robustness_ensemble.py
+    python benchmarks/robustness_ensemble.py --members +sam20,+speed20 --outer-members +sam20,+speed20 --latency
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import numpy as np
 from edge.cli.common import snr_list
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from robustness_cwru import HERE, read_done  # noqa: E402
+from robustness_cwru import HERE, int8_backend, read_done  # noqa: E402
 from robustness_nested import INNER_SNRS  # noqa: E402
 
 
@@ -59,6 +63,10 @@ def main() -> int:
     parser.add_argument("--pink-snr", type=snr_list, default="-4,0", help="outer SNRs, pink noise")
     parser.add_argument("--inner-only", action="store_true",
                         help="score the inner pairs only (when the outer runs of the members were not trained)")
+    parser.add_argument("--latency", action="store_true",
+                        help="also time the outer members' OpenVINO INT8 bundles, one against all in turn")
+    parser.add_argument("--rounds", type=int, default=20, help="latency: interleaved rounds")
+    parser.add_argument("--per-round", type=int, default=250, help="latency: calls per runner per round")
     parser.add_argument("--work", type=Path, default=Path("runs/robustness"))
     parser.add_argument("--out", type=Path, default=HERE / "results" / "robustness_ensemble.json")
     args = parser.parse_args()
@@ -91,20 +99,29 @@ def main() -> int:
         mean = doc["outer_mean"]
         print("outer mean: " + "  ".join(f"{k} {100 * v:.2f}" for k, v in mean["accuracy_gaussian"].items())
               + "  pink " + "  ".join(f"{k} {100 * v:.2f}" for k, v in mean["accuracy_pink"].items()))
+    if args.latency:
+        doc["latency"] = member_latency(args)
+        for name, p in doc["latency"].items():
+            print(f"{name}: OpenVINO INT8 batch 1, one thread: p50 {p['p50_ms']:.3f} ms, p99 {p['p99_ms']:.3f} ms")
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0
 
 
+def outer_rows(args: argparse.Namespace) -> list[dict]:
+    """Every logged outer run of the model: robustness_cwru.py's (variant '') and the nested choice's."""
+    rows = [dict(r, variant="") for r in read_done(args.work / "runs.jsonl") if r["model"] == args.model]
+    return rows + [r for r in read_done(args.work / "nested-outer.jsonl") if r["model"] == args.model]
+
+
 def score_outer(args: argparse.Namespace) -> dict:
     """The ensemble of ``--outer-members`` on the held-out load of every outer fold and seed."""
-    outer_rows = [dict(r, variant="") for r in read_done(args.work / "runs.jsonl") if r["model"] == args.model]
-    outer_rows += [r for r in read_done(args.work / "nested-outer.jsonl") if r["model"] == args.model]
+    rows = outer_rows(args)
     snrs, pink = args.snr, args.pink_snr
     outer = []
     for fold in (0, 1, 2):
         for seed in (0, 1, 2):
-            runs = [next(r["run"] for r in outer_rows if r["variant"] == m and r["seed"] == seed
+            runs = [next(r["run"] for r in rows if r["variant"] == m and r["seed"] == seed
                          and r["test_load"] == fold) for m in args.outer_members.split(",")]
             row = {"test_load": fold, "seed": seed, "runs": runs,
                    "accuracy_gaussian": ensemble_accuracy(runs, fold, snrs),
@@ -116,6 +133,33 @@ def score_outer(args: argparse.Namespace) -> dict:
     mean = {key: {k: float(np.mean([r[key][k] for r in outer])) for k in outer[0][key]}
             for key in ("accuracy_gaussian", "accuracy_pink")}
     return {"outer_mean": mean, "outer": outer}
+
+
+def member_latency(args: argparse.Namespace) -> dict:
+    """Batch-1 latency of one outer member's INT8 bundle and of every member's called in turn (the cost of the
+    ensemble on a gateway), timed in the same interleaved rounds on the same windows."""
+    import torch
+
+    from calibration.latency import time_interleaved
+
+    torch.set_num_threads(1)
+    rows = outer_rows(args)
+    members = args.outer_members.split(",")
+    backends, inputs = [], None
+    for m in members:
+        run = next(r["run"] for r in rows if r["variant"] == m and r["seed"] == 0 and r["test_load"] == 0)
+        backend, _, run_inputs = int8_backend(Path(run), args.work / "bundles" / f"{Path(run).name}-openvino-int8")
+        backends.append(backend)
+        inputs = run_inputs if inputs is None else inputs
+
+    def all_in_turn(x: np.ndarray) -> None:
+        for b in backends:
+            b.infer(x)
+
+    runners = {f"one member ({members[0] or 'default'})": backends[0].infer,
+               f"{len(members)} members in turn": all_in_turn}
+    return time_interleaved(runners, inputs, rounds=args.rounds, per_round=args.per_round)
+
 
 if __name__ == "__main__":
     sys.exit(main())
