@@ -85,8 +85,20 @@ def resolve(overrides: dict, work: Path, model: str, train_loads: tuple[int, ...
     """``teachers=A;B`` (candidate names) -> those candidates' run directories for the same loads and seed."""
     if not isinstance(overrides.get("teachers"), str):
         return overrides
-    return dict(overrides, teachers=[str(run_path(work, model, inner_tag(t) if inner else tag(t), train_loads,
-                                                  test_loads, seed)) for t in teacher_names(overrides)])
+    return dict(overrides, teachers=[str(teacher_run(work, model, inner_tag(t) if inner else tag(t), train_loads,
+                                                     test_loads, seed)) for t in teacher_names(overrides)])
+
+
+def teacher_run(work: Path, model: str, tag: str, train_loads: tuple[int, ...], test_loads: tuple[int, ...],
+                seed: int) -> Path:
+    """A teacher's run directory.  An inner run trained before each was scored on both other loads is named by
+    the one load it was scored on (``-train1-test2-``), and it is the same training: it is taken when the run of
+    the current name is not there."""
+    path = run_path(work, model, tag, train_loads, test_loads, seed)
+    if path.is_dir() or len(test_loads) < 2:
+        return path
+    earlier = (run_path(work, model, tag, train_loads, (load,), seed) for load in test_loads)
+    return next((run for run in earlier if run.is_dir()), path)
 
 
 def teacher_names(overrides: dict) -> list[str]:

@@ -429,6 +429,27 @@ def test_the_nested_choice_trains_each_inner_load_once_and_scores_it_on_every_in
     assert inner_plan([2, 0]) == every
 
 
+def test_a_student_of_the_nested_choice_learns_from_a_teacher_trained_before_inner_runs_were_shared(tmp_path):
+    """Inner runs used to be trained once per fold and named by their one test load; such a run is the same
+    training as today's, and a student named after it must find it rather than stop for a missing teacher."""
+    import sys
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from robustness_nested import resolve
+
+    ask = {"teachers": "sam20;speed20"}
+    (tmp_path / "drsn1d-cw+sam20-train1-test2-s0").mkdir()          # before: one run per fold
+    (tmp_path / "drsn1d-cw+speed20-train1-test02-s0").mkdir()       # now: one run, scored on both
+    teachers = resolve(ask, tmp_path, "drsn1d-cw", (1,), (0, 2), 0, inner=True)["teachers"]
+    assert teachers == [str(tmp_path / "drsn1d-cw+sam20-train1-test2-s0"),
+                        str(tmp_path / "drsn1d-cw+speed20-train1-test02-s0")]
+    # Neither there: the current name, which the check for missing teachers then reports.
+    assert resolve({"teachers": "other"}, tmp_path, "drsn1d-cw", (1,), (0, 2), 0, inner=True)["teachers"] == [
+        str(tmp_path / "drsn1d-cw+other-train1-test02-s0")]
+
+
 def test_a_logged_run_stands_for_a_run_asked_now_only_if_it_trained_with_the_same_settings(capsys):
     """The robustness logs are keyed by model, seed and fold: a run logged before a default changed (SAM), or by
     a quick --epochs look, must be trained again rather than reported as the default's."""
