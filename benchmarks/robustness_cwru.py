@@ -200,23 +200,25 @@ def summarise(rows: list[dict], model: str, key: str) -> dict:
 
 
 def int8_backend(run_dir: Path, bundle: Path):
-    """Build an OpenVINO INT8 bundle of a run and load it on one thread, warmed up: (backend, manifest, inputs),
-    where inputs are about 200 windows of the run's test segments, normalised as the bundle expects."""
+    """Build an OpenVINO INT8 bundle of a run and load it on one thread, warmed up: (backend, manifest)."""
     from edge.backends import load_backend
     from edge.bundle import open_bundle
     from edge.export.build import BuildOptions, build_bundle
-    from edge.quantize.calibration import model_inputs
-    from edge.train.runs import load_run
-    from edge.train.vibration import run_split_windows
 
     print(f"   building {bundle} from {run_dir}", flush=True)
     manifest = build_bundle(run_dir, bundle, BuildOptions(target="openvino", precision="int8"), log=lambda *_: None)
     backend = load_backend(open_bundle(bundle), threads=1)
     backend.warm_up()
-    config = load_run(run_dir).config
+    return backend, manifest
+
+
+def latency_inputs(config: dict) -> np.ndarray:
+    """About 200 windows of a run's test segments, normalised as its bundle expects: what latency is timed on."""
+    from edge.quantize.calibration import model_inputs
+    from edge.train.vibration import run_split_windows
+
     test_x, _ = run_split_windows(config, "test")
-    inputs = model_inputs(test_x[:: max(1, test_x.shape[0] // 200)], config["preprocessing"]["normalization"])
-    return backend, manifest, inputs
+    return model_inputs(test_x[:: max(1, test_x.shape[0] // 200)], config["preprocessing"]["normalization"])
 
 
 def cost_table(rows: list[dict], models: list[str], work: Path, rounds: int, per_round: int) -> dict:
@@ -235,9 +237,10 @@ def cost_table(rows: list[dict], models: list[str], work: Path, rounds: int, per
         run = load_run(run_dir)
         net = run.load_model()
         window = run.config["preprocessing"]["window"]
-        backend, manifest, run_inputs = int8_backend(run_dir, work / "bundles" / f"{model}-openvino-int8")
+        backend, manifest = int8_backend(run_dir, work / "bundles" / f"{model}-openvino-int8")
         runners[model] = backend.infer
-        inputs = run_inputs if inputs is None else inputs   # every family timed on the same windows
+        if inputs is None:                                  # every family timed on the same windows
+            inputs = latency_inputs(run.config)
         costs[model] = {"parameters": parameter_count(net), "mflops": mflops(net, (1, window)),
                         "bundle_from": str(run_dir),
                         "int8_accuracy_on_run_test_split": manifest["accuracy"]}

@@ -26,7 +26,7 @@ import numpy as np
 from edge.cli.common import snr_list
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from robustness_cwru import HERE, int8_backend, read_done  # noqa: E402
+from robustness_cwru import HERE, int8_backend, latency_inputs, read_done  # noqa: E402
 from robustness_nested import INNER_SNRS  # noqa: E402
 
 
@@ -142,15 +142,15 @@ def member_latency(args: argparse.Namespace) -> dict:
 
     from calibration.latency import time_interleaved
 
+    from edge.train.runs import load_run
+
     torch.set_num_threads(1)
     rows = outer_rows(args)
     members = args.outer_members.split(",")
-    backends, inputs = [], None
-    for m in members:
-        run = next(r["run"] for r in rows if r["variant"] == m and r["seed"] == 0 and r["test_load"] == 0)
-        backend, _, run_inputs = int8_backend(Path(run), args.work / "bundles" / f"{Path(run).name}-openvino-int8")
-        backends.append(backend)
-        inputs = run_inputs if inputs is None else inputs
+    runs = [Path(next(r["run"] for r in rows if r["variant"] == m and r["seed"] == 0 and r["test_load"] == 0))
+            for m in members]
+    backends = [int8_backend(run, args.work / "bundles" / f"{run.name}-openvino-int8")[0] for run in runs]
+    inputs = latency_inputs(load_run(runs[0]).config)
 
     def all_in_turn(x: np.ndarray) -> None:
         for b in backends:
