@@ -315,6 +315,38 @@ def test_a_student_learns_from_its_teachers_softened_outputs(cwru_dir, tmp_path,
     assert "is not an image run" in capsys.readouterr().err
 
 
+def test_a_vibration_student_refuses_a_teacher_that_learned_what_it_holds_out(cwru_dir, tmp_path, capsys):
+    """A teacher trained on the student's validation or test stretch of a record, or on another rate, is
+    refused before any step; one trained on another load as well is taken, and the student says so."""
+    import dataclasses
+
+    from edge.data.splits import SplitSpec
+    from edge.train.vibration import WindowSettings
+
+    student = ["train", "--model", "resnet1d", "--data", str(cwru_dir), "--loads", "0", "--window", "400",
+               "--epochs", "1", "--steps", "2", "--width", "4", "--depth", "1", "--threads", "1"]
+    tiny = dict(TINY, model_name="resnet1d", windows=WindowSettings(length=400), width=4)
+    settings = dataclasses.replace(_settings(), epochs=1, steps_per_epoch=2)
+    # The same records cut 85 / 5 / 10: its training stretch runs into the student's validation and test.
+    train_cwru(cwru_dir, tmp_path / "late", split=SplitSpec(0.85, 0.05, 0.10), settings=settings, **tiny)
+    assert main([*student, "--teacher", str(tmp_path / "late"), "--out", str(tmp_path / "s1"), "-q"]) == 2
+    said = capsys.readouterr().err
+    assert "teacher " + str(tmp_path / "late") + " trained on samples 0-" in said
+    assert "where the student validates on" in said and "train the teacher with the student's split" in said
+    assert not (tmp_path / "s1").exists()
+
+    train_tiny_cli(cwru_dir, tmp_path / "fast", "--rate", "24000", "--steps", "2")
+    assert main([*student, "--teacher", str(tmp_path / "fast"), "--out", str(tmp_path / "s2"), "-q"]) == 2
+    assert "reads the 24000 Hz signal, the student 12000" in capsys.readouterr().err
+
+    wider = train_tiny_cli(cwru_dir, tmp_path / "wider", "--loads", "0,1", "--steps", "2")
+    assert main([*student, "--teacher", str(wider.path), "--out", str(tmp_path / "s3")]) == 0
+    out = capsys.readouterr().out
+    learned = sorted({s["file"] for s in wider.split["segments"] if s["load_hp"] == 1})
+    assert f"note: teacher {wider.path} also trained on {len(learned)} record(s) this run does not" in out
+    assert learned[0] in out and load_run(tmp_path / "s3").config["training"]["teachers"] == [str(wider.path)]
+
+
 def test_a_run_in_out_is_replaced_only_when_asked_and_only_once_the_new_one_is_whole(cwru_dir, tmp_path, capsys,
                                                                                     monkeypatch):
     out = tmp_path / "line3"

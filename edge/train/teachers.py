@@ -11,7 +11,7 @@ normalisation, an image teacher through the student's (which it must share).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,23 +49,59 @@ class Teachers:
         return self
 
 
+@dataclass(frozen=True)
+class HeldOutSegment:
+    """A stretch of one record that the student validates or tests on (samples ``start``-``stop``)."""
+
+    file: str
+    split: str
+    start: int
+    stop: int
+
+
 @dataclass
 class TeacherEnsemble(Teachers):
     models: list[nn.Module]
     normalizations: list[str]
+    # Record files a teacher trained on and the student does not: the student's scores there are not held out.
+    other_records: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
-    def from_runs(cls, runs: list[str | Path], classes: list[str], window: int) -> "TeacherEnsemble":
-        """Load the teacher runs; each must know the same classes, in order, and read windows of the same length."""
-        models, normalizations = [], []
+    def from_runs(cls, runs: list[str | Path], classes: list[str], window: int, rate_hz: int | None = None,
+                  channel: str | None = None, held_out: list[HeldOutSegment] = (),
+                  trained: set[str] = frozenset()) -> "TeacherEnsemble":
+        """Load the teacher runs: vibration runs of the same classes, in order, reading windows of the same
+        length, rate and channel, none of which trained on a stretch of signal the student holds out.
+
+        ``held_out``: the student's validation and test segments; ``trained``: the record files the student
+        trains on.  A teacher that learned the student's validation segments would hand their answers to the
+        student through its soft targets and flatter the score that keeps an epoch; one that learned its test
+        segments would flatter every figure.  A teacher trained on records the student never sees (another
+        load) is allowed, and named in ``other_records``: the student's scores on them are not held out.
+        """
+        models, normalizations, other = [], [], {}
         for path in runs:
             run = _teacher_run(path, classes, image=False)
             pre = run.config["preprocessing"]
             if pre["window"] != window:
                 raise DataError(f"teacher {path} reads windows of {pre['window']} samples, the student {window}")
+            for name, theirs, ours in (("Hz", pre.get("rate_hz"), rate_hz), ("channel", pre.get("channel"), channel)):
+                if ours is not None and theirs is not None and theirs != ours:
+                    raise DataError(f"teacher {path} reads the {theirs} {name} signal, the student {ours}: "
+                                    "train the student with its teachers' setting")
+            learned = [s for s in run.split.get("segments", []) if s["split"] == "train"]
+            for seg in held_out:
+                hit = next((s for s in learned if s["file"] == seg.file and s["start"] < seg.stop
+                            and seg.start < s["stop"]), None)
+                if hit:
+                    raise DataError(f"teacher {path} trained on samples {hit['start']}-{hit['stop']} of {seg.file}, "
+                                    f"where the student {'validates' if seg.split == 'val' else 'tests'} on "
+                                    f"{seg.start}-{seg.stop}: train the teacher with the student's split")
+            if trained and (others := sorted({s["file"] for s in learned} - set(trained))):
+                other[str(path)] = others
             models.append(run.load_model())
             normalizations.append(pre["normalization"])
-        return cls(models, normalizations)
+        return cls(models, normalizations, other)
 
     def soft_targets(self, raw: np.ndarray, temperature: float) -> torch.Tensor:
         """Mean over teachers of softmax(logits / T) on windows in raw units (N, L), on the teachers' device."""

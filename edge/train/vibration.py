@@ -27,7 +27,7 @@ from edge.train.device import describe, training_device
 from edge.train.evaluate import evaluate_under_noise
 from edge.train.loop import kept_description
 from edge.train.runs import load_run, save_run, training_environment
-from edge.train.teachers import TeacherEnsemble
+from edge.train.teachers import HeldOutSegment, TeacherEnsemble
 from edge.train.trainer import TrainSettings, fit, seed_everything
 
 
@@ -46,6 +46,14 @@ class WindowSettings:
 def _log(quiet: bool, message: str) -> None:
     if not quiet:
         print(message, flush=True)
+
+
+def student_segments(segments: list[Segment], records: list) -> tuple[list[HeldOutSegment], set[str]]:
+    """What a student holds out (its validation and test segments) and the record files it trains on, by file
+    name as runs record them, for checking its teachers."""
+    files = {r.record: r.path.name for r in records}
+    held_out = [HeldOutSegment(files[s.record], s.split, s.start, s.stop) for s in segments if s.split != "train"]
+    return held_out, {files[s.record] for s in segments if s.split == "train"}
 
 
 def train_cwru(data_dir: str | Path, out: str | Path, model_name: str = "drsn1d-cw",
@@ -87,10 +95,15 @@ def train_cwru(data_dir: str | Path, out: str | Path, model_name: str = "drsn1d-
                             "families, not dca-cnn")
         result = fit_dca_cnn(model, sampler, val_x, val_y, settings, rng, progress=not quiet, device=on)
     else:
-        teachers = (TeacherEnsemble.from_runs(settings.teachers, list(dataset.classes), windows.length)
+        teachers = (TeacherEnsemble.from_runs(settings.teachers, list(dataset.classes), windows.length, rate_hz,
+                                              channel, *student_segments(segments, dataset.records))
                     if settings.teachers else None)
         if teachers:
             _log(quiet, f"distilling from {len(settings.teachers)} teacher(s): {', '.join(map(str, settings.teachers))}")
+            for path, files in teachers.other_records.items():
+                _log(quiet, f"note: teacher {path} also trained on {len(files)} record(s) this run does not "
+                            f"({', '.join(files[:4])}{', ...' if len(files) > 4 else ''}); this run's scores on "
+                            "them are not held out")
         result = fit(model, sampler, val_x, val_y, settings, rng, progress=not quiet, teachers=teachers, device=on)
     kept = kept_description(result["best_epoch"], settings.average_epochs)
     _log(quiet, f"{kept} (score {result['best_val_score']:.4f}) after {result['train_seconds']:.0f} s")
