@@ -49,16 +49,6 @@ class Teachers:
         return self
 
 
-@dataclass(frozen=True)
-class HeldOutSegment:
-    """A stretch of one record that the student validates or tests on (samples ``start``-``stop``)."""
-
-    file: str
-    split: str
-    start: int
-    stop: int
-
-
 @dataclass
 class TeacherEnsemble(Teachers):
     models: list[nn.Module]
@@ -68,17 +58,19 @@ class TeacherEnsemble(Teachers):
 
     @classmethod
     def from_runs(cls, runs: list[str | Path], classes: list[str], window: int, rate_hz: int | None = None,
-                  channel: str | None = None, held_out: list[HeldOutSegment] = (),
-                  trained: set[str] = frozenset()) -> "TeacherEnsemble":
+                  channel: str | None = None, student_split: list[dict] = ()) -> "TeacherEnsemble":
         """Load the teacher runs: vibration runs of the same classes, in order, reading windows of the same
         length, rate and channel, none of which trained on a stretch of signal the student holds out.
 
-        ``held_out``: the student's validation and test segments; ``trained``: the record files the student
-        trains on.  A teacher that learned the student's validation segments would hand their answers to the
-        student through its soft targets and flatter the score that keeps an epoch; one that learned its test
-        segments would flatter every figure.  A teacher trained on records the student never sees (another
-        load) is allowed, and named in ``other_records``: the student's scores on them are not held out.
+        ``student_split``: the student's segments as its split.json lists them (file, split, start, stop), the
+        form in which each teacher's run records its own.  A teacher that learned the student's validation
+        segments would hand their answers to the student through its soft targets and flatter the score that
+        keeps an epoch; one that learned its test segments would flatter every figure.  A teacher trained on
+        records the student never sees (another load) is allowed, and named in ``other_records``: the student's
+        scores on them are not held out.
         """
+        held_out = [s for s in student_split if s["split"] != "train"]
+        trained = {s["file"] for s in student_split if s["split"] == "train"}
         models, normalizations, other = [], [], {}
         for path in runs:
             run = _teacher_run(path, classes, image=False)
@@ -91,13 +83,14 @@ class TeacherEnsemble(Teachers):
                                     "train the student with its teachers' setting")
             learned = [s for s in run.split.get("segments", []) if s["split"] == "train"]
             for seg in held_out:
-                hit = next((s for s in learned if s["file"] == seg.file and s["start"] < seg.stop
-                            and seg.start < s["stop"]), None)
+                hit = next((s for s in learned if s["file"] == seg["file"] and s["start"] < seg["stop"]
+                            and seg["start"] < s["stop"]), None)
                 if hit:
-                    raise DataError(f"teacher {path} trained on samples {hit['start']}-{hit['stop']} of {seg.file}, "
-                                    f"where the student {'validates' if seg.split == 'val' else 'tests'} on "
-                                    f"{seg.start}-{seg.stop}: train the teacher with the student's split")
-            if trained and (others := sorted({s["file"] for s in learned} - set(trained))):
+                    raise DataError(f"teacher {path} trained on samples {hit['start']}-{hit['stop']} of "
+                                    f"{seg['file']}, where the student "
+                                    f"{'validates' if seg['split'] == 'val' else 'tests'} on {seg['start']}-"
+                                    f"{seg['stop']}: train the teacher with the student's split")
+            if trained and (others := sorted({s["file"] for s in learned} - trained)):
                 other[str(path)] = others
             models.append(run.load_model())
             normalizations.append(pre["normalization"])

@@ -27,7 +27,7 @@ from edge.train.device import describe, training_device
 from edge.train.evaluate import evaluate_under_noise
 from edge.train.loop import kept_description
 from edge.train.runs import load_run, save_run, training_environment
-from edge.train.teachers import HeldOutSegment, TeacherEnsemble
+from edge.train.teachers import TeacherEnsemble
 from edge.train.trainer import TrainSettings, fit, seed_everything
 
 
@@ -46,14 +46,6 @@ class WindowSettings:
 def _log(quiet: bool, message: str) -> None:
     if not quiet:
         print(message, flush=True)
-
-
-def student_segments(segments: list[Segment], records: list) -> tuple[list[HeldOutSegment], set[str]]:
-    """What a student holds out (its validation and test segments) and the record files it trains on, by file
-    name as runs record them, for checking its teachers."""
-    files = {r.record: r.path.name for r in records}
-    held_out = [HeldOutSegment(files[s.record], s.split, s.start, s.stop) for s in segments if s.split != "train"]
-    return held_out, {files[s.record] for s in segments if s.split == "train"}
 
 
 def train_cwru(data_dir: str | Path, out: str | Path, model_name: str = "drsn1d-cw",
@@ -79,6 +71,7 @@ def train_cwru(data_dir: str | Path, out: str | Path, model_name: str = "drsn1d-
         _log(quiet, f"note: {note}")
     segments = split_records(dataset.records, windows.length, split)
     hops = windows.hops()
+    split_doc = describe_split(segments, dataset.records, split, windows.length, hops)  # split.json; checks teachers
     val_x, val_y = windows_of(segments, "val", windows.length, hops["val"])
     sampler = RandomWindowSampler(segments, windows.length, rng, settings.speed_jitter)
     config = model_config(model_name, num_classes=len(dataset.classes), width=width, depth=depth,
@@ -96,7 +89,7 @@ def train_cwru(data_dir: str | Path, out: str | Path, model_name: str = "drsn1d-
         result = fit_dca_cnn(model, sampler, val_x, val_y, settings, rng, progress=not quiet, device=on)
     else:
         teachers = (TeacherEnsemble.from_runs(settings.teachers, list(dataset.classes), windows.length, rate_hz,
-                                              channel, *student_segments(segments, dataset.records))
+                                              channel, split_doc["segments"])
                     if settings.teachers else None)
         if teachers:
             _log(quiet, f"distilling from {len(settings.teachers)} teacher(s): {', '.join(map(str, settings.teachers))}")
@@ -131,7 +124,6 @@ def train_cwru(data_dir: str | Path, out: str | Path, model_name: str = "drsn1d-
         "val_windows": int(val_x.shape[0]),
         "history": result["history"],
     } | ({"dca": result["dca"]} if "dca" in result else {})
-    split_doc = describe_split(segments, dataset.records, split, windows.length, hops)
     save_run(out, model, run_config, split_doc, metrics)
     _log(quiet, f"wrote {out}/ (model.pt, config.json, split.json, metrics.json)")
     return metrics
