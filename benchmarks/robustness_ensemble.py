@@ -114,6 +114,11 @@ def outer_rows(args: argparse.Namespace) -> list[dict]:
     return rows + [r for r in read_done(args.work / "nested-outer.jsonl") if r["model"] == args.model]
 
 
+def outer_run(rows: list[dict], member: str, seed: int, fold: int) -> str:
+    """The run directory of one member's outer run for this seed and held-out load."""
+    return next(r["run"] for r in rows if r["variant"] == member and r["seed"] == seed and r["test_load"] == fold)
+
+
 def score_outer(args: argparse.Namespace) -> dict:
     """The ensemble of ``--outer-members`` on the held-out load of every outer fold and seed."""
     rows = outer_rows(args)
@@ -121,8 +126,7 @@ def score_outer(args: argparse.Namespace) -> dict:
     outer = []
     for fold in (0, 1, 2):
         for seed in (0, 1, 2):
-            runs = [next(r["run"] for r in rows if r["variant"] == m and r["seed"] == seed
-                         and r["test_load"] == fold) for m in args.outer_members.split(",")]
+            runs = [outer_run(rows, m, seed, fold) for m in args.outer_members.split(",")]
             row = {"test_load": fold, "seed": seed, "runs": runs,
                    "accuracy_gaussian": ensemble_accuracy(runs, fold, snrs),
                    "accuracy_pink": ensemble_accuracy(runs, fold, pink, "pink")}
@@ -147,8 +151,7 @@ def member_latency(args: argparse.Namespace) -> dict:
     torch.set_num_threads(1)
     rows = outer_rows(args)
     members = args.outer_members.split(",")
-    runs = [Path(next(r["run"] for r in rows if r["variant"] == m and r["seed"] == 0 and r["test_load"] == 0))
-            for m in members]
+    runs = [Path(outer_run(rows, m, seed=0, fold=0)) for m in members]
     backends = [int8_backend(run, args.work / "bundles" / f"{run.name}-openvino-int8")[0] for run in runs]
     inputs = latency_inputs(load_run(runs[0]).config)
 
