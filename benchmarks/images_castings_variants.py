@@ -20,6 +20,9 @@ run of the same seed (30 % of the filters per round, 10 epochs of fine-tuning ea
 ``drsn-edge prune``), so a narrow network can be compared with the shipped wide-then-pruned
 one at the same FLOPs.  ``teachers=OTHER`` distils the runs of every seed of OTHER (named
 before it) into each run; give both ``split_seed=K``, so that they share validation images.
+``teachers=A@0;B@0;C@0`` distils one seed's run of each of several candidates (teachers of
+different recipes), and ``seeds=0`` trains a candidate for those seeds only (``;`` between
+several), instead of ``--seeds``.
 Resumable: a run directory that already holds metrics.json is reused.  ``--jobs N``
 trains N seeds of a candidate at once, each in a process of its own with ``--threads``
 threads (on a GPU host, several small trainings share the GPU better than one uses it).
@@ -30,6 +33,9 @@ Writes benchmarks/results/images_castings_variants.json.
     python benchmarks/images_castings_variants.py --candidate e90:epochs=90 --candidate e90-l1x1:from=e90,l1_rounds=1
     python benchmarks/images_castings_variants.py --candidate split0:epochs=90,split_seed=0 \\
         --candidate split0-ens:epochs=90,split_seed=0,teachers=split0
+    python benchmarks/images_castings_variants.py --candidate a:epochs=90,split_seed=0,seeds=0 \\
+        --candidate b:epochs=90,split_seed=0,seeds=0,blur=1.0 \\
+        --candidate "ab:epochs=90,split_seed=0,teachers=a@0;b@0" --seeds 0,1,2,3
     python benchmarks/images_castings_variants.py --device cuda --jobs 8 --threads 2 --candidate e90:epochs=90 \\
         --seeds 0,1,2,3,4,5,6,7
 """
@@ -123,7 +129,30 @@ def candidate_run(args: argparse.Namespace, name: str, seed: int) -> Path:
 
 
 def parse_seeds(text: str) -> list[int]:
-    return [int(s) for s in text.split(",")]
+    return [int(s) for s in str(text).replace(";", ",").split(",")]
+
+
+def candidate_seeds(overrides: dict, args: argparse.Namespace) -> list[int]:
+    """A candidate's seeds: its own ``seeds=0;1``, else ``--seeds``."""
+    return parse_seeds(overrides.get("seeds", args.seeds))
+
+
+def teacher_runs(spec: str, seeds_of: dict[str, list[int]], args: argparse.Namespace) -> list[Path]:
+    """``A;B@0`` -> the runs of every seed of candidate A and of candidate B's seed 0.
+
+    Every candidate named must come before the student (``seeds_of``: the candidates so far
+    and their seeds), so that its runs exist when the student trains; ValueError otherwise."""
+    runs = []
+    for item in str(spec).split(";"):
+        name, _, seed = item.partition("@")
+        if name not in seeds_of:
+            raise ValueError(f"teachers={spec}: {name!r} is not a candidate named before its student")
+        seeds = [int(seed)] if seed.isdigit() else seeds_of[name] if not seed else None
+        if seeds is None or not set(seeds) <= set(seeds_of[name]):
+            raise ValueError(f"teachers={spec}: candidate {name} has no run of seed {seed!r} "
+                             f"(its seeds: {', '.join(map(str, seeds_of[name]))})")
+        runs += [candidate_run(args, name, s) for s in seeds]
+    return runs
 
 
 def make_run(run: Path, overrides: dict, seed: int, args: argparse.Namespace, data: Path) -> None:
@@ -139,9 +168,8 @@ def make_run(run: Path, overrides: dict, seed: int, args: argparse.Namespace, da
         return
     print(f"== {run.name}: training", flush=True)
     fields = dict(overrides)
+    fields.pop("seeds", None)  # which runs to train, not how
     size = int(fields.pop("size", 0)) or None  # the input size is the model's, not a training setting
-    if "teachers" in fields:  # every seed's run of the candidate named, as one ensemble
-        fields["teachers"] = [str(candidate_run(args, fields["teachers"], s)) for s in parse_seeds(args.seeds)]
     settings = ImageTrainSettings(**({"epochs": args.epochs, "seed": seed} | fields))
     train_images("xray-castings", data, run, "resnet18", size=size, width=args.width, settings=settings,
                  threads=args.threads, quiet=True, device=args.device)
@@ -175,16 +203,26 @@ def main() -> int:
 
     where = checked_device(parser, args.device)
     data = args.data or default_data_root()
-    seeds = parse_seeds(args.seeds)
-    rows, candidates = [], []
+    plan, seeds_of = [], {}  # every candidate checked before the first run: a typo would cost hours
     for name, overrides in map(parse_candidate, args.candidate or DEFAULT_CANDIDATES):
-        if "from" in overrides and set(overrides) != {"from", "l1_rounds"}:
-            raise SystemExit(f"candidate {name}: a pruned candidate takes from= and l1_rounds= only "
-                             "(its training settings are those of the run it starts from)")
-        if overrides.get("teachers") not in (None, *(c["candidate"] for c in candidates)):
-            raise SystemExit(f"candidate {name}: its teachers, {overrides['teachers']}, must be a candidate "
-                             "named before it")
-        make_runs([(run, overrides, seed) for seed in seeds
+        if "from" in overrides and set(overrides) - {"seeds"} != {"from", "l1_rounds"}:
+            parser.error(f"candidate {name}: a pruned candidate takes from= and l1_rounds= only "
+                         "(its training settings are those of the run it starts from)")
+        fields = dict(overrides)
+        if "teachers" in fields:  # the teachers' runs, as one ensemble
+            try:
+                fields["teachers"] = [str(run) for run in teacher_runs(fields["teachers"], seeds_of, args)]
+            except ValueError as error:
+                parser.error(f"candidate {name}: {error}")
+        try:
+            seeds_of[name] = candidate_seeds(overrides, args)
+        except ValueError:
+            parser.error(f"candidate {name}: seeds={overrides['seeds']}: whole numbers between ';' expected")
+        plan.append((name, overrides, fields))
+    rows, candidates = [], []
+    for name, overrides, fields in plan:
+        seeds = seeds_of[name]
+        make_runs([(run, fields, seed) for seed in seeds
                    if not ((run := candidate_run(args, name, seed)) / "metrics.json").exists()], args, data)
         scores = []
         for seed in seeds:
@@ -200,13 +238,13 @@ def main() -> int:
             scores.append(rows[-1])
             print(f"   {run.name}: validation {100 * rows[-1]['val_balanced_accuracy']:.2f}%, "
                   f"test {100 * rows[-1]['test_accuracy']:.2f}%", flush=True)
-        candidates.append({"candidate": name, "settings": overrides,
+        candidates.append({"candidate": name, "settings": overrides, "seeds": seeds,
                            "val_mean": float(np.mean([r["val_balanced_accuracy"] for r in scores])),
                            "test_mean": float(np.mean([r["test_accuracy"] for r in scores]))})
     chosen = max(candidates, key=lambda c: c["val_mean"])
     runs = [Path(r["run"]) for r in rows]
     doc = {"benchmark": "images_castings_variants", "date": time.strftime("%Y-%m-%d"), "width": args.width,
-           "epochs": args.epochs, "seeds": seeds, "trained_on": where,
+           "epochs": args.epochs, "seeds": parse_seeds(args.seeds), "trained_on": where,
            "protocol": "candidates compared by mean validation balanced accuracy over the seeds (validation drawn "
                        "from the training series); test images (the deduplicated published test series) scored "
                        "once per run, for the record",

@@ -429,6 +429,17 @@ def test_a_benchmark_refuses_an_snr_list_that_cannot_be_before_any_work(script, 
     assert f"{script}: error: argument --snr: SNR list expects dB values or 'none', got 'loud'" in done.stderr
 
 
+def test_the_castings_variants_refuse_teachers_they_would_not_have_before_any_run(tmp_path):
+    """A student names its teachers' candidates and seeds; one that is not there is said before hours of runs."""
+    for student, said in (("teachers=b@0", "teachers=b@0: 'b' is not a candidate named before its student"),
+                          ("teachers=a@1", "teachers=a@1: candidate a has no run of seed '1' (its seeds: 0)"),
+                          ("teachers=a@x", "teachers=a@x: candidate a has no run of seed 'x' (its seeds: 0)"),
+                          ("seeds=0;one", "seeds=0;one: whole numbers between ';' expected")):
+        done = _benchmark("images_castings_variants.py", ["--candidate", "a:seeds=0", "--candidate", f"s:{student}",
+                                                          "--out", str(tmp_path / "out.json")], tmp_path)
+        assert f"images_castings_variants.py: error: candidate s: {said}" in done.stderr
+
+
 def test_the_nested_choice_refuses_to_score_every_fold_of_a_candidate_it_was_not_given(tmp_path):
     done = _benchmark("robustness_nested.py", ["--candidate", "default:", "--every-fold", "sam",
                                                "--out", str(tmp_path / "out.json")], tmp_path)
