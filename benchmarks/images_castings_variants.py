@@ -132,9 +132,17 @@ def parse_seeds(text: str) -> list[int]:
     return [int(s) for s in str(text).replace(";", ",").split(",")]
 
 
+def seed_list(text: str) -> list[int]:
+    """--seeds: ``0,1,2``."""
+    try:
+        return parse_seeds(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"whole numbers between commas expected, got {text!r}") from None
+
+
 def candidate_seeds(overrides: dict, args: argparse.Namespace) -> list[int]:
     """A candidate's seeds: its own ``seeds=0;1``, else ``--seeds``."""
-    return parse_seeds(overrides.get("seeds", args.seeds))
+    return parse_seeds(overrides["seeds"]) if "seeds" in overrides else args.seeds
 
 
 def teacher_runs(spec: str, seeds_of: dict[str, list[int]], args: argparse.Namespace) -> list[Path]:
@@ -192,7 +200,7 @@ def main() -> int:
     parser.add_argument("--candidate", action="append", default=None,
                         help="NAME:FIELD=VALUE,... (repeat; default: plain, quarter turns, quarter turns with "
                              "center-image and with no normalisation)")
-    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--seeds", type=seed_list, default="0,1", help="seeds of every candidate (default 0,1)")
     parser.add_argument("--jobs", type=positive_int, default=1,
                         help="seeds of a candidate trained at once, in a process each (default 1)")
     args = parser.parse_args()
@@ -218,6 +226,9 @@ def main() -> int:
             seeds_of[name] = candidate_seeds(overrides, args)
         except ValueError:
             parser.error(f"candidate {name}: seeds={overrides['seeds']}: whole numbers between ';' expected")
+        if "from" in overrides and not set(seeds_of[name]) <= set(seeds_of.get(overrides["from"], ())):
+            parser.error(f"candidate {name}: from={overrides['from']} must be a candidate named before it, "
+                         "with a run of each of its seeds")
         plan.append((name, overrides, fields))
     rows, candidates = [], []
     for name, overrides, fields in plan:
@@ -244,7 +255,7 @@ def main() -> int:
     chosen = max(candidates, key=lambda c: c["val_mean"])
     runs = [Path(r["run"]) for r in rows]
     doc = {"benchmark": "images_castings_variants", "date": time.strftime("%Y-%m-%d"), "width": args.width,
-           "epochs": args.epochs, "seeds": parse_seeds(args.seeds), "trained_on": where,
+           "epochs": args.epochs, "seeds": args.seeds, "trained_on": where,
            "protocol": "candidates compared by mean validation balanced accuracy over the seeds (validation drawn "
                        "from the training series); test images (the deduplicated published test series) scored "
                        "once per run, for the record",

@@ -434,10 +434,14 @@ def test_the_castings_variants_refuse_teachers_they_would_not_have_before_any_ru
     for student, said in (("teachers=b@0", "teachers=b@0: 'b' is not a candidate named before its student"),
                           ("teachers=a@1", "teachers=a@1: candidate a has no run of seed '1' (its seeds: 0)"),
                           ("teachers=a@x", "teachers=a@x: candidate a has no run of seed 'x' (its seeds: 0)"),
-                          ("seeds=0;one", "seeds=0;one: whole numbers between ';' expected")):
+                          ("seeds=0;one", "seeds=0;one: whole numbers between ';' expected"),
+                          ("from=b,l1_rounds=1", "from=b must be a candidate named before it"),
+                          ("from=a,l1_rounds=1,seeds=1", "from=a must be a candidate named before it")):
         done = _benchmark("images_castings_variants.py", ["--candidate", "a:seeds=0", "--candidate", f"s:{student}",
                                                           "--out", str(tmp_path / "out.json")], tmp_path)
         assert f"images_castings_variants.py: error: candidate s: {said}" in done.stderr
+    done = _benchmark("images_castings_variants.py", ["--seeds", "0,x", "--out", str(tmp_path / "out.json")], tmp_path)
+    assert "error: argument --seeds: whole numbers between commas expected, got '0,x'" in done.stderr
 
 
 def test_the_nested_choice_refuses_to_score_every_fold_of_a_candidate_it_was_not_given(tmp_path):
