@@ -200,7 +200,8 @@ def main() -> int:
     parser.add_argument("--candidate", action="append", default=None,
                         help="NAME:FIELD=VALUE,... (repeat; default: plain, quarter turns, quarter turns with "
                              "center-image and with no normalisation)")
-    parser.add_argument("--seeds", type=seed_list, default="0,1", help="seeds of every candidate (default 0,1)")
+    parser.add_argument("--seeds", type=seed_list, default="0,1",
+                        help="seeds of every candidate that names none with seeds= (default 0,1)")
     parser.add_argument("--jobs", type=positive_int, default=1,
                         help="seeds of a candidate trained at once, in a process each (default 1)")
     args = parser.parse_args()
