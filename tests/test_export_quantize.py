@@ -182,7 +182,9 @@ def test_legacy_calibration_cache_is_tensorrt_format_with_every_tensor(tiny_run,
 
     assert scale_hex(1.0) == "3f800000" and hex_scale("3caa54fc") == pytest.approx(0.020792, rel=1e-4)
     out = tmp_path / "trt"
-    build_bundle(tiny_run, out, BuildOptions(target="tensorrt", precision="int8", calib_size=32,
+    # The cache's format is tested here, not the tiny model's INT8 accuracy: entropy ranges from 32 windows cost
+    # it 1.87 pt on one CPU and under 1 pt on others, where the guard is 1 pt (tested in test_bundle_backends.py).
+    build_bundle(tiny_run, out, BuildOptions(target="tensorrt", precision="int8", calib_size=32, guard_drop=0.05,
                                              calib_method="entropy", legacy_calib_cache="8601"), log=lambda *_: None)
     bundle = open_bundle(out)
     legacy = bundle.manifest["tensorrt"]["legacy_implicit_calibration"]
