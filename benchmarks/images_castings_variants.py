@@ -155,8 +155,11 @@ def teacher_runs(spec: str, seeds_of: dict[str, list[int]], args: argparse.Names
         name, _, seed = item.partition("@")
         if name not in seeds_of:
             raise ValueError(f"teachers={spec}: {name!r} is not a candidate named before its student")
-        seeds = [int(seed)] if seed.isdigit() else seeds_of[name] if not seed else None
-        if seeds is None or not set(seeds) <= set(seeds_of[name]):
+        if not seed:
+            seeds = seeds_of[name]
+        elif seed.isdigit() and int(seed) in seeds_of[name]:
+            seeds = [int(seed)]
+        else:
             raise ValueError(f"teachers={spec}: candidate {name} has no run of seed {seed!r} "
                              f"(its seeds: {', '.join(map(str, seeds_of[name]))})")
         runs += [candidate_run(args, name, s) for s in seeds]
@@ -176,7 +179,6 @@ def make_run(run: Path, overrides: dict, seed: int, args: argparse.Namespace, da
         return
     print(f"== {run.name}: training", flush=True)
     fields = dict(overrides)
-    fields.pop("seeds", None)  # which runs to train, not how
     size = int(fields.pop("size", 0)) or None  # the input size is the model's, not a training setting
     settings = ImageTrainSettings(**({"epochs": args.epochs, "seed": seed} | fields))
     train_images("xray-castings", data, run, "resnet18", size=size, width=args.width, settings=settings,
@@ -217,7 +219,7 @@ def main() -> int:
         if "from" in overrides and set(overrides) - {"seeds"} != {"from", "l1_rounds"}:
             parser.error(f"candidate {name}: a pruned candidate takes from= and l1_rounds= only "
                          "(its training settings are those of the run it starts from)")
-        fields = dict(overrides)
+        fields = {k: v for k, v in overrides.items() if k != "seeds"}  # which runs to train, not how
         if "teachers" in fields:  # the teachers' runs, as one ensemble
             try:
                 fields["teachers"] = [str(run) for run in teacher_runs(fields["teachers"], seeds_of, args)]
