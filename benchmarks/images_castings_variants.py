@@ -13,16 +13,17 @@ there for the record and never choose.  Then, over all runs:
 Only the test images are shared by every run: each seed draws its own validation images,
 unless a candidate fixes ``split_seed``.
 
-Candidates are ``NAME:FIELD=VALUE,...`` over ``ImageTrainSettings``, and ``size`` (the input
-size in px; the 32 px patches are resized to it).  A pruned candidate names the candidate
-it starts from and its L1 rounds instead: ``NAME:from=OTHER,l1_rounds=N`` prunes OTHER's
-run of the same seed (30 % of the filters per round, 10 epochs of fine-tuning each, as
-``drsn-edge prune``), so a narrow network can be compared with the shipped wide-then-pruned
-one at the same FLOPs.  ``teachers=OTHER`` distils the runs of every seed of OTHER (named
-before it) into each run; give both ``split_seed=K``, so that they share validation images.
-``teachers=A@0;B@0;C@0`` distils one seed's run of each of several candidates (teachers of
-different recipes), and ``seeds=0`` trains a candidate for those seeds only (``;`` between
-several), instead of ``--seeds``.
+Candidates are ``NAME:FIELD=VALUE,...`` over ``ImageTrainSettings``, ``size`` (the input
+size in px; the 32 px patches are resized to it) and ``model`` (an image model of
+``drsn-edge train --model``, default resnet18: a shrinkage network can teach a ResNet-18).
+A pruned candidate names the candidate it starts from and its L1 rounds instead:
+``NAME:from=OTHER,l1_rounds=N`` prunes OTHER's run of the same seed (30 % of the filters per
+round, 10 epochs of fine-tuning each, as ``drsn-edge prune``), so a narrow network can be
+compared with the shipped wide-then-pruned one at the same FLOPs.  ``teachers=OTHER`` distils
+the runs of every seed of OTHER (named before it) into each run; give both ``split_seed=K``,
+so that they share validation images.  ``teachers=A@0;B@0;C@0`` distils one seed's run of
+each of several candidates (teachers of different recipes), and ``seeds=0`` trains a
+candidate for those seeds only (``;`` between several), instead of ``--seeds``.
 Resumable: a run directory that already holds metrics.json is reused.  ``--jobs N``
 trains N seeds of a candidate at once, each in a process of its own with ``--threads``
 threads (on a GPU host, several small trainings share the GPU better than one uses it).
@@ -36,6 +37,8 @@ Writes benchmarks/results/images_castings_variants.json.
     python benchmarks/images_castings_variants.py --candidate a:epochs=90,split_seed=0,seeds=0 \\
         --candidate b:epochs=90,split_seed=0,seeds=0,blur=1.0 \\
         --candidate "ab:epochs=90,split_seed=0,teachers=a@0;b@0" --seeds 0,1,2,3
+    python benchmarks/images_castings_variants.py --candidate d:epochs=90,split_seed=0,model=drsn2d \\
+        --candidate d-ens:epochs=90,split_seed=0,teachers=d
     python benchmarks/images_castings_variants.py --device cuda --jobs 8 --threads 2 --candidate e90:epochs=90 \\
         --seeds 0,1,2,3,4,5,6,7
 """
@@ -179,9 +182,10 @@ def make_run(run: Path, overrides: dict, seed: int, args: argparse.Namespace, da
         return
     print(f"== {run.name}: training", flush=True)
     fields = dict(overrides)
-    size = int(fields.pop("size", 0)) or None  # the input size is the model's, not a training setting
+    size = int(fields.pop("size", 0)) or None  # the input size and the network are the model's, not training settings
+    model = fields.pop("model", "resnet18")
     settings = ImageTrainSettings(**({"epochs": args.epochs, "seed": seed} | fields))
-    train_images("xray-castings", data, run, "resnet18", size=size, width=args.width, settings=settings,
+    train_images("xray-castings", data, run, model, size=size, width=args.width, settings=settings,
                  threads=args.threads, quiet=True, device=args.device)
 
 
@@ -210,6 +214,7 @@ def main() -> int:
 
     from edge.cli.common import checked_device
     from edge.data.catalog import default_data_root
+    from edge.model_names import IMAGE_MODELS
     from edge.train.images import evaluate_images
 
     where = checked_device(parser, args.device)
@@ -219,6 +224,8 @@ def main() -> int:
         if "from" in overrides and set(overrides) - {"seeds"} != {"from", "l1_rounds"}:
             parser.error(f"candidate {name}: a pruned candidate takes from= and l1_rounds= only "
                          "(its training settings are those of the run it starts from)")
+        if overrides.get("model", "resnet18") not in IMAGE_MODELS:
+            parser.error(f"candidate {name}: model={overrides['model']}: choose one of {', '.join(IMAGE_MODELS)}")
         fields = {k: v for k, v in overrides.items() if k != "seeds"}  # which runs to train, not how
         if "teachers" in fields:  # the teachers' runs, as one ensemble
             try:

@@ -436,7 +436,8 @@ def test_the_castings_variants_refuse_teachers_they_would_not_have_before_any_ru
                           ("teachers=a@x", "teachers=a@x: candidate a has no run of seed 'x' (its seeds: 0)"),
                           ("seeds=0;one", "seeds=0;one: whole numbers between ';' expected"),
                           ("from=b,l1_rounds=1", "from=b must be a candidate named before it"),
-                          ("from=a,l1_rounds=1,seeds=1", "from=a must be a candidate named before it")):
+                          ("from=a,l1_rounds=1,seeds=1", "from=a must be a candidate named before it"),
+                          ("model=resnet34", "model=resnet34: choose one of resnet18, drsn2d, sarsn")):
         done = _benchmark("images_castings_variants.py", ["--candidate", "a:seeds=0", "--candidate", f"s:{student}",
                                                           "--out", str(tmp_path / "out.json")], tmp_path)
         assert f"images_castings_variants.py: error: candidate s: {said}" in done.stderr
