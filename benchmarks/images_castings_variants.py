@@ -1,8 +1,8 @@
 """X-ray castings: training variants chosen on validation, and whether the remaining errors are systematic.
 
-Trains ResNet-18 (width 16, 30 epochs) on the castings for every candidate x seed,
-scores each run's validation images (balanced accuracy, the score that chooses an
-epoch) and, once, its deduplicated test images.  The candidate with the best mean
+Trains ResNet-18 (width 16, 30 epochs; or a candidate's own network) on the castings for
+every candidate x seed, scores each run's validation images (balanced accuracy, the score
+that chooses an epoch) and, once, its deduplicated test images.  The candidate with the best mean
 validation score over the seeds is the one a user should take; the test figures are
 there for the record and never choose.  Then, over all runs:
 

@@ -429,8 +429,8 @@ def test_a_benchmark_refuses_an_snr_list_that_cannot_be_before_any_work(script, 
     assert f"{script}: error: argument --snr: SNR list expects dB values or 'none', got 'loud'" in done.stderr
 
 
-def test_the_castings_variants_refuse_teachers_they_would_not_have_before_any_run(tmp_path):
-    """A student names its teachers' candidates and seeds; one that is not there is said before hours of runs."""
+def test_the_castings_variants_refuse_a_candidate_they_could_not_train_before_any_run(tmp_path):
+    """Teachers, seeds, a starting run or a network that is not there are said before hours of runs."""
     for student, said in (("teachers=b@0", "teachers=b@0: 'b' is not a candidate named before its student"),
                           ("teachers=a@1", "teachers=a@1: candidate a has no run of seed '1' (its seeds: 0)"),
                           ("teachers=a@x", "teachers=a@x: candidate a has no run of seed 'x' (its seeds: 0)"),
