@@ -61,6 +61,7 @@ from images_accuracy import add_training_arguments  # noqa: E402
 from robustness_nested import parse_candidate  # noqa: E402
 from edge.cli.common import positive_int  # noqa: E402
 
+DEFAULT_MODEL = "resnet18"  # a candidate's network when it names none with model=
 DEFAULT_CANDIDATES = ["default:", "rotations:rotations=true",
                       "rotations-center:rotations=true,normalization=center-image",
                       "rotations-none:rotations=true,normalization=none"]
@@ -183,7 +184,7 @@ def make_run(run: Path, overrides: dict, seed: int, args: argparse.Namespace, da
     print(f"== {run.name}: training", flush=True)
     fields = dict(overrides)
     size = int(fields.pop("size", 0)) or None  # the input size and the network are the model's, not training settings
-    model = fields.pop("model", "resnet18")
+    model = fields.pop("model", DEFAULT_MODEL)
     settings = ImageTrainSettings(**({"epochs": args.epochs, "seed": seed} | fields))
     train_images("xray-castings", data, run, model, size=size, width=args.width, settings=settings,
                  threads=args.threads, quiet=True, device=args.device)
@@ -224,7 +225,7 @@ def main() -> int:
         if "from" in overrides and set(overrides) - {"seeds"} != {"from", "l1_rounds"}:
             parser.error(f"candidate {name}: a pruned candidate takes from= and l1_rounds= only "
                          "(its training settings are those of the run it starts from)")
-        if overrides.get("model", "resnet18") not in IMAGE_MODELS:
+        if overrides.get("model", DEFAULT_MODEL) not in IMAGE_MODELS:
             parser.error(f"candidate {name}: model={overrides['model']}: choose one of {', '.join(IMAGE_MODELS)}")
         fields = {k: v for k, v in overrides.items() if k != "seeds"}  # which runs to train, not how
         if "teachers" in fields:  # the teachers' runs, as one ensemble
