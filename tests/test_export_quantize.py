@@ -205,3 +205,7 @@ def test_openvino_float_layers_by_family():
     assert float_patterns_for({"name": "dca-cnn", "shrinkage": "none"}) == DCA_FLOAT_PATTERNS
     assert float_patterns_for({"name": "drsn2d", "shrinkage": "cw"}) == SHRINKAGE_FLOAT_PATTERNS
     assert float_patterns_for({"name": "resnet1d", "shrinkage": "none"}) == ()
+    # an ensemble keeps in float what any of its members would (each pattern once)
+    drsn2d, resnet18 = {"name": "drsn2d", "shrinkage": "cw"}, {"name": "resnet18", "shrinkage": "none"}
+    assert float_patterns_for({"name": "ensemble", "members": [resnet18, drsn2d, drsn2d]}) == SHRINKAGE_FLOAT_PATTERNS
+    assert float_patterns_for({"name": "ensemble", "members": [resnet18, resnet18]}) == ()

@@ -196,6 +196,81 @@ def test_image_run_builds_an_int8_bundle_the_gateway_can_run(castings_run, targe
     assert backend.infer(np.zeros((1, 1, 32, 32), np.float32)).shape == (1, 2)
 
 
+def test_an_ensemble_of_runs_outputs_their_mean_probability_and_builds_like_any_run(castings_run, data_root,
+                                                                                    tmp_path, capsys):
+    """`drsn-edge ensemble` packs runs of one split as one network: the softmax of its output is the mean of
+    the members' softmax, `evaluate` scores it, and it builds into a bundle the gateway runs unchanged."""
+    import torch
+
+    from edge.backends import load_backend
+    from edge.bundle import open_bundle
+    from edge.cli import main
+    from edge.export.build import BuildOptions, build_bundle
+    from edge.train.images import image_logits, model_inputs_images, run_images
+    from edge.train.runs import load_run
+
+    second, out = tmp_path / "s1", tmp_path / "x2"
+    assert main(["train", "--task", "xray-castings", "--model", "resnet18", "--width", "8", "--depth", "1",
+                 "--epochs", "2", "--seed", "1", "--split-seed", "0", "--threads", "1", "--data", str(data_root),
+                 "--out", str(second), "-q"]) == 0
+    assert main(["ensemble", "--runs", str(castings_run), str(second), "--out", str(out), "--threads", "1"]) == 0
+    assert "ensemble: " in capsys.readouterr().out
+    members, ensemble = [load_run(p) for p in (castings_run, second)], load_run(out)
+    x, y = run_images(ensemble, "test")
+    norm = ensemble.config["preprocessing"]["normalization"]
+    mean = np.mean([torch.softmax(torch.from_numpy(image_logits(r.load_model(), x, norm)), 1).numpy()
+                    for r in members], axis=0)
+    own = torch.softmax(torch.from_numpy(image_logits(ensemble.load_model(), x, norm)), 1).numpy()
+    np.testing.assert_allclose(own, mean, atol=1e-5)
+    assert main(["evaluate", "--run", str(out), "--json", "--threads", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["model"] == "ensemble" and result["accuracy"] == pytest.approx(np.mean(mean.argmax(1) == y))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [m["run"] for m in metrics["members"]] == [str(castings_run), str(second)]
+    assert metrics["best_val_score"] == metrics["val_balanced_accuracy"]
+    for target, precision in (("onnxruntime", "fp32"), ("openvino", "int8")):
+        pytest.importorskip(target)
+        manifest = build_bundle(out, tmp_path / target, BuildOptions(target=target, precision=precision,
+                                                                     calib_size=64, guard_drop=0.05),
+                                log=lambda *_: None)
+        assert manifest["model"]["family"] == "ensemble" and manifest["accuracy"]["windows"] == 519
+        scores = load_backend(open_bundle(tmp_path / target), threads=1).infer(model_inputs_images(x[:32], norm))
+        probabilities = torch.softmax(torch.from_numpy(np.asarray(scores)), 1).numpy()
+        if precision == "fp32":
+            np.testing.assert_allclose(probabilities, mean[:32], atol=1e-4)
+        else:
+            assert np.mean(probabilities.argmax(1) == mean[:32].argmax(1)) >= 0.9
+
+
+def test_an_ensemble_of_runs_that_do_not_belong_together_is_refused_before_anything_is_written(
+        castings_run, tiny_run, tmp_path, capsys):
+    """Two members, each once, one task and one split; an ensemble is not pruned or distilled whole."""
+    import shutil
+
+    from edge.cli import main
+
+    resplit = tmp_path / "resplit"
+    shutil.copytree(castings_run, resplit)
+    split = json.loads((resplit / "split.json").read_text())
+    split["files"]["train"].append(split["files"]["val"].pop())   # one validation image learnt by this member
+    (resplit / "split.json").write_text(json.dumps(split))
+    for runs, message in (([castings_run], "at least two runs"),
+                          ([castings_run, castings_run], "is given twice"),
+                          ([castings_run, tiny_run], "differ in task"),
+                          ([castings_run, resplit], "were split differently"),
+                          ([castings_run, tmp_path / "none"], "does not exist")):
+        assert main(["ensemble", "--runs", *map(str, runs), "--out", str(tmp_path / "x")]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "x").exists()
+    shutil.copytree(castings_run, tmp_path / "copy")
+    assert main(["ensemble", "--runs", str(castings_run), str(tmp_path / "copy"), "--out", str(tmp_path / "x"),
+                 "-q"]) == 0
+    assert main(["ensemble", "--runs", str(tmp_path / "x"), str(castings_run), "--out", str(tmp_path / "y")]) == 2
+    assert "is an ensemble already" in capsys.readouterr().err
+    assert main(["prune", "--run", str(tmp_path / "x"), "--out", str(tmp_path / "p")]) == 2
+    assert "is an ensemble: prune or distil its member runs" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def castings_bundle(castings_run, tmp_path_factory):
     """The tiny castings run as an ONNX Runtime FP32 line-scan bundle (a 50 ms tile budget, for slow test hosts)."""

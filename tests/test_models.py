@@ -192,3 +192,22 @@ def test_image_models_export_to_onnx(name, tmp_path):
         expected = model(torch.from_numpy(x)).numpy()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: x})[0], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_an_ensemble_config_rebuilds_its_members_and_refuses_members_that_do_not_fit():
+    """A vibration ensemble from its stored config alone: same weights' names, the members' mean softmax out."""
+    from edge.models import EnsembleConfig
+
+    torch.manual_seed(0)
+    members = [model_config("drsn1d-cw", width=4, depth=1), model_config("resnet1d", width=4, depth=1)]
+    ensemble = build_model(EnsembleConfig.of([m.to_dict() for m in members])).eval()
+    again = build_model(config_from_dict(ensemble.config.to_dict()))
+    assert list(again.state_dict()) == list(ensemble.state_dict())
+    x = torch.randn(3, 1, 1024)
+    with torch.no_grad():
+        mean = torch.stack([torch.softmax(m(x), 1) for m in ensemble.members]).mean(0)
+        assert torch.allclose(torch.softmax(ensemble(x), 1), mean, atol=1e-6)
+    with pytest.raises(ValueError, match="at least two members"):
+        EnsembleConfig.of([members[0].to_dict()])
+    with pytest.raises(ValueError, match="num_classes"):
+        EnsembleConfig.of([members[0].to_dict(), model_config("resnet1d", num_classes=4).to_dict()])

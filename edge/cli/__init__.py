@@ -4,7 +4,7 @@ Each subcommand is a thin layer over a library call, so everything the CLI does 
 be done from Python too.  Errors drsn-edge raises on purpose, and files the system refuses,
 are printed as one clear line (exit status 2), never as a traceback.
 
-The subcommands live by side: ``training``, ``compression`` and ``bundles`` (build side), ``gateway``
+The subcommands live by side: ``training``, ``compression``, ``ensemble`` and ``bundles`` (build side), ``gateway``
 (the runtime and installation; never imports torch), ``decisions`` (reading the decision
 log; gateway side too), ``device`` (simulator and
 ports), and ``calibration.cli`` (accuracy against latency).
@@ -29,10 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"drsn-edge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     from calibration.cli import add_calibrate
-    from edge.cli import bundles, compression, decisions, device, gateway, training
+    from edge.cli import bundles, compression, decisions, device, ensemble, gateway, training
 
     training.register(sub)
     compression.register(sub)
+    ensemble.register(sub)
     device.register(sub)
     bundles.register(sub)
     gateway.register(sub)

@@ -13,6 +13,10 @@ Grey images (N, 1, S, S):
 ``resnet18``    ResNet-18 (small-input stem up to 64 px)
 ``drsn2d``      ResNet-18 with RSBU-CW soft thresholding in every block
 ``sarsn``       ResNet-18 with self-adaptive shrinkage (the strip-steel teacher)
+
+Either family:
+
+``ensemble``    trained networks of one task, their softmax outputs averaged (``drsn-edge ensemble``)
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 from torch import nn
 
 from edge.models.dcacnn import DcaCnn
+from edge.models.ensemble import Ensemble, EnsembleConfig
 from edge.model_names import IMAGE_MODELS, MODELS
 from edge.models.resnet1d import ModelConfig, ResNet1d
 from edge.models.resnet2d import ImageModelConfig, ResNet2d
@@ -44,15 +49,19 @@ def model_config(name: str, **overrides) -> ModelConfig | ImageModelConfig:
     return ModelConfig(name=name, shrinkage=MODELS[name], **settings)
 
 
-def config_from_dict(data: dict) -> ModelConfig | ImageModelConfig:
+def config_from_dict(data: dict) -> ModelConfig | ImageModelConfig | EnsembleConfig:
     """A stored config (a run's ``config.json`` "model"), of whichever family it names."""
+    if data.get("name") == "ensemble":
+        return EnsembleConfig.from_dict(data)
     if data.get("name") in IMAGE_MODELS:
         return ImageModelConfig.from_dict(data)
     return ModelConfig.from_dict(data)
 
 
-def build_model(config: ModelConfig | ImageModelConfig) -> nn.Module:
+def build_model(config: ModelConfig | ImageModelConfig | EnsembleConfig) -> nn.Module:
     """Instantiate the network a config describes."""
+    if isinstance(config, EnsembleConfig):
+        return Ensemble(config, [build_model(config_from_dict(member)) for member in config.members])
     if isinstance(config, ImageModelConfig):
         return ResNet2d(config)
     if config.name == "dca-cnn":
@@ -60,5 +69,5 @@ def build_model(config: ModelConfig | ImageModelConfig) -> nn.Module:
     return ResNet1d(config)
 
 
-__all__ = ["DcaCnn", "IMAGE_MODELS", "ImageModelConfig", "MODELS", "ModelConfig", "ResNet2d", "build_model",
-           "config_from_dict", "model_config"]
+__all__ = ["DcaCnn", "Ensemble", "EnsembleConfig", "IMAGE_MODELS", "ImageModelConfig", "MODELS", "ModelConfig",
+           "ResNet2d", "build_model", "config_from_dict", "model_config"]

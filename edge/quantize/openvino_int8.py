@@ -30,7 +30,10 @@ DCA_FLOAT_PATTERNS: tuple[str, ...] = (r".*fusion_cnn.*",)
 
 
 def float_patterns_for(model_config: dict) -> tuple[str, ...]:
-    """The layers NNCF leaves in float for a model family (see the notes above), none for the rest."""
+    """The layers NNCF leaves in float for a model family (see the notes above), none for the rest;
+    for an ensemble, those of each of its members."""
+    if model_config.get("name") == "ensemble":
+        return tuple(dict.fromkeys(p for member in model_config["members"] for p in float_patterns_for(member)))
     if model_config.get("name") == "dca-cnn":
         return DCA_FLOAT_PATTERNS
     if model_config.get("shrinkage", "none") != "none":

@@ -27,6 +27,9 @@ def _image_run(path: str | Path) -> Run:
     run = load_run(path)
     if run.config["preprocessing"].get("input") != "image":
         raise RunError(f"{path} is not an image run (pruning and distillation work on image models)")
+    if run.config["model"]["name"] == "ensemble":
+        raise RunError(f"{path} is an ensemble: prune or distil its member runs, then ensemble them again "
+                       "(or teach a student with `drsn-edge train --teacher` on each member)")
     return run
 
 

@@ -26,7 +26,7 @@ from torch import nn
 from edge import durable
 from edge.errors import RunError
 from edge.host import processor_name
-from edge.models import ImageModelConfig, ModelConfig, build_model, config_from_dict
+from edge.models import EnsembleConfig, ImageModelConfig, ModelConfig, build_model, config_from_dict
 from edge.run_files import RUN_FILES, read_run_files
 
 
@@ -38,7 +38,7 @@ class Run:
     metrics: dict
 
     @property
-    def model_config(self) -> ModelConfig | ImageModelConfig:
+    def model_config(self) -> ModelConfig | ImageModelConfig | EnsembleConfig:
         return config_from_dict(self.config["model"])
 
     def load_model(self) -> nn.Module:
