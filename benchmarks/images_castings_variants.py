@@ -10,6 +10,10 @@ there for the record and never choose.  Then, over all runs:
   not seed or setting noise, and no retraining of the same kind fixes them;
 - the mean-softmax ensemble of all runs, for the same reason.
 
+Each candidate whose seeds share one split (``split_seed``) is also scored as the mean
+softmax of its seeds, as ``drsn-edge ensemble`` packs them, on validation and on test:
+whether averaging pays for its inferences is chosen on validation too.
+
 Only the test images are shared by every run: each seed draws its own validation images,
 unless a candidate fixes ``split_seed``.
 
@@ -105,6 +109,25 @@ def agreement(runs: list[Path]) -> dict:
     ensemble = np.mean([p for p, _ in scored], axis=0).argmax(1)
     return {"images": int(y.size), "wrong_in_exactly_k_runs": [int((wrong == k).sum()) for k in range(len(runs) + 1)],
             "ensemble_accuracy": float(np.mean(ensemble == y))}
+
+
+def seeds_averaged(runs: list[Path]) -> dict | None:
+    """The runs as one ensemble (their mean softmax, as ``drsn-edge ensemble`` builds it): balanced accuracy on
+    validation and accuracy on test.  None for a single run, or runs that drew different validation images."""
+    from edge.errors import RunError
+    from edge.train.ensemble import member_runs
+    from edge.train.images import balanced_accuracy
+
+    try:
+        member_runs(runs)
+    except RunError:
+        return None
+    scores = {}
+    for split in ("val", "test"):
+        scored = [softmax_scores(run, split) for run in runs]
+        y, pred = scored[0][1], np.mean([p for p, _ in scored], axis=0).argmax(1)
+        scores[split] = balanced_accuracy(y, pred) if split == "val" else float(np.mean(pred == y))
+    return {"val_balanced_accuracy": scores["val"], "test_accuracy": scores["test"]}
 
 
 def near_copies(run_dir: Path, rms_grey_levels: float = 1.3) -> dict:
@@ -262,20 +285,29 @@ def main() -> int:
                   f"test {100 * rows[-1]['test_accuracy']:.2f}%", flush=True)
         candidates.append({"candidate": name, "settings": overrides, "seeds": seeds,
                            "val_mean": float(np.mean([r["val_balanced_accuracy"] for r in scores])),
-                           "test_mean": float(np.mean([r["test_accuracy"] for r in scores]))})
+                           "test_mean": float(np.mean([r["test_accuracy"] for r in scores])),
+                           "seeds_averaged": seeds_averaged([Path(r["run"]) for r in scores])})
     chosen = max(candidates, key=lambda c: c["val_mean"])
+    averaged = [c for c in candidates if c["seeds_averaged"]]
+    chosen_averaged = max(averaged, key=lambda c: c["seeds_averaged"]["val_balanced_accuracy"]) if averaged else None
     runs = [Path(r["run"]) for r in rows]
     doc = {"benchmark": "images_castings_variants", "date": time.strftime("%Y-%m-%d"), "width": args.width,
            "epochs": args.epochs, "seeds": args.seeds, "trained_on": where,
            "protocol": "candidates compared by mean validation balanced accuracy over the seeds (validation drawn "
                        "from the training series); test images (the deduplicated published test series) scored "
                        "once per run, for the record",
-           "candidates": candidates, "chosen_on_validation": chosen["candidate"], "runs": rows,
+           "candidates": candidates, "chosen_on_validation": chosen["candidate"],
+           "seeds_averaged_chosen_on_validation": chosen_averaged and chosen_averaged["candidate"], "runs": rows,
            "test_agreement": agreement(runs), "near_copies": near_copies(runs[0])}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
     for c in candidates:
-        print(f"{c['candidate']:<18} validation {100 * c['val_mean']:.2f}%  test {100 * c['test_mean']:.2f}%")
+        averaged = c["seeds_averaged"]
+        print(f"{c['candidate']:<18} validation {100 * c['val_mean']:.2f}%  test {100 * c['test_mean']:.2f}%"
+              + (f"   seeds averaged: validation {100 * averaged['val_balanced_accuracy']:.2f}%  "
+                 f"test {100 * averaged['test_accuracy']:.2f}%" if averaged else ""))
+    if chosen_averaged:
+        print(f"seeds averaged, chosen on validation: {chosen_averaged['candidate']}")
     test = doc["test_agreement"]
     print(f"chosen on validation: {chosen['candidate']}; test images wrong in exactly k of {len(runs)} runs: "
           f"{test['wrong_in_exactly_k_runs']}; ensemble of all runs {100 * test['ensemble_accuracy']:.2f}%")
