@@ -315,6 +315,34 @@ def test_a_student_learns_from_its_teachers_softened_outputs(cwru_dir, tmp_path,
     assert "is not an image run" in capsys.readouterr().err
 
 
+def test_a_vibration_ensemble_scores_its_members_and_itself_on_validation_and_builds_like_one_run(
+        cwru_dir, tmp_path, capsys):
+    """`drsn-edge ensemble` serves vibration runs too, of two networks: each member's validation accuracy and
+    the mean softmax's are recorded, and the ensemble evaluates and builds as any run."""
+    from edge.export.build import BuildOptions, build_bundle
+    from edge.train.evaluate import logits
+    from edge.train.vibration import run_split_windows
+
+    a = train_tiny_cli(cwru_dir, tmp_path / "a")
+    b = train_tiny_cli(cwru_dir, tmp_path / "b", "--model", "drsn1d-cw", "--seed", "1")
+    assert main(["ensemble", "--runs", str(a.path), str(b.path), "--out", str(tmp_path / "x"), "-q"]) == 0
+    x = load_run(tmp_path / "x")
+    pre = x.config["preprocessing"]
+    windows, y = run_split_windows(x.config, "val", pre["hops"]["val"])
+    probabilities = [torch.softmax(torch.from_numpy(logits(r.load_model(), windows, pre["normalization"])), 1)
+                     for r in (a, b)]
+    mean = (probabilities[0] + probabilities[1]) / 2
+    assert x.metrics["val_accuracy"] == pytest.approx(float(np.mean(mean.argmax(1).numpy() == y)))
+    assert [m["val_accuracy"] for m in x.metrics["members"]] == [
+        pytest.approx(float(np.mean(p.argmax(1).numpy() == y))) for p in probabilities]
+    assert main(["evaluate", "--run", str(x.path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == "ensemble"
+    manifest = build_bundle(x.path, tmp_path / "bundle", BuildOptions(target="onnxruntime", precision="fp32"),
+                            log=lambda *_: None)
+    assert manifest["model"]["family"] == "ensemble"
+    assert [m["name"] for m in manifest["model"]["config"]["members"]] == ["resnet1d", "drsn1d-cw"]
+
+
 def test_a_vibration_student_refuses_a_teacher_that_learned_what_it_holds_out(cwru_dir, tmp_path, capsys):
     """A teacher trained on the student's validation or test stretch of a record, or on another rate, is
     refused before any step; one trained on another load as well is taken, and the student says so."""
