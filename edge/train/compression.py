@@ -19,7 +19,7 @@ from edge.models.complexity import image_model_cost, parameter_count
 from edge.train.device import describe, training_device
 from edge.train.images import ImageTrainSettings, balanced_accuracy, fit_images, predict_images, run_images
 from edge.train.pruning import asfp_rate, prune_resnet2d, soft_prune
-from edge.train.runs import Run, load_run, save_run, training_environment
+from edge.train.runs import Run, echo, load_run, save_run, training_environment
 from edge.train.trainer import seed_everything
 
 
@@ -46,11 +46,6 @@ def _settings_of(run: Run, **overrides) -> ImageTrainSettings:
     settings = ImageTrainSettings(**(recorded | overrides)).for_task(run.config["task"])
     # A run that averaged its last N epochs passes that on, to at most as many epochs as there are.
     return dataclasses.replace(settings, average_epochs=min(settings.average_epochs, settings.epochs))
-
-
-def _log(quiet: bool, text: str) -> None:
-    if not quiet:
-        print(text, flush=True)
 
 
 def prune_run(run_dir: str | Path, out: str | Path, method: str = "l1", rounds: int = 3, rate: float = 0.3,
@@ -82,7 +77,7 @@ def prune_run(run_dir: str | Path, out: str | Path, method: str = "l1", rounds: 
     base = image_model_cost(model, size) | {"round": 0, "val_balanced_accuracy": balanced_accuracy(
         vy, predict_images(model, vx, settings.normalization))}
     history = [base]
-    _log(quiet, f"baseline: {base['parameters']:,} parameters, {base['mflops']:.1f} MFLOPs, validation "
+    echo(quiet, f"baseline: {base['parameters']:,} parameters, {base['mflops']:.1f} MFLOPs, validation "
                 f"{100 * base['val_balanced_accuracy']:.2f}%")
     if method == "l1":
         for r in range(1, rounds + 1):
@@ -92,7 +87,7 @@ def prune_run(run_dir: str | Path, out: str | Path, method: str = "l1", rounds: 
             history.append(image_model_cost(model, size) | {
                 "round": r, "val_balanced_accuracy_before_finetune": before,
                 "val_balanced_accuracy": fit["best_val_score"], "finetune_seconds": fit["train_seconds"]})
-            _log(quiet, f"round {r}: {history[-1]['parameters']:,} parameters, {history[-1]['mflops']:.1f} MFLOPs "
+            echo(quiet, f"round {r}: {history[-1]['parameters']:,} parameters, {history[-1]['mflops']:.1f} MFLOPs "
                         f"({100 * history[-1]['mflops'] / base['mflops']:.0f} %), validation "
                         f"{100 * before:.2f}% -> {100 * fit['best_val_score']:.2f}% after fine-tuning")
     else:
@@ -107,7 +102,7 @@ def prune_run(run_dir: str | Path, out: str | Path, method: str = "l1", rounds: 
             "round": 1, "rate": rate, "val_balanced_accuracy_soft": fit["best_val_score"],
             "val_balanced_accuracy_before_finetune": before, "val_balanced_accuracy": fit2["best_val_score"],
             "finetune_seconds": fit["train_seconds"] + fit2["train_seconds"]})
-        _log(quiet, f"asfp {rate}: {history[-1]['parameters']:,} parameters, {history[-1]['mflops']:.1f} MFLOPs, "
+        echo(quiet, f"asfp {rate}: {history[-1]['parameters']:,} parameters, {history[-1]['mflops']:.1f} MFLOPs, "
                     f"validation {100 * fit2['best_val_score']:.2f}%")
     config = json.loads(json.dumps(run.config))
     config["model"] = model.config.to_dict()
@@ -117,7 +112,7 @@ def prune_run(run_dir: str | Path, out: str | Path, method: str = "l1", rounds: 
     metrics = {"parameters": parameter_count(model), "pruning": history,
                "best_val_score": history[-1]["val_balanced_accuracy"]}
     save_run(Path(out), model, config, run.split, metrics)
-    _log(quiet, f"wrote {out}/")
+    echo(quiet, f"wrote {out}/")
     return metrics
 
 
@@ -172,7 +167,7 @@ def distill_run(teacher_dir: str | Path, out: str | Path, student: str = "resnet
         return distance_weight * rkd_distance(s, t) + angle_weight * rkd_angle(s, t)
 
     settings = _settings_of(teacher_run, epochs=epochs, seed=seed)
-    _log(quiet, f"distilling {teacher_run.config['model']['name']} ({parameter_count(teacher):,} parameters) into "
+    echo(quiet, f"distilling {teacher_run.config['model']['name']} ({parameter_count(teacher):,} parameters) into "
                 f"{student} ({parameter_count(model):,}), {epochs} epochs")
     fit = fit_images(model, tx, ty, vx, vy, settings, rng, classes, progress=not quiet, extra_loss=relational_loss,
                      device=on)
@@ -185,5 +180,5 @@ def distill_run(teacher_dir: str | Path, out: str | Path, student: str = "resnet
     metrics = {"parameters": parameter_count(model)} | {k: fit[k] for k in ("train_seconds", "best_epoch",
                                                                             "best_val_score", "history")}
     save_run(Path(out), model, run_config, teacher_run.split, metrics)
-    _log(quiet, f"best validation epoch {fit['best_epoch']} ({100 * fit['best_val_score']:.2f}%); wrote {out}/")
+    echo(quiet, f"best validation epoch {fit['best_epoch']} ({100 * fit['best_val_score']:.2f}%); wrote {out}/")
     return metrics

@@ -10,7 +10,6 @@ that whether averaging helps is read off the validation data before any bundle i
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -18,19 +17,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from edge.data.cwru import file_sha256
 from edge.errors import RunError
 from edge.models import Ensemble, EnsembleConfig
 from edge.models.complexity import parameter_count
 from edge.run_files import split_fingerprint
-from edge.train.runs import Run, load_run, save_run, training_environment
+from edge.train.runs import Run, echo, load_run, save_run, training_environment
 
 #: What every member must share, and how a mismatch is named.
 SHARED = {"task": "task", "classes": "classes", "preprocessing": "preprocessing (window, size or normalisation)"}
-
-
-def _log(quiet: bool, text: str) -> None:
-    if not quiet:
-        print(text, flush=True)
 
 
 def member_runs(run_dirs: list[str | Path]) -> list[Run]:
@@ -76,10 +71,6 @@ def validation_scores(run: Run, models: list[nn.Module], data: str | Path | None
     return [{"val_accuracy": float(np.mean(predict(m, x, pre["normalization"]) == y))} for m in models]
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def ensemble_runs(run_dirs: list[str | Path], out: str | Path, data: str | Path | None = None,
                   threads: int | None = None, quiet: bool = False) -> dict:
     """Write a run at ``out`` whose network is the mean softmax of the runs in ``run_dirs``; its metrics.
@@ -91,24 +82,24 @@ def ensemble_runs(run_dirs: list[str | Path], out: str | Path, data: str | Path 
     runs = member_runs(run_dirs)
     members = [run.load_model() for run in runs]
     model = Ensemble(EnsembleConfig.of([run.config["model"] for run in runs]), members).eval()
-    _log(quiet, f"scoring {len(runs)} members and their average on the validation data")
+    echo(quiet, f"scoring {len(runs)} members and their average on the validation data")
     scores = validation_scores(runs[0], [*members, model], data)
     key = "val_balanced_accuracy" if "val_balanced_accuracy" in scores[0] else "val_accuracy"
     for run, score in zip(runs, scores):
-        _log(quiet, f"  {run.path}: {100 * score[key]:.2f}%")
-    _log(quiet, f"  ensemble: {100 * scores[-1][key]:.2f}%")
+        echo(quiet, f"  {run.path}: {100 * score[key]:.2f}%")
+    echo(quiet, f"  ensemble: {100 * scores[-1][key]:.2f}%")
     config = json.loads(json.dumps(runs[0].config))
     config.pop("training", None)  # the members trained; the ensemble did not
     config.pop("compression", None)
     config["model"] = model.config.to_dict()
     config["environment"] = training_environment()
     config["ensemble"] = {"members": [
-        {"run": str(run.path), "model_sha256": _sha256(run.path / "model.pt"),
+        {"run": str(run.path), "model_sha256": file_sha256(run.path / "model.pt"),
          "seed": run.config.get("training", {}).get("seed"), "model": run.config["model"]["name"]}
         for run in runs]}
     metrics = {"parameters": parameter_count(model), "best_val_score": scores[-1][key], "score": key,
                "members": [{"run": str(run.path), **score} for run, score in zip(runs, scores)], **scores[-1]}
     save_run(Path(out), model, config, runs[0].split, metrics)
-    _log(quiet, f"wrote {out}/ ({len(runs)} members, {parameter_count(model):,} parameters); score it with "
+    echo(quiet, f"wrote {out}/ ({len(runs)} members, {parameter_count(model):,} parameters); score it with "
                 f"`drsn-edge evaluate --run {out}`, build it with build.py like any run")
     return metrics

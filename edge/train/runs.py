@@ -90,6 +90,12 @@ def _first_line(exc: BaseException) -> str:
 _KEY_LIST = re.compile(r'^(?P<label>[^:"]+): (?P<names>"[^"]*"(?:, "[^"]*")+)\.?$')
 
 
+def echo(quiet: bool, text: str) -> None:
+    """A progress line of a command that writes a run (train, prune, distill, ensemble), unless ``--quiet``."""
+    if not quiet:
+        print(text, flush=True)
+
+
 def _json_text(data: dict) -> str:
     return json.dumps(data, indent=2, sort_keys=False) + "\n"
 

@@ -26,7 +26,7 @@ from edge.train.dca import fit_dca_cnn
 from edge.train.device import describe, training_device
 from edge.train.evaluate import evaluate_under_noise
 from edge.train.loop import kept_description
-from edge.train.runs import load_run, save_run, training_environment
+from edge.train.runs import echo, load_run, save_run, training_environment
 from edge.train.teachers import TeacherEnsemble
 from edge.train.trainer import TrainSettings, fit, seed_everything
 
@@ -41,11 +41,6 @@ class WindowSettings:
         val = self.val_hop or max(self.length // 2, 1)
         test = self.test_hop or max(self.length // 8, 1)
         return {"train": 1, "val": val, "test": test}
-
-
-def _log(quiet: bool, message: str) -> None:
-    if not quiet:
-        print(message, flush=True)
 
 
 def train_cwru(data_dir: str | Path, out: str | Path, model_name: str = "drsn1d-cw",
@@ -68,7 +63,7 @@ def train_cwru(data_dir: str | Path, out: str | Path, model_name: str = "drsn1d-
 
     dataset = load_cwru(data_dir, loads=loads, channel=channel, rate_hz=rate_hz)
     for note in dataset.notes:
-        _log(quiet, f"note: {note}")
+        echo(quiet, f"note: {note}")
     segments = split_records(dataset.records, windows.length, split)
     hops = windows.hops()
     split_doc = describe_split(segments, dataset.records, split, windows.length, hops)  # split.json; checks teachers
@@ -78,7 +73,7 @@ def train_cwru(data_dir: str | Path, out: str | Path, model_name: str = "drsn1d-
                           instance_norm=instance_norm, in_channels=input_channels(settings.normalization))
     model = build_model(config)
     n_params = sum(p.numel() for p in model.parameters())
-    _log(quiet, f"training {model_name} ({n_params:,} parameters) on {len(dataset.records)} records, "
+    echo(quiet, f"training {model_name} ({n_params:,} parameters) on {len(dataset.records)} records, "
                 f"loads {','.join(map(str, dataset.loads))}, {channel} channel at {rate_hz} Hz, "
                 f"window {windows.length}; {settings.epochs} epochs x {settings.steps_per_epoch} steps "
                 f"x {settings.batch_size}; {torch.get_num_threads()} threads, on {describe(on)}")
@@ -92,14 +87,14 @@ def train_cwru(data_dir: str | Path, out: str | Path, model_name: str = "drsn1d-
                                               channel, split_doc["segments"])
                     if settings.teachers else None)
         if teachers:
-            _log(quiet, f"distilling from {len(settings.teachers)} teacher(s): {', '.join(map(str, settings.teachers))}")
+            echo(quiet, f"distilling from {len(settings.teachers)} teacher(s): {', '.join(map(str, settings.teachers))}")
             for path, files in teachers.other_records.items():
-                _log(quiet, f"note: teacher {path} also trained on {len(files)} record(s) this run does not "
+                echo(quiet, f"note: teacher {path} also trained on {len(files)} record(s) this run does not "
                             f"({', '.join(files[:4])}{', ...' if len(files) > 4 else ''}); this run's scores on "
                             "them are not held out")
         result = fit(model, sampler, val_x, val_y, settings, rng, progress=not quiet, teachers=teachers, device=on)
     kept = kept_description(result["best_epoch"], settings.average_epochs)
-    _log(quiet, f"{kept} (score {result['best_val_score']:.4f}) after {result['train_seconds']:.0f} s")
+    echo(quiet, f"{kept} (score {result['best_val_score']:.4f}) after {result['train_seconds']:.0f} s")
 
     run_config = {
         "drsn_edge_version": edge.__version__,
@@ -125,7 +120,7 @@ def train_cwru(data_dir: str | Path, out: str | Path, model_name: str = "drsn1d-
         "history": result["history"],
     } | ({"dca": result["dca"]} if "dca" in result else {})
     save_run(out, model, run_config, split_doc, metrics)
-    _log(quiet, f"wrote {out}/ (model.pt, config.json, split.json, metrics.json)")
+    echo(quiet, f"wrote {out}/ (model.pt, config.json, split.json, metrics.json)")
     return metrics
 
 
