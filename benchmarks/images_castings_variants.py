@@ -50,6 +50,7 @@ Writes benchmarks/results/images_castings_variants.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import multiprocessing
 import sys
@@ -97,16 +98,29 @@ def run_mflops(run_dir: Path) -> float:
     return round(image_model_cost(run.load_model(), run.config["preprocessing"]["size"])["mflops"], 1)
 
 
+@functools.lru_cache(maxsize=None)
+def plain_scores(run_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`softmax_scores` of the patches as they are, computed once per run and split: the agreement
+    table and each candidate's average read the same runs."""
+    return softmax_scores(run_dir, split)
+
+
+def mean_softmax_prediction(runs: list[Path], split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Labels of a split the runs share, and the class their mean softmax picks for each image."""
+    scored = [plain_scores(run, split) for run in runs]
+    return scored[0][1], np.mean([p for p, _ in scored], axis=0).argmax(1)
+
+
 def agreement(runs: list[Path]) -> dict:
     """Test images wrong in exactly k runs (k = 0 .. len(runs)), and the mean-softmax ensemble's accuracy."""
     from edge.train.runs import load_run
 
     if len({tuple(load_run(r).split["files"]["test"]) for r in runs}) != 1:
         raise SystemExit("the runs were not scored on the same test images")
-    scored = [softmax_scores(r, "test") for r in runs]
+    scored = [plain_scores(r, "test") for r in runs]
     y = scored[0][1]
     wrong = np.array([p.argmax(1) != y for p, _ in scored]).sum(0)
-    ensemble = np.mean([p for p, _ in scored], axis=0).argmax(1)
+    ensemble = mean_softmax_prediction(runs, "test")[1]
     return {"images": int(y.size), "wrong_in_exactly_k_runs": [int((wrong == k).sum()) for k in range(len(runs) + 1)],
             "ensemble_accuracy": float(np.mean(ensemble == y))}
 
@@ -122,12 +136,9 @@ def seeds_averaged(runs: list[Path]) -> dict | None:
         member_runs(runs)
     except RunError:
         return None
-    scores = {}
-    for split in ("val", "test"):
-        scored = [softmax_scores(run, split) for run in runs]
-        y, pred = scored[0][1], np.mean([p for p, _ in scored], axis=0).argmax(1)
-        scores[split] = balanced_accuracy(y, pred) if split == "val" else float(np.mean(pred == y))
-    return {"val_balanced_accuracy": scores["val"], "test_accuracy": scores["test"]}
+    (val_y, val_pred), (test_y, test_pred) = (mean_softmax_prediction(runs, split) for split in ("val", "test"))
+    return {"val_balanced_accuracy": balanced_accuracy(val_y, val_pred),
+            "test_accuracy": float(np.mean(test_pred == test_y))}
 
 
 def near_copies(run_dir: Path, rms_grey_levels: float = 1.3) -> dict:
