@@ -213,12 +213,7 @@ def session(bundle: Path, run: Path, seconds: float, rate: str, budget_ms: float
 
     ``faults`` are the simulator's fault options (``--late 0.01`` ...); ``http`` the status page's
     address (None: none); ``prepare(runtime)`` runs before the stream starts."""
-    sim = subprocess.Popen([sys.executable, "-m", "edge.cli", "simulate", "--source", "cwru", "--held-out", str(run),
-                            "--rate", rate, "--loop",
-                            "--start-on-hello", "--duration", str(seconds), *faults],
-                           stdout=subprocess.PIPE, text=True,
-                           preexec_fn=(lambda: os.sched_setaffinity(0, {cores[-1]})) if len(cores) > 1 else None)
-    port = sim.stdout.readline().rsplit(" ", 1)[1].strip()
+    sim, port = start_simulator(run, seconds, rate, cores, faults)
     runtime = Runtime(bundle, RuntimeSettings(port=port, log_path=str(log), http=http, budget_ms=budget_ms,
                                               queue_size=queue, realtime_priority=realtime_priority))
     if prepare is not None:
@@ -230,9 +225,25 @@ def session(bundle: Path, run: Path, seconds: float, rate: str, budget_ms: float
     finally:
         runtime.close()
     summary["cpu_s"] = _cpu_seconds() - cpu0   # every thread of the runtime: reader, decider, backend, log
+    return summary, simulator_stats(sim), first
+
+
+def start_simulator(run: Path, seconds: float, rate: str, cores: list[int],
+                    faults: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
+    """``drsn-edge simulate`` streaming the run's held-out records on a pty of its own, on the last of ``cores``
+    (where there are two or more), once the gateway has said HELLO; the process and its pty."""
+    sim = subprocess.Popen([sys.executable, "-m", "edge.cli", "simulate", "--source", "cwru", "--held-out", str(run),
+                            "--rate", rate, "--loop",
+                            "--start-on-hello", "--duration", str(seconds), *faults],
+                           stdout=subprocess.PIPE, text=True,
+                           preexec_fn=(lambda: os.sched_setaffinity(0, {cores[-1]})) if len(cores) > 1 else None)
+    return sim, sim.stdout.readline().rsplit(" ", 1)[1].strip()
+
+
+def simulator_stats(sim: subprocess.Popen) -> dict:
+    """What the simulator says of its stream when it ends (frames generated, sent late ...)."""
     out, _ = sim.communicate(timeout=60)
-    stats = json.loads(out.strip().splitlines()[-1].removeprefix("simulate: "))
-    return summary, stats, first
+    return json.loads(out.strip().splitlines()[-1].removeprefix("simulate: "))
 
 
 def _max_rate(args: argparse.Namespace, config: dict, source, tmp: Path, cores: list[int]) -> dict:

@@ -1353,3 +1353,38 @@ def test_the_decision_s_own_time_is_on_the_stage_clocks(held_out, bundle, tmp_pa
         runtime, summary = run_against(sim, bundle, tmp_path, 1.0, prepare=slow_policy, budget_ms=100)
     decided = summary["counters"]["decisions"]
     assert decided >= 5 and summary["stages_s"]["decide_write_log"] >= decided * 0.002
+
+
+def test_the_overhead_floor_decides_every_window_of_a_stream_as_offline_inference_does(held_out, bundle, tmp_path):
+    """benchmarks/runtime_overhead_floor.py reports the least a runtime in Python pays per window.  Its bare loop
+    must do the runtime's work: every window of the stream cut where the runtime cuts it, decided on the same
+    input and logged, or the floor it reports would be the floor of something less."""
+    from conftest import ROOT
+
+    from edge.backends import load_backend
+    from edge.bundle import open_bundle
+    from firmware_bridge.codec import encode_frame
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from runtime_overhead_floor import Floor
+
+    opened = open_bundle(bundle)
+    floor = Floor(opened, tmp_path / "floor.db")
+    frames = [encode_frame(message, seq, t_us) for seq, (message, t_us, _) in enumerate(held_out.messages())]
+    for k in range(0, len(frames), 8):  # reads of eight frames, as the paced reader takes most of a window
+        floor.take(b"".join(frames[k:k + 8]), time.monotonic(), None)
+    pre = opened.manifest["preprocessing"]
+    stream = np.concatenate([s[:s.shape[0] - s.shape[0] % held_out.block, 0] for s in held_out.signals])
+    stream = stream.astype(np.float32) * np.float32(held_out.hello.scale)
+    starts = list(range(0, stream.shape[0] - pre["window"] + 1, pre["hop"]))
+    backend = load_backend(opened)
+    expected = [opened.manifest["classes"][int(backend.infer(model_input(stream[a:a + pre["window"]][None],
+                                                                         pre["normalization"])).argmax())]
+                for a in starts]
+    with sqlite3.connect(tmp_path / "floor.db") as db:
+        rows = db.execute("SELECT span_start, class FROM decisions ORDER BY decision_id").fetchall()
+    assert len(starts) > 100 and floor.windows == len(starts) and floor.frames == len(frames)
+    assert [start for start, _ in rows] == starts
+    assert [label for _, label in rows] == expected
+    assert set(floor.figures(1.0)["steps_cpu_us_per_window"]) == {"decode", "assemble", "preprocess", "inference",
+                                                                  "decide", "write", "log"}
