@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge.cli.common import snr_list
+from edge.cli.common import int_list, name_list, snr_list
 from edge.data.catalog import default_cwru_dir
 from edge.train.trainer import TrainSettings
 from edge.train.vibration import evaluate_cwru, train_cwru
@@ -43,14 +43,14 @@ def _scores(run: Path, metrics: dict, snrs: list, threads: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=None, help="CWRU folder (default ../shared/data/cwru)")
-    parser.add_argument("--models", default="drsn1d-cw,drsn1d-cs,sarsn1d,resnet1d")
-    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--models", type=name_list, default="drsn1d-cw,drsn1d-cs,sarsn1d,resnet1d")
+    parser.add_argument("--seeds", type=int_list, default="0,1")
     parser.add_argument("--snr", type=snr_list, default="none,-8,-6,-4,-2,0,2,4,6,8",
                         help="SNRs for white Gaussian noise, none for clean")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--cross-load", default="drsn1d-cw,resnet1d",
+    parser.add_argument("--cross-load", type=name_list, default="drsn1d-cw,resnet1d",
                         help="models also trained on loads 0,1 and scored on every window of load 2 "
                              "(an operating condition they never saw); '' to skip")
     parser.add_argument("--work", type=Path, default=Path("runs/bench"), help="where the runs are written")
@@ -72,15 +72,15 @@ def main() -> int:
                             "seed": config["training"]["seed"], "run": str(run)}
                            | _scores(run, metrics, snrs, args.threads))
     else:
-        for model in [m for m in args.models.split(",") if m]:
-            for seed in [int(s) for s in args.seeds.split(",") if s]:
+        for model in args.models:
+            for seed in args.seeds:
                 run = args.work / f"{model}-s{seed}"
                 settings = TrainSettings(epochs=args.epochs, steps_per_epoch=args.steps, seed=seed)
                 print(f"== {model} seed {seed}", flush=True)
                 metrics = train_cwru(data, run, model_name=model, settings=settings, threads=args.threads, quiet=True)
                 results.append({"model": model, "seed": seed} | _scores(run, metrics, snrs, args.threads))
         first_seed = results[0]["seed"]
-        for model in [m for m in args.cross_load.split(",") if m]:
+        for model in args.cross_load:
             run = args.work / f"{model}-loads01"
             print(f"== {model} trained on loads 0,1, scored on load 2", flush=True)
             metrics = train_cwru(data, run, model_name=model, loads=(0, 1), threads=args.threads, quiet=True,

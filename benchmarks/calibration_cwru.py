@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from edge.cli.common import int_list
+
 HERE = Path(__file__).resolve().parent
 BUDGETS_MS = (0.1, 0.2, 0.5, 1.0)
 
@@ -34,12 +36,12 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path("calib/cwru"))
     parser.add_argument("--margin", type=float, default=0.2)
     parser.add_argument("--sizes-run", default=None, help="run for the calibration-set study (default: the first)")
-    parser.add_argument("--sizes", default="32,64,128,256,512,1024")
+    parser.add_argument("--sizes", type=int_list, default="32,64,128,256,512,1024")
     parser.add_argument("--skip-sizes", action="store_true")
     parser.add_argument("--sizes-only", action="store_true",
                         help="only the calibration-set study (3.), on --sizes-run or the first run; FP32 from it")
     args = parser.parse_args()
-    sizes_run, sizes = args.sizes_run or args.runs[0], [int(s) for s in args.sizes.split(",")]
+    sizes_run, sizes = args.sizes_run or args.runs[0], args.sizes
     if args.sizes_only:
         return sizes_study(sizes_run, sizes, args.work, None)
 

@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from edge.cli.common import name_list
+
 HERE = Path(__file__).resolve().parent
 TARGETS = {"xray-castings": 0.98, "xray-fishbones": 0.95, "neu": 0.98}
 
@@ -56,7 +58,7 @@ def settings_overrides(text: str) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_training_arguments(parser, 32, "runs/images", "images_accuracy.json")
-    parser.add_argument("--tasks", default="xray-castings,xray-fishbones,neu")
+    parser.add_argument("--tasks", type=name_list, default="xray-castings,xray-fishbones,neu")
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--seed", type=int, default=0)
     add_settings_argument(parser)
@@ -76,7 +78,7 @@ def main() -> int:
     where = checked_device(parser, args.device)
     data = args.data or default_data_root()
     rows = []
-    for task in [t for t in args.tasks.split(",") if t]:
+    for task in args.tasks:
         run = args.work / f"{task}-{args.model}-w{args.width}-s{args.seed}"
         print(f"== {task}: training {args.model} width {args.width}", flush=True)
         settings = ImageTrainSettings(**({"epochs": args.epochs, "seed": args.seed} | overrides))

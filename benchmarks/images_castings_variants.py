@@ -64,7 +64,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from images_accuracy import add_training_arguments  # noqa: E402
 from robustness_nested import parse_candidate  # noqa: E402
-from edge.cli.common import positive_int  # noqa: E402
+from edge.cli.common import int_list, positive_int  # noqa: E402
 
 DEFAULT_MODEL = "resnet18"  # a candidate's network when it names none with model=
 DEFAULT_CANDIDATES = ["default:", "rotations:rotations=true",
@@ -170,14 +170,6 @@ def parse_seeds(text: str) -> list[int]:
     return [int(s) for s in str(text).replace(";", ",").split(",")]
 
 
-def seed_list(text: str) -> list[int]:
-    """--seeds: ``0,1,2``."""
-    try:
-        return parse_seeds(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"whole numbers between commas expected, got {text!r}") from None
-
-
 def candidate_seeds(overrides: dict, args: argparse.Namespace) -> list[int]:
     """A candidate's seeds: its own ``seeds=0;1``, else ``--seeds``."""
     return parse_seeds(overrides["seeds"]) if "seeds" in overrides else args.seeds
@@ -241,7 +233,7 @@ def main() -> int:
     parser.add_argument("--candidate", action="append", default=None,
                         help="NAME:FIELD=VALUE,... (repeat; default: plain, quarter turns, quarter turns with "
                              "center-image and with no normalisation)")
-    parser.add_argument("--seeds", type=seed_list, default="0,1",
+    parser.add_argument("--seeds", type=int_list, default="0,1",
                         help="seeds of every candidate that names none with seeds= (default 0,1)")
     parser.add_argument("--jobs", type=positive_int, default=1,
                         help="seeds of a candidate trained at once, in a process each (default 1)")

@@ -25,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from images_accuracy import add_settings_argument, settings_overrides  # noqa: E402
-from edge.cli.common import add_device_option  # noqa: E402
+from edge.cli.common import add_device_option, float_list  # noqa: E402
 
 
 def _row(run: Path, label: str, work: Path, threads: int) -> dict:
@@ -92,7 +92,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="training and evaluation threads")
     add_device_option(parser)
     parser.add_argument("--inference-threads", type=int, default=1, help="OpenVINO threads for the tile latency")
-    parser.add_argument("--asfp-rates", default="0.1,0.2,0.3", help="ASFP rows of the pruning table ('' for none)")
+    parser.add_argument("--asfp-rates", type=float_list, default="0.1,0.2,0.3",
+                        help="ASFP rows of the pruning table ('' for none)")
     parser.add_argument("--work", type=Path, default=Path("runs/images"))
     parser.add_argument("--pruning-out", type=Path, default=HERE / "results" / "images_pruning.json",
                         help="where the pruning table goes (one file per baseline)")
@@ -114,7 +115,7 @@ def main() -> int:
                      args.threads, args.device)
         history = json.loads((l1 / "metrics.json").read_text())["pruning"]
         rows.append(_row(l1, "L1 3 x 30 %", args.work, args.threads) | {"rounds": history})
-        for rate in (float(r) for r in args.asfp_rates.split(",") if r):
+        for rate in args.asfp_rates:
             out = _pruned(args.baseline, args.work / f"{args.baseline.name}-asfp{int(rate * 100)}", "asfp", 1, rate,
                           args.finetune_epochs, args.threads, args.device)
             rows.append(_row(out, f"ASFP {rate:g}", args.work, args.threads))

@@ -26,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from edge.cli.common import name_list
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("minmax", "percentile", "entropy")
@@ -99,11 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, action="append", required=True, help="trained run (repeatable)")
     parser.add_argument("--max-drop", type=float, default=0.5, metavar="PT", help="budget of the fallback, in points")
-    parser.add_argument("--methods", default=",".join(METHODS), help="calibration methods of the Q/DQ model")
+    parser.add_argument("--methods", type=name_list, default=",".join(METHODS),
+                        help="calibration methods of the Q/DQ model")
     parser.add_argument("--data", default=None, help="the runs' data folder, if it moved")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "int8_fidelity.json")
     args = parser.parse_args(argv)
-    methods = [m for m in args.methods.split(",") if m]
+    methods = args.methods
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         parser.error(f"unknown calibration methods {unknown}; choose from {', '.join(METHODS)}")

@@ -27,6 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from linescan_throughput import measure  # noqa: E402 - the throughput benchmark's session, shared
 from runtime_soak import stolen_seconds  # noqa: E402 - the soak's reading of the hypervisor's steal
+from edge.cli.common import float_list  # noqa: E402
 
 ARMS = {"paced": True, "every_frame": False}
 PATCHES_PER_TILE = 20  # 32 px patches across the belt's 640 px
@@ -68,14 +69,14 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=None, help="data root (default ../shared/data)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--rates", default="1,2", help="multiples of 1,250 lines/s (default 1,2)")
+    parser.add_argument("--rates", type=float_list, default="1,2", help="multiples of 1,250 lines/s (default 1,2)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "linescan_pacing_ab.json")
     args = parser.parse_args()
 
     from edge.data.catalog import default_data_root
 
     data = args.data or default_data_root()
-    rates = [float(r) for r in args.rates.split(",")]
+    rates = args.rates
     sessions = []
     for k in range(args.rounds):
         order = list(ARMS) if k % 2 == 0 else list(reversed(ARMS))

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.cli.common import float_list
 from edge.runtime.decision_log import DecisionLog, DecisionRow
 from edge.runtime.metrics import latency_percentiles
 
@@ -62,12 +63,12 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=586.0, help="commits a second (default 586)")
     parser.add_argument("--rows", type=int, default=1, help="rows a commit (default 1)")
     parser.add_argument("--seconds", type=float, default=40.0, help="length of each run (default 40)")
-    parser.add_argument("--limits-mb", default="16,100000",
+    parser.add_argument("--limits-mb", type=float_list, default="16,100000",
                         help="write-ahead log limits to run with, comma-separated (default 16,100000)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "log_wal_growth.json")
     args = parser.parse_args()
     runs = []
-    for limit in (float(x) for x in args.limits_mb.split(",")):
+    for limit in args.limits_mb:
         r = commit_for(args.seconds, args.rate, args.rows, int(limit * 1e6))
         runs.append(r)
         print(f"limit {limit:g} MB: {r['commits']} commits of {args.rows} row(s); write-ahead log every 10 s "

@@ -38,7 +38,7 @@ from typing import Callable
 
 import numpy as np
 
-from edge.cli.common import snr_list
+from edge.cli.common import int_list, name_list, snr_list
 
 HERE = Path(__file__).resolve().parent
 LOADS = (0, 1, 2)
@@ -277,9 +277,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_training_arguments(parser)
-    parser.add_argument("--models", default="drsn1d-cs,drsn1d-cw,sarsn1d,resnet1d,dca-cnn")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--folds", default="0,1,2", help="held-out loads, one fold each")
+    parser.add_argument("--models", type=name_list, default="drsn1d-cs,drsn1d-cw,sarsn1d,resnet1d,dca-cnn")
+    parser.add_argument("--seeds", type=int_list, default="0,1,2")
+    parser.add_argument("--folds", type=int_list, default="0,1,2", help="held-out loads, one fold each")
     parser.add_argument("--snr", type=snr_list, default="none,-8,-6,-4,-2,0,4,8", help="SNRs for white Gaussian noise")
     parser.add_argument("--pink-snr", type=snr_list, default="-8,-4,0", help="SNRs for pink noise")
     parser.add_argument("--rounds", type=int, default=20, help="latency: interleaved rounds")
@@ -295,9 +295,9 @@ def main() -> int:
     where = checked_device(parser, args.device)
     data = str(args.data or default_cwru_dir())
     snrs, pink_snrs = args.snr, args.pink_snr
-    models = [m for m in args.models.split(",") if m]
-    seeds = [int(s) for s in args.seeds.split(",") if s]
-    folds = [int(s) for s in args.folds.split(",") if s]
+    models = args.models
+    seeds = args.seeds
+    folds = args.folds
     args.work.mkdir(parents=True, exist_ok=True)
     log = args.work / "runs.jsonl"
     rows = [r for r in read_done(log) if r["model"] in models and r["seed"] in seeds and r["test_load"] in folds]

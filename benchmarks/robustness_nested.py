@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.cli.common import snr_list
+from edge.cli.common import int_list, snr_list
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from robustness_cwru import (HERE, LOADS, add_training_arguments, fresh_rows, read_done, run_path,  # noqa: E402
@@ -178,8 +178,9 @@ def main() -> int:
     parser.add_argument("--model", default="drsn1d-cw")
     parser.add_argument("--candidate", action="append", required=True,
                         help="NAME:FIELD=VALUE,... (repeat); 'default:' is the training default")
-    parser.add_argument("--seeds", default="0,1,2", help="seeds of the outer runs (the inner runs use the first)")
-    parser.add_argument("--folds", default="0,1,2", help="held-out loads, one outer fold each")
+    parser.add_argument("--seeds", type=int_list, default="0,1,2",
+                        help="seeds of the outer runs (the inner runs use the first)")
+    parser.add_argument("--folds", type=int_list, default="0,1,2", help="held-out loads, one outer fold each")
     parser.add_argument("--snr", type=snr_list, default="none,-8,-6,-4,-2,0,4,8", help="outer SNRs, white Gaussian")
     parser.add_argument("--pink-snr", type=snr_list, default="-8,-4,0", help="outer SNRs, pink noise")
     parser.add_argument("--work", type=Path, default=Path("runs/robustness"),
@@ -209,8 +210,8 @@ def main() -> int:
         unknown = [t for t in teacher_names(overrides) if t not in candidates or teacher_names(candidates[t])]
         if unknown:
             parser.error(f"candidate {name}: teachers {', '.join(unknown)} must be candidates without teachers")
-    seeds = [int(s) for s in args.seeds.split(",") if s]
-    folds = [int(f) for f in args.folds.split(",") if f]
+    seeds = args.seeds
+    folds = args.folds
     earlier = earlier_result(args.inner_from, args.model, seeds[0]) if args.inner_from else None
     reused_names = []
     if earlier:  # candidates named here are trained (or found in the logs) as usual

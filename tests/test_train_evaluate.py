@@ -470,7 +470,22 @@ def test_the_castings_variants_refuse_a_candidate_they_could_not_train_before_an
                                                           "--out", str(tmp_path / "out.json")], tmp_path)
         assert f"images_castings_variants.py: error: candidate s: {said}" in done.stderr
     done = _benchmark("images_castings_variants.py", ["--seeds", "0,x", "--out", str(tmp_path / "out.json")], tmp_path)
-    assert "error: argument --seeds: whole numbers between commas expected, got '0,x'" in done.stderr
+    assert "error: argument --seeds: '0,x' is not a comma-separated list of integers (0,1,2)" in done.stderr
+
+
+@pytest.mark.parametrize("script, option, value, what", [
+    ("robustness_cwru.py", "--seeds", "0,x", "integers"), ("robustness_nested.py", "--folds", "1,two", "integers"),
+    ("accuracy_cwru.py", "--seeds", "1.5", "integers"), ("calibration_cwru.py", "--sizes", "32,big", "integers"),
+    ("linescan_pacing_ab.py", "--rates", "1,fast", "numbers"),
+    ("log_wal_growth.py", "--limits-mb", "16,lots", "numbers"),
+    ("images_compression.py", "--asfp-rates", "0.1,x", "numbers")])
+def test_a_benchmark_refuses_a_list_it_cannot_read_before_any_work(script, option, value, what, tmp_path):
+    """Seeds, folds, sizes and rates are read as the arguments are, so a typo is a usage error naming the list,
+    not a traceback after the first hours of runs."""
+    done = _benchmark(script, [option, value, "--out", str(tmp_path / "out.json")], tmp_path)
+    assert done.returncode == 2
+    assert f"{script}: error: argument {option}: '{value}' is not a comma-separated list of {what}" in done.stderr
+    assert not (tmp_path / "out.json").exists()
 
 
 def test_the_nested_choice_refuses_to_score_every_fold_of_a_candidate_it_was_not_given(tmp_path):

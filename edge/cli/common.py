@@ -32,6 +32,23 @@ tcp_port = checked(int, lambda n: 0 <= n <= 65535, "a TCP port, 1-65535 (0: any 
 log_size_mb = checked(float, lambda mb: mb == 0 or 1 <= mb < float("inf"), "0 (unbounded) or at least 1 MB")
 
 
+def listed(kind, what: str):
+    """An argparse ``type`` for a comma-separated list (``0,1,2``) converted item by item with ``kind``; empty
+    items are skipped, and an item ``kind`` refuses is a usage error naming it."""
+    def convert(value: str) -> list:
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        try:
+            return [kind(item) for item in items]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a comma-separated list of {what}") from None
+    return convert
+
+
+int_list = listed(int, "integers (0,1,2)")
+float_list = listed(float, "numbers (0.1,0.2)")
+name_list = listed(str, "names")
+
+
 def snr_list(value: str) -> list[float | None]:
     """SNRs in dB, comma-separated, ``none`` for clean (``none,-8,-4``); what is wrong said as a usage error."""
     from edge.data.noise import parse_snr_list
