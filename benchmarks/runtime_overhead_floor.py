@@ -39,6 +39,7 @@ from edge.backends import load_backend  # noqa: E402
 from edge.bundle import Bundle, open_bundle  # noqa: E402
 from edge.cli.common import positive_float  # noqa: E402
 from edge.data.preprocess import model_input  # noqa: E402
+from edge.errors import DrsnEdgeError  # noqa: E402
 from edge.runtime.assembler import VibrationAssembler  # noqa: E402
 from edge.runtime.decision_log import INSERT, DecisionRow, connect  # noqa: E402
 from edge.runtime.decisions import REASON_FAIL_SAFE, DecisionPolicy, RejectScheduler  # noqa: E402
@@ -148,7 +149,11 @@ def live(bundle: Bundle, run: Path, seconds: float, cores: list[int], tmp: Path)
                 last_window = arrived
     cpu_s = _cpu_seconds() - cpu0
     port.close()
-    return floor.figures(cpu_s) | {"frames_streamed": simulator_stats(sim)["frames_generated"]}, reads
+    stats = simulator_stats(sim)
+    if not floor.windows:
+        raise SystemExit(f"runtime_overhead_floor.py: the floor decided no window in {seconds:g} s: the simulator "
+                         f"streamed {stats['frames_generated']} frames, of which {floor.frames} arrived")
+    return floor.figures(cpu_s) | {"frames_streamed": stats["frames_generated"]}, reads
 
 
 def replay(bundle: Bundle, reads: list[bytes], tmp: Path) -> dict:
@@ -173,7 +178,12 @@ def main() -> int:
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {cores[0]})  # the runtime and the floor: one core; the simulator: another
-    bundle = open_bundle(args.bundle)
+    try:
+        bundle = open_bundle(args.bundle)
+    except DrsnEdgeError as exc:
+        parser.error(str(exc))
+    if not (args.run / "split.json").is_file():
+        parser.error(f"--run {args.run}: no run there (its split.json says which records are held out)")
     if bundle.kind != "vibration":
         parser.error(f"{args.bundle} is a {bundle.kind} bundle; the floor is measured for a vibration model")
     with tempfile.TemporaryDirectory(prefix="drsn-floor-") as name:
