@@ -30,7 +30,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import serial
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -42,7 +41,7 @@ from edge.data.preprocess import model_input  # noqa: E402
 from edge.errors import DrsnEdgeError  # noqa: E402
 from edge.runtime.assembler import VibrationAssembler  # noqa: E402
 from edge.runtime.decision_log import INSERT, DecisionRow, connect  # noqa: E402
-from edge.runtime.decisions import REASON_FAIL_SAFE, DecisionPolicy, RejectScheduler  # noqa: E402
+from edge.runtime.decisions import DecisionPolicy, RejectScheduler  # noqa: E402
 from edge.runtime.metrics import latency_percentiles  # noqa: E402
 from firmware_bridge.codec import FrameDecoder, encode_frame  # noqa: E402
 from firmware_bridge.protocol import Hello, Samples  # noqa: E402
@@ -71,9 +70,12 @@ class Floor:
         self.inference_s = 0.0  # wall time in the backend
         self.windows = self.frames = self._seq = 0
         self.latencies_ms: list[float] = []
+        self.backend.warm_up()  # as the runtime does before it reads
+        self.start_clock()
+
+    def start_clock(self) -> None:
+        """Charge nothing done before now (start-up) to any step."""
         self._clock = time.thread_time()
-        for _ in range(20):  # the runtime warms its backend up before it reads
-            self.backend.infer(np.zeros((1, *self.backend.input_shape), np.float32))
 
     def charge(self, step: str) -> None:
         """Charge the thread CPU time since the previous charge to ``step``."""
@@ -98,8 +100,7 @@ class Floor:
             self.charge("inference")
             verdict = self.policy.decide(logits)[0]
             self.windows += 1
-            reason = REASON_FAIL_SAFE if verdict.fail_safe else self.policy.classes.index(verdict.label)
-            command = self.scheduler.command(self.windows, verdict, unit.end, 0, reason)
+            command = self.scheduler.command(self.windows, verdict, unit.end, 0, self.policy.reason(verdict))
             self.charge("decide")
             if command is not None and port is not None:
                 port.write(encode_frame(command, self._seq, int(time.monotonic() * 1e6)))
@@ -120,7 +121,7 @@ class Floor:
                 "inference_ms_per_window": 1e3 * self.inference_s / n, "cpu_ms_per_window": 1e3 * cpu_s / n,
                 "overhead_cpu_fraction_of_inference": (cpu_s - self.inference_s) / self.inference_s,
                 "steps_cpu_us_per_window": {step: 1e6 * self.cpu[step] / n for step in STEPS if step in self.cpu},
-                "latency": latency_percentiles(np.array(self.latencies_ms)) if self.latencies_ms else None}
+                "latency": latency_percentiles(self.latencies_ms)}
 
 
 def live(bundle: Bundle, run: Path, seconds: float, cores: list[int], tmp: Path) -> tuple[dict, list[bytes]]:
@@ -132,7 +133,7 @@ def live(bundle: Bundle, run: Path, seconds: float, cores: list[int], tmp: Path)
     reads: list[bytes] = []
     until, last_window = time.monotonic() + seconds + 2.0, None
     cpu0 = _cpu_seconds()
-    floor.charge("start")
+    floor.start_clock()
     while time.monotonic() < until:
         if last_window is not None and (pause := last_window + floor.hop_s - WAKE_EARLY_S - time.monotonic()) > 0:
             time.sleep(pause)
@@ -160,7 +161,7 @@ def replay(bundle: Bundle, reads: list[bytes], tmp: Path) -> dict:
     """The same reads through the same steps back to back, from memory: no port, no sleep."""
     floor = Floor(bundle, tmp / "replay.db")
     cpu0 = _cpu_seconds()
-    floor.charge("start")
+    floor.start_clock()
     for data in reads:
         floor.take(data, time.monotonic(), None)
     figures = floor.figures(_cpu_seconds() - cpu0)

@@ -70,6 +70,10 @@ class DecisionPolicy:
         return [Verdict(self.classes[k], scores, r) if ok else self.fail_safe("non_finite")
                 for k, scores, r, ok in zip(best.tolist(), p.tolist(), reject.tolist(), finite)]
 
+    def reason(self, verdict: Verdict) -> int:
+        """The reason code a verdict's REJECT carries: its class's index, or ``REASON_FAIL_SAFE``."""
+        return REASON_FAIL_SAFE if verdict.fail_safe else self.classes.index(verdict.label)
+
     def fail_safe(self, why: str) -> Verdict:
         return Verdict(f"fail-safe:{self.on_miss}", [], self.on_miss == "reject", fail_safe=why)
 

@@ -31,8 +31,7 @@ from edge.bundle import Bundle, BundleError, open_bundle
 from edge.data.preprocess import model_input, normalize
 from edge.runtime.assembler import LineAssembler, Unit, VibrationAssembler
 from edge.runtime.decision_log import DecisionLog, DecisionRow, next_decision_id
-from edge.runtime.decisions import (REASON_FAIL_SAFE, DecisionPolicy, PolicyError, RejectScheduler, Verdict,
-                                    settings_problem)
+from edge.runtime.decisions import DecisionPolicy, PolicyError, RejectScheduler, Verdict, settings_problem
 from edge.runtime.device_watch import DeviceWatch
 from edge.runtime.metrics import STAGES, RuntimeMetrics, StatusServer, StatusServerError, listen_address
 from edge.runtime.pacing import ReadPacer, line_pacer
@@ -809,8 +808,7 @@ class Runtime:
         if unit.passed:  # nothing can fire for it, and it must not count toward a lane's lockout
             self.counts["rejects_passed"] += verdict.reject
             return decision_id, None, "passed" if verdict.reject else None
-        reason = REASON_FAIL_SAFE if verdict.fail_safe else self.policy.classes.index(verdict.label)
-        command = self.scheduler.command(decision_id, verdict, unit.end, lane, reason)
+        command = self.scheduler.command(decision_id, verdict, unit.end, lane, self.policy.reason(verdict))
         if verdict.reject and command is None:
             self.counts["lockouts"] += 1
             return decision_id, None, "lockout"
