@@ -627,6 +627,54 @@ def test_a_line_scan_bundle_is_run_or_installed_only_with_its_actuator_distance(
 
 
 
+def test_the_overhead_floor_decides_every_patch_of_a_belt_as_offline_inference_does(castings_bundle, data_root,
+                                                                                     tmp_path):
+    """benchmarks/runtime_overhead_floor.py, line-scan: its bare loop must do the runtime's work, or the floor it
+    reports would be the floor of something less: every patch of every tile decided once, on the same input as
+    offline, logged, and each reject's REJECT written for the line where its tile meets the actuator."""
+    import serial
+
+    from conftest import ROOT
+    from edge.backends import load_backend
+    from edge.bundle import open_bundle
+    from edge.data.preprocess import normalize
+    from firmware_bridge.codec import FrameDecoder, encode_frame
+    from firmware_bridge.protocol import Reject
+    from firmware_bridge.sources import ACTUATOR_LINES, belt_source
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from runtime_overhead_floor import Floor, Read
+
+    opened = open_bundle(castings_bundle)
+    belt = belt_source(data_root / "xray", "xray", "castings", "test", bands=12, seed=1)
+    floor = Floor(opened, tmp_path / "floor.db", belt)
+    device = serial.serial_for_url("loop://", timeout=0)  # what the floor writes to the device comes back here
+    frames = [encode_frame(message, seq, t_us, encoder) for seq, (message, t_us, encoder) in enumerate(belt.messages())]
+    received = b""
+    for k in range(0, len(frames), 5):  # reads of five lines, as the paced reader takes them
+        floor.take(Read(b"".join(frames[k:k + 5]), time.monotonic()), device)
+        received += device.read(device.in_waiting)  # the device takes its REJECTs as they come
+    lanes = 20
+    assert floor.units == 12 and floor.decisions == 12 * lanes and floor.frames == len(frames)
+    rows = sqlite3.connect(tmp_path / "floor.db").execute(
+        "SELECT decision_id, span_start, span_end, lane, class, reject, fire_at FROM decisions ORDER BY decision_id"
+    ).fetchall()
+    by_patch = {(t["encoder_start"], t["lane"]): t for t in belt.truth}
+    assert [(r[1], r[3]) for r in rows] == sorted(by_patch)               # every patch once, tile by tile
+    backend = load_backend(opened, threads=1)
+    images = read_images_from_truth(data_root / "xray", [by_patch[(r[1], r[3])] for r in rows])
+    offline = backend.infer(np.ascontiguousarray(normalize(images, "highpass-image"), dtype=np.float32)).argmax(1)
+    classes = opened.manifest["classes"]
+    assert [r[0] for r, k in zip(rows, offline) if r[4] != classes[k]] == []  # the decisions that differ
+    rejects = [r for r in rows if r[5]]
+    assert 0 < len(rejects) < len(rows)
+    assert all(r[6] == r[2] + ACTUATOR_LINES for r in rejects)
+    written = [f.message for f in FrameDecoder().feed(received) if isinstance(f.message, Reject)]
+    assert [(m.decision_id, m.lane, m.at) for m in written] == [(r[0], r[3], r[6]) for r in rejects]
+    assert set(floor.figures(1.0)["steps_cpu_us_per_unit"]) == {"decode", "assemble", "preprocess", "inference",
+                                                                "decide", "write", "log"}
+
+
 def read_images_from_truth(root, truth_rows):
     from edge.data.images import ImageItem, read_images
 

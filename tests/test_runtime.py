@@ -1366,13 +1366,13 @@ def test_the_overhead_floor_decides_every_window_of_a_stream_as_offline_inferenc
     from firmware_bridge.codec import encode_frame
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from runtime_overhead_floor import Floor
+    from runtime_overhead_floor import Floor, Read
 
     opened = open_bundle(bundle)
     floor = Floor(opened, tmp_path / "floor.db")
     frames = [encode_frame(message, seq, t_us) for seq, (message, t_us, _) in enumerate(held_out.messages())]
     for k in range(0, len(frames), 8):  # reads of eight frames, as the paced reader takes most of a window
-        floor.take(b"".join(frames[k:k + 8]), time.monotonic(), None)
+        floor.take(Read(b"".join(frames[k:k + 8]), time.monotonic()), None)
     pre = opened.manifest["preprocessing"]
     stream = np.concatenate([s[:s.shape[0] - s.shape[0] % held_out.block, 0] for s in held_out.signals])
     stream = stream.astype(np.float32) * np.float32(held_out.hello.scale)
@@ -1383,8 +1383,8 @@ def test_the_overhead_floor_decides_every_window_of_a_stream_as_offline_inferenc
                 for a in starts]
     with sqlite3.connect(tmp_path / "floor.db") as db:
         rows = db.execute("SELECT span_start, class FROM decisions ORDER BY decision_id").fetchall()
-    assert len(starts) > 100 and floor.windows == len(starts) and floor.frames == len(frames)
+    assert len(starts) > 100 and floor.units == floor.decisions == len(starts) and floor.frames == len(frames)
     assert [start for start, _ in rows] == starts
     assert [label for _, label in rows] == expected
-    assert set(floor.figures(1.0)["steps_cpu_us_per_window"]) == {"decode", "assemble", "preprocess", "inference",
+    assert set(floor.figures(1.0)["steps_cpu_us_per_unit"]) == {"decode", "assemble", "preprocess", "inference",
                                                                   "decide", "write", "log"}

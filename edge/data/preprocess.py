@@ -155,3 +155,8 @@ def model_input(raw: np.ndarray, normalization: str) -> np.ndarray:
     if x.ndim == 2:
         x = x[:, None, :]
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def tile_input(patches: np.ndarray, normalization: str) -> np.ndarray:
+    """A line-scan tile's patches (lanes, H, W) to the network's float32 input (lanes, 1, H, W), one batch."""
+    return np.ascontiguousarray(normalize(patches, normalization)[:, None], dtype=np.float32)

@@ -28,7 +28,7 @@ import numpy as np
 
 from edge.backends import load_backend
 from edge.bundle import Bundle, BundleError, open_bundle
-from edge.data.preprocess import model_input, normalize
+from edge.data.preprocess import model_input, tile_input
 from edge.runtime.assembler import LineAssembler, Unit, VibrationAssembler
 from edge.runtime.decision_log import DecisionLog, DecisionRow, next_decision_id
 from edge.runtime.decisions import DecisionPolicy, PolicyError, RejectScheduler, Verdict, settings_problem
@@ -635,7 +635,7 @@ class Runtime:
         """The unit as the network's input: one window (1, C, L), or a tile's patches (lanes, 1, H, W)."""
         if self.kind == "vibration":
             return model_input(unit.data, self.normalization)  # the window (1, L): one window's channels
-        return np.ascontiguousarray(normalize(unit.data, self.normalization)[:, None], dtype=np.float32)
+        return tile_input(unit.data, self.normalization)
 
     def _batch_size(self) -> int:
         """Inputs per inference: 1 window, or the patches of one tile (expected from the detector width)."""
