@@ -89,6 +89,32 @@ def test_the_summary_counts_what_the_log_holds_and_filters_narrow_it(shift_log, 
     assert hashlib.sha256(shift_log.read_bytes()).digest() == before  # reading changed nothing in the log
 
 
+def test_the_summary_says_where_the_late_decisions_time_went(tmp_path, capsys):
+    """A late decision explains itself: the summary of the matching ones splits their latency into the wait for
+    the decider, inference and the rest, from the columns each row carries.  A fail-safe (never inferred) and a
+    row that does not say are left out of the split, not counted as zero."""
+    rows = [replace(row, latency_ms=latency, wait_ms=wait, inference_ms=inference) for row, (latency, wait, inference)
+            in zip(shift_rows(1, 6), [(2.0, 0.5, 1.0), (40.0, 1.0, 38.0), (30.0, 20.0, 9.0), (60.0, 2.0, 55.0),
+                                      (90.0, 80.0, None), (3.0, None, None)])]
+    rows[4] = replace(rows[4], fail_safe="deadline", label="OR007@6", scores=[])
+    path = tmp_path / "decisions.db"
+    log = DecisionLog(path)
+    log.append(rows)
+    log.close()
+    assert main(["decisions", "--log", str(path), "--late", "20", "--json"]) == 0
+    parts = json.loads(capsys.readouterr().out)["latency_parts"]
+    assert parts["decisions"] == 3
+    assert parts["wait"] == {"p50_ms": 2.0, "max_ms": 20.0}
+    assert parts["inference"] == {"p50_ms": 38.0, "max_ms": 55.0}
+    assert parts["rest"] == {"p50_ms": 1.0, "max_ms": 3.0}
+    assert main(["decisions", "--log", str(path), "--late", "20", "--last", "0"]) == 0
+    assert ("where it went, p50 / max: waiting for the decider 2.00 / 20.00 ms, inference 38.00 / 55.00 ms, "
+            "the rest 1.00 / 3.00 ms") in capsys.readouterr().out
+    assert main(["decisions", "--log", str(path), "--since", "2026-12-02 06:05", "--json"]) == 0  # only the last
+    assert json.loads(capsys.readouterr().out)["latency_parts"] is None
+    assert main(["decisions", "--log", str(path), "--since", "2026-12-02 06:05", "--last", "0"]) == 0
+    assert "where it went" not in capsys.readouterr().out
+
 def test_a_class_the_log_never_holds_names_the_classes_it_does(shift_log, capsys):
     assert main(["decisions", "--log", str(shift_log), "--class", "b007"]) == 0
     out = capsys.readouterr().out

@@ -138,6 +138,11 @@ def _print_log_summary(log: Path, s: dict) -> None:
     if lat["n"]:
         print(f"  latency of the {lat['n']:,} decided: p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms, "
               f"p99.9 {lat['p99_9_ms']:.2f} ms, max {lat['max_ms']:.2f} ms")
+    if parts := s["latency_parts"]:
+        print("  where it went, p50 / max: " + ", ".join(
+            f"{words} {parts[part]['p50_ms']:.2f} / {parts[part]['max_ms']:.2f} ms" for part, words in
+            (("wait", "waiting for the decider"), ("inference", "inference"), ("rest", "the rest")))
+            + " (preprocessing, the decision, the REJECT write)")
     print("  bundles: " + ", ".join(f"{k[:16]} ({v:,})" for k, v in s["bundles"].items()))
     if s["unwatched"] and (s["unwatched"]["holes"] or s["unwatched"]["clock_restarts"]):
         print("  " + _unwatched_line(s["unwatched"]))

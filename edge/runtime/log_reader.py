@@ -164,9 +164,12 @@ def summarize(db: sqlite3.Connection, flt: LogFilter, unwatched: Unwatched | Non
                           f"ORDER BY COUNT(*) DESC", params)
         return {key: count for key, count in rows}
 
-    try:  # streamed into an array: 8 bytes a row, not a Python tuple per row, on a log of millions
-        cursor = db.execute(f"SELECT latency_ms FROM decisions WHERE {where} AND fail_safe IS NULL", params)
-        latencies = np.fromiter((v for (v,) in cursor), dtype=np.float64)
+    # Where each decided one's time went, in a log that says (an older runtime's does not): -1 for NULL.
+    parts = "wait_ms" in columns and "inference_ms" in columns
+    split = ", IFNULL(wait_ms, -1), IFNULL(inference_ms, -1)" if parts else ", -1, -1"
+    try:  # streamed into an array: 24 bytes a row, not a Python tuple per row, on a log of millions
+        cursor = db.execute(f"SELECT latency_ms{split} FROM decisions WHERE {where} AND fail_safe IS NULL", params)
+        times = np.fromiter(cursor, dtype=[("latency", "f8"), ("wait", "f8"), ("inference", "f8")])
     except sqlite3.Error as exc:
         raise DecisionLogError(f"the decision log cannot be read: {exc}") from exc
     (oldest, newest), = _query(db, "SELECT MIN(decision_id), MAX(decision_id) FROM decisions", [])
@@ -180,9 +183,22 @@ def summarize(db: sqlite3.Connection, flt: LogFilter, unwatched: Unwatched | Non
             "rejects": sum(v for k, v in grouped("reject").items() if k), "rejects_not_fired": not_fired,
             "fail_safe": {k: v for k, v in grouped("fail_safe").items() if k is not None},
             "classes": grouped("class"), "bundles": grouped("bundle_sha256"),
-            "latency_decided": latency_percentiles(latencies), "log_first_id": oldest, "log_last_id": newest,
+            "latency_decided": latency_percentiles(times["latency"]), "latency_parts": latency_parts(times),
+            "log_first_id": oldest, "log_last_id": newest,
             "log_first_time": ends.get(oldest), "log_last_time": ends.get(newest),
             "unwatched": unwatched and unwatched.summary()}
+
+
+def latency_parts(times: np.ndarray) -> dict | None:
+    """Median and max of where the decided ones' latency went: waiting for the decider, inference, and the rest
+    (preprocessing, the decision, the REJECT write); None where the log does not say."""
+    said = times[(times["wait"] >= 0) & (times["inference"] >= 0)]
+    if not len(said):
+        return None
+    rest = said["latency"] - said["wait"] - said["inference"]
+    return {"decisions": len(said)} | {
+        part: {"p50_ms": float(np.median(values)), "max_ms": float(values.max())}
+        for part, values in (("wait", said["wait"]), ("inference", said["inference"]), ("rest", rest))}
 
 
 @dataclass
