@@ -108,12 +108,17 @@ def test_the_summary_says_where_the_late_decisions_time_went(tmp_path, capsys):
     assert parts["inference"] == {"p50_ms": 38.0, "max_ms": 55.0}
     assert parts["rest"] == {"p50_ms": 1.0, "max_ms": 3.0}
     assert main(["decisions", "--log", str(path), "--late", "20", "--last", "0"]) == 0
+    out = capsys.readouterr().out
     assert ("where it went, p50 / max: waiting for the decider 2.00 / 20.00 ms, inference 38.00 / 55.00 ms, "
-            "the rest 1.00 / 3.00 ms") in capsys.readouterr().out
+            "the rest 1.00 / 3.00 ms") in out
+    assert "the fail-safe ones had waited for the decider, p50 / max: 80.00 / 80.00 ms" in out
     assert main(["decisions", "--log", str(path), "--since", "2026-12-02 06:05", "--json"]) == 0  # only the last
-    assert json.loads(capsys.readouterr().out)["latency_parts"] is None
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["latency_parts"] is None and summary["fail_safe_wait"]["decisions"] == 1
     assert main(["decisions", "--log", str(path), "--since", "2026-12-02 06:05", "--last", "0"]) == 0
     assert "where it went" not in capsys.readouterr().out
+    assert main(["decisions", "--log", str(path), "--class", "IR007", "--json"]) == 0  # no fail-safe among them
+    assert json.loads(capsys.readouterr().out)["fail_safe_wait"] is None
 
 def test_a_class_the_log_never_holds_names_the_classes_it_does(shift_log, capsys):
     assert main(["decisions", "--log", str(shift_log), "--class", "b007"]) == 0

@@ -42,7 +42,7 @@ between windows: the summary says how long they were in all, --unwatched lists t
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("decisions", help="read the decision log: counts, latency, rejects, fail-safes, CSV export",
                        description="What the runtime decided, from its SQLite decision log: a summary of the "
-                                   "matching decisions (outcomes, fail-safe reasons, classes, latency), the latest "
+                                   "matching decisions (outcomes, fail-safe reasons, classes, latency and where it went), the latest "
                                    "of them, every one of them as CSV, or new ones as they are logged.",
                        epilog=EPILOG_DECISIONS, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--log", type=Path, default=Path("decisions.db"),
@@ -143,6 +143,9 @@ def _print_log_summary(log: Path, s: dict) -> None:
             f"{words} {parts[part]['p50_ms']:.2f} / {parts[part]['max_ms']:.2f} ms" for part, words in
             (("wait", "waiting for the decider"), ("inference", "inference"), ("rest", "the rest")))
             + " (preprocessing, the decision, the REJECT write)")
+    if waited := s["fail_safe_wait"]:
+        print(f"  the fail-safe ones had waited for the decider, p50 / max: {waited['p50_ms']:.2f} / "
+              f"{waited['max_ms']:.2f} ms")
     print("  bundles: " + ", ".join(f"{k[:16]} ({v:,})" for k, v in s["bundles"].items()))
     if s["unwatched"] and (s["unwatched"]["holes"] or s["unwatched"]["clock_restarts"]):
         print("  " + _unwatched_line(s["unwatched"]))

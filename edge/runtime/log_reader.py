@@ -172,6 +172,9 @@ def summarize(db: sqlite3.Connection, flt: LogFilter, unwatched: Unwatched | Non
         times = np.fromiter(cursor, dtype=[("latency", "f8"), ("wait", "f8"), ("inference", "f8")])
     except sqlite3.Error as exc:
         raise DecisionLogError(f"the decision log cannot be read: {exc}") from exc
+    fail_safe_waits = np.array([v for (v,) in _query(
+        db, f"SELECT wait_ms FROM decisions WHERE {where} AND fail_safe IS NOT NULL AND wait_ms IS NOT NULL",
+        params)] if parts else [], dtype=np.float64)
     (oldest, newest), = _query(db, "SELECT MIN(decision_id), MAX(decision_id) FROM decisions", [])
     ends = dict(_query(db, "SELECT decision_id, wall_time FROM decisions WHERE decision_id IN (?, ?)",
                        [oldest, newest]))  # by key: two rows, not a scan
@@ -184,6 +187,8 @@ def summarize(db: sqlite3.Connection, flt: LogFilter, unwatched: Unwatched | Non
             "fail_safe": {k: v for k, v in grouped("fail_safe").items() if k is not None},
             "classes": grouped("class"), "bundles": grouped("bundle_sha256"),
             "latency_decided": latency_percentiles(times["latency"]), "latency_parts": latency_parts(times),
+            "fail_safe_wait": _spread(fail_safe_waits) | {"decisions": len(fail_safe_waits)} if len(fail_safe_waits)
+            else None,
             "log_first_id": oldest, "log_last_id": newest,
             "log_first_time": ends.get(oldest), "log_last_time": ends.get(newest),
             "unwatched": unwatched and unwatched.summary()}
@@ -196,9 +201,12 @@ def latency_parts(times: np.ndarray) -> dict | None:
     if not len(said):
         return None
     rest = said["latency"] - said["wait"] - said["inference"]
-    return {"decisions": len(said)} | {
-        part: {"p50_ms": float(np.median(values)), "max_ms": float(values.max())}
-        for part, values in (("wait", said["wait"]), ("inference", said["inference"]), ("rest", rest))}
+    return {"decisions": len(said)} | {part: _spread(values) for part, values in
+                                       (("wait", said["wait"]), ("inference", said["inference"]), ("rest", rest))}
+
+
+def _spread(values: np.ndarray) -> dict:
+    return {"p50_ms": float(np.median(values)), "max_ms": float(values.max())}
 
 
 @dataclass
