@@ -42,8 +42,9 @@ between windows: the summary says how long they were in all, --unwatched lists t
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("decisions", help="read the decision log: counts, latency, rejects, fail-safes, CSV export",
                        description="What the runtime decided, from its SQLite decision log: a summary of the "
-                                   "matching decisions (outcomes, fail-safe reasons, classes, latency and where it went), the latest "
-                                   "of them, every one of them as CSV, or new ones as they are logged.",
+                                   "matching decisions (outcomes, fail-safe reasons, classes, latency and where it "
+                                   "went), the latest of them, every one of them as CSV, or new ones as they are "
+                                   "logged.",
                        epilog=EPILOG_DECISIONS, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--log", type=Path, default=Path("decisions.db"),
                    help="the runtime's --log (default decisions.db; the installed service's is "
