@@ -90,6 +90,7 @@ class Floor:
         m = bundle.manifest
         pre = m["preprocessing"]
         self.kind, self.sha256, self.normalization = bundle.kind, bundle.manifest_sha256, pre["normalization"]
+        self.budget_ms = m["runtime"]["budget_ms"]
         self.backend = load_backend(bundle, threads=1)
         self.policy = DecisionPolicy.for_bundle(m)
         self.decoder = FrameDecoder()
@@ -216,7 +217,8 @@ class Floor:
                 "inference_ms_per_unit": 1e3 * self.inference_s / n, "cpu_ms_per_unit": 1e3 * cpu_s / n,
                 "overhead_cpu_fraction_of_inference": (cpu_s - self.inference_s) / self.inference_s,
                 "steps_cpu_us_per_unit": {step: 1e6 * self.cpu[step] / n for step in STEPS if step in self.cpu},
-                "latency": latency_percentiles(self.latencies_ms)}
+                "latency": latency_percentiles(self.latencies_ms), "budget_ms": self.budget_ms,
+                "late_units": sum(latency > self.budget_ms for latency in self.latencies_ms)}
 
 
 def stream_into(floor: Floor, port: serial.Serial, seconds: float) -> tuple[list[Read], float]:
@@ -319,17 +321,22 @@ def replay(bundle: Bundle, reads: list[Read], tmp: Path, source: BeltSource | No
     for got in reads:
         floor.take(Read(got.data, time.monotonic()), None)
     figures = floor.figures(_cpu_seconds() - cpu0)
-    figures.pop("latency")  # nothing waited for a port
+    for waited in ("latency", "late_units"):  # nothing waited for a port
+        figures.pop(waited)
     return figures
 
 
 def runtime_figures(summary: dict) -> dict:
-    """The runtime's cost (runtime_soak.py's), per decision and per window or tile (``unit``)."""
-    units = max(summary["counters"]["assembler_units"], 1)
-    return cost(summary) | {"decisions": summary["counters"]["decisions"], "units": units,
+    """The runtime's cost (runtime_soak.py's), per decision and per window or tile (``unit``), and its misses."""
+    c = summary["counters"]
+    units = max(c["assembler_units"], 1)
+    return cost(summary) | {"decisions": c["decisions"], "units": units,
                             "cpu_ms_per_unit": 1e3 * summary["cpu_s"] / units,
                             "inference_ms_per_unit": 1e3 * summary["stages_s"]["inference"] / units,
-                            "latency": summary["latency"]}
+                            "latency": summary["latency"], "budget_ms": summary["budget_ms"],
+                            "missed": {"fail_safe": c["deadline_fail_safe"] + c["overload_fail_safe"],
+                                       "late": c["late_decisions"], "lost_frames": c["decoder_lost_frames"],
+                                       "late_wakeups": c["pacing_late_wakeups"]}}
 
 
 def measure(args: argparse.Namespace, bundle: Bundle, source: BeltSource | None,
@@ -395,11 +402,14 @@ def main() -> int:
                       / floor["overhead_cpu_fraction_of_inference"],
                       "cold_over_warm": {step: cold[step] / hot[step] for step in hot if hot[step] > 0}}}
     out.write_text(json.dumps(doc, indent=2) + "\n")
+    missed = runtime["missed"]
     print(f"runtime: {100 * runtime['overhead_cpu_fraction_of_inference']:.0f}% of inference by CPU time "
           f"({runtime['cpu_ms_per_unit']:.2f} ms CPU and {runtime['inference_ms_per_unit']:.2f} ms inference "
-          f"a {unit}, {runtime['units']} {unit}s, {runtime['decisions']} decisions)")
+          f"a {unit}, {runtime['units']} {unit}s, {runtime['decisions']} decisions; {missed['fail_safe']} fail-safe "
+          f"and {missed['late']} late of them)")
     print(f"floor:   {100 * floor['overhead_cpu_fraction_of_inference']:.0f}% ({floor['cpu_ms_per_unit']:.2f} ms CPU "
           f"and {floor['inference_ms_per_unit']:.2f} ms inference a {unit}, {floor['units']} {unit}s, "
+          f"{floor['late_units']} of them past the {floor['budget_ms']:g} ms budget, "
           f"{floor['frames']} of {floor['frames_streamed']} frames)")
     print(f"replayed back to back: {100 * warm['overhead_cpu_fraction_of_inference']:.0f}% "
           f"({warm['inference_ms_per_unit']:.2f} ms inference a {unit}); target <= 10%")
