@@ -187,8 +187,8 @@ def summarize(db: sqlite3.Connection, flt: LogFilter, unwatched: Unwatched | Non
             "fail_safe": {k: v for k, v in grouped("fail_safe").items() if k is not None},
             "classes": grouped("class"), "bundles": grouped("bundle_sha256"),
             "latency_decided": latency_percentiles(times["latency"]), "latency_parts": latency_parts(times),
-            "fail_safe_wait": _spread(fail_safe_waits) | {"decisions": len(fail_safe_waits)} if len(fail_safe_waits)
-            else None,
+            "fail_safe_wait": {"decisions": len(fail_safe_waits)} | _spread(fail_safe_waits) if len(fail_safe_waits)
+            else None,  # how long the fail-safe ones had waited for the decider
             "log_first_id": oldest, "log_last_id": newest,
             "log_first_time": ends.get(oldest), "log_last_time": ends.get(newest),
             "unwatched": unwatched and unwatched.summary()}
@@ -206,6 +206,7 @@ def latency_parts(times: np.ndarray) -> dict | None:
 
 
 def _spread(values: np.ndarray) -> dict:
+    """Median and max of some times (ms)."""
     return {"p50_ms": float(np.median(values)), "max_ms": float(values.max())}
 
 
