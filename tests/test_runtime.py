@@ -363,7 +363,9 @@ def test_the_write_ahead_log_starts_over_however_fast_the_windows_come(tmp_path)
                                 None, "0" * 64, 0.1, 0.5)])
     wal_bytes = (tmp_path / "log.db-wal").stat().st_size
     log.close()
-    assert log.wal_catch_ups >= 2 and wal_bytes < 8_000_000  # the limit and the commits of a checkpoint's period
+    # Unbounded, it ends at a page per commit (about 25 MB).  Bounded, at the limit plus the commits of one
+    # checkpoint period, which a host busy with other work stretches (8.6 MB seen with a training beside it).
+    assert log.wal_catch_ups >= 2 and wal_bytes < 12_500_000
     assert sqlite3.connect(path).execute("SELECT COUNT(*), MAX(decision_id) FROM decisions").fetchone() == (6000, 6000)
 
 
