@@ -24,15 +24,20 @@ HERE = Path(__file__).resolve().parent
 NOMINAL_LINES_PER_S = 1250.0
 
 
+def castings_belt(data: Path):
+    """The belt these benchmarks stream: 200 bands of X-ray castings test patches across a 640 px detector."""
+    from firmware_bridge.sources import belt_source
+
+    return belt_source(data / "xray", "xray", "castings", "test", bands=200, seed=0)
+
+
 def measure(bundle: str, data: Path, seconds: float, rate: float | None, threads: int,
             log_max_mb: float = 0.0, paced_reads: bool = True) -> dict:
     """One run of the runtime on the belt at ``rate`` x nominal; ``log_max_mb`` bounds its decision log (0: not);
     ``paced_reads`` False wakes the reader for every line (``--read-every-frame``)."""
     from edge.runtime.loop import RuntimeSettings
     from edge.runtime.simulated import run_with_simulator
-    from firmware_bridge.sources import belt_source
-
-    belt = belt_source(data / "xray", "xray", "castings", "test", bands=200, seed=0)
+    belt = castings_belt(data)
     with tempfile.TemporaryDirectory() as tmp:
         settings = RuntimeSettings(port="", log_path=str(Path(tmp) / "log.db"), http=None, threads=threads,
                                    queue_size=8, log_max_mb=log_max_mb, paced_reads=paced_reads)

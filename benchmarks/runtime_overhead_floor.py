@@ -45,6 +45,7 @@ from pathlib import Path
 import serial
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from linescan_throughput import castings_belt  # noqa: E402
 from runtime_soak import _cpu_seconds, cost, session, simulator_stats, start_simulator  # noqa: E402
 from edge.backends import load_backend  # noqa: E402
 from edge.bundle import Bundle, open_bundle  # noqa: E402
@@ -62,7 +63,7 @@ from edge.runtime.simulated import run_with_simulator  # noqa: E402
 from firmware_bridge.codec import FrameDecoder, encode_frame, line_frame_bytes  # noqa: E402
 from firmware_bridge.protocol import Hello, Line, Samples  # noqa: E402
 from firmware_bridge.simulator import DeviceProcess  # noqa: E402
-from firmware_bridge.sources import ACTUATOR_LINES, BeltSource, belt_source  # noqa: E402
+from firmware_bridge.sources import ACTUATOR_LINES, BeltSource  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 #: The vibration floor wakes this long before a window's last frame is due (the frames come every 10 ms).
@@ -272,11 +273,6 @@ def unpin(before: set[int] | None) -> None:
         os.sched_setaffinity(0, before)
 
 
-def belt(data: Path) -> BeltSource:
-    """The belt linescan_throughput.py streams: X-ray castings test patches across a 640 px detector."""
-    return belt_source(data / "xray", "xray", "castings", "test", bands=200, seed=0)
-
-
 def runtime_linescan(bundle: Path, source: BeltSource, seconds: float, core: int, tmp: Path) -> dict:
     """The runtime on the belt at the real rate, as linescan_throughput.py runs it: its summary, with the CPU
     the process spent from the start of its warm-up (``cpu_s``)."""
@@ -385,7 +381,7 @@ def main() -> int:
         data = args.data or default_data_root()
         if not (data / "xray").is_dir():
             parser.error(f"--data {data}: no xray/ folder there (the belt streams its castings test patches)")
-        source = belt(data)
+        source = castings_belt(data)
     suffix = "" if bundle.kind == "vibration" else "_linescan"
     out = args.out or HERE / "results" / f"runtime_overhead_floor{suffix}.json"
     with tempfile.TemporaryDirectory(prefix="drsn-floor-") as name:
