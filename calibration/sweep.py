@@ -194,12 +194,14 @@ def tensorrt_available() -> bool:
 
     if importlib.util.find_spec("tensorrt") is None:
         return False
+    from edge.backends.base import BackendError
+    from edge.backends.cuda_buffers import open_device
+
     try:
-        import pycuda.driver as cuda
-        cuda.init()
-        return cuda.Device.count() > 0
-    except Exception:
+        open_device(0)
+    except BackendError:
         return False
+    return True
 
 
 def probe_latency(candidate: Candidate, bundle: str | None, inputs: Path, rounds: int, per_round: int) -> dict:

@@ -339,6 +339,24 @@ def test_tensorrt_missing_is_a_clear_error_with_the_trtexec_line(bundles, tmp_pa
         in capsys.readouterr().err
 
 
+def test_the_tensorrt_backends_cuda_says_why_there_is_no_gpu_to_use():
+    """Without an NVIDIA driver, every way into CUDA names the cause, not a bare error code.
+
+    On a GPU host the same module is measured by benchmarks/tensorrt_gpu.py instead."""
+    runtime = pytest.importorskip("cuda.bindings.runtime")
+    from edge.backends.cuda_buffers import CudaError, CudaStream, HostDeviceBuffer, open_device
+
+    if runtime.cudaDriverGetVersion()[1]:
+        pytest.skip("this host has an NVIDIA driver")
+    with pytest.raises(CudaError, match="no NVIDIA driver here: the TensorRT backend runs on a Jetson"):
+        open_device()
+    with pytest.raises(CudaError, match=r"CUDA cudaMallocHost failed: cudaErrorInsufficientDriver \(CUDA driver"):
+        HostDeviceBuffer((20, 1, 32, 32))
+    with pytest.raises(CudaError, match="CUDA cudaStreamCreate failed: cudaErrorInsufficientDriver"):
+        CudaStream()
+    assert isinstance(CudaError("x"), BackendError)   # the runtime and the CLI report it as any backend error
+
+
 def test_a_tensorrt_engine_belongs_to_its_installed_bundle_not_to_the_current_link(bundles, tiny_run, tmp_path,
                                                                                     capsys):
     """After an install or a rollback, ``current`` names another model: its engine path must change with it,
