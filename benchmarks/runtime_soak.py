@@ -10,6 +10,10 @@ and reports the sustained rate as a multiple of real time.  On a virtual machine
 time the host steals from the runtime's core is sampled, and misses are split into
 those near a steal and those clear of any.  The runtime's resident memory is sampled
 every second in both parts, to show it stays flat (bounded queues, a bounded log).
+With --trace, a process of its own watches the runtime's threads and core every 20 ms
+(benchmarks/proc_timeline.py), and each miss is read against it: major page faults,
+steal, the whole machine paused (the watcher on the other core held up too), other
+work on the core, a thread kept waiting for the CPU, or nothing seen.
 The runtime runs on one core; the simulator runs in a process of its own on the other
 core, as the device would be a microcontroller of its own.  Writes
 benchmarks/results/runtime_soak.json.
@@ -20,6 +24,7 @@ benchmarks/results/runtime_soak.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -35,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from proc_timeline import read_around
 from edge.cli.common import non_negative_float, positive_float, probability, realtime_priority as priority_arg
 from edge.runtime.loop import Runtime, RuntimeSettings
 from edge.runtime.metrics import latency_percentiles
@@ -170,6 +176,86 @@ class StealClock(Sampler):
                 "misses_clear_of_steal": int((missed & ~during).sum())}
 
 
+class Timeline:
+    """``proc_timeline.py`` watching this process (the runtime) from the simulator's core, and the names of
+    this process's threads, so that each deadline miss can be read against what its threads and its core
+    did: page faults, waiting for the CPU, other work on the core, steal."""
+
+    def __init__(self, cpu: int, beside: int, path: Path, every_s: float = 0.02):
+        self.cpu, self.beside, self.path, self.every_s = cpu, beside, path, every_s
+        self.names: dict[int, str] = {}
+        self.data: dict = {}
+        self._namer = Sampler(self._name_threads, 2.0)   # the runtime starts its threads after warm-up
+
+    def _name_threads(self) -> None:
+        self.names.update({t.native_id: t.name for t in threading.enumerate() if t.native_id is not None})
+
+    def __enter__(self):
+        self._proc = subprocess.Popen(
+            [sys.executable, str(HERE / "proc_timeline.py"), "--pid", str(os.getpid()), "--cpu", str(self.cpu),
+             "--every", str(self.every_s), "--out", str(self.path)],
+            preexec_fn=lambda: os.sched_setaffinity(0, {self.beside}))
+        self._namer.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._namer.__exit__(*exc)
+        self._proc.terminate()
+        self._proc.wait(timeout=60)
+        self.data = json.loads(self.path.read_text())
+
+    def misses(self, log: Path, first_id: int, budget_ms: float, margin_s: float = 0.05,
+               baseline_every: int = 50) -> dict:
+        """Each miss (over the budget, fail-safe or late) read against the timeline, from ``margin_s``
+        before its window's last sample to its decision, with what it most likely met; and the same
+        reading of every ``baseline_every``-th decision in time, for comparison."""
+        with sqlite3.connect(log) as db:
+            rows = db.execute("SELECT decision_id, wall_time, latency_ms, fail_safe FROM decisions "
+                              "WHERE decision_id >= ? ORDER BY decision_id", (first_id,)).fetchall()
+        names = {tid: name for tid, name in self.names.items() if name in ("reader", "decider")}
+
+        def reading(wall: float, latency_ms: float) -> dict:
+            return read_around(self.data, wall - latency_ms / 1e3 - margin_s, wall, names)
+
+        misses = []
+        for decision_id, wall, latency_ms, fail_safe in rows:
+            if latency_ms > budget_ms:
+                r = reading(wall, latency_ms)
+                misses.append({"decision_id": decision_id, "latency_ms": latency_ms, "fail_safe": fail_safe,
+                               "met": met(r, budget_ms), **r})
+        baseline = [reading(wall, latency_ms) for _, wall, latency_ms, _ in rows[::baseline_every]
+                    if latency_ms <= budget_ms]
+        causes = [m["met"] for m in misses]
+        seen = [met(b, budget_ms) for b in baseline]
+        return {"every_s": self.every_s, "margin_s": margin_s, "misses": misses,
+                "misses_by_what_they_met": {c: causes.count(c) for c in sorted(set(causes))},
+                "baseline_decisions": len(baseline),
+                "baseline_by_what_they_met": {c: seen.count(c) for c in sorted(set(seen))}}
+
+
+def met(reading: dict, budget_ms: float, waited_ms: float = 5.0, others_ms: float = 20.0,
+        paused_ms: float = 20.0) -> str:
+    """What a reading of the timeline shows, in order of precedence: major page faults, time stolen by
+    the host, the whole machine paused (the watcher on the other core was held up at least ``paused_ms``
+    too), other work on the runtime's core (at least ``others_ms``: the CPU's clock counts in ticks),
+    a decider whose own CPU time took the whole budget (a slow inference), a reader or decider that
+    waited at least ``waited_ms`` for the CPU, or nothing seen."""
+    if reading["major_faults"]:
+        return "major page faults"
+    if reading["stolen_ms"] > 0:
+        return "steal"
+    if reading["watcher_gap_ms"] >= paused_ms:
+        return "the whole machine paused"
+    if reading["others_on_cpu_ms"] >= others_ms:
+        return "other work on the core"
+    threads = reading["threads"]
+    if threads.get("decider", {}).get("cpu_ms", 0.0) >= budget_ms:
+        return "the decider's own work"
+    if any(t["waited_for_cpu_ms"] >= waited_ms for t in threads.values()):
+        return "waited for the CPU"
+    return "nothing seen"
+
+
 def resident_mb() -> float | None:
     """This process's resident memory in MB (the runtime's: the simulator is a process of its own); None off Linux."""
     try:
@@ -278,6 +364,12 @@ def main() -> int:
                         help="real-rate part: the simulator holds a frame back --late-ms with this probability, "
                              "then sends the frames behind it in a burst (default 0: on schedule)")
     parser.add_argument("--late-ms", type=float, default=30.0, metavar="MS", help="how late such a frame is (30)")
+    parser.add_argument("--trace", action="store_true",
+                        help="watch the runtime's threads and core from the simulator's core (proc_timeline.py, "
+                             "every 20 ms) and read each miss of the real-rate part against it")
+    parser.add_argument("--keep-log", type=Path, default=None, metavar="DB",
+                        help="keep the real-rate part's decision log here (read it with `drsn-edge decisions`), "
+                             "and with --trace the timeline beside it (DB's name with .timeline.json)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "runtime_soak.json",
                         help="where the figures go (default benchmarks/results/runtime_soak.json)")
     args = parser.parse_args()
@@ -289,13 +381,20 @@ def main() -> int:
     source = held_out_records(run)
     tmp = Path(tempfile.mkdtemp(prefix="drsn-soak-"))
     faults = ("--late", str(args.late), "--late-ms", str(args.late_ms)) if args.late else ()
-    with StealClock(cores[0]) as steal, Sampler(resident_mb, 1.0) as memory:
+    timeline = Timeline(cores[0], cores[-1], tmp / "timeline.json") if args.trace else contextlib.nullcontext()
+    with StealClock(cores[0]) as steal, Sampler(resident_mb, 1.0) as memory, timeline:
         soak, sim, first = session(args.bundle, args.run, args.seconds, "realtime", None, 64, tmp / "soak.db", cores,
                                    args.realtime_priority, faults)
     c, stages, soak_cost = soak["counters"], soak["stages_s"], cost(soak)
     score = score_vibration(tmp / "soak.db", source.truth, since_id=first)  # first lap only is aligned to truth
     parts = where_time_went(tmp / "soak.db", first, soak["budget_ms"])
     host = steal.attribute(tmp / "soak.db", first, soak["budget_ms"])
+    traced = timeline.misses(tmp / "soak.db", first, soak["budget_ms"]) if args.trace else None
+    if args.keep_log:
+        with sqlite3.connect(tmp / "soak.db") as db, sqlite3.connect(args.keep_log) as kept:
+            db.backup(kept)   # one file, the write-ahead log folded in
+        if args.trace:
+            shutil.copy(tmp / "timeline.json", args.keep_log.with_suffix(".timeline.json"))
     max_rate = _max_rate(args, config, source, tmp, cores) if args.max_rate_seconds else None
     shutil.rmtree(tmp, ignore_errors=True)  # both logs are read: a long soak leaves tens of MB
     doc = {
@@ -310,7 +409,7 @@ def main() -> int:
                       **soak_cost, "target_overhead": 0.10,
                       "paced_sleeps": c["paced_sleeps"], "pacing_overruns": c["pacing_overruns"],
                       "pacing_late_wakeups": c["pacing_late_wakeups"],
-                      "latency_parts": parts, "hypervisor_steal": host,
+                      "latency_parts": parts, "hypervisor_steal": host, "misses_traced": traced,
                       "resident_memory": memory_growth(memory.samples)},
         "max_rate": max_rate,
     }
@@ -335,6 +434,15 @@ def main() -> int:
         print(f"  the host stole {host['stolen_s']:.2f} s from the runtime's core; misses: {host['misses_near_steal']} "
               f"of {host['decisions_near_steal']} decisions within {host['margin_s']:g} s of a steal, "
               f"{host['misses_clear_of_steal']} of {host['decisions_clear_of_steal']} clear of any")
+    if traced is not None:
+        print(f"  misses read against the runtime's threads and core: {traced['misses_by_what_they_met'] or 'none'}; "
+              f"{traced['baseline_decisions']} decisions in time: {traced['baseline_by_what_they_met']}")
+        for m in traced["misses"]:
+            threads = ", ".join(f"{name} {t['cpu_ms']:.1f} ms CPU, waited {t['waited_for_cpu_ms']:.1f}"
+                                for name, t in m["threads"].items())
+            print(f"    decision {m['decision_id']} ({m['latency_ms']:.1f} ms{', fail-safe: ' + m['fail_safe'] if m['fail_safe'] else ''}):"
+                  f" {m['met']}; {m['major_faults']} major faults, others on the core {m['others_on_cpu_ms']:.0f} ms,"
+                  f" stolen {m['stolen_ms']:.0f} ms, the watcher held up {m['watcher_gap_ms']:.0f} ms; {threads}")
     print_memory(doc["real_rate"]["resident_memory"])
     print(f"runtime overhead: {100 * soak_cost['overhead_fraction_of_inference']:.1f}% of inference time by stage "
           f"clocks, {100 * soak_cost['overhead_cpu_fraction_of_inference']:.1f}% by CPU time (target <= 10%); "

@@ -96,7 +96,8 @@ def engine_timing(bundle_path: Path, inputs: np.ndarray, rounds: int, per_round:
     trt = bundle.manifest["tensorrt"]
     engine = engine_path_for(bundle.path, bundle.manifest)
     started = time.monotonic()
-    built = build_engine(bundle.path / trt["onnx_file"], engine, TrtBuildSettings(**trt["build_settings"]))
+    settings = TrtBuildSettings(**(trt["build_settings"] | {"timing_cache": str(bundle.path.parent / "timing.cache")}))
+    built = build_engine(bundle.path / trt["onnx_file"], engine, settings)   # as compile-trt builds it
     build_s = time.monotonic() - started
     gpu = load_backend(bundle)
     import onnxruntime as ort
