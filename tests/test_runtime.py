@@ -1357,6 +1357,58 @@ def test_the_decision_s_own_time_is_on_the_stage_clocks(held_out, bundle, tmp_pa
     assert decided >= 5 and summary["stages_s"]["decide_write_log"] >= decided * 0.002
 
 
+TRACE_SCRIPT = """
+import os, subprocess, sys, threading, time
+from pathlib import Path
+
+sys.path.insert(0, sys.argv[1])
+from proc_timeline import read_around
+from runtime_soak import Timeline, met
+
+cpu, other = sorted(os.sched_getaffinity(0))[:2]
+os.sched_setaffinity(0, {cpu})
+spinning, ending = threading.Event(), threading.Event()
+
+def decider():
+    spinning.wait()
+    while spinning.is_set():
+        sum(range(1000))
+    ending.wait()
+
+with Timeline(cpu, other, Path(sys.argv[2])) as timeline:
+    worker = threading.Thread(target=decider, name="decider")
+    worker.start()
+    spinning.set(); time.sleep(0.3); a0 = time.time(); time.sleep(0.6); a1 = time.time(); spinning.clear()
+    hog = subprocess.Popen([sys.executable, "-c", f"import os, time; os.sched_setaffinity(0, {{{cpu}}}); "
+                            "end = time.time() + 1.2\\nwhile time.time() < end: pass"])
+    time.sleep(0.3); b0 = time.time(); time.sleep(0.6); b1 = time.time()
+    hog.wait()
+    time.sleep(max(0.0, 2.5 - (time.time() - a0)))   # the thread names are read every 2 s
+    ending.set(); worker.join()
+names = {tid: name for tid, name in timeline.names.items() if name == "decider"}
+for reading in (read_around(timeline.data, a0, a1, names), read_around(timeline.data, b0, b1, names)):
+    print(reading["threads"]["decider"]["cpu_ms"], reading["others_on_cpu_ms"], met(reading, 5.0, paused_ms=1e9))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="the watcher needs a second core (Linux)")
+def test_the_soak_trace_tells_a_threads_own_work_from_other_work_on_its_core(tmp_path):
+    """``runtime_soak.py --trace`` reads each miss against benchmarks/proc_timeline.py, which watches the runtime
+    from the other core: a named thread's CPU must count as its own, and another process on the core as other
+    work, or the reading of a miss would blame the wrong thing.  (Whole-machine pauses are left out of the
+    verdicts here: this host has them, and they are what the trace exists to find.)"""
+    from conftest import ROOT
+
+    done = subprocess.run([sys.executable, "-c", TRACE_SCRIPT, str(ROOT / "benchmarks"), str(tmp_path / "t.json")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    (own_cpu, own_others, own_met), (hog_cpu, hog_others, hog_met) = [
+        (float(a), float(b), c) for a, b, c in (line.split(" ", 2) for line in done.stdout.splitlines())]
+    assert own_cpu > 300 and own_met == "the decider's own work"            # 0.6 s of spinning, on its own core
+    assert hog_cpu < 50 and hog_others > 300 and hog_met == "other work on the core"
+
+
 def test_the_overhead_floor_decides_every_window_of_a_stream_as_offline_inference_does(held_out, bundle, tmp_path):
     """benchmarks/runtime_overhead_floor.py reports the least a runtime in Python pays per window.  Its bare loop
     must do the runtime's work: every window of the stream cut where the runtime cuts it, decided on the same
