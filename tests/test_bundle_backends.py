@@ -128,6 +128,7 @@ def test_tensorrt_bundle_carries_qdq_onnx_settings_and_trtexec_line(bundles):
     assert m["tensorrt"]["onnx_file"] == "model.qdq.onnx" and "model.qdq.onnx" in m["files"]
     assert m["tensorrt"]["trtexec"].startswith("trtexec --onnx=model.qdq.onnx")
     assert "--stronglyTyped" in m["tensorrt"]["trtexec"] and m["quantization"]["threshold_subnetwork"] == "float"
+    assert m["tensorrt"]["build_settings"]["batch"] == [1, 1, 8]        # one window at a time, up to 8 offline
     choice = m["quantization"]["calibration_choice"]             # the default, auto: every method tried
     changed = choice["decisions_changed"]
     assert set(changed) == {"minmax", "percentile", "entropy"} and all(0.0 <= v <= 1.0 for v in changed.values())

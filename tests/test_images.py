@@ -196,6 +196,22 @@ def test_image_run_builds_an_int8_bundle_the_gateway_can_run(castings_run, targe
     assert backend.infer(np.zeros((1, 1, 32, 32), np.float32)).shape == (1, 2)
 
 
+def test_a_line_scan_tensorrt_bundle_takes_a_tiles_patches_in_one_batch(castings_run, tmp_path, capsys):
+    """The runtime decides a tile's patches as one batch (20 across a 640-pixel line of 32-pixel patches); an
+    engine built for the vibration profile (at most 8) would refuse it on the gateway.  ``compile-trt
+    --max-batch`` widens the profile for a wider detector line."""
+    from edge.cli import main
+    from edge.export.build import BuildOptions, build_bundle
+
+    manifest = build_bundle(castings_run, tmp_path / "trt", BuildOptions(target="tensorrt", precision="fp16"),
+                            log=lambda *_: None)
+    trt = manifest["tensorrt"]
+    assert list(trt["build_settings"]["batch"]) == [1, 20, 64]
+    assert "--optShapes=window:20x1x32x32 --maxShapes=window:64x1x32x32" in trt["trtexec"]
+    assert main(["compile-trt", "--bundle", str(tmp_path / "trt"), "--max-batch", "100"]) == 2
+    assert "--maxShapes=window:100x" in capsys.readouterr().err       # no TensorRT here: the line it would run
+
+
 def test_an_ensemble_of_runs_outputs_their_mean_probability_and_builds_like_any_run(castings_run, data_root,
                                                                                     tmp_path, capsys):
     """`drsn-edge ensemble` packs runs of one split as one network: the softmax of its output is the mean of

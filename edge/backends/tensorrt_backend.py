@@ -59,11 +59,15 @@ class TensorRtBackend(Backend):
         """
         shape_in = (batch, *self.input_shape)
         if trt_major(self._trt) >= 10:
-            self._context.set_input_shape(self._input, shape_in)
+            accepted = self._context.set_input_shape(self._input, shape_in)
             shape_out = tuple(self._context.get_tensor_shape(self._output))
         else:
-            self._context.set_binding_shape(self._input, shape_in)
+            accepted = self._context.set_binding_shape(self._input, shape_in)
             shape_out = tuple(self._context.get_binding_shape(self._output))
+        if not accepted:
+            raise BackendError(f"the TensorRT engine does not take a batch of {batch} (a wider detector line than "
+                               f"its profile): build it again with `drsn-edge compile-trt --bundle "
+                               f"{self.bundle.path} --max-batch {batch}`")
         self._batch_set = batch
         return shape_out
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from edge.cli.common import (add_trusted_keys, class_names, http_address, log_size_mb, non_negative_int, port_spec,
-                             positive_float, realtime_priority, stream_rate, thread_count)
+                             positive_float, positive_int, realtime_priority, stream_rate, thread_count)
 from edge.errors import DrsnEdgeError
 from edge.runtime.decision_log import NOT_FIRED_WHY, WAL_LIMIT_BYTES
 from edge.runtime.realtime import DEFAULT_SERVICE_PRIORITY
@@ -28,6 +28,9 @@ def _add_compile_trt(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dla-core", type=int, default=None, help="DLA core (AGX/NX); falls back to the GPU")
     p.add_argument("--no-gpu-fallback", action="store_true", help="fail instead of falling back from DLA")
     p.add_argument("--timing-cache", default=None, help="timing cache file (default: next to the bundle)")
+    p.add_argument("--max-batch", type=positive_int, default=None, metavar="N",
+                   help="largest batch the engine takes (default: the bundle's profile; a line-scan bundle's "
+                        "covers a 2,048-pixel line). Raise it for a wider detector line")
     p.set_defaults(func=_cmd_compile_trt)
 
 
@@ -43,9 +46,11 @@ def _cmd_compile_trt(args: argparse.Namespace) -> int:
     if not trt:
         raise DrsnEdgeError(f"{args.bundle} is a bundle for {bundle.manifest['backend']['name']}, not tensorrt: "
                             "build one with `drsn-edge build --target tensorrt`")
+    lo, opt, hi = trt["build_settings"]["batch"]
     settings = TrtBuildSettings(**(trt["build_settings"] | {
         "workspace_mb": args.workspace_mb, "dla_core": args.dla_core, "gpu_fallback": not args.no_gpu_fallback,
-        "timing_cache": args.timing_cache or str(bundle.path.parent / "timing.cache")}))
+        "timing_cache": args.timing_cache or str(bundle.path.parent / "timing.cache"),
+        "batch": (lo, opt, max(opt, args.max_batch or hi))}))
     info = build_engine(bundle.path / trt["onnx_file"], engine_path_for(bundle.path, bundle.manifest), settings)
     print(json.dumps(info, indent=2))
     return 0

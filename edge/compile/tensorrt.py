@@ -50,6 +50,24 @@ class TrtBuildSettings:
         return asdict(self)
 
 
+#: Detector widths a line-scan engine serves: the runtime's expected width (``drsn-edge run --pixels``,
+#: 640) is the profile's optimum, and lines up to 2,048 pixels fit its maximum.
+LINE_PIXELS_OPT, LINE_PIXELS_MAX = 640, 2048
+
+
+def batch_profile(preprocessing: dict) -> tuple[int, int, int]:
+    """The batch sizes (min, opt, max) an engine must accept for a bundle's input.
+
+    A vibration window is decided alone (up to 8 for offline scoring).  A line-scan tile's
+    patches are decided together, one per patch width across the detector line: 20 on a
+    640-pixel line of 32-pixel patches.  An engine refuses a batch beyond its maximum.
+    """
+    width = preprocessing.get("patch_width")
+    if not width:
+        return (1, 1, 8)
+    return (1, max(1, LINE_PIXELS_OPT // width), max(1, LINE_PIXELS_MAX // width))
+
+
 @dataclass
 class BuildPlan:
     """The builder choices for one TensorRT version and device."""

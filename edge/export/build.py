@@ -246,9 +246,10 @@ def build_bundle(run_dir: str | Path, out: str | Path, options: BuildOptions, ke
 
             backend |= {"version": ort.__version__, "device": "CPU"}
             if options.target == "tensorrt":
-                from edge.compile.tensorrt import TrtBuildSettings, trtexec_command
+                from edge.compile.tensorrt import TrtBuildSettings, batch_profile, trtexec_command
 
-                settings = TrtBuildSettings(precision=options.precision)
+                settings = TrtBuildSettings(precision=options.precision,
+                                            batch=batch_profile(manifest_preprocessing(pre)))
                 tensorrt = {"onnx_file": name, "engine_file": f"model.{options.precision}.engine",
                             "build_settings": settings.to_dict(),
                             "note": "engines are built on the target from this ONNX (drsn-edge compile-trt)"}
