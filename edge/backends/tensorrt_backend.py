@@ -36,8 +36,8 @@ class TensorRtBackend(Backend):
         self.gpu = open_device(0)
         self.device = self.gpu.name
         self._trt = trt
-        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self._engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
+        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))   # outlives the engine it deserializes
+        self._engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
         if self._engine is None:
             raise BackendError(f"{engine_path} was built by another TensorRT version or for another GPU: rebuild it")
         self._context = self._engine.create_execution_context()
@@ -87,9 +87,11 @@ class TensorRtBackend(Backend):
         if trt_major(self._trt) >= 10:
             self._context.set_tensor_address(self._input, into.device)
             self._context.set_tensor_address(self._output, out.device)
-            self._context.execute_async_v3(int(self._stream))
+            queued = self._context.execute_async_v3(int(self._stream))
         else:
-            self._context.execute_async_v2([into.device, out.device], int(self._stream))
+            queued = self._context.execute_async_v2([into.device, out.device], int(self._stream))
+        if not queued:   # the output buffer would hold the last batch's scores
+            raise BackendError("TensorRT could not run the engine on this batch; see TensorRT's messages above")
         out.download(self._stream)
         self._stream.synchronize()
         return out.host.copy()
