@@ -93,17 +93,17 @@ def read_around(timeline: dict, start: float, end: float, names: dict[int, str])
     first, last = samples[i], samples[j]
     tick_ms = 1e3 * timeline["tick_s"]
     out: dict = {"from": first["t"], "to": last["t"], "threads": {}}
-    own_ns = 0
+    own_ns = own_major = 0
     for tid, after in last["threads"].items():
         before = first["threads"].get(tid, [0, 0, 0, 0])
         cpu_ns, delay_ns, major, minor = (a - b for a, b in zip(after, before))
         own_ns += cpu_ns
+        own_major += major
         name = names.get(int(tid))
         if name:
             out["threads"][name] = {"cpu_ms": cpu_ns / 1e6, "waited_for_cpu_ms": delay_ns / 1e6,
                                     "major_faults": major, "minor_faults": minor}
-    out["major_faults"] = sum(a[2] - first["threads"].get(tid, [0, 0, 0, 0])[2]
-                              for tid, a in last["threads"].items())
+    out["major_faults"] = own_major
     out["cpu_busy_ms"] = (last["busy"] - first["busy"]) * tick_ms
     out["others_on_cpu_ms"] = max(0.0, out["cpu_busy_ms"] - own_ns / 1e6)
     out["stolen_ms"] = (last["steal"] - first["steal"]) * tick_ms

@@ -37,16 +37,16 @@ from edge.backends import load_backend
 from edge.backends.base import BackendError
 from edge.backends.cuda_buffers import CudaStream, HostDeviceBuffer, open_device
 from edge.bundle import open_bundle
+from edge.compile.tensorrt import batch_profile
 from edge.host import processor_name
 
 HERE = Path(__file__).resolve().parent
-LINE_PIXELS = 640   # the line-scan detector width the runtime's tile batch follows (linescan_throughput.py)
 
 
 def tile_batch(manifest: dict) -> int:
-    """Inputs per inference in the runtime: one window, or the patches across one detector line."""
-    width = manifest["preprocessing"].get("patch_width")
-    return max(1, LINE_PIXELS // width) if width else 1
+    """Inputs per inference in the runtime: one window, or the patches across one detector line (the engine
+    profile's optimum)."""
+    return batch_profile(manifest["preprocessing"])[1]
 
 
 def copy_round_trips(shape: tuple[int, ...], trips: int, seed: int) -> dict:

@@ -9,6 +9,7 @@ its main thread allocated.  Never imports torch.
 from __future__ import annotations
 
 import ctypes
+import functools
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ class CudaError(BackendError):
     """No usable NVIDIA driver or GPU, or a CUDA call that failed; says which and why."""
 
 
+@functools.cache   # looked up once: every copy and wait of an inference calls through it
 def cuda_runtime():
     """The ``cuda.bindings.runtime`` module, or a :class:`BackendError` with the install line."""
     return require("cuda.bindings.runtime", "jetson", "the TensorRT backend's CUDA buffers")
