@@ -26,6 +26,7 @@ from edge.cli.common import int_list, name_list, snr_list
 from edge.data.catalog import default_cwru_dir
 from edge.train.trainer import TrainSettings
 from edge.train.vibration import evaluate_cwru, train_cwru
+from results_file import write_results
 
 HERE = Path(__file__).resolve().parent
 
@@ -117,8 +118,7 @@ def main() -> int:
         "runs": results,
         "cross_load": cross,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    write_results(doc, args.out)
 
     print(f"\nmean test accuracy (%) over seeds {seeds}")
     print(f"{'model':<12}" + "".join(f"{k:>8}" for k in keys) + f"{'train s':>9}")
@@ -129,7 +129,6 @@ def main() -> int:
         print("\ntrained on loads 0,1; scored on load 2 (normal: held-out segment of 97.mat only)")
         for r in cross:
             print(f"{r['model']:<12}" + "".join(f"{100 * r['accuracy_by_snr'][k]:>8.2f}" for k in keys))
-    print(f"wrote {args.out}")
     return 0
 
 

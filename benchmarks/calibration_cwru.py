@@ -19,12 +19,12 @@ own report (calibration.json, pareto.png, report.html) stays in --work.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 from edge.cli.common import int_list
+from results_file import write_results
 
 HERE = Path(__file__).resolve().parent
 BUDGETS_MS = (0.1, 0.2, 0.5, 1.0)
@@ -71,7 +71,7 @@ def main() -> int:
               "budgets": budgets, "report": str(args.work / "sweep" / "report.html"),
               "table": [_brief(r) | {"status": r["status"]} for r in doc["candidates"]]}
     out = HERE / "results" / "calibration_cwru.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(result, out)
     print(f"\nsweep of {len(doc['candidates'])} candidates: {wall / 60:.1f} min wall; runtime overhead "
           f"{doc['runtime_overhead']['overhead_ms']:.3f} ms")
     print(f"{'scope':<11}{'budget':>8}  {'chosen':<42}{'acc %':>7}{'p99 ms':>8}   {'naive (eager fp32)':<30}"
@@ -81,7 +81,6 @@ def main() -> int:
         left = f"{c['key']:<42}{100 * c['accuracy']:>7.2f}{c['p99_ms']:>8.3f}" if c else f"{'nothing fits':<57}"
         right = f"{n['key']:<30}{100 * n['accuracy']:>7.2f}{n['p99_ms']:>8.3f}{'' if n['fits'] else ' (over)'}" if n else ""
         print(f"{b['scope']:<11}{b['budget_ms']:>6g}ms  {left}   {right}")
-    print(f"wrote {out}")
 
     if not args.skip_sizes:
         sizes_study(sizes_run, sizes, args.work, _fp32_by_snr(doc["candidates"], sizes_run))
@@ -119,8 +118,8 @@ def sizes_study(run: str, sizes: list[int], work: Path, fp32_by_snr: dict | None
              "status": r["status"], "accuracy_by_snr": r.get("accuracy_by_snr"), "accuracy": r.get("accuracy")}
             for r in sdoc["candidates"] if r["precision"] == "int8"]
     out = HERE / "results" / "calibration_sizes.json"
-    out.write_text(json.dumps({"benchmark": "calibration_sizes", "run": run, "date": time.strftime("%Y-%m-%d"),
-                               "fp32_accuracy_by_snr": fp32_by_snr, "rows": rows}, indent=2) + "\n")
+    write_results({"benchmark": "calibration_sizes", "run": run, "date": time.strftime("%Y-%m-%d"),
+                   "fp32_accuracy_by_snr": fp32_by_snr, "rows": rows}, out)
     print(f"\nINT8 validation accuracy (mean of clean and -4 dB) by calibration-set size, {run}")
     print(f"{'path':<26}" + "".join(f"{s:>8}" for s in sizes))
     for backend, method in sorted({(r["backend"], r["method"]) for r in rows}):
@@ -129,7 +128,6 @@ def sizes_study(run: str, sizes: list[int], work: Path, fp32_by_snr: dict | None
             r = next(r for r in rows if r["backend"] == backend and r["method"] == method and r["size"] == size)
             cells.append(f"{100 * r['accuracy']:>8.2f}" if r["accuracy"] is not None else f"{'refused':>8}")
         print(f"{backend + ' ' + method:<26}" + "".join(cells))
-    print(f"wrote {out}")
     return 0
 
 

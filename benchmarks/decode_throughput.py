@@ -11,7 +11,7 @@ is reported.  Target: at least 20x real time for both.
 
 from __future__ import annotations
 
-import json
+import argparse
 import os
 import platform
 import statistics
@@ -26,6 +26,7 @@ from edge.data.cwru import read_cwru_mat
 from edge.host import processor_name
 from firmware_bridge.codec import FrameDecoder, encode_frame
 from firmware_bridge.protocol import Line, Samples
+from results_file import write_results
 
 HERE = Path(__file__).resolve().parent
 TARGET = 20.0
@@ -70,13 +71,20 @@ def decode_seconds(stream: bytes, frames: int, chunk: int = 4096) -> float:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=None,
+                        help="the shared data folder (default: the bundled one) holding cwru/ and xray/castings/")
+    parser.add_argument("--seconds", type=float, default=8.0, help="real seconds of each stream (default 8)")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "decode_throughput.json",
+                        help="where the figures go (default benchmarks/results/decode_throughput.json)")
+    args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
-    data = default_data_root()
+    data = args.data or default_data_root()
     results = {}
     for name, build, real_rate in (("vibration_3axis_int16_12kHz", vibration_stream, "12,000 samples/s x 3 axes"),
                                    ("linescan_1024px_16bit_1250lps", linescan_stream, "1,250 lines/s x 1,024 px")):
-        stream, frames, real_s = build(data, 8.0)
+        stream, frames, real_s = build(data, args.seconds)
         runs = [decode_seconds(stream, frames) for _ in range(7)]
         t = statistics.median(runs)
         results[name] = {
@@ -89,14 +97,11 @@ def main() -> int:
     doc = {"benchmark": "decode_throughput", "cores": 1, "chunk_bytes": 4096,
            "machine": {"cpu": processor_name(), "python": platform.python_version()},
            "date": time.strftime("%Y-%m-%d"), "results": results}
-    out = HERE / "results" / "decode_throughput.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2) + "\n")
+    write_results(doc, args.out)
     print(f"{'stream':<32}{'MB/s':>8}{'frames/s':>11}{'x real time':>13}  target {TARGET:g}x")
     for name, r in results.items():
         print(f"{name:<32}{r['mb_per_s']:>8}{r['frames_per_s']:>11}{r['real_time_multiple']:>13}  "
               f"{'met' if r['meets_target'] else 'MISSED'}")
-    print(f"wrote {out}")
     return 0 if all(r["meets_target"] for r in results.values()) else 1
 
 

@@ -4,11 +4,12 @@ Random byte strings and bit-flipped valid frames of every message type; counts a
 exception that escapes the decoder and any corrupted frame delivered as valid (both
 must be zero).  Writes benchmarks/results/fuzz_decoder.json.
 
-    python benchmarks/fuzz_decoder.py [N]
+    python benchmarks/fuzz_decoder.py [--inputs N]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -18,12 +19,19 @@ import numpy as np
 
 from firmware_bridge.codec import FrameDecoder
 from firmware_bridge.vectors import fuzz_inputs, valid_payloads
+from results_file import write_results
 
 HERE = Path(__file__).resolve().parent
 
 
 def main() -> int:
-    n = int(float(sys.argv[1])) if len(sys.argv) > 1 else 2_000_000
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--inputs", type=lambda text: int(float(text)), default=2_000_000,
+                        help="how many inputs to feed the decoder (default 2e6)")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "fuzz_decoder.json",
+                        help="where the figures go (default benchmarks/results/fuzz_decoder.json)")
+    args = parser.parse_args()
+    n = args.inputs
     valid = valid_payloads()
     decoder = FrameDecoder()
     escaped, bad_delivered, delivered = 0, 0, 0
@@ -38,8 +46,7 @@ def main() -> int:
     doc = {"benchmark": "fuzz_decoder", "inputs": n, "seconds": round(time.perf_counter() - started, 1),
            "exceptions_escaped": escaped, "corrupted_frames_delivered": bad_delivered,
            "frames_delivered": delivered, "decoder": decoder.stats.to_dict(), "date": time.strftime("%Y-%m-%d")}
-    out = HERE / "results" / "fuzz_decoder.json"
-    out.write_text(json.dumps(doc, indent=2) + "\n")
+    write_results(doc, args.out)
     print(json.dumps(doc, indent=2))
     return 0 if escaped == 0 and bad_delivered == 0 else 1
 

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from edge.cli.common import name_list
+from results_file import write_results
 
 HERE = Path(__file__).resolve().parent
 TARGETS = {"xray-castings": 0.98, "xray-fishbones": 0.95, "neu": 0.98}
@@ -113,8 +114,7 @@ def main() -> int:
                        "stratified and seeded; epoch chosen on validation images by balanced accuracy; the test "
                        "images scored once per figure",
            "settings_over_task_defaults": overrides, "rows": rows}
-    args.out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(doc, args.out)
     return 0
 
 

@@ -16,7 +16,6 @@ Writes benchmarks/results/images_castings_flips.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from images_castings_variants import softmax_scores  # noqa: E402
+from results_file import write_results  # noqa: E402
 
 
 def _transposed(x: np.ndarray) -> np.ndarray:
@@ -60,10 +60,10 @@ def main() -> int:
     doc = {"what": "castings runs scored with the softmax averaged over flipped copies of each patch",
            "chosen_on": "mean balanced accuracy on each run's validation images; test never chooses",
            "chosen": chosen, "means": means, "rows": rows}
-    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    write_results(doc, args.out)
     for name, m in means.items():
         print(f"{name:<26} validation {100 * m['val_balanced_accuracy']:.2f}%  test {100 * m['test_accuracy']:.2f}%")
-    print(f"chosen on validation: {chosen}; wrote {args.out}")
+    print(f"chosen on validation: {chosen}")
     return 0
 
 

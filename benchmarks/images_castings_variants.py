@@ -65,6 +65,7 @@ sys.path.insert(0, str(HERE))
 from images_accuracy import add_training_arguments  # noqa: E402
 from robustness_nested import parse_candidate  # noqa: E402
 from edge.cli.common import int_list, positive_int  # noqa: E402
+from results_file import write_results  # noqa: E402
 
 DEFAULT_MODEL = "resnet18"  # a candidate's network when it names none with model=
 DEFAULT_CANDIDATES = ["default:", "rotations:rotations=true",
@@ -302,8 +303,7 @@ def main() -> int:
            "candidates": candidates, "chosen_on_validation": chosen["candidate"],
            "seeds_averaged_chosen_on_validation": chosen_averaged and chosen_averaged["candidate"], "runs": rows,
            "test_agreement": agreement(runs), "near_copies": near_copies(runs[0])}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    write_results(doc, args.out)
     for c in candidates:
         averaged = c["seeds_averaged"]
         print(f"{c['candidate']:<18} validation {100 * c['val_mean']:.2f}%  test {100 * c['test_mean']:.2f}%"
@@ -318,7 +318,6 @@ def main() -> int:
     print(f"{near['near_a_training_image']} test images within {near['rms_grey_levels']} grey levels (RMS) of a "
           f"training image, by class {near['by_class']}, median contrast (std) "
           f"{near['their_std_grey_levels_median']} grey levels")
-    print(f"wrote {args.out}")
     return 0
 
 

@@ -26,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from images_accuracy import add_settings_argument, settings_overrides  # noqa: E402
 from edge.cli.common import add_device_option, float_list  # noqa: E402
+from results_file import write_results  # noqa: E402
 
 
 def _row(run: Path, label: str, work: Path, threads: int) -> dict:
@@ -124,9 +125,8 @@ def main() -> int:
         for r in rows:
             r["flops_vs_baseline"] = r["mflops"] / base["mflops"]
             r["accuracy_drop_pt"] = 100 * (base["accuracy"] - r["accuracy"])
-        args.pruning_out.write_text(json.dumps(
-            {"benchmark": "images_pruning", "date": time.strftime("%Y-%m-%d"), "baseline": str(args.baseline),
-             "finetune_epochs": args.finetune_epochs, "trained_on": where, "rows": rows}, indent=2) + "\n")
+        write_results({"benchmark": "images_pruning", "date": time.strftime("%Y-%m-%d"), "baseline": str(args.baseline),
+                       "finetune_epochs": args.finetune_epochs, "trained_on": where, "rows": rows}, args.pruning_out)
         print(f"{'model':<14}{'accuracy':>10}{'int8':>8}{'params':>11}{'MFLOPs':>9}{'FLOPs':>7}{'tile p99':>10}")
         for r in rows:
             print(f"{r['label']:<14}{100 * r['accuracy']:>9.2f}%{100 * r['accuracy_openvino_int8']:>7.2f}%"
@@ -153,10 +153,9 @@ def main() -> int:
             drows.append({"label": label, "run": str(run), "accuracy": r["accuracy"], "test_images": r["images"],
                           "parameters": json.loads((run / "metrics.json").read_text())["parameters"]})
             print(f"{label:<20}{100 * r['accuracy']:>8.2f}%  ({drows[-1]['parameters']:,} parameters)")
-        args.distillation_out.write_text(json.dumps(
-            {"benchmark": "images_distillation", "date": time.strftime("%Y-%m-%d"), "task": task,
-             "epochs": args.epochs, "seed": 0, "settings_over_task_defaults": overrides, "trained_on": where,
-             "rows": drows}, indent=2) + "\n")
+        write_results({"benchmark": "images_distillation", "date": time.strftime("%Y-%m-%d"), "task": task,
+                       "epochs": args.epochs, "seed": 0, "settings_over_task_defaults": overrides,
+                       "trained_on": where, "rows": drows}, args.distillation_out)
     return 0
 
 

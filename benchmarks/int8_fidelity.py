@@ -18,7 +18,6 @@ Writes benchmarks/results/int8_fidelity.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -27,6 +26,7 @@ import time
 from pathlib import Path
 
 from edge.cli.common import name_list
+from results_file import write_results
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("minmax", "percentile", "entropy")
@@ -124,9 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                        "chosen by the fewest changed decisions; the test split is scored once per model and "
                        "chooses nothing",
            "max_drop_pt": args.max_drop, "runs": results}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(doc, args.out)
     return 0
 
 

@@ -16,7 +16,6 @@ benchmarks/results/latency_backends.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -33,6 +32,7 @@ from edge.export.build import BuildOptions, build_bundle
 from edge.quantize.calibration import model_inputs
 from edge.train.runs import load_run
 from edge.train.vibration import run_split_windows
+from results_file import write_results
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = (("openvino", "fp32"), ("openvino", "int8"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"))
@@ -92,7 +92,7 @@ def main() -> int:
                        "python": platform.python_version(), "torch": torch.__version__},
            "date": time.strftime("%Y-%m-%d"), "latency": stats, "accuracy_test_split": accuracy}
     out = args.out
-    out.write_text(json.dumps(doc, indent=2) + "\n")
+    write_results(doc, out)
     print(f"batch-1 latency, {args.threads} thread(s), {args.rounds} interleaved rounds x {args.per_round}")
     width = max(22, *(len(name) + 2 for name in stats))
     print(f"{'backend':<{width}}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'x eager':>9}")
@@ -103,7 +103,6 @@ def main() -> int:
     for name, a in accuracy.items():
         prec = name.split()[-1]
         print(f"  {name:<{width - 2}} {100 * a['fp32']:.2f}% -> {100 * a[prec]:.2f}%")
-    print(f"wrote {out}")
     return 0
 
 

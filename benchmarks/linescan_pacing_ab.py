@@ -15,7 +15,6 @@ benchmarks/results/linescan_pacing_ab.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -28,6 +27,7 @@ sys.path.insert(0, str(HERE))
 from linescan_throughput import measure  # noqa: E402 - the throughput benchmark's session, shared
 from runtime_soak import stolen_seconds  # noqa: E402 - the soak's reading of the hypervisor's steal
 from edge.cli.common import float_list  # noqa: E402
+from results_file import write_results  # noqa: E402
 
 ARMS = {"paced": True, "every_frame": False}
 PATCHES_PER_TILE = 20  # 32 px patches across the belt's 640 px
@@ -102,8 +102,7 @@ def main() -> int:
            "bundle": args.bundle, "seconds": args.seconds, "rounds": args.rounds,
            "protocol": "one build; paced reader and --read-every-frame alternated, order swapped every other round; "
                        "medians per arm and rate", "summary": summary, "sessions": sessions}
-    args.out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(doc, args.out)
     return 0
 
 

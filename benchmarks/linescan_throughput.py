@@ -13,12 +13,13 @@ lost: the highest clean multiple is the sustainable line rate (1,250 lines/s x 6
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from results_file import write_results
 
 HERE = Path(__file__).resolve().parent
 NOMINAL_LINES_PER_S = 1250.0
@@ -102,8 +103,7 @@ def main() -> int:
         print(f"   sustained: {sustained:g}x nominal ({sustained * NOMINAL_LINES_PER_S:.0f} lines/s x 640 px)", flush=True)
     doc = {"benchmark": "linescan_throughput", "date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(),
            "detector": {"pixels": 640, "nominal_lines_per_s": NOMINAL_LINES_PER_S, "patch": 32}, "rows": rows}
-    args.out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(doc, args.out)
     return 0
 
 

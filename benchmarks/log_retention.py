@@ -15,7 +15,6 @@ benchmarks/results/log_retention.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from linescan_throughput import measure  # noqa: E402
+from results_file import write_results  # noqa: E402
 
 
 def main() -> int:
@@ -56,8 +56,7 @@ def main() -> int:
                   f"file {log['file_bytes'] / 1e6:.2f} MB", flush=True)
     doc = {"benchmark": "log_retention", "date": time.strftime("%Y-%m-%d"), "bundle": args.bundle,
            "multiple_of_nominal": args.multiple, "seconds": args.seconds, "bound_mb": args.bound_mb, "runs": runs}
-    args.out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(doc, args.out)
     return 0
 
 

@@ -18,7 +18,6 @@ each commit took.  Writes benchmarks/results/log_wal_growth.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ import numpy as np
 from edge.cli.common import float_list
 from edge.runtime.decision_log import DecisionLog, DecisionRow
 from edge.runtime.metrics import latency_percentiles
+from results_file import write_results
 
 HERE = Path(__file__).resolve().parent
 
@@ -77,8 +77,7 @@ def main() -> int:
               flush=True)
     doc = {"benchmark": "log_wal_growth", "date": time.strftime("%Y-%m-%d"), "rate": args.rate, "rows": args.rows,
            "seconds": args.seconds, "runs": runs}
-    args.out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(doc, args.out)
     return 0
 
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import time
 from pathlib import Path
@@ -44,6 +43,7 @@ from edge.cli.common import snr_list
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from robustness_cwru import HERE, read_done, summarise  # noqa: E402
+from results_file import write_results  # noqa: E402
 
 VARIANTS = ("stored", "adapted", "adapted_training_mix", "adapted_on_clean")
 AUGMENTED_PASSES = 4  # the adaptation half, each time with fresh training noise
@@ -166,8 +166,7 @@ def main() -> int:
         "summary": summary,
         "runs": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    write_results(doc, args.out)
     levels = list(summary["stored"]["gaussian"])
     print("\nleave-one-load-out, each half of the held-out recordings adapted on the other "
           "(%, mean over folds x seeds)")
@@ -176,7 +175,6 @@ def main() -> int:
     for v in VARIANTS:
         print(f"{v:<22}" + "".join(f"{100 * summary[v]['gaussian'][s]['mean']:>8.2f}" for s in levels)
               + "".join(f"{100 * summary[v]['pink'][s]['mean']:>9.2f}" for s in summary[v]["pink"]))
-    print(f"wrote {args.out}")
     return 0
 
 

@@ -40,6 +40,8 @@ import numpy as np
 
 from edge.cli.common import int_list, name_list, snr_list
 
+from results_file import write_results
+
 HERE = Path(__file__).resolve().parent
 LOADS = (0, 1, 2)
 
@@ -334,10 +336,8 @@ def main() -> int:
         "summary": summary,
         "runs": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    write_results(doc, args.out)
     print_table(summary, list(summary[models[0]]["gaussian"]))
-    print(f"wrote {args.out}")
     return 0
 
 

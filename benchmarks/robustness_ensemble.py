@@ -16,7 +16,6 @@ per window.  Writes benchmarks/results/robustness_ensemble.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from edge.cli.common import snr_list
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from robustness_cwru import HERE, int8_backend, latency_inputs, read_done  # noqa: E402
 from robustness_nested import INNER_SNRS  # noqa: E402
+from results_file import write_results  # noqa: E402
 
 
 def probabilities(run_dir: str, load: int, snrs: list, kind: str, seed: int = 1234) -> tuple[dict, np.ndarray]:
@@ -103,8 +103,7 @@ def main() -> int:
         doc["latency"] = member_latency(args)
         for name, p in doc["latency"].items():
             print(f"{name}: OpenVINO INT8 batch 1, one thread: p50 {p['p50_ms']:.3f} ms, p99 {p['p99_ms']:.3f} ms")
-    args.out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(doc, args.out)
     return 0
 
 

@@ -48,6 +48,7 @@ from edge.cli.common import int_list, snr_list
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from robustness_cwru import (HERE, LOADS, add_training_arguments, fresh_rows, read_done, run_path,  # noqa: E402
                              summarise, train_all)
+from results_file import write_results  # noqa: E402
 
 INNER_SNRS = [None, -4.0, -8.0]
 
@@ -324,13 +325,11 @@ def main() -> int:
         "trained_on": where,  # this invocation's; each run row says where it trained
         "runs": chosen,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    write_results(doc, args.out)
     for label, res in (("nested choice", doc["nested"]), ("default", doc["default"])):
         if res:
             g = res["gaussian"]
             print(f"{label:>14}: " + "  ".join(f"{k} {100 * v['mean']:.2f}" for k, v in g.items()))
-    print(f"wrote {args.out}")
     return 0
 
 

@@ -33,7 +33,6 @@ or runtime_overhead_floor_linescan.json (line-scan) unless ``--out`` says otherw
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -47,6 +46,7 @@ import serial
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from linescan_throughput import castings_belt  # noqa: E402
 from runtime_soak import _cpu_seconds, cost, session, simulator_stats, start_simulator  # noqa: E402
+from results_file import write_results  # noqa: E402
 from edge.backends import load_backend  # noqa: E402
 from edge.bundle import Bundle, open_bundle  # noqa: E402
 from edge.cli.common import positive_float  # noqa: E402
@@ -397,7 +397,7 @@ def main() -> int:
            "ratios": {"runtime_overhead_over_floor": runtime["overhead_cpu_fraction_of_inference"]
                       / floor["overhead_cpu_fraction_of_inference"],
                       "cold_over_warm": {step: cold[step] / hot[step] for step in hot if hot[step] > 0}}}
-    out.write_text(json.dumps(doc, indent=2) + "\n")
+    write_results(doc, out)
     missed = runtime["missed"]
     print(f"runtime: {100 * runtime['overhead_cpu_fraction_of_inference']:.0f}% of inference by CPU time "
           f"({runtime['cpu_ms_per_unit']:.2f} ms CPU and {runtime['inference_ms_per_unit']:.2f} ms inference "
@@ -411,7 +411,6 @@ def main() -> int:
           f"({warm['inference_ms_per_unit']:.2f} ms inference a {unit}); target <= 10%")
     print(f"CPU per {unit}, us (live / back to back): " + ", ".join(
         f"{step} {cold[step]:.0f}" + (f" / {hot[step]:.0f}" if step in hot else "") for step in cold))
-    print(f"wrote {out}")
     return 0
 
 

@@ -17,7 +17,6 @@ competing load).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sqlite3
 import subprocess
@@ -30,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runtime_soak import session  # noqa: E402 - the soak's session, shared
+from results_file import write_results  # noqa: E402
 
 from calibration.latency import percentiles  # noqa: E402
 from edge.cli.common import positive_int, realtime_priority as priority_arg  # noqa: E402
@@ -136,10 +136,9 @@ def main() -> int:
            "budget_ms": budget_ms, "arms": arm_rows, "sessions": sessions,
            "ratio_realtime_to_ordinary": {k: r[k] / o[k] for k in ("p50_ms", "p99_ms", "p99_9_ms", "max_ms")}}
     out = HERE / "results" / ("runtime_realtime_ab_load.json" if args.competing_load else "runtime_realtime_ab.json")
-    out.write_text(json.dumps(doc, indent=2) + "\n")
+    write_results(doc, out)
     for name, a in arm_rows.items():
         print(arm_line(name, a))
-    print(f"wrote {out}")
     return 0
 
 

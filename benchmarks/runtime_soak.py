@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from proc_timeline import read_around
+from results_file import write_results
 from edge.cli.common import non_negative_float, positive_float, probability, realtime_priority as priority_arg
 from edge.runtime.loop import Runtime, RuntimeSettings
 from edge.runtime.metrics import latency_percentiles
@@ -414,7 +415,7 @@ def main() -> int:
         "max_rate": max_rate,
     }
     out = args.out
-    out.write_text(json.dumps(doc, indent=2) + "\n")
+    write_results(doc, out)
     lat = soak["latency"]
     print(f"real rate, {soak['seconds']:.0f} s, {c['decisions']} decisions: p50 {lat['p50_ms']:.2f} ms, "
           f"p99 {lat['p99_ms']:.2f} ms, p99.9 {lat['p99_9_ms']:.2f} ms, max {lat['max_ms']:.2f} ms "
@@ -457,7 +458,6 @@ def main() -> int:
         print_memory(max_rate["resident_memory"])
     if score["accuracy"] is not None:
         print(f"live accuracy {100 * score['accuracy']:.2f}% on {score['scored']} held-out windows (first lap)")
-    print(f"wrote {out}")
     return 0
 
 

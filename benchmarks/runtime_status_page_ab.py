@@ -16,7 +16,6 @@ Writes benchmarks/results/runtime_status_page_ab.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runtime_realtime_ab import _latencies, add_session_arguments, arm_line, arm_row, session_row  # noqa: E402 - shared
 from runtime_soak import session  # noqa: E402 - the soak's session, shared
+from results_file import write_results  # noqa: E402
 
 from edge.cli.common import positive_float  # noqa: E402
 from edge.runtime.metrics import LATENCY_WINDOW  # noqa: E402
@@ -94,10 +94,9 @@ def main() -> int:
            "latency_window": "full (100,000 decisions) from the start of every session",
            "budget_ms": budget_ms, "arms": arm_rows, "sessions": sessions,
            "ratio_read_to_unread": {k: r[k] / u[k] for k in ("p50_ms", "p99_ms", "p99_9_ms", "max_ms")}}
-    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    write_results(doc, args.out)
     for name, a in arm_rows.items():
         print(arm_line(name, a))
-    print(f"wrote {args.out}")
     return 0
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import platform
 import sys
 import threading
@@ -39,6 +38,7 @@ from edge.backends.cuda_buffers import CudaStream, HostDeviceBuffer, open_device
 from edge.bundle import open_bundle
 from edge.compile.tensorrt import batch_profile
 from edge.host import processor_name
+from results_file import write_results
 
 HERE = Path(__file__).resolve().parent
 
@@ -166,9 +166,7 @@ def main() -> int:
            "tensorrt": "installed" if have_trt else "not installed",
            "machine": {"cpu": processor_name(), "python": platform.python_version(), "numpy": np.__version__},
            "bundles": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(doc, args.out)
     return 0
 
 

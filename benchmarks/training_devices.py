@@ -27,6 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from edge.cli import main as cli  # noqa: E402
+from results_file import write_results  # noqa: E402
 
 
 def drsn_edge(argv: list[str]) -> str:
@@ -100,8 +101,7 @@ def main() -> int:
                                               "train_s": [trained_seconds(run) for run in runs],
                                               "test_accuracy": accuracy}
             print(f"{len(runs)} castings seeds at once: {wall:.0f} s, test accuracy {accuracy}", flush=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    write_results(result, args.out)
     return 0
 
 
