@@ -39,7 +39,6 @@ from typing import Callable
 import numpy as np
 
 from edge.cli.common import int_list, name_list, snr_list
-
 from results_file import write_results
 
 HERE = Path(__file__).resolve().parent
