@@ -44,16 +44,28 @@ def thread_sample(pid: int) -> dict[int, list[int]]:
     return rows
 
 
+def cpu_ticks(label: str) -> list[int] | None:
+    """The clock-tick counters of one line of /proc/stat ("cpu3"; "cpu": all CPUs together): user, nice,
+    system, idle, iowait, irq, softirq, steal, ...; None where there is no such line (not Linux)."""
+    try:
+        with open("/proc/stat") as fh:
+            for line in fh:
+                fields = line.split()
+                if fields and fields[0] == label:
+                    return [int(x) for x in fields[1:]]
+    except OSError:
+        pass
+    return None
+
+
 def cpu_sample(cpu: int) -> tuple[int, int]:
     """(busy, stolen) clock ticks of one CPU so far."""
-    with open("/proc/stat") as fh:
-        for line in fh:
-            if line.startswith(f"cpu{cpu} "):
-                v = [int(x) for x in line.split()[1:]]
-                idle = v[3] + v[4]               # idle, iowait
-                steal = v[7] if len(v) > 7 else 0
-                return sum(v[:8]) - idle - steal, steal
-    raise ValueError(f"no cpu{cpu} in /proc/stat")
+    v = cpu_ticks(f"cpu{cpu}")
+    if v is None:
+        raise ValueError(f"no cpu{cpu} in /proc/stat")
+    idle = v[3] + v[4]               # idle, iowait
+    steal = v[7] if len(v) > 7 else 0
+    return sum(v[:8]) - idle - steal, steal
 
 
 def record(pid: int, cpu: int, every_s: float, out: Path) -> int:

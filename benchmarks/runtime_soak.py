@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from proc_timeline import read_around
+from proc_timeline import cpu_ticks, read_around
 from results_file import write_results
 from edge.cli.common import non_negative_float, positive_float, probability, realtime_priority as priority_arg
 from edge.runtime.loop import Runtime, RuntimeSettings
@@ -103,15 +103,8 @@ def where_time_went(log: Path, first_id: int, budget_ms: float) -> dict:
 def stolen_seconds(cpu: str = "cpu") -> float | None:
     """Time the hypervisor has stolen so far from ``cpu`` ("cpu3"; "cpu": all of them), in seconds; None
     where /proc/stat has no steal column (not Linux)."""
-    try:
-        with open("/proc/stat") as fh:
-            for line in fh:
-                fields = line.split()
-                if fields[0] == cpu and len(fields) > 8:
-                    return int(fields[8]) / os.sysconf("SC_CLK_TCK")
-    except OSError:
-        pass
-    return None
+    ticks = cpu_ticks(cpu)
+    return ticks[7] / os.sysconf("SC_CLK_TCK") if ticks is not None and len(ticks) > 7 else None
 
 
 class Sampler:
