@@ -35,7 +35,7 @@ from calibration.latency import percentiles, time_interleaved
 from edge.backends import load_backend
 from edge.backends.base import BackendError
 from edge.backends.cuda_buffers import CudaStream, HostDeviceBuffer, open_device
-from edge.bundle import open_bundle
+from edge.bundle import Bundle, open_bundle
 from edge.compile.tensorrt import batch_profile
 from edge.host import processor_name
 from results_file import write_results
@@ -88,16 +88,15 @@ def copy_round_trips(shape: tuple[int, ...], trips: int, seed: int) -> dict:
             "latency": percentiles(times[min(50, trips // 10):])}
 
 
-def engine_timing(bundle_path: Path, inputs: np.ndarray, rounds: int, per_round: int) -> dict:
+def engine_timing(bundle: Bundle, inputs: np.ndarray, rounds: int, per_round: int) -> dict:
     """Build the bundle's engine, time it beside ONNX Runtime on the same ONNX, count changed decisions."""
-    from edge.compile.tensorrt import TrtBuildSettings, build_engine, engine_path_for
+    from edge.compile.tensorrt import build_engine, device_build_settings, engine_path_for
 
-    bundle = open_bundle(bundle_path)
     trt = bundle.manifest["tensorrt"]
     engine = engine_path_for(bundle.path, bundle.manifest)
     started = time.monotonic()
-    settings = TrtBuildSettings(**(trt["build_settings"] | {"timing_cache": str(bundle.path.parent / "timing.cache")}))
-    built = build_engine(bundle.path / trt["onnx_file"], engine, settings)   # as compile-trt builds it
+    built = build_engine(bundle.path / trt["onnx_file"], engine,   # as compile-trt builds it, with its defaults
+                         device_build_settings(bundle.path, bundle.manifest))
     build_s = time.monotonic() - started
     gpu = load_backend(bundle)
     import onnxruntime as ort
@@ -140,7 +139,8 @@ def main() -> int:
     have_trt = importlib.util.find_spec("tensorrt") is not None
     rows = {}
     for path in args.bundle:
-        manifest = open_bundle(path).manifest
+        bundle = open_bundle(path)
+        manifest = bundle.manifest
         shape = (tile_batch(manifest), *manifest["input"]["shape"][1:])
         copies = copy_round_trips(shape, args.trips, args.seed)
         lat = copies["latency"]
@@ -158,7 +158,7 @@ def main() -> int:
             else:
                 rng = np.random.default_rng(args.seed)
                 inputs = rng.standard_normal((400 * shape[0], *shape[1:])).astype(np.float32)
-            row["engine"] = engine_timing(path, inputs, args.rounds, args.per_round)
+            row["engine"] = engine_timing(bundle, inputs, args.rounds, args.per_round)
         print(f"  engine: {row['engine']['status']}" + (f" ({row['engine']['why']})" if "why" in row["engine"]
                                                          else ""))
         rows[path.name] = row

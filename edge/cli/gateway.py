@@ -36,7 +36,7 @@ def _add_compile_trt(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_compile_trt(args: argparse.Namespace) -> int:
     from edge.bundle import open_bundle
-    from edge.compile.tensorrt import TrtBuildSettings, build_engine, engine_path_for
+    from edge.compile.tensorrt import build_engine, device_build_settings, engine_path_for
 
     if Path(args.bundle).is_file():
         raise DrsnEdgeError(f"{args.bundle} is an archive: the engine is written beside the bundle's directory, so "
@@ -46,11 +46,9 @@ def _cmd_compile_trt(args: argparse.Namespace) -> int:
     if not trt:
         raise DrsnEdgeError(f"{args.bundle} is a bundle for {bundle.manifest['backend']['name']}, not tensorrt: "
                             "build one with `drsn-edge build --target tensorrt`")
-    lo, opt, hi = trt["build_settings"]["batch"]
-    settings = TrtBuildSettings(**(trt["build_settings"] | {
-        "workspace_mb": args.workspace_mb, "dla_core": args.dla_core, "gpu_fallback": not args.no_gpu_fallback,
-        "timing_cache": args.timing_cache or str(bundle.path.parent / "timing.cache"),
-        "batch": (lo, opt, max(opt, args.max_batch or hi))}))
+    settings = device_build_settings(bundle.path, bundle.manifest, workspace_mb=args.workspace_mb,
+                                     dla_core=args.dla_core, gpu_fallback=not args.no_gpu_fallback,
+                                     timing_cache=args.timing_cache, max_batch=args.max_batch)
     info = build_engine(bundle.path / trt["onnx_file"], engine_path_for(bundle.path, bundle.manifest), settings)
     print(json.dumps(info, indent=2))
     return 0

@@ -126,6 +126,20 @@ def engine_path_for(bundle_path: str | Path, manifest: dict) -> Path:
     return bundle_path.parent / f"{bundle_path.name}.{onnx}.{trt['engine_file']}"
 
 
+def device_build_settings(bundle_path: str | Path, manifest: dict, workspace_mb: int = 256,
+                          dla_core: int | None = None, gpu_fallback: bool = True, timing_cache: str | None = None,
+                          max_batch: int | None = None) -> TrtBuildSettings:
+    """The settings ``drsn-edge compile-trt`` builds a bundle's engine with: the bundle's own, with this
+    device's choices over them; the timing cache beside the bundle unless named, and the batch profile's
+    maximum raised to ``max_batch`` for a wider detector line."""
+    recorded = manifest["tensorrt"]["build_settings"]
+    lo, opt, hi = recorded["batch"]
+    return TrtBuildSettings(**(recorded | {
+        "workspace_mb": workspace_mb, "dla_core": dla_core, "gpu_fallback": gpu_fallback,
+        "timing_cache": timing_cache or str(Path(bundle_path).parent / "timing.cache"),
+        "batch": (lo, opt, max(opt, max_batch or hi))}))
+
+
 def trtexec_command(manifest: dict, engine_path: str | Path, settings: TrtBuildSettings | None = None) -> str:
     """The equivalent ``trtexec`` line for the bundle's ONNX."""
     settings = settings or TrtBuildSettings(**manifest.get("tensorrt", {}).get("build_settings", {}))
